@@ -1,0 +1,27 @@
+#!/bin/sh
+# Installs every Debian package that leverbridge's build, tests and benchmarks
+# need. Idempotent: packages already present are left alone. Run as root.
+set -eu
+
+PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev
+libuv1-dev libcurl4-openssl-dev libyajl-dev libsodium-dev libsqlite3-dev
+node-llhttp libcmocka-dev sqlite3 python3 python3-pytest wrk nginx-light curl"
+
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
+        || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "deps/install.sh: missing packages:$missing (run as root)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing
+# nginx-light starts a service on port 80 when installed; the benchmarks run
+# their own instance on loopback, so stop the packaged one if it came up.
+if command -v service >/dev/null 2>&1; then service nginx stop >/dev/null 2>&1 || true; fi
