@@ -1,0 +1,850 @@
+#include "http/server.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/strbuf.h"
+#include "http/response.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define READ_BUF_SIZE (8 * 1024)
+/* Stop parsing pipelined requests while this much response data waits. */
+#define WRITE_QUEUE_HIGH (256 * 1024)
+
+typedef enum {
+    C_IDLE,     /* between requests: idle timer */
+    C_HEADERS,  /* first byte seen, headers incomplete: header timer */
+    C_BODY,     /* headers done, body incomplete: body idle timer */
+    C_HANDLING, /* parsed, handler owes a response: parser paused, not reading */
+    C_LINGER,   /* last response sent: write side shut, draining input, then close */
+    C_CLOSED,
+} conn_state;
+
+typedef struct {
+    uint32_t name_off, name_len, val_off, val_len;
+} hdr_span;
+
+/* Owned by the server's connection list; freed in close_cb once both handles
+ * are closed and no handler owes a response. */
+struct lb_http_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    llhttp_t parser;
+    lb_http_server *srv;
+    lb_http_conn *prev, *next;
+    conn_state state;
+    int handles;          /* open libuv handles (tcp, timer) */
+    int in_process;       /* inside process(): respond must not recurse */
+    unsigned reading : 1;
+    unsigned keep_alive : 1;
+    unsigned owes : 1;    /* a handler owes lb_http_respond() for req */
+    unsigned in_field : 1; /* the last header span was a field name */
+    unsigned expect_continue : 1;
+    int err_status;       /* a limit was hit: answer this and close */
+    const char *err_code;
+    const char *err_msg;
+
+    lb_http_req req;
+    lb_strbuf head;       /* url, header names and values */
+    size_t url_len;
+    hdr_span hdrs[LB_HTTP_MAX_HEADERS];
+    int nhdrs;
+    lb_strbuf body;
+
+    size_t rlen;          /* unparsed bytes at the start of rbuf */
+    char rbuf[READ_BUF_SIZE];
+};
+
+struct lb_http_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    lb_http_server_config cfg;
+    lb_http_handler handler;
+    void *handler_data;
+    lb_http_conn *conns;
+    size_t nconns;
+    int port;
+    unsigned listening : 1;
+    unsigned draining : 1;
+    unsigned closing : 1;
+    void (*drain_cb)(void *);
+    void *drain_data;
+    void (*close_cb)(void *);
+    void *close_data;
+    llhttp_settings_t settings;
+    char date[64];
+    uint64_t date_sec;
+};
+
+typedef struct {
+    uv_write_t req;
+    lb_http_conn *conn;
+    void (*free_body)(void *);
+    void *free_arg;
+    size_t head_len;
+    char head[];
+} write_req;
+
+static void process(lb_http_conn *c);
+static void conn_free(lb_http_conn *c);
+static void conn_close(lb_http_conn *c);
+static void send_error_and_close(lb_http_conn *c, int status, const char *code, const char *msg);
+
+/* ---- metrics ---------------------------------------------------------- */
+
+typedef struct {
+    const char *route;
+    int status;
+    lb_metric *count;
+    lb_metric *latency;
+} metric_slot;
+
+static metric_slot metric_cache[256];
+
+static void record_metrics(const lb_http_req *req, int status)
+{
+    const char *route = req->route ? req->route : "unmatched";
+    uintptr_t h = ((uintptr_t)route >> 3) * 31u + (unsigned)status;
+    metric_slot *slot = &metric_cache[h % LB_COUNTOF(metric_cache)];
+    if (slot->route != route || slot->status != status) {
+        char labels[256];
+        lb_strbuf b;
+        lb_strbuf_init_fixed(&b, labels, sizeof(labels));
+        lb_strbuf_cat(&b, "route=");
+        lb_strbuf_json_str(&b, route, strlen(route)); /* JSON escaping suits Prometheus */
+        lb_strbuf_printf(&b, ",code=\"%d\"", status);
+        slot->route = route;
+        slot->status = status;
+        slot->count = lb_metrics_counter("leverbridge_http_requests_total",
+                                         "HTTP requests answered, by route and status.", labels);
+        lb_strbuf_reset(&b);
+        lb_strbuf_cat(&b, "route=");
+        lb_strbuf_json_str(&b, route, strlen(route));
+        slot->latency = lb_metrics_histogram(
+            "leverbridge_http_request_seconds", "Time from complete headers to response.", labels,
+            lb_metrics_latency_bounds, lb_metrics_latency_nbounds);
+    }
+    lb_metric_add(slot->count, 1);
+    if (req->start_ns != 0)
+        lb_metric_observe(slot->latency, (double)(uv_hrtime() - req->start_ns) / 1e9);
+}
+
+/* ---- timers ----------------------------------------------------------- */
+
+static void timer_cb(uv_timer_t *t)
+{
+    lb_http_conn *c = t->data;
+    switch (c->state) {
+    case C_HEADERS:
+        send_error_and_close(c, 408, "request_timeout", "The request headers took too long.");
+        break;
+    case C_BODY:
+        send_error_and_close(c, 408, "request_timeout", "The request body stalled.");
+        break;
+    default: /* idle keep-alive or lingering close: just go */
+        conn_close(c);
+        break;
+    }
+}
+
+static void set_state(lb_http_conn *c, conn_state st)
+{
+    const lb_http_server_config *cfg = &c->srv->cfg;
+    c->state = st;
+    int64_t ms = 0;
+    switch (st) {
+    case C_IDLE: ms = cfg->idle_timeout_ms; break;
+    case C_HEADERS: ms = cfg->header_timeout_ms; break;
+    case C_BODY: ms = cfg->body_timeout_ms; break;
+    case C_LINGER: ms = cfg->idle_timeout_ms; break; /* until the answer is out */
+    default: break;
+    }
+    if (ms > 0)
+        uv_timer_start(&c->timer, timer_cb, (uint64_t)ms, 0);
+    else
+        uv_timer_stop(&c->timer);
+}
+
+/* ---- reading ---------------------------------------------------------- */
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    lb_http_conn *c = h->data;
+    (void)suggested;
+    if (c->state == C_LINGER) { /* discard: reuse the whole buffer */
+        buf->base = c->rbuf;
+        buf->len = sizeof(c->rbuf);
+        return;
+    }
+    buf->base = c->rbuf + c->rlen;
+    buf->len = sizeof(c->rbuf) - c->rlen;
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    lb_http_conn *c = stream->data;
+    (void)buf;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        /* EOF or reset. A half-sent request gets no answer: nobody reads it. */
+        conn_close(c);
+        return;
+    }
+    if (c->state == C_LINGER)
+        return;
+    c->rlen += (size_t)nread;
+    if (c->state == C_IDLE)
+        set_state(c, C_HEADERS);
+    else if (c->state == C_BODY)
+        set_state(c, C_BODY); /* restart the idle-between-bytes timer */
+    process(c);
+}
+
+static void read_start(lb_http_conn *c)
+{
+    if (!c->reading && c->state != C_CLOSED) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
+            c->reading = 1;
+    }
+}
+
+static void read_stop(lb_http_conn *c)
+{
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
+
+/* ---- llhttp callbacks --------------------------------------------------- */
+
+static int limit(lb_http_conn *c, int status, const char *code, const char *msg)
+{
+    c->err_status = status;
+    c->err_code = code;
+    c->err_msg = msg;
+    return -1;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    lb_http_conn *c = p->data;
+    lb_strbuf_reset(&c->head);
+    lb_strbuf_reset(&c->body);
+    c->url_len = 0;
+    c->nhdrs = 0;
+    c->in_field = 0;
+    c->expect_continue = 0;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    lb_http_conn *c = p->data;
+    if (c->url_len + len > LB_HTTP_MAX_URL)
+        return limit(c, 414, "uri_too_long", "The request URL is too long.");
+    if (lb_strbuf_add(&c->head, at, len) != 0)
+        return limit(c, 431, "headers_too_large", "The request headers are too large.");
+    c->url_len += len;
+    return 0;
+}
+
+static int on_url_complete(llhttp_t *p)
+{
+    lb_http_conn *c = p->data;
+    /* NUL-terminate the URL in place: header spans start after it. */
+    if (lb_strbuf_add(&c->head, "", 1) != 0)
+        return limit(c, 431, "headers_too_large", "The request headers are too large.");
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    lb_http_conn *c = p->data;
+    if (!c->in_field) {
+        if (c->nhdrs == LB_HTTP_MAX_HEADERS)
+            return limit(c, 431, "headers_too_large", "The request has too many headers.");
+        hdr_span *h = &c->hdrs[c->nhdrs];
+        h->name_off = (uint32_t)c->head.len;
+        h->name_len = 0;
+        h->val_len = 0;
+        c->in_field = 1;
+    }
+    if (lb_strbuf_add(&c->head, at, len) != 0)
+        return limit(c, 431, "headers_too_large", "The request headers are too large.");
+    c->hdrs[c->nhdrs].name_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    lb_http_conn *c = p->data;
+    if (lb_strbuf_add(&c->head, "", 1) != 0)
+        return limit(c, 431, "headers_too_large", "The request headers are too large.");
+    c->hdrs[c->nhdrs].val_off = (uint32_t)c->head.len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    lb_http_conn *c = p->data;
+    if (lb_strbuf_add(&c->head, at, len) != 0)
+        return limit(c, 431, "headers_too_large", "The request headers are too large.");
+    c->hdrs[c->nhdrs].val_len += (uint32_t)len;
+    return 0;
+}
+
+/* Commit the pair here: value spans may be split across reads, and an empty
+ * value never calls on_header_value at all. */
+static int on_header_value_complete(llhttp_t *p)
+{
+    lb_http_conn *c = p->data;
+    hdr_span *h = &c->hdrs[c->nhdrs];
+    while (h->val_len > 0 && (c->head.data[h->val_off + h->val_len - 1] == ' ' ||
+                              c->head.data[h->val_off + h->val_len - 1] == '\t'))
+        h->val_len--;
+    c->head.len = h->val_off + h->val_len; /* drop the trimmed bytes */
+    if (lb_strbuf_add(&c->head, "", 1) != 0)
+        return limit(c, 431, "headers_too_large", "The request headers are too large.");
+    c->nhdrs++;
+    c->in_field = 0;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    lb_http_conn *c = p->data;
+    lb_http_server *s = c->srv;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s->cfg.max_body)
+        return limit(c, 413, "payload_too_large", "The request body is too large.");
+    size_t n;
+    const char *expect = lb_http_req_header(&c->req, "expect", &n);
+    if (expect != NULL && strcasecmp(expect, "100-continue") == 0)
+        c->expect_continue = 1;
+    c->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
+    c->req.start_ns = uv_hrtime();
+    set_state(c, C_BODY);
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    lb_http_conn *c = p->data;
+    if (lb_strbuf_add(&c->body, at, len) != 0)
+        return limit(c, 413, "payload_too_large", "The request body is too large.");
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    lb_http_conn *c = p->data;
+    c->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
+    set_state(c, C_HANDLING);
+    return HPE_PAUSED;
+}
+
+/* ---- request dispatch --------------------------------------------------- */
+
+const char *lb_http_req_header(const lb_http_req *req, const char *name, size_t *len)
+{
+    const lb_http_conn *c = req->conn;
+    for (int i = 0; i < c->nhdrs; i++) {
+        const hdr_span *h = &c->hdrs[i];
+        if (strcasecmp(c->head.data + h->name_off, name) == 0) {
+            if (len != NULL)
+                *len = h->val_len;
+            return c->head.data + h->val_off;
+        }
+    }
+    return NULL;
+}
+
+const char *lb_http_req_param(const lb_http_req *req, const char *name)
+{
+    for (int i = 0; i < req->nparams; i++)
+        if (strcmp(req->params[i].name, name) == 0)
+            return req->params[i].value;
+    return NULL;
+}
+
+static void dispatch(lb_http_conn *c)
+{
+    lb_http_req *r = &c->req;
+    char *url = c->head.data;
+    char *q = memchr(url, '?', c->url_len);
+    if (q != NULL) {
+        *q = '\0';
+        r->query = q + 1;
+    } else {
+        r->query = "";
+    }
+    r->path = url;
+    r->method = llhttp_get_method(&c->parser);
+    r->method_name = llhttp_method_name((llhttp_method_t)r->method);
+    r->body = c->body.len ? c->body.data : "";
+    r->body_len = c->body.len;
+    r->route = NULL;
+    r->nparams = 0;
+    r->ctx = NULL;
+    c->owes = 1;
+    if (c->srv->draining)
+        c->keep_alive = 0;
+    c->srv->handler(r, c->srv->handler_data);
+}
+
+/* Parses what is buffered, dispatching complete requests one at a time. */
+static void process(lb_http_conn *c)
+{
+    c->in_process++;
+    while (c->rlen > 0 && (c->state == C_HEADERS || c->state == C_BODY || c->state == C_IDLE)) {
+        if (c->state == C_IDLE)
+            set_state(c, C_HEADERS);
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > WRITE_QUEUE_HIGH)
+            break; /* the client is not reading its answers: wait */
+        llhttp_errno_t err = llhttp_execute(&c->parser, c->rbuf, c->rlen);
+        if (err == HPE_OK) {
+            c->rlen = 0;
+            if (c->expect_continue && c->state == C_BODY) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+                uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+                c->expect_continue = 0;
+            }
+            break;
+        }
+        if (err == HPE_PAUSED) {
+            const char *pos = llhttp_get_error_pos(&c->parser);
+            size_t used = (size_t)(pos - c->rbuf);
+            memmove(c->rbuf, pos, c->rlen - used);
+            c->rlen -= used;
+            dispatch(c); /* may respond at once, which returns us to C_IDLE */
+            continue;
+        }
+        if (c->err_status != 0) {
+            send_error_and_close(c, c->err_status, c->err_code, c->err_msg);
+        } else {
+            lb_debug("http", "bad request: %s", llhttp_errno_name(err));
+            send_error_and_close(c, 400, "invalid_request", "The HTTP request is malformed.");
+        }
+        break;
+    }
+    c->in_process--;
+    if (c->state == C_HANDLING || c->state == C_CLOSED || c->rlen == sizeof(c->rbuf))
+        read_stop(c); /* a full buffer waits for the write queue to drain */
+    else
+        read_start(c);
+}
+
+/* ---- writing ---------------------------------------------------------- */
+
+static const char *date_header(lb_http_server *s)
+{
+    uint64_t now = (uint64_t)time(NULL);
+    if (now != s->date_sec) {
+        time_t t = (time_t)now;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(s->date, sizeof(s->date), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        s->date_sec = now;
+    }
+    return s->date;
+}
+
+static void after_response(lb_http_conn *c);
+
+static void write_cb(uv_write_t *w, int status)
+{
+    write_req *wr = (write_req *)w;
+    lb_http_conn *c = wr->conn;
+    if (wr->free_body != NULL)
+        wr->free_body(wr->free_arg);
+    lb_free(wr);
+    if (c->state == C_CLOSED)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->state == C_LINGER && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+        after_response(c);
+    else if (c->rlen > 0 && c->in_process == 0)
+        process(c); /* pipelined requests held back by the write queue */
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status)
+{
+    lb_free(req);
+    (void)status;
+}
+
+/* The last response is out: shut our side, read and discard what the client
+ * still sends (so the kernel does not reset the connection under the
+ * response), and close on EOF or after LB_HTTP_LINGER_MS. */
+static void after_response(lb_http_conn *c)
+{
+    uv_shutdown_t *sr = LB_NEW(uv_shutdown_t);
+    if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, shutdown_cb) != 0) {
+        lb_free(sr);
+        conn_close(c);
+        return;
+    }
+    c->rlen = 0;
+    uv_timer_start(&c->timer, timer_cb, LB_HTTP_LINGER_MS, 0);
+    read_start(c);
+}
+
+static void send_raw(lb_http_conn *c, const char *head, size_t hlen, const void *body, size_t blen,
+                     void (*free_body)(void *), void *free_arg)
+{
+    uv_buf_t bufs[2] = {uv_buf_init((char *)head, (unsigned)hlen),
+                        uv_buf_init((char *)body, (unsigned)blen)};
+    unsigned nbufs = blen ? 2 : 1;
+    int n = 0;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+        n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+        if (n == UV_EAGAIN || n == UV_ENOSYS)
+            n = 0;
+        if (n < 0) {
+            if (free_body != NULL)
+                free_body(free_arg);
+            conn_close(c);
+            return;
+        }
+    }
+    size_t sent = (size_t)n;
+    if (sent == hlen + blen) {
+        if (free_body != NULL)
+            free_body(free_arg);
+        if (c->state == C_LINGER)
+            after_response(c);
+        return;
+    }
+    /* Queue the rest: the unsent part of the head is copied, the body is not. */
+    size_t hrest = sent < hlen ? hlen - sent : 0;
+    write_req *wr = lb_malloc(sizeof(*wr) + hrest);
+    wr->conn = c;
+    wr->free_body = free_body;
+    wr->free_arg = free_arg;
+    wr->head_len = hrest;
+    memcpy(wr->head, head + (hlen - hrest), hrest);
+    size_t bskip = sent > hlen ? sent - hlen : 0;
+    uv_buf_t rest[2];
+    unsigned nrest = 0;
+    if (hrest > 0)
+        rest[nrest++] = uv_buf_init(wr->head, (unsigned)hrest);
+    if (blen > bskip)
+        rest[nrest++] = uv_buf_init((char *)body + bskip, (unsigned)(blen - bskip));
+    if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, rest, nrest, write_cb) != 0) {
+        if (free_body != NULL)
+            free_body(free_arg);
+        lb_free(wr);
+        conn_close(c);
+    }
+}
+
+static size_t format_head(lb_http_conn *c, char *head, size_t size, int status,
+                          const char *ctype, const char *extra, size_t blen)
+{
+    lb_strbuf b;
+    lb_strbuf_init_fixed(&b, head, size);
+    lb_strbuf_printf(&b, "HTTP/1.1 %d %s\r\n", status, lb_http_status_text(status));
+    lb_strbuf_cat(&b, date_header(c->srv));
+    if (ctype != NULL)
+        lb_strbuf_printf(&b, "Content-Type: %s\r\n", ctype);
+    lb_strbuf_printf(&b, "Content-Length: %zu\r\n", blen);
+    if (extra != NULL)
+        lb_strbuf_cat(&b, extra);
+    if (!c->keep_alive)
+        lb_strbuf_cat(&b, "Connection: close\r\n");
+    else if (llhttp_get_http_minor(&c->parser) == 0)
+        lb_strbuf_cat(&b, "Connection: keep-alive\r\n");
+    lb_strbuf_cat(&b, "\r\n");
+    return b.failed ? 0 : b.len;
+}
+
+void lb_http_respond(lb_http_req *req, int status, const char *content_type,
+                     const char *extra_headers, const void *body, size_t len,
+                     void (*free_body)(void *arg), void *free_arg)
+{
+    lb_http_conn *c = req->conn;
+    if (!c->owes) {
+        lb_error("http", "response without a pending request (status %d) ignored", status);
+        if (free_body != NULL)
+            free_body(free_arg);
+        return;
+    }
+    c->owes = 0;
+    record_metrics(req, status);
+    if (c->state == C_CLOSED) { /* the client went away while we worked */
+        if (free_body != NULL)
+            free_body(free_arg);
+        if (c->handles == 0)
+            conn_free(c);
+        return;
+    }
+    char head[2048];
+    size_t hlen = format_head(c, head, sizeof(head), status, content_type, extra_headers, len);
+    if (hlen == 0) {
+        lb_error("http", "response head too large (status %d)", status);
+        c->keep_alive = 0;
+        static const char fallback[] = "HTTP/1.1 500 Internal Server Error\r\n"
+                                       "Content-Length: 0\r\nConnection: close\r\n\r\n";
+        memcpy(head, fallback, sizeof(fallback) - 1);
+        hlen = sizeof(fallback) - 1;
+        if (free_body != NULL)
+            free_body(free_arg);
+        body = NULL;
+        len = 0;
+        free_body = NULL;
+    }
+    if (req->method == HTTP_HEAD) {
+        if (free_body != NULL)
+            free_body(free_arg);
+        body = NULL;
+        len = 0;
+        free_body = NULL;
+    }
+    int keep = c->keep_alive && !c->srv->draining;
+    if (keep) {
+        llhttp_resume(&c->parser);
+        set_state(c, C_IDLE);
+    } else {
+        set_state(c, C_LINGER);
+    }
+    send_raw(c, head, hlen, body, len, free_body, free_arg);
+    if (keep && c->state == C_IDLE && c->in_process == 0)
+        process(c); /* an asynchronous answer: go on with what is buffered */
+}
+
+static void send_error_and_close(lb_http_conn *c, int status, const char *code, const char *msg)
+{
+    if (c->state == C_HANDLING)
+        return; /* a handler owes the answer; it will close after it */
+    c->keep_alive = 0;
+    c->owes = 1;
+    c->req.route = NULL;
+    c->req.start_ns = 0;
+    c->req.method = HTTP_GET;
+    size_t len;
+    char *body = lb_http_error_body(code, msg, NULL, &len);
+    set_state(c, C_HANDLING); /* so that respond treats it as a normal answer */
+    lb_http_respond(&c->req, status, "application/json", NULL, body, len, lb_free, body);
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void maybe_drained(lb_http_server *s);
+static void maybe_closed(lb_http_server *s);
+
+static void conn_free(lb_http_conn *c)
+{
+    lb_strbuf_free(&c->head);
+    lb_strbuf_free(&c->body);
+    lb_free(c);
+}
+
+static void conn_close_cb(uv_handle_t *h)
+{
+    lb_http_conn *c = h->data;
+    lb_http_server *s = c->srv;
+    if (--c->handles > 0)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    /* A handler that still owes a response may still read the request: the
+     * connection is freed when it answers. */
+    if (!c->owes)
+        conn_free(c);
+    maybe_drained(s);
+    maybe_closed(s);
+}
+
+static void conn_close(lb_http_conn *c)
+{
+    if (c->state == C_CLOSED)
+        return;
+    c->state = C_CLOSED;
+    read_stop(c);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, conn_close_cb);
+    uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+}
+
+static void conn_link(lb_http_server *s, lb_http_conn *c)
+{
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    lb_http_server *s = server->data;
+    if (status < 0) {
+        lb_warn("http", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    lb_http_conn *c = lb_malloc(sizeof(*c));
+    memset(c, 0, offsetof(lb_http_conn, rbuf));
+    c->srv = s;
+    lb_strbuf_init(&c->head, LB_HTTP_MAX_HEADER_BYTES);
+    lb_strbuf_init(&c->body, s->cfg.max_body);
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    c->handles = 1;
+    conn_link(s, c); /* counted until its close callback */
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || s->draining ||
+        s->nconns > (size_t)s->cfg.max_connections) {
+        if (s->nconns > (size_t)s->cfg.max_connections)
+            lb_warn("http", "connection refused: %d connections open", s->cfg.max_connections);
+        c->state = C_CLOSED;
+        uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+        return;
+    }
+    uv_timer_init(s->loop, &c->timer);
+    c->timer.data = c;
+    c->handles = 2;
+    uv_tcp_nodelay(&c->tcp, 1);
+    llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
+    c->parser.data = c;
+    c->req.conn = c;
+    set_state(c, C_IDLE);
+    read_start(c);
+}
+
+/* ---- server ----------------------------------------------------------- */
+
+int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
+                         lb_http_handler handler, void *data, lb_http_server **out)
+{
+    struct sockaddr_storage addr;
+    int rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
+    if (rc != 0)
+        rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
+    if (rc != 0)
+        return rc;
+    lb_http_server *s = LB_NEW(lb_http_server);
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->handler = handler;
+    s->handler_data = data;
+    llhttp_settings_init(&s->settings);
+    s->settings.on_message_begin = on_message_begin;
+    s->settings.on_url = on_url;
+    s->settings.on_url_complete = on_url_complete;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_field_complete = on_header_field_complete;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_header_value_complete = on_header_value_complete;
+    s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_body = on_body;
+    s->settings.on_message_complete = on_message_complete;
+    uv_tcp_init(loop, &s->listener);
+    s->listener.data = s;
+    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+    if (rc != 0) {
+        /* Nothing else is open: close the listener and free in its callback. */
+        s->closing = 1;
+        uv_close((uv_handle_t *)&s->listener, (uv_close_cb)lb_free);
+        return rc;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof(bound);
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
+    s->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    s->listening = 1;
+    *out = s;
+    return 0;
+}
+
+int lb_http_server_port(const lb_http_server *s)
+{
+    return s->port;
+}
+
+int lb_http_server_draining(const lb_http_server *s)
+{
+    return s->draining;
+}
+
+size_t lb_http_server_connections(const lb_http_server *s)
+{
+    return s->nconns;
+}
+
+static void listener_closed_cb(uv_handle_t *h)
+{
+    lb_http_server *s = h->data;
+    s->listening = 0;
+    maybe_drained(s);
+    maybe_closed(s);
+}
+
+static void stop_listening(lb_http_server *s)
+{
+    if (s->listening && !uv_is_closing((uv_handle_t *)&s->listener))
+        uv_close((uv_handle_t *)&s->listener, listener_closed_cb);
+}
+
+static void maybe_drained(lb_http_server *s)
+{
+    if (s->draining && s->nconns == 0 && s->drain_cb != NULL) {
+        void (*cb)(void *) = s->drain_cb;
+        s->drain_cb = NULL;
+        cb(s->drain_data);
+    }
+}
+
+static void maybe_closed(lb_http_server *s)
+{
+    if (s->closing && s->nconns == 0 && !s->listening) {
+        void (*cb)(void *) = s->close_cb;
+        void *data = s->close_data;
+        lb_free(s);
+        if (cb != NULL)
+            cb(data);
+    }
+}
+
+void lb_http_server_drain(lb_http_server *s, void (*cb)(void *data), void *data)
+{
+    s->draining = 1;
+    s->drain_cb = cb;
+    s->drain_data = data;
+    stop_listening(s);
+    for (lb_http_conn *c = s->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->state == C_IDLE)
+            conn_close(c);
+    }
+    maybe_drained(s);
+}
+
+void lb_http_server_close(lb_http_server *s, void (*cb)(void *data), void *data)
+{
+    s->closing = 1;
+    s->close_cb = cb;
+    s->close_data = data;
+    s->drain_cb = NULL;
+    stop_listening(s);
+    for (lb_http_conn *c = s->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
+    maybe_closed(s);
+}
