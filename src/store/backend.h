@@ -1,0 +1,62 @@
+/* Internal to src/store/: what a backend implements and what the common part
+ * (store.c) does for every backend. Callers include store.h only.
+ *
+ * Split of work:
+ *  - store.c (loop thread): argument checks, the LB_STORE_QUEUE_MAX bound,
+ *    the closing flag, statistics, readiness, the on_commit hook, discarding
+ *    outputs of failed ops, calling op callbacks and the close callback.
+ *  - a backend: moving ops to where they run, running a batch in one
+ *    transaction, handing finished batches back to the loop through
+ *    lb_store__complete(), and telling store.c it has stopped through
+ *    lb_store__closed(). */
+#ifndef LB_STORE_BACKEND_H
+#define LB_STORE_BACKEND_H
+
+#include "store/store.h"
+
+typedef struct lb_store_vtable {
+    const char *name;
+    /* Takes an op that passed the common checks. 0, or a negative code (and
+     * the op is not queued). Loop thread. */
+    int (*submit)(lb_store *s, lb_store_op *op);
+    /* Starts stopping: finish every op taken, then release everything and
+     * call lb_store__closed(s) from a loop callback (never from inside this
+     * call). Loop thread, called once. */
+    void (*close)(lb_store *s);
+    /* Frees the backend's memory (the struct that embeds lb_store). Called
+     * by lb_store__closed. */
+    void (*destroy)(lb_store *s);
+} lb_store_vtable;
+
+/* The common head of every backend's struct (embedded first). Owner: the
+ * backend object; every field is touched on the loop thread only. */
+struct lb_store {
+    const lb_store_vtable *vt;
+    uv_loop_t *loop;
+    lb_store_stats stats;
+    lb_store_commit_cb on_commit;
+    void *on_commit_data;
+    int last_ok; /* the last batch committed (1 at open) */
+    int closing;
+    void (*close_cb)(void *data);
+    void *close_data;
+};
+
+void lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop);
+
+/* Hands a finished batch back: head..(count ops) linked by next, in
+ * submission order, each with status set. committed == 0 means the batch
+ * failed as a whole: every op's status is forced to LB_EIO. Updates the
+ * statistics, calls on_commit, then each op's callback. Loop thread. */
+void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds,
+                        int committed);
+
+/* The backend has stopped and released its handles: destroys it and calls
+ * the close callback. Loop thread. */
+void lb_store__closed(lb_store *s);
+
+/* Backend constructors: path is the URL without its scheme. */
+int lb_store_sqlite_open(uv_loop_t *loop, const char *path, lb_store **out, char *err,
+                         size_t errlen);
+
+#endif

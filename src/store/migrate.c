@@ -1,0 +1,244 @@
+/* SQLite schema migrations: the ordered list of schema steps and the code
+ * that applies the missing ones, each in its own transaction. */
+#include "store/migrate.h"
+
+#include "core/error.h"
+#include "core/time.h"
+
+#include <stdio.h>
+
+/* Version 1: the tables every feature of api.md needs. Times are INTEGER ms
+ * since the Unix epoch; JSON is TEXT; secrets are BLOBs sealed above the
+ * store. Every row of a tenant goes with it (ON DELETE CASCADE), which needs
+ * PRAGMA foreign_keys=ON on each connection. */
+/* clang-format off */
+static const char schema_v1[] =
+    "CREATE TABLE tenants ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " name TEXT NOT NULL,"
+    " api_addon INTEGER NOT NULL DEFAULT 0,"
+    " lever_rate REAL,"            /* NULL: the configured default */
+    " lever_burst INTEGER,"        /* NULL: the configured default */
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL);"
+
+    "CREATE TABLE connections ("
+    " tenant_id TEXT PRIMARY KEY NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " status TEXT NOT NULL DEFAULT 'disconnected'," /* disconnected|connected|needs_reauth */
+    " auth TEXT,"                  /* api_key|oauth|NULL */
+    " secret BLOB,"                /* API key or OAuth tokens, sealed by the caller */
+    " token_expires_at INTEGER,"
+    " permissions_missing TEXT,"   /* JSON array, in Lever's words */
+    " permissions_checked_at INTEGER,"
+    " connected_at INTEGER,"
+    " updated_at INTEGER NOT NULL);"
+
+    "CREATE TABLE hooks ("
+    " id TEXT PRIMARY KEY NOT NULL," /* the random id in /hooks/lever/<id> */
+    " tenant_id TEXT NOT NULL UNIQUE REFERENCES tenants(id) ON DELETE CASCADE,"
+    " lever_webhook_id TEXT,"
+    " signature_token BLOB,"       /* sealed by the caller */
+    " status TEXT NOT NULL DEFAULT 'none'," /* none|pending|active|failed */
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_at INTEGER,"
+    " deadline_at INTEGER,"
+    " last_error TEXT,"
+    " active_since INTEGER,"
+    " last_delivery_at INTEGER,"
+    " checked_at INTEGER);"
+
+    "CREATE TABLE workflows ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " body TEXT NOT NULL,"         /* the workflow as JSON */
+    " enabled INTEGER NOT NULL DEFAULT 1,"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL);"
+    "CREATE INDEX workflows_tenant ON workflows(tenant_id, created_at);"
+
+    "CREATE TABLE events ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " source TEXT NOT NULL,"       /* lever|platform */
+    " type TEXT NOT NULL,"
+    " dedupe_key TEXT NOT NULL,"   /* Lever: hook id + token; platform: result_id */
+    " status TEXT NOT NULL,"       /* accepted|duplicate|ignored */
+    " opportunity_id TEXT,"
+    " payload TEXT,"               /* JSON */
+    " received_at INTEGER NOT NULL,"
+    " UNIQUE (tenant_id, source, dedupe_key));"
+    "CREATE INDEX events_tenant_received ON events(tenant_id, received_at);"
+
+    "CREATE TABLE jobs ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " event_id TEXT,"              /* NULL for jobs no event made */
+    " workflow_id TEXT,"           /* kept when the workflow is deleted */
+    " action TEXT NOT NULL,"       /* JSON */
+    " opportunity_id TEXT,"
+    " seq INTEGER NOT NULL DEFAULT 0," /* order within the event's actions */
+    " status TEXT NOT NULL,"       /* queued|running|retrying|succeeded|failed|skipped|cancelled */
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_run_at INTEGER,"
+    " last_error TEXT,"
+    " steps TEXT,"                 /* JSON: results of finished steps */
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL);"
+    "CREATE INDEX jobs_status_next_run ON jobs(status, next_run_at);"
+    "CREATE INDEX jobs_tenant_status_created ON jobs(tenant_id, status, created_at);"
+    "CREATE INDEX jobs_event ON jobs(event_id, seq);"
+
+    "CREATE TABLE invitations ("
+    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " opportunity_id TEXT NOT NULL,"
+    " assessment TEXT NOT NULL,"
+    " job_id TEXT,"
+    " invitation_id TEXT,"
+    " url TEXT,"
+    " note_id TEXT,"               /* the Lever note updated when the result arrives */
+    " created_at INTEGER NOT NULL,"
+    " PRIMARY KEY (tenant_id, opportunity_id, assessment));";
+/* clang-format on */
+
+const lb_store_migration lb_store_migrations[] = {
+    {1, "initial schema", schema_v1, NULL},
+    /* {2, "what it changes", "ALTER TABLE ...;", NULL}, */
+};
+const size_t lb_store_migration_count =
+    sizeof(lb_store_migrations) / sizeof(lb_store_migrations[0]);
+
+static int map_rc(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+        return LB_ECORRUPT;
+    default:
+        return LB_EIO;
+    }
+}
+
+static int fail(sqlite3 *db, int rc, char *err, size_t errlen, const char *what)
+{
+    snprintf(err, errlen, "%s: %s", what, sqlite3_errmsg(db));
+    if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return map_rc(rc);
+}
+
+static int read_version(sqlite3 *db, int *version)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version", -1, &q,
+                                NULL);
+    if (rc != SQLITE_OK) return rc;
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int(q, 0);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static const char create_version_table[] = "CREATE TABLE IF NOT EXISTS schema_version ("
+                                           " version INTEGER PRIMARY KEY NOT NULL,"
+                                           " name TEXT NOT NULL,"
+                                           " applied_at INTEGER NOT NULL)";
+
+int lb_store_schema_version(sqlite3 *db)
+{
+    int v = 0;
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                " AND name = 'schema_version'",
+                                -1, &q, NULL);
+    if (rc != SQLITE_OK) return map_rc(rc);
+    rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    if (rc == SQLITE_DONE) return 0;
+    if (rc != SQLITE_ROW) return map_rc(rc);
+    rc = read_version(db, &v);
+    return rc == SQLITE_OK ? v : map_rc(rc);
+}
+
+static int record_version(sqlite3 *db, const lb_store_migration *m)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "INSERT INTO schema_version(version, name, applied_at)"
+                                " VALUES (?1, ?2, ?3)",
+                                -1, &q, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_int(q, 1, m->version);
+    sqlite3_bind_text(q, 2, m->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, lb_time_now_ms());
+    rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int lb_store_migrate(sqlite3 *db, const lb_store_migration *steps, size_t n, int *from, int *to,
+                     char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (steps[i].version != (int)i + 1) {
+            snprintf(err, errlen, "schema migration %zu is numbered %d", i + 1, steps[i].version);
+            return LB_EINVAL;
+        }
+    }
+    const int latest = (int)n;
+
+    /* Read (and create) the version table in a transaction of its own. */
+    int current = 0;
+    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) return fail(db, rc, err, errlen, "cannot read the schema version");
+    rc = sqlite3_exec(db, create_version_table, NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = read_version(db, &current);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) return fail(db, rc, err, errlen, "cannot read the schema version");
+    if (from != NULL) *from = current;
+    if (current > latest) {
+        snprintf(err, errlen,
+                 "database schema version %d is newer than this leverbridge knows (%d):"
+                 " upgrade leverbridge",
+                 current, latest);
+        return LB_EINVAL;
+    }
+
+    for (size_t i = (size_t)current; i < n; i++) {
+        const lb_store_migration *m = &steps[i];
+        char what[160];
+        snprintf(what, sizeof(what), "schema migration %d (%s) failed", m->version, m->name);
+        rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) return fail(db, rc, err, errlen, what);
+        /* Another process may have applied it while we waited for the lock. */
+        int now = 0;
+        rc = read_version(db, &now);
+        if (rc != SQLITE_OK) return fail(db, rc, err, errlen, what);
+        if (now >= m->version) {
+            sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+            current = now;
+            continue;
+        }
+        if (m->sql != NULL) {
+            rc = sqlite3_exec(db, m->sql, NULL, NULL, NULL);
+            if (rc != SQLITE_OK) return fail(db, rc, err, errlen, what);
+        }
+        if (m->apply != NULL) {
+            char why[256] = "";
+            int lrc = m->apply(db, why, sizeof(why));
+            if (lrc != 0) {
+                snprintf(err, errlen, "%s: %s", what, why);
+                sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+                return lrc;
+            }
+        }
+        rc = record_version(db, m);
+        if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) return fail(db, rc, err, errlen, what);
+        current = m->version;
+    }
+    if (to != NULL) *to = current;
+    return 0;
+}

@@ -1,0 +1,721 @@
+/* The SQLite backend: one store thread owns the connection and runs every
+ * pending operation in one transaction (group commit).
+ *
+ * Threads and queues (docs/internals/store.md has the picture):
+ *  - loop thread: lb_store_submit appends the op to `local` (no lock) and
+ *    starts a uv_idle handle. Its callback, run once per loop turn before the
+ *    loop polls, moves `local` to `in` under the mutex, signals the condvar
+ *    and stops itself: one lock and one wake-up per turn, and every op of a
+ *    turn lands in the same batch. (An active idle handle makes the loop poll
+ *    without blocking, so an op submitted from any phase is handed over
+ *    before the loop can sleep; a prepare handle would miss ops submitted by
+ *    prepare callbacks that run after it.)
+ *  - store thread: takes all of `in`, runs it in one transaction (each op in
+ *    a SAVEPOINT), commits once, appends the batch to `done` and calls
+ *    uv_async_send, the only libuv call it makes on the loop's handles.
+ *  - loop thread, async callback: takes all of `done` (sends coalesce) and
+ *    completes the batches in order.
+ * The bound on all three queues together is LB_STORE_QUEUE_MAX, enforced
+ * by store.c on the loop thread. */
+#include "store/backend.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "store/migrate.h"
+
+#include <malloc.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define MOD "store"
+/* How long a statement waits for a lock held by another connection. */
+#define BUSY_TIMEOUT_MS 5000
+/* The store thread's idle wait; it only re-checks its flags. */
+#define IDLE_WAIT_NS (1000ull * 1000 * 1000)
+
+/* Cached statements, prepared on first use with SQLITE_PREPARE_PERSISTENT and
+ * reset (and unbound) after each use. */
+enum {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_TENANT_CREATED_AT,
+    ST_TENANT_INSERT,
+    ST_TENANT_UPDATE,
+    ST_TENANT_DELETE,
+    ST_TENANT_ALL,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT op",
+    [ST_RELEASE] = "RELEASE op",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO op",
+    [ST_TENANT_CREATED_AT] = "SELECT created_at FROM tenants WHERE id = ?1",
+    [ST_TENANT_INSERT] = "INSERT INTO tenants(id, name, api_addon, lever_rate, lever_burst,"
+                         " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    [ST_TENANT_UPDATE] = "UPDATE tenants SET name = ?2, api_addon = ?3, lever_rate = ?4,"
+                         " lever_burst = ?5, updated_at = ?6 WHERE id = ?1",
+    [ST_TENANT_DELETE] = "DELETE FROM tenants WHERE id = ?1",
+    [ST_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at,"
+                      " updated_at FROM tenants ORDER BY id",
+};
+
+/* A batch on its way back to the loop. Owner: the store thread until it is
+ * on `done`, then the loop thread, which frees it after completing it. */
+typedef struct batch {
+    struct batch *next;
+    lb_store_op *head; /* ops in submission order, linked by next */
+    size_t count;
+    double seconds; /* BEGIN to end of COMMIT (or of the failure) */
+    int committed;
+} batch;
+
+/* Owner: the caller of lb_store_open, through lb_store; freed by destroy
+ * after both handles are closed and the thread is joined. */
+typedef struct {
+    lb_store base; /* first */
+
+    /* Loop thread only. */
+    uv_async_t async; /* store thread -> loop: batches done, or stopped */
+    uv_idle_t flush;  /* moves `local` to `in` before the loop polls */
+    lb_store_op *local_head, *local_tail;
+    size_t local_count;
+    int handles_open;
+    int joined;
+
+    /* Set at open, then read-only. */
+    uv_thread_t thread;
+    char *path;
+
+    /* Guarded by mu. */
+    uv_mutex_t mu;
+    uv_cond_t cond;
+    lb_store_op *in_head, *in_tail;
+    size_t in_count;
+    batch *done_head, *done_tail;
+    int stop;    /* loop -> thread: exit once `in` is empty */
+    int stopped; /* thread -> loop: exited, connection closed */
+    int notify;  /* the async handle exists: the thread may signal it */
+
+    /* The store thread only (the opening thread until it starts). */
+    sqlite3 *db;
+    sqlite3_stmt *stmts[ST_COUNT];
+} sq_store;
+
+/* ---- process-wide SQLite set-up ---------------------------------------- */
+
+static void *sq_malloc(int n)
+{
+    return lb_malloc((size_t)n);
+}
+
+static void sq_free(void *p)
+{
+    lb_free(p);
+}
+
+static void *sq_realloc(void *p, int n)
+{
+    return lb_realloc(p, (size_t)n);
+}
+
+static int sq_size(void *p)
+{
+    return (int)malloc_usable_size(p);
+}
+
+static int sq_roundup(int n)
+{
+    return (n + 7) & ~7;
+}
+
+static int sq_mem_init(void *app)
+{
+    return SQLITE_OK;
+}
+
+static void sq_mem_shutdown(void *app)
+{
+}
+
+static void sq_log_cb(void *arg, int code, const char *msg)
+{
+    switch (code & 0xff) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+        lb_warn(MOD, "sqlite: %s (%d)", msg, code);
+        break;
+    default:
+        lb_debug(MOD, "sqlite: %s (%d)", msg, code);
+        break;
+    }
+}
+
+static uv_once_t global_once = UV_ONCE_INIT;
+
+/* SQLite's memory through lb_malloc (counted, aborts on exhaustion) and its
+ * log into ours. Only possible before SQLite initialises: if something used
+ * SQLite first (a test), it keeps its own allocator. */
+static void global_init(void)
+{
+    static const sqlite3_mem_methods mem = {sq_malloc,  sq_free,     sq_realloc,      sq_size,
+                                            sq_roundup, sq_mem_init, sq_mem_shutdown, NULL};
+    int rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &mem);
+    if (rc == SQLITE_OK) {
+        sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+        sqlite3_config(SQLITE_CONFIG_LOG, sq_log_cb, NULL);
+    } else {
+        lb_debug(MOD, "SQLite already initialised: keeping its allocator");
+    }
+    sqlite3_initialize();
+}
+
+/* ---- helpers (store thread) --------------------------------------------- */
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* SQLite result code -> LB_E*. */
+static int map_rc(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+        switch (rc) {
+        case SQLITE_CONSTRAINT_PRIMARYKEY:
+        case SQLITE_CONSTRAINT_UNIQUE:
+            return LB_ECONFLICT;
+        case SQLITE_CONSTRAINT_FOREIGNKEY:
+            return LB_ENOTFOUND;
+        default:
+            return LB_EINVAL;
+        }
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return LB_ECORRUPT;
+    case SQLITE_TOOBIG:
+        return LB_ETOOBIG;
+    default:
+        return LB_EIO;
+    }
+}
+
+static sqlite3_stmt *stmt(sq_store *s, int id)
+{
+    if (s->stmts[id] == NULL) {
+        int rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                    &s->stmts[id], NULL);
+        if (rc != SQLITE_OK) {
+            lb_error(MOD, "cannot prepare statement %d: %s", id, sqlite3_errmsg(s->db));
+            s->stmts[id] = NULL;
+        }
+    }
+    return s->stmts[id];
+}
+
+static void done_with(sqlite3_stmt *q)
+{
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+}
+
+/* Runs a statement that returns no rows; the SQLite result code. */
+static int exec_stmt(sq_store *s, int id)
+{
+    sqlite3_stmt *q = stmt(s, id);
+    if (q == NULL) return SQLITE_ERROR;
+    int rc = sqlite3_step(q);
+    done_with(q);
+    return rc == SQLITE_ROW ? SQLITE_DONE : rc;
+}
+
+/* An op's statement failed: log what is not an expected outcome. */
+static int op_failed(sq_store *s, int rc, const char *what)
+{
+    int code = map_rc(rc);
+    if (code == LB_EIO || code == LB_ECORRUPT)
+        lb_error(MOD, "%s: %s", what, sqlite3_errmsg(s->db));
+    else
+        lb_debug(MOD, "%s: %s", what, sqlite3_errmsg(s->db));
+    return code;
+}
+
+static void bind_text(sqlite3_stmt *q, int i, const char *v)
+{
+    if (v == NULL)
+        sqlite3_bind_null(q, i);
+    else
+        sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
+}
+
+static char *column_strdup(sqlite3_stmt *q, int i)
+{
+    const unsigned char *t = sqlite3_column_text(q, i);
+    if (t == NULL) return lb_strdup("");
+    return lb_strndup((const char *)t, (size_t)sqlite3_column_bytes(q, i));
+}
+
+/* ---- operations (store thread) ------------------------------------------ */
+
+/* Each runs inside the batch's transaction and the op's savepoint, returns
+ * the op's status, and leaves its outputs either complete or freeable by the
+ * kind's discard rule. A new kind adds a function here and a line in
+ * runners[]. */
+
+static int run_tenant_upsert(sq_store *s, lb_store_op *op)
+{
+    lb_tenant_rec *r = &op->tenant_upsert.rec;
+    int64_t now = r->updated_at > 0 ? r->updated_at : lb_time_now_ms();
+
+    sqlite3_stmt *q = stmt(s, ST_TENANT_CREATED_AT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->id);
+    int rc = sqlite3_step(q);
+    int exists = rc == SQLITE_ROW;
+    int64_t created_at = exists ? sqlite3_column_int64(q, 0) : now;
+    done_with(q);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return op_failed(s, rc, "tenant upsert");
+
+    q = stmt(s, exists ? ST_TENANT_UPDATE : ST_TENANT_INSERT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->id);
+    bind_text(q, 2, r->name);
+    sqlite3_bind_int(q, 3, r->api_addon ? 1 : 0);
+    if (r->lever_rate > 0)
+        sqlite3_bind_double(q, 4, r->lever_rate);
+    else
+        sqlite3_bind_null(q, 4);
+    if (r->lever_burst > 0)
+        sqlite3_bind_int(q, 5, r->lever_burst);
+    else
+        sqlite3_bind_null(q, 5);
+    sqlite3_bind_int64(q, 6, now);
+    rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "tenant upsert");
+
+    op->tenant_upsert.created = !exists;
+    r->created_at = created_at;
+    r->updated_at = now;
+    return 0;
+}
+
+static int run_tenant_delete(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_TENANT_DELETE);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->tenant_delete.id);
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "tenant delete");
+    return sqlite3_changes(s->db) > 0 ? 0 : LB_ENOTFOUND;
+}
+
+static int run_tenant_load_all(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_TENANT_ALL);
+    if (q == NULL) return LB_EIO;
+    lb_tenant_rec *recs = NULL;
+    size_t count = 0, cap = 0;
+    int rc, status = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (count == LB_STORE_TENANTS_MAX) {
+            status = LB_ETOOBIG;
+            break;
+        }
+        if (count == cap) {
+            cap = cap ? cap * 2 : 64;
+            recs = lb_realloc(recs, cap * sizeof(*recs));
+        }
+        lb_tenant_rec *r = &recs[count++];
+        memset(r, 0, sizeof(*r));
+        const unsigned char *id = sqlite3_column_text(q, 0);
+        size_t idlen = (size_t)sqlite3_column_bytes(q, 0);
+        if (id != NULL && idlen <= LB_TENANT_ID_MAX) memcpy(r->id, id, idlen);
+        r->name = column_strdup(q, 1);
+        r->api_addon = sqlite3_column_int(q, 2) != 0;
+        r->lever_rate = sqlite3_column_type(q, 3) == SQLITE_NULL ? 0 : sqlite3_column_double(q, 3);
+        r->lever_burst = sqlite3_column_type(q, 4) == SQLITE_NULL ? 0 : sqlite3_column_int(q, 4);
+        r->created_at = sqlite3_column_int64(q, 5);
+        r->updated_at = sqlite3_column_int64(q, 6);
+    }
+    if (status == 0 && rc != SQLITE_DONE) status = op_failed(s, rc, "tenant load");
+    done_with(q);
+    /* Handed over even on failure: the loop's discard rule frees it. */
+    op->tenant_load_all.recs = recs;
+    op->tenant_load_all.count = count;
+    return status;
+}
+
+static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
+    [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
+    [LB_STORE_TENANT_DELETE] = run_tenant_delete,
+    [LB_STORE_TENANT_LOAD_ALL] = run_tenant_load_all,
+};
+
+/* ---- the batch (store thread) ------------------------------------------- */
+
+/* Runs one op in its own savepoint: a failing op is rolled back alone. Sets
+ * *lost when SQLite rolled back the whole transaction (it does so on some
+ * I/O, full-disk and RAISE(ROLLBACK) errors): the batch is then void. */
+static int run_one(sq_store *s, lb_store_op *op, int *lost)
+{
+    int rc = exec_stmt(s, ST_SAVEPOINT);
+    if (rc != SQLITE_DONE) {
+        lb_error(MOD, "savepoint failed: %s", sqlite3_errmsg(s->db));
+        *lost = 1;
+        return LB_EIO;
+    }
+    int status = runners[op->kind](s, op);
+    if (sqlite3_get_autocommit(s->db)) {
+        *lost = 1;
+        return LB_EIO;
+    }
+    if (status != 0 && exec_stmt(s, ST_ROLLBACK_TO) != SQLITE_DONE) *lost = 1;
+    if (exec_stmt(s, ST_RELEASE) != SQLITE_DONE || sqlite3_get_autocommit(s->db)) *lost = 1;
+    return *lost ? LB_EIO : status;
+}
+
+static void run_batch(sq_store *s, batch *b)
+{
+    double t0 = mono_seconds();
+    b->committed = 0;
+    int rc = exec_stmt(s, ST_BEGIN);
+    if (rc != SQLITE_DONE) {
+        lb_error(MOD, "cannot begin a transaction: %s", sqlite3_errmsg(s->db));
+    } else {
+        int lost = 0;
+        for (lb_store_op *op = b->head; op != NULL && !lost; op = op->next)
+            op->status = run_one(s, op, &lost);
+        if (lost) {
+            lb_error(MOD, "transaction of %zu operations rolled back: %s", b->count,
+                     sqlite3_errmsg(s->db));
+        } else if ((rc = exec_stmt(s, ST_COMMIT)) == SQLITE_DONE) {
+            b->committed = 1;
+        } else {
+            lb_error(MOD, "commit of %zu operations failed: %s", b->count, sqlite3_errmsg(s->db));
+        }
+        if (!b->committed && !sqlite3_get_autocommit(s->db) &&
+            exec_stmt(s, ST_ROLLBACK) != SQLITE_DONE)
+            lb_error(MOD, "rollback failed: %s", sqlite3_errmsg(s->db));
+    }
+    b->seconds = mono_seconds() - t0;
+}
+
+static void close_db(sq_store *s)
+{
+    for (int i = 0; i < ST_COUNT; i++) {
+        sqlite3_finalize(s->stmts[i]);
+        s->stmts[i] = NULL;
+    }
+    int rc = sqlite3_close(s->db);
+    if (rc != SQLITE_OK) lb_error(MOD, "closing %s: %s", s->path, sqlite3_errstr(rc));
+    s->db = NULL;
+}
+
+static void thread_main(void *arg)
+{
+    sq_store *s = arg;
+    uv_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->in_head == NULL && !s->stop)
+            (void)uv_cond_timedwait(&s->cond, &s->mu, IDLE_WAIT_NS);
+        if (s->in_head == NULL) break; /* stopping, and nothing left */
+        batch *b = LB_NEW(batch);
+        b->head = s->in_head;
+        b->count = s->in_count;
+        s->in_head = s->in_tail = NULL;
+        s->in_count = 0;
+        uv_mutex_unlock(&s->mu);
+
+        run_batch(s, b);
+
+        uv_mutex_lock(&s->mu);
+        if (s->done_tail != NULL)
+            s->done_tail->next = b;
+        else
+            s->done_head = b;
+        s->done_tail = b;
+        int notify = s->notify;
+        uv_mutex_unlock(&s->mu);
+        if (notify) uv_async_send(&s->async);
+        uv_mutex_lock(&s->mu);
+    }
+    uv_mutex_unlock(&s->mu);
+
+    close_db(s);
+
+    uv_mutex_lock(&s->mu);
+    s->stopped = 1;
+    int notify = s->notify;
+    uv_mutex_unlock(&s->mu);
+    /* The loop joins this thread before closing the handle, so the handle is
+     * alive until this call returns. */
+    if (notify) uv_async_send(&s->async);
+}
+
+/* ---- loop side ---------------------------------------------------------- */
+
+static void update_ref(sq_store *s)
+{
+    if (s->base.stats.pending > 0 || s->base.closing)
+        uv_ref((uv_handle_t *)&s->async);
+    else
+        uv_unref((uv_handle_t *)&s->async);
+}
+
+static void flush_local(sq_store *s)
+{
+    if (s->local_head == NULL) return;
+    uv_mutex_lock(&s->mu);
+    if (s->in_tail != NULL)
+        s->in_tail->next = s->local_head;
+    else
+        s->in_head = s->local_head;
+    s->in_tail = s->local_tail;
+    s->in_count += s->local_count;
+    uv_cond_signal(&s->cond);
+    uv_mutex_unlock(&s->mu);
+    s->local_head = s->local_tail = NULL;
+    s->local_count = 0;
+}
+
+static void flush_cb(uv_idle_t *h)
+{
+    sq_store *s = h->data;
+    flush_local(s);
+    uv_idle_stop(h);
+}
+
+static void handle_closed_cb(uv_handle_t *h)
+{
+    sq_store *s = h->data;
+    if (--s->handles_open == 0) lb_store__closed(&s->base);
+}
+
+static void async_cb(uv_async_t *h)
+{
+    sq_store *s = h->data;
+    uv_mutex_lock(&s->mu);
+    batch *b = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    int stopped = s->stopped;
+    uv_mutex_unlock(&s->mu);
+
+    while (b != NULL) {
+        batch *next = b->next;
+        lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed);
+        lb_free(b);
+        b = next;
+    }
+    update_ref(s);
+
+    /* `stopped` is set after the last batch was queued, so every batch has
+     * been completed above. */
+    if (stopped && !s->joined) {
+        uv_thread_join(&s->thread);
+        s->joined = 1;
+        uv_close((uv_handle_t *)&s->flush, handle_closed_cb);
+        uv_close((uv_handle_t *)&s->async, handle_closed_cb);
+    }
+}
+
+static int sq_submit(lb_store *base, lb_store_op *op)
+{
+    sq_store *s = (sq_store *)base;
+    if (s->local_tail != NULL)
+        s->local_tail->next = op;
+    else
+        s->local_head = op;
+    s->local_tail = op;
+    if (s->local_count++ == 0) uv_idle_start(&s->flush, flush_cb);
+    uv_ref((uv_handle_t *)&s->async);
+    return 0;
+}
+
+static void sq_close(lb_store *base)
+{
+    sq_store *s = (sq_store *)base;
+    flush_local(s);
+    uv_idle_stop(&s->flush);
+    update_ref(s); /* closing: keep the loop alive until the handles close */
+    uv_mutex_lock(&s->mu);
+    s->stop = 1;
+    uv_cond_signal(&s->cond);
+    uv_mutex_unlock(&s->mu);
+}
+
+static void sq_free_struct(sq_store *s)
+{
+    uv_cond_destroy(&s->cond);
+    uv_mutex_destroy(&s->mu);
+    lb_free(s->path);
+    lb_free(s);
+}
+
+static void sq_destroy(lb_store *base)
+{
+    sq_free_struct((sq_store *)base);
+}
+
+static const lb_store_vtable sq_vtable = {
+    .name = "sqlite",
+    .submit = sq_submit,
+    .close = sq_close,
+    .destroy = sq_destroy,
+};
+
+/* ---- open (calling thread) ---------------------------------------------- */
+
+static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &q, NULL);
+    if (rc != SQLITE_OK) return rc;
+    out[0] = '\0';
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(q, 0);
+        snprintf(out, outlen, "%s", t ? (const char *)t : "");
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(
+        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open database %s: %s", path,
+                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return map_rc(rc);
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+
+    char val[32];
+    const char *step = "PRAGMA journal_mode=WAL";
+    rc = pragma_text(db, step, val, sizeof(val));
+    if (rc == SQLITE_OK && strcmp(val, "wal") != 0 && strcmp(path, ":memory:") != 0) {
+        snprintf(err, errlen, "database %s: cannot use WAL mode (got \"%s\")", path, val);
+        sqlite3_close(db);
+        return LB_EIO;
+    }
+    if (rc == SQLITE_OK) {
+        step = "PRAGMA synchronous=FULL";
+        rc = sqlite3_exec(db, step, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        step = "PRAGMA foreign_keys=ON";
+        rc = sqlite3_exec(db, step, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        step = "PRAGMA foreign_keys";
+        rc = pragma_text(db, step, val, sizeof(val));
+        if (rc == SQLITE_OK && strcmp(val, "1") != 0) {
+            snprintf(err, errlen, "this SQLite has no foreign key support");
+            sqlite3_close(db);
+            return LB_EIO;
+        }
+    }
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "database %s: %s: %s", path, step, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return map_rc(rc);
+    }
+    *out = db;
+    return 0;
+}
+
+int lb_store_sqlite_open(uv_loop_t *loop, const char *path, lb_store **out, char *err,
+                         size_t errlen)
+{
+    uv_once(&global_once, global_init);
+
+    sqlite3 *db = NULL;
+    int rc = open_db(path, &db, err, errlen);
+    if (rc != 0) return rc;
+    int from = 0, to = 0;
+    rc = lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from, &to, err,
+                          errlen);
+    if (rc != 0) {
+        sqlite3_close(db);
+        return rc;
+    }
+    if (from != to)
+        lb_info(MOD, "database %s migrated from schema version %d to %d", path, from, to);
+
+    sq_store *s = LB_NEW(sq_store);
+    lb_store__init(&s->base, &sq_vtable, loop);
+    s->db = db;
+    s->path = lb_strdup(path);
+    if ((rc = uv_mutex_init(&s->mu)) != 0) {
+        snprintf(err, errlen, "store: mutex: %s", uv_strerror(rc));
+        sqlite3_close(db);
+        lb_free(s->path);
+        lb_free(s);
+        return rc;
+    }
+    if ((rc = uv_cond_init(&s->cond)) != 0) {
+        snprintf(err, errlen, "store: condition variable: %s", uv_strerror(rc));
+        uv_mutex_destroy(&s->mu);
+        sqlite3_close(db);
+        lb_free(s->path);
+        lb_free(s);
+        return rc;
+    }
+    /* From here the thread owns the connection. */
+    if ((rc = uv_thread_create(&s->thread, thread_main, s)) != 0) {
+        snprintf(err, errlen, "store: cannot start its thread: %s", uv_strerror(rc));
+        sqlite3_close(db);
+        sq_free_struct(s);
+        return rc;
+    }
+    /* The thread has no way to signal until `notify`: if the handle cannot
+     * be made, it is stopped and joined and nothing is left behind. */
+    if ((rc = uv_async_init(loop, &s->async, async_cb)) != 0) {
+        snprintf(err, errlen, "store: uv_async_init: %s", uv_strerror(rc));
+        uv_mutex_lock(&s->mu);
+        s->stop = 1;
+        uv_cond_signal(&s->cond);
+        uv_mutex_unlock(&s->mu);
+        uv_thread_join(&s->thread);
+        sq_free_struct(s);
+        return rc;
+    }
+    s->async.data = s;
+    uv_unref((uv_handle_t *)&s->async); /* referenced only while ops are in flight */
+    uv_idle_init(loop, &s->flush);
+    s->flush.data = s;
+    s->handles_open = 2;
+    uv_mutex_lock(&s->mu);
+    s->notify = 1;
+    uv_mutex_unlock(&s->mu);
+
+    lb_info(MOD, "opened sqlite:%s (schema version %d)", path, to);
+    *out = &s->base;
+    return 0;
+}

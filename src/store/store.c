@@ -1,0 +1,191 @@
+/* The backend-independent part of the store: URL dispatch, argument checks,
+ * the in-flight bound, statistics, completion and close. Loop thread only. */
+#include "store/backend.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Per-kind rules shared by every backend. check: is the input valid (before
+ * queueing). clear: empty the outputs without freeing (they hold garbage at
+ * submit). discard: free the outputs of an op that failed, then clear them.
+ * NULL: nothing to do. A new kind adds one line here. */
+typedef struct {
+    int (*check)(const lb_store_op *op);
+    void (*clear)(lb_store_op *op);
+    void (*discard)(lb_store_op *op);
+} kind_rules;
+
+static int check_id(const char *id)
+{
+    size_t n = strnlen(id, LB_TENANT_ID_MAX + 1);
+    return n >= 1 && n <= LB_TENANT_ID_MAX ? 0 : LB_EINVAL;
+}
+
+static int check_tenant_upsert(const lb_store_op *op)
+{
+    const lb_tenant_rec *r = &op->tenant_upsert.rec;
+    if (check_id(r->id) != 0 || r->name == NULL) return LB_EINVAL;
+    if (r->api_addon != 0 && r->api_addon != 1) return LB_EINVAL;
+    if (!isfinite(r->lever_rate) || r->lever_rate < 0 || r->lever_burst < 0) return LB_EINVAL;
+    if (r->updated_at < 0) return LB_EINVAL;
+    return 0;
+}
+
+static void clear_tenant_upsert(lb_store_op *op)
+{
+    op->tenant_upsert.created = 0;
+}
+
+static int check_tenant_delete(const lb_store_op *op)
+{
+    return check_id(op->tenant_delete.id);
+}
+
+static void clear_tenant_load_all(lb_store_op *op)
+{
+    op->tenant_load_all.recs = NULL;
+    op->tenant_load_all.count = 0;
+}
+
+static void discard_tenant_load_all(lb_store_op *op)
+{
+    lb_tenant_recs_free(op->tenant_load_all.recs, op->tenant_load_all.count);
+    clear_tenant_load_all(op);
+}
+
+static const kind_rules rules[LB_STORE_OP_KIND_END] = {
+    [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
+    [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
+    [LB_STORE_TENANT_LOAD_ALL] = {NULL, clear_tenant_load_all, discard_tenant_load_all},
+};
+
+void lb_tenant_rec_free(lb_tenant_rec *r)
+{
+    lb_free(r->name);
+    r->name = NULL;
+}
+
+void lb_tenant_recs_free(lb_tenant_rec *recs, size_t count)
+{
+    if (recs == NULL) return;
+    for (size_t i = 0; i < count; i++)
+        lb_tenant_rec_free(&recs[i]);
+    lb_free(recs);
+}
+
+int lb_store_open(uv_loop_t *loop, const char *url, lb_store **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (err != NULL && errlen > 0) err[0] = '\0';
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        const char *path = url + 7;
+        if (path[0] == '\0') {
+            snprintf(err, errlen, "store URL \"%s\" names no file", url);
+            return LB_EINVAL;
+        }
+        return lb_store_sqlite_open(loop, path, out, err, errlen);
+    }
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
+        snprintf(err, errlen, "PostgreSQL store is not supported yet (use sqlite:<path>)");
+        return LB_EINVAL;
+    }
+    snprintf(err, errlen, "unknown store URL scheme (expected sqlite:<path>)");
+    return LB_EINVAL;
+}
+
+void lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop)
+{
+    memset(s, 0, sizeof(*s));
+    s->vt = vt;
+    s->loop = loop;
+    s->last_ok = 1;
+}
+
+int lb_store_submit(lb_store *s, lb_store_op *op)
+{
+    if (op == NULL || op->cb == NULL || op->kind <= 0 || op->kind >= LB_STORE_OP_KIND_END)
+        return LB_EINVAL;
+    if (s->closing) return LB_ECLOSED;
+    if (s->stats.pending >= LB_STORE_QUEUE_MAX) return LB_ETOOBIG;
+    const kind_rules *k = &rules[op->kind];
+    int rc = k->check != NULL ? k->check(op) : 0;
+    if (rc != 0) return rc;
+    if (k->clear != NULL) k->clear(op);
+    op->status = 0;
+    op->next = NULL;
+    rc = s->vt->submit(s, op);
+    if (rc != 0) return rc;
+    s->stats.pending++;
+    return 0;
+}
+
+void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds, int committed)
+{
+    s->stats.last_commit_seconds = seconds;
+    s->stats.last_batch_ops = count;
+    if (committed) {
+        s->stats.commits++;
+        s->stats.ops_committed += count;
+    } else {
+        s->stats.commit_failures++;
+    }
+    s->last_ok = committed;
+    if (s->on_commit != NULL) s->on_commit(seconds, count, s->on_commit_data);
+
+    lb_store_op *op = head;
+    for (size_t i = 0; i < count && op != NULL; i++) {
+        lb_store_op *next = op->next; /* the callback may free op */
+        op->next = NULL;
+        if (!committed) op->status = LB_EIO;
+        if (op->status != 0 && rules[op->kind].discard != NULL) rules[op->kind].discard(op);
+        s->stats.pending--;
+        op->cb(op);
+        op = next;
+    }
+}
+
+void lb_store_close(lb_store *s, void (*cb)(void *data), void *data)
+{
+    if (s->closing) {
+        lb_warn("store", "lb_store_close called twice");
+        return;
+    }
+    s->closing = 1;
+    s->close_cb = cb;
+    s->close_data = data;
+    s->vt->close(s);
+}
+
+void lb_store__closed(lb_store *s)
+{
+    void (*cb)(void *) = s->close_cb;
+    void *data = s->close_data;
+    s->vt->destroy(s);
+    if (cb != NULL) cb(data);
+}
+
+int lb_store_ready(const lb_store *s)
+{
+    return !s->closing && s->last_ok;
+}
+
+void lb_store_stats_get(const lb_store *s, lb_store_stats *out)
+{
+    *out = s->stats;
+}
+
+void lb_store_set_on_commit(lb_store *s, lb_store_commit_cb cb, void *data)
+{
+    s->on_commit = cb;
+    s->on_commit_data = data;
+}
+
+const char *lb_store_backend(const lb_store *s)
+{
+    return s->vt->name;
+}

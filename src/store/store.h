@@ -1,0 +1,135 @@
+/* The durable store: an asynchronous, batched interface over a database
+ * backend (SQLite now, PostgreSQL later), used only from the loop thread.
+ *
+ * A caller fills an lb_store_op (usually embedded in its own request context)
+ * and submits it. The backend runs every pending operation in one transaction
+ * and commits once (group commit); then, on the loop thread, each operation's
+ * callback runs exactly once, in submission order, with op->status set.
+ * Nothing on the loop thread waits for the disk. See docs/internals/store.md.
+ *
+ * Ownership: the op belongs to the caller and must stay valid, untouched,
+ * from lb_store_submit until its callback runs. Inputs (strings, BLOBs) are
+ * read by the store and never freed or kept after the callback. Outputs that
+ * the store allocates (marked "lb_malloc'd" below) are set only when status is
+ * 0 and then belong to the caller, who releases them with the free functions
+ * named next to them; on any error they are NULL/0. */
+#ifndef LB_STORE_STORE_H
+#define LB_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Most operations submitted and not yet completed; past it, LB_ETOOBIG. */
+#define LB_STORE_QUEUE_MAX 65536
+/* Longest tenant id (api.md: [A-Za-z0-9._-]{1,64}). */
+#define LB_TENANT_ID_MAX 64
+/* Most tenants LB_STORE_TENANT_LOAD_ALL returns; more is LB_ETOOBIG. */
+#define LB_STORE_TENANTS_MAX 1000000
+
+/* A tenant as stored. Owner: whoever holds it; lb_tenant_rec_free releases
+ * the name. Times are ms since the Unix epoch. */
+typedef struct {
+    char id[LB_TENANT_ID_MAX + 1];
+    char *name;
+    int api_addon;     /* 0 or 1 */
+    double lever_rate; /* requests/s; 0: use the configured default */
+    int lever_burst;   /* 0: use the configured default */
+    int64_t created_at;
+    int64_t updated_at;
+} lb_tenant_rec;
+
+/* Frees r->name (not r itself) and sets it to NULL. */
+void lb_tenant_rec_free(lb_tenant_rec *r);
+/* Frees every record's name and the array. NULL is allowed. */
+void lb_tenant_recs_free(lb_tenant_rec *recs, size_t count);
+
+typedef enum {
+    LB_STORE_TENANT_UPSERT = 1,
+    LB_STORE_TENANT_DELETE,
+    LB_STORE_TENANT_LOAD_ALL,
+    LB_STORE_OP_KIND_END /* not a kind: one past the last */
+} lb_store_op_kind;
+
+typedef struct lb_store_op lb_store_op;
+typedef void (*lb_store_op_cb)(lb_store_op *op);
+
+struct lb_store_op {
+    int kind;          /* lb_store_op_kind; set by the caller */
+    int status;        /* result: 0, LB_ENOTFOUND, LB_ECONFLICT, LB_EINVAL,
+                          LB_ETOOBIG, LB_ECORRUPT or LB_EIO */
+    lb_store_op_cb cb; /* required; runs once on the loop thread */
+    void *data;        /* the caller's */
+    union {
+        /* Inserts or replaces the tenant rec.id.
+         * in:  rec (id, name, api_addon, lever_rate, lever_burst); updated_at
+         *      is the time to record, 0 for "now"; created_at is ignored.
+         * out: created (1 inserted, 0 updated); rec.created_at as stored (kept
+         *      from the first insert), rec.updated_at as stored. rec.name is
+         *      the caller's and is never freed or replaced by the store. */
+        struct {
+            lb_tenant_rec rec;
+            int created;
+        } tenant_upsert;
+        /* Deletes the tenant and, by cascade, all its rows (connection, hook,
+         * workflows, events, jobs, invitations). LB_ENOTFOUND if absent. */
+        struct {
+            char id[LB_TENANT_ID_MAX + 1];
+        } tenant_delete;
+        /* out: every tenant, ordered by id, in an lb_malloc'd array: release
+         * with lb_tenant_recs_free(recs, count). */
+        struct {
+            lb_tenant_rec *recs;
+            size_t count;
+        } tenant_load_all;
+    };
+    lb_store_op *next; /* private to the store: queue link */
+};
+
+typedef struct lb_store lb_store;
+
+/* Opens the store named by url and starts its backend:
+ *   "sqlite:<path>"   SQLite file (created if missing; schema migrated here,
+ *                     synchronously: call before serving)
+ *   "postgres://..."  LB_EINVAL, "not supported yet"
+ * Returns 0 and *out, or a negative code with one line in err. */
+int lb_store_open(uv_loop_t *loop, const char *url, lb_store **out, char *err, size_t errlen);
+
+/* Queues op. Returns 0, and op->cb runs later on the loop thread exactly once;
+ * or a negative code and op->cb is never called: LB_EINVAL (bad op: unknown
+ * kind, no cb, missing input), LB_ECLOSED (lb_store_close was called),
+ * LB_ETOOBIG (LB_STORE_QUEUE_MAX operations in flight). Loop thread only. */
+int lb_store_submit(lb_store *s, lb_store_op *op);
+
+/* Stops accepting operations, completes every operation already submitted
+ * (their callbacks run first), stops the backend, closes its handles, frees
+ * the store and then calls cb(data) on the loop. Call once. */
+void lb_store_close(lb_store *s, void (*cb)(void *data), void *data);
+
+/* 1 while the database is open, the store is not closing and the last batch
+ * committed; else 0. For /readyz. */
+int lb_store_ready(const lb_store *s);
+
+/* Counters since open, read on the loop thread (for /metrics). */
+typedef struct {
+    uint64_t commits;           /* batches committed */
+    uint64_t commit_failures;   /* batches that failed as a whole (ops got LB_EIO) */
+    uint64_t ops_committed;     /* operations in committed batches */
+    double last_commit_seconds; /* duration of the last batch's transaction */
+    size_t last_batch_ops;      /* operations in the last batch */
+    size_t pending;             /* submitted, callback not run yet */
+} lb_store_stats;
+
+void lb_store_stats_get(const lb_store *s, lb_store_stats *out);
+
+/* Called on the loop thread once per batch (committed or failed), before the
+ * batch's op callbacks, with the duration of its transaction (BEGIN to end of
+ * COMMIT) and its number of operations: feeds
+ * leverbridge_store_commit_seconds. NULL turns it off. */
+typedef void (*lb_store_commit_cb)(double seconds, size_t ops, void *data);
+void lb_store_set_on_commit(lb_store *s, lb_store_commit_cb cb, void *data);
+
+/* The backend's name ("sqlite"), for logs. */
+const char *lb_store_backend(const lb_store *s);
+
+#endif

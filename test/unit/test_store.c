@@ -1,0 +1,690 @@
+/* The store's interface over the SQLite backend: operations, batching (group
+ * commit), per-op failure isolation, whole-batch failure, bounds, close. */
+#include "store_helpers.h"
+
+/* ---- open and close ---- */
+
+static void test_open_close(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    assert_string_equal(lb_store_backend(f->store), "sqlite");
+    lb_store_stats st;
+    lb_store_stats_get(f->store, &st);
+    assert_int_equal(st.commits, 0);
+    assert_int_equal(st.pending, 0);
+    /* An idle store does not keep the loop running. */
+    run_loop(f);
+    fx_close(f);
+    /* And again on the same file. */
+    fx_open(f);
+    fx_close(f);
+    assert_db_intact(f);
+}
+
+static void test_bad_urls(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    lb_store *s = (lb_store *)0x1;
+    assert_int_equal(lb_store_open(&f->loop, "postgres://u@h/db", &s, err, sizeof(err)), LB_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err, "not supported yet"));
+    assert_int_equal(lb_store_open(&f->loop, "postgresql://h/db", &s, err, sizeof(err)), LB_EINVAL);
+    assert_int_equal(lb_store_open(&f->loop, "mysql://h/db", &s, err, sizeof(err)), LB_EINVAL);
+    assert_int_equal(lb_store_open(&f->loop, "sqlite:", &s, err, sizeof(err)), LB_EINVAL);
+    int rc = lb_store_open(&f->loop, "sqlite:/nonexistent-dir/x/y.db", &s, err, sizeof(err));
+    assert_true(rc < 0);
+    assert_null(s);
+    assert_non_null(strstr(err, "/nonexistent-dir/x/y.db"));
+    /* Nothing was left on the loop (the teardown checks uv_loop_close). */
+}
+
+static void test_not_a_database(void **state)
+{
+    fixture *f = *state;
+    FILE *fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 512; i++)
+        fputs("this is not a database file. ", fp);
+    fclose(fp);
+    char err[256];
+    lb_store *s = NULL;
+    assert_int_equal(lb_store_open(&f->loop, f->url, &s, err, sizeof(err)), LB_ECORRUPT);
+    assert_null(s);
+}
+
+/* ---- operations ---- */
+
+static void test_upsert_create_then_update(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+
+    treq r;
+    treq_upsert(&r, "acme", "Acme", 1000);
+    assert_int_equal(run_op(f, &r), 0);
+    assert_int_equal(r.op.tenant_upsert.created, 1);
+    assert_int_equal(r.op.tenant_upsert.rec.created_at, 1000);
+    assert_int_equal(r.op.tenant_upsert.rec.updated_at, 1000);
+
+    treq_upsert(&r, "acme", "Acme Inc.", 2000);
+    r.op.tenant_upsert.rec.api_addon = 1;
+    r.op.tenant_upsert.rec.lever_rate = 2.5;
+    r.op.tenant_upsert.rec.lever_burst = 7;
+    r.op.tenant_upsert.rec.created_at = 424242; /* ignored */
+    assert_int_equal(run_op(f, &r), 0);
+    assert_int_equal(r.op.tenant_upsert.created, 0);
+    assert_int_equal(r.op.tenant_upsert.rec.created_at, 1000); /* kept */
+    assert_int_equal(r.op.tenant_upsert.rec.updated_at, 2000);
+    assert_string_equal(r.op.tenant_upsert.rec.name, "Acme Inc.");
+
+    /* updated_at 0: the store's clock. */
+    int64_t before = lb_time_now_ms();
+    treq_upsert(&r, "acme", "Acme", 0);
+    assert_int_equal(run_op(f, &r), 0);
+    assert_int_equal(r.op.tenant_upsert.created, 0);
+    assert_int_equal(r.op.tenant_upsert.rec.created_at, 1000);
+    assert_true(r.op.tenant_upsert.rec.updated_at >= before);
+
+    treq l;
+    treq_load_all(&l);
+    assert_int_equal(run_op(f, &l), 0);
+    assert_int_equal(l.op.tenant_load_all.count, 1);
+    lb_tenant_rec *t = &l.op.tenant_load_all.recs[0];
+    assert_string_equal(t->id, "acme");
+    assert_string_equal(t->name, "Acme");
+    /* A PUT replaces: the defaults are back. */
+    assert_int_equal(t->api_addon, 0);
+    assert_true(t->lever_rate == 0);
+    assert_int_equal(t->lever_burst, 0);
+    assert_int_equal(t->created_at, 1000);
+    lb_tenant_recs_free(l.op.tenant_load_all.recs, l.op.tenant_load_all.count);
+
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants WHERE lever_rate IS NULL"), 1);
+    assert_db_intact(f);
+}
+
+static void test_load_all(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+
+    treq l;
+    treq_load_all(&l);
+    assert_int_equal(run_op(f, &l), 0);
+    assert_int_equal(l.op.tenant_load_all.count, 0);
+    lb_tenant_recs_free(l.op.tenant_load_all.recs, l.op.tenant_load_all.count);
+
+    treq r[3];
+    treq_upsert(&r[0], "zeta", "Zeta", 30);
+    treq_upsert(&r[1], "alpha", "Alpha", 10);
+    r[1].op.tenant_upsert.rec.api_addon = 1;
+    r[1].op.tenant_upsert.rec.lever_rate = 0.5;
+    r[1].op.tenant_upsert.rec.lever_burst = 3;
+    treq_upsert(&r[2], "m.id_with-all.chars_01234567890123456789012345678901234567890123", "", 20);
+    assert_int_equal(strlen(r[2].op.tenant_upsert.rec.id), LB_TENANT_ID_MAX);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lb_store_submit(f->store, &r[i].op), 0);
+    /* Reads see the writes before them in the same batch. */
+    treq_load_all(&l);
+    assert_int_equal(lb_store_submit(f->store, &l.op), 0);
+    run_loop(f);
+    assert_int_equal(l.op.status, 0);
+    assert_int_equal(l.op.tenant_load_all.count, 3);
+    lb_tenant_rec *t = l.op.tenant_load_all.recs;
+    assert_string_equal(t[0].id, "alpha");
+    assert_string_equal(t[0].name, "Alpha");
+    assert_int_equal(t[0].api_addon, 1);
+    assert_true(t[0].lever_rate == 0.5);
+    assert_int_equal(t[0].lever_burst, 3);
+    assert_int_equal(t[0].created_at, 10);
+    assert_int_equal(t[0].updated_at, 10);
+    assert_string_equal(t[1].id, r[2].op.tenant_upsert.rec.id);
+    assert_string_equal(t[1].name, "");
+    assert_string_equal(t[2].id, "zeta");
+    assert_int_equal(t[2].api_addon, 0);
+    assert_true(t[2].lever_rate == 0);
+    lb_tenant_recs_free(l.op.tenant_load_all.recs, l.op.tenant_load_all.count);
+    lb_tenant_recs_free(NULL, 0);
+
+    /* Survives a reopen. */
+    fx_close(f);
+    fx_open(f);
+    treq_load_all(&l);
+    assert_int_equal(run_op(f, &l), 0);
+    assert_int_equal(l.op.tenant_load_all.count, 3);
+    lb_tenant_recs_free(l.op.tenant_load_all.recs, l.op.tenant_load_all.count);
+    fx_close(f);
+    assert_db_intact(f);
+}
+
+static void test_delete_cascades(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    assert_int_equal(upsert(f, "t1", "One", 1), 0);
+    assert_int_equal(upsert(f, "t2", "Two", 1), 0);
+    fx_close(f);
+
+    /* Rows of every table for both tenants (later ops will write these). */
+    static const char *const tenants[] = {"t1", "t2"};
+    for (int i = 0; i < 2; i++) {
+        char sql[2048];
+        const char *t = tenants[i];
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO connections(tenant_id, status, auth, secret, updated_at)"
+                 "  VALUES ('%s', 'connected', 'api_key', x'0102', 1);"
+                 "INSERT INTO hooks(id, tenant_id, status) VALUES ('h-%s', '%s', 'pending');"
+                 "INSERT INTO workflows(id, tenant_id, body, created_at, updated_at)"
+                 "  VALUES ('wf_%s', '%s', '{}', 1, 1);"
+                 "INSERT INTO events(id, tenant_id, source, type, dedupe_key, status, received_at)"
+                 "  VALUES ('ev_%s', '%s', 'lever', 'candidateStageChange', 'k', 'accepted', 1);"
+                 "INSERT INTO jobs(id, tenant_id, event_id, action, status, created_at, updated_at)"
+                 "  VALUES ('job_%s', '%s', 'ev_%s', '{}', 'queued', 1, 1);"
+                 "INSERT INTO invitations(tenant_id, opportunity_id, assessment, created_at)"
+                 "  VALUES ('%s', 'opp', 'js', 1);",
+                 t, t, t, t, t, t, t, t, t, t, t);
+        raw_exec(f, sql);
+    }
+
+    fx_open(f);
+    treq d;
+    treq_delete(&d, "t1");
+    assert_int_equal(run_op(f, &d), 0);
+    treq_delete(&d, "t1");
+    assert_int_equal(run_op(f, &d), LB_ENOTFOUND);
+    treq_delete(&d, "never");
+    assert_int_equal(run_op(f, &d), LB_ENOTFOUND);
+    fx_close(f);
+
+    static const char *const tables[] = {"tenants", "connections", "hooks",      "workflows",
+                                         "events",  "jobs",        "invitations"};
+    for (size_t i = 0; i < LB_COUNTOF(tables); i++) {
+        char sql[200];
+        const char *col = i == 0 ? "id" : "tenant_id";
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s WHERE %s = 't1'", tables[i], col);
+        assert_int_equal(raw_int(f, sql), 0);
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s WHERE %s = 't2'", tables[i], col);
+        assert_int_equal(raw_int(f, sql), 1);
+    }
+    assert_db_intact(f);
+}
+
+/* ---- group commit ---- */
+
+typedef struct {
+    int calls;
+    size_t ops;
+    double seconds;
+} commit_log;
+
+static void on_commit(double seconds, size_t ops, void *data)
+{
+    commit_log *c = data;
+    c->calls++;
+    c->ops += ops;
+    c->seconds += seconds;
+}
+
+#define BATCH_N 1000
+
+typedef struct {
+    fixture *f;
+    treq *reqs;
+    uv_timer_t timer;
+} burst;
+
+/* Submits BATCH_N upserts from one timer callback: one loop turn. */
+static void burst_cb(uv_timer_t *t)
+{
+    burst *b = t->data;
+    for (int i = 0; i < BATCH_N; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "tenant-%04d", i);
+        treq_upsert(&b->reqs[i], id, "Batch", 5);
+        assert_int_equal(lb_store_submit(b->f->store, &b->reqs[i].op), 0);
+    }
+    lb_store_stats st;
+    lb_store_stats_get(b->f->store, &st);
+    assert_int_equal(st.pending, BATCH_N);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_group_commit(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    commit_log c = {0};
+    lb_store_set_on_commit(f->store, on_commit, &c);
+
+    burst b = {f, calloc(BATCH_N, sizeof(treq)), {0}};
+    uv_timer_init(&f->loop, &b.timer);
+    b.timer.data = &b;
+    uv_timer_start(&b.timer, burst_cb, 0, 0);
+    completion_counter = 0;
+    run_loop(f);
+
+    for (int i = 0; i < BATCH_N; i++) {
+        assert_int_equal(b.reqs[i].calls, 1);
+        assert_int_equal(b.reqs[i].op.status, 0);
+        assert_int_equal(b.reqs[i].op.tenant_upsert.created, 1);
+        assert_int_equal(b.reqs[i].order, i); /* callbacks in submission order */
+    }
+    lb_store_stats st;
+    lb_store_stats_get(f->store, &st);
+    print_message("%d upserts in %llu commit(s), last %.6f s\n", BATCH_N,
+                  (unsigned long long)st.commits, st.last_commit_seconds);
+    /* One turn's ops go to the store thread together: one transaction. */
+    assert_int_equal(st.commits, 1);
+    assert_int_equal(st.ops_committed, BATCH_N);
+    assert_int_equal(st.last_batch_ops, BATCH_N);
+    assert_int_equal(st.commit_failures, 0);
+    assert_int_equal(st.pending, 0);
+    assert_true(st.last_commit_seconds > 0);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.ops, BATCH_N);
+
+    /* Ops submitted on separate turns while the thread is busy still share
+     * commits: 20 turns of 50 ops. */
+    for (int turn = 0; turn < 20; turn++) {
+        for (int i = 0; i < 50; i++) {
+            treq *r = &b.reqs[turn * 50 + i];
+            char id[32];
+            snprintf(id, sizeof(id), "tenant-%04d", turn * 50 + i);
+            treq_upsert(r, id, "Again", 6);
+            assert_int_equal(lb_store_submit(f->store, &r->op), 0);
+        }
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    run_loop(f);
+    for (int i = 0; i < BATCH_N; i++) {
+        assert_int_equal(b.reqs[i].op.status, 0);
+        assert_int_equal(b.reqs[i].op.tenant_upsert.created, 0);
+    }
+    lb_store_stats_get(f->store, &st);
+    assert_int_equal(st.ops_committed, 2 * BATCH_N);
+    assert_true(st.commits <= 1 + 20);
+    assert_int_equal((uint64_t)c.calls, st.commits);
+    free(b.reqs);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants WHERE name = 'Again'"), BATCH_N);
+    assert_db_intact(f);
+}
+
+/* ---- failures ---- */
+
+static void migrate_only(fixture *f)
+{
+    fx_open(f);
+    fx_close(f);
+}
+
+static void test_failing_op_does_not_fail_batch(void **state)
+{
+    fixture *f = *state;
+    migrate_only(f);
+    raw_exec(f, "CREATE TRIGGER boom BEFORE INSERT ON tenants WHEN NEW.name = 'boom'"
+                " BEGIN SELECT RAISE(ABORT, 'boom'); END;");
+    fx_open(f);
+
+    treq r[5];
+    treq_upsert(&r[0], "a", "A", 1);
+    treq_upsert(&r[1], "b", "boom", 1);
+    treq_upsert(&r[2], "c", "C", 1);
+    treq_delete(&r[3], "nobody");
+    treq_load_all(&r[4]);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(lb_store_submit(f->store, &r[i].op), 0);
+    run_loop(f);
+    assert_int_equal(r[0].op.status, 0);
+    assert_int_equal(r[1].op.status, LB_EINVAL); /* a constraint (the trigger) */
+    assert_int_equal(r[2].op.status, 0);
+    assert_int_equal(r[3].op.status, LB_ENOTFOUND);
+    assert_int_equal(r[4].op.status, 0);
+    assert_int_equal(r[4].op.tenant_load_all.count, 2); /* a and c */
+    lb_tenant_recs_free(r[4].op.tenant_load_all.recs, r[4].op.tenant_load_all.count);
+
+    lb_store_stats st;
+    lb_store_stats_get(f->store, &st);
+    assert_int_equal(st.commits, 1);
+    assert_int_equal(st.commit_failures, 0);
+    assert_int_equal(lb_store_ready(f->store), 1);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants"), 2);
+    assert_db_intact(f);
+}
+
+/* SQLite rolled the whole transaction back (as on a full disk): every op of
+ * the batch, including those that had succeeded, gets LB_EIO. */
+static void test_lost_transaction_fails_batch(void **state)
+{
+    fixture *f = *state;
+    migrate_only(f);
+    raw_exec(f, "CREATE TRIGGER rb BEFORE INSERT ON tenants WHEN NEW.name = 'rollback'"
+                " BEGIN SELECT RAISE(ROLLBACK, 'gone'); END;");
+    fx_open(f);
+
+    treq r[4];
+    treq_upsert(&r[0], "a", "A", 1);
+    treq_upsert(&r[1], "b", "rollback", 1);
+    treq_upsert(&r[2], "c", "C", 1);
+    treq_load_all(&r[3]);
+    completion_counter = 0;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(lb_store_submit(f->store, &r[i].op), 0);
+    run_loop(f);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].order, i);
+        assert_int_equal(r[i].op.status, LB_EIO);
+    }
+    assert_int_equal(r[0].op.tenant_upsert.created, 0);
+    assert_null(r[3].op.tenant_load_all.recs);
+    assert_int_equal(r[3].op.tenant_load_all.count, 0);
+    assert_int_equal(lb_store_ready(f->store), 0);
+    lb_store_stats st;
+    lb_store_stats_get(f->store, &st);
+    assert_int_equal(st.commit_failures, 1);
+    assert_int_equal(st.commits, 0);
+
+    /* The next good batch makes the store ready again. */
+    assert_int_equal(upsert(f, "d", "D", 1), 0);
+    assert_int_equal(lb_store_ready(f->store), 1);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants"), 1);
+    assert_db_intact(f);
+}
+
+/* COMMIT itself fails (here a deferred foreign key): every op gets LB_EIO
+ * and nothing of the batch is on disk. */
+static void test_commit_failure_fails_batch(void **state)
+{
+    fixture *f = *state;
+    migrate_only(f);
+    raw_exec(f, "CREATE TABLE parent(id TEXT PRIMARY KEY);"
+                "CREATE TABLE child(pid TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);"
+                "CREATE TRIGGER late AFTER INSERT ON tenants WHEN NEW.name = 'commitfail'"
+                " BEGIN INSERT INTO child VALUES ('missing'); END;");
+    fx_open(f);
+    commit_log c = {0};
+    lb_store_set_on_commit(f->store, on_commit, &c);
+
+    treq r[3];
+    treq_upsert(&r[0], "a", "A", 1);
+    treq_upsert(&r[1], "b", "commitfail", 1);
+    treq_upsert(&r[2], "c", "C", 1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lb_store_submit(f->store, &r[i].op), 0);
+    run_loop(f);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(r[i].op.status, LB_EIO);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.ops, 3);
+    assert_int_equal(lb_store_ready(f->store), 0);
+
+    assert_int_equal(upsert(f, "d", "D", 1), 0);
+    assert_int_equal(lb_store_ready(f->store), 1);
+    assert_int_equal(c.calls, 2);
+    lb_store_stats st;
+    lb_store_stats_get(f->store, &st);
+    assert_int_equal(st.commits, 1);
+    assert_int_equal(st.commit_failures, 1);
+    assert_int_equal(st.ops_committed, 1);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants"), 1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM child"), 0);
+    assert_db_intact(f);
+}
+
+/* ---- submit rules ---- */
+
+static void test_submit_rejects_bad_ops(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    treq r;
+    treq_upsert(&r, "ok", "Name", 1);
+    r.op.cb = NULL;
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    assert_int_equal(lb_store_submit(f->store, NULL), LB_EINVAL);
+
+    treq_upsert(&r, "ok", "Name", 1);
+    r.op.kind = 0;
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    r.op.kind = LB_STORE_OP_KIND_END;
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+
+    treq_upsert(&r, "", "Name", 1);
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    treq_upsert(&r, "ok", NULL, 1);
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    treq_upsert(&r, "ok", "Name", 1);
+    memset(r.op.tenant_upsert.rec.id, 'x', sizeof(r.op.tenant_upsert.rec.id)); /* no NUL */
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    treq_upsert(&r, "ok", "Name", 1);
+    r.op.tenant_upsert.rec.lever_rate = -1;
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    treq_upsert(&r, "ok", "Name", 1);
+    r.op.tenant_upsert.rec.api_addon = 2;
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    treq_delete(&r, "");
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+
+    run_loop(f);
+    assert_int_equal(r.calls, 0);
+    lb_store_stats st;
+    lb_store_stats_get(f->store, &st);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.commits, 0);
+    fx_close(f);
+}
+
+static void test_queue_bound(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    treq *r = calloc(LB_STORE_QUEUE_MAX + 1, sizeof(treq));
+    for (int i = 0; i < LB_STORE_QUEUE_MAX; i++) {
+        treq_delete(&r[i], "nobody");
+        assert_int_equal(lb_store_submit(f->store, &r[i].op), 0);
+    }
+    treq_delete(&r[LB_STORE_QUEUE_MAX], "nobody");
+    assert_int_equal(lb_store_submit(f->store, &r[LB_STORE_QUEUE_MAX].op), LB_ETOOBIG);
+    run_loop(f);
+    for (int i = 0; i < LB_STORE_QUEUE_MAX; i++) {
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].op.status, LB_ENOTFOUND);
+    }
+    assert_int_equal(r[LB_STORE_QUEUE_MAX].calls, 0);
+    /* Room again. */
+    assert_int_equal(run_op(f, &r[LB_STORE_QUEUE_MAX]), LB_ENOTFOUND);
+    free(r);
+    fx_close(f);
+}
+
+/* ---- submitting from any loop phase ---- */
+
+/* Ops submitted from prepare and check callbacks (which run after the
+ * store's hand-over in a loop turn) must not wait for the loop's poll: here
+ * a 10 s timer would let the loop sleep that long. */
+typedef struct {
+    fixture *f;
+    uv_prepare_t prepare;
+    uv_check_t check;
+    uv_timer_t guard;
+    treq reqs[2];
+    int done;
+    uint64_t t0;
+    uint64_t elapsed_ns;
+} phases;
+
+static phases *phases_current;
+
+static void phase_done_cb(lb_store_op *op)
+{
+    treq_cb(op);
+    phases *p = phases_current;
+    if (++p->done == 2) {
+        p->elapsed_ns = uv_hrtime() - p->t0;
+        uv_close((uv_handle_t *)&p->prepare, NULL);
+        uv_close((uv_handle_t *)&p->check, NULL);
+        uv_close((uv_handle_t *)&p->guard, NULL);
+    }
+}
+
+static void phase_submit(phases *p, int i, const char *id)
+{
+    treq_upsert(&p->reqs[i], id, "Phase", 1);
+    p->reqs[i].op.cb = phase_done_cb;
+    assert_int_equal(lb_store_submit(p->f->store, &p->reqs[i].op), 0);
+}
+
+static void from_prepare_cb(uv_prepare_t *h)
+{
+    phases *p = h->data;
+    uv_prepare_stop(h);
+    phase_submit(p, 0, "from-prepare");
+}
+
+static void from_check_cb(uv_check_t *h)
+{
+    phases *p = h->data;
+    uv_check_stop(h);
+    phase_submit(p, 1, "from-check");
+}
+
+static void guard_cb(uv_timer_t *t)
+{
+    fail_msg("the loop slept with store operations pending");
+}
+
+static void test_submit_from_any_phase(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    phases p;
+    memset(&p, 0, sizeof(p));
+    p.f = f;
+    phases_current = &p;
+    uv_prepare_init(&f->loop, &p.prepare);
+    uv_check_init(&f->loop, &p.check);
+    uv_timer_init(&f->loop, &p.guard);
+    p.prepare.data = p.check.data = &p;
+    uv_prepare_start(&p.prepare, from_prepare_cb);
+    uv_check_start(&p.check, from_check_cb);
+    uv_timer_start(&p.guard, guard_cb, 10000, 0);
+    p.t0 = uv_hrtime();
+    run_loop(f);
+    assert_int_equal(p.done, 2);
+    assert_int_equal(p.reqs[0].op.status, 0);
+    assert_int_equal(p.reqs[1].op.status, 0);
+    assert_true(p.elapsed_ns < 2000000000ull);
+    fx_close(f);
+}
+
+/* ---- close ---- */
+
+typedef struct {
+    treq reqs[100];
+    int closed_after; /* op callbacks seen when the close callback ran */
+    int calls;
+} close_state;
+
+static close_state *cs_current;
+
+static void count_cb(lb_store_op *op)
+{
+    cs_current->calls++;
+}
+
+static void close_order_cb(void *data)
+{
+    close_state *cs = data;
+    cs->closed_after = cs->calls;
+}
+
+static void test_close_completes_inflight_first(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    close_state cs = {0};
+    cs_current = &cs;
+    for (int i = 0; i < 100; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "c%d", i);
+        treq_upsert(&cs.reqs[i], id, "Close", 1);
+        cs.reqs[i].op.cb = count_cb;
+        assert_int_equal(lb_store_submit(f->store, &cs.reqs[i].op), 0);
+    }
+    cs.closed_after = -1;
+    lb_store_close(f->store, close_order_cb, &cs);
+    assert_int_equal(lb_store_ready(f->store), 0);
+
+    /* After close: refused, and the callback never runs. */
+    treq late;
+    treq_upsert(&late, "late", "Late", 1);
+    assert_int_equal(lb_store_submit(f->store, &late.op), LB_ECLOSED);
+
+    run_loop(f);
+    f->store = NULL;
+    assert_int_equal(cs.calls, 100);
+    assert_int_equal(cs.closed_after, 100);
+    assert_int_equal(late.calls, 0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(cs.reqs[i].op.status, 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants"), 100);
+    assert_db_intact(f);
+}
+
+/* An op callback that closes the store and tries to submit again. */
+static fixture *cb_fixture;
+static treq cb_second;
+
+static void close_from_cb(lb_store_op *op)
+{
+    treq_cb(op);
+    lb_store_close(cb_fixture->store, fx_closed_cb, cb_fixture);
+    treq_upsert(&cb_second, "second", "Second", 1);
+    assert_int_equal(lb_store_submit(cb_fixture->store, &cb_second.op), LB_ECLOSED);
+}
+
+static void test_close_from_callback(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    cb_fixture = f;
+    treq r;
+    treq_upsert(&r, "first", "First", 1);
+    r.op.cb = close_from_cb;
+    f->closed = 0;
+    assert_int_equal(lb_store_submit(f->store, &r.op), 0);
+    run_loop(f);
+    f->store = NULL;
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(f->closed, 1);
+    assert_int_equal(cb_second.calls, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_close, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_urls, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_not_a_database, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_upsert_create_then_update, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_load_all, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_cascades, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_failing_op_does_not_fail_batch, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lost_transaction_fails_batch, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_failure_fails_batch, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_submit_rejects_bad_ops, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_queue_bound, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_submit_from_any_phase, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_close_completes_inflight_first, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_close_from_callback, fx_setup, fx_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

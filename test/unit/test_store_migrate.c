@@ -1,0 +1,218 @@
+/* SQLite schema migrations: from an empty file, from an older version, a
+ * no-op reopen, a refused future version, atomic steps, a simulated v2. */
+#include "store_helpers.h"
+
+#include "store/migrate.h"
+
+static const char *const v1_tables[] = {"tenants", "connections", "hooks",      "workflows",
+                                        "events",  "jobs",        "invitations"};
+static const char *const v1_indexes[] = {"workflows_tenant", "events_tenant_received",
+                                         "jobs_status_next_run", "jobs_tenant_status_created",
+                                         "jobs_event"};
+
+static int latest(void)
+{
+    return lb_store_migrations[lb_store_migration_count - 1].version;
+}
+
+static void assert_v1_layout(fixture *f)
+{
+    char sql[200];
+    for (size_t i = 0; i < LB_COUNTOF(v1_tables); i++) {
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '%s'",
+                 v1_tables[i]);
+        assert_int_equal(raw_int(f, sql), 1);
+    }
+    for (size_t i = 0; i < LB_COUNTOF(v1_indexes); i++) {
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = '%s'",
+                 v1_indexes[i]);
+        assert_int_equal(raw_int(f, sql), 1);
+    }
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM pragma_index_list('events')"
+                                " WHERE \"unique\" = 1 AND origin = 'u'"),
+                     1);
+}
+
+static sqlite3 *raw_open(fixture *f)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    return db;
+}
+
+static void test_fresh_file(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    fx_close(f);
+    assert_int_equal(latest(), 1);
+    assert_int_equal(raw_int(f, "SELECT max(version) FROM schema_version"), latest());
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), latest());
+    assert_v1_layout(f);
+    assert_int_equal(
+        raw_int(f, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
+    assert_db_intact(f);
+}
+
+static void test_reopen_is_noop(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    assert_int_equal(upsert(f, "keep", "Keep", 7), 0);
+    fx_close(f);
+    int64_t applied = raw_int(f, "SELECT applied_at FROM schema_version WHERE version = 1");
+    raw_exec(f, "UPDATE schema_version SET applied_at = 1 WHERE version = 1");
+
+    fx_open(f);
+    fx_close(f);
+    assert_true(applied > 0);
+    assert_int_equal(raw_int(f, "SELECT applied_at FROM schema_version WHERE version = 1"), 1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), 1);
+    assert_int_equal(raw_int(f, "SELECT created_at FROM tenants WHERE id = 'keep'"), 7);
+    assert_db_intact(f);
+}
+
+/* A database from before the store existed: an unrelated table and an empty
+ * version table (version 0). */
+static void test_from_version_0(void **state)
+{
+    fixture *f = *state;
+    raw_exec(f, "CREATE TABLE legacy(x INTEGER); INSERT INTO legacy VALUES (42);"
+                "CREATE TABLE schema_version(version INTEGER PRIMARY KEY NOT NULL,"
+                " name TEXT NOT NULL, applied_at INTEGER NOT NULL);");
+    sqlite3 *db = raw_open(f);
+    assert_int_equal(lb_store_schema_version(db), 0);
+    sqlite3_close(db);
+
+    fx_open(f);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT max(version) FROM schema_version"), 1);
+    assert_int_equal(raw_int(f, "SELECT x FROM legacy"), 42);
+    assert_v1_layout(f);
+    assert_db_intact(f);
+}
+
+static void test_future_version_refused(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    assert_int_equal(upsert(f, "t", "T", 1), 0);
+    fx_close(f);
+    raw_exec(f, "INSERT INTO schema_version VALUES (99, 'from the future', 1)");
+
+    char err[256];
+    lb_store *s = NULL;
+    assert_int_equal(lb_store_open(&f->loop, f->url, &s, err, sizeof(err)), LB_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err, "99"));
+    assert_non_null(strstr(err, "newer"));
+    /* Untouched. */
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants"), 1);
+    assert_int_equal(raw_int(f, "SELECT max(version) FROM schema_version"), 99);
+}
+
+/* Version 2 of the future, as the next entry of the array would be. */
+static int v2_apply(sqlite3 *db, char *err, size_t errlen)
+{
+    int rc = sqlite3_exec(db, "UPDATE tenants SET note = 'migrated:' || name", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+        return LB_EIO;
+    }
+    return 0;
+}
+
+static void test_simulated_v2(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    assert_int_equal(upsert(f, "acme", "Acme", 5), 0);
+    fx_close(f);
+
+    lb_store_migration steps[2] = {lb_store_migrations[0],
+                                   {2, "tenant notes",
+                                    "ALTER TABLE tenants ADD COLUMN note TEXT;"
+                                    "CREATE INDEX tenants_note ON tenants(note);",
+                                    v2_apply}};
+    char err[256] = "";
+    int from = -1, to = -1;
+    sqlite3 *db = raw_open(f);
+    assert_int_equal(lb_store_migrate(db, steps, 2, &from, &to, err, sizeof(err)), 0);
+    assert_int_equal(from, 1);
+    assert_int_equal(to, 2);
+    assert_int_equal(lb_store_schema_version(db), 2);
+    /* Again: nothing to do. */
+    assert_int_equal(lb_store_migrate(db, steps, 2, &from, &to, err, sizeof(err)), 0);
+    assert_int_equal(from, 2);
+    assert_int_equal(to, 2);
+    /* This binary's list (v1 only) refuses the v2 database. */
+    assert_int_equal(lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from, &to,
+                                      err, sizeof(err)),
+                     LB_EINVAL);
+    sqlite3_close(db);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants WHERE note = 'migrated:Acme'"), 1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), 2);
+    assert_db_intact(f);
+}
+
+/* A failing step leaves the database as it was before the step. */
+static void test_failing_step_rolls_back(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    fx_close(f);
+
+    lb_store_migration steps[2] = {
+        lb_store_migrations[0],
+        {2, "half done", "CREATE TABLE half(x); INSERT INTO no_such_table VALUES (1);", NULL}};
+    char err[256] = "";
+    sqlite3 *db = raw_open(f);
+    assert_int_equal(lb_store_migrate(db, steps, 2, NULL, NULL, err, sizeof(err)), LB_EIO);
+    assert_non_null(strstr(err, "migration 2"));
+    assert_int_equal(lb_store_schema_version(db), 1);
+    assert_int_equal(sqlite3_get_autocommit(db), 1);
+
+    /* Steps must be numbered 1, 2, ... */
+    lb_store_migration bad[1] = {{3, "misnumbered", "SELECT 1", NULL}};
+    assert_int_equal(lb_store_migrate(db, bad, 1, NULL, NULL, err, sizeof(err)), LB_EINVAL);
+    sqlite3_close(db);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM sqlite_master WHERE name = 'half'"), 0);
+
+    /* The store still opens it. */
+    fx_open(f);
+    fx_close(f);
+    assert_db_intact(f);
+}
+
+/* lb_store_migrate on an empty file with no version table. */
+static void test_migrate_empty_file(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db = raw_open(f);
+    assert_int_equal(lb_store_schema_version(db), 0);
+    char err[256];
+    int from = -1, to = -1;
+    assert_int_equal(lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from, &to,
+                                      err, sizeof(err)),
+                     0);
+    assert_int_equal(from, 0);
+    assert_int_equal(to, latest());
+    sqlite3_close(db);
+    assert_v1_layout(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_fresh_file, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_is_noop, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_from_version_0, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_future_version_refused, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_simulated_v2, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_failing_step_rolls_back, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_empty_file, fx_setup, fx_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
