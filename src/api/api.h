@@ -1,0 +1,63 @@
+/* The HTTP API: admin routes, hook routes, operations endpoints. Each file
+ * registers its routes on the router; all of them run on the loop thread. */
+#ifndef LB_API_API_H
+#define LB_API_API_H
+
+#include "core/config.h"
+#include "crypto/crypto.h"
+#include "http/router.h"
+#include "http/server.h"
+
+#include <uv.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+typedef struct lb_store lb_store;
+typedef struct lb_tenant lb_tenant;
+typedef struct lb_tenants lb_tenants;
+
+/* List paging (api.md "Lists"). */
+#define LB_API_LIMIT_DEFAULT 50
+#define LB_API_LIMIT_MAX 200
+
+/* What the routes need, wired by main. Owned by main; outlives the server. */
+typedef struct lb_api {
+    const lb_config *cfg;
+    uv_loop_t *loop;
+    lb_http_server *server;     /* set once listening */
+    lb_store *store;
+    lb_tenants *tenants;
+    const lb_master_key *key;
+    const char *admin_token;
+    int draining;
+} lb_api;
+
+int lb_api_register(lb_api *api, lb_router *r);
+
+/* Route groups (one file each). */
+void lb_api_ops_register(lb_api *api, lb_router *r);
+void lb_api_tenants_register(lb_api *api, lb_router *r);
+
+/* Writes a tenant's <connection> object (api.md) into g. */
+void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t);
+
+/* 1 when req carries the admin bearer token; otherwise answers 401 and
+ * returns 0. Constant time in the token's content. */
+int lb_api_require_admin(lb_api *api, lb_http_req *req);
+
+/* Parses req's JSON body into a tree: checks Content-Type (415) and syntax
+ * (400 invalid_json, with yajl's reason). On failure it has answered and
+ * returns NULL. An empty body is a 400 as well. */
+yajl_val lb_api_json_body(lb_http_req *req);
+
+/* Reads ?limit= (1..200, default 50) and ?cursor= (copied into buf; *cursor
+ * NULL when absent). On a bad value it answers 400 with the field and returns
+ * LB_EINVAL. */
+int lb_api_page_params(lb_http_req *req, size_t *limit, char *buf, size_t size,
+                       const char **cursor);
+
+/* Value of a query parameter, percent-decoded into buf; NULL when absent or
+ * too long. */
+const char *lb_api_query(const lb_http_req *req, const char *name, char *buf, size_t size);
+
+#endif

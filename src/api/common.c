@@ -1,0 +1,135 @@
+/* Helpers shared by the route files: admin auth, JSON bodies, queries. */
+#include "api/api.h"
+
+#include "http/response.h"
+#include "json/json.h"
+
+#include "core/error.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int lb_api_register(lb_api *api, lb_router *r)
+{
+    lb_api_ops_register(api, r);
+    lb_api_tenants_register(api, r);
+    return 0;
+}
+
+int lb_api_require_admin(lb_api *api, lb_http_req *req)
+{
+    size_t len;
+    const char *h = lb_http_req_header(req, "authorization", &len);
+    if (h != NULL && len > 7 && strncasecmp(h, "Bearer ", 7) == 0) {
+        const char *tok = h + 7;
+        size_t tlen = len - 7;
+        while (tlen > 0 && *tok == ' ') {
+            tok++;
+            tlen--;
+        }
+        if (lb_secure_equal(tok, tlen, api->admin_token, strlen(api->admin_token)))
+            return 1;
+    }
+    lb_http_respond_error_ex(req, 401, "unauthorized",
+                             "A valid admin token is required (Authorization: Bearer <token>).",
+                             NULL, "WWW-Authenticate: Bearer\r\n");
+    return 0;
+}
+
+yajl_val lb_api_json_body(lb_http_req *req)
+{
+    size_t len;
+    const char *ct = lb_http_req_header(req, "content-type", &len);
+    if (ct == NULL || len < 16 || strncasecmp(ct, "application/json", 16) != 0 ||
+        (len > 16 && ct[16] != ';' && ct[16] != ' ')) {
+        lb_http_respond_error(req, 415, "unsupported_media_type",
+                              "The body must be JSON (Content-Type: application/json).", NULL);
+        return NULL;
+    }
+    if (req->body_len == 0) {
+        lb_http_respond_error(req, 400, "invalid_json", "The request body is empty.", NULL);
+        return NULL;
+    }
+    char err[256];
+    yajl_val v = lb_json_parse(req->body, req->body_len, err, sizeof(err));
+    if (v == NULL) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "The body is not valid JSON: %s.", err);
+        lb_http_respond_error(req, 400, "invalid_json", msg, NULL);
+        return NULL;
+    }
+    if (!YAJL_IS_OBJECT(v)) {
+        yajl_tree_free(v);
+        lb_http_respond_error(req, 400, "invalid_json", "The body must be a JSON object.", NULL);
+        return NULL;
+    }
+    return v;
+}
+
+static int hexv(int c)
+{
+    return isdigit(c) ? c - '0' : (tolower(c) - 'a' + 10);
+}
+
+const char *lb_api_query(const lb_http_req *req, const char *name, char *buf, size_t size)
+{
+    size_t nlen = strlen(name);
+    const char *p = req->query;
+    while (*p != '\0') {
+        const char *end = strchr(p, '&');
+        size_t plen = end ? (size_t)(end - p) : strlen(p);
+        if (plen >= nlen && strncmp(p, name, nlen) == 0 && (plen == nlen || p[nlen] == '=')) {
+            const char *v = plen == nlen ? p + plen : p + nlen + 1;
+            size_t vlen = plen == nlen ? 0 : plen - nlen - 1;
+            size_t o = 0;
+            for (size_t i = 0; i < vlen; i++) {
+                if (o + 1 >= size)
+                    return NULL;
+                char c = v[i];
+                if (c == '+') {
+                    c = ' ';
+                } else if (c == '%' && i + 2 < vlen &&
+                           isxdigit((unsigned char)v[i + 1]) &&
+                           isxdigit((unsigned char)v[i + 2])) {
+                    c = (char)(hexv((unsigned char)v[i + 1]) * 16 + hexv((unsigned char)v[i + 2]));
+                    i += 2;
+                }
+                buf[o++] = c;
+            }
+            buf[o] = '\0';
+            return buf;
+        }
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return NULL;
+}
+
+int lb_api_page_params(lb_http_req *req, size_t *limit, char *buf, size_t size,
+                       const char **cursor)
+{
+    char tmp[32];
+    const char *v = lb_api_query(req, "limit", tmp, sizeof(tmp));
+    *limit = LB_API_LIMIT_DEFAULT;
+    if (v != NULL) {
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (*v == '\0' || *end != '\0' || n < 1 || n > LB_API_LIMIT_MAX) {
+            lb_http_respond_error(req, 400, "invalid_request",
+                                  "limit must be an integer from 1 to 200.", "limit");
+            return LB_EINVAL;
+        }
+        *limit = (size_t)n;
+    }
+    *cursor = lb_api_query(req, "cursor", buf, size);
+    if (*cursor == NULL && strstr(req->query, "cursor=") != NULL) {
+        lb_http_respond_error(req, 400, "invalid_request", "The cursor is not valid.", "cursor");
+        return LB_EINVAL;
+    }
+    if (*cursor != NULL && **cursor == '\0')
+        *cursor = NULL;
+    return 0;
+}

@@ -1,0 +1,59 @@
+/* /healthz, /readyz, /metrics. */
+#include "api/api.h"
+
+#include "core/alloc.h"
+#include "core/metrics.h"
+#include "core/strbuf.h"
+#include "http/response.h"
+#include "store/store.h"
+
+static const char ok_body[] = "{\"status\":\"ok\"}";
+static const char ready_body[] = "{\"status\":\"ready\"}";
+
+static void healthz(lb_http_req *req, void *data)
+{
+    (void)data;
+    lb_http_respond_static(req, 200, "application/json", "Cache-Control: no-store\r\n", ok_body,
+                           sizeof(ok_body) - 1);
+}
+
+static void readyz(lb_http_req *req, void *data)
+{
+    lb_api *api = data;
+    if (api->draining || (api->server && lb_http_server_draining(api->server))) {
+        lb_http_respond_error(req, 503, "unavailable", "The server is shutting down.", NULL);
+        return;
+    }
+    if (api->store == NULL || !lb_store_ready(api->store)) {
+        lb_http_respond_error(req, 503, "unavailable", "The store is not available.", NULL);
+        return;
+    }
+    lb_http_respond_static(req, 200, "application/json", "Cache-Control: no-store\r\n", ready_body,
+                           sizeof(ready_body) - 1);
+}
+
+static void metrics(lb_http_req *req, void *data)
+{
+    lb_api *api = data;
+    lb_strbuf b;
+    lb_strbuf_init(&b, 4 * 1024 * 1024);
+    lb_metric_set(lb_metrics_gauge("leverbridge_memory_bytes",
+                                   "Bytes allocated through leverbridge's allocator.", ""),
+                  (double)lb_alloc_live_bytes());
+    if (api->server != NULL)
+        lb_metric_set(lb_metrics_gauge("leverbridge_http_connections", "Open client connections.",
+                                       ""),
+                      (double)lb_http_server_connections(api->server));
+    lb_metrics_render(&b);
+    size_t len;
+    char *text = lb_strbuf_steal(&b, &len);
+    lb_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8",
+                    "Cache-Control: no-store\r\n", text, len, lb_free, text);
+}
+
+void lb_api_ops_register(lb_api *api, lb_router *r)
+{
+    lb_router_add(r, "GET", "/healthz", healthz, api);
+    lb_router_add(r, "GET", "/readyz", readyz, api);
+    lb_router_add(r, "GET", "/metrics", metrics, api);
+}

@@ -1,0 +1,230 @@
+/* leverbridge: wires the modules together. Start-up order: configuration,
+ * secrets, store, routes, listener, signals. Shutdown (SIGTERM/SIGINT): stop
+ * accepting, let requests in flight finish (DRAIN_TIMEOUT at most), close
+ * the store (it commits what was submitted), close every handle, exit 0. */
+#include "api/api.h"
+#include "core/alloc.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "crypto/crypto.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "state/tenants.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct {
+    uv_loop_t loop;
+    lb_config cfg;
+    lb_master_key key;
+    char *admin_token;
+    lb_store *store;
+    lb_tenants tenants;
+    lb_router *router;
+    lb_http_server *server;
+    lb_api api;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain_timer;
+    int stopping;
+    int loaded;
+} app;
+
+static void die(int status, const char *msg)
+{
+    fprintf(stderr, "leverbridge: %s\n", msg);
+    exit(status);
+}
+
+static void on_commit(double seconds, size_t ops, void *data)
+{
+    static lb_metric *hist;
+    (void)ops;
+    (void)data;
+    if (hist == NULL)
+        hist = lb_metrics_histogram("leverbridge_store_commit_seconds",
+                                    "Duration of one group commit.", "", lb_metrics_latency_bounds,
+                                    lb_metrics_latency_nbounds);
+    lb_metric_observe(hist, seconds);
+}
+
+/* ---- shutdown ------------------------------------------------------------ */
+
+static void store_closed_cb(void *data)
+{
+    app *a = data;
+    a->store = NULL;
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+    uv_close((uv_handle_t *)&a->drain_timer, NULL);
+    lb_info("main", "stopped");
+}
+
+static void server_closed_cb(void *data)
+{
+    app *a = data;
+    a->server = NULL;
+    a->api.server = NULL;
+    if (a->store != NULL)
+        lb_store_close(a->store, store_closed_cb, a);
+    else
+        store_closed_cb(a);
+}
+
+static void finish_stop(app *a)
+{
+    uv_timer_stop(&a->drain_timer);
+    if (a->server != NULL)
+        lb_http_server_close(a->server, server_closed_cb, a);
+}
+
+static void drained_cb(void *data)
+{
+    finish_stop(data);
+}
+
+static void drain_timeout_cb(uv_timer_t *t)
+{
+    app *a = t->data;
+    lb_warn("main", "drain timeout: closing %zu connection(s)",
+            a->server ? lb_http_server_connections(a->server) : 0);
+    finish_stop(a);
+}
+
+static void signal_cb(uv_signal_t *sig, int signum)
+{
+    app *a = sig->data;
+    if (a->stopping) {
+        lb_info("main", "second signal: stopping now");
+        finish_stop(a);
+        return;
+    }
+    a->stopping = 1;
+    a->api.draining = 1;
+    lb_info("main", "%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    uv_timer_start(&a->drain_timer, drain_timeout_cb, (uint64_t)a->cfg.drain_timeout_ms, 0);
+    lb_http_server_drain(a->server, drained_cb, a);
+}
+
+/* ---- start-up ------------------------------------------------------------ */
+
+static void loaded_cb(lb_store_op *op)
+{
+    app *a = op->data;
+    if (op->status != 0) {
+        char err[256];
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load tenants: %s",
+                 lb_strerror(op->status));
+        die(2, err);
+    }
+    for (size_t i = 0; i < op->tenant_load_all.count; i++)
+        lb_tenants_apply(&a->tenants, &op->tenant_load_all.recs[i]);
+    lb_tenant_recs_free(op->tenant_load_all.recs, op->tenant_load_all.count);
+    a->loaded = 1;
+}
+
+/* Loads the in-memory state before anything is served. */
+static void load_state(app *a)
+{
+    lb_store_op op = {.kind = LB_STORE_TENANT_LOAD_ALL, .cb = loaded_cb, .data = a};
+    lb_tenants_init(&a->tenants);
+    if (lb_store_submit(a->store, &op) != 0)
+        die(2, "LEVERBRIDGE_DB: the store refused the first operation");
+    while (!a->loaded)
+        uv_run(&a->loop, UV_RUN_ONCE);
+    lb_info("main", "loaded %zu tenant(s)", a->tenants.count);
+}
+
+static void load_secrets(app *a)
+{
+    char err[512], path[4096];
+    if (mkdir(a->cfg.data_dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DATA_DIR: cannot create %s: %s", a->cfg.data_dir,
+                 strerror(errno));
+        die(2, err);
+    }
+    snprintf(path, sizeof(path), "%s/master.key", a->cfg.data_dir);
+    if (lb_key_load(a->cfg.master_key, path, &a->key, err, sizeof(err)) != 0)
+        die(2, err);
+    snprintf(path, sizeof(path), "%s/admin-token", a->cfg.data_dir);
+    if (lb_token_load(a->cfg.admin_token, path, &a->admin_token, err, sizeof(err)) != 0)
+        die(2, err);
+    if (a->cfg.admin_token == NULL)
+        lb_info("main", "admin token is in %s", path);
+}
+
+int main(int argc, char **argv)
+{
+    static app a;
+    char err[512];
+
+    lb_alloc_install();
+    int rc = lb_config_load(&a.cfg, argc, argv, NULL, err, sizeof(err));
+    if (rc == LB_CONFIG_EXIT)
+        return 0;
+    if (rc != 0)
+        die(2, err);
+    lb_log_set_level((lb_log_level)a.cfg.log_level);
+    if (lb_crypto_init() != 0)
+        die(1, "libsodium failed to initialise");
+    signal(SIGPIPE, SIG_IGN);
+    load_secrets(&a);
+
+    uv_loop_init(&a.loop);
+    if (lb_store_open(&a.loop, a.cfg.db, &a.store, err, sizeof(err)) != 0)
+        die(2, err);
+    lb_store_set_on_commit(a.store, on_commit, &a);
+    load_state(&a);
+
+    a.api = (lb_api){.cfg = &a.cfg,
+                     .loop = &a.loop,
+                     .store = a.store,
+                     .tenants = &a.tenants,
+                     .key = &a.key,
+                     .admin_token = a.admin_token};
+    a.router = lb_router_new();
+    lb_api_register(&a.api, a.router);
+
+    lb_http_server_config hc = {.host = a.cfg.listen_host,
+                                .port = a.cfg.listen_port,
+                                .max_body = a.cfg.max_body,
+                                .header_timeout_ms = a.cfg.header_timeout_ms,
+                                .body_timeout_ms = a.cfg.body_timeout_ms,
+                                .idle_timeout_ms = a.cfg.idle_timeout_ms,
+                                .max_connections = a.cfg.max_connections};
+    rc = lb_http_server_start(&a.loop, &hc, lb_router_dispatch, a.router, &a.server);
+    if (rc != 0) {
+        snprintf(err, sizeof(err), "LEVERBRIDGE_LISTEN: cannot listen on %s: %s", a.cfg.listen,
+                 uv_strerror(rc));
+        die(2, err);
+    }
+    a.api.server = a.server;
+
+    uv_signal_init(&a.loop, &a.sigterm);
+    uv_signal_init(&a.loop, &a.sigint);
+    uv_timer_init(&a.loop, &a.drain_timer);
+    a.sigterm.data = a.sigint.data = a.drain_timer.data = &a;
+    uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
+    uv_signal_start(&a.sigint, signal_cb, SIGINT);
+
+    lb_info("main", "leverbridge %s listening on %s:%d (public URL %s)", LB_VERSION,
+            a.cfg.listen_host, lb_http_server_port(a.server), a.cfg.public_url);
+    uv_run(&a.loop, UV_RUN_DEFAULT);
+
+    rc = uv_loop_close(&a.loop);
+    if (rc != 0)
+        lb_error("main", "loop closed with handles still open: %s", uv_strerror(rc));
+    lb_router_free(a.router);
+    lb_tenants_free(&a.tenants);
+    lb_metrics_reset();
+    lb_free(a.admin_token);
+    lb_config_free(&a.cfg);
+    return rc == 0 ? 0 : 1;
+}
