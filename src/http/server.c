@@ -640,7 +640,7 @@ static void send_error_and_close(lb_http_conn *c, int status, const char *code, 
 /* ---- connections -------------------------------------------------------- */
 
 static void maybe_drained(lb_http_server *s);
-static void maybe_closed(lb_http_server *s);
+static int maybe_closed(lb_http_server *s);
 
 static void conn_free(lb_http_conn *c)
 {
@@ -666,8 +666,9 @@ static void conn_close_cb(uv_handle_t *h)
      * connection is freed when it answers. */
     if (!c->owes)
         conn_free(c);
-    maybe_drained(s);
-    maybe_closed(s);
+    /* Either may run user code that frees the server: each is a last act. */
+    if (!maybe_closed(s))
+        maybe_drained(s);
 }
 
 static void conn_close(lb_http_conn *c)
@@ -791,8 +792,8 @@ static void listener_closed_cb(uv_handle_t *h)
 {
     lb_http_server *s = h->data;
     s->listening = 0;
-    maybe_drained(s);
-    maybe_closed(s);
+    if (!maybe_closed(s))
+        maybe_drained(s);
 }
 
 static void stop_listening(lb_http_server *s)
@@ -810,15 +811,17 @@ static void maybe_drained(lb_http_server *s)
     }
 }
 
-static void maybe_closed(lb_http_server *s)
+/* Frees the server once nothing is open; 1 when it did. */
+static int maybe_closed(lb_http_server *s)
 {
-    if (s->closing && s->nconns == 0 && !s->listening) {
-        void (*cb)(void *) = s->close_cb;
-        void *data = s->close_data;
-        lb_free(s);
-        if (cb != NULL)
-            cb(data);
-    }
+    if (!s->closing || s->nconns > 0 || s->listening)
+        return 0;
+    void (*cb)(void *) = s->close_cb;
+    void *data = s->close_data;
+    lb_free(s);
+    if (cb != NULL)
+        cb(data);
+    return 1;
 }
 
 void lb_http_server_drain(lb_http_server *s, void (*cb)(void *data), void *data)
