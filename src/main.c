@@ -34,7 +34,6 @@ typedef struct {
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     int stopping;
-    int loaded;
 } app;
 
 static void die(int status, const char *msg)
@@ -115,31 +114,53 @@ static void signal_cb(uv_signal_t *sig, int signum)
 
 /* ---- start-up ------------------------------------------------------------ */
 
-static void loaded_cb(lb_store_op *op)
+static void sync_done_cb(lb_store_op *op)
 {
-    app *a = op->data;
-    if (op->status != 0) {
-        char err[256];
-        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load tenants: %s",
-                 lb_strerror(op->status));
-        die(2, err);
-    }
-    for (size_t i = 0; i < op->tenant_load_all.count; i++)
-        lb_tenants_apply(&a->tenants, &op->tenant_load_all.recs[i]);
-    lb_tenant_recs_free(op->tenant_load_all.recs, op->tenant_load_all.count);
-    a->loaded = 1;
+    *(int *)op->data = 1;
 }
 
-/* Loads the in-memory state before anything is served. */
-static void load_state(app *a)
+/* Start-up only, before anything is served: runs one store operation. */
+static int store_run(app *a, lb_store_op *op)
 {
-    lb_store_op op = {.kind = LB_STORE_TENANT_LOAD_ALL, .cb = loaded_cb, .data = a};
-    lb_tenants_init(&a->tenants);
-    if (lb_store_submit(a->store, &op) != 0)
-        die(2, "LEVERBRIDGE_DB: the store refused the first operation");
-    while (!a->loaded)
+    int done = 0;
+    op->cb = sync_done_cb;
+    op->data = &done;
+    int rc = lb_store_submit(a->store, op);
+    if (rc != 0)
+        return rc;
+    while (!done)
         uv_run(&a->loop, UV_RUN_ONCE);
-    lb_info("main", "loaded %zu tenant(s)", a->tenants.count);
+    return op->status;
+}
+
+/* A sealed marker in the store proves the master key is the one the stored
+ * secrets were sealed with; a wrong key stops start-up before it can write
+ * anything. */
+static void check_master_key(app *a)
+{
+    static const char context[] = "meta:master_key_check";
+    static const char marker[] = "leverbridge master key check";
+    lb_store_op op = {.kind = LB_STORE_META_GET, .meta_get.key = "master_key_check"};
+    int rc = store_run(a, &op);
+    if (rc == 0) {
+        uint8_t plain[128];
+        long n = op.meta_get.len <= sizeof(plain)
+                     ? lb_open(&a->key, context, op.meta_get.value, op.meta_get.len, plain)
+                     : LB_ECORRUPT;
+        lb_free(op.meta_get.value);
+        if (n != (long)(sizeof(marker) - 1) || memcmp(plain, marker, (size_t)n) != 0)
+            die(2, "LEVERBRIDGE_MASTER_KEY: not the key this database was written with "
+                   "(nothing was changed)");
+        return;
+    }
+    if (rc != LB_ENOTFOUND)
+        die(2, "LEVERBRIDGE_DB: cannot read the store");
+    uint8_t sealed[sizeof(marker) + LB_SEAL_OVERHEAD + sizeof(context)];
+    size_t len = lb_seal(&a->key, context, marker, sizeof(marker) - 1, sealed);
+    lb_store_op put = {.kind = LB_STORE_META_PUT,
+                       .meta_put = {.key = "master_key_check", .value = sealed, .len = len}};
+    if (store_run(a, &put) != 0)
+        die(2, "LEVERBRIDGE_DB: cannot write to the store");
 }
 
 static void load_secrets(app *a)
@@ -158,6 +179,23 @@ static void load_secrets(app *a)
         die(2, err);
     if (a->cfg.admin_token == NULL)
         lb_info("main", "admin token is in %s", path);
+}
+
+/* Loads the in-memory state before anything is served. */
+static void load_state(app *a)
+{
+    lb_store_op op = {.kind = LB_STORE_TENANT_LOAD_ALL};
+    lb_tenants_init(&a->tenants);
+    int rc = store_run(a, &op);
+    if (rc != 0) {
+        char err[256];
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load tenants: %s", lb_strerror(rc));
+        die(2, err);
+    }
+    for (size_t i = 0; i < op.tenant_load_all.count; i++)
+        lb_tenants_apply(&a->tenants, &op.tenant_load_all.recs[i]);
+    lb_tenant_recs_free(op.tenant_load_all.recs, op.tenant_load_all.count);
+    lb_info("main", "loaded %zu tenant(s)", a->tenants.count);
 }
 
 int main(int argc, char **argv)
@@ -181,6 +219,7 @@ int main(int argc, char **argv)
     if (lb_store_open(&a.loop, a.cfg.db, &a.store, err, sizeof(err)) != 0)
         die(2, err);
     lb_store_set_on_commit(a.store, on_commit, &a);
+    check_master_key(&a);
     load_state(&a);
 
     a.api = (lb_api){.cfg = &a.cfg,

@@ -100,9 +100,16 @@ static const char schema_v1[] =
     " PRIMARY KEY (tenant_id, opportunity_id, assessment));";
 /* clang-format on */
 
+/* Version 2: process-wide facts, such as the master key check. */
+static const char schema_v2[] = "CREATE TABLE meta ("
+                                " key TEXT PRIMARY KEY NOT NULL,"
+                                " value BLOB NOT NULL,"
+                                " updated_at INTEGER NOT NULL);";
+
 const lb_store_migration lb_store_migrations[] = {
     {1, "initial schema", schema_v1, NULL},
-    /* {2, "what it changes", "ALTER TABLE ...;", NULL}, */
+    {2, "meta table", schema_v2, NULL},
+    /* {3, "what it changes", "ALTER TABLE ...;", NULL}, */
 };
 const size_t lb_store_migration_count =
     sizeof(lb_store_migrations) / sizeof(lb_store_migrations[0]);

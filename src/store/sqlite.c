@@ -51,6 +51,8 @@ enum {
     ST_TENANT_UPDATE,
     ST_TENANT_DELETE,
     ST_TENANT_ALL,
+    ST_META_GET,
+    ST_META_PUT,
     ST_COUNT
 };
 
@@ -69,6 +71,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_TENANT_DELETE] = "DELETE FROM tenants WHERE id = ?1",
     [ST_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at,"
                       " updated_at FROM tenants ORDER BY id",
+    [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [ST_META_PUT] = "INSERT INTO meta(key, value, updated_at) VALUES (?1, ?2, ?3)"
+                    " ON CONFLICT(key) DO UPDATE SET value = ?2, updated_at = ?3",
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -364,10 +369,47 @@ static int run_tenant_load_all(sq_store *s, lb_store_op *op)
     return status;
 }
 
+static int run_meta_get(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_META_GET);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->meta_get.key);
+    int rc = sqlite3_step(q);
+    int status = 0;
+    if (rc == SQLITE_ROW) {
+        size_t n = (size_t)sqlite3_column_bytes(q, 0);
+        const void *v = sqlite3_column_blob(q, 0);
+        op->meta_get.value = lb_malloc(n);
+        if (n > 0) memcpy(op->meta_get.value, v, n);
+        op->meta_get.len = n;
+    } else if (rc == SQLITE_DONE) {
+        status = LB_ENOTFOUND;
+    } else {
+        status = op_failed(s, rc, "meta get");
+    }
+    done_with(q);
+    return status;
+}
+
+static int run_meta_put(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_META_PUT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->meta_put.key);
+    sqlite3_bind_blob(q, 2, op->meta_put.len ? (const void *)op->meta_put.value : "",
+                      (int)op->meta_put.len, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, lb_time_now_ms());
+    int rc = sqlite3_step(q);
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "meta put");
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
     [LB_STORE_TENANT_LOAD_ALL] = run_tenant_load_all,
+    [LB_STORE_META_GET] = run_meta_get,
+    [LB_STORE_META_PUT] = run_meta_put,
 };
 
 /* ---- the batch (store thread) ------------------------------------------- */

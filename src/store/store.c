@@ -58,10 +58,42 @@ static void discard_tenant_load_all(lb_store_op *op)
     clear_tenant_load_all(op);
 }
 
+static int check_meta_key(const char *key)
+{
+    if (key == NULL) return LB_EINVAL;
+    size_t n = strnlen(key, LB_STORE_META_KEY_MAX + 1);
+    return n >= 1 && n <= LB_STORE_META_KEY_MAX ? 0 : LB_EINVAL;
+}
+
+static int check_meta_get(const lb_store_op *op)
+{
+    return check_meta_key(op->meta_get.key);
+}
+
+static void clear_meta_get(lb_store_op *op)
+{
+    op->meta_get.value = NULL;
+    op->meta_get.len = 0;
+}
+
+static void discard_meta_get(lb_store_op *op)
+{
+    lb_free(op->meta_get.value);
+    clear_meta_get(op);
+}
+
+static int check_meta_put(const lb_store_op *op)
+{
+    if (op->meta_put.value == NULL && op->meta_put.len > 0) return LB_EINVAL;
+    return check_meta_key(op->meta_put.key);
+}
+
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
     [LB_STORE_TENANT_LOAD_ALL] = {NULL, clear_tenant_load_all, discard_tenant_load_all},
+    [LB_STORE_META_GET] = {check_meta_get, clear_meta_get, discard_meta_get},
+    [LB_STORE_META_PUT] = {check_meta_put, NULL, NULL},
 };
 
 void lb_tenant_rec_free(lb_tenant_rec *r)

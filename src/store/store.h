@@ -24,6 +24,8 @@
 #define LB_STORE_QUEUE_MAX 65536
 /* Longest tenant id (api.md: [A-Za-z0-9._-]{1,64}). */
 #define LB_TENANT_ID_MAX 64
+/* Longest key of the meta operations. */
+#define LB_STORE_META_KEY_MAX 128
 /* Most tenants LB_STORE_TENANT_LOAD_ALL returns; more is LB_ETOOBIG. */
 #define LB_STORE_TENANTS_MAX 1000000
 
@@ -48,6 +50,8 @@ typedef enum {
     LB_STORE_TENANT_UPSERT = 1,
     LB_STORE_TENANT_DELETE,
     LB_STORE_TENANT_LOAD_ALL,
+    LB_STORE_META_GET,
+    LB_STORE_META_PUT,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -82,6 +86,20 @@ struct lb_store_op {
             lb_tenant_rec *recs;
             size_t count;
         } tenant_load_all;
+        /* A process-wide value by key (at most LB_STORE_META_KEY_MAX bytes).
+         * out: value, an lb_malloc'd copy (lb_free it), and len; status
+         * LB_ENOTFOUND when the key is absent. */
+        struct {
+            const char *key;
+            uint8_t *value;
+            size_t len;
+        } meta_get;
+        /* Inserts or replaces key's value (read during the op, not kept). */
+        struct {
+            const char *key;
+            const uint8_t *value;
+            size_t len;
+        } meta_put;
     };
     lb_store_op *next; /* private to the store: queue link */
 };

@@ -650,6 +650,52 @@ static void close_from_cb(lb_store_op *op)
     assert_int_equal(lb_store_submit(cb_fixture->store, &cb_second.op), LB_ECLOSED);
 }
 
+static void test_meta_get_put(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    treq r;
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_META_GET;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.meta_get.key = "k";
+    assert_int_equal(run_op(f, &r), LB_ENOTFOUND);
+    assert_null(r.op.meta_get.value);
+
+    static const uint8_t v1[] = {1, 2, 0, 3};
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_META_PUT;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.meta_put.key = "k";
+    r.op.meta_put.value = v1;
+    r.op.meta_put.len = sizeof(v1);
+    assert_int_equal(run_op(f, &r), 0);
+    r.calls = 0;
+    r.op.meta_put.len = 2; /* replaces */
+    assert_int_equal(run_op(f, &r), 0);
+
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_META_GET;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.meta_get.key = "k";
+    assert_int_equal(run_op(f, &r), 0);
+    assert_int_equal(r.op.meta_get.len, 2);
+    assert_memory_equal(r.op.meta_get.value, v1, 2);
+    lb_free(r.op.meta_get.value);
+
+    /* keys are bounded */
+    char longkey[LB_STORE_META_KEY_MAX + 2];
+    memset(longkey, 'x', sizeof(longkey) - 1);
+    longkey[sizeof(longkey) - 1] = '\0';
+    r.op.meta_get.key = longkey;
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM meta"), 1);
+}
+
 static void test_close_from_callback(void **state)
 {
     fixture *f = *state;
@@ -685,6 +731,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_submit_from_any_phase, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_close_completes_inflight_first, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_close_from_callback, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_meta_get_put, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
