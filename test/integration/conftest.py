@@ -1,0 +1,414 @@
+"""Fixtures for the integration suite: the real leverbridge binary, started on
+an ephemeral loopback port with a fresh data directory, driven over raw
+sockets.
+
+The binary comes from LB_BIN (set by the CMake test `integration`), else
+LB_BUILD_DIR/leverbridge, else build/leverbridge at the repository root.
+
+Every socket operation has a timeout, and every wait for the process too, so
+a hung server fails a test instead of hanging the suite.
+"""
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ADMIN_TOKEN = "it-admin-token-0123456789abcdef"
+SOCK_TIMEOUT = 5.0  # seconds, for every connect/send/recv unless told
+STOP_TIMEOUT = 15.0  # SIGTERM to exit
+START_TIMEOUT = 10.0  # spawn to /healthz answering
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def binary():
+    b = os.environ.get("LB_BIN")
+    if not b and os.environ.get("LB_BUILD_DIR"):
+        b = os.path.join(os.environ["LB_BUILD_DIR"], "leverbridge")
+    if not b:
+        b = os.path.join(_ROOT, "build", "leverbridge")
+    if not os.access(b, os.X_OK):
+        pytest.fail("leverbridge binary not found at %s (set LB_BIN)" % b)
+    return b
+
+
+def free_port():
+    """A port that was free a moment ago (bind 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(extra=None):
+    """The parent's environment without any LEVERBRIDGE_* setting, plus extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERBRIDGE_")}
+    env.update({k: str(v) for k, v in (extra or {}).items()})
+    return env
+
+
+def raise_nofile(want):
+    """Raises this process's soft RLIMIT_NOFILE to want (capped by the hard
+    limit); children inherit it. Returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    return new
+
+
+# ---- HTTP/1.1 over a raw socket --------------------------------------------
+
+
+class Closed(Exception):
+    """The peer closed (EOF or reset) before a complete response arrived.
+    .partial holds the bytes of the incomplete response, if any."""
+
+    def __init__(self, msg, partial=b""):
+        super().__init__(msg)
+        self.partial = partial
+
+
+class Response:
+    def __init__(self, version, status, reason, headers, body, raw):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (lower-case name, value), in order
+        self.body = body
+        self.raw = raw
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k == name]
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def closes(self):
+        """True when the response announces that the connection closes."""
+        tokens = (self.header("connection") or "").lower().replace(" ", "").split(",")
+        return "close" in tokens
+
+    def __repr__(self):
+        return "<Response %d %r %r>" % (self.status, self.headers, self.body[:200])
+
+
+class Conn:
+    """One client connection with its own receive buffer, so pipelined
+    responses can be read one by one."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=SOCK_TIMEOUT, nodelay=True):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        if nodelay:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.eof = False
+
+    # -- sending
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def send_bytewise(self, data, delay=0.002):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        for i in range(len(data)):
+            self.sock.sendall(data[i : i + 1])
+            time.sleep(delay)
+
+    def request(self, method="GET", path="/healthz", headers=None, body=b"", version="HTTP/1.1"):
+        self.send(build_request(method, path, headers, body, version))
+
+    # -- receiving
+    def _fill(self, deadline):
+        if self.eof:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out waiting for the server")
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def read_response(self, timeout=SOCK_TIMEOUT, head=False):
+        """Reads one complete response (body by Content-Length). Raises
+        Closed when the connection ends first, socket.timeout on timeout.
+        head=True: the response to a HEAD request (no body is read)."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            if len(self.buf) > 1 << 20:
+                raise AssertionError("response head larger than 1 MiB")
+            if not self._fill(deadline):
+                raise Closed("connection closed before a response head", self.buf)
+        end = self.buf.index(b"\r\n\r\n")
+        head_bytes = self.buf[:end].decode("latin-1")
+        lines = head_bytes.split("\r\n")
+        parts = lines[0].split(" ", 2)
+        assert len(parts) >= 2 and parts[0].startswith("HTTP/"), "bad status line %r" % lines[0]
+        version, status = parts[0], int(parts[1])
+        reason = parts[2] if len(parts) > 2 else ""
+        headers = []
+        for line in lines[1:]:
+            assert ":" in line, "bad header line %r" % line
+            k, v = line.split(":", 1)
+            assert k == k.strip() and k, "bad header name %r" % line
+            headers.append((k.lower(), v.strip()))
+        if 100 <= status < 200:  # interim: drop it and read the real one
+            self.buf = self.buf[end + 4 :]
+            return self.read_response(max(0.0, deadline - time.monotonic()), head)
+        cls = [v for k, v in headers if k == "content-length"]
+        assert len(cls) == 1, "expected exactly one Content-Length, got %r" % headers
+        assert not [v for k, v in headers if k == "transfer-encoding"]
+        length = 0 if head else int(cls[0])
+        total = end + 4 + length
+        while len(self.buf) < total:
+            if not self._fill(deadline):
+                raise Closed("connection closed inside a response body", self.buf)
+        raw = self.buf[:total]
+        body = self.buf[end + 4 : total]
+        self.buf = self.buf[total:]
+        return Response(version, status, reason, headers, body, raw)
+
+    def expect_closed(self, timeout=SOCK_TIMEOUT, allow_reset=False):
+        """Asserts the server closes the connection (EOF) within timeout
+        without sending anything more. A reset counts only with allow_reset."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("server did not close the connection within %.1fs" % timeout)
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                if allow_reset:
+                    chunk = b""
+                else:
+                    raise AssertionError("connection reset instead of a clean close")
+            except socket.timeout:
+                raise AssertionError("server did not close the connection within %.1fs" % timeout)
+            if not chunk:
+                self.eof = True
+                assert self.buf == b"", "unexpected bytes before close: %r" % self.buf[:200]
+                return
+            self.buf += chunk
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def build_request(method="GET", path="/healthz", headers=None, body=b"", version="HTTP/1.1"):
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    hdrs = [("Host", "127.0.0.1")]
+    names = set()
+    for k, v in (headers or {}).items() if isinstance(headers, dict) else (headers or []):
+        hdrs.append((k, v))
+        names.add(k.lower())
+    if body and "content-length" not in names and "transfer-encoding" not in names:
+        hdrs.append(("Content-Length", str(len(body))))
+    out = "%s %s %s\r\n" % (method, path, version)
+    out += "".join("%s: %s\r\n" % (k, v) for k, v in hdrs) + "\r\n"
+    return out.encode("latin-1") + body
+
+
+# ---- the server process ----------------------------------------------------
+
+
+class Server:
+    """A running leverbridge. Started by start(); stop() sends SIGTERM."""
+
+    def __init__(self, tmp, env=None, args=None, data_dir=None, admin_token=ADMIN_TOKEN,
+                 preexec_fn=None, listen_flag=False):
+        self.tmp = tmp
+        self.data_dir = data_dir or os.path.join(tmp, "data")
+        self.admin_token = admin_token
+        self.extra_env = dict(env or {})
+        self.args = list(args or [])
+        self.preexec_fn = preexec_fn
+        # True: pass --listen ADDR instead of LEVERBRIDGE_LISTEN; "equals": --listen=ADDR
+        self.listen_flag = listen_flag
+        self.proc = None
+        self.port = None
+        self.returncode = None
+        self.stderr_path = None
+        self._n = 0
+
+    def start(self, tries=3):
+        for _ in range(tries):
+            self.port = free_port()
+            self._n += 1
+            self.stderr_path = os.path.join(self.tmp, "stderr.%d.log" % self._n)
+            env = {"LEVERBRIDGE_DATA_DIR": self.data_dir, "LEVERBRIDGE_LOG_LEVEL": "info"}
+            args = list(self.args)
+            if self.listen_flag == "equals":
+                args += ["--listen=127.0.0.1:%d" % self.port]
+            elif self.listen_flag:
+                args += ["--listen", "127.0.0.1:%d" % self.port]
+            else:
+                env["LEVERBRIDGE_LISTEN"] = "127.0.0.1:%d" % self.port
+            if self.admin_token is not None:
+                env["LEVERBRIDGE_ADMIN_TOKEN"] = self.admin_token
+            env.update(self.extra_env)
+            with open(self.stderr_path, "wb") as err:
+                self.proc = subprocess.Popen(
+                    [binary()] + args, env=clean_env(env), cwd=self.tmp,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                    preexec_fn=self.preexec_fn)
+            if self._wait_ready():
+                return self
+            # Lost the race for the port to another process: try another one.
+            if self.proc.poll() == 2 and "cannot listen" in self.stderr():
+                continue
+            self.kill()
+            pytest.fail("leverbridge did not start (exit %r); stderr:\n%s"
+                        % (self.proc.returncode, self.stderr()))
+        pytest.fail("leverbridge could not bind a free port in %d tries" % tries)
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with Conn(self.port, timeout=1.0) as c:
+                    c.request("GET", "/healthz", {"Connection": "close"})
+                    if c.read_response(timeout=1.0).status == 200:
+                        return True
+            except (OSError, Closed):
+                pass
+            time.sleep(0.02)
+        return False
+
+    # -- clients
+    def conn(self, timeout=SOCK_TIMEOUT, nodelay=True):
+        return Conn(self.port, timeout=timeout, nodelay=nodelay)
+
+    def get(self, path, headers=None, method="GET", body=b""):
+        """One request on a fresh connection; returns the response."""
+        with self.conn() as c:
+            c.request(method, path, headers, body)
+            return c.read_response()
+
+    # -- process
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        try:
+            self.returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.returncode
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM; returns the exit status, or None if it did not exit in time
+        (then the process is killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.wait(timeout)
+        if rc is None:
+            self.kill()
+        return rc
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def stderr(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def log_lines(self):
+        """stderr parsed as JSON lines; fails on a line that is not a JSON object."""
+        out = []
+        for line in self.stderr().splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise AssertionError("stderr line is not JSON: %r" % line)
+            assert isinstance(obj, dict), "stderr line is not a JSON object: %r" % line
+            out.append(obj)
+        return out
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """Factory: make_server(env={...}, args=[...], data_dir=..., admin_token=...)
+    starts a server. Each one is stopped at teardown with SIGTERM and must exit
+    0 within 15 s, having logged only JSON lines."""
+    started = []
+
+    def make(env=None, args=None, data_dir=None, admin_token=ADMIN_TOKEN, start=True,
+             preexec_fn=None, listen_flag=False):
+        d = tempfile.mkdtemp(dir=str(tmp_path))
+        s = Server(d, env, args, data_dir, admin_token, preexec_fn, listen_flag)
+        started.append(s)
+        return s.start() if start else s
+
+    yield make
+
+    failures = []
+    for s in started:
+        if s.proc is None:
+            continue
+        if s.returncode is None and s.proc.poll() is not None:
+            failures.append("leverbridge exited on its own with status %r; stderr tail:\n%s"
+                            % (s.proc.returncode, s.stderr()[-2000:]))
+            continue
+        if s.returncode is None:
+            rc = s.stop()
+            if rc != 0:
+                failures.append("SIGTERM: exit status %r (None: still running after %ss); "
+                                "stderr tail:\n%s" % (rc, STOP_TIMEOUT, s.stderr()[-2000:]))
+                continue
+        elif s.returncode != 0:
+            continue  # the test stopped it and checked the status itself
+        try:
+            s.log_lines()
+        except AssertionError as e:
+            failures.append(str(e))
+    if failures:
+        pytest.fail("\n".join(failures))
+
+
+@pytest.fixture
+def server(make_server):
+    """A server with default settings."""
+    return make_server()
