@@ -28,6 +28,7 @@ typedef struct {
     char retry_after[64];
     uv_timer_t delay;
     lb_http_req *held;
+    void *slots[64]; /* contexts of calls not completed yet */
 } fixture;
 
 static void echo(lb_http_req *req, void *data)
@@ -104,6 +105,8 @@ static int teardown(void **state)
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(closed, f->client ? 2 : 1);
     assert_int_equal(uv_loop_close(&f->loop), 0); /* no handle leaked */
+    for (size_t i = 0; i < LB_COUNTOF(f->slots); i++)
+        lb_free(f->slots[i]); /* calls closed without a callback */
     lb_router_free(f->router);
     lb_free(f);
     return 0;
@@ -124,6 +127,7 @@ static void done_cb(const lb_http_response *res, void *data)
     if (res->retry_after)
         snprintf(f->retry_after, sizeof(f->retry_after), "%s", res->retry_after);
     f->done++;
+    f->slots[s->i] = NULL;
     lb_free(s);
 }
 
@@ -140,6 +144,8 @@ static int start(fixture *f, int i, const char *method, const char *path, const 
     int rc = lb_http_client_start(f->client, &req, done_cb, s, NULL);
     if (rc != 0)
         lb_free(s);
+    else
+        f->slots[i] = s;
     return rc;
 }
 

@@ -1,0 +1,106 @@
+/* Lever's Data API: requests built, answers classified and parsed. No I/O
+ * here: a request is an lb_http_request that the engine sends through the
+ * tenant's outbound queue, and the answer comes back to the parsers below.
+ * Facts about Lever are in ../shared/spec/lever.md; parsing is tolerant
+ * (unknown fields ignored, lists with or without next/hasNext, the webhook
+ * signature token under data or data.data). */
+#ifndef LB_LEVER_LEVER_H
+#define LB_LEVER_LEVER_H
+
+#include "http/client.h"
+
+#include <stddef.h>
+#include <yajl/yajl_gen.h>
+
+/* A tenant's credentials for one call. Exactly one of api_key and
+ * access_token is set. The strings are borrowed. */
+typedef struct {
+    const char *api_url;      /* LEVERBRIDGE_LEVER_API_URL, no trailing '/' */
+    const char *api_key;      /* HTTP Basic, key as user, empty password */
+    const char *access_token; /* OAuth bearer */
+} lb_lever_auth;
+
+/* api.md's error mapping, from an answer. */
+typedef enum {
+    LB_LEVER_OK,        /* 2xx */
+    LB_LEVER_RETRY,     /* 5xx, 408, 429, timeouts, resets: back off and retry */
+    LB_LEVER_REAUTH,    /* 401: the connection needs re-authorization */
+    LB_LEVER_FORBIDDEN, /* 403: a permission is missing */
+    LB_LEVER_NOT_FOUND, /* 404 */
+    LB_LEVER_FAILED,    /* any other answer: fail with Lever's message */
+} lb_lever_outcome;
+
+lb_lever_outcome lb_lever_classify(const lb_http_response *res);
+/* A sentence for last_error: Lever's "message" when it sent one, else the
+ * status or the transport failure. Never contains credentials. */
+void lb_lever_describe(const lb_http_response *res, char *buf, size_t size);
+
+/* One request with the strings it needs. Owner: its caller; free with
+ * lb_lever_req_free. */
+typedef struct {
+    lb_http_request http;
+    char *url;
+    char *body;
+    char *userpwd;
+    char *auth_header;
+    const char *headers[3];
+} lb_lever_req;
+
+/* method and a path under the API root; "%s" arguments are percent-encoded
+ * (ids), so the format must use only %s. Query strings are passed in
+ * `query` ("limit=1&expand=applications", unescaped values must already be
+ * safe) or NULL. */
+void lb_lever_req_init(lb_lever_req *r, const lb_lever_auth *auth, const char *method,
+                       const char *query, const char *path_fmt, ...);
+/* Sets a JSON body from a generator (copied; the generator stays the caller's). */
+void lb_lever_req_json(lb_lever_req *r, yajl_gen g);
+void lb_lever_req_free(lb_lever_req *r);
+
+/* Bodies. */
+void lb_lever_note_body(yajl_gen g, const char *text, int secret);
+void lb_lever_note_update_body(yajl_gen g, const char *text);
+void lb_lever_tags_body(yajl_gen g, const char *const *tags, size_t n);
+void lb_lever_stage_body(yajl_gen g, const char *stage_id);
+void lb_lever_webhook_body(yajl_gen g, const char *url, const char *event);
+
+/* An opportunity as the integration uses it. Strings lb_malloc'd, NULL when
+ * absent; free with lb_lever_opportunity_free. */
+typedef struct {
+    char *id;
+    char *name;
+    char *email;        /* the first of emails[] */
+    char *stage_id;
+    char *candidate_id; /* contact */
+    char **postings;    /* posting ids of its applications */
+    size_t npostings;
+} lb_lever_opportunity;
+
+int lb_lever_parse_opportunity(const char *body, size_t len, lb_lever_opportunity *out);
+void lb_lever_opportunity_free(lb_lever_opportunity *o);
+
+/* One page of a list: {"data":[...],"next":"...","hasNext":true}. Items are
+ * kept as {id, text, url, event} strings, enough for stages, postings and
+ * webhooks. lb_malloc'd; free with lb_lever_page_free. */
+typedef struct {
+    char *id;
+    char *text;  /* stages: text; postings: text */
+    char *url;   /* webhooks */
+    char *event; /* webhooks */
+} lb_lever_item;
+
+typedef struct {
+    lb_lever_item *items;
+    size_t count;
+    char *next;  /* NULL at the end (absent hasNext means the end) */
+} lb_lever_page;
+
+int lb_lever_parse_page(const char *body, size_t len, lb_lever_page *out);
+void lb_lever_page_free(lb_lever_page *p);
+
+/* POST /opportunities/:id/notes -> {"data":{"noteId":"..."}}: *id lb_malloc'd. */
+int lb_lever_parse_note_id(const char *body, size_t len, char **id);
+/* POST /webhooks -> the webhook with configuration.signatureToken, under data
+ * or data.data. Both lb_malloc'd. */
+int lb_lever_parse_webhook(const char *body, size_t len, char **id, char **token);
+
+#endif

@@ -1,0 +1,176 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/alloc.h"
+#include "json/json.h"
+#include "lever/lever.h"
+
+#include <string.h>
+
+static lb_http_response resp(int status, const char *body)
+{
+    lb_http_response r = {.status = status, .body = body, .body_len = strlen(body)};
+    return r;
+}
+
+static void classify(void **state)
+{
+    (void)state;
+    int cases[][2] = {{200, LB_LEVER_OK},        {201, LB_LEVER_OK},       {204, LB_LEVER_OK},
+                      {0, LB_LEVER_RETRY},        {500, LB_LEVER_RETRY},    {503, LB_LEVER_RETRY},
+                      {408, LB_LEVER_RETRY},      {429, LB_LEVER_RETRY},    {401, LB_LEVER_REAUTH},
+                      {403, LB_LEVER_FORBIDDEN},  {404, LB_LEVER_NOT_FOUND}, {400, LB_LEVER_FAILED},
+                      {422, LB_LEVER_FAILED},     {301, LB_LEVER_FAILED}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        lb_http_response r = resp(cases[i][0], "");
+        assert_int_equal(lb_lever_classify(&r), cases[i][1]);
+    }
+}
+
+static void describe(void **state)
+{
+    (void)state;
+    char buf[256];
+    lb_http_response r = resp(403, "{\"code\":\"Forbidden\",\"message\":\"Ask a Super Admin\"}");
+    lb_lever_describe(&r, buf, sizeof(buf));
+    assert_string_equal(buf, "Lever answered 403: Ask a Super Admin");
+    r = resp(502, "<html>bad gateway</html>");
+    lb_lever_describe(&r, buf, sizeof(buf));
+    assert_string_equal(buf, "Lever answered 502");
+    r = resp(0, "");
+    r.error_text = "Connection refused";
+    lb_lever_describe(&r, buf, sizeof(buf));
+    assert_string_equal(buf, "Lever unreachable: Connection refused");
+}
+
+static void requests(void **state)
+{
+    (void)state;
+    lb_lever_auth key = {.api_url = "http://127.0.0.1:9/v1", .api_key = "k3y"};
+    lb_lever_req r;
+    lb_lever_req_init(&r, &key, "GET", "expand=applications", "/opportunities/%s", "a b/c");
+    assert_string_equal(r.http.url, "http://127.0.0.1:9/v1/opportunities/a%20b%2Fc?expand=applications");
+    assert_string_equal(r.http.userpwd, "k3y:");
+    assert_null(r.http.headers[0]);
+    lb_lever_req_free(&r);
+
+    lb_lever_auth bearer = {.api_url = "http://x/v1", .access_token = "tok"};
+    lb_lever_req_init(&r, &bearer, "POST", NULL, "/opportunities/%s/notes", "opp1");
+    yajl_gen g = lb_json_gen_new();
+    lb_lever_note_body(g, "Assessment \"js\" sent", 0);
+    lb_lever_req_json(&r, g);
+    yajl_gen_free(g);
+    assert_null(r.http.userpwd);
+    assert_string_equal(r.http.headers[0], "Authorization: Bearer tok");
+    assert_string_equal(r.http.headers[1], "Content-Type: application/json");
+    assert_null(r.http.headers[2]);
+    assert_string_equal(r.http.body, "{\"value\":\"Assessment \\\"js\\\" sent\"}");
+    lb_lever_req_free(&r);
+}
+
+static void bodies(void **state)
+{
+    (void)state;
+    yajl_gen g = lb_json_gen_new();
+    const char *tags[] = {"assessment:sent", "x"};
+    lb_lever_tags_body(g, tags, 2);
+    const unsigned char *buf;
+    size_t len;
+    yajl_gen_get_buf(g, &buf, &len);
+    assert_string_equal((const char *)buf, "{\"tags\":[\"assessment:sent\",\"x\"]}");
+    yajl_gen_free(g);
+    g = lb_json_gen_new();
+    lb_lever_note_update_body(g, "done");
+    yajl_gen_get_buf(g, &buf, &len);
+    assert_string_equal((const char *)buf, "{\"values\":[{\"value\":\"done\"}]}");
+    yajl_gen_free(g);
+}
+
+static void opportunity(void **state)
+{
+    (void)state;
+    const char *body = "{\"data\":{\"id\":\"o1\",\"name\":\"Ada Lovelace\","
+                       "\"emails\":[\"ada@example.com\",\"b@x\"],\"stage\":{\"id\":\"s1\"},"
+                       "\"contact\":\"c1\",\"applications\":[{\"id\":\"a1\",\"posting\":\"p1\"},"
+                       "{\"id\":\"a2\",\"posting\":{\"id\":\"p2\"}},\"a3\"],\"extra\":[1,2]}}";
+    lb_lever_opportunity o;
+    assert_int_equal(lb_lever_parse_opportunity(body, strlen(body), &o), 0);
+    assert_string_equal(o.id, "o1");
+    assert_string_equal(o.name, "Ada Lovelace");
+    assert_string_equal(o.email, "ada@example.com");
+    assert_string_equal(o.stage_id, "s1");
+    assert_string_equal(o.candidate_id, "c1");
+    assert_int_equal(o.npostings, 2);
+    assert_string_equal(o.postings[0], "p1");
+    assert_string_equal(o.postings[1], "p2");
+    lb_lever_opportunity_free(&o);
+    const char *sparse = "{\"data\":{\"id\":\"o2\"}}";
+    assert_int_equal(lb_lever_parse_opportunity(sparse, strlen(sparse), &o), 0);
+    assert_null(o.name);
+    assert_null(o.email);
+    lb_lever_opportunity_free(&o);
+    assert_int_not_equal(lb_lever_parse_opportunity("{}", 2, &o), 0);
+    assert_int_not_equal(lb_lever_parse_opportunity("nope", 4, &o), 0);
+}
+
+static void pages(void **state)
+{
+    (void)state;
+    const char *body = "{\"data\":[{\"id\":\"s1\",\"text\":\"Phone screen\"},{\"id\":\"s2\"}],"
+                       "\"hasNext\":true,\"next\":\"abc\"}";
+    lb_lever_page p;
+    assert_int_equal(lb_lever_parse_page(body, strlen(body), &p), 0);
+    assert_int_equal(p.count, 2);
+    assert_string_equal(p.items[0].text, "Phone screen");
+    assert_string_equal(p.next, "abc");
+    lb_lever_page_free(&p);
+    const char *last = "{\"data\":[],\"next\":\"zzz\"}"; /* no hasNext: the end */
+    assert_int_equal(lb_lever_parse_page(last, strlen(last), &p), 0);
+    assert_null(p.next);
+    lb_lever_page_free(&p);
+    const char *bare = "[{\"text\":\"tag\",\"count\":3}]";
+    assert_int_equal(lb_lever_parse_page(bare, strlen(bare), &p), 0);
+    assert_int_equal(p.count, 1);
+    lb_lever_page_free(&p);
+    assert_int_not_equal(lb_lever_parse_page("{\"data\":5}", 10, &p), 0);
+}
+
+static void webhook_created(void **state)
+{
+    (void)state;
+    const char *flat = "{\"data\":{\"id\":\"w1\",\"url\":\"u\",\"configuration\":"
+                       "{\"signatureToken\":\"tok1\"}}}";
+    const char *nested = "{\"data\":{\"data\":{\"id\":\"w2\",\"configuration\":"
+                         "{\"signatureToken\":\"tok2\"}}}}";
+    char *id, *tok;
+    assert_int_equal(lb_lever_parse_webhook(flat, strlen(flat), &id, &tok), 0);
+    assert_string_equal(id, "w1");
+    assert_string_equal(tok, "tok1");
+    lb_free(id);
+    lb_free(tok);
+    assert_int_equal(lb_lever_parse_webhook(nested, strlen(nested), &id, &tok), 0);
+    assert_string_equal(id, "w2");
+    assert_string_equal(tok, "tok2");
+    lb_free(id);
+    lb_free(tok);
+    const char *notoken = "{\"data\":{\"id\":\"w3\"}}";
+    assert_int_not_equal(lb_lever_parse_webhook(notoken, strlen(notoken), &id, &tok), 0);
+    assert_null(id);
+    const char *note = "{\"data\":{\"noteId\":\"n1\"}}";
+    assert_int_equal(lb_lever_parse_note_id(note, strlen(note), &id), 0);
+    assert_string_equal(id, "n1");
+    lb_free(id);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(classify), cmocka_unit_test(describe), cmocka_unit_test(requests),
+        cmocka_unit_test(bodies),   cmocka_unit_test(opportunity), cmocka_unit_test(pages),
+        cmocka_unit_test(webhook_created),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
