@@ -53,6 +53,9 @@ enum {
     ST_TENANT_ALL,
     ST_META_GET,
     ST_META_PUT,
+    ST_JOB_INSERT,
+    ST_JOB_UPDATE,
+    ST_JOB_ACTIVE,
     ST_COUNT
 };
 
@@ -74,6 +77,16 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_PUT] = "INSERT INTO meta(key, value, updated_at) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT(key) DO UPDATE SET value = ?2, updated_at = ?3",
+    [ST_JOB_INSERT] = "INSERT INTO jobs(id, tenant_id, event_id, workflow_id, action,"
+                      " opportunity_id, seq, status, attempts, next_run_at, last_error, steps,"
+                      " created_at, updated_at)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+    [ST_JOB_UPDATE] = "UPDATE jobs SET status = ?2, attempts = ?3, next_run_at = ?4,"
+                      " last_error = ?5, steps = ?6, updated_at = ?7 WHERE id = ?1",
+    [ST_JOB_ACTIVE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq,"
+                      " status, attempts, next_run_at, last_error, steps, created_at, updated_at"
+                      " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
+                      " ORDER BY created_at, event_id, seq",
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -404,12 +417,112 @@ static int run_meta_put(sq_store *s, lb_store_op *op)
     return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "meta put");
 }
 
+static char *column_strdup_or_null(sqlite3_stmt *q, int i)
+{
+    return sqlite3_column_type(q, i) == SQLITE_NULL ? NULL : column_strdup(q, i);
+}
+
+static void column_id(sqlite3_stmt *q, int i, char *out, size_t max)
+{
+    const unsigned char *t = sqlite3_column_text(q, i);
+    size_t n = (size_t)sqlite3_column_bytes(q, i);
+    if (t != NULL && n <= max) memcpy(out, t, n);
+}
+
+static int run_job_insert(sq_store *s, lb_store_op *op)
+{
+    int64_t now = lb_time_now_ms();
+    for (size_t i = 0; i < op->job_insert.count; i++) {
+        const lb_job_rec *r = &op->job_insert.recs[i];
+        sqlite3_stmt *q = stmt(s, ST_JOB_INSERT);
+        if (q == NULL) return LB_EIO;
+        bind_text(q, 1, r->id);
+        bind_text(q, 2, r->tenant_id);
+        bind_text(q, 3, r->event_id);
+        bind_text(q, 4, r->workflow_id);
+        bind_text(q, 5, r->action);
+        bind_text(q, 6, r->opportunity_id);
+        sqlite3_bind_int(q, 7, r->seq);
+        bind_text(q, 8, lb_job_status_name(r->status));
+        sqlite3_bind_int(q, 9, r->attempts);
+        sqlite3_bind_int64(q, 10, r->next_run_at);
+        bind_text(q, 11, r->last_error);
+        bind_text(q, 12, r->steps);
+        sqlite3_bind_int64(q, 13, r->created_at > 0 ? r->created_at : now);
+        int rc = sqlite3_step(q);
+        done_with(q);
+        if (rc != SQLITE_DONE) return op_failed(s, rc, "job insert");
+    }
+    return 0;
+}
+
+static int run_job_update(sq_store *s, lb_store_op *op)
+{
+    const lb_job_rec *r = op->job_update.rec;
+    sqlite3_stmt *q = stmt(s, ST_JOB_UPDATE);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->id);
+    bind_text(q, 2, lb_job_status_name(r->status));
+    sqlite3_bind_int(q, 3, r->attempts);
+    sqlite3_bind_int64(q, 4, r->next_run_at);
+    bind_text(q, 5, r->last_error);
+    bind_text(q, 6, r->steps);
+    sqlite3_bind_int64(q, 7, r->updated_at > 0 ? r->updated_at : lb_time_now_ms());
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "job update");
+    return sqlite3_changes(s->db) > 0 ? 0 : LB_ENOTFOUND;
+}
+
+static int run_job_load_active(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_JOB_ACTIVE);
+    if (q == NULL) return LB_EIO;
+    lb_job_rec *recs = NULL;
+    size_t count = 0, cap = 0;
+    int rc, status = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (count == LB_STORE_JOBS_MAX) {
+            status = LB_ETOOBIG;
+            break;
+        }
+        if (count == cap) {
+            cap = cap ? cap * 2 : 64;
+            recs = lb_realloc(recs, cap * sizeof(*recs));
+        }
+        lb_job_rec *r = &recs[count++];
+        memset(r, 0, sizeof(*r));
+        column_id(q, 0, r->id, LB_JOB_ID_MAX);
+        column_id(q, 1, r->tenant_id, LB_TENANT_ID_MAX);
+        r->event_id = column_strdup_or_null(q, 2);
+        r->workflow_id = column_strdup_or_null(q, 3);
+        r->action = column_strdup(q, 4);
+        r->opportunity_id = column_strdup_or_null(q, 5);
+        r->seq = sqlite3_column_int(q, 6);
+        r->status = lb_job_status_parse((const char *)sqlite3_column_text(q, 7));
+        r->attempts = sqlite3_column_int(q, 8);
+        r->next_run_at = sqlite3_column_int64(q, 9);
+        r->last_error = column_strdup_or_null(q, 10);
+        r->steps = column_strdup_or_null(q, 11);
+        r->created_at = sqlite3_column_int64(q, 12);
+        r->updated_at = sqlite3_column_int64(q, 13);
+    }
+    if (status == 0 && rc != SQLITE_DONE) status = op_failed(s, rc, "job load");
+    done_with(q);
+    op->job_load_active.recs = recs;
+    op->job_load_active.count = count;
+    return status;
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
     [LB_STORE_TENANT_LOAD_ALL] = run_tenant_load_all,
     [LB_STORE_META_GET] = run_meta_get,
     [LB_STORE_META_PUT] = run_meta_put,
+    [LB_STORE_JOB_INSERT] = run_job_insert,
+    [LB_STORE_JOB_UPDATE] = run_job_update,
+    [LB_STORE_JOB_LOAD_ACTIVE] = run_job_load_active,
 };
 
 /* ---- the batch (store thread) ------------------------------------------- */

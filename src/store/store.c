@@ -88,13 +88,84 @@ static int check_meta_put(const lb_store_op *op)
     return check_meta_key(op->meta_put.key);
 }
 
+static int check_job(const lb_job_rec *r)
+{
+    size_t n = strnlen(r->id, LB_JOB_ID_MAX + 1);
+    if (n < 1 || n > LB_JOB_ID_MAX || check_id(r->tenant_id) != 0) return LB_EINVAL;
+    if (r->status < 0 || r->status >= LB_JOB_STATUS_END || r->attempts < 0) return LB_EINVAL;
+    return 0;
+}
+
+static int check_job_insert(const lb_store_op *op)
+{
+    if (op->job_insert.recs == NULL || op->job_insert.count == 0) return LB_EINVAL;
+    for (size_t i = 0; i < op->job_insert.count; i++)
+        if (check_job(&op->job_insert.recs[i]) != 0 || op->job_insert.recs[i].action == NULL)
+            return LB_EINVAL;
+    return 0;
+}
+
+static int check_job_update(const lb_store_op *op)
+{
+    return op->job_update.rec != NULL ? check_job(op->job_update.rec) : LB_EINVAL;
+}
+
+static void clear_job_load_active(lb_store_op *op)
+{
+    op->job_load_active.recs = NULL;
+    op->job_load_active.count = 0;
+}
+
+static void discard_job_load_active(lb_store_op *op)
+{
+    lb_job_recs_free(op->job_load_active.recs, op->job_load_active.count);
+    clear_job_load_active(op);
+}
+
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
     [LB_STORE_TENANT_LOAD_ALL] = {NULL, clear_tenant_load_all, discard_tenant_load_all},
     [LB_STORE_META_GET] = {check_meta_get, clear_meta_get, discard_meta_get},
     [LB_STORE_META_PUT] = {check_meta_put, NULL, NULL},
+    [LB_STORE_JOB_INSERT] = {check_job_insert, NULL, NULL},
+    [LB_STORE_JOB_UPDATE] = {check_job_update, NULL, NULL},
+    [LB_STORE_JOB_LOAD_ACTIVE] = {NULL, clear_job_load_active, discard_job_load_active},
 };
+
+static const char *const job_status_names[LB_JOB_STATUS_END] = {
+    "queued", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"};
+
+const char *lb_job_status_name(int status)
+{
+    return status >= 0 && status < LB_JOB_STATUS_END ? job_status_names[status] : NULL;
+}
+
+int lb_job_status_parse(const char *s)
+{
+    for (int i = 0; s != NULL && i < LB_JOB_STATUS_END; i++)
+        if (strcmp(s, job_status_names[i]) == 0) return i;
+    return -1;
+}
+
+void lb_job_rec_free(lb_job_rec *r)
+{
+    lb_free(r->event_id);
+    lb_free(r->workflow_id);
+    lb_free(r->action);
+    lb_free(r->opportunity_id);
+    lb_free(r->last_error);
+    lb_free(r->steps);
+    r->event_id = r->workflow_id = r->action = r->opportunity_id = r->last_error = r->steps = NULL;
+}
+
+void lb_job_recs_free(lb_job_rec *recs, size_t count)
+{
+    if (recs == NULL) return;
+    for (size_t i = 0; i < count; i++)
+        lb_job_rec_free(&recs[i]);
+    lb_free(recs);
+}
 
 void lb_tenant_rec_free(lb_tenant_rec *r)
 {

@@ -46,12 +46,57 @@ void lb_tenant_rec_free(lb_tenant_rec *r);
 /* Frees every record's name and the array. NULL is allowed. */
 void lb_tenant_recs_free(lb_tenant_rec *recs, size_t count);
 
+/* Jobs (api.md "Events and jobs"). */
+#define LB_JOB_ID_MAX 40
+#define LB_STORE_JOBS_MAX 1000000
+
+typedef enum {
+    LB_JOB_QUEUED,
+    LB_JOB_RUNNING,
+    LB_JOB_RETRYING,
+    LB_JOB_SUCCEEDED,
+    LB_JOB_FAILED,
+    LB_JOB_SKIPPED,
+    LB_JOB_CANCELLED,
+    LB_JOB_STATUS_END
+} lb_job_status;
+
+/* "queued", ...; NULL for a bad value. */
+const char *lb_job_status_name(int status);
+/* The status named s, or -1. */
+int lb_job_status_parse(const char *s);
+
+/* A job as stored. Strings lb_malloc'd (NULL allowed except action);
+ * lb_job_rec_free releases them. */
+typedef struct {
+    char id[LB_JOB_ID_MAX + 1];
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    char *event_id;
+    char *workflow_id;
+    char *action;          /* JSON object: {"type":..., ...} */
+    char *opportunity_id;
+    char *last_error;
+    char *steps;           /* JSON object: results of finished steps */
+    int seq;               /* order among its event's jobs */
+    int status;            /* lb_job_status */
+    int attempts;
+    int64_t next_run_at;   /* ms; 0: now */
+    int64_t created_at;
+    int64_t updated_at;
+} lb_job_rec;
+
+void lb_job_rec_free(lb_job_rec *r);
+void lb_job_recs_free(lb_job_rec *recs, size_t count);
+
 typedef enum {
     LB_STORE_TENANT_UPSERT = 1,
     LB_STORE_TENANT_DELETE,
     LB_STORE_TENANT_LOAD_ALL,
     LB_STORE_META_GET,
     LB_STORE_META_PUT,
+    LB_STORE_JOB_INSERT,
+    LB_STORE_JOB_UPDATE,
+    LB_STORE_JOB_LOAD_ACTIVE,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -100,6 +145,23 @@ struct lb_store_op {
             const uint8_t *value;
             size_t len;
         } meta_put;
+        /* Inserts jobs (all or none). in: recs, count (read, not kept). A job
+         * id that exists: LB_ECONFLICT. An unknown tenant: LB_ENOTFOUND. */
+        struct {
+            const lb_job_rec *recs;
+            size_t count;
+        } job_insert;
+        /* Sets status, attempts, next_run_at, last_error, steps and
+         * updated_at (0: now) of job rec->id. LB_ENOTFOUND if absent. */
+        struct {
+            const lb_job_rec *rec;
+        } job_update;
+        /* out: every queued, running or retrying job, oldest first (by
+         * created_at, then seq), lb_malloc'd: free with lb_job_recs_free. */
+        struct {
+            lb_job_rec *recs;
+            size_t count;
+        } job_load_active;
     };
     lb_store_op *next; /* private to the store: queue link */
 };

@@ -1,0 +1,56 @@
+#include "engine/actions.h"
+
+#include "json/json.h"
+
+#include <string.h>
+
+/* ---- add_tags: POST /opportunities/:id/addTags {"tags":[...]} ------------- */
+
+static void call_done(lb_job *job, const lb_http_response *res)
+{
+    if (lb_lever_classify(res) == LB_LEVER_OK)
+        lb_job_finish(job, LB_JOB_SUCCEEDED, NULL);
+    else
+        lb_job_lever_failed(job, res);
+}
+
+static void add_tags_run(lb_job *job)
+{
+    yajl_val tags = lb_json_get(lb_job_action(job), "tags");
+    if (tags == NULL || !YAJL_IS_ARRAY(tags) || tags->u.array.len == 0) {
+        lb_job_finish(job, LB_JOB_FAILED, "add_tags needs a non-empty tags array");
+        return;
+    }
+    const char *list[64];
+    size_t n = 0;
+    for (size_t i = 0; i < tags->u.array.len && n < 64; i++)
+        if (YAJL_IS_STRING(tags->u.array.values[i]))
+            list[n++] = tags->u.array.values[i]->u.string;
+    yajl_gen g = lb_json_gen_new();
+    lb_lever_tags_body(g, list, n);
+    lb_job_lever(job, "add opportunity tags", "POST", NULL, g, call_done,
+                 "/opportunities/%s/addTags", lb_job_opportunity(job));
+    yajl_gen_free(g);
+}
+
+/* ---- move_stage: PUT /opportunities/:id/stage {"stage":id} ---------------- */
+
+static void move_stage_run(lb_job *job)
+{
+    const char *stage = lb_json_get_str(lb_job_action(job), "stage");
+    if (stage == NULL || *stage == '\0') {
+        lb_job_finish(job, LB_JOB_FAILED, "move_stage needs a stage");
+        return;
+    }
+    yajl_gen g = lb_json_gen_new();
+    lb_lever_stage_body(g, stage);
+    lb_job_lever(job, "update an opportunity's stage", "PUT", NULL, g, call_done,
+                 "/opportunities/%s/stage", lb_job_opportunity(job));
+    yajl_gen_free(g);
+}
+
+const lb_job_kind lb_action_kinds[] = {
+    {"add_tags", add_tags_run},
+    {"move_stage", move_stage_run},
+};
+const size_t lb_action_nkinds = sizeof(lb_action_kinds) / sizeof(lb_action_kinds[0]);

@@ -1,0 +1,132 @@
+/* Durable jobs: one outbound action for one opportunity, run to an end
+ * (succeeded, failed, skipped, cancelled) through retries, restarts and
+ * crashes.
+ *
+ * State lives in the store; the engine keeps every unfinished job in memory
+ * and schedules it: per-tenant FIFOs of due jobs served round-robin under a
+ * global cap of running jobs (and a per-tenant one), a heap of retry times
+ * behind one timer. The jobs of one event form a chain and run in `seq`
+ * order: a job starts only when the one before it has ended.
+ *
+ * A job's kind (its action "type") runs it step by step. Each call of
+ * kind->run() looks at the recorded steps and issues exactly one of:
+ * lb_job_lever() / lb_job_http() (a call, whose callback then continues),
+ * lb_job_record() (store a step's result durably, then run() again),
+ * lb_job_finish(), lb_job_retry(). A step recorded is never repeated, even
+ * after a restart.
+ *
+ * Owner: main creates one lb_jobs; loop thread only. */
+#ifndef LB_ENGINE_JOBS_H
+#define LB_ENGINE_JOBS_H
+
+#include "engine/outbound.h"
+#include "http/client.h"
+#include "lever/lever.h"
+#include "store/store.h"
+
+#include <stdint.h>
+#include <uv.h>
+#include <yajl/yajl_tree.h>
+
+#define LB_JOBS_MAX 1000000
+#define LB_JOBS_MAX_STEPS 16
+
+typedef struct lb_jobs lb_jobs;
+typedef struct lb_job lb_job;
+
+/* What the engine needs from the rest of the server, wired by main. */
+typedef struct {
+    /* Credentials for the tenant's Lever calls: 0 with *auth filled (its
+     * strings valid until the callback returns... the engine copies them),
+     * or a negative code when the connection cannot be used now (needs
+     * re-authorization, disconnected, refreshing): the job then waits for
+     * lb_jobs_tenant_resume(). */
+    int (*lever_auth)(void *data, const char *tenant, lb_lever_auth *auth);
+    /* A 401 from Lever: the connection needs re-authorization. */
+    void (*lever_unauthorized)(void *data, const char *tenant);
+    /* A 403 from Lever on a call needing `permission` (Lever's words). */
+    void (*lever_forbidden)(void *data, const char *tenant, const char *permission);
+    /* The tenant's limits (rate <= 0: unlimited). */
+    void (*tenant_rate)(void *data, const char *tenant, double *rate, int *burst);
+    void *data;
+} lb_jobs_env;
+
+typedef struct {
+    int64_t retry_base_ms;
+    int64_t retry_cap_ms;
+    int64_t max_age_ms;
+    int max_running;        /* jobs running at once, all tenants */
+    int max_running_tenant; /* jobs running at once, one tenant */
+} lb_jobs_config;
+
+/* An action type. */
+typedef struct {
+    const char *type;
+    void (*run)(lb_job *job);
+} lb_job_kind;
+
+typedef struct {
+    uint64_t started, succeeded, failed, retried, skipped, cancelled;
+    size_t active;   /* in memory: queued, running, retrying, waiting */
+    size_t running;
+} lb_jobs_stats;
+
+int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_client *http,
+                const lb_jobs_config *cfg, const lb_jobs_env *env, lb_jobs **out);
+/* Registers a kind; `kinds` must outlive the engine. */
+void lb_jobs_register(lb_jobs *js, const lb_job_kind *kinds, size_t n);
+/* Stops starting jobs, lets running steps finish (their next step is not
+ * started), waits for their store writes, frees everything and calls cb. */
+void lb_jobs_close(lb_jobs *js, void (*cb)(void *data), void *data);
+
+/* Loads every unfinished job from the store (start-up: running jobs run
+ * again, from their first unrecorded step). 0 or a negative code; cb-less:
+ * it runs the loop until the store answers. */
+int lb_jobs_load(lb_jobs *js);
+/* Takes jobs just committed to the store (the records are copied). */
+void lb_jobs_add(lb_jobs *js, const lb_job_rec *recs, size_t n);
+/* Jobs of the tenant that waited for its connection may run again. */
+void lb_jobs_tenant_resume(lb_jobs *js, const char *tenant);
+/* Cancels every unfinished job of the tenant (durably, status cancelled). */
+void lb_jobs_tenant_cancel(lb_jobs *js, const char *tenant);
+/* Counts of the tenant's jobs in memory by status (queued counts waiting). */
+void lb_jobs_tenant_backlog(lb_jobs *js, const char *tenant, size_t *queued, size_t *retrying);
+void lb_jobs_stats_get(const lb_jobs *js, lb_jobs_stats *out);
+
+/* ---- for kinds ----------------------------------------------------------- */
+
+const char *lb_job_id(const lb_job *job);
+const char *lb_job_tenant(const lb_job *job);
+const char *lb_job_opportunity(const lb_job *job);
+const char *lb_job_event(const lb_job *job);
+/* The parsed action object. */
+yajl_val lb_job_action(const lb_job *job);
+/* A recorded step's value, or NULL. */
+const char *lb_job_step(const lb_job *job, const char *name);
+/* The kind's scratch pointer (freed by the kind before it ends the job). */
+void **lb_job_scratch(lb_job *job);
+
+/* Sends a Lever call through the tenant's queue with its credentials:
+ * method, query and path as lb_lever_req_init, plus an optional JSON body
+ * (copied). `permission` names what a 403 means. done runs with Lever's
+ * answer (never a 429). */
+typedef void (*lb_job_call_cb)(lb_job *job, const lb_http_response *res);
+void lb_job_lever(lb_job *job, const char *permission, const char *method, const char *query,
+                  yajl_gen body, lb_job_call_cb done, const char *path_fmt, ...);
+/* A call to another service (the platform): not rate limited. */
+void lb_job_http(lb_job *job, const lb_http_request *req, lb_job_call_cb done);
+
+/* Records a step's result durably, then calls run() again. */
+void lb_job_record(lb_job *job, const char *step, const char *value);
+/* Ends the job: LB_JOB_SUCCEEDED, LB_JOB_FAILED or LB_JOB_SKIPPED. */
+void lb_job_finish(lb_job *job, int status, const char *error);
+/* A transient failure: retried after a full-jitter backoff, or failed once
+ * the job is older than max_age. */
+void lb_job_retry(lb_job *job, const char *error);
+/* Applies api.md's mapping to a Lever answer that is not a success: 5xx,
+ * 408 and transport failures retry; 401 makes the job wait for the
+ * connection; 403 fails it with missing_permission; anything else fails it
+ * with Lever's message. */
+void lb_job_lever_failed(lb_job *job, const lb_http_response *res);
+
+#endif
