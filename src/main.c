@@ -1,7 +1,9 @@
 /* leverbridge: wires the modules together. Start-up order: configuration,
- * secrets, store, routes, listener, signals. Shutdown (SIGTERM/SIGINT): stop
- * accepting, let requests in flight finish (DRAIN_TIMEOUT at most), close
- * the store (it commits what was submitted), close every handle, exit 0. */
+ * secrets, store, in-memory state, outbound engine (and the jobs it resumes),
+ * routes, listener, signals. Shutdown (SIGTERM/SIGINT): stop accepting, let
+ * requests in flight finish (DRAIN_TIMEOUT at most), stop the engine (jobs
+ * stay in the store and resume at the next start), close the store (it
+ * commits what was submitted), close every handle, exit 0. */
 #include "api/api.h"
 #include "core/alloc.h"
 #include "core/config.h"
@@ -9,6 +11,10 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "crypto/crypto.h"
+#include "engine/actions.h"
+#include "engine/jobs.h"
+#include "engine/outbound.h"
+#include "http/client.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "state/tenants.h"
@@ -28,6 +34,10 @@ typedef struct {
     char *admin_token;
     lb_store *store;
     lb_tenants tenants;
+    lb_http_client *client;
+    lb_outbound *outbound;
+    lb_jobs *jobs;
+    int engine_open;      /* engine parts not yet closed */
     lb_router *router;
     lb_http_server *server;
     lb_api api;
@@ -66,15 +76,30 @@ static void store_closed_cb(void *data)
     lb_info("main", "stopped");
 }
 
+static void engine_closed_cb(void *data)
+{
+    app *a = data;
+    if (--a->engine_open > 0)
+        return;
+    a->jobs = NULL;
+    a->outbound = NULL;
+    a->client = NULL;
+    if (a->store != NULL)
+        lb_store_close(a->store, store_closed_cb, a);
+    else
+        store_closed_cb(a);
+}
+
 static void server_closed_cb(void *data)
 {
     app *a = data;
     a->server = NULL;
     a->api.server = NULL;
-    if (a->store != NULL)
-        lb_store_close(a->store, store_closed_cb, a);
-    else
-        store_closed_cb(a);
+    /* Jobs first (their calls stop), then the queue, then the client. */
+    a->engine_open = 3;
+    lb_jobs_close(a->jobs, engine_closed_cb, a);
+    lb_outbound_close(a->outbound, engine_closed_cb, a);
+    lb_http_client_close(a->client, engine_closed_cb, a);
 }
 
 static void finish_stop(app *a)
@@ -181,6 +206,31 @@ static void load_secrets(app *a)
         lb_info("main", "admin token is in %s", path);
 }
 
+/* The outbound side: one HTTP client, the per-tenant queue, the jobs. */
+static void start_engine(app *a)
+{
+    lb_http_client_config cc = {.max_inflight = a->cfg.max_inflight};
+    lb_jobs_config jc = {.retry_base_ms = a->cfg.retry_base_ms,
+                         .retry_cap_ms = a->cfg.retry_cap_ms,
+                         .max_age_ms = a->cfg.job_max_age_ms,
+                         .max_running = a->cfg.max_inflight * 4,
+                         .max_running_tenant = a->cfg.lever_burst * 2};
+    lb_jobs_env env = {lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_forbidden,
+                       lb_api_tenant_rate, &a->api};
+    if (lb_http_client_new(&a->loop, &cc, &a->client) != 0 ||
+        lb_outbound_new(&a->loop, a->client, &a->outbound) != 0 ||
+        lb_jobs_new(&a->loop, a->store, a->outbound, a->client, &jc, &env, &a->jobs) != 0)
+        die(1, "cannot start the outbound engine");
+    lb_jobs_register(a->jobs, lb_action_kinds, lb_action_nkinds);
+    a->api.jobs = a->jobs;
+    int rc = lb_jobs_load(a->jobs);
+    if (rc != 0) {
+        char err[256];
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load jobs: %s", lb_strerror(rc));
+        die(2, err);
+    }
+}
+
 /* Loads the in-memory state before anything is served. */
 static void load_state(app *a)
 {
@@ -212,6 +262,8 @@ int main(int argc, char **argv)
     lb_log_set_level((lb_log_level)a.cfg.log_level);
     if (lb_crypto_init() != 0)
         die(1, "libsodium failed to initialise");
+    if (lb_http_client_global_init() != 0)
+        die(1, "libcurl failed to initialise");
     signal(SIGPIPE, SIG_IGN);
     load_secrets(&a);
 
@@ -220,14 +272,15 @@ int main(int argc, char **argv)
         die(2, err);
     lb_store_set_on_commit(a.store, on_commit, &a);
     check_master_key(&a);
-    load_state(&a);
-
     a.api = (lb_api){.cfg = &a.cfg,
                      .loop = &a.loop,
                      .store = a.store,
                      .tenants = &a.tenants,
                      .key = &a.key,
                      .admin_token = a.admin_token};
+    load_state(&a);
+    start_engine(&a);
+
     a.router = lb_router_new();
     lb_api_register(&a.api, a.router);
 
@@ -263,6 +316,7 @@ int main(int argc, char **argv)
     lb_router_free(a.router);
     lb_tenants_free(&a.tenants);
     lb_metrics_reset();
+    lb_http_client_global_cleanup();
     lb_free(a.admin_token);
     lb_config_free(&a.cfg);
     return rc == 0 ? 0 : 1;

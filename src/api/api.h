@@ -7,12 +7,14 @@
 #include "crypto/crypto.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "lever/lever.h"
 
 #include <uv.h>
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_tree.h>
 
 typedef struct lb_store lb_store;
+typedef struct lb_jobs lb_jobs;
 typedef struct lb_tenant lb_tenant;
 typedef struct lb_tenants lb_tenants;
 
@@ -27,6 +29,7 @@ typedef struct lb_api {
     lb_http_server *server;     /* set once listening */
     lb_store *store;
     lb_tenants *tenants;
+    lb_jobs *jobs;
     const lb_master_key *key;
     const char *admin_token;
     int draining;
@@ -37,6 +40,13 @@ int lb_api_register(lb_api *api, lb_router *r);
 /* Route groups (one file each). */
 void lb_api_ops_register(lb_api *api, lb_router *r);
 void lb_api_tenants_register(lb_api *api, lb_router *r);
+
+/* The job engine's questions about a tenant's Lever connection
+ * (lb_jobs_env, with the lb_api as data). */
+int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth);
+void lb_api_lever_unauthorized(void *data, const char *tenant);
+void lb_api_lever_forbidden(void *data, const char *tenant, const char *permission);
+void lb_api_tenant_rate(void *data, const char *tenant, double *rate, int *burst);
 
 /* Writes a tenant's <connection> object (api.md) into g. */
 void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t);

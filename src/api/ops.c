@@ -5,6 +5,7 @@
 #include "core/metrics.h"
 #include "core/strbuf.h"
 #include "http/response.h"
+#include "engine/jobs.h"
 #include "store/store.h"
 
 static const char ok_body[] = "{\"status\":\"ok\"}";
@@ -44,6 +45,26 @@ static void metrics(lb_http_req *req, void *data)
         lb_metric_set(lb_metrics_gauge("leverbridge_http_connections", "Open client connections.",
                                        ""),
                       (double)lb_http_server_connections(api->server));
+    if (api->jobs != NULL) {
+        lb_jobs_stats st;
+        lb_jobs_stats_get(api->jobs, &st);
+        static const char help[] =
+            "Jobs by status: unfinished ones now, finished ones since start.";
+        const struct {
+            const char *label;
+            double v;
+        } rows[] = {
+            {"status=\"queued\"", (double)(st.active - st.running - st.retrying)},
+            {"status=\"running\"", (double)st.running},
+            {"status=\"retrying\"", (double)st.retrying},
+            {"status=\"succeeded\"", (double)st.succeeded},
+            {"status=\"failed\"", (double)st.failed},
+            {"status=\"skipped\"", (double)st.skipped},
+            {"status=\"cancelled\"", (double)st.cancelled},
+        };
+        for (size_t i = 0; i < LB_COUNTOF(rows); i++)
+            lb_metric_set(lb_metrics_gauge("leverbridge_jobs", help, rows[i].label), rows[i].v);
+    }
     lb_metrics_render(&b);
     size_t len;
     char *text = lb_strbuf_steal(&b, &len);

@@ -98,6 +98,11 @@ lb_metric *lb_metrics_counter(const char *name, const char *help, const char *la
     return series_get(name, help, M_COUNTER, labels, NULL, 0);
 }
 
+void lb_metrics_declare_counter(const char *name, const char *help)
+{
+    family_get(name, help, M_COUNTER, NULL, 0);
+}
+
 lb_metric *lb_metrics_gauge(const char *name, const char *help, const char *labels)
 {
     return series_get(name, help, M_GAUGE, labels, NULL, 0);
@@ -153,8 +158,6 @@ int lb_metrics_render(lb_strbuf *out)
 {
     static const char *const types[] = {"counter", "gauge", "histogram"};
     for (const family *f = families; f != NULL; f = f->next) {
-        if (f->series == NULL)
-            continue;
         lb_strbuf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
                          types[f->type]);
         for (const lb_metric *m = f->series; m != NULL; m = m->next) {

@@ -24,6 +24,10 @@ lb_metric *lb_metrics_gauge(const char *name, const char *help, const char *labe
 lb_metric *lb_metrics_histogram(const char *name, const char *help, const char *labels,
                                 const double *bounds, size_t nbounds);
 
+/* Declares a labelled counter family before its first series, so that
+ * /metrics names it from the start. */
+void lb_metrics_declare_counter(const char *name, const char *help);
+
 void lb_metric_add(lb_metric *m, double v);     /* counters and gauges */
 void lb_metric_set(lb_metric *m, double v);     /* gauges */
 void lb_metric_observe(lb_metric *m, double v); /* histograms */

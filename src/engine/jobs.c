@@ -800,6 +800,7 @@ void lb_jobs_stats_get(const lb_jobs *js, lb_jobs_stats *out)
     *out = js->stats;
     out->active = js->jobs.count;
     out->running = (size_t)js->running;
+    out->retrying = js->sleepers.count;
 }
 
 /* ---- life -------------------------------------------------------------- */

@@ -69,6 +69,7 @@ typedef struct {
     uint64_t started, succeeded, failed, retried, skipped, cancelled;
     size_t active;   /* in memory: queued, running, retrying, waiting */
     size_t running;
+    size_t retrying; /* waiting for their retry time */
 } lb_jobs_stats;
 
 int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_client *http,

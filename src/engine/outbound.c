@@ -43,6 +43,7 @@ struct lb_outbound {
     void (*close_cb)(void *);
     void *close_data;
     lb_metric *delay_hist;
+    lb_metric *request_hist;
 };
 
 static void pump(lb_outbound *ob);
@@ -166,6 +167,7 @@ static void arm_timer(lb_outbound *ob)
 
 /* ---- completion ---------------------------------------------------------- */
 
+/* Series pointers live until lb_metrics_reset, which runs after the loop. */
 static lb_metric *code_counter(int status)
 {
     static lb_metric *cache[600];
@@ -185,15 +187,17 @@ static lb_metric *code_counter(int status)
     return cache[status];
 }
 
-static void record(const lb_http_response *res)
+static lb_metric *request_seconds(void)
 {
-    static lb_metric *hist;
-    if (hist == NULL)
-        hist = lb_metrics_histogram("leverbridge_lever_request_seconds",
-                                    "Duration of calls to Lever.", "", lb_metrics_latency_bounds,
-                                    lb_metrics_latency_nbounds);
+    return lb_metrics_histogram("leverbridge_lever_request_seconds",
+                                "Duration of calls to Lever.", "", lb_metrics_latency_bounds,
+                                lb_metrics_latency_nbounds);
+}
+
+static void record(lb_outbound *ob, const lb_http_response *res)
+{
     lb_metric_add(code_counter(res->status), 1);
-    lb_metric_observe(hist, res->seconds);
+    lb_metric_observe(ob->request_hist, res->seconds);
 }
 
 static void tenant_free(lb_outbound *ob, lb_ob_tenant *t)
@@ -227,7 +231,7 @@ static void http_done(const lb_http_response *res, void *data)
     lb_outbound *ob = t->ob;
     call->http = NULL;
     t->inflight--;
-    record(res);
+    record(ob, res);
     if (res->status == 429 && !t->removed && !ob->closing) {
         t->consecutive_429++;
         call->requeues++;
@@ -323,6 +327,9 @@ int lb_outbound_new(uv_loop_t *loop, lb_http_client *client, lb_outbound **out)
     lb_heap_init(&ob->sleepers);
     uv_timer_init(loop, &ob->timer);
     ob->timer.data = ob;
+    lb_metrics_declare_counter("leverbridge_lever_requests_total",
+                               "Calls to Lever by response status.");
+    ob->request_hist = request_seconds();
     static const double delay_bounds[] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05,
                                           0.1,    0.5,    1,     5,     30,   300};
     ob->delay_hist = lb_metrics_histogram(
