@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 typedef struct {
@@ -206,6 +207,26 @@ static void load_secrets(app *a)
         lb_info("main", "admin token is in %s", path);
 }
 
+/* Each connection is a descriptor: take the whole hard limit, and say so
+ * when MAX_CONNECTIONS cannot fit in it. */
+static void raise_fd_limit(app *a)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t need = (rlim_t)a->cfg.max_connections + (rlim_t)a->cfg.max_inflight + 64;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        lb_warn("main",
+                "open file limit %llu is below LEVERBRIDGE_MAX_CONNECTIONS + "
+                "LEVERBRIDGE_MAX_INFLIGHT + 64 = %llu: connections past it will be refused",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+}
+
 /* The outbound side: one HTTP client, the per-tenant queue, the jobs. */
 static void start_engine(app *a)
 {
@@ -265,6 +286,7 @@ int main(int argc, char **argv)
     if (lb_http_client_global_init() != 0)
         die(1, "libcurl failed to initialise");
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit(&a);
     load_secrets(&a);
 
     uv_loop_init(&a.loop);

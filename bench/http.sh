@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# HTTP throughput of leverbridge against nginx, same request, same machine.
+#
+# Both servers run alone on one core (taskset -c $SERVER_CPU), wrk on another
+# ($CLIENT_CPU), all on 127.0.0.1. Each server gets a warm-up run, then a
+# measured run; the script prints requests/s, p99 latency and the ratio
+# leverbridge/nginx. Any non-2xx answer or socket error fails the run, so a
+# wrong route cannot pass for a fast one.
+#
+# usage: bench/http.sh            (from anywhere; builds build-bench if needed)
+# env:   DURATION=10 WARMUP=2 CONNECTIONS=64 THREADS=1 SERVER_CPU=0 CLIENT_CPU=1
+#        LB_BIN=path/to/leverbridge (skip the Release build)
+#        METHOD, TARGET, BODY_BYTES (the request, below)
+set -euo pipefail
+
+# ---- the request -------------------------------------------------------------
+# TODO: leverbridge has no POST route answering 200 with a small JSON body yet;
+# until it does this measures GET /healthz. Then set METHOD=POST and TARGET to
+# that route: the 300-byte JSON body below is sent whenever METHOD is not GET.
+METHOD=${METHOD:-GET}
+TARGET=${TARGET:-/healthz}
+BODY_BYTES=${BODY_BYTES:-300}
+CONTENT_TYPE=application/json
+
+# ---- knobs -------------------------------------------------------------------
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+HOST=127.0.0.1 # loopback only, on purpose
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+die() { echo "bench/http.sh: $*" >&2; exit 1; }
+for tool in wrk nginx taskset cmake; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] ||
+        die "$tool not found (deps/install.sh installs it)"
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+NCPU=$(nproc)
+[ "$SERVER_CPU" -lt "$NCPU" ] && [ "$CLIENT_CPU" -lt "$NCPU" ] ||
+    die "needs CPUs $SERVER_CPU and $CLIENT_CPU, this machine has $NCPU"
+[ "$SERVER_CPU" != "$CLIENT_CPU" ] || echo "warning: server and wrk share CPU $SERVER_CPU" >&2
+
+# ---- leverbridge, Release, no sanitizers -----------------------------------------
+if [ -z "${LB_BIN:-}" ]; then
+    BUILD=$ROOT/build-bench
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLB_SANITIZE=OFF \
+        -DLB_TESTS=OFF >/dev/null
+    cmake --build "$BUILD" -j"$NCPU" --target leverbridge >/dev/null
+    LB_BIN=$BUILD/leverbridge
+fi
+[ -x "$LB_BIN" ] || die "no leverbridge binary at $LB_BIN"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/lb-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_up() { # port: until TARGET's host answers anything at all over HTTP
+    local port=$1 i
+    for i in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    die "nothing listening on $HOST:$port"
+}
+
+# ---- the request body and the wrk script ------------------------------------------
+BODY=""
+if [ "$METHOD" != GET ] && [ "$METHOD" != HEAD ]; then
+    BODY='{"candidate":{"name":"Ada Lovelace","email":"ada@example.com"},"score":97,"padding":"'
+    tail='"}'
+    pad=$((BODY_BYTES - ${#BODY} - ${#tail}))
+    [ "$pad" -ge 0 ] || die "BODY_BYTES=$BODY_BYTES is too small"
+    BODY=$BODY$(printf '%*s' "$pad" '' | tr ' ' x)$tail
+    [ "${#BODY}" -eq "$BODY_BYTES" ] || die "body is ${#BODY} bytes"
+fi
+
+cat >"$TMP/request.lua" <<EOF
+wrk.method = "$METHOD"
+wrk.path = "$TARGET"
+wrk.body = [[$BODY]]
+if #wrk.body > 0 then
+    wrk.headers["Content-Type"] = "$CONTENT_TYPE"
+end
+
+function done(summary, latency, requests)
+    local secs = summary.duration / 1e6
+    local e = summary.errors
+    io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d errors=%d non2xx=%d\n",
+        summary.requests / secs, latency:percentile(50), latency:percentile(99),
+        summary.requests, e.connect + e.read + e.write + e.timeout, e.status))
+end
+EOF
+
+# run_wrk NAME PORT: warm-up, then the measured run; sets RPS and P99_US
+run_wrk() {
+    local name=$1 port=$2 out
+    local url="http://$HOST:$port$TARGET"
+    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+        -s "$TMP/request.lua" "$url" >/dev/null
+    out=$(taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
+        -s "$TMP/request.lua" "$url")
+    echo "$out" >"$TMP/wrk-$name.txt"
+    local line
+    line=$(echo "$out" | grep '^RESULT ') || die "$name: no result from wrk:"$'\n'"$out"
+    RPS=$(echo "$line" | sed -E 's/.* rps=([0-9.]+).*/\1/')
+    P99_US=$(echo "$line" | sed -E 's/.* p99_us=([0-9]+).*/\1/')
+    P50_US=$(echo "$line" | sed -E 's/.* p50_us=([0-9]+).*/\1/')
+    local errors non2xx
+    errors=$(echo "$line" | sed -E 's/.* errors=([0-9]+).*/\1/')
+    non2xx=$(echo "$line" | sed -E 's/.* non2xx=([0-9]+).*/\1/')
+    [ "$non2xx" = 0 ] || die "$name answered $non2xx non-2xx responses to $METHOD $TARGET"
+    [ "$errors" = 0 ] || die "$name: $errors socket errors during the run"
+}
+
+# ---- leverbridge ------------------------------------------------------------------
+LB_PORT=$(free_port)
+mkdir -p "$TMP/lb-data"
+env -i PATH=/usr/bin:/bin \
+    LEVERBRIDGE_LISTEN="$HOST:$LB_PORT" \
+    LEVERBRIDGE_DATA_DIR="$TMP/lb-data" \
+    LEVERBRIDGE_ADMIN_TOKEN=bench-admin-token-0123456789 \
+    LEVERBRIDGE_LOG_LEVEL=warn \
+    taskset -c "$SERVER_CPU" "$LB_BIN" 2>"$TMP/leverbridge.log" &
+LB_PID=$!
+PIDS+=("$LB_PID")
+wait_up "$LB_PORT"
+run_wrk leverbridge "$LB_PORT"
+LB_RPS=$RPS LB_P99=$P99_US LB_P50=$P50_US
+kill -TERM "$LB_PID"
+wait "$LB_PID" || die "leverbridge exited with status $? after SIGTERM (log: $TMP/leverbridge.log)"
+
+# ---- nginx -------------------------------------------------------------------------
+NG_PORT=$(free_port)
+mkdir -p "$TMP/nginx"
+USER_LINE=""
+[ "$(id -u)" = 0 ] && USER_LINE="user root;"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+daemon off;
+master_process off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    keepalive_requests 100000000;
+    server {
+        listen $HOST:$NG_PORT;
+        location = $TARGET {
+            default_type application/json;
+            return 200 '{"status":"ok"}';
+        }
+    }
+}
+EOF
+taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
+    -e "$TMP/nginx/error.log" 2>>"$TMP/nginx/error.log" &
+NG_PID=$!
+PIDS+=("$NG_PID")
+wait_up "$NG_PORT"
+run_wrk nginx "$NG_PORT"
+NG_RPS=$RPS NG_P99=$P99_US NG_P50=$P50_US
+kill -TERM "$NG_PID"
+wait "$NG_PID" 2>/dev/null || true
+
+# ---- report ------------------------------------------------------------------------
+awk -v m="$METHOD" -v t="$TARGET" -v b="${#BODY}" -v d="$DURATION" -v c="$CONNECTIONS" \
+    -v lr="$LB_RPS" -v l5="$LB_P50" -v l9="$LB_P99" \
+    -v nr="$NG_RPS" -v n5="$NG_P50" -v n9="$NG_P99" 'BEGIN {
+    printf "%s %s, body %d bytes, %ss, %d connections, servers on one core\n", m, t, b, d, c
+    printf "%-12s %12s %10s %10s\n", "server", "req/s", "p50 ms", "p99 ms"
+    printf "%-12s %12.0f %10.3f %10.3f\n", "leverbridge", lr, l5 / 1000, l9 / 1000
+    printf "%-12s %12.0f %10.3f %10.3f\n", "nginx", nr, n5 / 1000, n9 / 1000
+    printf "ratio leverbridge/nginx: req/s %.2f, p99 %.2f\n", lr / nr, l9 / n9
+}'
