@@ -17,6 +17,7 @@
 #include "http/client.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "state/connections.h"
 #include "state/tenants.h"
 #include "store/store.h"
 
@@ -35,6 +36,7 @@ typedef struct {
     char *admin_token;
     lb_store *store;
     lb_tenants tenants;
+    lb_conns conns;
     lb_http_client *client;
     lb_outbound *outbound;
     lb_jobs *jobs;
@@ -266,7 +268,26 @@ static void load_state(app *a)
     for (size_t i = 0; i < op.tenant_load_all.count; i++)
         lb_tenants_apply(&a->tenants, &op.tenant_load_all.recs[i]);
     lb_tenant_recs_free(op.tenant_load_all.recs, op.tenant_load_all.count);
-    lb_info("main", "loaded %zu tenant(s)", a->tenants.count);
+
+    lb_store_op cop = {.kind = LB_STORE_CONN_LOAD_ALL};
+    lb_conns_init(&a->conns, &a->key);
+    rc = store_run(a, &cop);
+    if (rc != 0) {
+        char err[256];
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load connections: %s",
+                 lb_strerror(rc));
+        die(2, err);
+    }
+    lb_conns_load(&a->conns, cop.conn_load_all.conns, cop.conn_load_all.nconns,
+                  cop.conn_load_all.hooks, cop.conn_load_all.nhooks);
+    for (size_t i = 0; i < cop.conn_load_all.nconns; i++)
+        lb_conn_rec_free(&cop.conn_load_all.conns[i]);
+    for (size_t i = 0; i < cop.conn_load_all.nhooks; i++)
+        lb_hook_rec_free(&cop.conn_load_all.hooks[i]);
+    lb_free(cop.conn_load_all.conns);
+    lb_free(cop.conn_load_all.hooks);
+    lb_info("main", "loaded %zu tenant(s), %zu connection(s)", a->tenants.count,
+            a->conns.by_tenant.count);
 }
 
 int main(int argc, char **argv)
@@ -298,6 +319,7 @@ int main(int argc, char **argv)
                      .loop = &a.loop,
                      .store = a.store,
                      .tenants = &a.tenants,
+                     .conns = &a.conns,
                      .key = &a.key,
                      .admin_token = a.admin_token};
     load_state(&a);
@@ -337,6 +359,7 @@ int main(int argc, char **argv)
         lb_error("main", "loop closed with handles still open: %s", uv_strerror(rc));
     lb_router_free(a.router);
     lb_tenants_free(&a.tenants);
+    lb_conns_free(&a.conns);
     lb_metrics_reset();
     lb_http_client_global_cleanup();
     lb_free(a.admin_token);

@@ -8,6 +8,7 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "lever/lever.h"
+#include "store/store.h"
 
 #include <uv.h>
 #include <yajl/yajl_gen.h>
@@ -15,6 +16,7 @@
 
 typedef struct lb_store lb_store;
 typedef struct lb_jobs lb_jobs;
+typedef struct lb_conns lb_conns;
 typedef struct lb_tenant lb_tenant;
 typedef struct lb_tenants lb_tenants;
 
@@ -30,6 +32,7 @@ typedef struct lb_api {
     lb_store *store;
     lb_tenants *tenants;
     lb_jobs *jobs;
+    lb_conns *conns;
     const lb_master_key *key;
     const char *admin_token;
     int draining;
@@ -40,6 +43,15 @@ int lb_api_register(lb_api *api, lb_router *r);
 /* Route groups (one file each). */
 void lb_api_ops_register(lb_api *api, lb_router *r);
 void lb_api_tenants_register(lb_api *api, lb_router *r);
+void lb_api_hooks_register(lb_api *api, lb_router *r);
+
+/* The jobs that the tenant's workflows derive from an event (trigger
+ * "stage_changed", "assessment_completed", "assessment_expired"), as records
+ * ready to insert with the event: *jobs lb_malloc'd, free with
+ * lb_api_jobs_free. */
+void lb_api_derive_jobs(lb_api *api, const char *tenant, const char *event_id,
+                        const char *trigger, yajl_val data, lb_job_rec **jobs, size_t *n);
+void lb_api_jobs_free(lb_job_rec *jobs, size_t n);
 
 /* The job engine's questions about a tenant's Lever connection
  * (lb_jobs_env, with the lb_api as data). */

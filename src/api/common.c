@@ -15,6 +15,7 @@ int lb_api_register(lb_api *api, lb_router *r)
 {
     lb_api_ops_register(api, r);
     lb_api_tenants_register(api, r);
+    lb_api_hooks_register(api, r);
     return 0;
 }
 

@@ -56,6 +56,16 @@ enum {
     ST_JOB_INSERT,
     ST_JOB_UPDATE,
     ST_JOB_ACTIVE,
+    ST_CONN_PUT,
+    ST_CONN_DELETE,
+    ST_HOOK_DELETE_TENANT,
+    ST_CONN_ALL,
+    ST_HOOK_ALL,
+    ST_HOOK_DELETE_OTHERS,
+    ST_HOOK_PUT,
+    ST_EVENT_FIND,
+    ST_EVENT_INSERT,
+    ST_HOOK_DELIVERED,
     ST_COUNT
 };
 
@@ -87,6 +97,37 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " status, attempts, next_run_at, last_error, steps, created_at, updated_at"
                       " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
                       " ORDER BY created_at, event_id, seq",
+    [ST_CONN_PUT] = "INSERT INTO connections(tenant_id, status, auth, secret, token_expires_at,"
+                    " permissions_missing, permissions_checked_at, connected_at, updated_at)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    " ON CONFLICT(tenant_id) DO UPDATE SET status = ?2, auth = ?3, secret = ?4,"
+                    " token_expires_at = ?5, permissions_missing = ?6,"
+                    " permissions_checked_at = ?7, connected_at = ?8, updated_at = ?9",
+    [ST_CONN_DELETE] = "DELETE FROM connections WHERE tenant_id = ?1",
+    [ST_HOOK_DELETE_TENANT] = "DELETE FROM hooks WHERE tenant_id = ?1",
+    [ST_CONN_ALL] = "SELECT tenant_id, status, auth, secret, token_expires_at,"
+                    " permissions_missing, permissions_checked_at, connected_at, updated_at"
+                    " FROM connections",
+    [ST_HOOK_ALL] = "SELECT id, tenant_id, lever_webhook_id, signature_token, status, attempts,"
+                    " next_attempt_at, deadline_at, last_error, active_since, last_delivery_at,"
+                    " checked_at FROM hooks",
+    [ST_HOOK_DELETE_OTHERS] = "DELETE FROM hooks WHERE tenant_id = ?1 AND id <> ?2",
+    [ST_HOOK_PUT] = "INSERT INTO hooks(id, tenant_id, lever_webhook_id, signature_token, status,"
+                    " attempts, next_attempt_at, deadline_at, last_error, active_since,"
+                    " last_delivery_at, checked_at)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                    " ON CONFLICT(id) DO UPDATE SET lever_webhook_id = ?3,"
+                    " signature_token = ?4, status = ?5, attempts = ?6, next_attempt_at = ?7,"
+                    " deadline_at = ?8, last_error = ?9, active_since = ?10,"
+                    " last_delivery_at = MAX(COALESCE(last_delivery_at, 0), COALESCE(?11, 0)),"
+                    " checked_at = ?12",
+    [ST_EVENT_FIND] = "SELECT id FROM events WHERE tenant_id = ?1 AND source = ?2"
+                      " AND dedupe_key = ?3",
+    [ST_EVENT_INSERT] = "INSERT INTO events(id, tenant_id, source, type, dedupe_key, status,"
+                        " opportunity_id, payload, received_at)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_HOOK_DELIVERED] = "UPDATE hooks SET last_delivery_at = ?2 WHERE id = ?1"
+                          " AND COALESCE(last_delivery_at, 0) < ?2",
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -514,6 +555,199 @@ static int run_job_load_active(sq_store *s, lb_store_op *op)
     return status;
 }
 
+static void bind_blob(sqlite3_stmt *q, int i, const uint8_t *v, size_t n)
+{
+    if (v == NULL)
+        sqlite3_bind_null(q, i);
+    else
+        sqlite3_bind_blob(q, i, v, (int)n, SQLITE_STATIC);
+}
+
+static void bind_time(sqlite3_stmt *q, int i, int64_t v)
+{
+    if (v > 0)
+        sqlite3_bind_int64(q, i, v);
+    else
+        sqlite3_bind_null(q, i);
+}
+
+static uint8_t *column_blob_dup(sqlite3_stmt *q, int i, size_t *len)
+{
+    *len = 0;
+    if (sqlite3_column_type(q, i) == SQLITE_NULL) return NULL;
+    size_t n = (size_t)sqlite3_column_bytes(q, i);
+    uint8_t *p = lb_malloc(n ? n : 1);
+    if (n > 0) memcpy(p, sqlite3_column_blob(q, i), n);
+    *len = n;
+    return p;
+}
+
+static int run_conn_put(sq_store *s, lb_store_op *op)
+{
+    const lb_conn_rec *r = op->conn_put.rec;
+    sqlite3_stmt *q = stmt(s, ST_CONN_PUT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->tenant_id);
+    bind_text(q, 2, r->status);
+    bind_text(q, 3, r->auth);
+    bind_blob(q, 4, r->secret, r->secret_len);
+    bind_time(q, 5, r->token_expires_at);
+    bind_text(q, 6, r->permissions_missing);
+    bind_time(q, 7, r->permissions_checked_at);
+    bind_time(q, 8, r->connected_at);
+    sqlite3_bind_int64(q, 9, r->updated_at > 0 ? r->updated_at : lb_time_now_ms());
+    int rc = sqlite3_step(q);
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "connection put");
+}
+
+static int run_conn_delete(sq_store *s, lb_store_op *op)
+{
+    int ids[2] = {ST_HOOK_DELETE_TENANT, ST_CONN_DELETE};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *q = stmt(s, ids[i]);
+        if (q == NULL) return LB_EIO;
+        bind_text(q, 1, op->conn_delete.tenant_id);
+        int rc = sqlite3_step(q);
+        done_with(q);
+        if (rc != SQLITE_DONE) return op_failed(s, rc, "connection delete");
+    }
+    return 0;
+}
+
+static int run_conn_load_all(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_CONN_ALL);
+    if (q == NULL) return LB_EIO;
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->conn_load_all.nconns == cap) {
+            cap = cap ? cap * 2 : 16;
+            op->conn_load_all.conns =
+                lb_realloc(op->conn_load_all.conns, cap * sizeof(lb_conn_rec));
+        }
+        lb_conn_rec *r = &op->conn_load_all.conns[op->conn_load_all.nconns++];
+        memset(r, 0, sizeof(*r));
+        column_id(q, 0, r->tenant_id, LB_TENANT_ID_MAX);
+        r->status = column_strdup(q, 1);
+        r->auth = column_strdup_or_null(q, 2);
+        r->secret = column_blob_dup(q, 3, &r->secret_len);
+        r->token_expires_at = sqlite3_column_int64(q, 4);
+        r->permissions_missing = column_strdup_or_null(q, 5);
+        r->permissions_checked_at = sqlite3_column_int64(q, 6);
+        r->connected_at = sqlite3_column_int64(q, 7);
+        r->updated_at = sqlite3_column_int64(q, 8);
+    }
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "connection load");
+    q = stmt(s, ST_HOOK_ALL);
+    if (q == NULL) return LB_EIO;
+    cap = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->conn_load_all.nhooks == cap) {
+            cap = cap ? cap * 2 : 16;
+            op->conn_load_all.hooks =
+                lb_realloc(op->conn_load_all.hooks, cap * sizeof(lb_hook_rec));
+        }
+        lb_hook_rec *h = &op->conn_load_all.hooks[op->conn_load_all.nhooks++];
+        memset(h, 0, sizeof(*h));
+        column_id(q, 0, h->id, LB_HOOK_ID_MAX);
+        column_id(q, 1, h->tenant_id, LB_TENANT_ID_MAX);
+        h->lever_webhook_id = column_strdup_or_null(q, 2);
+        h->signature_token = column_blob_dup(q, 3, &h->token_len);
+        h->status = column_strdup(q, 4);
+        h->attempts = sqlite3_column_int(q, 5);
+        h->next_attempt_at = sqlite3_column_int64(q, 6);
+        h->deadline_at = sqlite3_column_int64(q, 7);
+        h->last_error = column_strdup_or_null(q, 8);
+        h->active_since = sqlite3_column_int64(q, 9);
+        h->last_delivery_at = sqlite3_column_int64(q, 10);
+        h->checked_at = sqlite3_column_int64(q, 11);
+    }
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "hook load");
+}
+
+static int run_hook_put(sq_store *s, lb_store_op *op)
+{
+    const lb_hook_rec *h = op->hook_put.rec;
+    sqlite3_stmt *q = stmt(s, ST_HOOK_DELETE_OTHERS);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, h->tenant_id);
+    bind_text(q, 2, h->id);
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "hook put");
+    q = stmt(s, ST_HOOK_PUT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, h->id);
+    bind_text(q, 2, h->tenant_id);
+    bind_text(q, 3, h->lever_webhook_id);
+    bind_blob(q, 4, h->signature_token, h->token_len);
+    bind_text(q, 5, h->status);
+    sqlite3_bind_int(q, 6, h->attempts);
+    bind_time(q, 7, h->next_attempt_at);
+    bind_time(q, 8, h->deadline_at);
+    bind_text(q, 9, h->last_error);
+    bind_time(q, 10, h->active_since);
+    bind_time(q, 11, h->last_delivery_at);
+    bind_time(q, 12, h->checked_at);
+    rc = sqlite3_step(q);
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "hook put");
+}
+
+static int run_event_insert(sq_store *s, lb_store_op *op)
+{
+    const lb_event_rec *e = op->event_insert.event;
+    sqlite3_stmt *q = stmt(s, ST_EVENT_FIND);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, e->tenant_id);
+    bind_text(q, 2, e->source);
+    bind_text(q, 3, e->dedupe_key);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+        op->event_insert.duplicate = 1;
+        done_with(q);
+        return 0;
+    }
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
+    q = stmt(s, ST_EVENT_INSERT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, e->id);
+    bind_text(q, 2, e->tenant_id);
+    bind_text(q, 3, e->source);
+    bind_text(q, 4, e->type);
+    bind_text(q, 5, e->dedupe_key);
+    bind_text(q, 6, e->status);
+    bind_text(q, 7, e->opportunity_id);
+    bind_text(q, 8, e->payload);
+    sqlite3_bind_int64(q, 9, e->received_at > 0 ? e->received_at : lb_time_now_ms());
+    rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
+    if (op->event_insert.njobs > 0) {
+        lb_store_op jobs = {.kind = LB_STORE_JOB_INSERT};
+        jobs.job_insert.recs = op->event_insert.jobs;
+        jobs.job_insert.count = op->event_insert.njobs;
+        int st = run_job_insert(s, &jobs);
+        if (st != 0) return st;
+    }
+    if (op->event_insert.hook_id != NULL) {
+        q = stmt(s, ST_HOOK_DELIVERED);
+        if (q == NULL) return LB_EIO;
+        bind_text(q, 1, op->event_insert.hook_id);
+        sqlite3_bind_int64(q, 2, e->received_at > 0 ? e->received_at : lb_time_now_ms());
+        rc = sqlite3_step(q);
+        done_with(q);
+        if (rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
+    }
+    return 0;
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
@@ -523,6 +757,11 @@ static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_JOB_INSERT] = run_job_insert,
     [LB_STORE_JOB_UPDATE] = run_job_update,
     [LB_STORE_JOB_LOAD_ACTIVE] = run_job_load_active,
+    [LB_STORE_CONN_PUT] = run_conn_put,
+    [LB_STORE_CONN_DELETE] = run_conn_delete,
+    [LB_STORE_CONN_LOAD_ALL] = run_conn_load_all,
+    [LB_STORE_HOOK_PUT] = run_hook_put,
+    [LB_STORE_EVENT_INSERT] = run_event_insert,
 };
 
 /* ---- the batch (store thread) ------------------------------------------- */

@@ -7,6 +7,7 @@
 #include "core/log.h"
 
 #include <math.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -122,6 +123,60 @@ static void discard_job_load_active(lb_store_op *op)
     clear_job_load_active(op);
 }
 
+static int check_conn_put(const lb_store_op *op)
+{
+    const lb_conn_rec *r = op->conn_put.rec;
+    return r != NULL && r->status != NULL ? check_id(r->tenant_id) : LB_EINVAL;
+}
+
+static int check_conn_delete(const lb_store_op *op)
+{
+    return check_id(op->conn_delete.tenant_id);
+}
+
+static void clear_conn_load_all(lb_store_op *op)
+{
+    memset(&op->conn_load_all, 0, sizeof(op->conn_load_all));
+}
+
+static void discard_conn_load_all(lb_store_op *op)
+{
+    for (size_t i = 0; i < op->conn_load_all.nconns; i++)
+        lb_conn_rec_free(&op->conn_load_all.conns[i]);
+    for (size_t i = 0; i < op->conn_load_all.nhooks; i++)
+        lb_hook_rec_free(&op->conn_load_all.hooks[i]);
+    lb_free(op->conn_load_all.conns);
+    lb_free(op->conn_load_all.hooks);
+    clear_conn_load_all(op);
+}
+
+static int check_hook_put(const lb_store_op *op)
+{
+    const lb_hook_rec *r = op->hook_put.rec;
+    if (r == NULL || r->status == NULL || check_id(r->tenant_id) != 0) return LB_EINVAL;
+    size_t n = strnlen(r->id, LB_HOOK_ID_MAX + 1);
+    return n >= 1 && n <= LB_HOOK_ID_MAX ? 0 : LB_EINVAL;
+}
+
+static int check_event_insert(const lb_store_op *op)
+{
+    const lb_event_rec *e = op->event_insert.event;
+    if (e == NULL || e->source == NULL || e->type == NULL || e->dedupe_key == NULL ||
+        e->status == NULL || check_id(e->tenant_id) != 0)
+        return LB_EINVAL;
+    size_t n = strnlen(e->id, LB_EVENT_ID_MAX + 1);
+    if (n < 1 || n > LB_EVENT_ID_MAX) return LB_EINVAL;
+    for (size_t i = 0; i < op->event_insert.njobs; i++)
+        if (check_job(&op->event_insert.jobs[i]) != 0) return LB_EINVAL;
+    return 0;
+}
+
+static void clear_event_insert(lb_store_op *op)
+{
+    op->event_insert.duplicate = 0;
+    op->event_insert.existing_id[0] = '\0';
+}
+
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
@@ -131,7 +186,33 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_JOB_INSERT] = {check_job_insert, NULL, NULL},
     [LB_STORE_JOB_UPDATE] = {check_job_update, NULL, NULL},
     [LB_STORE_JOB_LOAD_ACTIVE] = {NULL, clear_job_load_active, discard_job_load_active},
+    [LB_STORE_CONN_PUT] = {check_conn_put, NULL, NULL},
+    [LB_STORE_CONN_DELETE] = {check_conn_delete, NULL, NULL},
+    [LB_STORE_CONN_LOAD_ALL] = {NULL, clear_conn_load_all, discard_conn_load_all},
+    [LB_STORE_HOOK_PUT] = {check_hook_put, NULL, NULL},
+    [LB_STORE_EVENT_INSERT] = {check_event_insert, clear_event_insert, clear_event_insert},
 };
+
+void lb_conn_rec_free(lb_conn_rec *r)
+{
+    lb_free(r->status);
+    lb_free(r->auth);
+    if (r->secret != NULL) sodium_memzero(r->secret, r->secret_len);
+    lb_free(r->secret);
+    lb_free(r->permissions_missing);
+    r->status = r->auth = r->permissions_missing = NULL;
+    r->secret = NULL;
+}
+
+void lb_hook_rec_free(lb_hook_rec *r)
+{
+    lb_free(r->lever_webhook_id);
+    lb_free(r->signature_token);
+    lb_free(r->status);
+    lb_free(r->last_error);
+    r->lever_webhook_id = r->status = r->last_error = NULL;
+    r->signature_token = NULL;
+}
 
 static const char *const job_status_names[LB_JOB_STATUS_END] = {
     "queued", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"};

@@ -88,6 +88,58 @@ typedef struct {
 void lb_job_rec_free(lb_job_rec *r);
 void lb_job_recs_free(lb_job_rec *recs, size_t count);
 
+/* A tenant's Lever connection as stored. The secret is sealed by the caller
+ * (the store never sees credentials in the clear). Strings and the secret
+ * lb_malloc'd; lb_conn_rec_free releases them. */
+typedef struct {
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    char *status;               /* "disconnected", "connected", "needs_reauth" */
+    char *auth;                 /* "api_key", "oauth", or NULL */
+    uint8_t *secret;            /* sealed credentials, or NULL */
+    size_t secret_len;
+    int64_t token_expires_at;
+    char *permissions_missing;  /* JSON array, or NULL */
+    int64_t permissions_checked_at;
+    int64_t connected_at;
+    int64_t updated_at;
+} lb_conn_rec;
+
+#define LB_HOOK_ID_MAX 64
+
+/* A tenant's Lever webhook as stored; the signature token sealed. */
+typedef struct {
+    char id[LB_HOOK_ID_MAX + 1];
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    char *lever_webhook_id;
+    uint8_t *signature_token;
+    size_t token_len;
+    char *status;               /* "none", "pending", "active", "failed" */
+    int attempts;
+    int64_t next_attempt_at;
+    int64_t deadline_at;
+    char *last_error;
+    int64_t active_since;
+    int64_t last_delivery_at;
+    int64_t checked_at;
+} lb_hook_rec;
+
+void lb_conn_rec_free(lb_conn_rec *r);
+void lb_hook_rec_free(lb_hook_rec *r);
+
+/* An event as stored (api.md "Events and jobs"). */
+#define LB_EVENT_ID_MAX 40
+typedef struct {
+    char id[LB_EVENT_ID_MAX + 1];
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    const char *source;         /* "lever", "platform" */
+    const char *type;
+    const char *dedupe_key;
+    const char *status;         /* "accepted", "ignored" */
+    const char *opportunity_id;
+    const char *payload;        /* JSON */
+    int64_t received_at;
+} lb_event_rec;
+
 typedef enum {
     LB_STORE_TENANT_UPSERT = 1,
     LB_STORE_TENANT_DELETE,
@@ -97,6 +149,11 @@ typedef enum {
     LB_STORE_JOB_INSERT,
     LB_STORE_JOB_UPDATE,
     LB_STORE_JOB_LOAD_ACTIVE,
+    LB_STORE_CONN_PUT,
+    LB_STORE_CONN_DELETE,
+    LB_STORE_CONN_LOAD_ALL,
+    LB_STORE_HOOK_PUT,
+    LB_STORE_EVENT_INSERT,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -162,6 +219,40 @@ struct lb_store_op {
             lb_job_rec *recs;
             size_t count;
         } job_load_active;
+        /* Inserts or replaces the tenant's connection row. in: rec (read,
+         * not kept); LB_ENOTFOUND for an unknown tenant. */
+        struct {
+            const lb_conn_rec *rec;
+        } conn_put;
+        /* Deletes the tenant's connection and hook rows (absent: still 0). */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+        } conn_delete;
+        /* out: every connection and every hook, lb_malloc'd arrays; free each
+         * record with its free function and the arrays with lb_free. */
+        struct {
+            lb_conn_rec *conns;
+            size_t nconns;
+            lb_hook_rec *hooks;
+            size_t nhooks;
+        } conn_load_all;
+        /* Inserts or replaces hook rec->id, first deleting any other hook row
+         * of the same tenant (one hook per tenant). */
+        struct {
+            const lb_hook_rec *rec;
+        } hook_put;
+        /* Inserts an event and its jobs in one durable step, unless an event
+         * with the same (tenant, source, dedupe_key) exists: then nothing is
+         * written, `duplicate` is 1 and `existing_id` names the first one.
+         * hook_id (optional) gets last_delivery_at = event.received_at. */
+        struct {
+            const lb_event_rec *event;
+            const lb_job_rec *jobs;
+            size_t njobs;
+            const char *hook_id;
+            int duplicate;
+            char existing_id[LB_EVENT_ID_MAX + 1];
+        } event_insert;
     };
     lb_store_op *next; /* private to the store: queue link */
 };
