@@ -14,6 +14,7 @@
 #include "engine/actions.h"
 #include "engine/jobs.h"
 #include "engine/outbound.h"
+#include "engine/provision.h"
 #include "http/client.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -40,6 +41,7 @@ typedef struct {
     lb_http_client *client;
     lb_outbound *outbound;
     lb_jobs *jobs;
+    lb_provision *provision;
     int engine_open;      /* engine parts not yet closed */
     lb_router *router;
     lb_http_server *server;
@@ -85,6 +87,7 @@ static void engine_closed_cb(void *data)
     if (--a->engine_open > 0)
         return;
     a->jobs = NULL;
+    a->provision = NULL;
     a->outbound = NULL;
     a->client = NULL;
     if (a->store != NULL)
@@ -98,9 +101,11 @@ static void server_closed_cb(void *data)
     app *a = data;
     a->server = NULL;
     a->api.server = NULL;
-    /* Jobs first (their calls stop), then the queue, then the client. */
-    a->engine_open = 3;
+    /* Jobs and provisioning first (their calls stop), then the queue, then
+     * the client. */
+    a->engine_open = 4;
     lb_jobs_close(a->jobs, engine_closed_cb, a);
+    lb_provision_close(a->provision, engine_closed_cb, a);
     lb_outbound_close(a->outbound, engine_closed_cb, a);
     lb_http_client_close(a->client, engine_closed_cb, a);
 }
@@ -246,6 +251,15 @@ static void start_engine(app *a)
         die(1, "cannot start the outbound engine");
     lb_jobs_register(a->jobs, lb_action_kinds, lb_action_nkinds);
     a->api.jobs = a->jobs;
+    a->api.outbound = a->outbound;
+    lb_provision_config pc = {.public_url = a->cfg.public_url,
+                              .deadline_ms = a->cfg.webhook_deadline_ms,
+                              .retry_base_ms = a->cfg.provision_retry_base_ms,
+                              .retry_cap_ms = a->cfg.provision_retry_cap_ms};
+    if (lb_provision_new(&a->loop, a->store, a->outbound, &a->conns, &pc, &env, &a->provision) != 0)
+        die(1, "cannot start hook provisioning");
+    a->api.provision = a->provision;
+    lb_provision_resume(a->provision);
     int rc = lb_jobs_load(a->jobs);
     if (rc != 0) {
         char err[256];
@@ -360,6 +374,7 @@ int main(int argc, char **argv)
     lb_router_free(a.router);
     lb_tenants_free(&a.tenants);
     lb_conns_free(&a.conns);
+    lb_api_catalog_free();
     lb_metrics_reset();
     lb_http_client_global_cleanup();
     lb_free(a.admin_token);

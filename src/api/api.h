@@ -17,6 +17,8 @@
 typedef struct lb_store lb_store;
 typedef struct lb_jobs lb_jobs;
 typedef struct lb_conns lb_conns;
+typedef struct lb_outbound lb_outbound;
+typedef struct lb_provision lb_provision;
 typedef struct lb_tenant lb_tenant;
 typedef struct lb_tenants lb_tenants;
 
@@ -33,6 +35,8 @@ typedef struct lb_api {
     lb_tenants *tenants;
     lb_jobs *jobs;
     lb_conns *conns;
+    lb_outbound *outbound;
+    lb_provision *provision;
     const lb_master_key *key;
     const char *admin_token;
     int draining;
@@ -44,6 +48,15 @@ int lb_api_register(lb_api *api, lb_router *r);
 void lb_api_ops_register(lb_api *api, lb_router *r);
 void lb_api_tenants_register(lb_api *api, lb_router *r);
 void lb_api_hooks_register(lb_api *api, lb_router *r);
+void lb_api_lever_register(lb_api *api, lb_router *r);
+void lb_api_catalog_register(lb_api *api, lb_router *r);
+/* Frees the stages/postings cache (at exit). */
+void lb_api_catalog_free(void);
+void lb_api_lever_cache_drop(lb_api *api, const char *tenant);
+/* Disconnects the tenant in memory: cancels its jobs and provisioning, asks
+ * Lever (best effort, through the rate limit) to delete its webhook. The
+ * caller has already removed the store rows. */
+void lb_api_lever_forget(lb_api *api, const char *tenant);
 
 /* The jobs that the tenant's workflows derive from an event (trigger
  * "stage_changed", "assessment_completed", "assessment_expired"), as records
@@ -66,6 +79,9 @@ void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t);
 /* 1 when req carries the admin bearer token; otherwise answers 401 and
  * returns 0. Constant time in the token's content. */
 int lb_api_require_admin(lb_api *api, lb_http_req *req);
+/* For routes under /v1/tenants/{tenant}/...: the admin token (and, with the
+ * connect pages, a grant for that tenant). flags: reserved, 0. */
+int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags);
 
 /* Parses req's JSON body into a tree: checks Content-Type (415) and syntax
  * (400 invalid_json, with yajl's reason). On failure it has answered and

@@ -16,6 +16,8 @@ int lb_api_register(lb_api *api, lb_router *r)
     lb_api_ops_register(api, r);
     lb_api_tenants_register(api, r);
     lb_api_hooks_register(api, r);
+    lb_api_lever_register(api, r);
+    lb_api_catalog_register(api, r);
     return 0;
 }
 
@@ -37,6 +39,12 @@ int lb_api_require_admin(lb_api *api, lb_http_req *req)
                              "A valid admin token is required (Authorization: Bearer <token>).",
                              NULL, "WWW-Authenticate: Bearer\r\n");
     return 0;
+}
+
+int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags)
+{
+    (void)flags;
+    return lb_api_require_admin(api, req);
 }
 
 yajl_val lb_api_json_body(lb_http_req *req)

@@ -16,13 +16,9 @@
 #include "state/connections.h"
 #include "store/store.h"
 
-#include <ctype.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#define TOKEN_MAX 256
-#define TRIGGERED_MAX 24
 
 /* A delivery while its event is being written. Owned by the handler; freed
  * in the store callback. */
@@ -35,6 +31,7 @@ typedef struct {
     char *dedupe_key;
     char *payload;
     char *opportunity;
+    char *type;
     lb_job_rec *jobs;
     size_t njobs;
     int ignored;
@@ -61,6 +58,7 @@ static void delivery_free(delivery *d)
     lb_free(d->dedupe_key);
     lb_free(d->payload);
     lb_free(d->opportunity);
+    lb_free(d->type);
     lb_api_jobs_free(d->jobs, d->njobs);
     lb_free(d);
 }
@@ -100,25 +98,6 @@ static void written(lb_store_op *op)
     delivery_free(d);
 }
 
-/* triggeredAt as Lever sent it: an integer number (or a string of digits),
- * kept as its decimal text because the signature covers that text. */
-static int triggered_text(yajl_val v, char *out, size_t size, int64_t *ms)
-{
-    const char *s = NULL;
-    if (v != NULL && YAJL_IS_INTEGER(v))
-        s = v->u.number.r;
-    else if (v != NULL && YAJL_IS_STRING(v))
-        s = v->u.string;
-    if (s == NULL || *s == '\0' || strlen(s) >= size)
-        return LB_EINVAL;
-    for (const char *p = s; *p; p++)
-        if (!isdigit((unsigned char)*p))
-            return LB_EINVAL;
-    snprintf(out, size, "%s", s);
-    *ms = strtoll(s, NULL, 10);
-    return 0;
-}
-
 static void lever_hook(lb_http_req *req, void *data)
 {
     lb_api *api = data;
@@ -128,44 +107,29 @@ static void lever_hook(lb_http_req *req, void *data)
         reject(req, 404, "not_found", "not_found", "No such hook.", NULL);
         return;
     }
-    char err[256];
-    yajl_val body = lb_json_parse(req->body, req->body_len, err, sizeof(err));
-    if (body == NULL || !YAJL_IS_OBJECT(body)) {
-        if (body != NULL)
-            yajl_tree_free(body);
+    lb_lever_delivery dl;
+    const char *field;
+    switch (lb_lever_delivery_parse(req->body, req->body_len, hook->signature_token, &dl,
+                                    &field)) {
+    case LB_DELIVERY_OK:
+        break;
+    case LB_DELIVERY_NOT_JSON:
         reject(req, 400, "invalid", "invalid_json", "The body is not a JSON object.", NULL);
         return;
-    }
-    const char *token = lb_json_get_str(body, "token");
-    const char *signature = lb_json_get_str(body, "signature");
-    const char *event = lb_json_get_str(body, "event");
-    char triggered[TRIGGERED_MAX];
-    int64_t triggered_ms = 0;
-    const char *missing = token == NULL || *token == '\0' || strlen(token) > TOKEN_MAX ? "token"
-                          : triggered_text(lb_json_get(body, "triggeredAt"), triggered,
-                                           sizeof(triggered), &triggered_ms) != 0
-                              ? "triggeredAt"
-                          : signature == NULL ? "signature"
-                          : event == NULL || *event == '\0' ? "event"
-                                                            : NULL;
-    if (missing != NULL) {
+    case LB_DELIVERY_MISSING: {
         char msg[96];
-        snprintf(msg, sizeof(msg), "The delivery has no valid \"%s\".", missing);
-        yajl_tree_free(body);
-        reject(req, 400, "invalid", "invalid_request", msg, missing);
+        snprintf(msg, sizeof(msg), "The delivery has no valid \"%s\".", field);
+        reject(req, 400, "invalid", "invalid_request", msg, field);
         return;
     }
-    if (!lb_lever_signature_ok(hook->signature_token, strlen(hook->signature_token), token,
-                               strlen(token), triggered, strlen(triggered), signature,
-                               strlen(signature))) {
-        yajl_tree_free(body);
+    case LB_DELIVERY_BAD_SIGNATURE:
         reject(req, 401, "invalid_signature", "invalid_signature",
                "The signature does not match this hook's signature token.", NULL);
         return;
     }
     int64_t now = lb_time_now_ms();
-    if (triggered_ms < now - api->cfg->replay_window_ms) {
-        yajl_tree_free(body);
+    if (dl.triggered_ms < now - api->cfg->replay_window_ms) {
+        yajl_tree_free(dl.tree);
         reject(req, 400, "stale", "stale_event",
                "triggeredAt is older than the replay window.", "triggeredAt");
         return;
@@ -175,29 +139,28 @@ static void lever_hook(lb_http_req *req, void *data)
     d->api = api;
     d->req = req;
     snprintf(d->hook_id, sizeof(d->hook_id), "%s", hook->id);
-    size_t klen = strlen(hook->id) + strlen(token) + 2;
+    size_t klen = strlen(hook->id) + strlen(dl.token) + 2;
     d->dedupe_key = lb_malloc(klen);
-    snprintf(d->dedupe_key, klen, "%s:%s", hook->id, token);
+    snprintf(d->dedupe_key, klen, "%s:%s", hook->id, dl.token);
     d->payload = lb_strndup(req->body, req->body_len);
-    yajl_val ev_data = lb_json_get(body, "data");
-    const char *opp = lb_json_get_str(ev_data, "opportunityId");
-    d->opportunity = opp ? lb_strdup(opp) : NULL;
-    d->ignored = strcmp(event, "candidateStageChange") != 0;
+    d->opportunity = dl.opportunity_id ? lb_strdup(dl.opportunity_id) : NULL;
+    d->ignored = strcmp(dl.event, "candidateStageChange") != 0;
     char *eid = lb_random_id("ev_", 16);
     snprintf(d->event.id, sizeof(d->event.id), "%s", eid);
     lb_free(eid);
     memcpy(d->event.tenant_id, hook->tenant_id, sizeof(d->event.tenant_id));
     d->event.source = "lever";
-    d->event.type = d->ignored ? "ignored" : "stage_changed";
+    d->type = lb_strndup(dl.event, strnlen(dl.event, 64));
+    d->event.type = d->type; /* Lever's event name */
     d->event.dedupe_key = d->dedupe_key;
     d->event.status = d->ignored ? "ignored" : "accepted";
     d->event.opportunity_id = d->opportunity;
     d->event.payload = d->payload;
     d->event.received_at = now;
     if (!d->ignored)
-        lb_api_derive_jobs(api, hook->tenant_id, d->event.id, "stage_changed", ev_data, &d->jobs,
+        lb_api_derive_jobs(api, hook->tenant_id, d->event.id, "stage_changed", dl.data, &d->jobs,
                            &d->njobs);
-    yajl_tree_free(body);
+    yajl_tree_free(dl.tree);
 
     d->op.kind = LB_STORE_EVENT_INSERT;
     d->op.cb = written;

@@ -29,45 +29,6 @@ typedef struct {
 
 /* ---- rendering ---------------------------------------------------------- */
 
-void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t)
-{
-    yajl_gen_map_open(g);
-    lb_json_kv_str(g, "status", "disconnected");
-    lb_json_kv_null(g, "auth");
-    lb_json_kv_null(g, "connected_at");
-    lb_json_key(g, "permissions");
-    yajl_gen_map_open(g);
-    lb_json_kv_null(g, "checked_at");
-    lb_json_key(g, "missing");
-    yajl_gen_array_open(g);
-    yajl_gen_array_close(g);
-    yajl_gen_map_close(g);
-    lb_json_key(g, "webhook");
-    yajl_gen_map_open(g);
-    lb_json_kv_str(g, "status", "none");
-    lb_json_kv_null(g, "id");
-    lb_json_kv_null(g, "url");
-    lb_json_kv_int(g, "attempts", 0);
-    lb_json_kv_null(g, "next_attempt_at");
-    lb_json_kv_null(g, "deadline_at");
-    lb_json_kv_null(g, "last_error");
-    lb_json_kv_null(g, "active_since");
-    lb_json_kv_null(g, "last_delivery_at");
-    yajl_gen_map_close(g);
-    lb_json_key(g, "rate");
-    yajl_gen_map_open(g);
-    lb_json_kv_double(g, "per_second", t->lever_rate > 0 ? t->lever_rate : api->cfg->lever_rate);
-    lb_json_kv_int(g, "burst", t->lever_burst > 0 ? t->lever_burst : api->cfg->lever_burst);
-    yajl_gen_map_close(g);
-    lb_json_key(g, "backlog");
-    yajl_gen_map_open(g);
-    lb_json_kv_int(g, "queued", 0);
-    lb_json_kv_int(g, "retrying", 0);
-    lb_json_kv_int(g, "failed", 0);
-    yajl_gen_map_close(g);
-    yajl_gen_map_close(g);
-}
-
 static void tenant_json(lb_api *api, yajl_gen g, const lb_tenant *t)
 {
     yajl_gen_map_open(g);
@@ -281,6 +242,7 @@ static void delete_done(lb_store_op *op)
     } else if (op->status != 0) {
         store_failed(ctx->req, op->status);
     } else {
+        lb_api_lever_forget(ctx->api, id);
         lb_tenants_remove(ctx->api->tenants, id);
         lb_info("api", "tenant %s deleted", id);
         yajl_gen g = lb_json_gen_new();

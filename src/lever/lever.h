@@ -10,7 +10,9 @@
 #include "http/client.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
 
 /* A tenant's credentials for one call. Exactly one of api_key and
  * access_token is set. The strings are borrowed. */
@@ -102,5 +104,36 @@ int lb_lever_parse_note_id(const char *body, size_t len, char **id);
 /* POST /webhooks -> the webhook with configuration.signatureToken, under data
  * or data.data. Both lb_malloc'd. */
 int lb_lever_parse_webhook(const char *body, size_t len, char **id, char **token);
+
+/* ---- inbound deliveries ---------------------------------------------------- */
+
+#define LB_LEVER_TOKEN_MAX 256
+
+/* A webhook delivery, checked. Strings point into `tree` (free it with
+ * yajl_tree_free) except triggered_at, which is copied. */
+typedef struct {
+    yajl_val tree;
+    const char *token;
+    const char *event;
+    const char *signature;
+    char triggered_at[24];  /* as sent: the signature covers this text */
+    int64_t triggered_ms;
+    yajl_val data;          /* "data", or NULL */
+    const char *opportunity_id;
+} lb_lever_delivery;
+
+typedef enum {
+    LB_DELIVERY_OK,
+    LB_DELIVERY_NOT_JSON,      /* not a JSON object */
+    LB_DELIVERY_MISSING,       /* a required field is absent or malformed: see *field */
+    LB_DELIVERY_BAD_SIGNATURE,
+} lb_lever_delivery_result;
+
+/* Parses body, extracts token, triggeredAt, signature and event, and checks
+ * the signature with the hook's token in constant time. On anything but
+ * LB_DELIVERY_OK nothing is left to free. Pure: no I/O, no clock. */
+lb_lever_delivery_result lb_lever_delivery_parse(const char *body, size_t len,
+                                                 const char *signature_token,
+                                                 lb_lever_delivery *out, const char **field);
 
 #endif

@@ -1,0 +1,261 @@
+/* GET /v1/tenants/{tenant}/lever/stages and /lever/postings: Lever's lists
+ * for workflow forms, fetched through the tenant's rate limit (every page),
+ * cached 5 minutes per tenant. Requests that arrive while a fetch is in
+ * flight wait for it. */
+#include "api/api.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/map.h"
+#include "core/strbuf.h"
+#include "core/time.h"
+#include "engine/outbound.h"
+#include "http/response.h"
+#include "json/json.h"
+#include "state/connections.h"
+#include "state/tenants.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define CACHE_MS (5 * 60 * 1000)
+#define MAX_PAGES 50
+#define MAX_WAITERS 64
+#define BODY_MAX (4 * 1024 * 1024)
+
+enum { K_STAGES, K_POSTINGS, K_COUNT };
+static const char *const paths[K_COUNT] = {"/stages", "/postings"};
+
+typedef struct entry entry;
+
+/* One tenant's cached list of one kind. Owned by the cache map; freed when
+ * dropped and no fetch is in flight. */
+struct entry {
+    char key[LB_TENANT_ID_MAX + 4];
+    lb_api *api;
+    int kind;
+    char tenant[LB_TENANT_ID_MAX + 1];
+    char *body;               /* the JSON answer, {"data":[...]} */
+    size_t len;
+    int64_t fetched_at;
+    int fetching;
+    int dropped;
+    lb_http_req *waiters[MAX_WAITERS];
+    int nwaiters;
+    lb_strbuf acc;            /* items so far, comma separated */
+    int pages;
+    lb_ob_call call;
+    lb_lever_req req;
+};
+
+static lb_map cache; /* key -> entry; loop thread only */
+
+static void entry_free(entry *e)
+{
+    lb_free(e->body);
+    lb_strbuf_free(&e->acc);
+    lb_lever_req_free(&e->req);
+    lb_free(e);
+}
+
+static void respond_body(lb_http_req *req, const entry *e)
+{
+    char *copy = lb_memdup(e->body, e->len);
+    lb_http_respond(req, 200, "application/json", "Cache-Control: no-store\r\n", copy, e->len,
+                    lb_free, copy);
+}
+
+static void answer_all(entry *e, int status, const char *code, const char *msg)
+{
+    for (int i = 0; i < e->nwaiters; i++) {
+        if (status == 200)
+            respond_body(e->waiters[i], e);
+        else
+            lb_http_respond_error(e->waiters[i], status, code, msg, NULL);
+    }
+    e->nwaiters = 0;
+}
+
+static void fetch_page(entry *e, const char *offset);
+
+static void page_done(lb_ob_call *call, const lb_http_response *res)
+{
+    entry *e = call->data;
+    lb_lever_req_free(&e->req);
+    if (e->dropped || (res->status == 0 && res->error == LB_ECLOSED)) {
+        e->fetching = 0;
+        answer_all(e, 503, "unavailable", "The Lever connection went away.");
+        if (e->dropped)
+            entry_free(e);
+        return;
+    }
+    lb_lever_outcome o = lb_lever_classify(res);
+    if (o != LB_LEVER_OK) {
+        char msg[300];
+        lb_lever_describe(res, msg, sizeof(msg));
+        if (o == LB_LEVER_REAUTH)
+            lb_api_lever_unauthorized(e->api, e->tenant);
+        if (o == LB_LEVER_FORBIDDEN)
+            lb_api_lever_forbidden(e->api, e->tenant,
+                                   e->kind == K_STAGES ? "find all stages" : "find all postings");
+        e->fetching = 0;
+        lb_strbuf_reset(&e->acc);
+        answer_all(e, 502, "lever_unavailable", msg);
+        return;
+    }
+    lb_lever_page page;
+    if (lb_lever_parse_page(res->body, res->body_len, &page) != 0) {
+        e->fetching = 0;
+        lb_strbuf_reset(&e->acc);
+        answer_all(e, 502, "lever_unavailable", "Lever's answer could not be read.");
+        return;
+    }
+    for (size_t i = 0; i < page.count; i++) {
+        if (page.items[i].id == NULL)
+            continue;
+        if (e->acc.len > 0)
+            lb_strbuf_cat(&e->acc, ",");
+        lb_strbuf_cat(&e->acc, "{\"id\":");
+        lb_strbuf_json_str(&e->acc, page.items[i].id, strlen(page.items[i].id));
+        lb_strbuf_cat(&e->acc, ",\"text\":");
+        const char *text = page.items[i].text ? page.items[i].text : "";
+        lb_strbuf_json_str(&e->acc, text, strlen(text));
+        lb_strbuf_cat(&e->acc, "}");
+    }
+    if (page.next != NULL && ++e->pages < MAX_PAGES && !e->acc.failed) {
+        fetch_page(e, page.next);
+        lb_lever_page_free(&page);
+        return;
+    }
+    lb_lever_page_free(&page);
+    lb_free(e->body);
+    lb_strbuf b;
+    lb_strbuf_init(&b, BODY_MAX + 64);
+    lb_strbuf_cat(&b, "{\"data\":[");
+    lb_strbuf_add(&b, e->acc.data, e->acc.len);
+    lb_strbuf_cat(&b, "]}");
+    e->body = lb_strbuf_steal(&b, &e->len);
+    lb_strbuf_reset(&e->acc);
+    e->fetched_at = lb_time_now_ms();
+    e->fetching = 0;
+    answer_all(e, 200, NULL, NULL);
+}
+
+static void fetch_page(entry *e, const char *offset)
+{
+    lb_api *api = e->api;
+    lb_lever_auth auth = {0};
+    if (lb_api_lever_auth(api, e->tenant, &auth) != 0) {
+        e->fetching = 0;
+        answer_all(e, 409, "not_connected", "The tenant's Lever connection is not usable.");
+        return;
+    }
+    char query[512];
+    if (offset != NULL)
+        snprintf(query, sizeof(query), "limit=100&offset=%s", offset);
+    else
+        snprintf(query, sizeof(query), "limit=100");
+    lb_lever_req_free(&e->req);
+    lb_lever_req_init(&e->req, &auth, "GET", query, paths[e->kind]);
+    memset(&e->call, 0, sizeof(e->call));
+    e->call.req = e->req.http;
+    e->call.cb = page_done;
+    e->call.data = e;
+    double rate;
+    int burst;
+    lb_api_tenant_rate(api, e->tenant, &rate, &burst);
+    if (lb_outbound_submit(lb_outbound_tenant(api->outbound, e->tenant, rate, burst), &e->call) !=
+        0) {
+        e->fetching = 0;
+        answer_all(e, 503, "unavailable", "Too many Lever calls are queued for this tenant.");
+    }
+}
+
+static void list(lb_http_req *req, lb_api *api, int kind)
+{
+    if (!lb_api_require_tenant(api, req, 0))
+        return;
+    const char *id = lb_http_req_param(req, "tenant");
+    if (id == NULL || lb_tenants_get(api->tenants, id) == NULL) {
+        lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
+        return;
+    }
+    const lb_conn *c = lb_conns_get(api->conns, id);
+    if (c == NULL || c->status != LB_CONN_CONNECTED) {
+        lb_http_respond_error(req, 409, "not_connected", "Connect Lever first.", NULL);
+        return;
+    }
+    char key[sizeof(((entry *)0)->key)];
+    snprintf(key, sizeof(key), "%d:%s", kind, id);
+    entry *e = lb_map_get(&cache, key);
+    if (e == NULL) {
+        e = LB_NEW(entry);
+        memcpy(e->key, key, sizeof(e->key));
+        e->api = api;
+        e->kind = kind;
+        snprintf(e->tenant, sizeof(e->tenant), "%s", id);
+        lb_strbuf_init(&e->acc, BODY_MAX);
+        lb_map_put(&cache, e->key, e);
+    }
+    if (e->body != NULL && lb_time_now_ms() - e->fetched_at < CACHE_MS) {
+        respond_body(req, e);
+        return;
+    }
+    if (e->nwaiters == MAX_WAITERS) {
+        lb_http_respond_error(req, 503, "unavailable", "Too many requests wait for Lever.", NULL);
+        return;
+    }
+    e->waiters[e->nwaiters++] = req;
+    if (!e->fetching) {
+        e->fetching = 1;
+        e->pages = 0;
+        lb_strbuf_reset(&e->acc);
+        fetch_page(e, NULL);
+    }
+}
+
+static void stages(lb_http_req *req, void *data)
+{
+    list(req, data, K_STAGES);
+}
+
+static void postings(lb_http_req *req, void *data)
+{
+    list(req, data, K_POSTINGS);
+}
+
+void lb_api_lever_cache_drop(lb_api *api, const char *tenant)
+{
+    (void)api;
+    for (int k = 0; k < K_COUNT; k++) {
+        char key[sizeof(((entry *)0)->key)];
+        snprintf(key, sizeof(key), "%d:%s", k, tenant);
+        entry *e = lb_map_del(&cache, key);
+        if (e == NULL)
+            continue;
+        if (e->fetching) {
+            e->dropped = 1; /* freed when its call returns */
+            if (lb_outbound_cancel(&e->call)) {
+                answer_all(e, 503, "unavailable", "The Lever connection went away.");
+                entry_free(e);
+            }
+        } else {
+            entry_free(e);
+        }
+    }
+}
+
+void lb_api_catalog_free(void)
+{
+    for (size_t i = 0; i < cache.cap; i++)
+        if (cache.slots[i].key != NULL)
+            entry_free(cache.slots[i].value);
+    lb_map_free(&cache);
+}
+
+void lb_api_catalog_register(lb_api *api, lb_router *r)
+{
+    lb_map_init(&cache);
+    lb_router_add(r, "GET", "/v1/tenants/{tenant}/lever/stages", stages, api);
+    lb_router_add(r, "GET", "/v1/tenants/{tenant}/lever/postings", postings, api);
+}
