@@ -78,6 +78,7 @@ static void store_closed_cb(void *data)
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->drain_timer, NULL);
+    lb_api_oauth_close();
     lb_info("main", "stopped");
 }
 
@@ -252,6 +253,7 @@ static void start_engine(app *a)
     lb_jobs_register(a->jobs, lb_action_kinds, lb_action_nkinds);
     a->api.jobs = a->jobs;
     a->api.outbound = a->outbound;
+    a->api.http = a->client;
     lb_provision_config pc = {.public_url = a->cfg.public_url,
                               .deadline_ms = a->cfg.webhook_deadline_ms,
                               .retry_base_ms = a->cfg.provision_retry_base_ms,
@@ -375,6 +377,7 @@ int main(int argc, char **argv)
     lb_tenants_free(&a.tenants);
     lb_conns_free(&a.conns);
     lb_api_catalog_free();
+    lb_api_oauth_free();
     lb_metrics_reset();
     lb_http_client_global_cleanup();
     lb_free(a.admin_token);

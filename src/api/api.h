@@ -19,6 +19,8 @@ typedef struct lb_jobs lb_jobs;
 typedef struct lb_conns lb_conns;
 typedef struct lb_outbound lb_outbound;
 typedef struct lb_provision lb_provision;
+typedef struct lb_http_client lb_http_client;
+typedef struct lb_conn lb_conn;
 typedef struct lb_tenant lb_tenant;
 typedef struct lb_tenants lb_tenants;
 
@@ -37,6 +39,7 @@ typedef struct lb_api {
     lb_conns *conns;
     lb_outbound *outbound;
     lb_provision *provision;
+    lb_http_client *http;
     const lb_master_key *key;
     const char *admin_token;
     int draining;
@@ -50,6 +53,17 @@ void lb_api_tenants_register(lb_api *api, lb_router *r);
 void lb_api_hooks_register(lb_api *api, lb_router *r);
 void lb_api_lever_register(lb_api *api, lb_router *r);
 void lb_api_catalog_register(lb_api *api, lb_router *r);
+void lb_api_oauth_register(lb_api *api, lb_router *r);
+/* At shutdown: closes the OAuth module's timer (before the loop ends), then
+ * frees its memory (after). */
+void lb_api_oauth_close(void);
+void lb_api_oauth_free(void);
+/* OAuth connections: 0 when the access token may be used now (a refresh may
+ * start in the background); a 401: 1 when a refresh started instead. */
+int lb_api_oauth_usable(lb_api *api, lb_conn *c);
+int lb_api_oauth_unauthorized(lb_api *api, lb_conn *c);
+/* Stores a connection row (taking it); memory was already changed. */
+void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec);
 /* Frees the stages/postings cache (at exit). */
 void lb_api_catalog_free(void);
 void lb_api_lever_cache_drop(lb_api *api, const char *tenant);

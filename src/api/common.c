@@ -18,6 +18,7 @@ int lb_api_register(lb_api *api, lb_router *r)
     lb_api_hooks_register(api, r);
     lb_api_lever_register(api, r);
     lb_api_catalog_register(api, r);
+    lb_api_oauth_register(api, r);
     return 0;
 }
 

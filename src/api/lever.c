@@ -28,7 +28,7 @@
 int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth)
 {
     lb_api *api = data;
-    const lb_conn *c = lb_conns_get(api->conns, tenant);
+    lb_conn *c = lb_conns_get(api->conns, tenant);
     if (c == NULL || c->status != LB_CONN_CONNECTED)
         return LB_ENOTFOUND;
     auth->api_url = api->cfg->lever_api_url;
@@ -36,9 +36,11 @@ int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth)
         auth->api_key = c->api_key;
         return 0;
     }
-    if (c->auth == LB_AUTH_OAUTH && c->access_token != NULL) {
-        auth->access_token = c->access_token;
-        return 0;
+    if (c->auth == LB_AUTH_OAUTH) {
+        int rc = lb_api_oauth_usable(api, c);
+        if (rc == 0)
+            auth->access_token = c->access_token;
+        return rc;
     }
     return LB_ENOTFOUND;
 }
@@ -130,6 +132,8 @@ void lb_api_lever_unauthorized(void *data, const char *tenant)
     lb_conn *c = lb_conns_get(api->conns, tenant);
     if (c == NULL || c->status != LB_CONN_CONNECTED)
         return;
+    if (c->auth == LB_AUTH_OAUTH && lb_api_oauth_unauthorized(api, c))
+        return; /* a refresh runs; the waiting jobs resume after it */
     lb_warn("api", "tenant %s: Lever refused the credentials; the connection needs re-authorization",
             tenant);
     conn_write *w = LB_NEW(conn_write);
@@ -141,6 +145,31 @@ void lb_api_lever_unauthorized(void *data, const char *tenant)
     c->status = LB_CONN_NEEDS_REAUTH;
     if (conn_write_submit(api, w) != 0)
         conn_write_free(w);
+}
+
+static void rec_saved(lb_store_op *op)
+{
+    lb_conn_rec *rec = (lb_conn_rec *)(op + 1);
+    if (op->status != 0)
+        lb_error("api", "tenant %s: connection state not stored: %s", rec->tenant_id,
+                 lb_strerror(op->status));
+    lb_conn_rec_free(rec);
+    lb_free(op);
+}
+
+void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec)
+{
+    lb_store_op *op = lb_calloc(1, sizeof(lb_store_op) + sizeof(lb_conn_rec));
+    lb_conn_rec *copy = (lb_conn_rec *)(op + 1);
+    *copy = *rec;
+    memset(rec, 0, sizeof(*rec));
+    op->kind = LB_STORE_CONN_PUT;
+    op->conn_put.rec = copy;
+    op->cb = rec_saved;
+    if (lb_store_submit(api->store, op) != 0) {
+        lb_conn_rec_free(copy);
+        lb_free(op);
+    }
 }
 
 void lb_api_lever_forbidden(void *data, const char *tenant, const char *permission)

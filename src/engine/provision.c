@@ -185,24 +185,22 @@ static void written(lb_store_op *op)
     pv *v = op->data;
     int status = op->status;
     lb_hook_rec_free(&v->rec);
-    if (!returned(v)) {
-        lb_hook_clear(&v->next);
-        return;
-    }
     lb_hook *h = hook_of(v);
-    if (status != 0 || h == NULL || strcmp(h->id, v->next.id) != 0) {
-        if (status != 0)
-            lb_error("provision", "tenant %s: hook state not stored: %s", v->tenant,
-                     lb_strerror(status));
-        lb_hook_clear(&v->next);
-        if (status != 0)
-            wake_at(v, lb_time_now_ms() + v->p->cfg.retry_base_ms);
-        return;
-    }
-    lb_conns_apply_hook(v->p->conns, &v->next);
-    h = hook_of(v);
+    int applies = status == 0 && h != NULL && !v->forgotten && strcmp(h->id, v->next.id) == 0;
+    if (applies) /* memory follows the store before anything else runs */
+        lb_conns_apply_hook(v->p->conns, &v->next);
+    else if (status != 0)
+        lb_error("provision", "tenant %s: hook state not stored: %s", v->tenant,
+                 lb_strerror(status));
     lb_hook_clear(&v->next);
-    if (h->status == LB_HOOK_ACTIVE) {
+    if (!returned(v))
+        return;
+    h = hook_of(v);
+    if (h == NULL)
+        return;
+    if (status != 0) {
+        wake_at(v, lb_time_now_ms() + v->p->cfg.retry_base_ms);
+    } else if (h->status == LB_HOOK_ACTIVE) {
         int64_t base = h->checked_at > h->active_since ? h->checked_at : h->active_since;
         wake_at(v, base + v->p->cfg.check_ms);
     } else if (h->status == LB_HOOK_PENDING && h->next_attempt_at > 0) {
@@ -514,6 +512,15 @@ void lb_provision_start(lb_provision *p, const char *tenant)
         v->restart = 1;
     else
         attempt(v);
+}
+
+void lb_provision_kick(lb_provision *p, const char *tenant)
+{
+    pv *v = pv_get(p, tenant);
+    if (v->busy || v->forgotten)
+        return;
+    lb_heap_remove(&p->wakes, &v->wake);
+    run(v);
 }
 
 void lb_provision_forget(lb_provision *p, const char *tenant)

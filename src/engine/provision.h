@@ -44,6 +44,9 @@ void lb_provision_resume(lb_provision *p);
 /* (Re)starts provisioning of the tenant's hook now: it must exist in conns
  * as `pending` with its deadline set. */
 void lb_provision_start(lb_provision *p, const char *tenant);
+/* Runs a pending hook's attempt now unless one is already under way (after
+ * credentials came back, say). */
+void lb_provision_kick(lb_provision *p, const char *tenant);
 /* Forgets the tenant (its attempt in flight completes without effect). */
 void lb_provision_forget(lb_provision *p, const char *tenant);
 void lb_provision_close(lb_provision *p, void (*cb)(void *data), void *data);

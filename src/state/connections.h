@@ -48,6 +48,11 @@ typedef struct lb_conn {
     int64_t connected_at;
     int64_t updated_at;
     lb_hook *hook;             /* NULL: none */
+    /* Not stored: */
+    int64_t refreshed_at;      /* last OAuth refresh (or connect) */
+    int64_t refresh_retry_at;  /* a failed refresh is retried then */
+    int64_t refresh_401_at;    /* the last refresh a 401 asked for */
+    int64_t token_ttl_ms;      /* lifetime of the access token; 0: unknown */
 } lb_conn;
 
 typedef struct lb_conns {
