@@ -257,7 +257,8 @@ static void start_engine(app *a)
     lb_provision_config pc = {.public_url = a->cfg.public_url,
                               .deadline_ms = a->cfg.webhook_deadline_ms,
                               .retry_base_ms = a->cfg.provision_retry_base_ms,
-                              .retry_cap_ms = a->cfg.provision_retry_cap_ms};
+                              .retry_cap_ms = a->cfg.provision_retry_cap_ms,
+                              .check_ms = a->cfg.webhook_check_ms};
     if (lb_provision_new(&a->loop, a->store, a->outbound, &a->conns, &pc, &env, &a->provision) != 0)
         die(1, "cannot start hook provisioning");
     a->api.provision = a->provision;

@@ -68,6 +68,8 @@ static const opt opts[] = {
     {"DRAIN_TIMEOUT", T_DUR, O(drain_timeout_ms), "10s", 0, 1e9,
      "how long SIGTERM waits for work in flight"},
     {"MAX_CONNECTIONS", T_INT, O(max_connections), "10000", 1, 1e6, "open client connections"},
+    {"WEBHOOK_CHECK_INTERVAL", T_DUR, O(webhook_check_ms), "6h", 100, 1e12,
+     "how often an active hook is looked up in Lever"},
 };
 #undef O
 

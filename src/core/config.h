@@ -41,6 +41,7 @@ typedef struct {
     int64_t idle_timeout_ms;
     int64_t drain_timeout_ms;
     int max_connections;
+    int64_t webhook_check_ms;
 } lb_config;
 
 enum { LB_CONFIG_OK = 0, LB_CONFIG_EXIT = 1 };

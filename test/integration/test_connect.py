@@ -317,3 +317,19 @@ def test_stages_and_postings(bridge, lever):
     before = len(lever.requests_log(path_prefix="/v1/stages"))
     assert call(s, "GET", "/v1/tenants/acme/lever/stages").json()["data"] == data
     assert len(lever.requests_log(path_prefix="/v1/stages")) == before  # cached
+
+
+def test_hook_deleted_in_lever_is_provisioned_again(bridge, lever):
+    s = bridge(env={"LEVERBRIDGE_WEBHOOK_CHECK_INTERVAL": "300ms"})
+    tenant(s)
+    lever.key("good")
+    assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
+    first = wait_for(lambda: active(s), what="webhook active")
+    # someone deletes it in Lever
+    r = lever.call("DELETE", "/v1/webhooks/" + first["webhook"]["id"], key="good")
+    assert r.status == 204
+    again = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" and
+                              c["webhook"]["id"] != first["webhook"]["id"] else None)(
+        connection(s)), what="a new webhook")
+    ours = [h for h in lever.state()["webhooks"] if h["url"] == first["webhook"]["url"]]
+    assert [h["id"] for h in ours] == [again["webhook"]["id"]]
