@@ -106,9 +106,13 @@ static const char schema_v2[] = "CREATE TABLE meta ("
                                 " value BLOB NOT NULL,"
                                 " updated_at INTEGER NOT NULL);";
 
+/* Version 3: the jobs list of a tenant, newest first, without a sort. */
+static const char schema_v3[] = "CREATE INDEX jobs_tenant_created ON jobs(tenant_id, created_at, id);";
+
 const lb_store_migration lb_store_migrations[] = {
     {1, "initial schema", schema_v1, NULL},
     {2, "meta table", schema_v2, NULL},
+    {3, "jobs by tenant and time", schema_v3, NULL},
     /* {3, "what it changes", "ALTER TABLE ...;", NULL}, */
 };
 const size_t lb_store_migration_count =

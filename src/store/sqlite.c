@@ -66,6 +66,23 @@ enum {
     ST_EVENT_FIND,
     ST_EVENT_INSERT,
     ST_HOOK_DELIVERED,
+    ST_WF_CREATED_AT,
+    ST_WF_INSERT,
+    ST_WF_UPDATE,
+    ST_WF_DELETE,
+    ST_WF_ALL,
+    ST_EVENT_LIST,
+    ST_EVENT_LIST_BEFORE,
+    ST_EVENT_ONE,
+    ST_EVENT_JOBS,
+    ST_JOB_LIST,
+    ST_JOB_LIST_BEFORE,
+    ST_JOB_LIST_STATUS,
+    ST_JOB_LIST_STATUS_BEFORE,
+    ST_JOB_ONE,
+    ST_INV_GET,
+    ST_INV_INSERT,
+    ST_INV_UPDATE,
     ST_COUNT
 };
 
@@ -128,6 +145,43 @@ static const char *const stmt_sql[ST_COUNT] = {
                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [ST_HOOK_DELIVERED] = "UPDATE hooks SET last_delivery_at = ?2 WHERE id = ?1"
                           " AND COALESCE(last_delivery_at, 0) < ?2",
+    [ST_WF_CREATED_AT] = "SELECT created_at FROM workflows WHERE id = ?1 AND tenant_id = ?2",
+    [ST_WF_INSERT] = "INSERT INTO workflows(id, tenant_id, body, enabled, created_at, updated_at)"
+                     " VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+    [ST_WF_UPDATE] = "UPDATE workflows SET body = ?3, enabled = ?4, updated_at = ?5"
+                     " WHERE id = ?1 AND tenant_id = ?2",
+    [ST_WF_DELETE] = "DELETE FROM workflows WHERE id = ?1 AND tenant_id = ?2",
+    [ST_WF_ALL] = "SELECT id, tenant_id, body, enabled, created_at, updated_at FROM workflows"
+                  " ORDER BY tenant_id, created_at, id",
+    [ST_EVENT_LIST] = "SELECT id, tenant_id, source, type, status, opportunity_id, received_at"
+                      " FROM events WHERE tenant_id = ?1"
+                      " ORDER BY received_at DESC, id DESC LIMIT ?2",
+    [ST_EVENT_LIST_BEFORE] = "SELECT id, tenant_id, source, type, status, opportunity_id,"
+                             " received_at FROM events WHERE tenant_id = ?1"
+                             " AND (received_at < ?3 OR (received_at = ?3 AND id < ?4))"
+                             " ORDER BY received_at DESC, id DESC LIMIT ?2",
+    [ST_EVENT_ONE] = "SELECT id, tenant_id, source, type, status, opportunity_id, received_at,"
+                     " payload FROM events WHERE tenant_id = ?1 AND id = ?2",
+    [ST_EVENT_JOBS] = "SELECT id FROM jobs WHERE event_id = ?1 ORDER BY seq, created_at, id",
+    [ST_JOB_LIST] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1"
+                    " ORDER BY created_at DESC, id DESC LIMIT ?2",
+    [ST_JOB_LIST_BEFORE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1"
+                           " AND (created_at < ?3 OR (created_at = ?3 AND id < ?4))"
+                           " ORDER BY created_at DESC, id DESC LIMIT ?2",
+    [ST_JOB_LIST_STATUS] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1 AND status = ?5"
+                           " ORDER BY created_at DESC, id DESC LIMIT ?2",
+    [ST_JOB_LIST_STATUS_BEFORE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1 AND status = ?5"
+                                  " AND (created_at < ?3 OR (created_at = ?3 AND id < ?4))"
+                                  " ORDER BY created_at DESC, id DESC LIMIT ?2",
+    [ST_JOB_ONE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1 AND id = ?2",
+    [ST_INV_GET] = "SELECT opportunity_id, assessment, job_id, invitation_id, url, note_id,"
+                   " created_at FROM invitations"
+                   " WHERE tenant_id = ?1 AND opportunity_id = ?2 AND assessment = ?3",
+    [ST_INV_INSERT] = "INSERT INTO invitations(tenant_id, opportunity_id, assessment, job_id,"
+                      " created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_INV_UPDATE] = "UPDATE invitations SET invitation_id = COALESCE(?4, invitation_id),"
+                      " url = COALESCE(?5, url), note_id = COALESCE(?6, note_id)"
+                      " WHERE tenant_id = ?1 AND opportunity_id = ?2 AND assessment = ?3",
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -748,6 +802,283 @@ static int run_event_insert(sq_store *s, lb_store_op *op)
     return 0;
 }
 
+/* ---- workflows, listings, invitations -------------------------------------- */
+
+static int run_workflow_put(sq_store *s, lb_store_op *op)
+{
+    const lb_workflow_rec *r = op->workflow_put.rec;
+    int64_t now = r->updated_at > 0 ? r->updated_at : lb_time_now_ms();
+    sqlite3_stmt *q = stmt(s, ST_WF_CREATED_AT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->id);
+    bind_text(q, 2, r->tenant_id);
+    int rc = sqlite3_step(q);
+    int exists = rc == SQLITE_ROW;
+    int64_t created = exists ? sqlite3_column_int64(q, 0) : (r->created_at > 0 ? r->created_at : now);
+    done_with(q);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return op_failed(s, rc, "workflow put");
+    q = stmt(s, exists ? ST_WF_UPDATE : ST_WF_INSERT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->id);
+    bind_text(q, 2, r->tenant_id);
+    bind_text(q, 3, r->body);
+    sqlite3_bind_int(q, 4, r->enabled ? 1 : 0);
+    sqlite3_bind_int64(q, 5, exists ? now : created);
+    rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "workflow put");
+    op->workflow_put.created = !exists;
+    op->workflow_put.created_at = created;
+    op->workflow_put.updated_at = exists ? now : created;
+    return 0;
+}
+
+static int run_workflow_delete(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_WF_DELETE);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->workflow_delete.id);
+    bind_text(q, 2, op->workflow_delete.tenant_id);
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "workflow delete");
+    return sqlite3_changes(s->db) > 0 ? 0 : LB_ENOTFOUND;
+}
+
+static int run_workflow_load_all(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_WF_ALL);
+    if (q == NULL) return LB_EIO;
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->workflow_load_all.count == cap) {
+            cap = cap ? cap * 2 : 16;
+            op->workflow_load_all.recs =
+                lb_realloc(op->workflow_load_all.recs, cap * sizeof(lb_workflow_rec));
+        }
+        lb_workflow_rec *r = &op->workflow_load_all.recs[op->workflow_load_all.count++];
+        memset(r, 0, sizeof(*r));
+        column_id(q, 0, r->id, LB_WORKFLOW_ID_MAX);
+        column_id(q, 1, r->tenant_id, LB_TENANT_ID_MAX);
+        r->body = column_strdup(q, 2);
+        r->enabled = sqlite3_column_int(q, 3) != 0;
+        r->created_at = sqlite3_column_int64(q, 4);
+        r->updated_at = sqlite3_column_int64(q, 5);
+    }
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "workflow load");
+}
+
+static void event_row_read(sqlite3_stmt *q, lb_event_row *r)
+{
+    memset(r, 0, sizeof(*r));
+    column_id(q, 0, r->id, LB_EVENT_ID_MAX);
+    column_id(q, 1, r->tenant_id, LB_TENANT_ID_MAX);
+    r->source = column_strdup(q, 2);
+    r->type = column_strdup(q, 3);
+    r->status = column_strdup(q, 4);
+    r->opportunity_id = column_strdup_or_null(q, 5);
+    r->received_at = sqlite3_column_int64(q, 6);
+}
+
+static int event_jobs(sq_store *s, lb_event_row *r)
+{
+    sqlite3_stmt *q = stmt(s, ST_EVENT_JOBS);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->id);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW && r->njobs < 1000) {
+        if (r->njobs == cap) {
+            cap = cap ? cap * 2 : 8;
+            r->jobs = lb_realloc(r->jobs, cap * sizeof(char *));
+        }
+        r->jobs[r->njobs++] = column_strdup(q, 0);
+    }
+    done_with(q);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : op_failed(s, rc, "event jobs");
+}
+
+static int run_event_list(sq_store *s, lb_store_op *op)
+{
+    int before = op->event_list.before_at > 0;
+    sqlite3_stmt *q = stmt(s, before ? ST_EVENT_LIST_BEFORE : ST_EVENT_LIST);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->event_list.tenant_id);
+    sqlite3_bind_int64(q, 2, (int64_t)op->event_list.limit + 1);
+    if (before) {
+        sqlite3_bind_int64(q, 3, op->event_list.before_at);
+        bind_text(q, 4, op->event_list.before_id);
+    }
+    op->event_list.rows = lb_calloc(op->event_list.limit + 1, sizeof(lb_event_row));
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->event_list.count == op->event_list.limit) {
+            op->event_list.more = 1;
+            break;
+        }
+        event_row_read(q, &op->event_list.rows[op->event_list.count++]);
+    }
+    done_with(q);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return op_failed(s, rc, "event list");
+    for (size_t i = 0; i < op->event_list.count; i++) {
+        int st = event_jobs(s, &op->event_list.rows[i]);
+        if (st != 0) return st;
+    }
+    return 0;
+}
+
+static int run_event_get(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_EVENT_ONE);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->event_get.tenant_id);
+    bind_text(q, 2, op->event_get.id);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        event_row_read(q, &op->event_get.row);
+        op->event_get.row.payload = column_strdup_or_null(q, 7);
+    }
+    done_with(q);
+    if (rc == SQLITE_DONE) return LB_ENOTFOUND;
+    if (rc != SQLITE_ROW) return op_failed(s, rc, "event get");
+    return event_jobs(s, &op->event_get.row);
+}
+
+static void job_read(sqlite3_stmt *q, lb_job_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    column_id(q, 0, r->id, LB_JOB_ID_MAX);
+    column_id(q, 1, r->tenant_id, LB_TENANT_ID_MAX);
+    r->event_id = column_strdup_or_null(q, 2);
+    r->workflow_id = column_strdup_or_null(q, 3);
+    r->action = column_strdup(q, 4);
+    r->opportunity_id = column_strdup_or_null(q, 5);
+    r->seq = sqlite3_column_int(q, 6);
+    r->status = lb_job_status_parse((const char *)sqlite3_column_text(q, 7));
+    r->attempts = sqlite3_column_int(q, 8);
+    r->next_run_at = sqlite3_column_int64(q, 9);
+    r->last_error = column_strdup_or_null(q, 10);
+    r->steps = column_strdup_or_null(q, 11);
+    r->created_at = sqlite3_column_int64(q, 12);
+    r->updated_at = sqlite3_column_int64(q, 13);
+}
+
+static int run_job_list(sq_store *s, lb_store_op *op)
+{
+    int before = op->job_list.before_at > 0;
+    int by_status = op->job_list.status >= 0;
+    int id = by_status ? (before ? ST_JOB_LIST_STATUS_BEFORE : ST_JOB_LIST_STATUS)
+                       : (before ? ST_JOB_LIST_BEFORE : ST_JOB_LIST);
+    sqlite3_stmt *q = stmt(s, id);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->job_list.tenant_id);
+    sqlite3_bind_int64(q, 2, (int64_t)op->job_list.limit + 1);
+    if (before) {
+        sqlite3_bind_int64(q, 3, op->job_list.before_at);
+        bind_text(q, 4, op->job_list.before_id);
+    }
+    if (by_status) bind_text(q, 5, lb_job_status_name(op->job_list.status));
+    op->job_list.recs = lb_calloc(op->job_list.limit + 1, sizeof(lb_job_rec));
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->job_list.count == op->job_list.limit) {
+            op->job_list.more = 1;
+            break;
+        }
+        job_read(q, &op->job_list.recs[op->job_list.count++]);
+    }
+    done_with(q);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : op_failed(s, rc, "job list");
+}
+
+static int run_job_get(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_JOB_ONE);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->job_get.tenant_id);
+    bind_text(q, 2, op->job_get.id);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) job_read(q, &op->job_get.rec);
+    done_with(q);
+    if (rc == SQLITE_DONE) return LB_ENOTFOUND;
+    return rc == SQLITE_ROW ? 0 : op_failed(s, rc, "job get");
+}
+
+/* Reads the invitation (tenant, opportunity, assessment) into out. */
+static int inv_read(sq_store *s, const char *tenant, const char *opp, const char *assessment,
+                    lb_invitation_rec *out)
+{
+    sqlite3_stmt *q = stmt(s, ST_INV_GET);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, tenant);
+    bind_text(q, 2, opp);
+    bind_text(q, 3, assessment);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof(*out));
+        snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", tenant);
+        out->opportunity_id = column_strdup(q, 0);
+        out->assessment = column_strdup(q, 1);
+        out->job_id = column_strdup_or_null(q, 2);
+        out->invitation_id = column_strdup_or_null(q, 3);
+        out->url = column_strdup_or_null(q, 4);
+        out->note_id = column_strdup_or_null(q, 5);
+        out->created_at = sqlite3_column_int64(q, 6);
+    }
+    done_with(q);
+    if (rc == SQLITE_DONE) return LB_ENOTFOUND;
+    return rc == SQLITE_ROW ? 0 : op_failed(s, rc, "invitation get");
+}
+
+static int run_invitation_claim(sq_store *s, lb_store_op *op)
+{
+    const lb_invitation_rec *r = op->invitation_claim.rec;
+    lb_invitation_rec *ex = &op->invitation_claim.existing;
+    int st = inv_read(s, r->tenant_id, r->opportunity_id, r->assessment, ex);
+    if (st == 0) {
+        op->invitation_claim.owned = ex->job_id != NULL && strcmp(ex->job_id, r->job_id) == 0;
+        return 0;
+    }
+    if (st != LB_ENOTFOUND) return st;
+    sqlite3_stmt *q = stmt(s, ST_INV_INSERT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->tenant_id);
+    bind_text(q, 2, r->opportunity_id);
+    bind_text(q, 3, r->assessment);
+    bind_text(q, 4, r->job_id);
+    sqlite3_bind_int64(q, 5, lb_time_now_ms());
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "invitation claim");
+    op->invitation_claim.owned = 1;
+    return inv_read(s, r->tenant_id, r->opportunity_id, r->assessment, ex);
+}
+
+static int run_invitation_update(sq_store *s, lb_store_op *op)
+{
+    const lb_invitation_rec *r = op->invitation_update.rec;
+    sqlite3_stmt *q = stmt(s, ST_INV_UPDATE);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->tenant_id);
+    bind_text(q, 2, r->opportunity_id);
+    bind_text(q, 3, r->assessment);
+    bind_text(q, 4, r->invitation_id);
+    bind_text(q, 5, r->url);
+    bind_text(q, 6, r->note_id);
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "invitation update");
+    return sqlite3_changes(s->db) > 0 ? 0 : LB_ENOTFOUND;
+}
+
+static int run_invitation_get(sq_store *s, lb_store_op *op)
+{
+    return inv_read(s, op->invitation_get.tenant_id, op->invitation_get.opportunity_id,
+                    op->invitation_get.assessment, &op->invitation_get.rec);
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
@@ -762,6 +1093,16 @@ static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_CONN_LOAD_ALL] = run_conn_load_all,
     [LB_STORE_HOOK_PUT] = run_hook_put,
     [LB_STORE_EVENT_INSERT] = run_event_insert,
+    [LB_STORE_WORKFLOW_PUT] = run_workflow_put,
+    [LB_STORE_WORKFLOW_DELETE] = run_workflow_delete,
+    [LB_STORE_WORKFLOW_LOAD_ALL] = run_workflow_load_all,
+    [LB_STORE_EVENT_LIST] = run_event_list,
+    [LB_STORE_EVENT_GET] = run_event_get,
+    [LB_STORE_JOB_LIST] = run_job_list,
+    [LB_STORE_JOB_GET] = run_job_get,
+    [LB_STORE_INVITATION_CLAIM] = run_invitation_claim,
+    [LB_STORE_INVITATION_UPDATE] = run_invitation_update,
+    [LB_STORE_INVITATION_GET] = run_invitation_get,
 };
 
 /* ---- the batch (store thread) ------------------------------------------- */

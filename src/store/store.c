@@ -177,6 +177,146 @@ static void clear_event_insert(lb_store_op *op)
     op->event_insert.existing_id[0] = '\0';
 }
 
+static int check_workflow_put(const lb_store_op *op)
+{
+    const lb_workflow_rec *r = op->workflow_put.rec;
+    if (r == NULL || r->body == NULL || check_id(r->tenant_id) != 0) return LB_EINVAL;
+    size_t n = strnlen(r->id, LB_WORKFLOW_ID_MAX + 1);
+    return n >= 1 && n <= LB_WORKFLOW_ID_MAX ? 0 : LB_EINVAL;
+}
+
+static int check_workflow_delete(const lb_store_op *op)
+{
+    return check_id(op->workflow_delete.tenant_id);
+}
+
+static void clear_workflow_load_all(lb_store_op *op)
+{
+    op->workflow_load_all.recs = NULL;
+    op->workflow_load_all.count = 0;
+}
+
+static void discard_workflow_load_all(lb_store_op *op)
+{
+    lb_workflow_recs_free(op->workflow_load_all.recs, op->workflow_load_all.count);
+    clear_workflow_load_all(op);
+}
+
+static int check_event_list(const lb_store_op *op)
+{
+    if (op->event_list.limit < 1 || op->event_list.limit > LB_STORE_LIST_MAX) return LB_EINVAL;
+    return check_id(op->event_list.tenant_id);
+}
+
+static void clear_event_list(lb_store_op *op)
+{
+    op->event_list.rows = NULL;
+    op->event_list.count = 0;
+    op->event_list.more = 0;
+}
+
+static void discard_event_list(lb_store_op *op)
+{
+    lb_event_rows_free(op->event_list.rows, op->event_list.count);
+    clear_event_list(op);
+}
+
+static int check_event_get(const lb_store_op *op)
+{
+    return check_id(op->event_get.tenant_id);
+}
+
+static void clear_event_get(lb_store_op *op)
+{
+    memset(&op->event_get.row, 0, sizeof(op->event_get.row));
+}
+
+static void discard_event_get(lb_store_op *op)
+{
+    lb_event_row_free(&op->event_get.row);
+}
+
+static int check_job_list(const lb_store_op *op)
+{
+    if (op->job_list.limit < 1 || op->job_list.limit > LB_STORE_LIST_MAX) return LB_EINVAL;
+    if (op->job_list.status < -1 || op->job_list.status >= LB_JOB_STATUS_END) return LB_EINVAL;
+    return check_id(op->job_list.tenant_id);
+}
+
+static void clear_job_list(lb_store_op *op)
+{
+    op->job_list.recs = NULL;
+    op->job_list.count = 0;
+    op->job_list.more = 0;
+}
+
+static void discard_job_list(lb_store_op *op)
+{
+    lb_job_recs_free(op->job_list.recs, op->job_list.count);
+    clear_job_list(op);
+}
+
+static int check_job_get(const lb_store_op *op)
+{
+    return check_id(op->job_get.tenant_id);
+}
+
+static void clear_job_get(lb_store_op *op)
+{
+    memset(&op->job_get.rec, 0, sizeof(op->job_get.rec));
+}
+
+static void discard_job_get(lb_store_op *op)
+{
+    lb_job_rec_free(&op->job_get.rec);
+}
+
+static int check_invitation(const lb_invitation_rec *r)
+{
+    if (r == NULL || r->opportunity_id == NULL || r->assessment == NULL) return LB_EINVAL;
+    return check_id(r->tenant_id);
+}
+
+static int check_invitation_claim(const lb_store_op *op)
+{
+    const lb_invitation_rec *r = op->invitation_claim.rec;
+    return check_invitation(r) == 0 && r->job_id != NULL ? 0 : LB_EINVAL;
+}
+
+static void clear_invitation_claim(lb_store_op *op)
+{
+    op->invitation_claim.owned = 0;
+    memset(&op->invitation_claim.existing, 0, sizeof(op->invitation_claim.existing));
+}
+
+static void discard_invitation_claim(lb_store_op *op)
+{
+    lb_invitation_rec_free(&op->invitation_claim.existing);
+    clear_invitation_claim(op);
+}
+
+static int check_invitation_update(const lb_store_op *op)
+{
+    return check_invitation(op->invitation_update.rec);
+}
+
+static int check_invitation_get(const lb_store_op *op)
+{
+    if (op->invitation_get.opportunity_id == NULL || op->invitation_get.assessment == NULL)
+        return LB_EINVAL;
+    return check_id(op->invitation_get.tenant_id);
+}
+
+static void clear_invitation_get(lb_store_op *op)
+{
+    memset(&op->invitation_get.rec, 0, sizeof(op->invitation_get.rec));
+}
+
+static void discard_invitation_get(lb_store_op *op)
+{
+    lb_invitation_rec_free(&op->invitation_get.rec);
+}
+
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
@@ -191,7 +331,65 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_CONN_LOAD_ALL] = {NULL, clear_conn_load_all, discard_conn_load_all},
     [LB_STORE_HOOK_PUT] = {check_hook_put, NULL, NULL},
     [LB_STORE_EVENT_INSERT] = {check_event_insert, clear_event_insert, clear_event_insert},
+    [LB_STORE_WORKFLOW_PUT] = {check_workflow_put, NULL, NULL},
+    [LB_STORE_WORKFLOW_DELETE] = {check_workflow_delete, NULL, NULL},
+    [LB_STORE_WORKFLOW_LOAD_ALL] = {NULL, clear_workflow_load_all, discard_workflow_load_all},
+    [LB_STORE_EVENT_LIST] = {check_event_list, clear_event_list, discard_event_list},
+    [LB_STORE_EVENT_GET] = {check_event_get, clear_event_get, discard_event_get},
+    [LB_STORE_JOB_LIST] = {check_job_list, clear_job_list, discard_job_list},
+    [LB_STORE_JOB_GET] = {check_job_get, clear_job_get, discard_job_get},
+    [LB_STORE_INVITATION_CLAIM] = {check_invitation_claim, clear_invitation_claim,
+                                   discard_invitation_claim},
+    [LB_STORE_INVITATION_UPDATE] = {check_invitation_update, NULL, NULL},
+    [LB_STORE_INVITATION_GET] = {check_invitation_get, clear_invitation_get,
+                                 discard_invitation_get},
 };
+
+void lb_workflow_rec_free(lb_workflow_rec *r)
+{
+    lb_free(r->body);
+    r->body = NULL;
+}
+
+void lb_workflow_recs_free(lb_workflow_rec *recs, size_t count)
+{
+    if (recs == NULL) return;
+    for (size_t i = 0; i < count; i++)
+        lb_workflow_rec_free(&recs[i]);
+    lb_free(recs);
+}
+
+void lb_event_row_free(lb_event_row *r)
+{
+    lb_free(r->source);
+    lb_free(r->type);
+    lb_free(r->status);
+    lb_free(r->opportunity_id);
+    lb_free(r->payload);
+    for (size_t i = 0; i < r->njobs; i++)
+        lb_free(r->jobs[i]);
+    lb_free(r->jobs);
+    memset(r, 0, sizeof(*r));
+}
+
+void lb_event_rows_free(lb_event_row *rows, size_t count)
+{
+    if (rows == NULL) return;
+    for (size_t i = 0; i < count; i++)
+        lb_event_row_free(&rows[i]);
+    lb_free(rows);
+}
+
+void lb_invitation_rec_free(lb_invitation_rec *r)
+{
+    lb_free(r->opportunity_id);
+    lb_free(r->assessment);
+    lb_free(r->job_id);
+    lb_free(r->invitation_id);
+    lb_free(r->url);
+    lb_free(r->note_id);
+    r->opportunity_id = r->assessment = r->job_id = r->invitation_id = r->url = r->note_id = NULL;
+}
 
 void lb_conn_rec_free(lb_conn_rec *r)
 {

@@ -140,6 +140,50 @@ typedef struct {
     int64_t received_at;
 } lb_event_rec;
 
+/* A workflow as stored: its JSON body is validated above the store. */
+#define LB_WORKFLOW_ID_MAX 40
+typedef struct {
+    char id[LB_WORKFLOW_ID_MAX + 1];
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    char *body;        /* the workflow as JSON */
+    int enabled;
+    int64_t created_at;
+    int64_t updated_at;
+} lb_workflow_rec;
+
+void lb_workflow_rec_free(lb_workflow_rec *r);
+void lb_workflow_recs_free(lb_workflow_rec *recs, size_t count);
+
+/* An event as read back, with the ids of its jobs. */
+typedef struct {
+    char id[LB_EVENT_ID_MAX + 1];
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    char *source, *type, *status, *opportunity_id, *payload;
+    int64_t received_at;
+    char **jobs;
+    size_t njobs;
+} lb_event_row;
+
+void lb_event_row_free(lb_event_row *r);
+void lb_event_rows_free(lb_event_row *rows, size_t count);
+
+/* An invitation: one per tenant, opportunity and assessment. */
+typedef struct {
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    char *opportunity_id;
+    char *assessment;
+    char *job_id;          /* the send_assessment job that owns it */
+    char *invitation_id;   /* the platform's, once invited */
+    char *url;
+    char *note_id;         /* the Lever status note, once written */
+    int64_t created_at;
+} lb_invitation_rec;
+
+void lb_invitation_rec_free(lb_invitation_rec *r);
+
+/* Most rows one list operation returns. */
+#define LB_STORE_LIST_MAX 200
+
 typedef enum {
     LB_STORE_TENANT_UPSERT = 1,
     LB_STORE_TENANT_DELETE,
@@ -154,6 +198,16 @@ typedef enum {
     LB_STORE_CONN_LOAD_ALL,
     LB_STORE_HOOK_PUT,
     LB_STORE_EVENT_INSERT,
+    LB_STORE_WORKFLOW_PUT,
+    LB_STORE_WORKFLOW_DELETE,
+    LB_STORE_WORKFLOW_LOAD_ALL,
+    LB_STORE_EVENT_LIST,
+    LB_STORE_EVENT_GET,
+    LB_STORE_JOB_LIST,
+    LB_STORE_JOB_GET,
+    LB_STORE_INVITATION_CLAIM,
+    LB_STORE_INVITATION_UPDATE,
+    LB_STORE_INVITATION_GET,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -253,6 +307,79 @@ struct lb_store_op {
             int duplicate;
             char existing_id[LB_EVENT_ID_MAX + 1];
         } event_insert;
+        /* Inserts or replaces workflow rec->id (of rec->tenant_id); on
+         * update created_at is kept. out: created, created_at, updated_at. */
+        struct {
+            const lb_workflow_rec *rec;
+            int created;
+            int64_t created_at;
+            int64_t updated_at;
+        } workflow_put;
+        /* LB_ENOTFOUND when the tenant has no such workflow. */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            char id[LB_WORKFLOW_ID_MAX + 1];
+        } workflow_delete;
+        /* out: every workflow, lb_malloc'd; lb_workflow_recs_free. */
+        struct {
+            lb_workflow_rec *recs;
+            size_t count;
+        } workflow_load_all;
+        /* The tenant's events, newest first, strictly before the cursor
+         * (before_at, before_id) when before_at > 0; at most limit (<=
+         * LB_STORE_LIST_MAX). out: rows (lb_event_rows_free), more. */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            size_t limit;
+            int64_t before_at;
+            char before_id[LB_EVENT_ID_MAX + 1];
+            lb_event_row *rows;
+            size_t count;
+            int more;
+        } event_list;
+        /* One event with its payload. out: row (lb_event_row_free). */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            char id[LB_EVENT_ID_MAX + 1];
+            lb_event_row row;
+        } event_get;
+        /* The tenant's jobs, newest first, optionally of one status (-1:
+         * any), before the cursor as event_list. out: recs (lb_job_recs_free). */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            int status;
+            size_t limit;
+            int64_t before_at;
+            char before_id[LB_JOB_ID_MAX + 1];
+            lb_job_rec *recs;
+            size_t count;
+            int more;
+        } job_list;
+        /* One job. out: rec (lb_job_rec_free). */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            char id[LB_JOB_ID_MAX + 1];
+            lb_job_rec rec;
+        } job_get;
+        /* Claims (tenant, opportunity, assessment) for rec->job_id: inserted
+         * when free. out: owned (1 when the claim is this job's, new or
+         * earlier) and existing (the stored row; lb_invitation_rec_free). */
+        struct {
+            const lb_invitation_rec *rec;
+            int owned;
+            lb_invitation_rec existing;
+        } invitation_claim;
+        /* Sets invitation_id, url and note_id (NULL keeps the stored value). */
+        struct {
+            const lb_invitation_rec *rec;
+        } invitation_update;
+        /* out: rec (lb_invitation_rec_free); LB_ENOTFOUND when absent. */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            const char *opportunity_id;
+            const char *assessment;
+            lb_invitation_rec rec;
+        } invitation_get;
     };
     lb_store_op *next; /* private to the store: queue link */
 };

@@ -47,7 +47,7 @@ static void test_fresh_file(void **state)
     fixture *f = *state;
     fx_open(f);
     fx_close(f);
-    assert_int_equal(latest(), 2);
+    assert_int_equal(latest(), (int)lb_store_migration_count);
     assert_int_equal(raw_int(f, "SELECT max(version) FROM schema_version"), latest());
     assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), latest());
     assert_v1_layout(f);
@@ -113,7 +113,7 @@ static void test_future_version_refused(void **state)
     assert_int_equal(raw_int(f, "SELECT max(version) FROM schema_version"), 99);
 }
 
-/* Version 3 of the future, as the next entry of the array would be. */
+/* Version 4 of the future, as the next entry of the array would be. */
 static int v2_apply(sqlite3 *db, char *err, size_t errlen)
 {
     int rc = sqlite3_exec(db, "UPDATE tenants SET note = 'migrated:' || name", NULL, NULL, NULL);
@@ -124,36 +124,37 @@ static int v2_apply(sqlite3 *db, char *err, size_t errlen)
     return 0;
 }
 
-static void test_simulated_v3(void **state)
+static void test_simulated_v4(void **state)
 {
     fixture *f = *state;
     fx_open(f);
     assert_int_equal(upsert(f, "acme", "Acme", 5), 0);
     fx_close(f);
 
-    lb_store_migration steps[3] = {lb_store_migrations[0], lb_store_migrations[1],
-                                   {3, "tenant notes",
+    lb_store_migration steps[4] = {lb_store_migrations[0], lb_store_migrations[1],
+                                   lb_store_migrations[2],
+                                   {4, "tenant notes",
                                     "ALTER TABLE tenants ADD COLUMN note TEXT;"
                                     "CREATE INDEX tenants_note ON tenants(note);",
                                     v2_apply}};
     char err[256] = "";
     int from = -1, to = -1;
     sqlite3 *db = raw_open(f);
-    assert_int_equal(lb_store_migrate(db, steps, 3, &from, &to, err, sizeof(err)), 0);
-    assert_int_equal(from, 2);
-    assert_int_equal(to, 3);
-    assert_int_equal(lb_store_schema_version(db), 3);
-    /* Again: nothing to do. */
-    assert_int_equal(lb_store_migrate(db, steps, 3, &from, &to, err, sizeof(err)), 0);
+    assert_int_equal(lb_store_migrate(db, steps, 4, &from, &to, err, sizeof(err)), 0);
     assert_int_equal(from, 3);
-    assert_int_equal(to, 3);
-    /* This binary's list (up to v2) refuses the v3 database. */
+    assert_int_equal(to, 4);
+    assert_int_equal(lb_store_schema_version(db), 4);
+    /* Again: nothing to do. */
+    assert_int_equal(lb_store_migrate(db, steps, 4, &from, &to, err, sizeof(err)), 0);
+    assert_int_equal(from, 4);
+    assert_int_equal(to, 4);
+    /* This binary's list (up to v3) refuses the v4 database. */
     assert_int_equal(lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from, &to,
                                       err, sizeof(err)),
                      LB_EINVAL);
     sqlite3_close(db);
     assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants WHERE note = 'migrated:Acme'"), 1);
-    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), 3);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), 4);
     assert_db_intact(f);
 }
 
@@ -190,14 +191,14 @@ static void test_failing_step_rolls_back(void **state)
     fx_open(f);
     fx_close(f);
 
-    lb_store_migration steps[3] = {
-        lb_store_migrations[0], lb_store_migrations[1],
-        {3, "half done", "CREATE TABLE half(x); INSERT INTO no_such_table VALUES (1);", NULL}};
+    lb_store_migration steps[4] = {
+        lb_store_migrations[0], lb_store_migrations[1], lb_store_migrations[2],
+        {4, "half done", "CREATE TABLE half(x); INSERT INTO no_such_table VALUES (1);", NULL}};
     char err[256] = "";
     sqlite3 *db = raw_open(f);
-    assert_int_equal(lb_store_migrate(db, steps, 3, NULL, NULL, err, sizeof(err)), LB_EIO);
-    assert_non_null(strstr(err, "migration 3"));
-    assert_int_equal(lb_store_schema_version(db), 2);
+    assert_int_equal(lb_store_migrate(db, steps, 4, NULL, NULL, err, sizeof(err)), LB_EIO);
+    assert_non_null(strstr(err, "migration 4"));
+    assert_int_equal(lb_store_schema_version(db), 3);
     assert_int_equal(sqlite3_get_autocommit(db), 1);
 
     /* Steps must be numbered 1, 2, ... */
@@ -236,7 +237,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen_is_noop, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_from_version_0, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_future_version_refused, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_simulated_v3, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_simulated_v4, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_from_previous_version, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_failing_step_rolls_back, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_empty_file, fx_setup, fx_teardown),
