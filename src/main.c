@@ -20,6 +20,7 @@
 #include "http/server.h"
 #include "state/connections.h"
 #include "state/tenants.h"
+#include "state/workflows.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -38,6 +39,7 @@ typedef struct {
     lb_store *store;
     lb_tenants tenants;
     lb_conns conns;
+    lb_workflows workflows;
     lb_http_client *client;
     lb_outbound *outbound;
     lb_jobs *jobs;
@@ -303,8 +305,19 @@ static void load_state(app *a)
         lb_hook_rec_free(&cop.conn_load_all.hooks[i]);
     lb_free(cop.conn_load_all.conns);
     lb_free(cop.conn_load_all.hooks);
-    lb_info("main", "loaded %zu tenant(s), %zu connection(s)", a->tenants.count,
-            a->conns.by_tenant.count);
+    lb_store_op wop = {.kind = LB_STORE_WORKFLOW_LOAD_ALL};
+    lb_workflows_init(&a->workflows);
+    rc = store_run(a, &wop);
+    if (rc != 0) {
+        char err[256];
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load workflows: %s", lb_strerror(rc));
+        die(2, err);
+    }
+    for (size_t i = 0; i < wop.workflow_load_all.count; i++)
+        lb_workflows_apply(&a->workflows, &wop.workflow_load_all.recs[i]);
+    lb_workflow_recs_free(wop.workflow_load_all.recs, wop.workflow_load_all.count);
+    lb_info("main", "loaded %zu tenant(s), %zu connection(s), %zu workflow(s)",
+            a->tenants.count, a->conns.by_tenant.count, a->workflows.by_id.count);
 }
 
 int main(int argc, char **argv)
@@ -337,6 +350,7 @@ int main(int argc, char **argv)
                      .store = a.store,
                      .tenants = &a.tenants,
                      .conns = &a.conns,
+                     .workflows = &a.workflows,
                      .key = &a.key,
                      .admin_token = a.admin_token};
     load_state(&a);
@@ -377,6 +391,7 @@ int main(int argc, char **argv)
     lb_router_free(a.router);
     lb_tenants_free(&a.tenants);
     lb_conns_free(&a.conns);
+    lb_workflows_free(&a.workflows);
     lb_api_catalog_free();
     lb_api_oauth_free();
     lb_metrics_reset();

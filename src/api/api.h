@@ -17,6 +17,7 @@
 typedef struct lb_store lb_store;
 typedef struct lb_jobs lb_jobs;
 typedef struct lb_conns lb_conns;
+typedef struct lb_workflows lb_workflows;
 typedef struct lb_outbound lb_outbound;
 typedef struct lb_provision lb_provision;
 typedef struct lb_http_client lb_http_client;
@@ -37,6 +38,7 @@ typedef struct lb_api {
     lb_tenants *tenants;
     lb_jobs *jobs;
     lb_conns *conns;
+    lb_workflows *workflows;
     lb_outbound *outbound;
     lb_provision *provision;
     lb_http_client *http;
@@ -52,6 +54,8 @@ void lb_api_ops_register(lb_api *api, lb_router *r);
 void lb_api_tenants_register(lb_api *api, lb_router *r);
 void lb_api_hooks_register(lb_api *api, lb_router *r);
 void lb_api_lever_register(lb_api *api, lb_router *r);
+void lb_api_workflows_register(lb_api *api, lb_router *r);
+void lb_api_events_register(lb_api *api, lb_router *r);
 void lb_api_catalog_register(lb_api *api, lb_router *r);
 void lb_api_oauth_register(lb_api *api, lb_router *r);
 /* At shutdown: closes the OAuth module's timer (before the loop ends), then

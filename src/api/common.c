@@ -19,6 +19,8 @@ int lb_api_register(lb_api *api, lb_router *r)
     lb_api_lever_register(api, r);
     lb_api_catalog_register(api, r);
     lb_api_oauth_register(api, r);
+    lb_api_workflows_register(api, r);
+    lb_api_events_register(api, r);
     return 0;
 }
 

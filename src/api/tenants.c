@@ -9,6 +9,7 @@
 #include "http/response.h"
 #include "json/json.h"
 #include "state/tenants.h"
+#include "state/workflows.h"
 #include "store/store.h"
 
 #include <math.h>
@@ -243,6 +244,7 @@ static void delete_done(lb_store_op *op)
         store_failed(ctx->req, op->status);
     } else {
         lb_api_lever_forget(ctx->api, id);
+        lb_workflows_remove_tenant(ctx->api->workflows, id);
         lb_tenants_remove(ctx->api->tenants, id);
         lb_info("api", "tenant %s deleted", id);
         yajl_gen g = lb_json_gen_new();

@@ -49,7 +49,42 @@ static void move_stage_run(lb_job *job)
     yajl_gen_free(g);
 }
 
+/* ---- check_postings: the gate of a workflow with a postings filter --------- */
+
+static void postings_done(lb_job *job, const lb_http_response *res)
+{
+    if (lb_lever_classify(res) != LB_LEVER_OK) {
+        lb_job_lever_failed(job, res);
+        return;
+    }
+    lb_lever_opportunity o;
+    if (lb_lever_parse_opportunity(res->body, res->body_len, &o) != 0) {
+        lb_job_retry(job, "Lever's opportunity could not be read");
+        return;
+    }
+    yajl_val want = lb_json_get(lb_job_action(job), "postings");
+    int match = 0;
+    for (size_t i = 0; want && YAJL_IS_ARRAY(want) && i < want->u.array.len && !match; i++) {
+        yajl_val p = want->u.array.values[i];
+        for (size_t k = 0; YAJL_IS_STRING(p) && k < o.npostings; k++)
+            if (strcmp(p->u.string, o.postings[k]) == 0)
+                match = 1;
+    }
+    lb_lever_opportunity_free(&o);
+    if (match)
+        lb_job_finish(job, LB_JOB_SUCCEEDED, NULL);
+    else
+        lb_job_skip_workflow(job, "postings_not_matched");
+}
+
+static void check_postings_run(lb_job *job)
+{
+    lb_job_lever(job, "find an opportunity", "GET", "expand=applications", NULL, postings_done,
+                 "/opportunities/%s", lb_job_opportunity(job));
+}
+
 const lb_job_kind lb_action_kinds[] = {
+    {"check_postings", check_postings_run},
     {"add_tags", add_tags_run},
     {"move_stage", move_stage_run},
 };

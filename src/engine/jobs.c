@@ -133,6 +133,11 @@ void **lb_job_scratch(lb_job *job)
     return &job->scratch;
 }
 
+const lb_jobs_config *lb_job_config(const lb_job *job)
+{
+    return &job->js->cfg;
+}
+
 const char *lb_job_step(const lb_job *job, const char *name)
 {
     for (int i = 0; i < job->nsteps; i++)
@@ -243,6 +248,46 @@ static void write_job(lb_job *j, void (*then)(lb_job *, int))
     }
     js->writes++;
     j->writes++;
+}
+
+/* A kind's own store operation: counted as a write of its job, so neither
+ * the job nor the engine is freed before it is back. */
+typedef struct {
+    lb_job *job;
+    lb_job_store_cb done;
+} jstore;
+
+static void kind_store_done(lb_store_op *op)
+{
+    jstore *w = op->data;
+    lb_job *j = w->job;
+    lb_jobs *js = j->js;
+    lb_job_store_cb done = w->done;
+    lb_free(w);
+    /* Still counted while done runs: ending the job there cannot free it. */
+    done(j, op, j->state == J_RUNNING && !js->closing);
+    js->writes--;
+    j->writes--;
+    if (j->state == J_DONE && j->writes == 0)
+        job_free(j);
+    maybe_closed(js);
+}
+
+int lb_job_store(lb_job *job, lb_store_op *op, lb_job_store_cb done)
+{
+    jstore *w = LB_NEW(jstore);
+    w->job = job;
+    w->done = done;
+    op->cb = kind_store_done;
+    op->data = w;
+    int rc = lb_store_submit(job->js->store, op);
+    if (rc != 0) {
+        lb_free(w);
+        return rc;
+    }
+    job->js->writes++;
+    job->writes++;
+    return 0;
 }
 
 /* ---- tenants and scheduling ---------------------------------------------- */
@@ -427,6 +472,26 @@ static void end(lb_job *j, int status, const char *error)
 void lb_job_finish(lb_job *job, int status, const char *error)
 {
     end(job, status, error);
+}
+
+void lb_job_skip_workflow(lb_job *job, const char *reason)
+{
+    lb_jobs *js = job->js;
+    const char *wf = job->rec.workflow_id;
+    lb_job *prev = job;
+    while (wf != NULL && prev->chain_next != NULL) {
+        lb_job *cur = prev->chain_next;
+        if (cur->rec.workflow_id == NULL || strcmp(cur->rec.workflow_id, wf) != 0) {
+            prev = cur;
+            continue;
+        }
+        prev->chain_next = cur->chain_next;
+        cur->chain_next = NULL;
+        if (cur->rec.event_id != NULL && lb_map_get(&js->chains, cur->rec.event_id) == cur)
+            lb_map_put(&js->chains, cur->rec.event_id, prev);
+        end(cur, LB_JOB_SKIPPED, reason); /* blocked: no slot, no chain to advance */
+    }
+    end(job, LB_JOB_SKIPPED, reason);
 }
 
 void lb_job_retry(lb_job *job, const char *error)

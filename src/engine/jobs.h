@@ -57,6 +57,11 @@ typedef struct {
     int64_t max_age_ms;
     int max_running;        /* jobs running at once, all tenants */
     int max_running_tenant; /* jobs running at once, one tenant */
+    /* The assessment platform (LEVERBRIDGE_PLATFORM_URL, _TOKEN) for
+     * send_assessment; borrowed, they must outlive the engine. NULL: not
+     * configured (send_assessment jobs fail). */
+    const char *platform_url;
+    const char *platform_token;
 } lb_jobs_config;
 
 /* An action type. */
@@ -106,6 +111,18 @@ yajl_val lb_job_action(const lb_job *job);
 const char *lb_job_step(const lb_job *job, const char *name);
 /* The kind's scratch pointer (freed by the kind before it ends the job). */
 void **lb_job_scratch(lb_job *job);
+/* The engine's configuration (the platform's URL and token). */
+const lb_jobs_config *lb_job_config(const lb_job *job);
+
+/* A store operation on the job's behalf (invitations, another job's row):
+ * op's kind and inputs are the caller's, op->cb and op->data are set here;
+ * op must stay valid until done runs. done runs exactly once, when the store
+ * has answered; the job stays allocated until it returns. live is 1 when
+ * the job may go on (issue its next action); 0 when it was cancelled or the
+ * engine is closing: then done only releases what the op returned. Returns
+ * 0, or a negative code and done never runs (the caller then retries). */
+typedef void (*lb_job_store_cb)(lb_job *job, lb_store_op *op, int live);
+int lb_job_store(lb_job *job, lb_store_op *op, lb_job_store_cb done);
 
 /* Sends a Lever call through the tenant's queue with its credentials:
  * method, query and path as lb_lever_req_init, plus an optional JSON body
@@ -121,6 +138,9 @@ void lb_job_http(lb_job *job, const lb_http_request *req, lb_job_call_cb done);
 void lb_job_record(lb_job *job, const char *step, const char *value);
 /* Ends the job: LB_JOB_SUCCEEDED, LB_JOB_FAILED or LB_JOB_SKIPPED. */
 void lb_job_finish(lb_job *job, int status, const char *error);
+/* Ends the job as skipped with `reason`, and the jobs after it that came
+ * from the same workflow too (a workflow's filter did not match). */
+void lb_job_skip_workflow(lb_job *job, const char *reason);
 /* A transient failure: retried after a full-jitter backoff, or failed once
  * the job is older than max_age. */
 void lb_job_retry(lb_job *job, const char *error);

@@ -557,7 +557,8 @@ static size_t format_head(lb_http_conn *c, char *head, size_t size, int status,
     lb_strbuf_cat(&b, date_header(c->srv));
     if (ctype != NULL)
         lb_strbuf_printf(&b, "Content-Type: %s\r\n", ctype);
-    lb_strbuf_printf(&b, "Content-Length: %zu\r\n", blen);
+    if (status != 204 && status != 304)
+        lb_strbuf_printf(&b, "Content-Length: %zu\r\n", blen);
     if (extra != NULL)
         lb_strbuf_cat(&b, extra);
     if (!c->keep_alive)

@@ -331,3 +331,45 @@ void lb_json_kv_time(yajl_gen g, const char *key, int64_t ms)
     lb_time_format(ms, ts);
     gen_string(g, ts, strlen(ts));
 }
+
+void lb_json_value(yajl_gen g, yajl_val v)
+{
+    if (v == NULL) {
+        yajl_gen_null(g);
+        return;
+    }
+    switch (v->type) {
+    case yajl_t_string:
+        lb_json_str(g, v->u.string);
+        break;
+    case yajl_t_number: {
+        /* The number as it was written (yajl keeps the text). */
+        const char *r = v->u.number.r;
+        yajl_gen_number(g, r, strlen(r));
+        break;
+    }
+    case yajl_t_object:
+        yajl_gen_map_open(g);
+        for (size_t i = 0; i < v->u.object.len; i++) {
+            lb_json_key(g, v->u.object.keys[i]);
+            lb_json_value(g, v->u.object.values[i]);
+        }
+        yajl_gen_map_close(g);
+        break;
+    case yajl_t_array:
+        yajl_gen_array_open(g);
+        for (size_t i = 0; i < v->u.array.len; i++)
+            lb_json_value(g, v->u.array.values[i]);
+        yajl_gen_array_close(g);
+        break;
+    case yajl_t_true:
+        yajl_gen_bool(g, 1);
+        break;
+    case yajl_t_false:
+        yajl_gen_bool(g, 0);
+        break;
+    default:
+        yajl_gen_null(g);
+        break;
+    }
+}

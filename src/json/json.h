@@ -55,6 +55,8 @@ void lb_json_kv_bool(yajl_gen g, const char *key, int val);
 void lb_json_kv_null(yajl_gen g, const char *key);
 void lb_json_key(yajl_gen g, const char *key);
 void lb_json_str(yajl_gen g, const char *val);
+/* Writes a parsed tree (depth bounded by lb_json_parse) into g. */
+void lb_json_value(yajl_gen g, yajl_val v);
 /* Time in ms since the epoch as RFC 3339 string; ms <= 0 -> null. */
 void lb_json_kv_time(yajl_gen g, const char *key, int64_t ms);
 

@@ -181,6 +181,8 @@ class Conn:
             self.buf = self.buf[end + 4 :]
             return self.read_response(max(0.0, deadline - time.monotonic()), head)
         cls = [v for k, v in headers if k == "content-length"]
+        if status in (204, 304) and not cls:  # no body, and no Content-Length (RFC 9110)
+            cls = ["0"]
         assert len(cls) == 1, "expected exactly one Content-Length, got %r" % headers
         assert not [v for k, v in headers if k == "transfer-encoding"]
         length = 0 if head else int(cls[0])
