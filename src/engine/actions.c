@@ -1,5 +1,6 @@
 #include "engine/actions.h"
 
+#include "engine/assess.h"
 #include "json/json.h"
 
 #include <string.h>
@@ -87,5 +88,8 @@ const lb_job_kind lb_action_kinds[] = {
     {"check_postings", check_postings_run},
     {"add_tags", add_tags_run},
     {"move_stage", move_stage_run},
+    {"send_assessment", lb_assess_send_run},
+    {"add_note", lb_assess_add_note_run},
+    {"update_status_note", lb_assess_update_note_run},
 };
 const size_t lb_action_nkinds = sizeof(lb_action_kinds) / sizeof(lb_action_kinds[0]);

@@ -576,8 +576,11 @@ static void ob_done(lb_ob_call *call, const lb_http_response *res)
 {
     lb_job *j = call->data;
     j->in_call = 0;
-    if (res->status == 0 && res->error == LB_ECLOSED) /* tenant removed or closing */
+    if (res->status == 0 && res->error == LB_ECLOSED) { /* the queue let go of the call */
+        if (!j->js->closing)
+            lb_job_retry(j, "the call was cancelled");
         return;
+    }
     j->done(j, res);
     /* done() issued the next action; the request strings were copied by it
      * or are no longer needed. */
@@ -947,6 +950,8 @@ void lb_jobs_close(lb_jobs *js, void (*cb)(void *data), void *data)
                 lb_outbound_cancel(&j->ob);
             call_reset(j);
         }
+        if (j->state == J_SLEEPING)
+            lb_heap_remove(&js->sleepers, &j->sleep);
         j->state = J_DONE;
         if (j->writes == 0)
             job_free(j);

@@ -81,8 +81,9 @@ int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_clien
                 const lb_jobs_config *cfg, const lb_jobs_env *env, lb_jobs **out);
 /* Registers a kind; `kinds` must outlive the engine. */
 void lb_jobs_register(lb_jobs *js, const lb_job_kind *kinds, size_t n);
-/* Stops starting jobs, lets running steps finish (their next step is not
- * started), waits for their store writes, frees everything and calls cb. */
+/* Stops starting jobs, cancels the calls in flight (those jobs stay in the
+ * store as they were and resume at the next start), waits for the store
+ * writes in flight, frees everything and calls cb. */
 void lb_jobs_close(lb_jobs *js, void (*cb)(void *data), void *data);
 
 /* Loads every unfinished job from the store (start-up: running jobs run

@@ -340,6 +340,16 @@ int lb_outbound_new(uv_loop_t *loop, lb_http_client *client, lb_outbound **out)
     return 0;
 }
 
+/* One token of the burst is held back: the burst's calls each open a
+ * connection while the next one reuses a warm one, so it can reach Lever a
+ * little less than one interval after the burst, before Lever's bucket has a
+ * whole token again. Measured against the simulator: a 429 on the first call
+ * after every burst without the margin, none with it. */
+static int margin(int burst)
+{
+    return burst > 2 ? burst - 1 : burst;
+}
+
 lb_ob_tenant *lb_outbound_tenant_find(lb_outbound *ob, const char *tenant_id)
 {
     return lb_map_get(&ob->tenants, tenant_id);
@@ -353,13 +363,13 @@ lb_ob_tenant *lb_outbound_tenant(lb_outbound *ob, const char *tenant_id, double 
         t->id = lb_strdup(tenant_id);
         t->ob = ob;
         if (rate > 0)
-            lb_rl_init(&t->rl, rate, burst);
+            lb_rl_init(&t->rl, rate, margin(burst));
         lb_map_put(&ob->tenants, t->id, t);
     } else if (rate > 0) {
         if (t->unlimited)
-            lb_rl_init(&t->rl, rate, burst);
+            lb_rl_init(&t->rl, rate, margin(burst));
         else
-            lb_rl_set(&t->rl, rate, burst);
+            lb_rl_set(&t->rl, rate, margin(burst));
     }
     t->unlimited = rate <= 0;
     return t;

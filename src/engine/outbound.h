@@ -11,7 +11,10 @@
  *
  * Owner: main creates one lb_outbound; tenants are created on first use and
  * freed with lb_outbound_tenant_remove once their calls have completed. Loop
- * thread only. */
+ * thread only.
+ *
+ * The limiter keeps one token of the burst in reserve (for bursts above 2)
+ * as a margin against network jitter: see margin() in outbound.c. */
 #ifndef LB_ENGINE_OUTBOUND_H
 #define LB_ENGINE_OUTBOUND_H
 
@@ -58,9 +61,9 @@ typedef struct {
 } lb_outbound_stats;
 
 int lb_outbound_new(uv_loop_t *loop, lb_http_client *client, lb_outbound **out);
-/* Cancels every queued call (no callbacks), frees every tenant and the
- * timer in its close callback, then calls cb. In-flight calls belong to the
- * HTTP client: close it first. */
+/* Completes every queued call with error LB_ECLOSED, frees every tenant and
+ * the timer in its close callback, then calls cb. In-flight calls belong to
+ * the HTTP client: close it first. */
 void lb_outbound_close(lb_outbound *ob, void (*cb)(void *data), void *data);
 
 /* The tenant's queue, created with rate/burst on first use; on later uses
@@ -69,8 +72,8 @@ lb_ob_tenant *lb_outbound_tenant(lb_outbound *ob, const char *tenant_id, double 
 lb_ob_tenant *lb_outbound_tenant_find(lb_outbound *ob, const char *tenant_id);
 /* A paused tenant keeps its queue but dispatches nothing (needs_reauth). */
 void lb_outbound_tenant_pause(lb_ob_tenant *t, int paused);
-/* Cancels the tenant's queued calls (no callbacks) and forgets it; calls in
- * flight still complete through their callbacks. */
+/* Completes the tenant's queued calls with error LB_ECLOSED and forgets it;
+ * calls in flight still complete through their callbacks. */
 void lb_outbound_tenant_remove(lb_outbound *ob, const char *tenant_id);
 size_t lb_outbound_tenant_queued(const lb_ob_tenant *t);
 
