@@ -223,8 +223,12 @@ static int setup(void **state)
 {
     fixture *f = LB_NEW(fixture);
     F = f;
-    kinds[0] = lb_action_kinds[0];
-    kinds[1] = lb_action_kinds[1];
+    for (size_t i = 0; i < lb_action_nkinds; i++) {
+        if (strcmp(lb_action_kinds[i].type, "add_tags") == 0)
+            kinds[0] = lb_action_kinds[i];
+        if (strcmp(lb_action_kinds[i].type, "move_stage") == 0)
+            kinds[1] = lb_action_kinds[i];
+    }
     kinds[2] = (lb_job_kind){"two_steps", two_run};
     uv_loop_init(&f->loop);
     snprintf(f->dir, sizeof(f->dir), "/tmp/lbjobs-XXXXXX");
