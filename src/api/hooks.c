@@ -20,6 +20,8 @@
 #include <string.h>
 
 
+#define MAX_CLOCK_SKEW_MS (5 * 60 * 1000)
+
 /* A delivery while its event is being written. Owned by the handler; freed
  * in the store callback. */
 typedef struct {
@@ -132,6 +134,16 @@ static void lever_hook(lb_http_req *req, void *data)
         yajl_tree_free(dl.tree);
         reject(req, 400, "stale", "stale_event",
                "triggeredAt is older than the replay window.", "triggeredAt");
+        return;
+    }
+    /* Lever signs token || triggeredAt with no separator: a token's last
+     * digits could move into triggeredAt with the signature still valid.
+     * Such a moved value lies far in the future; refuse anything beyond a
+     * clock skew, so a captured delivery cannot pass for a new one. */
+    if (dl.triggered_ms > now + MAX_CLOCK_SKEW_MS) {
+        yajl_tree_free(dl.tree);
+        reject(req, 400, "invalid", "invalid_request", "triggeredAt is in the future.",
+               "triggeredAt");
         return;
     }
 

@@ -47,6 +47,46 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
+static int hex4(const char *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = p[k];
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 16u;
+        if (d == 16)
+            return -1;
+        v = v * 16 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* buf[*i] is the 'u' of a "\uXXXX" escape. "\u0000" would be cut short in
+ * yajl's NUL-terminated strings, and yajl turns lone or misordered
+ * surrogates into ill-formed UTF-8 (or '?'), so a value could read
+ * differently than sent: refuse them. Leaves *i on the last byte read. */
+static const char *check_escape(const char *buf, size_t len, size_t *i)
+{
+    unsigned v, w;
+    if (len - *i < 5 || hex4(buf + *i + 1, &v) != 0)
+        return NULL; /* malformed: yajl reports it */
+    *i += 4;
+    if (v == 0)
+        return "\\u0000 in a string is not allowed";
+    if (v >= 0xDC00 && v <= 0xDFFF)
+        return "a lone low surrogate escape is not allowed";
+    if (v >= 0xD800 && v <= 0xDBFF) {
+        if (len - *i < 7 || buf[*i + 1] != '\\' || buf[*i + 2] != 'u' ||
+            hex4(buf + *i + 3, &w) != 0 || w < 0xDC00 || w > 0xDFFF)
+            return "a high surrogate escape must be followed by a low one";
+        *i += 6;
+    }
+    return NULL;
+}
+
 static void set_err(char *err, size_t errlen, const char *msg)
 {
     if (err != NULL && errlen > 0)
@@ -78,10 +118,11 @@ static const char *prescan(const char *buf, size_t len)
                 if (i + 1 >= len)
                     return NULL; /* unterminated: yajl reports it */
                 i++;
-                /* "\u0000" would be cut short in yajl's NUL-terminated
-                 * strings, so a value could read differently than sent. */
-                if (buf[i] == 'u' && len - i > 4 && memcmp(buf + i + 1, "0000", 4) == 0)
-                    return "\\u0000 in a string is not allowed";
+                if (buf[i] == 'u') {
+                    const char *why = check_escape(buf, len, &i);
+                    if (why != NULL)
+                        return why;
+                }
             } else if (c == '"') {
                 in_str = 0;
             }
@@ -224,14 +265,25 @@ yajl_gen lb_json_gen_new(void)
     return g;
 }
 
-/* Generates s[0..n) as a string; invalid UTF-8 is replaced by U+FFFD rather
+/* Generates s[0..n) as a string; ill-formed UTF-8 is replaced by U+FFFD rather
  * than dropped, because a dropped key or value would shift every following
  * token into the wrong place of the enclosing map. */
 static void gen_string(yajl_gen g, const char *s, size_t n)
 {
-    yajl_gen_status st = yajl_gen_string(g, (const unsigned char *)s, n);
-    if (st != yajl_gen_invalid_string)
+    /* Our own check first: yajl's lets overlong forms, encoded surrogates and
+     * code points above U+10FFFF through. */
+    const unsigned char *p = (const unsigned char *)s;
+    size_t k = 0;
+    while (k < n) {
+        size_t l = utf8_seq(p + k, n - k);
+        if (l == 0)
+            break;
+        k += l;
+    }
+    if (k == n) {
+        yajl_gen_string(g, p, n);
         return;
+    }
 
     static const char rep[] = "\xEF\xBF\xBD";
     size_t cap = n * 3 + 1; /* each bad byte can become three */

@@ -267,6 +267,15 @@ def test_deliveries(bridge, lever):
     stale = dict(body, token="v" * 48, triggeredAt=old, signature=sign(sim_token, "v" * 48, old))
     r = post(stale)
     assert r.status == 400 and r.json()["error"]["code"] == "stale_event"
+    # digits moved from the token into triggeredAt keep the signature valid
+    # (Lever signs token || triggeredAt): the far-future time is refused
+    moved_tok = "m" * 47 + "7"
+    moved = dict(body, token=moved_tok, triggeredAt=now,
+                 signature=sign(sim_token, moved_tok, now))
+    shifted = dict(moved, token=moved_tok[:-1], triggeredAt=int("7" + str(now)))
+    assert sign(sim_token, shifted["token"], shifted["triggeredAt"]) == moved["signature"]
+    r = post(shifted)
+    assert r.status == 400 and r.json()["error"]["field"] == "triggeredAt", r
     # another event type: recorded, ignored
     hired = dict(body, event="candidateHired", token="w" * 48,
                  signature=sign(sim_token, "w" * 48, now), data={})

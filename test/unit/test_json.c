@@ -409,6 +409,50 @@ static void test_gen_roundtrip(void **state)
     yajl_gen_free(g);
 }
 
+/* Found by fuzz_json: yajl turns lone and misordered surrogate escapes into
+ * ill-formed UTF-8 or '?'; such input is refused instead. */
+static void test_surrogate_escapes(void **state)
+{
+    (void)state;
+    const char *lone_low = "[\"\\udc00\"]";
+    refused(lone_low, strlen(lone_low), "surrogate");
+    const char *lone_high = "[\"\\ud800\"]";
+    refused(lone_high, strlen(lone_high), "surrogate");
+    const char *high_then_letter = "[\"\\ud800\\u0041\"]";
+    refused(high_then_letter, strlen(high_then_letter), "surrogate");
+    const char *pair = "[\"\\ud83d\\ude00\"]";
+    char err[64];
+    yajl_val v = lb_json_parse(pair, strlen(pair), err, sizeof(err));
+    assert_non_null(v);
+    assert_string_equal(v->u.array.values[0]->u.string, "\xF0\x9F\x98\x80");
+    yajl_tree_free(v);
+    accepted("[\"\\u00e9 \\u20ac\"]");
+}
+
+/* Found by fuzz_delivery: yajl's generator lets overlong forms, encoded
+ * surrogates and code points above U+10FFFF through; they become U+FFFD. */
+static void test_gen_replaces_ill_formed_utf8(void **state)
+{
+    (void)state;
+    const char *bad[] = {"a\xC0\xAF" "b", "a\xED\xA0\x80" "b", "a\xF4\x90\x80\x80" "b"};
+    for (size_t i = 0; i < 3; i++) {
+        yajl_gen g = lb_json_gen_new();
+        lb_json_str(g, bad[i]);
+        const unsigned char *buf;
+        size_t len;
+        yajl_gen_get_buf(g, &buf, &len);
+        assert_non_null(strstr((const char *)buf, "\xEF\xBF\xBD"));
+        assert_null(memchr(buf, 0xC0, len));
+        assert_null(memchr(buf, 0xED, len));
+        assert_null(memchr(buf, 0xF4, len));
+        char err[64];
+        yajl_val v = lb_json_parse((const char *)buf, len, err, sizeof(err));
+        assert_non_null(v); /* our own output always parses again */
+        yajl_tree_free(v);
+        yajl_gen_free(g);
+    }
+}
+
 static void test_gen_allocates_through_wrappers(void **state)
 {
     uint64_t before = lb_alloc_live_bytes();
@@ -434,6 +478,8 @@ int main(void)
         cmocka_unit_test(test_top_level_values),
         cmocka_unit_test(test_gen_roundtrip),
         cmocka_unit_test(test_gen_allocates_through_wrappers),
+        cmocka_unit_test(test_surrogate_escapes),
+        cmocka_unit_test(test_gen_replaces_ill_formed_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
