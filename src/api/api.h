@@ -56,6 +56,7 @@ void lb_api_hooks_register(lb_api *api, lb_router *r);
 void lb_api_lever_register(lb_api *api, lb_router *r);
 void lb_api_workflows_register(lb_api *api, lb_router *r);
 void lb_api_events_register(lb_api *api, lb_router *r);
+void lb_api_results_register(lb_api *api, lb_router *r);
 void lb_api_catalog_register(lb_api *api, lb_router *r);
 void lb_api_oauth_register(lb_api *api, lb_router *r);
 /* At shutdown: closes the OAuth module's timer (before the loop ends), then
@@ -100,6 +101,11 @@ int lb_api_require_admin(lb_api *api, lb_http_req *req);
 /* For routes under /v1/tenants/{tenant}/...: the admin token (and, with the
  * connect pages, a grant for that tenant). flags: reserved, 0. */
 int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags);
+
+/* The tenant named by the route's {tenant}, or NULL after answering 404. */
+lb_tenant *lb_api_tenant_or_404(lb_api *api, lb_http_req *req);
+/* 503 unavailable: the store refused or failed an operation. */
+void lb_api_store_unavailable(lb_http_req *req);
 
 /* Parses req's JSON body into a tree: checks Content-Type (415) and syntax
  * (400 invalid_json, with yajl's reason). On failure it has answered and

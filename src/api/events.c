@@ -29,20 +29,6 @@ typedef struct {
     lb_job_rec job;
 } ev_ctx;
 
-static const lb_tenant *tenant_or_404(lb_api *api, lb_http_req *req)
-{
-    const char *id = lb_http_req_param(req, "tenant");
-    const lb_tenant *t = id ? lb_tenants_get(api->tenants, id) : NULL;
-    if (t == NULL)
-        lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
-    return t;
-}
-
-static void unavailable(lb_http_req *req)
-{
-    lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.", NULL);
-}
-
 /* "<ms>_<id>" -> (ms, id); 0 or LB_EINVAL. */
 static int parse_cursor(const char *c, int64_t *at, char *id, size_t size)
 {
@@ -67,7 +53,7 @@ static ev_ctx *ctx_new(lb_api *api, lb_http_req *req)
 static void submit(ev_ctx *c)
 {
     if (lb_store_submit(c->api->store, &c->op) != 0) {
-        unavailable(c->req);
+        lb_api_store_unavailable(c->req);
         lb_free(c);
     }
 }
@@ -78,7 +64,7 @@ static void events_listed(lb_store_op *op)
 {
     ev_ctx *c = op->data;
     if (op->status != 0) {
-        unavailable(c->req);
+        lb_api_store_unavailable(c->req);
         lb_free(c);
         return;
     }
@@ -122,7 +108,7 @@ static void events_list(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    const lb_tenant *t = tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     size_t limit;
@@ -187,7 +173,7 @@ static void jobs_listed(lb_store_op *op)
 {
     ev_ctx *c = op->data;
     if (op->status != 0) {
-        unavailable(c->req);
+        lb_api_store_unavailable(c->req);
         lb_free(c);
         return;
     }
@@ -217,7 +203,7 @@ static void jobs_list(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    const lb_tenant *t = tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     size_t limit;
@@ -256,7 +242,7 @@ static void replay_inserted(lb_store_op *op)
 {
     ev_ctx *c = op->data;
     if (op->status != 0) {
-        unavailable(c->req);
+        lb_api_store_unavailable(c->req);
     } else {
         lb_jobs_add(c->api->jobs, c->jobs, c->njobs);
         yajl_gen g = lb_json_gen_new();
@@ -284,7 +270,7 @@ static void replay_loaded(lb_store_op *op)
         return;
     }
     if (op->status != 0) {
-        unavailable(c->req);
+        lb_api_store_unavailable(c->req);
         lb_free(c);
         return;
     }
@@ -325,7 +311,7 @@ static void replay_loaded(lb_store_op *op)
     c->op.cb = replay_inserted;
     c->op.data = c;
     if (lb_store_submit(api->store, &c->op) != 0) {
-        unavailable(c->req);
+        lb_api_store_unavailable(c->req);
         lb_api_jobs_free(c->jobs, c->njobs);
         lb_free(c);
     }
@@ -336,7 +322,7 @@ static void event_replay(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    const lb_tenant *t = tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     ev_ctx *c = ctx_new(api, req);
@@ -353,7 +339,7 @@ static void retry_written(lb_store_op *op)
 {
     ev_ctx *c = op->data;
     if (op->status != 0) {
-        unavailable(c->req);
+        lb_api_store_unavailable(c->req);
     } else {
         lb_jobs_add(c->api->jobs, &c->job, 1);
         yajl_gen g = lb_json_gen_new();
@@ -373,7 +359,7 @@ static void retry_loaded(lb_store_op *op)
         return;
     }
     if (op->status != 0) {
-        unavailable(c->req);
+        lb_api_store_unavailable(c->req);
         lb_free(c);
         return;
     }
@@ -400,7 +386,7 @@ static void retry_loaded(lb_store_op *op)
     c->op.cb = retry_written;
     c->op.data = c;
     if (lb_store_submit(c->api->store, &c->op) != 0) {
-        unavailable(c->req);
+        lb_api_store_unavailable(c->req);
         lb_job_rec_free(&c->job);
         lb_free(c);
     }
@@ -411,7 +397,7 @@ static void job_retry(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    const lb_tenant *t = tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     ev_ctx *c = ctx_new(api, req);

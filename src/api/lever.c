@@ -257,21 +257,12 @@ static void respond_connection(lb_api *api, lb_http_req *req, int status, const 
     lb_http_respond_json(req, status, g);
 }
 
-static lb_tenant *tenant_or_404(lb_api *api, lb_http_req *req)
-{
-    const char *id = lb_http_req_param(req, "tenant");
-    lb_tenant *t = id ? lb_tenants_get(api->tenants, id) : NULL;
-    if (t == NULL)
-        lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
-    return t;
-}
-
 static void lever_get(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    lb_tenant *t = tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t != NULL)
         respond_connection(api, req, 200, t);
 }
@@ -530,8 +521,7 @@ static void probe_finish(probe *pr)
     probe_free(pr);
     if (conn_write_submit(api, w) != 0) {
         conn_write_free(w);
-        lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.",
-                              NULL);
+        lb_api_store_unavailable(req);
     }
 }
 
@@ -539,8 +529,7 @@ static void connected(conn_write *w, int ok)
 {
     lb_api *api = w->api;
     if (!ok) {
-        lb_http_respond_error(w->req, 503, "unavailable", "The store is unavailable; try again.",
-                              NULL);
+        lb_api_store_unavailable(w->req);
         return;
     }
     lb_info("api", "tenant %s: Lever connected with an API key", w->next.tenant_id);
@@ -600,7 +589,7 @@ static void lever_put(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    lb_tenant *t = tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     yajl_val body = lb_api_json_body(req);
@@ -673,8 +662,7 @@ static void disconnected(lb_store_op *op)
     disconnect_ctx *d = op->data;
     lb_api *api = d->api;
     if (op->status != 0) {
-        lb_http_respond_error(d->req, 503, "unavailable", "The store is unavailable; try again.",
-                              NULL);
+        lb_api_store_unavailable(d->req);
         lb_free(d);
         return;
     }
@@ -725,7 +713,7 @@ static void lever_delete(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    lb_tenant *t = tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     disconnect_ctx *d = LB_NEW(disconnect_ctx);
@@ -738,8 +726,7 @@ static void lever_delete(lb_http_req *req, void *data)
     d->op.data = d;
     if (lb_store_submit(api->store, &d->op) != 0) {
         lb_free(d);
-        lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.",
-                              NULL);
+        lb_api_store_unavailable(req);
     }
 }
 
@@ -749,8 +736,7 @@ static void reprovisioned(conn_write *w, int ok)
 {
     lb_api *api = w->api;
     if (!ok) {
-        lb_http_respond_error(w->req, 503, "unavailable", "The store is unavailable; try again.",
-                              NULL);
+        lb_api_store_unavailable(w->req);
         return;
     }
     lb_provision_start(api->provision, w->next.tenant_id);
@@ -767,7 +753,7 @@ static void provision_post(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    lb_tenant *t = tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     const lb_conn *c = lb_conns_get(api->conns, t->id);
@@ -792,8 +778,7 @@ static void provision_post(lb_http_req *req, void *data)
     w->req = req;
     if (conn_write_submit(api, w) != 0) {
         conn_write_free(w);
-        lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.",
-                              NULL);
+        lb_api_store_unavailable(req);
     }
 }
 

@@ -51,19 +51,10 @@ static void respond_tenant(lb_api *api, lb_http_req *req, int status, const lb_t
 }
 
 /* Finds the tenant named by the route, or answers 404. */
-static lb_tenant *tenant_or_404(lb_api *api, lb_http_req *req)
-{
-    const char *id = lb_http_req_param(req, "tenant");
-    lb_tenant *t = id ? lb_tenants_get(api->tenants, id) : NULL;
-    if (t == NULL)
-        lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
-    return t;
-}
-
 static void store_failed(lb_http_req *req, int status)
 {
     lb_warn("api", "store operation failed: %s", lb_strerror(status));
-    lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.", NULL);
+    lb_api_store_unavailable(req);
 }
 
 /* ---- PUT /v1/tenants/{tenant} --------------------------------------------- */
@@ -191,7 +182,7 @@ static void tenant_get(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_admin(api, req))
         return;
-    lb_tenant *t = tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t != NULL)
         respond_tenant(api, req, 200, t);
 }
@@ -262,7 +253,7 @@ static void tenant_delete(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_admin(api, req))
         return;
-    lb_tenant *t = tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     tenant_ctx *ctx = LB_NEW(tenant_ctx);

@@ -42,15 +42,6 @@ static void respond_workflow(lb_http_req *req, int status, const lb_workflow *w)
     lb_http_respond_json(req, status, g);
 }
 
-static const lb_tenant *tenant_or_404(lb_api *api, lb_http_req *req)
-{
-    const char *id = lb_http_req_param(req, "tenant");
-    const lb_tenant *t = id ? lb_tenants_get(api->tenants, id) : NULL;
-    if (t == NULL)
-        lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
-    return t;
-}
-
 /* A write in flight. Owned by the handler; freed in the callback. */
 typedef struct {
     lb_store_op op;
@@ -118,8 +109,7 @@ static void save(lb_api *api, lb_http_req *req, const lb_tenant *t, const char *
     if (lb_store_submit(api->store, &c->op) != 0) {
         lb_workflow_rec_free(&c->rec);
         lb_free(c);
-        lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.",
-                              NULL);
+        lb_api_store_unavailable(req);
     }
 }
 
@@ -128,7 +118,7 @@ static void create(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    const lb_tenant *t = tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     if (lb_workflows_count(api->workflows, t->id) >= LB_WF_MAX_PER_TENANT) {
@@ -146,7 +136,7 @@ static void replace(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    const lb_tenant *t = tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     const char *id = lb_http_req_param(req, "id");
@@ -162,7 +152,7 @@ static void get_one(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    const lb_tenant *t = tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     const lb_workflow *w = lb_workflows_get(api->workflows, t->id, lb_http_req_param(req, "id"));
@@ -178,7 +168,7 @@ static void list(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    const lb_tenant *t = tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     size_t limit;
@@ -243,8 +233,7 @@ static void delete_done(lb_store_op *op)
     if (op->status == LB_ENOTFOUND) {
         lb_http_respond_error(c->req, 404, "not_found", "No such workflow.", "id");
     } else if (op->status != 0) {
-        lb_http_respond_error(c->req, 503, "unavailable", "The store is unavailable; try again.",
-                              NULL);
+        lb_api_store_unavailable(c->req);
     } else {
         lb_workflows_remove(c->api->workflows, op->workflow_delete.id);
         lb_http_respond(c->req, 204, NULL, NULL, NULL, 0, NULL, NULL);
@@ -257,7 +246,7 @@ static void delete_one(lb_http_req *req, void *data)
     lb_api *api = data;
     if (!lb_api_require_tenant(api, req, 0))
         return;
-    const lb_tenant *t = tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
         return;
     const char *id = lb_http_req_param(req, "id");
@@ -276,8 +265,7 @@ static void delete_one(lb_http_req *req, void *data)
     c->op.data = c;
     if (lb_store_submit(api->store, &c->op) != 0) {
         lb_free(c);
-        lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.",
-                              NULL);
+        lb_api_store_unavailable(req);
     }
 }
 
