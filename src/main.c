@@ -245,7 +245,9 @@ static void start_engine(app *a)
                          .retry_cap_ms = a->cfg.retry_cap_ms,
                          .max_age_ms = a->cfg.job_max_age_ms,
                          .max_running = a->cfg.max_inflight * 4,
-                         .max_running_tenant = a->cfg.lever_burst * 2};
+                         .max_running_tenant = a->cfg.lever_burst * 2,
+                         .platform_url = a->cfg.platform_url,
+                         .platform_token = a->cfg.platform_token};
     lb_jobs_env env = {lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_forbidden,
                        lb_api_tenant_rate, &a->api};
     if (lb_http_client_new(&a->loop, &cc, &a->client) != 0 ||

@@ -21,6 +21,7 @@ int lb_api_register(lb_api *api, lb_router *r)
     lb_api_oauth_register(api, r);
     lb_api_workflows_register(api, r);
     lb_api_events_register(api, r);
+    lb_api_results_register(api, r);
     return 0;
 }
 

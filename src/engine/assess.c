@@ -40,6 +40,16 @@ static const char *assessment_of(lb_job *job)
     return a != NULL && *a != '\0' ? a : NULL;
 }
 
+/* 1 when the job names an opportunity; otherwise it fails the job. */
+static int opportunity_named(lb_job *job)
+{
+    const char *opp = lb_job_opportunity(job);
+    if (opp != NULL && *opp != '\0')
+        return 1;
+    lb_job_finish(job, LB_JOB_FAILED, "the job has no opportunity");
+    return 0;
+}
+
 /* A recorded step holding a JSON object: its member key, or NULL. The tree
  * is the caller's to free. */
 static yajl_val step_json(lb_job *job, const char *step)
@@ -562,6 +572,8 @@ static void send_claimed(lb_job *job, lb_store_op *op, int live)
 
 void lb_assess_send_run(lb_job *job)
 {
+    if (!opportunity_named(job))
+        return;
     const char *assessment = lb_json_get_str(lb_job_action(job), "assessment");
     if (assessment == NULL || *assessment == '\0') {
         lb_job_finish(job, LB_JOB_FAILED, "send_assessment needs an assessment");
@@ -680,6 +692,8 @@ static void add_note_candidate(lb_job *job, const lb_http_response *res)
 
 void lb_assess_add_note_run(lb_job *job)
 {
+    if (!opportunity_named(job))
+        return;
     const char *tpl = lb_json_get_str(lb_job_action(job), "text");
     char bad[LB_TEMPLATE_BAD_MAX];
     if (tpl == NULL || *tpl == '\0') {
@@ -789,6 +803,8 @@ static void update_invitation_read(lb_job *job, lb_store_op *op, int live)
 
 void lb_assess_update_note_run(lb_job *job)
 {
+    if (!opportunity_named(job))
+        return;
     yajl_val ctx = context(job);
     const char *assessment = assessment_of(job);
     const char *status = lb_json_get_str(ctx, "status");
