@@ -341,6 +341,7 @@ static void retry_written(lb_store_op *op)
     if (op->status != 0) {
         lb_api_store_unavailable(c->req);
     } else {
+        lb_jobs_tenant_failed_add(c->api->jobs, c->job.tenant_id, -1);
         lb_jobs_add(c->api->jobs, &c->job, 1);
         yajl_gen g = lb_json_gen_new();
         job_json(g, &c->job);

@@ -245,7 +245,8 @@ void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t)
     yajl_gen_map_open(g);
     lb_json_kv_int(g, "queued", (int64_t)queued);
     lb_json_kv_int(g, "retrying", (int64_t)retrying);
-    lb_json_kv_int(g, "failed", 0);
+    lb_json_kv_int(g, "failed",
+                   api->jobs != NULL ? (int64_t)lb_jobs_tenant_failed(api->jobs, t->id) : 0);
     yajl_gen_map_close(g);
     yajl_gen_map_close(g);
 }

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "engine/jobs.h"
 #include "http/response.h"
 #include "json/json.h"
 #include "state/tenants.h"
@@ -235,6 +236,8 @@ static void delete_done(lb_store_op *op)
         store_failed(ctx->req, op->status);
     } else {
         lb_api_lever_forget(ctx->api, id);
+        lb_jobs_tenant_failed_add(ctx->api->jobs, id,
+                                  -(long)lb_jobs_tenant_failed(ctx->api->jobs, id));
         lb_workflows_remove_tenant(ctx->api->workflows, id);
         lb_tenants_remove(ctx->api->tenants, id);
         lb_info("api", "tenant %s deleted", id);

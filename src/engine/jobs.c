@@ -66,6 +66,7 @@ struct jtenant {
     jtenant *ring_next;
     int in_ring;
     int running;
+    size_t failed;            /* jobs of the tenant in status failed */
 };
 
 struct lb_jobs {
@@ -453,7 +454,10 @@ static void end(lb_job *j, int status, const char *error)
     set_str(&j->rec.last_error, error);
     switch (status) {
     case LB_JOB_SUCCEEDED: js->stats.succeeded++; break;
-    case LB_JOB_FAILED: js->stats.failed++; break;
+    case LB_JOB_FAILED:
+        js->stats.failed++;
+        j->t->failed++;
+        break;
     case LB_JOB_SKIPPED: js->stats.skipped++; break;
     default: js->stats.cancelled++; break;
     }
@@ -771,6 +775,20 @@ int lb_jobs_load(lb_jobs *js)
     lb_jobs_add(js, ctx.op.job_load_active.recs, ctx.op.job_load_active.count);
     lb_info("jobs", "resumed %zu unfinished job(s)", ctx.op.job_load_active.count);
     lb_job_recs_free(ctx.op.job_load_active.recs, ctx.op.job_load_active.count);
+
+    load_ctx fc = {.op = {.kind = LB_STORE_JOB_FAILED_COUNTS, .cb = load_cb}};
+    fc.op.data = &fc;
+    if ((rc = lb_store_submit(js->store, &fc.op)) != 0)
+        return rc;
+    while (!fc.done)
+        uv_run(js->loop, UV_RUN_ONCE);
+    if (fc.op.status != 0)
+        return fc.op.status;
+    for (size_t i = 0; i < fc.op.job_failed_counts.n; i++)
+        tenant_get(js, fc.op.job_failed_counts.tenants[i])->failed =
+            fc.op.job_failed_counts.counts[i];
+    lb_free(fc.op.job_failed_counts.tenants);
+    lb_free(fc.op.job_failed_counts.counts);
     return 0;
 }
 
@@ -861,6 +879,21 @@ void lb_jobs_tenant_backlog(lb_jobs *js, const char *tenant, size_t *queued, siz
         else
             (*queued)++;
     }
+}
+
+size_t lb_jobs_tenant_failed(lb_jobs *js, const char *tenant)
+{
+    jtenant *t = lb_map_get(&js->tenants, tenant);
+    return t ? t->failed : 0;
+}
+
+void lb_jobs_tenant_failed_add(lb_jobs *js, const char *tenant, long delta)
+{
+    jtenant *t = tenant_get(js, tenant);
+    if (delta < 0 && (size_t)-delta > t->failed)
+        t->failed = 0;
+    else
+        t->failed = (size_t)((long)t->failed + delta);
 }
 
 void lb_jobs_stats_get(const lb_jobs *js, lb_jobs_stats *out)

@@ -98,6 +98,10 @@ void lb_jobs_tenant_resume(lb_jobs *js, const char *tenant);
 void lb_jobs_tenant_cancel(lb_jobs *js, const char *tenant);
 /* Counts of the tenant's jobs in memory by status (queued counts waiting). */
 void lb_jobs_tenant_backlog(lb_jobs *js, const char *tenant, size_t *queued, size_t *retrying);
+/* The tenant's failed jobs (loaded at start, kept since); a retry of a
+ * failed job calls lb_jobs_tenant_failed_add(js, tenant, -1). */
+size_t lb_jobs_tenant_failed(lb_jobs *js, const char *tenant);
+void lb_jobs_tenant_failed_add(lb_jobs *js, const char *tenant, long delta);
 void lb_jobs_stats_get(const lb_jobs *js, lb_jobs_stats *out);
 
 /* ---- for kinds ----------------------------------------------------------- */

@@ -83,6 +83,7 @@ enum {
     ST_INV_GET,
     ST_INV_INSERT,
     ST_INV_UPDATE,
+    ST_JOB_FAILED_COUNTS,
     ST_COUNT
 };
 
@@ -182,6 +183,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_INV_UPDATE] = "UPDATE invitations SET invitation_id = COALESCE(?4, invitation_id),"
                       " url = COALESCE(?5, url), note_id = COALESCE(?6, note_id)"
                       " WHERE tenant_id = ?1 AND opportunity_id = ?2 AND assessment = ?3",
+    [ST_JOB_FAILED_COUNTS] = "SELECT tenant_id, count(*) FROM jobs WHERE status = 'failed'"
+                             " GROUP BY tenant_id",
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -1079,6 +1082,29 @@ static int run_invitation_get(sq_store *s, lb_store_op *op)
                     op->invitation_get.assessment, &op->invitation_get.rec);
 }
 
+static int run_job_failed_counts(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_JOB_FAILED_COUNTS);
+    if (q == NULL) return LB_EIO;
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->job_failed_counts.n == cap) {
+            cap = cap ? cap * 2 : 16;
+            op->job_failed_counts.tenants =
+                lb_realloc(op->job_failed_counts.tenants, cap * (LB_TENANT_ID_MAX + 1));
+            op->job_failed_counts.counts =
+                lb_realloc(op->job_failed_counts.counts, cap * sizeof(size_t));
+        }
+        size_t i = op->job_failed_counts.n++;
+        memset(op->job_failed_counts.tenants[i], 0, LB_TENANT_ID_MAX + 1);
+        column_id(q, 0, op->job_failed_counts.tenants[i], LB_TENANT_ID_MAX);
+        op->job_failed_counts.counts[i] = (size_t)sqlite3_column_int64(q, 1);
+    }
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "failed job counts");
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
@@ -1103,6 +1129,7 @@ static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_INVITATION_CLAIM] = run_invitation_claim,
     [LB_STORE_INVITATION_UPDATE] = run_invitation_update,
     [LB_STORE_INVITATION_GET] = run_invitation_get,
+    [LB_STORE_JOB_FAILED_COUNTS] = run_job_failed_counts,
 };
 
 /* ---- the batch (store thread) ------------------------------------------- */

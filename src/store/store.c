@@ -317,6 +317,18 @@ static void discard_invitation_get(lb_store_op *op)
     lb_invitation_rec_free(&op->invitation_get.rec);
 }
 
+static void clear_job_failed_counts(lb_store_op *op)
+{
+    memset(&op->job_failed_counts, 0, sizeof(op->job_failed_counts));
+}
+
+static void discard_job_failed_counts(lb_store_op *op)
+{
+    lb_free(op->job_failed_counts.tenants);
+    lb_free(op->job_failed_counts.counts);
+    clear_job_failed_counts(op);
+}
+
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
@@ -343,6 +355,7 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_INVITATION_UPDATE] = {check_invitation_update, NULL, NULL},
     [LB_STORE_INVITATION_GET] = {check_invitation_get, clear_invitation_get,
                                  discard_invitation_get},
+    [LB_STORE_JOB_FAILED_COUNTS] = {NULL, clear_job_failed_counts, discard_job_failed_counts},
 };
 
 void lb_workflow_rec_free(lb_workflow_rec *r)

@@ -208,6 +208,7 @@ typedef enum {
     LB_STORE_INVITATION_CLAIM,
     LB_STORE_INVITATION_UPDATE,
     LB_STORE_INVITATION_GET,
+    LB_STORE_JOB_FAILED_COUNTS,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -373,6 +374,13 @@ struct lb_store_op {
         struct {
             const lb_invitation_rec *rec;
         } invitation_update;
+        /* out: for each tenant with failed jobs, its id and their number;
+         * lb_malloc'd arrays (lb_free both). */
+        struct {
+            char (*tenants)[LB_TENANT_ID_MAX + 1];
+            size_t *counts;
+            size_t n;
+        } job_failed_counts;
         /* out: rec (lb_invitation_rec_free); LB_ENOTFOUND when absent. */
         struct {
             char tenant_id[LB_TENANT_ID_MAX + 1];

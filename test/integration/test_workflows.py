@@ -226,12 +226,18 @@ def test_retry_of_failed_job_and_replay(connected, lever):
     res = deliver(s, "O1", "S2")
     failed = wait_for(lambda: jobs(s, status="failed"), what="a failed job")
     assert failed[0]["last_error"] and failed[0]["attempts"] == 1
+    backlog = lambda: call(s, "GET", "/v1/tenants/acme/lever").json()["backlog"]
+    assert backlog()["failed"] == 1
+    assert s.stop() == 0  # the count is the store's, not just memory's
+    s.start()
+    assert backlog()["failed"] == 1
     # the stage exists now: retry runs it again
     lever.seed({"stages": [{"id": "S-unknown", "text": "Late"}]})
     r = call(s, "POST", "/v1/tenants/acme/jobs/%s/retry" % failed[0]["id"])
     assert r.status == 202, r
     wait_for(lambda: jobs(s, status="succeeded"), what="retried job succeeded")
     assert opp_state(lever, "O1")["stage"] == "S-unknown"
+    assert backlog()["failed"] == 0
     # a job that has not failed cannot be retried
     ok = jobs(s, status="succeeded")[0]
     assert call(s, "POST", "/v1/tenants/acme/jobs/%s/retry" % ok["id"]).status == 409
