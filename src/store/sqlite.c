@@ -572,6 +572,8 @@ static int run_job_update(sq_store *s, lb_store_op *op)
     return sqlite3_changes(s->db) > 0 ? 0 : LB_ENOTFOUND;
 }
 
+static void job_read(sqlite3_stmt *q, lb_job_rec *r);
+
 static int run_job_load_active(sq_store *s, lb_store_op *op)
 {
     sqlite3_stmt *q = stmt(s, ST_JOB_ACTIVE);
@@ -588,22 +590,7 @@ static int run_job_load_active(sq_store *s, lb_store_op *op)
             cap = cap ? cap * 2 : 64;
             recs = lb_realloc(recs, cap * sizeof(*recs));
         }
-        lb_job_rec *r = &recs[count++];
-        memset(r, 0, sizeof(*r));
-        column_id(q, 0, r->id, LB_JOB_ID_MAX);
-        column_id(q, 1, r->tenant_id, LB_TENANT_ID_MAX);
-        r->event_id = column_strdup_or_null(q, 2);
-        r->workflow_id = column_strdup_or_null(q, 3);
-        r->action = column_strdup(q, 4);
-        r->opportunity_id = column_strdup_or_null(q, 5);
-        r->seq = sqlite3_column_int(q, 6);
-        r->status = lb_job_status_parse((const char *)sqlite3_column_text(q, 7));
-        r->attempts = sqlite3_column_int(q, 8);
-        r->next_run_at = sqlite3_column_int64(q, 9);
-        r->last_error = column_strdup_or_null(q, 10);
-        r->steps = column_strdup_or_null(q, 11);
-        r->created_at = sqlite3_column_int64(q, 12);
-        r->updated_at = sqlite3_column_int64(q, 13);
+        job_read(q, &recs[count++]);
     }
     if (status == 0 && rc != SQLITE_DONE) status = op_failed(s, rc, "job load");
     done_with(q);

@@ -249,41 +249,7 @@ void sim_url_encode(lb_strbuf *b, const char *s)
 
 void sim_json_emit(yajl_gen g, yajl_val v)
 {
-    if (v == NULL) {
-        yajl_gen_null(g);
-        return;
-    }
-    switch (v->type) {
-    case yajl_t_string:
-        lb_json_str(g, v->u.string);
-        break;
-    case yajl_t_number:
-        yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
-        break;
-    case yajl_t_object:
-        yajl_gen_map_open(g);
-        for (size_t i = 0; i < v->u.object.len; i++) {
-            lb_json_key(g, v->u.object.keys[i]);
-            sim_json_emit(g, v->u.object.values[i]);
-        }
-        yajl_gen_map_close(g);
-        break;
-    case yajl_t_array:
-        yajl_gen_array_open(g);
-        for (size_t i = 0; i < v->u.array.len; i++)
-            sim_json_emit(g, v->u.array.values[i]);
-        yajl_gen_array_close(g);
-        break;
-    case yajl_t_true:
-        yajl_gen_bool(g, 1);
-        break;
-    case yajl_t_false:
-        yajl_gen_bool(g, 0);
-        break;
-    default:
-        yajl_gen_null(g);
-        break;
-    }
+    lb_json_value(g, v);
 }
 
 yajl_val sim_json_clone(yajl_val v)
