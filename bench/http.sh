@@ -1,26 +1,39 @@
 #!/usr/bin/env bash
 # HTTP throughput of leverbridge against nginx, same request, same machine.
 #
+# This measures the HTTP core only: read a request with a body, parse it,
+# route it, answer a small JSON. The request is POST /hooks/lever/<a hook id
+# that does not exist> with a 300-byte JSON body, the shape of a Lever
+# delivery. leverbridge answers it 404 {"error":{"code":"not_found",...}}
+# from memory: the hook lookup misses, nothing is parsed further, signed or
+# written, so no disk is involved (bench/ingest.sh measures the durable path
+# with valid deliveries). nginx answers the same request `return 200` with a
+# JSON body of the same size (56 bytes) on `location =` that path.
+#
 # Both servers run alone on one core (taskset -c $SERVER_CPU), wrk on another
 # ($CLIENT_CPU), all on 127.0.0.1. Each server gets a warm-up run, then a
-# measured run; the script prints requests/s, p99 latency and the ratio
-# leverbridge/nginx. Any non-2xx answer or socket error fails the run, so a
-# wrong route cannot pass for a fast one.
+# measured run; the script prints requests/s, p50/p99 latency, each server's
+# CPU use during its run and the ratio leverbridge/nginx. Every answer's
+# status is checked in wrk's Lua against the status expected from that server
+# (LB_STATUS, NGINX_STATUS: 404 and 200 by default); any other status or any
+# socket error fails the run, so a wrong route cannot pass for a fast one.
 #
 # usage: bench/http.sh            (from anywhere; builds build-bench if needed)
 # env:   DURATION=10 WARMUP=2 CONNECTIONS=64 THREADS=1 SERVER_CPU=0 CLIENT_CPU=1
 #        LB_BIN=path/to/leverbridge (skip the Release build)
-#        METHOD, TARGET, BODY_BYTES (the request, below)
+#        METHOD, TARGET, BODY_BYTES, LB_STATUS, NGINX_STATUS (the request,
+#        below; e.g. METHOD=GET TARGET=/healthz LB_STATUS=200 for the old run)
 set -euo pipefail
 
 # ---- the request -------------------------------------------------------------
-# TODO: leverbridge has no POST route answering 200 with a small JSON body yet;
-# until it does this measures GET /healthz. Then set METHOD=POST and TARGET to
-# that route: the 300-byte JSON body below is sent whenever METHOD is not GET.
-METHOD=${METHOD:-GET}
-TARGET=${TARGET:-/healthz}
+# The 300-byte JSON body below is sent whenever METHOD is not GET or HEAD.
+METHOD=${METHOD:-POST}
+TARGET=${TARGET:-/hooks/lever/bench-unknown-hook-0000000000000}
 BODY_BYTES=${BODY_BYTES:-300}
 CONTENT_TYPE=application/json
+LB_STATUS=${LB_STATUS:-404}    # leverbridge: unknown hook -> 404 not_found
+NGINX_STATUS=${NGINX_STATUS:-200}
+NGINX_BODY='{"error":{"code":"not_found","message":"No such hook."}}'
 
 # ---- knobs -------------------------------------------------------------------
 DURATION=${DURATION:-10}
@@ -84,14 +97,19 @@ wait_up() { # port: until TARGET's host answers anything at all over HTTP
 # ---- the request body and the wrk script ------------------------------------------
 BODY=""
 if [ "$METHOD" != GET ] && [ "$METHOD" != HEAD ]; then
-    BODY='{"candidate":{"name":"Ada Lovelace","email":"ada@example.com"},"score":97,"padding":"'
-    tail='"}'
+    # a Lever delivery (lever.md "Webhooks (inbound)"), the opportunity id
+    # padded to BODY_BYTES (286 at least)
+    BODY='{"event":"candidateStageChange","triggeredAt":1764212180123,"token":"'
+    BODY=$BODY'0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL","signature":"'
+    BODY=$BODY$(printf '%064d' 0)'","data":{"opportunityId":"opp-'
+    tail='","toStageId":"stg-00000002","fromStageId":"stg-00000001"}}'
     pad=$((BODY_BYTES - ${#BODY} - ${#tail}))
     [ "$pad" -ge 0 ] || die "BODY_BYTES=$BODY_BYTES is too small"
-    BODY=$BODY$(printf '%*s' "$pad" '' | tr ' ' x)$tail
+    BODY=$BODY$(printf '%*s' "$pad" '' | tr ' ' 0)$tail
     [ "${#BODY}" -eq "$BODY_BYTES" ] || die "body is ${#BODY} bytes"
 fi
 
+# args: EXPECTED_STATUS. Answers with another status are counted per thread.
 cat >"$TMP/request.lua" <<EOF
 wrk.method = "$METHOD"
 wrk.path = "$TARGET"
@@ -100,34 +118,73 @@ if #wrk.body > 0 then
     wrk.headers["Content-Type"] = "$CONTENT_TYPE"
 end
 
+local threads = {}
+function setup(thread)
+    table.insert(threads, thread)
+end
+
+local expect, unexpected = 0, 0
+function init(args)
+    expect = tonumber(args[1])
+end
+
+function response(status, headers, body)
+    if status ~= expect then
+        unexpected = unexpected + 1
+        wrk.thread:set("unexpected", unexpected)
+        wrk.thread:set("last", status)
+    end
+end
+
 function done(summary, latency, requests)
+    local unexpected, last = 0, 0
+    for _, t in ipairs(threads) do
+        unexpected = unexpected + (t:get("unexpected") or 0)
+        last = t:get("last") or last
+    end
     local secs = summary.duration / 1e6
     local e = summary.errors
-    io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d errors=%d non2xx=%d\n",
+    io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d errors=%d unexpected=%d last=%d\n",
         summary.requests / secs, latency:percentile(50), latency:percentile(99),
-        summary.requests, e.connect + e.read + e.write + e.timeout, e.status))
+        summary.requests, e.connect + e.read + e.write + e.timeout, unexpected, last))
 end
 EOF
 
-# run_wrk NAME PORT: warm-up, then the measured run; sets RPS and P99_US
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in clock ticks
+TICKS_PER_SEC=$(getconf CLK_TCK)
+
+# run_wrk NAME PORT STATUS PID: warm-up, then the measured run; sets RPS,
+# P50_US, P99_US and CPU_PCT (the server's CPU use during the measured run:
+# near 100 means the server is the limit, well below means wrk or a
+# neighbour is); fails unless every answer of both runs had STATUS
 run_wrk() {
-    local name=$1 port=$2 out
+    local name=$1 port=$2 status=$3 pid=$4 out t0
     local url="http://$HOST:$port$TARGET"
-    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
-        -s "$TMP/request.lua" "$url" >/dev/null
+    out=$(taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" \
+        -s "$TMP/request.lua" "$url" -- "$status")
+    check_wrk "$name (warm-up)" "$status" "$out"
+    t0=$(cpu_ticks "$pid")
     out=$(taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
-        -s "$TMP/request.lua" "$url")
+        -s "$TMP/request.lua" "$url" -- "$status")
+    CPU_PCT=$(( ($(cpu_ticks "$pid") - t0) * 100 / TICKS_PER_SEC / DURATION ))
     echo "$out" >"$TMP/wrk-$name.txt"
     local line
     line=$(echo "$out" | grep '^RESULT ') || die "$name: no result from wrk:"$'\n'"$out"
     RPS=$(echo "$line" | sed -E 's/.* rps=([0-9.]+).*/\1/')
     P99_US=$(echo "$line" | sed -E 's/.* p99_us=([0-9]+).*/\1/')
     P50_US=$(echo "$line" | sed -E 's/.* p50_us=([0-9]+).*/\1/')
-    local errors non2xx
+    check_wrk "$name" "$status" "$out"
+}
+
+check_wrk() { # NAME STATUS WRK_OUTPUT
+    local line errors unexpected last
+    line=$(echo "$3" | grep '^RESULT ') || die "$1: no result from wrk:"$'\n'"$3"
     errors=$(echo "$line" | sed -E 's/.* errors=([0-9]+).*/\1/')
-    non2xx=$(echo "$line" | sed -E 's/.* non2xx=([0-9]+).*/\1/')
-    [ "$non2xx" = 0 ] || die "$name answered $non2xx non-2xx responses to $METHOD $TARGET"
-    [ "$errors" = 0 ] || die "$name: $errors socket errors during the run"
+    unexpected=$(echo "$line" | sed -E 's/.* unexpected=([0-9]+).*/\1/')
+    last=$(echo "$line" | sed -E 's/.* last=([0-9]+).*/\1/')
+    [ "$unexpected" = 0 ] ||
+        die "$1 answered $unexpected times with a status other than $2 (e.g. $last) to $METHOD $TARGET"
+    [ "$errors" = 0 ] || die "$1: $errors socket errors during the run"
 }
 
 # ---- leverbridge ------------------------------------------------------------------
@@ -142,8 +199,8 @@ env -i PATH=/usr/bin:/bin \
 LB_PID=$!
 PIDS+=("$LB_PID")
 wait_up "$LB_PORT"
-run_wrk leverbridge "$LB_PORT"
-LB_RPS=$RPS LB_P99=$P99_US LB_P50=$P50_US
+run_wrk leverbridge "$LB_PORT" "$LB_STATUS" "$LB_PID"
+LB_RPS=$RPS LB_P99=$P99_US LB_P50=$P50_US LB_CPU=$CPU_PCT
 kill -TERM "$LB_PID"
 wait "$LB_PID" || die "leverbridge exited with status $? after SIGTERM (log: $TMP/leverbridge.log)"
 
@@ -172,7 +229,7 @@ http {
         listen $HOST:$NG_PORT;
         location = $TARGET {
             default_type application/json;
-            return 200 '{"status":"ok"}';
+            return $NGINX_STATUS '$NGINX_BODY';
         }
     }
 }
@@ -182,18 +239,20 @@ taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
 NG_PID=$!
 PIDS+=("$NG_PID")
 wait_up "$NG_PORT"
-run_wrk nginx "$NG_PORT"
-NG_RPS=$RPS NG_P99=$P99_US NG_P50=$P50_US
+run_wrk nginx "$NG_PORT" "$NGINX_STATUS" "$NG_PID"
+NG_RPS=$RPS NG_P99=$P99_US NG_P50=$P50_US NG_CPU=$CPU_PCT
 kill -TERM "$NG_PID"
 wait "$NG_PID" 2>/dev/null || true
 
 # ---- report ------------------------------------------------------------------------
 awk -v m="$METHOD" -v t="$TARGET" -v b="${#BODY}" -v d="$DURATION" -v c="$CONNECTIONS" \
     -v lr="$LB_RPS" -v l5="$LB_P50" -v l9="$LB_P99" \
-    -v nr="$NG_RPS" -v n5="$NG_P50" -v n9="$NG_P99" 'BEGIN {
+    -v nr="$NG_RPS" -v n5="$NG_P50" -v n9="$NG_P99" \
+    -v ls="$LB_STATUS" -v ns="$NGINX_STATUS" -v lc="$LB_CPU" -v nc="$NG_CPU" 'BEGIN {
     printf "%s %s, body %d bytes, %ss, %d connections, servers on one core\n", m, t, b, d, c
-    printf "%-12s %12s %10s %10s\n", "server", "req/s", "p50 ms", "p99 ms"
-    printf "%-12s %12.0f %10.3f %10.3f\n", "leverbridge", lr, l5 / 1000, l9 / 1000
-    printf "%-12s %12.0f %10.3f %10.3f\n", "nginx", nr, n5 / 1000, n9 / 1000
+    printf "expected status: leverbridge %d, nginx %d (every answer checked)\n", ls, ns
+    printf "%-12s %12s %10s %10s %10s\n", "server", "req/s", "p50 ms", "p99 ms", "CPU %"
+    printf "%-12s %12.0f %10.3f %10.3f %10d\n", "leverbridge", lr, l5 / 1000, l9 / 1000, lc
+    printf "%-12s %12.0f %10.3f %10.3f %10d\n", "nginx", nr, n5 / 1000, n9 / 1000, nc
     printf "ratio leverbridge/nginx: req/s %.2f, p99 %.2f\n", lr / nr, l9 / n9
 }'

@@ -270,6 +270,7 @@ class Server:
         self._n = 0
 
     def start(self, tries=3):
+        self.returncode = None  # a restarted server is stopped at teardown again
         for _ in range(tries):
             self.port = free_port()
             self._n += 1

@@ -1,0 +1,421 @@
+#!/usr/bin/env bash
+# Durable webhook ingest of leverbridge against nginx, same requests, same machine.
+#
+# leverbridge is connected to lever-sim (test/sim) like a real tenant: a tenant
+# with the API add-on, a key in the simulator, PUT /v1/tenants/bench/lever,
+# then wait until the hook is active. The hook's signature token is read from
+# the simulator (GET /_sim/state) and /usr/bin/python3 precomputes distinct,
+# correctly signed candidateStageChange deliveries, 300 bytes each (a random
+# 48-character token as Lever sends, one triggeredAt = now,
+# data.opportunityId/toStageId/fromStageId), BODIES_PER_SEC per second of run:
+# one file for the warm-up, another for the measured run, so no delivery is
+# ever sent twice. wrk's Lua script loads a file in init(), thread k of n
+# keeps lines k, k+n, ... and each thread sends its share once, in order.
+#
+# Every accepted delivery goes through leverbridge's durable path: signature
+# check, then the event is committed to SQLite (synchronous=FULL, group
+# commit) before the 200. The tenant has no workflows, so a delivery writes
+# its event (and the hook's last delivery time) and no jobs. The data
+# directory is a fresh directory under BENCH_DIR, which must be a real disk
+# (not a tmpfs, or fsync costs nothing).
+#
+# nginx (one worker, `return 200` with a JSON body the size of leverbridge's
+# answer, body discarded) gets the same requests on the same path: it is the
+# ceiling of "read a 300-byte POST and answer" on this machine.
+#
+# Both servers run alone on one core (taskset -c $SERVER_CPU; lever-sim too,
+# it is idle while wrk runs), wrk on another ($CLIENT_CPU), all on 127.0.0.1.
+# Each server gets a warm-up run, then a measured run. Printed: req/s,
+# p50/p99 latency and the ratio leverbridge/nginx; then, from leverbridge's
+# /metrics, webhooks_total{result="accepted"} and every other result (there
+# must be none: no duplicate, no invalid_signature, ...), the store's commits
+# (count, deliveries per commit, mean commit time), each server's CPU use
+# during its measured run, and the events committed to the database after a
+# clean SIGTERM. The run fails on any socket error, any answer >= 400 (wrk's
+# count, both servers), any leverbridge answer on the hook other than 200 or
+# any 200 that is not an accepted delivery (its http_requests_total and
+# webhooks_total), any duplicate, or any accepted delivery that is not on
+# disk. The targets (>= 0.5x nginx's req/s, p99 < 10 ms at 64 connections)
+# are reported, not enforced.
+#
+# usage: bench/ingest.sh          (from anywhere; builds build-bench if needed)
+# env:   DURATION=10 WARMUP=2 CONNECTIONS=64 THREADS=1 SERVER_CPU=0 CLIENT_CPU=1
+#        BODIES_PER_SEC=100000 (distinct deliveries prepared per second of run;
+#        leverbridge exhausting them fails the run, nginx just starts over)
+#        BUILD_DIR=build-bench BENCH_DIR=${TMPDIR:-/tmp}
+#        LB_BIN=path/to/leverbridge SIM_BIN=path/to/lever-sim (skip the build)
+set -euo pipefail
+
+# ---- knobs -------------------------------------------------------------------
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+BODIES_PER_SEC=${BODIES_PER_SEC:-100000}
+HOST=127.0.0.1 # loopback only, on purpose
+TARGET_RATIO=0.5
+TARGET_P99_MS=10
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-build-bench}
+case "$BUILD_DIR" in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
+BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}}
+PY=/usr/bin/python3
+
+die() { echo "bench/ingest.sh: $*" >&2; exit 1; }
+for tool in wrk nginx taskset cmake; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] ||
+        die "$tool not found (deps/install.sh installs it)"
+done
+[ -x "$PY" ] || die "$PY not found"
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+NCPU=$(nproc)
+[ "$SERVER_CPU" -lt "$NCPU" ] && [ "$CLIENT_CPU" -lt "$NCPU" ] ||
+    die "needs CPUs $SERVER_CPU and $CLIENT_CPU, this machine has $NCPU"
+[ "$SERVER_CPU" != "$CLIENT_CPU" ] || echo "warning: server and wrk share CPU $SERVER_CPU" >&2
+[ "$THREADS" -ge 1 ] && [ "$CONNECTIONS" -ge "$THREADS" ] || die "need CONNECTIONS >= THREADS >= 1"
+
+# ---- leverbridge and lever-sim, Release, no sanitizers ------------------------------
+if [ -z "${LB_BIN:-}" ] || [ -z "${SIM_BIN:-}" ]; then
+    cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DLB_SANITIZE=OFF \
+        -DLB_TESTS=OFF >/dev/null
+    cmake --build "$BUILD_DIR" -j"$NCPU" --target leverbridge lever-sim >/dev/null
+fi
+LB_BIN=${LB_BIN:-$BUILD_DIR/leverbridge}
+SIM_BIN=${SIM_BIN:-$BUILD_DIR/test/sim/lever-sim}
+[ -x "$LB_BIN" ] || die "no leverbridge binary at $LB_BIN"
+[ -x "$SIM_BIN" ] || die "no lever-sim binary at $SIM_BIN"
+
+mkdir -p "$BENCH_DIR"
+TMP=$(mktemp -d "$BENCH_DIR/lb-ingest.XXXXXX")
+FS=$(df -T "$TMP" | awk 'NR == 2 { print $2 }')
+case "$FS" in tmpfs | ramfs)
+    echo "warning: $TMP is on $FS, fsync is free: the durable figures mean nothing" >&2 ;;
+esac
+PIDS=()
+cleanup() {
+    local rc=$?
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$rc" = 0 ]; then
+        rm -rf "$TMP"
+    else # keep the logs and the database, not the bodies
+        rm -f "$TMP/warmup.txt" "$TMP/run.txt"
+        echo "bench/ingest.sh: logs kept in $TMP" >&2
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_up() { # port
+    local port=$1 i
+    for i in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    die "nothing listening on $HOST:$port"
+}
+
+# ---- lever-sim, then leverbridge pointed at it ---------------------------------------
+SIM_PORT=$(free_port)
+taskset -c "$SERVER_CPU" "$SIM_BIN" --listen "$HOST:$SIM_PORT" --rate 0 --log-max 0 \
+    >"$TMP/lever-sim.out" 2>"$TMP/lever-sim.log" &
+PIDS+=("$!")
+wait_up "$SIM_PORT"
+
+ADMIN_TOKEN=bench-admin-token-0123456789
+LB_PORT=$(free_port)
+mkdir -p "$TMP/lb-data"
+env -i PATH=/usr/bin:/bin \
+    LEVERBRIDGE_LISTEN="$HOST:$LB_PORT" \
+    LEVERBRIDGE_DATA_DIR="$TMP/lb-data" \
+    LEVERBRIDGE_ADMIN_TOKEN=$ADMIN_TOKEN \
+    LEVERBRIDGE_LEVER_API_URL="http://$HOST:$SIM_PORT/v1" \
+    LEVERBRIDGE_PROVISION_RETRY_BASE=50ms \
+    LEVERBRIDGE_PROVISION_RETRY_CAP=200ms \
+    LEVERBRIDGE_LOG_LEVEL=warn \
+    taskset -c "$SERVER_CPU" "$LB_BIN" 2>"$TMP/leverbridge.log" &
+LB_PID=$!
+PIDS+=("$LB_PID")
+wait_up "$LB_PORT"
+
+# ---- connect a tenant, then sign the deliveries -------------------------------------
+# Prints the hook's path (/hooks/lever/<id>); writes warmup.txt and run.txt,
+# one JSON body per line.
+HOOK_PATH=$("$PY" - "$HOST" "$LB_PORT" "$SIM_PORT" "$ADMIN_TOKEN" "$TMP" \
+    $((WARMUP * BODIES_PER_SEC)) $((DURATION * BODIES_PER_SEC)) <<'EOF'
+import hmac
+import json
+import os
+import random
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+host, lb_port, sim_port, admin, tmp = sys.argv[1:6]
+n_warmup, n_run = int(sys.argv[6]), int(sys.argv[7])
+LB = "http://%s:%s" % (host, lb_port)
+SIM = "http://%s:%s" % (host, sim_port)
+
+
+def call(base, method, path, body=None, token=None, expect=(200,)):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    if status not in expect:
+        sys.exit("setup: %s %s%s -> %d %s" % (method, base, path, status, raw[:300]))
+    return json.loads(raw) if raw else None
+
+
+call(LB, "PUT", "/v1/tenants/bench", {"name": "Bench", "api_addon": True}, admin, (200, 201))
+call(SIM, "POST", "/_sim/keys", {"key": "bench-key", "permissions": "all"}, expect=(201,))
+call(LB, "PUT", "/v1/tenants/bench/lever", {"api_key": "bench-key"}, admin)
+deadline = time.monotonic() + 15
+while True:
+    hook = call(LB, "GET", "/v1/tenants/bench/lever", token=admin)["webhook"]
+    if hook["status"] == "active":
+        break
+    if time.monotonic() > deadline:
+        sys.exit("setup: the hook is still %s: %s" % (hook["status"], hook.get("last_error")))
+    time.sleep(0.02)
+state = call(SIM, "GET", "/_sim/state")
+key = [w for w in state["webhooks"] if w["id"] == hook["id"]][0]["signatureToken"].encode()
+
+now = int(time.time() * 1000)
+rnd = random.Random(os.urandom(16))
+stages = ["stg-%010x" % rnd.getrandbits(40) for _ in range(8)]
+fmt = ('{"event":"candidateStageChange","triggeredAt":%d,"token":"%%s","signature":"%%s",'
+       '"data":{"opportunityId":"opp-%%010d","toStageId":"%%s","fromStageId":"%%s"}}\n' % now)
+when = str(now).encode()
+digest = hmac.digest
+seq = 0
+for name, n in (("warmup.txt", n_warmup), ("run.txt", n_run)):
+    rand = os.urandom(24 * n)
+    with open(os.path.join(tmp, name), "w") as f:
+        w = f.write
+        for j in range(n):
+            # 48 random characters, as Lever's: random keys in the dedupe
+            # index cost more than sequential ones, so do not make it easy
+            token = rand[24 * j:24 * j + 24].hex()
+            sig = digest(key, token.encode() + when, "sha256").hex()
+            w(fmt % (token, sig, seq, stages[seq & 7], stages[(seq + 3) & 7]))
+            seq += 1
+print(urllib.parse.urlsplit(hook["url"]).path)
+EOF
+) || die "setup failed (logs: $TMP/leverbridge.log, $TMP/lever-sim.log)"
+BODY_BYTES=$(head -n1 "$TMP/run.txt" | tr -d '\n' | wc -c)
+
+# ---- the wrk script ------------------------------------------------------------------
+# args: FILE NTHREADS. request() hands out the thread's requests (built once in
+# init) in order; after the last one it starts over and counts a wrap. There is
+# deliberately no response() callback: with a million strings live in the Lua
+# heap, the garbage it makes per answer sets off GC cycles that mark them all,
+# and wrk, not the server, became the limit (nginx fell from ~90k to ~60k
+# req/s, at 60% CPU). Statuses are checked instead by wrk's own count of
+# answers >= 400 (both servers) and, exactly, by leverbridge's
+# http_requests_total for the hook route (below).
+cat >"$TMP/ingest.lua" <<'EOF'
+local threads, nthreads = {}, 0
+function setup(thread)
+    thread:set("tid", nthreads)
+    nthreads = nthreads + 1
+    table.insert(threads, thread)
+end
+
+local reqs, n, i, wraps = {}, 0, 0, 0
+function init(args)
+    local file, tid, nth = args[1], wrk.thread:get("tid"), tonumber(args[2])
+    local head = "POST " .. wrk.path .. " HTTP/1.1\r\nHost: " .. wrk.headers["Host"] ..
+        "\r\nContent-Type: application/json\r\nUser-Agent: Lever-Webhooks\r\nContent-Length: "
+    local k = 0
+    for line in io.lines(file) do
+        if k % nth == tid then
+            n = n + 1
+            reqs[n] = head .. #line .. "\r\n\r\n" .. line
+        end
+        k = k + 1
+    end
+    assert(n > 0, "no bodies for thread " .. tid)
+end
+
+function request()
+    i = i + 1
+    if i > n then
+        i = 1
+        wraps = wraps + 1
+        wrk.thread:set("wraps", wraps)
+    end
+    return reqs[i]
+end
+
+function done(summary, latency, requests)
+    local wraps = 0
+    for _, t in ipairs(threads) do
+        wraps = wraps + (t:get("wraps") or 0)
+    end
+    local e = summary.errors
+    io.write(string.format("RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d errors=%d status_errors=%d wraps=%d\n",
+        summary.requests / (summary.duration / 1e6), latency:percentile(50),
+        latency:percentile(99), summary.requests, e.connect + e.read + e.write + e.timeout,
+        e.status, wraps))
+end
+EOF
+
+field() { echo "$1" | sed -E "s/.* $2=([0-9.]+).*/\1/"; }
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in clock ticks
+TICKS_PER_SEC=$(getconf CLK_TCK)
+
+# run_wrk NAME PORT FILE SECONDS PID: sets RPS P50_US P99_US REQUESTS WRAPS, and
+# CPU_PCT: the server's CPU use during the run (it is idle while wrk loads the
+# bodies, so ticks / SECONDS)
+run_wrk() {
+    local name=$1 port=$2 file=$3 secs=$4 pid=$5 out line t0
+    t0=$(cpu_ticks "$pid")
+    out=$(taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" \
+        -s "$TMP/ingest.lua" "http://$HOST:$port$HOOK_PATH" -- "$file" "$THREADS")
+    CPU_PCT=$(( ($(cpu_ticks "$pid") - t0) * 100 / TICKS_PER_SEC / secs ))
+    echo "$out" >>"$TMP/wrk-$name.txt"
+    line=$(echo "$out" | grep '^RESULT ') || die "$name: no result from wrk:"$'\n'"$out"
+    RPS=$(field "$line" rps) P50_US=$(field "$line" p50_us) P99_US=$(field "$line" p99_us)
+    REQUESTS=$(field "$line" requests) WRAPS=$(field "$line" wraps)
+    local errors status_errors
+    errors=$(field "$line" errors) status_errors=$(field "$line" status_errors)
+    [ "$status_errors" = 0 ] || die "$name: $status_errors answers with a status >= 400"
+    [ "$errors" = 0 ] || die "$name: $errors socket errors during the run"
+}
+
+# ---- leverbridge ------------------------------------------------------------------
+run_wrk leverbridge "$LB_PORT" "$TMP/warmup.txt" "$WARMUP" "$LB_PID"
+[ "$WRAPS" = 0 ] || die "leverbridge went through all warm-up deliveries: raise BODIES_PER_SEC"
+LB_SENT=$REQUESTS
+run_wrk leverbridge "$LB_PORT" "$TMP/run.txt" "$DURATION" "$LB_PID"
+[ "$WRAPS" = 0 ] || die "leverbridge went through all $((DURATION * BODIES_PER_SEC)) deliveries: raise BODIES_PER_SEC"
+LB_RPS=$RPS LB_P50=$P50_US LB_P99=$P99_US LB_CPU=$CPU_PCT
+LB_SENT=$((LB_SENT + REQUESTS))
+
+# Requests still in flight when wrk stops are answered too (nobody reads the
+# answer): up to CONNECTIONS per wrk run more than wrk counted.
+METRICS=$("$PY" - "http://$HOST:$LB_PORT/metrics" <<'EOF'
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
+EOF
+) || die "GET /metrics failed"
+results=$(echo "$METRICS" | grep '^leverbridge_webhooks_total{' || true)
+ACCEPTED=$(echo "$results" | sed -nE 's/^leverbridge_webhooks_total\{result="accepted"\} ([0-9]+).*/\1/p')
+DUPLICATES=$(echo "$results" | sed -nE 's/^leverbridge_webhooks_total\{result="duplicate"\} ([0-9]+).*/\1/p')
+ACCEPTED=${ACCEPTED:-0} DUPLICATES=${DUPLICATES:-0}
+COMMITS=$(echo "$METRICS" | sed -nE 's/^leverbridge_store_commit_seconds_count ([0-9]+).*/\1/p')
+COMMIT_SUM=$(echo "$METRICS" | sed -nE 's/^leverbridge_store_commit_seconds_sum ([0-9.eE+-]+).*/\1/p')
+COMMITS=${COMMITS:-0} COMMIT_SUM=${COMMIT_SUM:-0}
+OTHERS=$(echo "$results" | grep -v -e 'result="accepted"' -e 'result="duplicate"' | awk '$2 != 0' || true)
+HOOK_HTTP=$(echo "$METRICS" | grep '^leverbridge_http_requests_total{route="/hooks/lever/{hook}"' || true)
+NON200=$(echo "$HOOK_HTTP" | grep -v 'code="200"' | awk '$2 != 0' || true)
+HOOK_200=$(echo "$HOOK_HTTP" | sed -nE 's/.*code="200"\} ([0-9]+).*/\1/p')
+
+kill -TERM "$LB_PID"
+wait "$LB_PID" || die "leverbridge exited with status $? after SIGTERM (log: $TMP/leverbridge.log)"
+STORED=$("$PY" - "$TMP/lb-data/leverbridge.db" <<'EOF'
+import sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+print(db.execute("SELECT count(*) FROM events WHERE source = 'lever' AND status = 'accepted'")
+      .fetchone()[0])
+EOF
+) || die "cannot count the events in $TMP/lb-data/leverbridge.db"
+
+[ "$DUPLICATES" = 0 ] || die "leverbridge counted $DUPLICATES duplicates"
+[ -z "$OTHERS" ] || die "leverbridge counted other webhook results:"$'\n'"$OTHERS"
+[ -z "$NON200" ] || die "leverbridge answered the hook with other statuses:"$'\n'"$NON200"
+[ "${HOOK_200:-0}" = "$ACCEPTED" ] ||
+    die "leverbridge answered ${HOOK_200:-0} times 200 on the hook but counted $ACCEPTED accepted"
+[ "$ACCEPTED" -ge "$LB_SENT" ] ||
+    die "wrk got $LB_SENT answers 200 but leverbridge counted only $ACCEPTED accepted"
+[ "$ACCEPTED" -le $((LB_SENT + 2 * CONNECTIONS)) ] ||
+    die "leverbridge counted $ACCEPTED accepted for $LB_SENT answers: more than the in-flight margin"
+[ "$STORED" = "$ACCEPTED" ] ||
+    die "leverbridge counted $ACCEPTED accepted but $STORED events are on disk"
+
+# ---- nginx -------------------------------------------------------------------------
+NG_PORT=$(free_port)
+mkdir -p "$TMP/nginx"
+USER_LINE=""
+[ "$(id -u)" = 0 ] && USER_LINE="user root;"
+# the size of leverbridge's {"status":"accepted","event":"ev_<22 characters>"}
+NG_BODY='{"status":"accepted","event":"ev_0000000000000000000000"}'
+cat >"$TMP/nginx/nginx.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+daemon off;
+master_process off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    keepalive_requests 100000000;
+    server {
+        listen $HOST:$NG_PORT;
+        location /hooks/lever/ {
+            default_type application/json;
+            return 200 '$NG_BODY';
+        }
+    }
+}
+EOF
+taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
+    -e "$TMP/nginx/error.log" 2>>"$TMP/nginx/error.log" &
+NG_PID=$!
+PIDS+=("$NG_PID")
+wait_up "$NG_PORT"
+run_wrk nginx "$NG_PORT" "$TMP/warmup.txt" "$WARMUP" "$NG_PID"
+run_wrk nginx "$NG_PORT" "$TMP/run.txt" "$DURATION" "$NG_PID"
+NG_RPS=$RPS NG_P50=$P50_US NG_P99=$P99_US NG_WRAPS=$WRAPS NG_CPU=$CPU_PCT
+kill -TERM "$NG_PID"
+wait "$NG_PID" 2>/dev/null || true
+
+# ---- report ------------------------------------------------------------------------
+echo "machine: $NCPU CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')); $(uname -sr); data dir on $FS"
+[ "$NG_WRAPS" = 0 ] || echo "note: nginx went through its $((DURATION * BODIES_PER_SEC)) bodies $NG_WRAPS time(s) and started over (harmless for nginx)"
+awk -v p="$HOOK_PATH" -v b="$BODY_BYTES" -v d="$DURATION" -v c="$CONNECTIONS" -v t="$THREADS" \
+    -v lr="$LB_RPS" -v l5="$LB_P50" -v l9="$LB_P99" \
+    -v nr="$NG_RPS" -v n5="$NG_P50" -v n9="$NG_P99" \
+    -v acc="$ACCEPTED" -v sent="$LB_SENT" -v stored="$STORED" -v dupes="$DUPLICATES" \
+    -v tr="$TARGET_RATIO" -v tp="$TARGET_P99_MS" -v lc="$LB_CPU" -v nc="$NG_CPU" \
+    -v commits="$COMMITS" -v csum="$COMMIT_SUM" 'BEGIN {
+    printf "POST /hooks/lever/<id>, signed distinct deliveries of %d bytes, %ss, %d connections, %d wrk thread(s), servers on one core\n", b, d, c, t
+    printf "%-12s %12s %10s %10s %10s\n", "server", "req/s", "p50 ms", "p99 ms", "CPU %"
+    printf "%-12s %12.0f %10.3f %10.3f %10d\n", "leverbridge", lr, l5 / 1000, l9 / 1000, lc
+    printf "%-12s %12.0f %10.3f %10.3f %10d\n", "nginx", nr, n5 / 1000, n9 / 1000, nc
+    printf "ratio leverbridge/nginx: req/s %.2f, p99 %.2f\n", lr / nr, l9 / n9
+    printf "leverbridge webhooks_total{result=\"accepted\"} %d (wrk got %d answers 200, warm-up included; the rest were in flight at the end)\n", acc, sent
+    if (commits > 0)
+        printf "store: %d commits, %.1f deliveries per commit, %.2f ms per commit on average (setup and warm-up included)\n", commits, acc / commits, csum * 1000 / commits
+    printf "duplicates %d, answers other than 200: 0, socket errors: 0, accepted events on disk after SIGTERM: %d\n", dupes, stored
+    ok_r = (lr / nr >= tr); ok_p = (l9 / 1000 < tp)
+    printf "target req/s >= %.1fx nginx: %s; target p99 < %d ms: %s\n", tr, ok_r ? "met" : "NOT met", tp, ok_p ? "met" : "NOT met"
+}'
