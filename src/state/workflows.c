@@ -306,6 +306,13 @@ static void parse(lb_workflow *w)
     w->actions = lb_json_get(w->tree, "actions");
 }
 
+static int before(const lb_workflow *a, const lb_workflow *b)
+{
+    if (a->created_at != b->created_at)
+        return a->created_at < b->created_at;
+    return strcmp(a->id, b->id) < 0;
+}
+
 lb_workflow *lb_workflows_apply(lb_workflows *ws, const lb_workflow_rec *rec)
 {
     char err[128];
@@ -320,14 +327,21 @@ lb_workflow *lb_workflows_apply(lb_workflows *ws, const lb_workflow_rec *rec)
         snprintf(w->id, sizeof(w->id), "%s", rec->id);
         snprintf(w->tenant_id, sizeof(w->tenant_id), "%s", rec->tenant_id);
         lb_map_put(&ws->by_id, w->id, w);
-        /* append: the list stays oldest first */
+        w->created_at = rec->created_at;
+        /* Ordered by (created_at, id), oldest first: the order lists and
+         * their cursors use. */
         lb_workflow *head = lb_map_get(&ws->by_tenant, w->tenant_id);
-        if (head == NULL) {
+        if (head == NULL || before(w, head)) {
+            if (head != NULL)
+                lb_map_del(&ws->by_tenant, head->tenant_id);
+            w->next = head;
             lb_map_put(&ws->by_tenant, w->tenant_id, w);
         } else {
-            while (head->next != NULL)
-                head = head->next;
-            head->next = w;
+            lb_workflow *p = head;
+            while (p->next != NULL && !before(w, p->next))
+                p = p->next;
+            w->next = p->next;
+            p->next = w;
         }
     } else {
         yajl_tree_free(w->tree);

@@ -85,6 +85,7 @@ def test_crud(server):
     assert wf["id"].startswith("wf_") and wf["name"] == STAGE_WF["name"]
     assert wf["trigger"] == STAGE_WF["trigger"] and wf["actions"] == STAGE_WF["actions"]
     assert wf["enabled"] is True and wf["created_at"] and wf["updated_at"]
+    time.sleep(0.005)  # a later created_at: newest first is then well defined
     note = {"name": "Advance strong scores", "enabled": False,
             "trigger": {"event": "assessment_completed", "assessment": "js-senior",
                         "min_score": 70},
