@@ -33,7 +33,7 @@ static void add_job(builder *b, const lb_workflow *w, yajl_gen action)
     yajl_gen_get_buf(action, &buf, &len);
     lb_job_rec *r = &b->recs[b->n];
     memset(r, 0, sizeof(*r));
-    char *id = lb_random_id("job_", 16);
+    char *id = lb_sortable_id("job_", lb_time_now_ms(), 12);
     snprintf(r->id, sizeof(r->id), "%s", id);
     lb_free(id);
     snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", b->tenant);

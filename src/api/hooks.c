@@ -157,7 +157,7 @@ static void lever_hook(lb_http_req *req, void *data)
     d->payload = lb_strndup(req->body, req->body_len);
     d->opportunity = dl.opportunity_id ? lb_strdup(dl.opportunity_id) : NULL;
     d->ignored = strcmp(dl.event, "candidateStageChange") != 0;
-    char *eid = lb_random_id("ev_", 16);
+    char *eid = lb_sortable_id("ev_", lb_time_now_ms(), 12);
     snprintf(d->event.id, sizeof(d->event.id), "%s", eid);
     lb_free(eid);
     memcpy(d->event.tenant_id, hook->tenant_id, sizeof(d->event.tenant_id));

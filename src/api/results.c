@@ -187,7 +187,7 @@ static void status_note_job(result *r, lb_job_rec *j, int64_t now)
     size_t len;
     yajl_gen_get_buf(g, &buf, &len);
     memset(j, 0, sizeof(*j));
-    char *id = lb_random_id("job_", 16);
+    char *id = lb_sortable_id("job_", lb_time_now_ms(), 12);
     snprintf(j->id, sizeof(j->id), "%s", id);
     lb_free(id);
     snprintf(j->tenant_id, sizeof(j->tenant_id), "%s", r->event.tenant_id);
@@ -274,7 +274,7 @@ static void invitation_read(lb_store_op *op)
 static void results_post(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
+    if (!lb_api_require_tenant(api, req, LB_API_ADMIN_ONLY))
         return;
     const lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
@@ -299,7 +299,7 @@ static void results_post(lb_http_req *req, void *data)
     r->type = strcmp(lb_json_get_str(body, "status"), "completed") == 0 ? "assessment_completed"
                                                                          : "assessment_expired";
     r->payload = lb_strndup(req->body, req->body_len);
-    char *eid = lb_random_id("ev_", 16);
+    char *eid = lb_sortable_id("ev_", lb_time_now_ms(), 12);
     snprintf(r->event.id, sizeof(r->event.id), "%s", eid);
     lb_free(eid);
     snprintf(r->event.tenant_id, sizeof(r->event.tenant_id), "%s", t->id);

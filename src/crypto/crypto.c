@@ -6,6 +6,7 @@
 #include "core/error.h"
 
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 
 int lb_crypto_init(void)
@@ -90,6 +91,14 @@ char *lb_random_id(const char *prefix, size_t nbytes)
     sodium_bin2base64(out + plen, b64len, raw, nbytes, variant);
     lb_free(raw);
     return out;
+}
+
+char *lb_sortable_id(const char *prefix, int64_t now_ms, size_t nbytes)
+{
+    char head[64];
+    snprintf(head, sizeof(head), "%s%012llx", prefix != NULL ? prefix : "",
+             (unsigned long long)(now_ms & 0xFFFFFFFFFFFFLL));
+    return lb_random_id(head, nbytes);
 }
 
 void lb_hex_encode(const uint8_t *in, size_t n, char *out)

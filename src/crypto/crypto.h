@@ -78,6 +78,12 @@ int lb_secure_equal(const void *a, size_t alen, const void *b, size_t blen);
 void lb_random_bytes(void *buf, size_t n);
 char *lb_random_id(const char *prefix, size_t nbytes);
 
+/* Like lb_random_id, but the id starts with the time (12 hex digits of ms
+ * since the epoch), so ids made later sort later: a table keyed by them
+ * grows at its right edge instead of touching a random page per insert.
+ * nbytes random bytes follow (>= 10 keeps ids unguessable). */
+char *lb_sortable_id(const char *prefix, int64_t now_ms, size_t nbytes);
+
 /* Hex encoding (lower case); out must hold 2*n+1. */
 void lb_hex_encode(const uint8_t *in, size_t n, char *out);
 

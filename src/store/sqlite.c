@@ -143,7 +143,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " AND dedupe_key = ?3",
     [ST_EVENT_INSERT] = "INSERT INTO events(id, tenant_id, source, type, dedupe_key, status,"
                         " opportunity_id, payload, received_at)"
-                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                        " ON CONFLICT(tenant_id, source, dedupe_key) DO NOTHING",
     [ST_HOOK_DELIVERED] = "UPDATE hooks SET last_delivery_at = ?2 WHERE id = ?1"
                           " AND COALESCE(last_delivery_at, 0) < ?2",
     [ST_WF_CREATED_AT] = "SELECT created_at FROM workflows WHERE id = ?1 AND tenant_id = ?2",
@@ -745,21 +746,9 @@ static int run_hook_put(sq_store *s, lb_store_op *op)
 static int run_event_insert(sq_store *s, lb_store_op *op)
 {
     const lb_event_rec *e = op->event_insert.event;
-    sqlite3_stmt *q = stmt(s, ST_EVENT_FIND);
-    if (q == NULL) return LB_EIO;
-    bind_text(q, 1, e->tenant_id);
-    bind_text(q, 2, e->source);
-    bind_text(q, 3, e->dedupe_key);
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
-        column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
-        op->event_insert.duplicate = 1;
-        done_with(q);
-        return 0;
-    }
-    done_with(q);
-    if (rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
-    q = stmt(s, ST_EVENT_INSERT);
+    /* Insert first: the unique index finds a duplicate in the same descent,
+     * and only then is the earlier event's id read. */
+    sqlite3_stmt *q = stmt(s, ST_EVENT_INSERT);
     if (q == NULL) return LB_EIO;
     bind_text(q, 1, e->id);
     bind_text(q, 2, e->tenant_id);
@@ -770,9 +759,23 @@ static int run_event_insert(sq_store *s, lb_store_op *op)
     bind_text(q, 7, e->opportunity_id);
     bind_text(q, 8, e->payload);
     sqlite3_bind_int64(q, 9, e->received_at > 0 ? e->received_at : lb_time_now_ms());
-    rc = sqlite3_step(q);
+    int rc = sqlite3_step(q);
     done_with(q);
     if (rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
+    if (sqlite3_changes(s->db) == 0) { /* (tenant, source, dedupe_key) was there */
+        q = stmt(s, ST_EVENT_FIND);
+        if (q == NULL) return LB_EIO;
+        bind_text(q, 1, e->tenant_id);
+        bind_text(q, 2, e->source);
+        bind_text(q, 3, e->dedupe_key);
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+            op->event_insert.duplicate = 1;
+        }
+        done_with(q);
+        return rc == SQLITE_ROW ? 0 : op_failed(s, rc, "event insert");
+    }
     if (op->event_insert.njobs > 0) {
         lb_store_op jobs = {.kind = LB_STORE_JOB_INSERT};
         jobs.job_insert.recs = op->event_insert.jobs;
@@ -1379,6 +1382,12 @@ static int open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
     }
     if (rc == SQLITE_OK) {
         step = "PRAGMA foreign_keys=ON";
+        rc = sqlite3_exec(db, step, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        /* 64 MiB of page cache: the indexes a burst of events touches stay
+         * in memory instead of being read back for every batch. */
+        step = "PRAGMA cache_size=-65536";
         rc = sqlite3_exec(db, step, NULL, NULL, NULL);
     }
     if (rc == SQLITE_OK) {
