@@ -98,9 +98,25 @@ void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t);
 /* 1 when req carries the admin bearer token; otherwise answers 401 and
  * returns 0. Constant time in the token's content. */
 int lb_api_require_admin(lb_api *api, lb_http_req *req);
-/* For routes under /v1/tenants/{tenant}/...: the admin token (and, with the
- * connect pages, a grant for that tenant). flags: reserved, 0. */
+/* For routes under /v1/tenants/{tenant}/...: 1 for the admin token, or for
+ * a connect link's token (Authorization: Bearer <token>) granted for the
+ * route's tenant. Otherwise it answers and returns 0: 401 for no, a wrong or
+ * an expired token; 403 forbidden for a link of another tenant, or for any
+ * link when flags has LB_API_ADMIN_ONLY. */
+#define LB_API_ADMIN_ONLY 1
 int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags);
+
+/* Connect links (connect.c) and the pages (pages.c). */
+#define LB_CONNECT_LINK_TTL_DEFAULT_MS (60 * 60 * 1000)
+#define LB_CONNECT_LINK_TTL_MIN_MS 1000
+#define LB_CONNECT_LINK_TTL_MAX_MS (24 * 60 * 60 * 1000)
+void lb_api_connect_register(lb_api *api, lb_router *r);
+void lb_api_pages_register(lb_api *api, lb_router *r);
+/* Checks a connect link's token (len bytes, not NUL-terminated): 0 when it is
+ * valid, with its tenant copied into tenant; LB_EINVAL when it is not one
+ * this server issued for an existing tenant; UV_ETIMEDOUT when it expired
+ * (tenant is set). Constant time in the MAC. */
+int lb_api_connect_check(lb_api *api, const char *token, size_t len, char *tenant, size_t size);
 
 /* The tenant named by the route's {tenant}, or NULL after answering 404. */
 lb_tenant *lb_api_tenant_or_404(lb_api *api, lb_http_req *req);

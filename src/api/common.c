@@ -22,33 +22,72 @@ int lb_api_register(lb_api *api, lb_router *r)
     lb_api_workflows_register(api, r);
     lb_api_events_register(api, r);
     lb_api_results_register(api, r);
+    lb_api_connect_register(api, r);
+    lb_api_pages_register(api, r);
     return 0;
+}
+
+/* The bearer token of req, or NULL. */
+static const char *bearer(lb_http_req *req, size_t *tlen)
+{
+    size_t len;
+    const char *h = lb_http_req_header(req, "authorization", &len);
+    if (h == NULL || len <= 7 || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    const char *tok = h + 7;
+    *tlen = len - 7;
+    while (*tlen > 0 && *tok == ' ') {
+        tok++;
+        (*tlen)--;
+    }
+    return tok;
+}
+
+static void unauthorized(lb_http_req *req, const char *msg)
+{
+    lb_http_respond_error_ex(req, 401, "unauthorized", msg, NULL, "WWW-Authenticate: Bearer\r\n");
 }
 
 int lb_api_require_admin(lb_api *api, lb_http_req *req)
 {
-    size_t len;
-    const char *h = lb_http_req_header(req, "authorization", &len);
-    if (h != NULL && len > 7 && strncasecmp(h, "Bearer ", 7) == 0) {
-        const char *tok = h + 7;
-        size_t tlen = len - 7;
-        while (tlen > 0 && *tok == ' ') {
-            tok++;
-            tlen--;
-        }
-        if (lb_secure_equal(tok, tlen, api->admin_token, strlen(api->admin_token)))
-            return 1;
-    }
-    lb_http_respond_error_ex(req, 401, "unauthorized",
-                             "A valid admin token is required (Authorization: Bearer <token>).",
-                             NULL, "WWW-Authenticate: Bearer\r\n");
+    size_t tlen = 0;
+    const char *tok = bearer(req, &tlen);
+    if (tok != NULL && lb_secure_equal(tok, tlen, api->admin_token, strlen(api->admin_token)))
+        return 1;
+    unauthorized(req, "A valid admin token is required (Authorization: Bearer <token>).");
     return 0;
 }
 
 int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags)
 {
-    (void)flags;
-    return lb_api_require_admin(api, req);
+    size_t tlen = 0;
+    const char *tok = bearer(req, &tlen);
+    if (tok != NULL && lb_secure_equal(tok, tlen, api->admin_token, strlen(api->admin_token)))
+        return 1;
+    char granted[LB_TENANT_ID_MAX + 1];
+    int rc = tok != NULL ? lb_api_connect_check(api, tok, tlen, granted, sizeof(granted))
+                         : LB_EINVAL;
+    if (rc == UV_ETIMEDOUT) {
+        unauthorized(req, "This connect link has expired; ask for a new one.");
+        return 0;
+    }
+    if (rc != 0) {
+        unauthorized(req, "A valid admin token or connect link is required "
+                          "(Authorization: Bearer <token>).");
+        return 0;
+    }
+    const char *want = lb_http_req_param(req, "tenant");
+    if (flags & LB_API_ADMIN_ONLY) {
+        lb_http_respond_error(req, 403, "forbidden",
+                              "A connect link cannot do this; it needs the admin token.", NULL);
+        return 0;
+    }
+    if (want == NULL || strcmp(want, granted) != 0) {
+        lb_http_respond_error(req, 403, "forbidden", "This connect link is for another tenant.",
+                              "tenant");
+        return 0;
+    }
+    return 1;
 }
 
 yajl_val lb_api_json_body(lb_http_req *req)

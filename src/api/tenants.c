@@ -143,7 +143,7 @@ bad_addon:
 static void tenant_put(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_admin(api, req))
+    if (!lb_api_require_tenant(api, req, LB_API_ADMIN_ONLY))
         return;
     const char *id = lb_http_req_param(req, "tenant");
     if (!lb_tenant_id_valid(id)) {
@@ -181,7 +181,7 @@ static void tenant_put(lb_http_req *req, void *data)
 static void tenant_get(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_admin(api, req))
+    if (!lb_api_require_tenant(api, req, 0))
         return;
     lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t != NULL)
@@ -254,7 +254,7 @@ static void delete_done(lb_store_op *op)
 static void tenant_delete(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_admin(api, req))
+    if (!lb_api_require_tenant(api, req, LB_API_ADMIN_ONLY))
         return;
     lb_tenant *t = lb_api_tenant_or_404(api, req);
     if (t == NULL)
