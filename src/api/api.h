@@ -120,6 +120,11 @@ int lb_api_connect_check(lb_api *api, const char *token, size_t len, char *tenan
 
 /* The tenant named by the route's {tenant}, or NULL after answering 404. */
 lb_tenant *lb_api_tenant_or_404(lb_api *api, lb_http_req *req);
+/* Both checks of a /v1/tenants/{tenant}/... route: lb_api_require_tenant
+ * with flags, then the tenant; NULL after answering 401/403/404. */
+lb_tenant *lb_api_tenant_for(lb_api *api, lb_http_req *req, int flags);
+/* Writes "next_cursor": "<at>_<id>" when more follow, else null. */
+void lb_api_next_cursor(yajl_gen g, int more, int64_t at, const char *id);
 /* 503 unavailable: the store refused or failed an operation. */
 void lb_api_store_unavailable(lb_http_req *req);
 

@@ -173,13 +173,10 @@ static void fetch_page(entry *e, const char *offset)
 
 static void list(lb_http_req *req, lb_api *api, int kind)
 {
-    if (!lb_api_require_tenant(api, req, 0))
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
+    if (t == NULL)
         return;
-    const char *id = lb_http_req_param(req, "tenant");
-    if (id == NULL || lb_tenants_get(api->tenants, id) == NULL) {
-        lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
-        return;
-    }
+    const char *id = t->id;
     const lb_conn *c = lb_conns_get(api->conns, id);
     if (c == NULL || c->status != LB_CONN_CONNECTED) {
         lb_http_respond_error(req, 409, "not_connected", "Connect Lever first.", NULL);

@@ -87,9 +87,7 @@ int lb_api_connect_check(lb_api *api, const char *token, size_t len, char *tenan
 static void link_create(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, LB_API_ADMIN_ONLY))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, LB_API_ADMIN_ONLY);
     if (t == NULL)
         return;
     int64_t ttl = LB_CONNECT_LINK_TTL_DEFAULT_MS;

@@ -89,14 +89,10 @@ static void events_listed(lb_store_op *op)
         yajl_gen_map_close(g);
     }
     yajl_gen_array_close(g);
-    if (op->event_list.more && op->event_list.count > 0) {
-        const lb_event_row *last = &op->event_list.rows[op->event_list.count - 1];
-        char next[96];
-        snprintf(next, sizeof(next), "%lld_%s", (long long)last->received_at, last->id);
-        lb_json_kv_str(g, "next_cursor", next);
-    } else {
-        lb_json_kv_null(g, "next_cursor");
-    }
+    const lb_event_row *last =
+        op->event_list.count ? &op->event_list.rows[op->event_list.count - 1] : NULL;
+    lb_api_next_cursor(g, op->event_list.more, last ? last->received_at : 0,
+                       last ? last->id : NULL);
     yajl_gen_map_close(g);
     lb_event_rows_free(op->event_list.rows, op->event_list.count);
     lb_http_respond_json(c->req, 200, g);
@@ -106,9 +102,7 @@ static void events_listed(lb_store_op *op)
 static void events_list(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     size_t limit;
@@ -184,14 +178,9 @@ static void jobs_listed(lb_store_op *op)
     for (size_t i = 0; i < op->job_list.count; i++)
         job_json(g, &op->job_list.recs[i]);
     yajl_gen_array_close(g);
-    if (op->job_list.more && op->job_list.count > 0) {
-        const lb_job_rec *last = &op->job_list.recs[op->job_list.count - 1];
-        char next[96];
-        snprintf(next, sizeof(next), "%lld_%s", (long long)last->created_at, last->id);
-        lb_json_kv_str(g, "next_cursor", next);
-    } else {
-        lb_json_kv_null(g, "next_cursor");
-    }
+    const lb_job_rec *last =
+        op->job_list.count ? &op->job_list.recs[op->job_list.count - 1] : NULL;
+    lb_api_next_cursor(g, op->job_list.more, last ? last->created_at : 0, last ? last->id : NULL);
     yajl_gen_map_close(g);
     lb_job_recs_free(op->job_list.recs, op->job_list.count);
     lb_http_respond_json(c->req, 200, g);
@@ -201,9 +190,7 @@ static void jobs_listed(lb_store_op *op)
 static void jobs_list(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     size_t limit;
@@ -320,9 +307,7 @@ static void replay_loaded(lb_store_op *op)
 static void event_replay(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     ev_ctx *c = ctx_new(api, req);
@@ -396,9 +381,7 @@ static void retry_loaded(lb_store_op *op)
 static void job_retry(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     ev_ctx *c = ctx_new(api, req);

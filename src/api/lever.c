@@ -261,9 +261,7 @@ static void respond_connection(lb_api *api, lb_http_req *req, int status, const 
 static void lever_get(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    lb_tenant *t = lb_api_tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t != NULL)
         respond_connection(api, req, 200, t);
 }
@@ -588,9 +586,7 @@ static void probe_next_phase(probe *pr)
 static void lever_put(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    lb_tenant *t = lb_api_tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     yajl_val body = lb_api_json_body(req);
@@ -712,9 +708,7 @@ void lb_api_lever_forget(lb_api *api, const char *tenant)
 static void lever_delete(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    lb_tenant *t = lb_api_tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     disconnect_ctx *d = LB_NEW(disconnect_ctx);
@@ -752,9 +746,7 @@ static void reprovisioned(conn_write *w, int ok)
 static void provision_post(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    lb_tenant *t = lb_api_tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     const lb_conn *c = lb_conns_get(api->conns, t->id);

@@ -161,14 +161,9 @@ static void remember_nonce(const char *nonce)
 static void oauth_start(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
+    if (t == NULL)
         return;
-    const char *id = lb_http_req_param(req, "tenant");
-    const lb_tenant *t = id ? lb_tenants_get(api->tenants, id) : NULL;
-    if (t == NULL) {
-        lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
-        return;
-    }
     if (!enabled(api)) {
         lb_http_respond_error(req, 404, "oauth_not_configured",
                               "OAuth is not configured on this server (set "

@@ -2,6 +2,9 @@
 #include "api/api.h"
 
 #include "http/response.h"
+#include "json/json.h"
+
+#include <stdio.h>
 #include "state/tenants.h"
 
 lb_tenant *lb_api_tenant_or_404(lb_api *api, lb_http_req *req)
@@ -11,6 +14,24 @@ lb_tenant *lb_api_tenant_or_404(lb_api *api, lb_http_req *req)
     if (t == NULL)
         lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
     return t;
+}
+
+lb_tenant *lb_api_tenant_for(lb_api *api, lb_http_req *req, int flags)
+{
+    if (!lb_api_require_tenant(api, req, flags))
+        return NULL;
+    return lb_api_tenant_or_404(api, req);
+}
+
+void lb_api_next_cursor(yajl_gen g, int more, int64_t at, const char *id)
+{
+    if (more && id != NULL) {
+        char next[128];
+        snprintf(next, sizeof(next), "%lld_%s", (long long)at, id);
+        lb_json_kv_str(g, "next_cursor", next);
+    } else {
+        lb_json_kv_null(g, "next_cursor");
+    }
 }
 
 void lb_api_store_unavailable(lb_http_req *req)

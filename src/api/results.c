@@ -274,9 +274,7 @@ static void invitation_read(lb_store_op *op)
 static void results_post(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, LB_API_ADMIN_ONLY))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, LB_API_ADMIN_ONLY);
     if (t == NULL)
         return;
     yajl_val body = lb_api_json_body(req);

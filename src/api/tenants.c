@@ -181,9 +181,7 @@ static void tenant_put(lb_http_req *req, void *data)
 static void tenant_get(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    lb_tenant *t = lb_api_tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t != NULL)
         respond_tenant(api, req, 200, t);
 }
@@ -254,9 +252,7 @@ static void delete_done(lb_store_op *op)
 static void tenant_delete(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, LB_API_ADMIN_ONLY))
-        return;
-    lb_tenant *t = lb_api_tenant_or_404(api, req);
+    lb_tenant *t = lb_api_tenant_for(api, req, LB_API_ADMIN_ONLY);
     if (t == NULL)
         return;
     tenant_ctx *ctx = LB_NEW(tenant_ctx);

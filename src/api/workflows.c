@@ -116,9 +116,7 @@ static void save(lb_api *api, lb_http_req *req, const lb_tenant *t, const char *
 static void create(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     if (lb_workflows_count(api->workflows, t->id) >= LB_WF_MAX_PER_TENANT) {
@@ -134,9 +132,7 @@ static void create(lb_http_req *req, void *data)
 static void replace(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     const char *id = lb_http_req_param(req, "id");
@@ -150,9 +146,7 @@ static void replace(lb_http_req *req, void *data)
 static void get_one(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     const lb_workflow *w = lb_workflows_get(api->workflows, t->id, lb_http_req_param(req, "id"));
@@ -166,9 +160,7 @@ static void get_one(lb_http_req *req, void *data)
 static void list(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     size_t limit;
@@ -216,13 +208,7 @@ static void list(lb_http_req *req, void *data)
         out++;
     }
     yajl_gen_array_close(g);
-    if (more && last != NULL) {
-        char next[128];
-        snprintf(next, sizeof(next), "%lld_%s", (long long)last->created_at, last->id);
-        lb_json_kv_str(g, "next_cursor", next);
-    } else {
-        lb_json_kv_null(g, "next_cursor");
-    }
+    lb_api_next_cursor(g, more, last ? last->created_at : 0, last ? last->id : NULL);
     yajl_gen_map_close(g);
     lb_http_respond_json(req, 200, g);
 }
@@ -244,9 +230,7 @@ static void delete_done(lb_store_op *op)
 static void delete_one(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, 0))
-        return;
-    const lb_tenant *t = lb_api_tenant_or_404(api, req);
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
     if (t == NULL)
         return;
     const char *id = lb_http_req_param(req, "id");
