@@ -228,7 +228,23 @@ typedef struct {
     /* The store thread only (the opening thread until it starts). */
     sqlite3 *db;
     sqlite3_stmt *stmts[ST_COUNT];
+
+    /* The checkpointer: its own thread and connection copy the WAL into the
+     * database (PASSIVE: never blocking the writer) when the writer's WAL
+     * hook says it has grown, so checkpoints stay off the commit path.
+     * ckpt_wake and ckpt_stop are guarded by mu. */
+    uv_thread_t ckpt_thread;
+    uv_cond_t ckpt_cond;
+    int ckpt_running;
+    int ckpt_wake;
+    int ckpt_stop;
 } sq_store;
+
+/* WAL frames (pages) after which the checkpointer is woken, and after which
+ * the writer checkpoints itself (a stalled checkpointer must not let the WAL
+ * grow without bound). */
+#define CKPT_WAKE_FRAMES 1000
+#define CKPT_INLINE_FRAMES 100000
 
 /* ---- process-wide SQLite set-up ---------------------------------------- */
 
@@ -1182,6 +1198,81 @@ static void close_db(sq_store *s)
     s->db = NULL;
 }
 
+/* ---- the checkpointer -------------------------------------------------- */
+
+/* The writer's WAL hook, on the store thread after each commit. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    sq_store *s = arg;
+    if (frames >= CKPT_INLINE_FRAMES) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (frames >= CKPT_WAKE_FRAMES) {
+        uv_mutex_lock(&s->mu);
+        s->ckpt_wake = 1;
+        uv_cond_signal(&s->ckpt_cond);
+        uv_mutex_unlock(&s->mu);
+    }
+    return SQLITE_OK;
+}
+
+static void ckpt_main(void *arg)
+{
+    sq_store *s = arg;
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+        rc = sqlite3_exec(db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK)
+        lb_error(MOD, "checkpointer cannot open %s: %s", s->path, sqlite3_errstr(rc));
+    uv_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->ckpt_wake && !s->ckpt_stop)
+            (void)uv_cond_timedwait(&s->ckpt_cond, &s->mu, IDLE_WAIT_NS);
+        if (s->ckpt_stop)
+            break;
+        s->ckpt_wake = 0;
+        uv_mutex_unlock(&s->mu);
+        if (rc == SQLITE_OK) {
+            int c = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            if (c != SQLITE_OK && c != SQLITE_BUSY)
+                lb_warn(MOD, "checkpoint: %s", sqlite3_errmsg(db));
+        }
+        uv_mutex_lock(&s->mu);
+    }
+    uv_mutex_unlock(&s->mu);
+    sqlite3_close(db);
+}
+
+static int ckpt_start(sq_store *s)
+{
+    int rc = uv_cond_init(&s->ckpt_cond);
+    if (rc != 0)
+        return rc;
+    if ((rc = uv_thread_create(&s->ckpt_thread, ckpt_main, s)) != 0) {
+        uv_cond_destroy(&s->ckpt_cond);
+        return rc;
+    }
+    s->ckpt_running = 1;
+    /* Replaces SQLite's own autocheckpoint, which would run on the writer. */
+    sqlite3_wal_hook(s->db, wal_hook, s);
+    return 0;
+}
+
+static void ckpt_stop(sq_store *s)
+{
+    if (!s->ckpt_running)
+        return;
+    uv_mutex_lock(&s->mu);
+    s->ckpt_stop = 1;
+    uv_cond_signal(&s->ckpt_cond);
+    uv_mutex_unlock(&s->mu);
+    uv_thread_join(&s->ckpt_thread);
+    uv_cond_destroy(&s->ckpt_cond);
+    s->ckpt_running = 0;
+}
+
 static void thread_main(void *arg)
 {
     sq_store *s = arg;
@@ -1213,6 +1304,7 @@ static void thread_main(void *arg)
     uv_mutex_unlock(&s->mu);
 
     close_db(s);
+    ckpt_stop(s);
 
     uv_mutex_lock(&s->mu);
     s->stopped = 1;
@@ -1390,6 +1482,7 @@ static int open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
         step = "PRAGMA cache_size=-65536";
         rc = sqlite3_exec(db, step, NULL, NULL, NULL);
     }
+
     if (rc == SQLITE_OK) {
         step = "PRAGMA foreign_keys";
         rc = pragma_text(db, step, val, sizeof(val));
@@ -1445,9 +1538,13 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, lb_store **out, char
         lb_free(s);
         return rc;
     }
+    if (strcmp(path, ":memory:") != 0 && (rc = ckpt_start(s)) != 0)
+        lb_warn(MOD, "no checkpointer thread (%s): SQLite checkpoints inline",
+                uv_strerror(rc));
     /* From here the thread owns the connection. */
     if ((rc = uv_thread_create(&s->thread, thread_main, s)) != 0) {
         snprintf(err, errlen, "store: cannot start its thread: %s", uv_strerror(rc));
+        ckpt_stop(s);
         sqlite3_close(db);
         sq_free_struct(s);
         return rc;
