@@ -270,6 +270,9 @@ static void failed(pv *v, const lb_http_response *res, const char *what)
 
 /* ---- calls ------------------------------------------------------------- */
 
+/* Sends a Lever call for the tenant's current step. 0, or a negative code:
+ * no usable connection (a reconnect restarts provisioning) or a full queue
+ * (a retry is scheduled). */
 static int lever_send(pv *v, const char *method, const char *query, yajl_gen body, lb_ob_cb done,
                 const char *path_fmt, const char *arg)
 {
@@ -291,7 +294,21 @@ static int lever_send(pv *v, const char *method, const char *query, yajl_gen bod
     int rc = lb_outbound_submit(lb_outbound_tenant(p->ob, v->tenant, rate, burst), &v->call);
     if (rc == 0)
         set_busy(v, 1);
+    else if (rc == LB_ETOOBIG) /* the tenant's queue is full: try again later */
+        wake_at(v, lb_time_now_ms() + p->cfg.retry_base_ms);
     return rc;
+}
+
+/* A call of the current step came back: 1 when the step goes on; 0 when
+ * the queue let the call go, the tenant was forgotten, or a restart was
+ * asked for (returned() has dealt with those). */
+static int call_returned(pv *v, const lb_http_response *res)
+{
+    if (res->status == 0 && res->error == LB_ECLOSED) {
+        returned(v);
+        return 0;
+    }
+    return returned(v);
 }
 
 static void create_done(lb_ob_call *call, const lb_http_response *res);
@@ -307,20 +324,14 @@ static void create(pv *v)
     yajl_gen g = lb_json_gen_new();
     lb_lever_webhook_body(g, url, "candidateStageChange");
     v->step = S_CREATE;
-    int rc = lever_send(v, "POST", NULL, g, create_done, "/webhooks", NULL);
+    lever_send(v, "POST", NULL, g, create_done, "/webhooks", NULL);
     yajl_gen_free(g);
-    if (rc == LB_ETOOBIG)
-        wake_at(v, lb_time_now_ms() + v->p->cfg.retry_base_ms);
 }
 
 static void create_done(lb_ob_call *call, const lb_http_response *res)
 {
     pv *v = call->data;
-    if (res->status == 0 && res->error == LB_ECLOSED) {
-        returned(v);
-        return;
-    }
-    if (!returned(v))
+    if (!call_returned(v, res))
         return;
     lb_hook *h = hook_of(v);
     if (h == NULL)
@@ -356,11 +367,7 @@ static void create_done(lb_ob_call *call, const lb_http_response *res)
 static void delete_done(lb_ob_call *call, const lb_http_response *res)
 {
     pv *v = call->data;
-    if (res->status == 0 && res->error == LB_ECLOSED) {
-        returned(v);
-        return;
-    }
-    if (!returned(v))
+    if (!call_returned(v, res))
         return;
     lb_lever_outcome o = lb_lever_classify(res);
     if (o != LB_LEVER_OK && o != LB_LEVER_NOT_FOUND) {
@@ -378,20 +385,14 @@ static void delete_next(pv *v)
     }
     char *id = v->stale[--v->nstale];
     v->step = S_DELETE;
-    int rc = lever_send(v, "DELETE", NULL, NULL, delete_done, "/webhooks/%s", id);
+    lever_send(v, "DELETE", NULL, NULL, delete_done, "/webhooks/%s", id);
     lb_free(id);
-    if (rc == LB_ETOOBIG)
-        wake_at(v, lb_time_now_ms() + v->p->cfg.retry_base_ms);
 }
 
 static void list_done(lb_ob_call *call, const lb_http_response *res)
 {
     pv *v = call->data;
-    if (res->status == 0 && res->error == LB_ECLOSED) {
-        returned(v);
-        return;
-    }
-    if (!returned(v))
+    if (!call_returned(v, res))
         return;
     lb_hook *h = hook_of(v);
     if (h == NULL)
@@ -441,28 +442,26 @@ static void list_done(lb_ob_call *call, const lb_http_response *res)
     delete_next(v);
 }
 
-static void attempt(pv *v)
+/* Both an attempt (S_LIST) and a check (S_CHECK) start by listing the
+ * tenant's webhooks; list_done tells them apart by the step. */
+static void list_webhooks(pv *v, step st)
 {
     if (v->busy) {
         v->restart = 1;
         return;
     }
-    v->step = S_LIST;
-    int rc = lever_send(v, "GET", NULL, NULL, list_done, "/webhooks", NULL);
-    if (rc == LB_ETOOBIG)
-        wake_at(v, lb_time_now_ms() + v->p->cfg.retry_base_ms);
+    v->step = st;
+    lever_send(v, "GET", NULL, NULL, list_done, "/webhooks", NULL);
+}
+
+static void attempt(pv *v)
+{
+    list_webhooks(v, S_LIST);
 }
 
 static void check(pv *v)
 {
-    if (v->busy) {
-        v->restart = 1;
-        return;
-    }
-    v->step = S_CHECK;
-    int rc = lever_send(v, "GET", NULL, NULL, list_done, "/webhooks", NULL);
-    if (rc == LB_ETOOBIG)
-        wake_at(v, lb_time_now_ms() + v->p->cfg.retry_base_ms);
+    list_webhooks(v, S_CHECK);
 }
 
 /* ---- public ------------------------------------------------------------ */
