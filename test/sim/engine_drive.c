@@ -34,7 +34,8 @@
  *   responses{ok,r429,r5xx,other,transport}, late{...} or null,
  *   tenants[{id,key,jobs,succeeded,failed,max_attempts,dispatched,r429,
  *            first_dispatch,first_done,last_done}], loop_closed, timed_out,
- *   start_epoch_ms, errors (up to 5 distinct last_error texts). */
+ *   start_epoch_ms, max_loop_lag_ms (sim.h), errors (up to 5 distinct
+ *   last_error texts). */
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -44,6 +45,7 @@
 #include "engine/outbound.h"
 #include "http/client.h"
 #include "json/json.h"
+#include "sim.h"
 #include "store/store.h"
 
 #include <math.h>
@@ -257,6 +259,7 @@ typedef struct {
     uint64_t expected; /* jobs to end */
     uv_check_t check;
     uv_timer_t late_timer, deadline;
+    sim_lag lag;
     int closing, closed_parts, timed_out;
     uint64_t t0_ns, end_ns, added_ns; /* added_ns: the initial lb_jobs_add calls returned */
     int64_t start_epoch_ms;
@@ -548,6 +551,7 @@ static void begin_close(void)
     uv_close((uv_handle_t *)&D.check, NULL);
     uv_close((uv_handle_t *)&D.late_timer, NULL);
     uv_close((uv_handle_t *)&D.deadline, NULL);
+    sim_lag_close(&D.lag);
     /* The jobs first (they stop their calls; their store writes finish),
      * the HTTP client before the outbound frees its tenants (outbound.h),
      * the store once all three are closed. */
@@ -673,6 +677,8 @@ static void print_results(void)
     lb_json_kv_double(g, "add_seconds", since_s(D.added_ns));
     lb_json_kv_bool(g, "timed_out", D.timed_out);
     lb_json_kv_bool(g, "loop_closed", D.loop_closed);
+    /* the longest the loop could not run (sim.h) */
+    lb_json_kv_double(g, "max_loop_lag_ms", sim_lag_max_ms(&D.lag));
 
     lb_json_key(g, "config");
     yajl_gen_map_open(g);
@@ -901,6 +907,7 @@ int main(int argc, char **argv)
     uv_timer_init(&D.loop, &D.late_timer);
     uv_timer_init(&D.loop, &D.deadline);
     uv_timer_start(&D.deadline, deadline_cb, (uint64_t)D.o.timeout_ms, 0);
+    sim_lag_start(&D.loop, &D.lag);
 
     uv_update_time(&D.loop);
     D.t0_ns = uv_hrtime();

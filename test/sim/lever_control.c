@@ -383,8 +383,10 @@ static void r_stats(lb_http_req *req, void *data)
     lb_json_kv_int(g, "violations", (int64_t)violations);
     lb_json_kv_int(g, "unauthenticated", (int64_t)s->unauthenticated);
     lb_json_kv_int(g, "deliveries_sent", (int64_t)s->deliveries_sent);
+    lb_json_kv_double(g, "max_loop_lag_ms", sim_lag_max_ms(&s->app.lag));
     yajl_gen_map_close(g);
     if (sim_query_flag(req, "clear")) {
+        sim_lag_reset(&s->app.lag);
         for (size_t i = 0; i < s->key_list.n; i++)
             stats_clear(&s->key_list.v[i]->stats);
         for (size_t i = 0; i < s->grant_list.n; i++)

@@ -920,6 +920,44 @@ void sim_handle(lb_http_req *req, void *data)
     sim_dispatch(app, req);
 }
 
+/* ---- loop lag ------------------------------------------------------------------ */
+
+#define LAG_TICK_MS 10
+
+static void lag_cb(uv_timer_t *t)
+{
+    sim_lag *lag = t->data;
+    uint64_t now = uv_hrtime();
+    if (now > lag->due_ns && now - lag->due_ns > lag->max_ns)
+        lag->max_ns = now - lag->due_ns;
+    lag->due_ns = now + LAG_TICK_MS * 1000000ull;
+}
+
+void sim_lag_start(uv_loop_t *loop, sim_lag *lag)
+{
+    uv_timer_init(loop, &lag->timer);
+    lag->timer.data = lag;
+    lag->due_ns = uv_hrtime() + LAG_TICK_MS * 1000000ull;
+    lag->max_ns = 0;
+    uv_timer_start(&lag->timer, lag_cb, LAG_TICK_MS, LAG_TICK_MS);
+    uv_unref((uv_handle_t *)&lag->timer); /* never what keeps a loop alive */
+}
+
+void sim_lag_close(sim_lag *lag)
+{
+    uv_close((uv_handle_t *)&lag->timer, NULL);
+}
+
+double sim_lag_max_ms(const sim_lag *lag)
+{
+    return (double)lag->max_ns / 1e6;
+}
+
+void sim_lag_reset(sim_lag *lag)
+{
+    lag->max_ns = 0;
+}
+
 /* ---- lifecycle ----------------------------------------------------------------- */
 
 void sim_app_init(sim_app *app, const sim_hooks *hooks, void *data)
@@ -957,6 +995,7 @@ static void signal_cb(uv_signal_t *sig, int signum)
         delay_fire(app->delays);
     uv_close((uv_handle_t *)&app->sigterm, NULL);
     uv_close((uv_handle_t *)&app->sigint, NULL);
+    sim_lag_close(&app->lag);
     lb_http_server_close(app->server, server_closed_cb, app);
 }
 
@@ -1017,6 +1056,7 @@ int sim_app_start(sim_app *app, const sim_options *opt)
     app->sigterm.data = app->sigint.data = app;
     uv_signal_start(&app->sigterm, signal_cb, SIGTERM);
     uv_signal_start(&app->sigint, signal_cb, SIGINT);
+    sim_lag_start(&app->loop, &app->lag);
     printf("{\"port\":%d}\n", lb_http_server_port(app->server));
     fflush(stdout);
     lb_debug("sim", "%s listening on port %d", app->hooks.name, lb_http_server_port(app->server));

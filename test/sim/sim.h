@@ -61,6 +61,21 @@ typedef struct {
 void sim_window_add(sim_window *w, uint64_t now_ms);
 void sim_window_free(sim_window *w);
 
+/* Loop lag: a repeating 10 ms timer notes how late it fires, that is how long
+ * the loop could not run (busy, or the process not scheduled). A witness
+ * whose loop stalls reads the requests that arrived over the stall as one
+ * burst, and a client whose loop stalls sends them as one: the tests use the
+ * figure to tell a limiter's fault from the machine's. Embedded in its owner;
+ * sim_lag_close() closes the timer (the owner outlives the loop run). */
+typedef struct {
+    uv_timer_t timer;
+    uint64_t due_ns, max_ns;
+} sim_lag;
+void sim_lag_start(uv_loop_t *loop, sim_lag *lag);
+void sim_lag_close(sim_lag *lag);
+double sim_lag_max_ms(const sim_lag *lag);
+void sim_lag_reset(sim_lag *lag);
+
 /* ---- the application skeleton ------------------------------------------- */
 
 typedef struct sim_app sim_app;
@@ -132,6 +147,7 @@ struct sim_app {
     size_t log_cap, log_head, log_n;
     uint64_t log_seq;
     sim_delay *delays;      /* requests waiting on a fault's delay */
+    sim_lag lag;
     int stopping;
 };
 
