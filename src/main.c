@@ -248,7 +248,7 @@ static void start_engine(app *a)
                          .max_running_tenant = a->cfg.lever_burst * 2,
                          .platform_url = a->cfg.platform_url,
                          .platform_token = a->cfg.platform_token};
-    lb_jobs_env env = {lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_forbidden,
+    lb_jobs_env env = {lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_permission,
                        lb_api_tenant_rate, &a->api};
     if (lb_http_client_new(&a->loop, &cc, &a->client) != 0 ||
         lb_outbound_new(&a->loop, a->client, &a->outbound) != 0 ||

@@ -89,7 +89,7 @@ void lb_api_jobs_free(lb_job_rec *jobs, size_t n);
  * (lb_jobs_env, with the lb_api as data). */
 int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth);
 void lb_api_lever_unauthorized(void *data, const char *tenant);
-void lb_api_lever_forbidden(void *data, const char *tenant, const char *permission);
+void lb_api_lever_permission(void *data, const char *tenant, const char *permission, int granted);
 void lb_api_tenant_rate(void *data, const char *tenant, double *rate, int *burst);
 
 /* Writes a tenant's <connection> object (api.md) into g. */

@@ -65,6 +65,11 @@ static void respond_body(lb_http_req *req, const entry *e)
                     lb_free, copy);
 }
 
+static const char *permission_of(const entry *e)
+{
+    return e->kind == K_STAGES ? "find all stages" : "find all postings";
+}
+
 static void answer_all(entry *e, int status, const char *code, const char *msg)
 {
     for (int i = 0; i < e->nwaiters; i++) {
@@ -96,13 +101,13 @@ static void page_done(lb_ob_call *call, const lb_http_response *res)
         if (o == LB_LEVER_REAUTH)
             lb_api_lever_unauthorized(e->api, e->tenant);
         if (o == LB_LEVER_FORBIDDEN)
-            lb_api_lever_forbidden(e->api, e->tenant,
-                                   e->kind == K_STAGES ? "find all stages" : "find all postings");
+            lb_api_lever_permission(e->api, e->tenant, permission_of(e), 0);
         e->fetching = 0;
         lb_strbuf_reset(&e->acc);
         answer_all(e, 502, "lever_unavailable", msg);
         return;
     }
+    lb_api_lever_permission(e->api, e->tenant, permission_of(e), 1);
     lb_lever_page page;
     if (lb_lever_parse_page(res->body, res->body_len, &page) != 0) {
         e->fetching = 0;

@@ -172,21 +172,34 @@ void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec)
     }
 }
 
-void lb_api_lever_forbidden(void *data, const char *tenant, const char *permission)
+/* The connection's list of missing permissions follows what Lever answers:
+ * a 403 adds the call's permission, a 2xx removes it. Nothing is written
+ * when the list does not change, so the success of every call costs a scan
+ * of a list that is almost always empty. */
+void lb_api_lever_permission(void *data, const char *tenant, const char *permission, int granted)
 {
     lb_api *api = data;
     lb_conn *c = lb_conns_get(api->conns, tenant);
     if (c == NULL)
         return;
+    size_t at = c->nmissing;
     for (size_t i = 0; i < c->nmissing; i++)
         if (strcmp(c->missing[i], permission) == 0)
-            return;
-    if (c->nmissing == LB_PERMISSIONS_MAX)
+            at = i;
+    if (granted ? at == c->nmissing : at < c->nmissing || c->nmissing == LB_PERMISSIONS_MAX)
         return;
-    lb_warn("api", "tenant %s: the Lever key lacks \"%s\"", tenant, permission);
     conn_write *w = LB_NEW(conn_write);
     lb_conn_copy(&w->next, c);
-    w->next.missing[w->next.nmissing++] = lb_strdup(permission);
+    if (granted) {
+        lb_info("api", "tenant %s: the Lever key now has \"%s\"", tenant, permission);
+        lb_free(w->next.missing[at]);
+        memmove(&w->next.missing[at], &w->next.missing[at + 1],
+                (w->next.nmissing - at - 1) * sizeof(w->next.missing[0]));
+        w->next.nmissing--;
+    } else {
+        lb_warn("api", "tenant %s: the Lever key lacks \"%s\"", tenant, permission);
+        w->next.missing[w->next.nmissing++] = lb_strdup(permission);
+    }
     w->next.updated_at = lb_time_now_ms();
     if (conn_write_submit(api, w) != 0)
         conn_write_free(w);

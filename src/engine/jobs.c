@@ -585,6 +585,8 @@ static void ob_done(lb_ob_call *call, const lb_http_response *res)
             lb_job_retry(j, "the call was cancelled");
         return;
     }
+    if (res->status >= 200 && res->status < 300 && j->permission != NULL)
+        j->js->env.lever_permission(j->js->env.data, j->rec.tenant_id, j->permission, 1);
     j->done(j, res);
     /* done() issued the next action; the request strings were copied by it
      * or are no longer needed. */
@@ -669,7 +671,7 @@ void lb_job_lever_failed(lb_job *job, const lb_http_response *res)
         const char *perm = job->permission ? job->permission : "unknown";
         char err[ERROR_MAX];
         snprintf(err, sizeof(err), "missing_permission: %s (%s)", perm, msg);
-        js->env.lever_forbidden(js->env.data, job->rec.tenant_id, perm);
+        js->env.lever_permission(js->env.data, job->rec.tenant_id, perm, 0);
         end(job, LB_JOB_FAILED, err);
         return;
     }

@@ -44,8 +44,9 @@ typedef struct {
     int (*lever_auth)(void *data, const char *tenant, lb_lever_auth *auth);
     /* A 401 from Lever: the connection needs re-authorization. */
     void (*lever_unauthorized)(void *data, const char *tenant);
-    /* A 403 from Lever on a call needing `permission` (Lever's words). */
-    void (*lever_forbidden)(void *data, const char *tenant, const char *permission);
+    /* What a call needing `permission` (Lever's words) found: granted 0 on a
+     * 403, 1 on a 2xx (the customer may have fixed the key in Lever since). */
+    void (*lever_permission)(void *data, const char *tenant, const char *permission, int granted);
     /* The tenant's limits (rate <= 0: unlimited). */
     void (*tenant_rate)(void *data, const char *tenant, double *rate, int *burst);
     void *data;

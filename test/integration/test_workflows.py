@@ -194,6 +194,30 @@ def test_stage_change_runs_actions_in_order(connected, lever):
     assert ev[0]["id"] == other["event"] and ev[0]["jobs"] == []
 
 
+def test_missing_write_permission_follows_lever(connected, lever):
+    """A 403 on a write names the permission in the connection's
+    permissions.missing; once the key has it again in Lever, the next
+    successful call takes it off."""
+    s = connected
+    missing = lambda: call(s, "GET", "/v1/tenants/acme/lever").json()["permissions"]["missing"]
+    call(s, "POST", "/v1/tenants/acme/workflows",
+         dict(STAGE_WF, actions=[{"type": "add_tags", "tags": ["t"]}]))
+    lever.ctl("POST", "/_sim/keys", {"key": "good", "except": ["add opportunity tags"]},
+              expect=201)
+    deliver(s, "O1", "S2")
+    failed = wait_for(lambda: jobs(s, status="failed"), what="a 403")
+    assert failed[0]["last_error"].startswith("missing_permission: add opportunity tags")
+    assert wait_for(lambda: missing() == ["add opportunity tags"] and missing(),
+                    what="the permission named")
+    assert s.stop() == 0  # the list is stored, not only in memory
+    s.start()
+    assert missing() == ["add opportunity tags"]
+    lever.ctl("POST", "/_sim/keys", {"key": "good", "permissions": "all"}, expect=201)
+    deliver(s, "O2", "S2")
+    wait_for(lambda: jobs(s, status="succeeded"), what="the call allowed again")
+    wait_for(lambda: missing() == [], what="the permission taken off the list")
+
+
 def test_from_stage_and_disabled(connected, lever):
     s = connected
     call(s, "POST", "/v1/tenants/acme/workflows",

@@ -216,11 +216,12 @@ static void env_unauthorized(void *data, const char *tenant)
     (void)tenant;
 }
 
-static void env_forbidden(void *data, const char *tenant, const char *permission)
+static void env_permission(void *data, const char *tenant, const char *permission, int granted)
 {
     (void)data;
     (void)tenant;
     (void)permission;
+    (void)granted;
 }
 
 static void env_rate(void *data, const char *tenant, double *rate, int *burst)
@@ -244,7 +245,7 @@ static void engine_open(fixture *f)
                          .max_running = 8, .max_running_tenant = 4,
                          .platform_url = f->platform_on ? f->platform : NULL,
                          .platform_token = f->platform_on ? "ptok" : NULL};
-    lb_jobs_env env = {env_auth, env_unauthorized, env_forbidden, env_rate, f};
+    lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, f};
     assert_int_equal(lb_jobs_new(&f->loop, f->store, f->ob, f->client, &jc, &env, &f->jobs), 0);
     lb_jobs_register(f->jobs, lb_action_kinds, lb_action_nkinds);
 }

@@ -46,6 +46,8 @@ typedef struct {
     int reauth;
     int unauthorized_calls;
     char forbidden[64];
+    char granted[64];
+    int granted_calls;
 } fixture;
 
 static fixture *F;
@@ -170,11 +172,16 @@ static void env_unauthorized(void *data, const char *tenant)
     f->unauthorized_calls++;
 }
 
-static void env_forbidden(void *data, const char *tenant, const char *permission)
+static void env_permission(void *data, const char *tenant, const char *permission, int granted)
 {
     fixture *f = data;
     (void)tenant;
-    snprintf(f->forbidden, sizeof(f->forbidden), "%s", permission);
+    if (granted) {
+        f->granted_calls++;
+        snprintf(f->granted, sizeof(f->granted), "%s", permission);
+    } else {
+        snprintf(f->forbidden, sizeof(f->forbidden), "%s", permission);
+    }
 }
 
 static void env_rate(void *data, const char *tenant, double *rate, int *burst)
@@ -196,7 +203,7 @@ static void engine_open(fixture *f, int64_t max_age)
     assert_int_equal(lb_outbound_new(&f->loop, f->client, &f->ob), 0);
     lb_jobs_config jc = {.retry_base_ms = 10, .retry_cap_ms = 40, .max_age_ms = max_age,
                          .max_running = 8, .max_running_tenant = 4};
-    lb_jobs_env env = {env_auth, env_unauthorized, env_forbidden, env_rate, f};
+    lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, f};
     assert_int_equal(lb_jobs_new(&f->loop, f->store, f->ob, f->client, &jc, &env, &f->jobs), 0);
     lb_jobs_register(f->jobs, kinds, 3);
 }
@@ -384,6 +391,9 @@ static void retries_then_succeeds(void **state)
     row(f, "job_flaky", st, &attempts, NULL, 0);
     assert_string_equal(st, "succeeded");
     assert_int_equal(attempts, 3);
+    /* only the 2xx reports the permission as granted, the 5xx before it not */
+    assert_int_equal(f->granted_calls, 1);
+    assert_string_equal(f->granted, "add opportunity tags");
     lb_jobs_stats s;
     lb_jobs_stats_get(f->jobs, &s);
     assert_int_equal(s.retried, 2);
@@ -408,6 +418,7 @@ static void error_mapping(void **state)
     row(f, "job_404", st, &attempts, err, sizeof(err));
     assert_string_equal(st, "failed");
     assert_non_null(strstr(err, "No such opportunity"));
+    assert_int_equal(f->granted_calls, 0); /* neither answer grants anything */
 }
 
 static void unauthorized_waits_then_resumes(void **state)
