@@ -148,7 +148,7 @@ int main(int argc, char **argv)
     memset(&b, 0, sizeof(b));
     uv_loop_init(&b.loop);
     char err[256];
-    int rc = lb_store_open(&b.loop, url, &b.store, err, sizeof(err));
+    int rc = lb_store_open(&b.loop, url, NULL, &b.store, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "store_bench: %s\n", err);
         return 1;

@@ -343,7 +343,8 @@ int main(int argc, char **argv)
     load_secrets(&a);
 
     uv_loop_init(&a.loop);
-    if (lb_store_open(&a.loop, a.cfg.db, &a.store, err, sizeof(err)) != 0)
+    lb_store_options so = {.lever_dedupe_ms = lb_api_lever_dedupe_ms(&a.cfg)};
+    if (lb_store_open(&a.loop, a.cfg.db, &so, &a.store, err, sizeof(err)) != 0)
         die(2, err);
     lb_store_set_on_commit(a.store, on_commit, &a);
     check_master_key(&a);

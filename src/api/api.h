@@ -49,6 +49,10 @@ typedef struct lb_api {
 
 int lb_api_register(lb_api *api, lb_router *r);
 
+/* How far back a Lever delivery can have a duplicate (lb_store_options):
+ * the replay window plus the clock skew the hook allows. */
+int64_t lb_api_lever_dedupe_ms(const lb_config *cfg);
+
 /* Route groups (one file each). */
 void lb_api_ops_register(lb_api *api, lb_router *r);
 void lb_api_tenants_register(lb_api *api, lb_router *r);

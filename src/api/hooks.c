@@ -189,6 +189,13 @@ static void lever_hook(lb_http_req *req, void *data)
     }
 }
 
+int64_t lb_api_lever_dedupe_ms(const lb_config *cfg)
+{
+    /* A delivery passes only if triggeredAt >= now - window, and its first
+     * copy arrived no earlier than triggeredAt - skew. */
+    return cfg->replay_window_ms + MAX_CLOCK_SKEW_MS;
+}
+
 void lb_api_hooks_register(lb_api *api, lb_router *r)
 {
     lb_metrics_declare_counter("leverbridge_webhooks_total", "Lever webhook deliveries by outcome.");

@@ -55,8 +55,9 @@ void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double sec
  * the close callback. Loop thread. */
 void lb_store__closed(lb_store *s);
 
-/* Backend constructors: path is the URL without its scheme. */
-int lb_store_sqlite_open(uv_loop_t *loop, const char *path, lb_store **out, char *err,
-                         size_t errlen);
+/* Backend constructors: path is the URL without its scheme; opt is filled
+ * in (no zero fields). */
+int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_options *opt,
+                         lb_store **out, char *err, size_t errlen);
 
 #endif

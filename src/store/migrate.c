@@ -109,10 +109,44 @@ static const char schema_v2[] = "CREATE TABLE meta ("
 /* Version 3: the jobs list of a tenant, newest first, without a sort. */
 static const char schema_v3[] = "CREATE INDEX jobs_tenant_created ON jobs(tenant_id, created_at, id);";
 
+/* Version 4: events in arrival order, without the unique index for Lever
+ * deliveries. Their keys hold 48 random characters: in a unique B-tree each
+ * delivery dirtied its own leaf page, one 4 KiB WAL page per delivery per
+ * commit. The SQLite backend now finds Lever duplicates among the recent
+ * keys it keeps in memory (store/recent.h) and reads candidates by `seq`,
+ * an explicit row number (stable across VACUUM), which also gives the
+ * arrival order it reloads them in. The results of the assessment platform
+ * keep a unique index: they have no replay window. The table is rebuilt
+ * (SQLite cannot drop a table constraint), rows and row numbers kept. */
+/* clang-format off */
+static const char schema_v4[] =
+    "CREATE TABLE events_v4 ("
+    " seq INTEGER PRIMARY KEY,"    /* arrival order */
+    " id TEXT NOT NULL UNIQUE,"
+    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " source TEXT NOT NULL,"       /* lever|platform */
+    " type TEXT NOT NULL,"
+    " dedupe_key TEXT NOT NULL,"   /* Lever: hook id + token; platform: result_id */
+    " status TEXT NOT NULL,"       /* accepted|duplicate|ignored */
+    " opportunity_id TEXT,"
+    " payload TEXT,"               /* JSON */
+    " received_at INTEGER NOT NULL);"
+    "INSERT INTO events_v4(seq, id, tenant_id, source, type, dedupe_key, status,"
+    " opportunity_id, payload, received_at)"
+    " SELECT rowid, id, tenant_id, source, type, dedupe_key, status, opportunity_id,"
+    " payload, received_at FROM events ORDER BY rowid;"
+    "DROP TABLE events;"
+    "ALTER TABLE events_v4 RENAME TO events;"
+    "CREATE INDEX events_tenant_received ON events(tenant_id, received_at);"
+    "CREATE UNIQUE INDEX events_dedupe ON events(tenant_id, source, dedupe_key)"
+    " WHERE source <> 'lever';";
+/* clang-format on */
+
 const lb_store_migration lb_store_migrations[] = {
     {1, "initial schema", schema_v1, NULL},
     {2, "meta table", schema_v2, NULL},
     {3, "jobs by tenant and time", schema_v3, NULL},
+    {4, "events in arrival order, Lever keys out of the unique index", schema_v4, NULL},
     /* {3, "what it changes", "ALTER TABLE ...;", NULL}, */
 };
 const size_t lb_store_migration_count =

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "store/migrate.h"
+#include "store/recent.h"
 
 #include <malloc.h>
 #include <sqlite3.h>
@@ -65,6 +66,10 @@ enum {
     ST_HOOK_PUT,
     ST_EVENT_FIND,
     ST_EVENT_INSERT,
+    ST_EVENT_INSERT_UNIQUE,
+    ST_EVENT_AT_SEQ,
+    ST_EVENT_FIND_RECENT,
+    ST_EVENT_RECENT_LOAD,
     ST_HOOK_DELIVERED,
     ST_WF_CREATED_AT,
     ST_WF_INSERT,
@@ -139,12 +144,22 @@ static const char *const stmt_sql[ST_COUNT] = {
                     " deadline_at = ?8, last_error = ?9, active_since = ?10,"
                     " last_delivery_at = MAX(COALESCE(last_delivery_at, 0), COALESCE(?11, 0)),"
                     " checked_at = ?12",
+    /* "source <> 'lever'" lets the planner use the partial unique index */
     [ST_EVENT_FIND] = "SELECT id FROM events WHERE tenant_id = ?1 AND source = ?2"
-                      " AND dedupe_key = ?3",
+                      " AND dedupe_key = ?3 AND source <> 'lever'",
     [ST_EVENT_INSERT] = "INSERT INTO events(id, tenant_id, source, type, dedupe_key, status,"
                         " opportunity_id, payload, received_at)"
-                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                        " ON CONFLICT(tenant_id, source, dedupe_key) DO NOTHING",
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_EVENT_INSERT_UNIQUE] = "INSERT INTO events(id, tenant_id, source, type, dedupe_key,"
+                               " status, opportunity_id, payload, received_at)"
+                               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                               " ON CONFLICT(tenant_id, source, dedupe_key)"
+                               " WHERE source <> 'lever' DO NOTHING",
+    [ST_EVENT_AT_SEQ] = "SELECT id, tenant_id, source, dedupe_key FROM events WHERE seq = ?1",
+    [ST_EVENT_FIND_RECENT] = "SELECT id FROM events WHERE tenant_id = ?1 AND received_at >= ?2"
+                             " AND source = 'lever' AND dedupe_key = ?3",
+    [ST_EVENT_RECENT_LOAD] = "SELECT seq, tenant_id, dedupe_key, received_at FROM events"
+                             " WHERE source = 'lever' ORDER BY seq DESC",
     [ST_HOOK_DELIVERED] = "UPDATE hooks SET last_delivery_at = ?2 WHERE id = ?1"
                           " AND COALESCE(last_delivery_at, 0) < ?2",
     [ST_WF_CREATED_AT] = "SELECT created_at FROM workflows WHERE id = ?1 AND tenant_id = ?2",
@@ -228,6 +243,7 @@ typedef struct {
     /* The store thread only (the opening thread until it starts). */
     sqlite3 *db;
     sqlite3_stmt *stmts[ST_COUNT];
+    lb_recent recent; /* Lever dedupe keys of the window (recent.h) */
 
     /* The checkpointer: its own thread and connection copy the WAL into the
      * database (PASSIVE: never blocking the writer) when the writer's WAL
@@ -759,12 +775,106 @@ static int run_hook_put(sq_store *s, lb_store_op *op)
     return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "hook put");
 }
 
+/* Candidates an event's Lever key may duplicate, read and compared whole. 1
+ * and existing_id when one matches, 0 when none, or a negative code. */
+#define RECENT_CANDIDATES 8
+
+static int column_is(sqlite3_stmt *q, int i, const char *v)
+{
+    const unsigned char *t = sqlite3_column_text(q, i);
+    return t != NULL && strcmp((const char *)t, v) == 0;
+}
+
+static int lever_duplicate(sq_store *s, const lb_event_rec *e, uint64_t hash, int64_t received,
+                           lb_store_op *op)
+{
+    int64_t seqs[RECENT_CANDIDATES];
+    size_t n = lb_recent_find(&s->recent, hash, seqs, RECENT_CANDIDATES);
+    sqlite3_stmt *q;
+    int rc;
+    if (n > RECENT_CANDIDATES) { /* never seen: a pile of stale entries; search the rows */
+        q = stmt(s, ST_EVENT_FIND_RECENT);
+        if (q == NULL) return LB_EIO;
+        bind_text(q, 1, e->tenant_id);
+        sqlite3_bind_int64(q, 2, received - s->recent.horizon_ms);
+        bind_text(q, 3, e->dedupe_key);
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW)
+            column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+        done_with(q);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
+        return rc == SQLITE_ROW;
+    }
+    for (size_t i = 0; i < n; i++) {
+        q = stmt(s, ST_EVENT_AT_SEQ);
+        if (q == NULL) return LB_EIO;
+        sqlite3_bind_int64(q, 1, seqs[i]);
+        rc = sqlite3_step(q);
+        int same = rc == SQLITE_ROW && column_is(q, 1, e->tenant_id) &&
+                   column_is(q, 2, "lever") && column_is(q, 3, e->dedupe_key);
+        if (same)
+            column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+        done_with(q);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
+        if (same) return 1;
+    }
+    return 0;
+}
+
+/* Fills s->recent from the Lever events of the window, newest first; rows
+ * are in arrival order give or take the seconds an op waits for its batch,
+ * so the scan stops RECENT_LOAD_SLACK_MS past the window. Opening thread. */
+#define RECENT_LOAD_SLACK_MS (10 * 60 * 1000)
+
+static int recent_load(sq_store *s, char *err, size_t errlen)
+{
+    int64_t now = lb_time_now_ms();
+    int64_t cutoff = now - s->recent.horizon_ms;
+    sqlite3_stmt *q = stmt(s, ST_EVENT_RECENT_LOAD);
+    if (q == NULL) {
+        snprintf(err, errlen, "database %s: %s", s->path, sqlite3_errmsg(s->db));
+        return LB_EIO;
+    }
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        int64_t at = sqlite3_column_int64(q, 3);
+        if (at < cutoff - RECENT_LOAD_SLACK_MS)
+            break;
+        const char *tenant = (const char *)sqlite3_column_text(q, 1);
+        const char *key = (const char *)sqlite3_column_text(q, 2);
+        if (at >= cutoff && tenant != NULL && key != NULL)
+            lb_recent_add(&s->recent, lb_recent_hash(tenant, key), sqlite3_column_int64(q, 0), at,
+                          now);
+    }
+    done_with(q);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        snprintf(err, errlen, "database %s: loading recent events: %s", s->path,
+                 sqlite3_errmsg(s->db));
+        return map_rc(rc);
+    }
+    lb_info(MOD, "%zu Lever delivery keys of the last %lld s in memory (%zu KiB)", s->recent.count,
+            (long long)(s->recent.horizon_ms / 1000), lb_recent_bytes(&s->recent) / 1024);
+    return 0;
+}
+
 static int run_event_insert(sq_store *s, lb_store_op *op)
 {
     const lb_event_rec *e = op->event_insert.event;
-    /* Insert first: the unique index finds a duplicate in the same descent,
-     * and only then is the earlier event's id read. */
-    sqlite3_stmt *q = stmt(s, ST_EVENT_INSERT);
+    int64_t received = e->received_at > 0 ? e->received_at : lb_time_now_ms();
+    int lever = strcmp(e->source, "lever") == 0;
+    uint64_t hash = 0;
+    if (lever) {
+        hash = lb_recent_hash(e->tenant_id, e->dedupe_key);
+        int dup = lever_duplicate(s, e, hash, received, op);
+        if (dup < 0) return dup;
+        if (dup) {
+            op->event_insert.duplicate = 1;
+            return 0;
+        }
+    }
+    /* Other sources: insert first; the unique index finds a duplicate in
+     * the same descent, and only then is the earlier event's id read. */
+    sqlite3_stmt *q = stmt(s, lever ? ST_EVENT_INSERT : ST_EVENT_INSERT_UNIQUE);
     if (q == NULL) return LB_EIO;
     bind_text(q, 1, e->id);
     bind_text(q, 2, e->tenant_id);
@@ -774,11 +884,18 @@ static int run_event_insert(sq_store *s, lb_store_op *op)
     bind_text(q, 6, e->status);
     bind_text(q, 7, e->opportunity_id);
     bind_text(q, 8, e->payload);
-    sqlite3_bind_int64(q, 9, e->received_at > 0 ? e->received_at : lb_time_now_ms());
+    sqlite3_bind_int64(q, 9, received);
     int rc = sqlite3_step(q);
     done_with(q);
     if (rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
-    if (sqlite3_changes(s->db) == 0) { /* (tenant, source, dedupe_key) was there */
+    if (lever) {
+        /* Added now, before the commit: a later op of this batch with the
+         * same key must find it. Should this op or the batch roll back, the
+         * entry points at a row that is gone or another one, which the
+         * comparison above tells apart. */
+        lb_recent_add(&s->recent, hash, sqlite3_last_insert_rowid(s->db), received,
+                      lb_time_now_ms());
+    } else if (sqlite3_changes(s->db) == 0) { /* (tenant, source, dedupe_key) was there */
         q = stmt(s, ST_EVENT_FIND);
         if (q == NULL) return LB_EIO;
         bind_text(q, 1, e->tenant_id);
@@ -803,7 +920,7 @@ static int run_event_insert(sq_store *s, lb_store_op *op)
         q = stmt(s, ST_HOOK_DELIVERED);
         if (q == NULL) return LB_EIO;
         bind_text(q, 1, op->event_insert.hook_id);
-        sqlite3_bind_int64(q, 2, e->received_at > 0 ? e->received_at : lb_time_now_ms());
+        sqlite3_bind_int64(q, 2, received);
         rc = sqlite3_step(q);
         done_with(q);
         if (rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
@@ -1408,6 +1525,7 @@ static void sq_close(lb_store *base)
 
 static void sq_free_struct(sq_store *s)
 {
+    lb_recent_free(&s->recent);
     uv_cond_destroy(&s->cond);
     uv_mutex_destroy(&s->mu);
     lb_free(s->path);
@@ -1501,8 +1619,8 @@ static int open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
     return 0;
 }
 
-int lb_store_sqlite_open(uv_loop_t *loop, const char *path, lb_store **out, char *err,
-                         size_t errlen)
+int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_options *opt,
+                         lb_store **out, char *err, size_t errlen)
 {
     uv_once(&global_once, global_init);
 
@@ -1536,6 +1654,12 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, lb_store **out, char
         sqlite3_close(db);
         lb_free(s->path);
         lb_free(s);
+        return rc;
+    }
+    lb_recent_init(&s->recent, opt->lever_dedupe_ms);
+    if ((rc = recent_load(s, err, errlen)) != 0) {
+        close_db(s);
+        sq_free_struct(s);
         return rc;
     }
     if (strcmp(path, ":memory:") != 0 && (rc = ckpt_start(s)) != 0)

@@ -473,8 +473,12 @@ void lb_tenant_recs_free(lb_tenant_rec *recs, size_t count)
     lb_free(recs);
 }
 
-int lb_store_open(uv_loop_t *loop, const char *url, lb_store **out, char *err, size_t errlen)
+int lb_store_open(uv_loop_t *loop, const char *url, const lb_store_options *opt, lb_store **out,
+                  char *err, size_t errlen)
 {
+    lb_store_options o = opt ? *opt : (lb_store_options){0};
+    if (o.lever_dedupe_ms <= 0)
+        o.lever_dedupe_ms = LB_STORE_LEVER_DEDUPE_DEFAULT_MS;
     *out = NULL;
     if (err != NULL && errlen > 0) err[0] = '\0';
     if (strncmp(url, "sqlite:", 7) == 0) {
@@ -483,7 +487,7 @@ int lb_store_open(uv_loop_t *loop, const char *url, lb_store **out, char *err, s
             snprintf(err, errlen, "store URL \"%s\" names no file", url);
             return LB_EINVAL;
         }
-        return lb_store_sqlite_open(loop, path, out, err, errlen);
+        return lb_store_sqlite_open(loop, path, &o, out, err, errlen);
     }
     if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
         snprintf(err, errlen, "PostgreSQL store is not supported yet (use sqlite:<path>)");

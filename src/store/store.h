@@ -299,6 +299,9 @@ struct lb_store_op {
         /* Inserts an event and its jobs in one durable step, unless an event
          * with the same (tenant, source, dedupe_key) exists: then nothing is
          * written, `duplicate` is 1 and `existing_id` names the first one.
+         * For source "lever", only events received within the last
+         * lever_dedupe_ms (lb_store_options) count: the caller refuses
+         * older deliveries as stale before they get here.
          * hook_id (optional) gets last_delivery_at = event.received_at. */
         struct {
             const lb_event_rec *event;
@@ -394,12 +397,25 @@ struct lb_store_op {
 
 typedef struct lb_store lb_store;
 
-/* Opens the store named by url and starts its backend:
+/* 72 hours (api.md's default replay window) and 5 minutes of clock skew. */
+#define LB_STORE_LEVER_DEDUPE_DEFAULT_MS ((72ll * 60 + 5) * 60 * 1000)
+
+typedef struct {
+    /* How far back, by arrival, an event of source "lever" can have a
+     * duplicate: the replay window plus the clock skew the hook allows. A
+     * backend may forget older keys of that source (the SQLite one keeps
+     * this window of keys in memory, about 32 bytes per delivery). 0: the
+     * default. */
+    int64_t lever_dedupe_ms;
+} lb_store_options;
+
+/* Opens the store named by url and starts its backend (opt may be NULL):
  *   "sqlite:<path>"   SQLite file (created if missing; schema migrated here,
  *                     synchronously: call before serving)
  *   "postgres://..."  LB_EINVAL, "not supported yet"
  * Returns 0 and *out, or a negative code with one line in err. */
-int lb_store_open(uv_loop_t *loop, const char *url, lb_store **out, char *err, size_t errlen);
+int lb_store_open(uv_loop_t *loop, const char *url, const lb_store_options *opt, lb_store **out,
+                  char *err, size_t errlen);
 
 /* Queues op. Returns 0, and op->cb runs later on the loop thread exactly once;
  * or a negative code and op->cb is never called: LB_EINVAL (bad op: unknown

@@ -830,7 +830,7 @@ int main(int argc, char **argv)
     snprintf(D.path, sizeof(D.path), "%s/store.db", D.dir);
     snprintf(D.url, sizeof(D.url), "sqlite:%s", D.path);
     char err[256];
-    int rc = lb_store_open(&D.loop, D.url, &D.store, err, sizeof(err));
+    int rc = lb_store_open(&D.loop, D.url, NULL, &D.store, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "engine-drive: store: %s\n", err);
         return 1;

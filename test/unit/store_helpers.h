@@ -67,7 +67,7 @@ static inline void fx_remove_files(fixture *f)
 static inline void fx_open(fixture *f)
 {
     char err[256];
-    int rc = lb_store_open(&f->loop, f->url, &f->store, err, sizeof(err));
+    int rc = lb_store_open(&f->loop, f->url, NULL, &f->store, err, sizeof(err));
     if (rc != 0) fail_msg("lb_store_open: %d %s", rc, err);
     assert_non_null(f->store);
     assert_int_equal(lb_store_ready(f->store), 1);

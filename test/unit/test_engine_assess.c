@@ -237,7 +237,7 @@ static void env_rate(void *data, const char *tenant, double *rate, int *burst)
 static void engine_open(fixture *f)
 {
     char err[256];
-    assert_int_equal(lb_store_open(&f->loop, f->url, &f->store, err, sizeof(err)), 0);
+    assert_int_equal(lb_store_open(&f->loop, f->url, NULL, &f->store, err, sizeof(err)), 0);
     lb_http_client_config cc = {.max_inflight = 16, .timeout_ms = 5000};
     assert_int_equal(lb_http_client_new(&f->loop, &cc, &f->client), 0);
     assert_int_equal(lb_outbound_new(&f->loop, f->client, &f->ob), 0);

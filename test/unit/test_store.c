@@ -27,13 +27,13 @@ static void test_bad_urls(void **state)
     fixture *f = *state;
     char err[256];
     lb_store *s = (lb_store *)0x1;
-    assert_int_equal(lb_store_open(&f->loop, "postgres://u@h/db", &s, err, sizeof(err)), LB_EINVAL);
+    assert_int_equal(lb_store_open(&f->loop, "postgres://u@h/db", NULL, &s, err, sizeof(err)), LB_EINVAL);
     assert_null(s);
     assert_non_null(strstr(err, "not supported yet"));
-    assert_int_equal(lb_store_open(&f->loop, "postgresql://h/db", &s, err, sizeof(err)), LB_EINVAL);
-    assert_int_equal(lb_store_open(&f->loop, "mysql://h/db", &s, err, sizeof(err)), LB_EINVAL);
-    assert_int_equal(lb_store_open(&f->loop, "sqlite:", &s, err, sizeof(err)), LB_EINVAL);
-    int rc = lb_store_open(&f->loop, "sqlite:/nonexistent-dir/x/y.db", &s, err, sizeof(err));
+    assert_int_equal(lb_store_open(&f->loop, "postgresql://h/db", NULL, &s, err, sizeof(err)), LB_EINVAL);
+    assert_int_equal(lb_store_open(&f->loop, "mysql://h/db", NULL, &s, err, sizeof(err)), LB_EINVAL);
+    assert_int_equal(lb_store_open(&f->loop, "sqlite:", NULL, &s, err, sizeof(err)), LB_EINVAL);
+    int rc = lb_store_open(&f->loop, "sqlite:/nonexistent-dir/x/y.db", NULL, &s, err, sizeof(err));
     assert_true(rc < 0);
     assert_null(s);
     assert_non_null(strstr(err, "/nonexistent-dir/x/y.db"));
@@ -50,7 +50,7 @@ static void test_not_a_database(void **state)
     fclose(fp);
     char err[256];
     lb_store *s = NULL;
-    assert_int_equal(lb_store_open(&f->loop, f->url, &s, err, sizeof(err)), LB_ECORRUPT);
+    assert_int_equal(lb_store_open(&f->loop, f->url, NULL, &s, err, sizeof(err)), LB_ECORRUPT);
     assert_null(s);
 }
 

@@ -1,5 +1,6 @@
 /* SQLite schema migrations: from an empty file, from an older version, a
- * no-op reopen, a refused future version, atomic steps, a simulated v2. */
+ * no-op reopen, a refused future version, atomic steps, a simulated next
+ * version, and v3 -> v4 (events rebuilt in arrival order). */
 #include "store_helpers.h"
 
 #include "store/migrate.h"
@@ -30,8 +31,15 @@ static void assert_v1_layout(fixture *f)
                  v1_indexes[i]);
         assert_int_equal(raw_int(f, sql), 1);
     }
+    /* v4: events.id unique; results unique by key; Lever keys in no index */
     assert_int_equal(raw_int(f, "SELECT count(*) FROM pragma_index_list('events')"
                                 " WHERE \"unique\" = 1 AND origin = 'u'"),
+                     1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM pragma_index_list('events')"
+                                " WHERE name = 'events_dedupe' AND \"unique\" = 1 AND partial = 1"),
+                     1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM pragma_table_info('events')"
+                                " WHERE name = 'seq' AND pk = 1"),
                      1);
 }
 
@@ -104,7 +112,7 @@ static void test_future_version_refused(void **state)
 
     char err[256];
     lb_store *s = NULL;
-    assert_int_equal(lb_store_open(&f->loop, f->url, &s, err, sizeof(err)), LB_EINVAL);
+    assert_int_equal(lb_store_open(&f->loop, f->url, NULL, &s, err, sizeof(err)), LB_EINVAL);
     assert_null(s);
     assert_non_null(strstr(err, "99"));
     assert_non_null(strstr(err, "newer"));
@@ -124,37 +132,37 @@ static int v2_apply(sqlite3 *db, char *err, size_t errlen)
     return 0;
 }
 
-static void test_simulated_v4(void **state)
+static void test_simulated_next(void **state)
 {
     fixture *f = *state;
     fx_open(f);
     assert_int_equal(upsert(f, "acme", "Acme", 5), 0);
     fx_close(f);
 
-    lb_store_migration steps[4] = {lb_store_migrations[0], lb_store_migrations[1],
-                                   lb_store_migrations[2],
-                                   {4, "tenant notes",
+    lb_store_migration steps[5] = {lb_store_migrations[0], lb_store_migrations[1],
+                                   lb_store_migrations[2], lb_store_migrations[3],
+                                   {5, "tenant notes",
                                     "ALTER TABLE tenants ADD COLUMN note TEXT;"
                                     "CREATE INDEX tenants_note ON tenants(note);",
                                     v2_apply}};
     char err[256] = "";
     int from = -1, to = -1;
     sqlite3 *db = raw_open(f);
-    assert_int_equal(lb_store_migrate(db, steps, 4, &from, &to, err, sizeof(err)), 0);
-    assert_int_equal(from, 3);
-    assert_int_equal(to, 4);
-    assert_int_equal(lb_store_schema_version(db), 4);
-    /* Again: nothing to do. */
-    assert_int_equal(lb_store_migrate(db, steps, 4, &from, &to, err, sizeof(err)), 0);
+    assert_int_equal(lb_store_migrate(db, steps, 5, &from, &to, err, sizeof(err)), 0);
     assert_int_equal(from, 4);
-    assert_int_equal(to, 4);
-    /* This binary's list (up to v3) refuses the v4 database. */
+    assert_int_equal(to, 5);
+    assert_int_equal(lb_store_schema_version(db), 5);
+    /* Again: nothing to do. */
+    assert_int_equal(lb_store_migrate(db, steps, 5, &from, &to, err, sizeof(err)), 0);
+    assert_int_equal(from, 5);
+    assert_int_equal(to, 5);
+    /* This binary's list (up to v4) refuses the v5 database. */
     assert_int_equal(lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from, &to,
                                       err, sizeof(err)),
                      LB_EINVAL);
     sqlite3_close(db);
     assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants WHERE note = 'migrated:Acme'"), 1);
-    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), 4);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), 5);
     assert_db_intact(f);
 }
 
@@ -184,6 +192,58 @@ static void test_from_previous_version(void **state)
     assert_db_intact(f);
 }
 
+/* v3 -> v4: the events table is rebuilt with its rows and row numbers, in
+ * arrival order; results stay unique by key, Lever keys are in no index (the
+ * backend dedupes them in memory), and the store opens and dedupes both. */
+static void test_events_v3_to_v4(void **state)
+{
+    fixture *f = *state;
+    sqlite3 *db = raw_open(f);
+    char err[256] = "";
+    int from = -1, to = -1;
+    assert_int_equal(lb_store_migrate(db, lb_store_migrations, 3, &from, &to, err, sizeof(err)), 0);
+    assert_int_equal(to, 3);
+    const char *rows =
+        "INSERT INTO tenants(id, name, created_at, updated_at) VALUES ('t', 'T', 1, 1);"
+        "INSERT INTO events(id, tenant_id, source, type, dedupe_key, status, received_at)"
+        " VALUES ('ev_a', 't', 'lever', 'candidateStageChange', 'h:tok1', 'accepted', 10),"
+        "        ('ev_b', 't', 'platform', 'assessment_completed', 'res-1', 'accepted', 20),"
+        "        ('ev_c', 't', 'lever', 'candidateStageChange', 'h:tok2', 'accepted', 30);"
+        "DELETE FROM events WHERE id = 'ev_b';"
+        "INSERT INTO events(id, tenant_id, source, type, dedupe_key, status, received_at)"
+        " VALUES ('ev_d', 't', 'platform', 'assessment_completed', 'res-2', 'accepted', 40);";
+    assert_int_equal(sqlite3_exec(db, rows, NULL, NULL, NULL), SQLITE_OK);
+    int64_t rowid_d = 0;
+    {
+        sqlite3_stmt *q = NULL;
+        sqlite3_prepare_v2(db, "SELECT rowid FROM events WHERE id = 'ev_d'", -1, &q, NULL);
+        assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+        rowid_d = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
+    assert_int_equal(lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from,
+                                      &to, err, sizeof(err)),
+                     0);
+    assert_int_equal(from, 3);
+    assert_int_equal(to, latest());
+    /* results: still unique by (tenant, source, key) */
+    assert_int_not_equal(sqlite3_exec(db,
+                                      "INSERT INTO events(id, tenant_id, source, type, dedupe_key,"
+                                      " status, received_at) VALUES ('ev_x', 't', 'platform',"
+                                      " 'assessment_completed', 'res-2', 'accepted', 50)",
+                                      NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 3);
+    assert_int_equal(raw_int(f, "SELECT seq FROM events WHERE id = 'ev_d'"), rowid_d);
+    assert_int_equal(raw_int(f, "SELECT received_at FROM events WHERE id = 'ev_c'"), 30);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events WHERE seq < (SELECT seq FROM events"
+                                " WHERE id = 'ev_c')"),
+                     1);
+    assert_v1_layout(f);
+    assert_db_intact(f);
+}
+
 /* A failing step leaves the database as it was before the step. */
 static void test_failing_step_rolls_back(void **state)
 {
@@ -191,14 +251,15 @@ static void test_failing_step_rolls_back(void **state)
     fx_open(f);
     fx_close(f);
 
-    lb_store_migration steps[4] = {
+    lb_store_migration steps[5] = {
         lb_store_migrations[0], lb_store_migrations[1], lb_store_migrations[2],
-        {4, "half done", "CREATE TABLE half(x); INSERT INTO no_such_table VALUES (1);", NULL}};
+        lb_store_migrations[3],
+        {5, "half done", "CREATE TABLE half(x); INSERT INTO no_such_table VALUES (1);", NULL}};
     char err[256] = "";
     sqlite3 *db = raw_open(f);
-    assert_int_equal(lb_store_migrate(db, steps, 4, NULL, NULL, err, sizeof(err)), LB_EIO);
-    assert_non_null(strstr(err, "migration 4"));
-    assert_int_equal(lb_store_schema_version(db), 3);
+    assert_int_equal(lb_store_migrate(db, steps, 5, NULL, NULL, err, sizeof(err)), LB_EIO);
+    assert_non_null(strstr(err, "migration 5"));
+    assert_int_equal(lb_store_schema_version(db), 4);
     assert_int_equal(sqlite3_get_autocommit(db), 1);
 
     /* Steps must be numbered 1, 2, ... */
@@ -237,8 +298,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen_is_noop, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_from_version_0, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_future_version_refused, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_simulated_v4, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_simulated_next, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_from_previous_version, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_events_v3_to_v4, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_failing_step_rolls_back, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_empty_file, fx_setup, fx_teardown),
     };
