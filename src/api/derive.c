@@ -33,9 +33,7 @@ static void add_job(builder *b, const lb_workflow *w, yajl_gen action)
     yajl_gen_get_buf(action, &buf, &len);
     lb_job_rec *r = &b->recs[b->n];
     memset(r, 0, sizeof(*r));
-    char *id = lb_sortable_id("job_", lb_time_now_ms(), 12);
-    snprintf(r->id, sizeof(r->id), "%s", id);
-    lb_free(id);
+    lb_sortable_id_buf(r->id, sizeof(r->id), "job_", lb_time_now_ms(), 12);
     snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", b->tenant);
     r->event_id = lb_strdup(b->event_id);
     r->workflow_id = lb_strdup(w->id);

@@ -6,7 +6,6 @@
 #include "core/error.h"
 
 #include <sodium.h>
-#include <stdio.h>
 #include <string.h>
 
 int lb_crypto_init(void)
@@ -77,28 +76,108 @@ void lb_random_bytes(void *buf, size_t n)
     randombytes_buf(buf, n);
 }
 
+/* Random bytes for ids come from a per-thread pool refilled POOL_SIZE bytes
+ * at a time, so that an id costs a copy instead of a getrandom() call. Bytes
+ * are wiped as they are handed out: no byte is ever handed out twice, and
+ * none that was handed out stays in the pool. Keys and nonces do not use it
+ * (lb_random_bytes, seal.c, key.c call libsodium directly). */
+#define POOL_SIZE 4096
+#define ID_BYTES_MAX 64
+
+typedef struct {
+    size_t pos; /* bytes before pos are used (and zeroed) */
+    uint8_t buf[POOL_SIZE];
+} id_pool;
+
+static _Thread_local id_pool pool = {.pos = POOL_SIZE};
+
+static void id_pool_take(uint8_t *out, size_t n)
+{
+    while (n > 0) {
+        if (pool.pos == POOL_SIZE) {
+            randombytes_buf(pool.buf, POOL_SIZE);
+            pool.pos = 0;
+        }
+        size_t k = POOL_SIZE - pool.pos;
+        if (k > n)
+            k = n;
+        memcpy(out, pool.buf + pool.pos, k);
+        sodium_memzero(pool.buf + pool.pos, k);
+        pool.pos += k;
+        out += k;
+        n -= k;
+    }
+}
+
+/* prefix (plen bytes) + base64url(nbytes random bytes) into out, which
+ * holds plen + sodium_base64_ENCODED_LEN(nbytes) bytes. prefix may be out
+ * itself (already in place). */
+static void random_id_into(char *out, const char *prefix, size_t plen, size_t nbytes)
+{
+    const int variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+    size_t b64len = sodium_base64_ENCODED_LEN(nbytes, variant); /* NUL included */
+    uint8_t small[ID_BYTES_MAX];
+    uint8_t *raw = nbytes <= sizeof(small) ? small : lb_malloc(nbytes);
+
+    if (plen > 0 && out != prefix)
+        memcpy(out, prefix, plen);
+    id_pool_take(raw, nbytes);
+    sodium_bin2base64(out + plen, b64len, raw, nbytes, variant);
+    sodium_memzero(raw, nbytes);
+    if (raw != small)
+        lb_free(raw);
+}
+
 char *lb_random_id(const char *prefix, size_t nbytes)
 {
     const int variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
     size_t plen = prefix != NULL ? strlen(prefix) : 0;
-    size_t b64len = sodium_base64_ENCODED_LEN(nbytes, variant); /* NUL included */
-    char *out = lb_malloc(plen + b64len);
-    uint8_t *raw = lb_malloc(nbytes);
+    char *out = lb_malloc(plen + sodium_base64_ENCODED_LEN(nbytes, variant));
+
+    random_id_into(out, prefix, plen, nbytes);
+    return out;
+}
+
+/* prefix + 12 lower-case hex digits of now_ms's low 48 bits into head
+ * (which holds plen + 13 bytes); returns plen + 12. */
+static size_t sortable_head(char *head, const char *prefix, size_t plen, int64_t now_ms)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t t = (uint64_t)now_ms & 0xFFFFFFFFFFFFULL;
 
     if (plen > 0)
-        memcpy(out, prefix, plen);
-    randombytes_buf(raw, nbytes);
-    sodium_bin2base64(out + plen, b64len, raw, nbytes, variant);
-    lb_free(raw);
-    return out;
+        memcpy(head, prefix, plen);
+    for (int i = 11; i >= 0; i--) {
+        head[plen + (size_t)i] = hex[t & 15];
+        t >>= 4;
+    }
+    head[plen + 12] = '\0';
+    return plen + 12;
+}
+
+static size_t sortable_size(const char *prefix, size_t nbytes)
+{
+    const int variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+    return (prefix != NULL ? strlen(prefix) : 0) + 12 + sodium_base64_ENCODED_LEN(nbytes, variant);
 }
 
 char *lb_sortable_id(const char *prefix, int64_t now_ms, size_t nbytes)
 {
-    char head[64];
-    snprintf(head, sizeof(head), "%s%012llx", prefix != NULL ? prefix : "",
-             (unsigned long long)(now_ms & 0xFFFFFFFFFFFFLL));
-    return lb_random_id(head, nbytes);
+    size_t size = sortable_size(prefix, nbytes);
+    char *out = lb_malloc(size);
+    lb_sortable_id_buf(out, size, prefix, now_ms, nbytes); /* fits: sized above */
+    return out;
+}
+
+int lb_sortable_id_buf(char *out, size_t size, const char *prefix, int64_t now_ms,
+                       size_t nbytes)
+{
+    if (size < sortable_size(prefix, nbytes))
+        return LB_ETOOBIG;
+    size_t plen = prefix != NULL ? strlen(prefix) : 0;
+    size_t hlen = sortable_head(out, prefix, plen, now_ms);
+    random_id_into(out, out, hlen, nbytes);
+    return 0;
 }
 
 void lb_hex_encode(const uint8_t *in, size_t n, char *out)

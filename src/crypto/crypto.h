@@ -83,6 +83,10 @@ char *lb_random_id(const char *prefix, size_t nbytes);
  * grows at its right edge instead of touching a random page per insert.
  * nbytes random bytes follow (>= 10 keeps ids unguessable). */
 char *lb_sortable_id(const char *prefix, int64_t now_ms, size_t nbytes);
+/* The same id written into out[0..size) without allocating: 0, or
+ * LB_ETOOBIG (out untouched) when it does not fit with its NUL. */
+int lb_sortable_id_buf(char *out, size_t size, const char *prefix, int64_t now_ms,
+                       size_t nbytes);
 
 /* Hex encoding (lower case); out must hold 2*n+1. */
 void lb_hex_encode(const uint8_t *in, size_t n, char *out);

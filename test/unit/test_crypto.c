@@ -643,6 +643,39 @@ static void test_random_id(void **state)
     assert_memory_not_equal(r1, r2, 32);
 }
 
+/* Time-ordered ids: the prefix, 12 hex digits of the time, the random part;
+ * the buffer form writes the same shape and refuses a buffer too small. The
+ * random bytes come from a per-thread pool: many ids in a row (more than one
+ * 4 KiB refill) are all distinct. */
+static void test_sortable_id(void **state)
+{
+    (void)state;
+    char *a = lb_sortable_id("ev_", 0x0123456789abLL, 12);
+    assert_int_equal(strlen(a), 3 + 12 + 16);
+    assert_memory_equal(a, "ev_0123456789ab", 15);
+    lb_free(a);
+
+    char buf[32], small[30];
+    assert_int_equal(lb_sortable_id_buf(buf, sizeof(buf), "job_", 1, 12), LB_ETOOBIG);
+    memset(small, 'x', sizeof(small));
+    assert_int_equal(lb_sortable_id_buf(small, sizeof(small), "ev_", 1, 12), LB_ETOOBIG);
+    assert_int_equal(small[0], 'x'); /* untouched */
+    assert_int_equal(lb_sortable_id_buf(buf, sizeof(buf), "ev_", 2, 12), 0);
+    assert_int_equal(strlen(buf), 31);
+    assert_memory_equal(buf, "ev_000000000002", 15);
+
+    enum { N = 2000 }; /* 2000 x 12 bytes: six refills */
+    static char ids[N][32];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(lb_sortable_id_buf(ids[i], sizeof(ids[i]), "ev_", 7, 12), 0);
+    for (int i = 0; i < N; i++)
+        for (int j = i + 1; j < N; j++)
+            assert_string_not_equal(ids[i], ids[j]);
+    char *later = lb_sortable_id("ev_", 8, 12);
+    assert_true(strcmp(later, ids[0]) > 0); /* a later time sorts after */
+    lb_free(later);
+}
+
 static void test_hex_encode(void **state)
 {
     static const uint8_t in[] = {0x00, 0x01, 0xab, 0xff};
@@ -673,6 +706,7 @@ int main(void)
                                         tmp_teardown),
         cmocka_unit_test_setup_teardown(test_token_load, tmp_setup, tmp_teardown),
         cmocka_unit_test(test_random_id),
+        cmocka_unit_test(test_sortable_id),
         cmocka_unit_test(test_hex_encode),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
