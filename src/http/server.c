@@ -45,6 +45,7 @@ struct lb_http_conn {
     unsigned owes : 1;    /* a handler owes lb_http_respond() for req */
     unsigned in_field : 1; /* the last header span was a field name */
     unsigned expect_continue : 1;
+    int read_err;         /* EOF or error read while C_HANDLING, acted on after */
     int err_status;       /* a limit was hit: answer this and close */
     const char *err_code;
     const char *err_msg;
@@ -93,6 +94,7 @@ typedef struct {
 static void process(lb_http_conn *c);
 static void conn_free(lb_http_conn *c);
 static void conn_close(lb_http_conn *c);
+static void read_stop(lb_http_conn *c);
 static void send_error_and_close(lb_http_conn *c, int status, const char *code, const char *msg);
 
 /* ---- metrics ---------------------------------------------------------- */
@@ -192,6 +194,14 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (nread < 0) {
+        /* Reading goes on while a handler works (so that no request costs
+         * an epoll_ctl to stop and restart it), but the end of the input
+         * is acted on where reading would have resumed: after the answer. */
+        if (c->state == C_HANDLING) {
+            c->read_err = (int)nread;
+            read_stop(c);
+            return;
+        }
         /* EOF or reset. A half-sent request gets no answer: nobody reads it. */
         conn_close(c);
         return;
@@ -208,6 +218,11 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 static void read_start(lb_http_conn *c)
 {
+    if (c->read_err != 0) { /* the input ended while a handler worked */
+        if (c->state != C_HANDLING)
+            conn_close(c);
+        return;
+    }
     if (!c->reading && c->state != C_CLOSED) {
         if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
             c->reading = 1;
@@ -435,7 +450,10 @@ static void process(lb_http_conn *c)
         break;
     }
     c->in_process--;
-    if (c->state == C_HANDLING || c->state == C_CLOSED || c->rlen == sizeof(c->rbuf))
+    /* A handler at work does not stop reading: what arrives meanwhile waits
+     * in rbuf (bounded: a full buffer stops reading) and is parsed after the
+     * answer. */
+    if (c->state == C_CLOSED || c->rlen == sizeof(c->rbuf))
         read_stop(c); /* a full buffer waits for the write queue to drain */
     else
         read_start(c);
@@ -548,17 +566,45 @@ static void send_raw(lb_http_conn *c, const char *head, size_t hlen, const void 
     }
 }
 
+/* Appends the decimal digits of v. */
+static void cat_uint(lb_strbuf *b, uint64_t v)
+{
+    char digits[24];
+    size_t i = sizeof(digits);
+    do {
+        digits[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    lb_strbuf_add(b, digits + i, sizeof(digits) - i);
+}
+
+/* The head without printf: it is formatted for every response. */
 static size_t format_head(lb_http_conn *c, char *head, size_t size, int status,
                           const char *ctype, const char *extra, size_t blen)
 {
     lb_strbuf b;
     lb_strbuf_init_fixed(&b, head, size);
-    lb_strbuf_printf(&b, "HTTP/1.1 %d %s\r\n", status, lb_http_status_text(status));
+    lb_strbuf_cat(&b, "HTTP/1.1 ");
+    if (status < 0) {
+        lb_strbuf_cat(&b, "-");
+        cat_uint(&b, (uint64_t)0 - (uint64_t)(int64_t)status);
+    } else {
+        cat_uint(&b, (uint64_t)status);
+    }
+    lb_strbuf_cat(&b, " ");
+    lb_strbuf_cat(&b, lb_http_status_text(status));
+    lb_strbuf_cat(&b, "\r\n");
     lb_strbuf_cat(&b, date_header(c->srv));
-    if (ctype != NULL)
-        lb_strbuf_printf(&b, "Content-Type: %s\r\n", ctype);
-    if (status != 204 && status != 304)
-        lb_strbuf_printf(&b, "Content-Length: %zu\r\n", blen);
+    if (ctype != NULL) {
+        lb_strbuf_cat(&b, "Content-Type: ");
+        lb_strbuf_cat(&b, ctype);
+        lb_strbuf_cat(&b, "\r\n");
+    }
+    if (status != 204 && status != 304) {
+        lb_strbuf_cat(&b, "Content-Length: ");
+        cat_uint(&b, (uint64_t)blen);
+        lb_strbuf_cat(&b, "\r\n");
+    }
     if (extra != NULL)
         lb_strbuf_cat(&b, extra);
     if (!c->keep_alive)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import (
+    ADMIN_TOKEN,
     Closed,
     Conn,
     binary,
@@ -156,6 +157,24 @@ def test_long_pipeline_larger_than_read_buffer(server):
         c.send(b"".join(build_request("GET", p, {"X-Pad": "x" * 10}) for p in paths))
         statuses = [c.read_response().status for _ in paths]
     assert statuses == [200, 404, 200] * 300
+
+
+def test_half_close_during_async_handling(server):
+    """The client sends pipelined requests, the first answered only after a
+    store write, then shuts down its sending side: every complete request
+    is still answered, in order, and then the connection closes; the
+    unfinished one at the end gets nothing."""
+    auth = {"Authorization": "Bearer " + ADMIN_TOKEN, "Content-Type": "application/json"}
+    with server.conn() as c:
+        c.send(build_request("PUT", "/v1/tenants/hc1", auth, b'{"name":"One"}')
+               + build_request("GET", "/healthz")
+               + build_request("PUT", "/v1/tenants/hc2", auth, b'{"name":"Two"}')
+               + b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        c.sock.shutdown(socket.SHUT_WR)
+        got = [c.read_response() for _ in range(3)]
+        assert [r.status for r in got] == [201, 200, 201]
+        c.expect_closed()
+    assert server.get("/v1/tenants/hc2", headers=auth).status == 200
 
 
 def test_request_in_one_byte_writes(server):
