@@ -23,57 +23,93 @@
 #define MAX_CLOCK_SKEW_MS (5 * 60 * 1000)
 
 /* A delivery while its event is being written. Owned by the handler; freed
- * in the store callback. */
+ * in the store callback. One allocation: the strings the event points to
+ * (dedupe key, payload, opportunity, type) follow the struct in `str`. */
 typedef struct {
     lb_store_op op;
     lb_api *api;
     lb_http_req *req;
     lb_event_rec event;
     char hook_id[LB_HOOK_ID_MAX + 1];
-    char *dedupe_key;
-    char *payload;
-    char *opportunity;
-    char *type;
     lb_job_rec *jobs;
     size_t njobs;
     int ignored;
+    char str[];
 } delivery;
 
-static void count(const char *result)
+/* webhooks_total's results; the labels are spelled out so that counting
+ * formats nothing. */
+typedef enum {
+    R_ACCEPTED,
+    R_IGNORED,
+    R_DUPLICATE,
+    R_INVALID,
+    R_INVALID_SIGNATURE,
+    R_STALE,
+    R_NOT_FOUND,
+    R_UNAVAILABLE,
+    R_COUNT,
+} result;
+
+static const char *const result_labels[R_COUNT] = {
+    [R_ACCEPTED] = "result=\"accepted\"",
+    [R_IGNORED] = "result=\"ignored\"",
+    [R_DUPLICATE] = "result=\"duplicate\"",
+    [R_INVALID] = "result=\"invalid\"",
+    [R_INVALID_SIGNATURE] = "result=\"invalid_signature\"",
+    [R_STALE] = "result=\"stale\"",
+    [R_NOT_FOUND] = "result=\"not_found\"",
+    [R_UNAVAILABLE] = "result=\"unavailable\"",
+};
+
+/* Series pointers live until lb_metrics_reset, which runs after the loop;
+ * a series is created on its first use, as before. */
+static void count(result r)
 {
-    char labels[64];
-    snprintf(labels, sizeof(labels), "result=\"%s\"", result);
-    lb_metric_add(lb_metrics_counter("leverbridge_webhooks_total",
-                                     "Lever webhook deliveries by outcome.", labels),
-                  1);
+    static lb_metric *series[R_COUNT];
+    if (series[r] == NULL)
+        series[r] = lb_metrics_counter("leverbridge_webhooks_total",
+                                       "Lever webhook deliveries by outcome.", result_labels[r]);
+    lb_metric_add(series[r], 1);
 }
 
-static void reject(lb_http_req *req, int status, const char *result, const char *code,
+static void reject(lb_http_req *req, int status, result r, const char *code,
                    const char *message, const char *field)
 {
-    count(result);
+    count(r);
     lb_http_respond_error(req, status, code, message, field);
+}
+
+/* Copies s[0..n) to p, then `end`; returns the byte after. */
+static char *put(char *p, const char *s, size_t n, char end)
+{
+    memcpy(p, s, n);
+    p[n] = end;
+    return p + n + 1;
 }
 
 static void delivery_free(delivery *d)
 {
-    lb_free(d->dedupe_key);
-    lb_free(d->payload);
-    lb_free(d->opportunity);
-    lb_free(d->type);
     lb_api_jobs_free(d->jobs, d->njobs);
     lb_free(d);
 }
 
+/* {"status":...,"event":...}: built directly, one allocation, as it is
+ * written for every delivery. */
 static void answer(lb_http_req *req, const char *status, const char *event)
 {
-    yajl_gen g = lb_json_gen_new();
-    yajl_gen_map_open(g);
-    lb_json_kv_str(g, "status", status);
-    if (event != NULL)
-        lb_json_kv_str(g, "event", event);
-    yajl_gen_map_close(g);
-    lb_http_respond_json(req, 200, g);
+    lb_strbuf b;
+    lb_strbuf_init(&b, 1024);
+    lb_strbuf_cat(&b, "{\"status\":");
+    lb_strbuf_json_str(&b, status, strlen(status));
+    if (event != NULL) {
+        lb_strbuf_cat(&b, ",\"event\":");
+        lb_strbuf_json_str(&b, event, strlen(event));
+    }
+    lb_strbuf_cat(&b, "}");
+    size_t len;
+    char *body = lb_strbuf_steal(&b, &len);
+    lb_http_respond(req, 200, "application/json", NULL, body, len, lb_free, body);
 }
 
 static void written(lb_store_op *op)
@@ -83,10 +119,10 @@ static void written(lb_store_op *op)
     if (op->status != 0) {
         lb_warn("hooks", "delivery for hook %s not stored: %s", d->hook_id,
                 lb_strerror(op->status));
-        reject(d->req, 503, "unavailable", "unavailable",
+        reject(d->req, 503, R_UNAVAILABLE, "unavailable",
                "The event could not be stored; Lever will retry.", NULL);
     } else if (op->event_insert.duplicate) {
-        count("duplicate");
+        count(R_DUPLICATE);
         answer(d->req, "duplicate", op->event_insert.existing_id);
     } else {
         lb_hook *h = lb_conns_hook(api->conns, d->hook_id);
@@ -94,7 +130,7 @@ static void written(lb_store_op *op)
             h->last_delivery_at = d->event.received_at;
         if (d->njobs > 0)
             lb_jobs_add(api->jobs, d->jobs, d->njobs);
-        count(d->ignored ? "ignored" : "accepted");
+        count(d->ignored ? R_IGNORED : R_ACCEPTED);
         answer(d->req, d->ignored ? "ignored" : "accepted", d->ignored ? NULL : d->event.id);
     }
     delivery_free(d);
@@ -106,7 +142,7 @@ static void lever_hook(lb_http_req *req, void *data)
     const char *id = lb_http_req_param(req, "hook");
     lb_hook *hook = id ? lb_conns_hook(api->conns, id) : NULL;
     if (hook == NULL || hook->signature_token == NULL) {
-        reject(req, 404, "not_found", "not_found", "No such hook.", NULL);
+        reject(req, 404, R_NOT_FOUND, "not_found", "No such hook.", NULL);
         return;
     }
     lb_lever_delivery dl;
@@ -116,23 +152,23 @@ static void lever_hook(lb_http_req *req, void *data)
     case LB_DELIVERY_OK:
         break;
     case LB_DELIVERY_NOT_JSON:
-        reject(req, 400, "invalid", "invalid_json", "The body is not a JSON object.", NULL);
+        reject(req, 400, R_INVALID, "invalid_json", "The body is not a JSON object.", NULL);
         return;
     case LB_DELIVERY_MISSING: {
         char msg[96];
         snprintf(msg, sizeof(msg), "The delivery has no valid \"%s\".", field);
-        reject(req, 400, "invalid", "invalid_request", msg, field);
+        reject(req, 400, R_INVALID, "invalid_request", msg, field);
         return;
     }
     case LB_DELIVERY_BAD_SIGNATURE:
-        reject(req, 401, "invalid_signature", "invalid_signature",
+        reject(req, 401, R_INVALID_SIGNATURE, "invalid_signature",
                "The signature does not match this hook's signature token.", NULL);
         return;
     }
     int64_t now = lb_time_now_ms();
     if (dl.triggered_ms < now - api->cfg->replay_window_ms) {
         yajl_tree_free(dl.tree);
-        reject(req, 400, "stale", "stale_event",
+        reject(req, 400, R_STALE, "stale_event",
                "triggeredAt is older than the replay window.", "triggeredAt");
         return;
     }
@@ -142,32 +178,36 @@ static void lever_hook(lb_http_req *req, void *data)
      * clock skew, so a captured delivery cannot pass for a new one. */
     if (dl.triggered_ms > now + MAX_CLOCK_SKEW_MS) {
         yajl_tree_free(dl.tree);
-        reject(req, 400, "invalid", "invalid_request", "triggeredAt is in the future.",
+        reject(req, 400, R_INVALID, "invalid_request", "triggeredAt is in the future.",
                "triggeredAt");
         return;
     }
 
-    delivery *d = LB_NEW(delivery);
+    /* One allocation: the strings the event points to follow the struct. */
+    size_t typelen = strnlen(dl.event, 64);
+    size_t room = strlen(hook->id) + 1 + strlen(dl.token) + 1 + req->body_len + 1 +
+                  (dl.opportunity_id ? strlen(dl.opportunity_id) + 1 : 0) + typelen + 1;
+    delivery *d = lb_calloc(1, sizeof(*d) + room);
     d->api = api;
     d->req = req;
     snprintf(d->hook_id, sizeof(d->hook_id), "%s", hook->id);
-    size_t klen = strlen(hook->id) + strlen(dl.token) + 2;
-    d->dedupe_key = lb_malloc(klen);
-    snprintf(d->dedupe_key, klen, "%s:%s", hook->id, dl.token);
-    d->payload = lb_strndup(req->body, req->body_len);
-    d->opportunity = dl.opportunity_id ? lb_strdup(dl.opportunity_id) : NULL;
+    char *p = d->str;
+    d->event.dedupe_key = p;
+    p = put(p, hook->id, strlen(hook->id), ':');
+    p = put(p, dl.token, strlen(dl.token), '\0');
+    d->event.payload = p;
+    p = put(p, req->body, req->body_len, '\0');
+    if (dl.opportunity_id != NULL) {
+        d->event.opportunity_id = p;
+        p = put(p, dl.opportunity_id, strlen(dl.opportunity_id), '\0');
+    }
+    d->event.type = p; /* Lever's event name */
+    put(p, dl.event, typelen, '\0');
     d->ignored = strcmp(dl.event, "candidateStageChange") != 0;
-    char *eid = lb_sortable_id("ev_", lb_time_now_ms(), 12);
-    snprintf(d->event.id, sizeof(d->event.id), "%s", eid);
-    lb_free(eid);
+    lb_sortable_id_buf(d->event.id, sizeof(d->event.id), "ev_", lb_time_now_ms(), 12);
     memcpy(d->event.tenant_id, hook->tenant_id, sizeof(d->event.tenant_id));
     d->event.source = "lever";
-    d->type = lb_strndup(dl.event, strnlen(dl.event, 64));
-    d->event.type = d->type; /* Lever's event name */
-    d->event.dedupe_key = d->dedupe_key;
     d->event.status = d->ignored ? "ignored" : "accepted";
-    d->event.opportunity_id = d->opportunity;
-    d->event.payload = d->payload;
     d->event.received_at = now;
     if (!d->ignored)
         lb_api_derive_jobs(api, hook->tenant_id, d->event.id, "stage_changed", dl.data, &d->jobs,
@@ -184,7 +224,7 @@ static void lever_hook(lb_http_req *req, void *data)
     int rc = lb_store_submit(api->store, &d->op);
     if (rc != 0) {
         delivery_free(d);
-        reject(req, 503, "unavailable", "unavailable",
+        reject(req, 503, R_UNAVAILABLE, "unavailable",
                "The server cannot take events now; Lever will retry.", NULL);
     }
 }

@@ -87,10 +87,15 @@ static const char *check_escape(const char *buf, size_t len, size_t *i)
     return NULL;
 }
 
+/* snprintf(err, errlen, "%s", msg) without the formatter: parses run per
+ * request. */
 static void set_err(char *err, size_t errlen, const char *msg)
 {
-    if (err != NULL && errlen > 0)
-        snprintf(err, errlen, "%s", msg);
+    if (err == NULL || errlen == 0)
+        return;
+    size_t n = strnlen(msg, errlen - 1);
+    memcpy(err, msg, n);
+    err[n] = '\0';
 }
 
 /* Walks the raw bytes once, tracking whether we are inside a string (and

@@ -5,7 +5,6 @@
 #include "json/json.h"
 
 #include <ctype.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,12 +17,13 @@ static int triggered_text(yajl_val v, char *out, size_t size, int64_t *ms)
         s = v->u.number.r;
     else if (v != NULL && YAJL_IS_STRING(v))
         s = v->u.string;
-    if (s == NULL || *s == '\0' || strlen(s) >= size || strlen(s) > 18)
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n >= size || n > 18)
         return -1;
     for (const char *p = s; *p; p++)
         if (!isdigit((unsigned char)*p))
             return -1;
-    snprintf(out, size, "%s", s);
+    memcpy(out, s, n + 1);
     *ms = strtoll(s, NULL, 10);
     return 0;
 }
