@@ -28,6 +28,9 @@
 
 #include <malloc.h>
 #include <sqlite3.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -1315,6 +1318,17 @@ static void close_db(sq_store *s)
     s->db = NULL;
 }
 
+/* Names the calling thread (top -H, /proc/<pid>/task/<tid>/comm), at most 15
+ * characters. */
+static void name_thread(const char *name)
+{
+#ifdef __linux__
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+#else
+    (void)name;
+#endif
+}
+
 /* ---- the checkpointer -------------------------------------------------- */
 
 /* The writer's WAL hook, on the store thread after each commit. */
@@ -1335,6 +1349,7 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 static void ckpt_main(void *arg)
 {
     sq_store *s = arg;
+    name_thread("lb-checkpoint");
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) {
@@ -1393,6 +1408,7 @@ static void ckpt_stop(sq_store *s)
 static void thread_main(void *arg)
 {
     sq_store *s = arg;
+    name_thread("lb-store");
     uv_mutex_lock(&s->mu);
     for (;;) {
         while (s->in_head == NULL && !s->stop)
