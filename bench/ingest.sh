@@ -340,6 +340,9 @@ ACCEPTED=${ACCEPTED:-0} DUPLICATES=${DUPLICATES:-0}
 COMMITS=$(echo "$METRICS" | sed -nE 's/^leverbridge_store_commit_seconds_count ([0-9]+).*/\1/p')
 COMMIT_SUM=$(echo "$METRICS" | sed -nE 's/^leverbridge_store_commit_seconds_sum ([0-9.eE+-]+).*/\1/p')
 COMMITS=${COMMITS:-0} COMMIT_SUM=${COMMIT_SUM:-0}
+# everything allocated through leverbridge's allocator, SQLite's page cache
+# (up to 64 MiB) and the keys of the replay window included
+LB_MEMORY=$(echo "$METRICS" | sed -nE 's/^leverbridge_memory_bytes ([0-9.eE+]+).*/\1/p')
 OTHERS=$(echo "$results" | grep -v -e 'result="accepted"' -e 'result="duplicate"' | awk '$2 != 0' || true)
 HOOK_HTTP=$(echo "$METRICS" | grep '^leverbridge_http_requests_total{route="/hooks/lever/{hook}"' || true)
 NON200=$(echo "$HOOK_HTTP" | grep -v 'code="200"' | awk '$2 != 0' || true)
@@ -439,3 +442,5 @@ awk -v p="$HOOK_PATH" -v b="$BODY_BYTES" -v d="$DURATION" -v c="$CONNECTIONS" -v
 join <(echo "$LB_T0") <(echo "$LB_T1") | awk -v hz="$TICKS_PER_SEC" -v n="$LB_RUN_REQUESTS" \
     -v ng="$NG_US" '{ d = $3 - $2; if (d > 0) { line = line sprintf("%s%s %.1f", sep, $1, d / hz * 1e6 / n); sep = ", "; sum += d } }
     END { printf "CPU per delivery, us: %s (total %.1f); nginx per request: %s\n", line, sum / hz * 1e6 / n, ng }'
+awk -v m="${LB_MEMORY:-0}" -v n="$ACCEPTED" \
+    'BEGIN { printf "leverbridge memory after %d deliveries: %.1f MiB (leverbridge_memory_bytes)\n", n, m / 1048576 }'
