@@ -417,6 +417,16 @@ static void bind_text(sqlite3_stmt *q, int i, const char *v)
         sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
 }
 
+/* v, with room for element `count` of `size` bytes: the capacity doubles,
+ * starting at `first`. For the loops that read rows into an array. */
+static void *grow(void *v, size_t count, size_t *cap, size_t size, size_t first)
+{
+    if (count < *cap)
+        return v;
+    *cap = *cap ? *cap * 2 : first;
+    return lb_realloc(v, *cap * size);
+}
+
 static char *column_strdup(sqlite3_stmt *q, int i)
 {
     const unsigned char *t = sqlite3_column_text(q, i);
@@ -492,10 +502,7 @@ static int run_tenant_load_all(sq_store *s, lb_store_op *op)
             status = LB_ETOOBIG;
             break;
         }
-        if (count == cap) {
-            cap = cap ? cap * 2 : 64;
-            recs = lb_realloc(recs, cap * sizeof(*recs));
-        }
+        recs = grow(recs, count, &cap, sizeof(*recs), 64);
         lb_tenant_rec *r = &recs[count++];
         memset(r, 0, sizeof(*r));
         const unsigned char *id = sqlite3_column_text(q, 0);
@@ -622,10 +629,7 @@ static int run_job_load_active(sq_store *s, lb_store_op *op)
             status = LB_ETOOBIG;
             break;
         }
-        if (count == cap) {
-            cap = cap ? cap * 2 : 64;
-            recs = lb_realloc(recs, cap * sizeof(*recs));
-        }
+        recs = grow(recs, count, &cap, sizeof(*recs), 64);
         job_read(q, &recs[count++]);
     }
     if (status == 0 && rc != SQLITE_DONE) status = op_failed(s, rc, "job load");
@@ -702,11 +706,8 @@ static int run_conn_load_all(sq_store *s, lb_store_op *op)
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (op->conn_load_all.nconns == cap) {
-            cap = cap ? cap * 2 : 16;
-            op->conn_load_all.conns =
-                lb_realloc(op->conn_load_all.conns, cap * sizeof(lb_conn_rec));
-        }
+        op->conn_load_all.conns = grow(op->conn_load_all.conns, op->conn_load_all.nconns, &cap,
+                                       sizeof(lb_conn_rec), 16);
         lb_conn_rec *r = &op->conn_load_all.conns[op->conn_load_all.nconns++];
         memset(r, 0, sizeof(*r));
         column_id(q, 0, r->tenant_id, LB_TENANT_ID_MAX);
@@ -725,11 +726,8 @@ static int run_conn_load_all(sq_store *s, lb_store_op *op)
     if (q == NULL) return LB_EIO;
     cap = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (op->conn_load_all.nhooks == cap) {
-            cap = cap ? cap * 2 : 16;
-            op->conn_load_all.hooks =
-                lb_realloc(op->conn_load_all.hooks, cap * sizeof(lb_hook_rec));
-        }
+        op->conn_load_all.hooks = grow(op->conn_load_all.hooks, op->conn_load_all.nhooks, &cap,
+                                       sizeof(lb_hook_rec), 16);
         lb_hook_rec *h = &op->conn_load_all.hooks[op->conn_load_all.nhooks++];
         memset(h, 0, sizeof(*h));
         column_id(q, 0, h->id, LB_HOOK_ID_MAX);
@@ -981,11 +979,8 @@ static int run_workflow_load_all(sq_store *s, lb_store_op *op)
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (op->workflow_load_all.count == cap) {
-            cap = cap ? cap * 2 : 16;
-            op->workflow_load_all.recs =
-                lb_realloc(op->workflow_load_all.recs, cap * sizeof(lb_workflow_rec));
-        }
+        op->workflow_load_all.recs = grow(op->workflow_load_all.recs, op->workflow_load_all.count,
+                                          &cap, sizeof(lb_workflow_rec), 16);
         lb_workflow_rec *r = &op->workflow_load_all.recs[op->workflow_load_all.count++];
         memset(r, 0, sizeof(*r));
         column_id(q, 0, r->id, LB_WORKFLOW_ID_MAX);
@@ -1019,10 +1014,7 @@ static int event_jobs(sq_store *s, lb_event_row *r)
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW && r->njobs < 1000) {
-        if (r->njobs == cap) {
-            cap = cap ? cap * 2 : 8;
-            r->jobs = lb_realloc(r->jobs, cap * sizeof(char *));
-        }
+        r->jobs = grow(r->jobs, r->njobs, &cap, sizeof(char *), 8);
         r->jobs[r->njobs++] = column_strdup(q, 0);
     }
     done_with(q);
