@@ -58,16 +58,23 @@ static void submit(ev_ctx *c)
     }
 }
 
+/* A read the answer depends on failed: 503, and c is freed. 1 then. */
+static int store_failed(ev_ctx *c, const lb_store_op *op)
+{
+    if (op->status == 0)
+        return 0;
+    lb_api_store_unavailable(c->req);
+    lb_free(c);
+    return 1;
+}
+
 /* ---- GET /v1/tenants/{tenant}/events ---------------------------------------- */
 
 static void events_listed(lb_store_op *op)
 {
     ev_ctx *c = op->data;
-    if (op->status != 0) {
-        lb_api_store_unavailable(c->req);
-        lb_free(c);
+    if (store_failed(c, op))
         return;
-    }
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_key(g, "data");
@@ -166,11 +173,8 @@ static void job_json(yajl_gen g, const lb_job_rec *j)
 static void jobs_listed(lb_store_op *op)
 {
     ev_ctx *c = op->data;
-    if (op->status != 0) {
-        lb_api_store_unavailable(c->req);
-        lb_free(c);
+    if (store_failed(c, op))
         return;
-    }
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_key(g, "data");
@@ -256,11 +260,8 @@ static void replay_loaded(lb_store_op *op)
         lb_free(c);
         return;
     }
-    if (op->status != 0) {
-        lb_api_store_unavailable(c->req);
-        lb_free(c);
+    if (store_failed(c, op))
         return;
-    }
     lb_event_row *e = &op->event_get.row;
     const char *trigger = NULL;
     yajl_val data = NULL, tree = NULL;
@@ -344,11 +345,8 @@ static void retry_loaded(lb_store_op *op)
         lb_free(c);
         return;
     }
-    if (op->status != 0) {
-        lb_api_store_unavailable(c->req);
-        lb_free(c);
+    if (store_failed(c, op))
         return;
-    }
     c->job = op->job_get.rec;
     if (c->job.status != LB_JOB_FAILED) {
         char msg[128];
