@@ -127,6 +127,29 @@ static void gen_list_tail(yajl_gen g, void *const *items, size_t n, size_t end, 
     }
 }
 
+/* Writes one list item; ctx is whatever the handler passed along. */
+typedef void (*gen_item_fn)(yajl_gen g, const void *item, const void *ctx);
+
+/* Answers the page of items that limit and offset ask for, in Lever's
+ * envelope ({"data":[...],"hasNext","next"}), or 400 when they are bad. */
+static void respond_page(lb_http_req *req, const item_vec *items, id_of_fn id_of,
+                         gen_item_fn gen, const void *ctx)
+{
+    size_t start, end;
+    if (page_bounds(req, items->v, items->n, id_of, &start, &end) != 0)
+        return;
+    yajl_gen g = lb_json_gen_new();
+    yajl_gen_map_open(g);
+    lb_json_key(g, "data");
+    yajl_gen_array_open(g);
+    for (size_t i = start; i < end; i++)
+        gen(g, items->v[i], ctx);
+    yajl_gen_array_close(g);
+    gen_list_tail(g, items->v, items->n, end, id_of);
+    yajl_gen_map_close(g);
+    sim_respond_json(req, 200, g);
+}
+
 static const char *opp_id(const void *x)
 {
     return ((const lv_opp *)x)->id;
@@ -155,6 +178,47 @@ static const char *app_id(const void *x)
 static const char *hook_id(const void *x)
 {
     return ((const lv_webhook *)x)->id;
+}
+
+/* gen_item_fn adapters for the lv_gen_* writers. */
+typedef struct {
+    lv_account *a;
+    int expand;
+} opp_gen_ctx;
+
+static void gen_opp(yajl_gen g, const void *item, const void *ctx)
+{
+    const opp_gen_ctx *c = ctx;
+    lv_gen_opp(g, c->a, item, c->expand);
+}
+
+static void gen_app(yajl_gen g, const void *item, const void *opp)
+{
+    lv_gen_app(g, opp, item);
+}
+
+static void gen_note(yajl_gen g, const void *item, const void *ctx)
+{
+    (void)ctx;
+    lv_gen_note(g, item);
+}
+
+static void gen_stage(yajl_gen g, const void *item, const void *ctx)
+{
+    (void)ctx;
+    lv_gen_stage(g, item);
+}
+
+static void gen_posting(yajl_gen g, const void *item, const void *ctx)
+{
+    (void)ctx;
+    lv_gen_posting(g, item);
+}
+
+static void gen_hook(yajl_gen g, const void *item, const void *ctx)
+{
+    (void)ctx;
+    lv_gen_hook(g, item, 0); /* listings never show the signature token */
 }
 
 static int parse_expand(const lb_http_req *req)
@@ -307,20 +371,8 @@ static void h_opps_list(lb_http_req *req, lv_call *c)
     for (size_t i = 0; i < c->a->opps.n; i++)
         if (opp_matches(f, c->a->opps.v[i]))
             SIM_PUSH(items, c->a->opps.v[i]);
-    size_t start, end;
-    if (page_bounds(req, items.v, items.n, opp_id, &start, &end) == 0) {
-        int expand = parse_expand(req);
-        yajl_gen g = lb_json_gen_new();
-        yajl_gen_map_open(g);
-        lb_json_key(g, "data");
-        yajl_gen_array_open(g);
-        for (size_t i = start; i < end; i++)
-            lv_gen_opp(g, c->a, items.v[i], expand);
-        yajl_gen_array_close(g);
-        gen_list_tail(g, items.v, items.n, end, opp_id);
-        yajl_gen_map_close(g);
-        sim_respond_json(req, 200, g);
-    }
+    opp_gen_ctx ctx = {c->a, parse_expand(req)};
+    respond_page(req, &items, opp_id, gen_opp, &ctx);
     SIM_VEC_FREE(items);
 }
 
@@ -357,19 +409,7 @@ static void h_apps_list(lb_http_req *req, lv_call *c)
     item_vec items = {0};
     for (size_t i = 0; i < o->apps.n; i++)
         SIM_PUSH(items, &o->apps.v[i]);
-    size_t start, end;
-    if (page_bounds(req, items.v, items.n, app_id, &start, &end) == 0) {
-        yajl_gen g = lb_json_gen_new();
-        yajl_gen_map_open(g);
-        lb_json_key(g, "data");
-        yajl_gen_array_open(g);
-        for (size_t i = start; i < end; i++)
-            lv_gen_app(g, o, items.v[i]);
-        yajl_gen_array_close(g);
-        gen_list_tail(g, items.v, items.n, end, app_id);
-        yajl_gen_map_close(g);
-        sim_respond_json(req, 200, g);
-    }
+    respond_page(req, &items, app_id, gen_app, o);
     SIM_VEC_FREE(items);
 }
 
@@ -403,19 +443,7 @@ static void h_notes_list(lb_http_req *req, lv_call *c)
     item_vec items = {0};
     for (size_t i = 0; i < o->notes.n; i++)
         SIM_PUSH(items, &o->notes.v[i]);
-    size_t start, end;
-    if (page_bounds(req, items.v, items.n, note_id, &start, &end) == 0) {
-        yajl_gen g = lb_json_gen_new();
-        yajl_gen_map_open(g);
-        lb_json_key(g, "data");
-        yajl_gen_array_open(g);
-        for (size_t i = start; i < end; i++)
-            lv_gen_note(g, items.v[i]);
-        yajl_gen_array_close(g);
-        gen_list_tail(g, items.v, items.n, end, note_id);
-        yajl_gen_map_close(g);
-        sim_respond_json(req, 200, g);
-    }
+    respond_page(req, &items, note_id, gen_note, NULL);
     SIM_VEC_FREE(items);
 }
 
@@ -593,19 +621,7 @@ static void h_stages_list(lb_http_req *req, lv_call *c)
     item_vec items = {0};
     for (size_t i = 0; i < c->a->stages.n; i++)
         SIM_PUSH(items, c->a->stages.v[i]);
-    size_t start, end;
-    if (page_bounds(req, items.v, items.n, stage_id, &start, &end) == 0) {
-        yajl_gen g = lb_json_gen_new();
-        yajl_gen_map_open(g);
-        lb_json_key(g, "data");
-        yajl_gen_array_open(g);
-        for (size_t i = start; i < end; i++)
-            lv_gen_stage(g, items.v[i]);
-        yajl_gen_array_close(g);
-        gen_list_tail(g, items.v, items.n, end, stage_id);
-        yajl_gen_map_close(g);
-        sim_respond_json(req, 200, g);
-    }
+    respond_page(req, &items, stage_id, gen_stage, NULL);
     SIM_VEC_FREE(items);
 }
 
@@ -632,19 +648,7 @@ static void h_postings_list(lb_http_req *req, lv_call *c)
     for (size_t i = 0; i < c->a->postings.n; i++)
         if (!by_state || strcmp(c->a->postings.v[i]->state, state) == 0)
             SIM_PUSH(items, c->a->postings.v[i]);
-    size_t start, end;
-    if (page_bounds(req, items.v, items.n, posting_id, &start, &end) == 0) {
-        yajl_gen g = lb_json_gen_new();
-        yajl_gen_map_open(g);
-        lb_json_key(g, "data");
-        yajl_gen_array_open(g);
-        for (size_t i = start; i < end; i++)
-            lv_gen_posting(g, items.v[i]);
-        yajl_gen_array_close(g);
-        gen_list_tail(g, items.v, items.n, end, posting_id);
-        yajl_gen_map_close(g);
-        sim_respond_json(req, 200, g);
-    }
+    respond_page(req, &items, posting_id, gen_posting, NULL);
     SIM_VEC_FREE(items);
 }
 
@@ -673,6 +677,16 @@ static const char *tag_text(const void *x)
     return ((const tag_count *)x)->text;
 }
 
+static void gen_tag(yajl_gen g, const void *item, const void *ctx)
+{
+    const tag_count *t = item;
+    (void)ctx;
+    yajl_gen_map_open(g);
+    lb_json_kv_str(g, "text", t->text);
+    lb_json_kv_int(g, "count", t->count);
+    yajl_gen_map_close(g);
+}
+
 static void h_tags_list(lb_http_req *req, lv_call *c)
 {
     lb_map idx;
@@ -695,24 +709,7 @@ static void h_tags_list(lb_http_req *req, lv_call *c)
     item_vec items = {0};
     for (size_t i = 0; i < tags.n; i++)
         SIM_PUSH(items, &tags.v[i]);
-    size_t start, end;
-    if (page_bounds(req, items.v, items.n, tag_text, &start, &end) == 0) {
-        yajl_gen g = lb_json_gen_new();
-        yajl_gen_map_open(g);
-        lb_json_key(g, "data");
-        yajl_gen_array_open(g);
-        for (size_t i = start; i < end; i++) {
-            const tag_count *t = items.v[i];
-            yajl_gen_map_open(g);
-            lb_json_kv_str(g, "text", t->text);
-            lb_json_kv_int(g, "count", t->count);
-            yajl_gen_map_close(g);
-        }
-        yajl_gen_array_close(g);
-        gen_list_tail(g, items.v, items.n, end, tag_text);
-        yajl_gen_map_close(g);
-        sim_respond_json(req, 200, g);
-    }
+    respond_page(req, &items, tag_text, gen_tag, NULL);
     SIM_VEC_FREE(items);
     SIM_VEC_FREE(tags);
 }
@@ -724,19 +721,7 @@ static void h_hooks_list(lb_http_req *req, lv_call *c)
     item_vec items = {0};
     for (size_t i = 0; i < c->a->hooks.n; i++)
         SIM_PUSH(items, c->a->hooks.v[i]);
-    size_t start, end;
-    if (page_bounds(req, items.v, items.n, hook_id, &start, &end) == 0) {
-        yajl_gen g = lb_json_gen_new();
-        yajl_gen_map_open(g);
-        lb_json_key(g, "data");
-        yajl_gen_array_open(g);
-        for (size_t i = start; i < end; i++)
-            lv_gen_hook(g, items.v[i], 0);
-        yajl_gen_array_close(g);
-        gen_list_tail(g, items.v, items.n, end, hook_id);
-        yajl_gen_map_close(g);
-        sim_respond_json(req, 200, g);
-    }
+    respond_page(req, &items, hook_id, gen_hook, NULL);
     SIM_VEC_FREE(items);
 }
 
