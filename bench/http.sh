@@ -81,18 +81,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_up() { # port: until TARGET's host answers anything at all over HTTP
-    local port=$1 i
-    for i in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    die "nothing listening on $HOST:$port"
-}
+. "$ROOT/bench/lib.sh"
 
 # ---- the request body and the wrk script ------------------------------------------
 BODY=""
@@ -150,7 +139,6 @@ function done(summary, latency, requests)
 end
 EOF
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in clock ticks
 TICKS_PER_SEC=$(getconf CLK_TCK)
 
 # run_wrk NAME PORT STATUS PID: warm-up, then the measured run; sets RPS,
@@ -205,40 +193,7 @@ kill -TERM "$LB_PID"
 wait "$LB_PID" || die "leverbridge exited with status $? after SIGTERM (log: $TMP/leverbridge.log)"
 
 # ---- nginx -------------------------------------------------------------------------
-NG_PORT=$(free_port)
-mkdir -p "$TMP/nginx"
-USER_LINE=""
-[ "$(id -u)" = 0 ] && USER_LINE="user root;"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-daemon off;
-master_process off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    keepalive_requests 100000000;
-    server {
-        listen $HOST:$NG_PORT;
-        location = $TARGET {
-            default_type application/json;
-            return $NGINX_STATUS '$NGINX_BODY';
-        }
-    }
-}
-EOF
-taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
-    -e "$TMP/nginx/error.log" 2>>"$TMP/nginx/error.log" &
-NG_PID=$!
-PIDS+=("$NG_PID")
-wait_up "$NG_PORT"
+nginx_start "= $TARGET" "$NGINX_STATUS" "$NGINX_BODY"
 run_wrk nginx "$NG_PORT" "$NGINX_STATUS" "$NG_PID"
 NG_RPS=$RPS NG_P99=$P99_US NG_P50=$P50_US NG_CPU=$CPU_PCT
 kill -TERM "$NG_PID"

@@ -114,18 +114,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_up() { # port
-    local port=$1 i
-    for i in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    die "nothing listening on $HOST:$port"
-}
+. "$ROOT/bench/lib.sh"
 
 # ---- lever-sim, then leverbridge pointed at it ---------------------------------------
 SIM_PORT=$(free_port)
@@ -284,7 +273,6 @@ EOF
 
 field() { echo "$1" | sed -E "s/.* $2=([0-9.]+).*/\1/"; }
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in clock ticks
 # thread_ticks PID: "name ticks" per thread name (the loop is the process's
 # own name; the store names its threads lb-store and lb-checkpoint)
 thread_ticks() {
@@ -371,42 +359,8 @@ EOF
     die "leverbridge counted $ACCEPTED accepted but $STORED events are on disk"
 
 # ---- nginx -------------------------------------------------------------------------
-NG_PORT=$(free_port)
-mkdir -p "$TMP/nginx"
-USER_LINE=""
-[ "$(id -u)" = 0 ] && USER_LINE="user root;"
 # the size of leverbridge's {"status":"accepted","event":"ev_<22 characters>"}
-NG_BODY='{"status":"accepted","event":"ev_0000000000000000000000"}'
-cat >"$TMP/nginx/nginx.conf" <<EOF
-$USER_LINE
-worker_processes 1;
-daemon off;
-master_process off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    keepalive_requests 100000000;
-    server {
-        listen $HOST:$NG_PORT;
-        location /hooks/lever/ {
-            default_type application/json;
-            return 200 '$NG_BODY';
-        }
-    }
-}
-EOF
-taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
-    -e "$TMP/nginx/error.log" 2>>"$TMP/nginx/error.log" &
-NG_PID=$!
-PIDS+=("$NG_PID")
-wait_up "$NG_PORT"
+nginx_start /hooks/lever/ 200 '{"status":"accepted","event":"ev_0000000000000000000000"}'
 run_wrk nginx "$NG_PORT" "$TMP/warmup.txt" "$WARMUP" "$NG_PID"
 NG_T0=$(cpu_ticks "$NG_PID")
 run_wrk nginx "$NG_PORT" "$TMP/run.txt" "$DURATION" "$NG_PID"
