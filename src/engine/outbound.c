@@ -25,7 +25,9 @@ struct lb_ob_tenant {
     int in_ring;
     lb_heap_node sleep;       /* in ob->sleepers while waiting for a token */
     int64_t hold_until_us;    /* nothing before this (429) */
-    unsigned consecutive_429;
+    int64_t hold_began_us;    /* start of the current throttling episode */
+    unsigned episodes_429;    /* consecutive throttling episodes */
+    int64_t refill_ms;        /* ceiling of a hold without Retry-After */
     int paused;
     int removed;
     size_t inflight;
@@ -208,7 +210,22 @@ static void tenant_free(lb_outbound *ob, lb_ob_tenant *t)
     lb_free(t);
 }
 
-int64_t lb_outbound_hold_ms(const char *retry_after, int64_t now_ms, unsigned consecutive)
+int64_t lb_outbound_refill_ms(double rate, int burst)
+{
+    if (rate <= 0) {
+        rate = 10;
+        burst = 20;
+    }
+    double ms = (burst > 1 ? burst : 1) * 1000.0 / rate;
+    if (ms < LB_OUTBOUND_REFILL_MIN_MS)
+        return LB_OUTBOUND_REFILL_MIN_MS;
+    if (ms > LB_OUTBOUND_REFILL_MAX_MS)
+        return LB_OUTBOUND_REFILL_MAX_MS;
+    return (int64_t)ceil(ms);
+}
+
+int64_t lb_outbound_hold_ms(const char *retry_after, int64_t now_ms, unsigned episodes,
+                            int64_t ceiling_ms)
 {
     int64_t ms;
     if (retry_after != NULL && lb_http_retry_after_ms(retry_after, now_ms, &ms) == 0) {
@@ -218,8 +235,8 @@ int64_t lb_outbound_hold_ms(const char *retry_after, int64_t now_ms, unsigned co
             ms = LB_OUTBOUND_HOLD_MAX_MS;
         return ms;
     }
-    unsigned attempt = consecutive > 0 ? consecutive - 1 : 0;
-    ms = lb_backoff_delay(LB_OUTBOUND_HOLD_MIN_MS, LB_OUTBOUND_HOLD_MAX_MS, attempt);
+    unsigned attempt = episodes > 0 ? episodes - 1 : 0;
+    ms = lb_backoff_delay(LB_OUTBOUND_HOLD_MIN_MS, ceiling_ms, attempt);
     /* Never retry a throttled call at once: at least a fraction of the base. */
     return ms < LB_OUTBOUND_HOLD_MIN_MS / 4 ? LB_OUTBOUND_HOLD_MIN_MS / 4 : ms;
 }
@@ -233,25 +250,30 @@ static void http_done(const lb_http_response *res, void *data)
     t->inflight--;
     record(ob, res);
     if (res->status == 429 && !t->removed && !ob->closing) {
-        t->consecutive_429++;
         call->requeues++;
         ob->stats.throttled++;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t hold = lb_outbound_hold_ms(res->retry_after,
-                                           (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
-                                           t->consecutive_429);
         int64_t now = now_us();
-        lb_debug("outbound", "429 for tenant %s: holding %lld ms", t->id, (long long)hold);
-        if (!t->unlimited)
-            lb_rl_hold(&t->rl, (double)now / 1000.0, (double)hold);
-        if (now + hold * 1000 > t->hold_until_us)
-            t->hold_until_us = now + hold * 1000;
+        /* A 429 for a call sent before the current hold began belongs to the
+         * episode that hold answers: requeue it behind the same hold. */
+        if (call->sent_us >= t->hold_began_us) {
+            t->episodes_429++;
+            t->hold_began_us = now;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t hold = lb_outbound_hold_ms(res->retry_after,
+                                               (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+                                               t->episodes_429, t->refill_ms);
+            lb_debug("outbound", "429 for tenant %s: holding %lld ms", t->id, (long long)hold);
+            if (!t->unlimited)
+                lb_rl_hold(&t->rl, (double)now / 1000.0, (double)hold);
+            if (now + hold * 1000 > t->hold_until_us)
+                t->hold_until_us = now + hold * 1000;
+        }
         fifo_push_front(t, call);
         sleep_until(ob, t, t->hold_until_us);
     } else {
         if (res->status != 429)
-            t->consecutive_429 = 0;
+            t->episodes_429 = 0;
         call->cb(call, res); /* a 429 arrives here only when removed or closing */
     }
     if (t->removed && t->inflight == 0 && t->count == 0) {
@@ -298,6 +320,7 @@ static void pump(lb_outbound *ob)
             double delay = (double)(now_ns - call->queued_ns) / 1e9;
             ob->stats.delay_sum_s += delay;
             lb_metric_observe(ob->delay_hist, delay);
+            call->sent_us = now;
             int rc = lb_http_client_start(ob->client, &call->req, http_done, call, &call->http);
             if (rc == 0) {
                 t->inflight++;
@@ -372,6 +395,7 @@ lb_ob_tenant *lb_outbound_tenant(lb_outbound *ob, const char *tenant_id, double 
             lb_rl_set(&t->rl, rate, margin(burst));
     }
     t->unlimited = rate <= 0;
+    t->refill_ms = lb_outbound_refill_ms(rate, burst);
     return t;
 }
 

@@ -6,8 +6,13 @@
  *
  * A 429 from Lever never reaches the caller: the tenant is held back for
  * Retry-After (clamped to 1 s .. 5 min) or, without one, for a full-jitter
- * backoff that grows with consecutive 429s, and the call goes back to the
- * head of its tenant's queue. Every other answer completes the call.
+ * backoff that grows with consecutive throttling episodes up to the time
+ * Lever's bucket needs to refill (burst / rate, at least 1 s, at most 1 min),
+ * and the call goes back to the head of its tenant's queue. An episode starts
+ * with the first 429 for a call sent after the current hold began: the other
+ * calls of a burst that were already in flight come back 429 too, and they
+ * neither lengthen the hold nor escalate the next one. Every other answer
+ * completes the call.
  *
  * Owner: main creates one lb_outbound; tenants are created on first use and
  * freed with lb_outbound_tenant_remove once their calls have completed. Loop
@@ -29,6 +34,10 @@
 #define LB_OUTBOUND_QUEUE_MAX 100000
 #define LB_OUTBOUND_HOLD_MIN_MS 1000
 #define LB_OUTBOUND_HOLD_MAX_MS 300000
+/* Bounds of the hold without Retry-After: the refill time of the tenant's
+ * bucket (burst / rate), clamped to these. */
+#define LB_OUTBOUND_REFILL_MIN_MS 1000
+#define LB_OUTBOUND_REFILL_MAX_MS 60000
 
 typedef struct lb_outbound lb_outbound;
 typedef struct lb_ob_tenant lb_ob_tenant;
@@ -50,6 +59,7 @@ struct lb_ob_call {
     lb_ob_tenant *tenant;
     lb_http_call *http;
     uint64_t queued_ns;  /* when submitted, for the scheduling delay */
+    int64_t sent_us;     /* when handed to the HTTP client (monotonic) */
     int requeues;        /* 429s absorbed */
 };
 
@@ -87,7 +97,13 @@ int lb_outbound_cancel(lb_ob_call *call);
 void lb_outbound_stats_get(const lb_outbound *ob, lb_outbound_stats *out);
 
 /* The hold a 429 imposes: Retry-After clamped to 1 s..5 min, or a full-jitter
- * backoff from 1 s doubling per consecutive 429 up to 5 min. */
-int64_t lb_outbound_hold_ms(const char *retry_after, int64_t now_ms, unsigned consecutive);
+ * backoff from 1 s doubling per consecutive episode up to ceiling_ms (at
+ * least 250 ms). */
+int64_t lb_outbound_hold_ms(const char *retry_after, int64_t now_ms, unsigned episodes,
+                            int64_t ceiling_ms);
+/* The ceiling of a hold without Retry-After for a bucket of rate/burst: the
+ * time it takes to refill from empty, clamped to LB_OUTBOUND_REFILL_*_MS;
+ * Lever's default 20 / 10 per s when rate <= 0 (unlimited here). */
+int64_t lb_outbound_refill_ms(double rate, int burst);
 
 #endif

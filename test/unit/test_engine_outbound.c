@@ -67,7 +67,7 @@ static int setup(void **state)
                                 .idle_timeout_ms = 5000, .max_connections = 1000};
     assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv), 0);
     snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d/x", lb_http_server_port(f->srv));
-    lb_http_client_config cc = {.max_inflight = 32, .timeout_ms = 5000};
+    lb_http_client_config cc = {.max_inflight = 64, .timeout_ms = 5000};
     assert_int_equal(lb_http_client_new(&f->loop, &cc, &f->client), 0);
     assert_int_equal(lb_outbound_new(&f->loop, f->client, &f->ob), 0);
     *state = f;
@@ -196,13 +196,58 @@ static void throttled_call_is_retried(void **state)
 static void hold_bounds(void **state)
 {
     (void)state;
-    assert_int_equal(lb_outbound_hold_ms("0", 0, 1), 1000);     /* clamped up */
-    assert_int_equal(lb_outbound_hold_ms("3", 0, 1), 3000);
-    assert_int_equal(lb_outbound_hold_ms("9999", 0, 1), 300000); /* clamped down */
-    for (unsigned n = 1; n < 20; n++) {
-        int64_t h = lb_outbound_hold_ms(NULL, 0, n);
-        assert_true(h >= 250 && h <= 300000);
+    assert_int_equal(lb_outbound_hold_ms("0", 0, 1, 2000), 1000);     /* clamped up */
+    assert_int_equal(lb_outbound_hold_ms("3", 0, 1, 2000), 3000);     /* not by the refill */
+    assert_int_equal(lb_outbound_hold_ms("9999", 0, 1, 2000), 300000); /* clamped down */
+    /* Without Retry-After, never longer than the bucket's refill time. */
+    for (unsigned n = 1; n < 40; n++) {
+        int64_t h = lb_outbound_hold_ms(NULL, 0, n, 2000);
+        assert_true(h >= 250 && h <= 2000);
     }
+    assert_int_equal(lb_outbound_refill_ms(10, 20), 2000);  /* Lever's defaults */
+    assert_int_equal(lb_outbound_refill_ms(0, 0), 2000);    /* unlimited: Lever's defaults */
+    assert_int_equal(lb_outbound_refill_ms(1000, 100), 1000); /* at least 1 s */
+    assert_int_equal(lb_outbound_refill_ms(0.1, 20), 60000);  /* at most 1 min */
+}
+
+static void wake_cb(uv_timer_t *timer)
+{
+    (void)timer;
+}
+
+/* 50 calls of one tenant in flight, the first 20 answered 429 with no
+ * Retry-After (a burst after a restart whose local bucket started full): one
+ * throttling episode, one hold of at most the refill time, every call done
+ * within a few seconds. Before episodes were counted, each 429 escalated the
+ * backoff and the largest of ~20 draws up to 5 min held the tenant. */
+static void burst_of_429s_is_one_episode(void **state)
+{
+    fixture *f = *state;
+    f->throttle = 20;
+    f->retry_after_hdr = NULL;
+    lb_ob_tenant *t = lb_outbound_tenant(f->ob, "b", 1000, 100);
+    uv_timer_t wake; /* bounds each loop turn, so a long hold fails the test, not hangs it */
+    uv_timer_init(&f->loop, &wake);
+    uv_timer_start(&wake, wake_cb, 50, 50);
+    uint64_t t0 = uv_hrtime();
+    job *jobs = submit_n(f, t, 50);
+    while (f->done < 50 && uv_hrtime() - t0 < 20000000000ull)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    double took = (double)(uv_hrtime() - t0) / 1e9;
+    uv_close((uv_handle_t *)&wake, NULL);
+    uv_run(&f->loop, UV_RUN_NOWAIT); /* runs the close before wake leaves scope */
+    assert_int_equal(f->done, 50);
+    /* one hold of at most LB_OUTBOUND_REFILL_MIN_MS (100 / 1000 per s
+     * refills in 0.1 s), with slack for the calls themselves */
+    assert_true(took < (double)LB_OUTBOUND_REFILL_MIN_MS / 1000.0 + 1.0);
+    lb_outbound_stats st;
+    lb_outbound_stats_get(f->ob, &st);
+    assert_int_equal(st.throttled, 20);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(jobs[i].calls, 1);
+        assert_int_equal(jobs[i].status, 200);
+    }
+    lb_free(jobs);
 }
 
 static void pause_and_remove(void **state)
@@ -238,6 +283,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(round_robin_fairness, setup, teardown),
         cmocka_unit_test_setup_teardown(throttled_call_is_retried, setup, teardown),
         cmocka_unit_test(hold_bounds),
+        cmocka_unit_test_setup_teardown(burst_of_429s_is_one_episode, setup, teardown),
         cmocka_unit_test_setup_teardown(pause_and_remove, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
