@@ -17,6 +17,8 @@
 #include <string.h>
 
 #define NAME_MAX_BYTES 200
+/* A rate below the floor freezes a tenant: one call every ten seconds. */
+#define RATE_MIN 0.1
 #define RATE_MAX 1000.0
 #define BURST_MAX 10000
 
@@ -117,9 +119,9 @@ static int parse_tenant(lb_http_req *req, yajl_val body, const lb_tenant *cur, l
         rec->lever_rate = 0;
     } else if (v != NULL) {
         double r = YAJL_IS_NUMBER(v) ? YAJL_GET_DOUBLE(v) : -1;
-        if (!YAJL_IS_NUMBER(v) || !(r > 0) || r > RATE_MAX || !isfinite(r)) {
+        if (!YAJL_IS_NUMBER(v) || !(r >= RATE_MIN) || r > RATE_MAX || !isfinite(r)) {
             lb_free(*name);
-            return bad_field(req, "lever_rate", "lever_rate must be a number in (0, 1000].");
+            return bad_field(req, "lever_rate", "lever_rate must be a number in [0.1, 1000].");
         }
         rec->lever_rate = r;
     }
@@ -148,7 +150,7 @@ static void tenant_put(lb_http_req *req, void *data)
     const char *id = lb_http_req_param(req, "tenant");
     if (!lb_tenant_id_valid(id)) {
         lb_http_respond_error(req, 400, "invalid_request",
-                              "The tenant id must match [A-Za-z0-9._-]{1,64}.", "tenant");
+                              "The tenant id must match [A-Za-z0-9._-]{1,64} and not be \".\" or \"..\".", "tenant");
         return;
     }
     yajl_val body = lb_api_json_body(req);

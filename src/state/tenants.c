@@ -158,5 +158,6 @@ int lb_tenant_id_valid(const char *id)
         if (n == LB_TENANT_ID_MAX)
             return 0;
     }
-    return n > 0;
+    /* "." and ".." would name directories wherever an id meets a path. */
+    return n > 0 && strcmp(id, ".") != 0 && strcmp(id, "..") != 0;
 }

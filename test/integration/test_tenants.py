@@ -91,6 +91,8 @@ def test_create_update_get(server):
     ("/v1/tenants/" + "a" * 65, {"name": "x"}, 400, "invalid_request", "tenant"),
     ("/v1/tenants/a%20b", {"name": "x"}, 400, "invalid_request", "tenant"),
     ("/v1/tenants/a$b", {"name": "x"}, 400, "invalid_request", "tenant"),
+    ("/v1/tenants/.", {"name": "x"}, 400, "invalid_request", "tenant"),
+    ("/v1/tenants/..", {"name": "x"}, 400, "invalid_request", "tenant"),
     ("/v1/tenants/ok", {"name": "x", "colour": "red"}, 400, "invalid_request", "colour"),
     ("/v1/tenants/ok", {"name": 5}, 400, "invalid_request", "name"),
     ("/v1/tenants/ok", {"name": ""}, 400, "invalid_request", "name"),
@@ -98,6 +100,10 @@ def test_create_update_get(server):
     ("/v1/tenants/ok", {"name": "x", "api_addon": "yes"}, 400, "invalid_request", "api_addon"),
     ("/v1/tenants/ok", {"name": "x", "lever_rate": -1}, 400, "invalid_request", "lever_rate"),
     ("/v1/tenants/ok", {"name": "x", "lever_rate": "10"}, 400, "invalid_request", "lever_rate"),
+    # a rate this low would freeze the tenant: the floor is 0.1/s
+    ("/v1/tenants/ok", {"name": "x", "lever_rate": 0.0000001}, 400, "invalid_request", "lever_rate"),
+    ("/v1/tenants/ok", {"name": "x", "lever_rate": 0.09}, 400, "invalid_request", "lever_rate"),
+    ("/v1/tenants/ok", {"name": "x", "lever_rate": 1000.5}, 400, "invalid_request", "lever_rate"),
     ("/v1/tenants/ok", {"name": "x", "lever_burst": 0}, 400, "invalid_request", "lever_burst"),
     ("/v1/tenants/ok", {"name": "x", "lever_burst": 2.5}, 400, "invalid_request", "lever_burst"),
     ("/v1/tenants/ok", b"{\"name\":", 400, "invalid_json", None),
@@ -107,6 +113,15 @@ def test_create_update_get(server):
 def test_put_validation(server, path, body, status, code, field):
     assert_error(call(server, "PUT", path, body), status, code, field)
     assert call(server, "GET", "/v1/tenants/ok").status == 404  # nothing saved
+
+
+def test_rate_bounds_inclusive(server):
+    for rate in (0.1, 1000):
+        r = call(server, "PUT", "/v1/tenants/r", {"name": "x", "lever_rate": rate})
+        assert r.status in (200, 201), r
+        assert r.json()["lever"]["rate"]["per_second"] == rate
+    # ids that merely contain dots are still fine
+    assert call(server, "PUT", "/v1/tenants/a.b..c", {"name": "x"}).status == 201
 
 
 def test_put_needs_json(server):
