@@ -30,10 +30,14 @@
 #include <sqlite3.h>
 #ifdef __linux__
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #endif
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MOD "store"
 /* How long a statement waits for a lock held by another connection. */
@@ -1572,9 +1576,31 @@ static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
     return rc;
 }
 
+/* The database holds sealed secrets and every tenant's data: owner only,
+ * whatever the umask or the mode of a mounted data dir. SQLite gives the -wal
+ * and -shm files the mode of the database file. */
+static int create_private(const char *path, char *err, size_t errlen)
+{
+    if (strcmp(path, ":memory:") == 0 || path[0] == '\0')
+        return 0;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 || fchmod(fd, 0600) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot open database %s: %s", path, strerror(e));
+        if (fd >= 0)
+            close(fd);
+        return -e;
+    }
+    close(fd);
+    return 0;
+}
+
 static int open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
+    int prc = create_private(path, err, errlen);
+    if (prc != 0)
+        return prc;
     int rc = sqlite3_open_v2(
         path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {

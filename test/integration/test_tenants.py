@@ -285,3 +285,15 @@ def test_secrets_not_logged(make_server):
     log = s.stderr()
     assert token not in log and key not in log
     assert "admin-token" in log  # it says where the token is
+
+
+def test_database_files_private_in_an_existing_open_dir(make_server, tmp_path):
+    # A mounted volume: the data dir exists already, mode 0755, umask 022.
+    data = tmp_path / "volume"
+    data.mkdir()
+    os.chmod(data, 0o755)
+    s = make_server(data_dir=str(data), preexec_fn=lambda: os.umask(0o022))
+    assert call(s, "PUT", "/v1/tenants/acme", {"name": "A"}).status == 201  # -wal written
+    for name in ("leverbridge.db", "leverbridge.db-wal", "leverbridge.db-shm"):
+        mode = os.stat(data / name).st_mode & 0o777
+        assert mode == 0o600, "%s is %o" % (name, mode)
