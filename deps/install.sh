@@ -1,11 +1,14 @@
 #!/bin/sh
 # Installs every Debian package that leverbridge's build, tests and benchmarks
-# need. Idempotent: packages already present are left alone. Run as root.
+# need (ca-certificates: without a CA bundle every HTTPS call to Lever fails;
+# openssl: the TLS test makes a throwaway certificate). Idempotent: packages
+# already present are left alone. Run as root.
 set -eu
 
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev
 libuv1-dev libcurl4-openssl-dev libyajl-dev libsodium-dev libsqlite3-dev
 node-llhttp libcmocka-dev sqlite3 python3 python3-pytest wrk nginx-light curl
+ca-certificates openssl
 chromium"
 
 missing=""

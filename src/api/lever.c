@@ -342,6 +342,7 @@ struct probe {
     int forbidden[P_COUNT];
     int unauthorized;
     int unavailable;
+    int tls_setup; /* unavailable for a reason that waiting will not mend */
     char unavailable_msg[256];
     char *opp, *app, *note, *stage, *posting;
 };
@@ -409,6 +410,7 @@ static void probe_done(lb_ob_call *call, const lb_http_response *res)
             if (pc->id == X_NOTES) /* only a helper: a made-up note id will do */
                 break;
             pr->unavailable = 1;
+            pr->tls_setup |= res->status == 0 && res->tls_setup;
             lb_lever_describe(res, pr->unavailable_msg, sizeof(pr->unavailable_msg));
             break;
         }
@@ -457,8 +459,8 @@ static void probe_finish(probe *pr)
     }
     if (pr->unavailable) {
         char msg[400];
-        snprintf(msg, sizeof(msg), "Lever could not be reached or failed: %s. Try again later.",
-                 pr->unavailable_msg);
+        snprintf(msg, sizeof(msg), "Lever could not be reached or failed: %s.%s",
+                 pr->unavailable_msg, pr->tls_setup ? "" : " Try again later.");
         lb_http_respond_error(req, 502, "lever_unavailable", msg, NULL);
         probe_free(pr);
         return;

@@ -232,6 +232,29 @@ static void call_destroy(lb_http_call *call)
 }
 
 /* Drains every finished transfer; run after every curl_multi_socket_action. */
+
+/* Failures of TLS setup on this side or of the peer's certificate: the same
+ * call fails the same way until someone installs a CA bundle or fixes the
+ * certificate. A handshake cut short (CURLE_SSL_CONNECT_ERROR) is not here:
+ * that is often a reset, and retrying helps. */
+static int tls_setup_error(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void check_multi_info(lb_http_client *c)
 {
     CURLMsg *msg;
@@ -247,6 +270,7 @@ static void check_multi_info(lb_http_client *c)
         curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_getinfo(call->easy, CURLINFO_TOTAL_TIME, &res.seconds);
         res.error = (int)rc;
+        res.tls_setup = tls_setup_error(rc);
         if (rc != CURLE_OK) {
             res.error_text = call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc);
             if (rc == CURLE_WRITE_ERROR && call->body.failed)

@@ -39,6 +39,8 @@ typedef struct {
     int status;               /* HTTP status; 0 when no response arrived */
     int error;                /* 0, or a transport failure (CURLcode) */
     const char *error_text;   /* curl's words for error, or NULL */
+    int tls_setup;            /* 1: the failure is TLS setup (CA bundle, certificate),
+                                 which retrying will not mend */
     const char *body;         /* NUL-terminated, "" when empty */
     size_t body_len;
     const char *retry_after;  /* the Retry-After header value, or NULL */

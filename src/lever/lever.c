@@ -17,6 +17,8 @@ lb_lever_outcome lb_lever_classify(const lb_http_response *res)
     int s = res->status;
     if (s >= 200 && s < 300)
         return LB_LEVER_OK;
+    if (s == 0 && res->tls_setup)
+        return LB_LEVER_FAILED; /* no CA bundle, bad certificate: retrying will not help */
     if (s == 0 || s >= 500 || s == 408 || s == 429)
         return LB_LEVER_RETRY;
     if (s == 401)
@@ -30,6 +32,13 @@ lb_lever_outcome lb_lever_classify(const lb_http_response *res)
 
 void lb_lever_describe(const lb_http_response *res, char *buf, size_t size)
 {
+    if (res->status == 0 && res->tls_setup) {
+        snprintf(buf, size,
+                 "TLS setup failed: %s. Install the CA certificates (Debian: ca-certificates) "
+                 "or fix the server's certificate; retrying will not help",
+                 res->error_text ? res->error_text : "certificate problem");
+        return;
+    }
     if (res->status == 0) {
         snprintf(buf, size, "Lever unreachable: %s",
                  res->error_text ? res->error_text : "no response");

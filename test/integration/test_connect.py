@@ -115,6 +115,53 @@ def test_lever_unavailable(bridge, lever):
     assert connection(s)["status"] == "disconnected"
 
 
+def test_tls_setup_error_is_named_not_retried(make_server, tmp_path):
+    """A Lever whose certificate cannot be verified (here: self-signed) fails
+    the same way every time: the answer names the certificate and does not
+    say to try again later."""
+    import socket
+    import ssl
+    import subprocess
+    import threading
+    key, crt = str(tmp_path / "k.pem"), str(tmp_path / "c.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    handshakes = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            try:
+                with ctx.wrap_socket(c, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                handshakes.append(1)  # the client gave up on our certificate
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        s = make_server(env={"LEVERBRIDGE_LEVER_API_URL":
+                             "https://127.0.0.1:%d/v1" % lsock.getsockname()[1]})
+        tenant(s)
+        r = call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "k"})
+        assert r.status == 502 and r.json()["error"]["code"] == "lever_unavailable", r
+        msg = r.json()["error"]["message"]
+        assert "TLS setup failed" in msg and "certificate" in msg, msg
+        assert "Try again later" not in msg, msg
+        assert handshakes, "no TLS handshake reached the server"
+        assert connection(s)["status"] == "disconnected"
+    finally:
+        lsock.close()
+
+
 def test_unreachable_lever(make_server):
     s = make_server(env={"LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:1/v1"})
     tenant(s)

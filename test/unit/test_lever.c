@@ -28,6 +28,15 @@ static void classify(void **state)
         lb_http_response r = resp(cases[i][0], "");
         assert_int_equal(lb_lever_classify(&r), cases[i][1]);
     }
+    /* No CA bundle or a certificate that does not verify: the same every
+     * time, so not a retry, and the words say what to fix. */
+    lb_http_response tls = {.status = 0, .error = 60, .tls_setup = 1, .body = "",
+                            .error_text = "SSL certificate problem: self-signed certificate"};
+    assert_int_equal(lb_lever_classify(&tls), LB_LEVER_FAILED);
+    char buf[256];
+    lb_lever_describe(&tls, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "TLS setup failed: SSL certificate problem"));
+    assert_non_null(strstr(buf, "ca-certificates"));
 }
 
 static void describe(void **state)
