@@ -29,6 +29,7 @@
 #include <malloc.h>
 #include <sqlite3.h>
 #ifdef __linux__
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #endif
@@ -236,6 +237,7 @@ typedef struct {
     /* Set at open, then read-only. */
     uv_thread_t thread;
     char *path;
+    int lock_fd; /* holds flock(LOCK_EX) on <path>.lock while open; -1 for :memory: */
 
     /* Guarded by mu. */
     uv_mutex_t mu;
@@ -1537,6 +1539,8 @@ static void sq_close(lb_store *base)
 
 static void sq_free_struct(sq_store *s)
 {
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
     lb_recent_free(&s->recent);
     uv_cond_destroy(&s->cond);
     uv_mutex_destroy(&s->mu);
@@ -1592,6 +1596,49 @@ static int create_private(const char *path, char *err, size_t errlen)
         return -e;
     }
     close(fd);
+    return 0;
+}
+
+/* One server per database: two would each hold the delivery keys in memory
+ * and resume the same jobs. An exclusive flock on <path>.lock, held until
+ * close (or the process dies: the kernel drops it), with the holder's pid
+ * inside for the error the next one prints. */
+static int lock_take(const char *path, int *out, char *err, size_t errlen)
+{
+    *out = -1;
+    if (strcmp(path, ":memory:") == 0 || path[0] == '\0')
+        return 0;
+    char lpath[4096];
+    if ((size_t)snprintf(lpath, sizeof(lpath), "%s.lock", path) >= sizeof(lpath)) {
+        snprintf(err, errlen, "database path too long: %s", path);
+        return LB_EINVAL;
+    }
+    int fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot open lock file %s: %s", lpath, strerror(e));
+        return -e;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (e == EWOULDBLOCK)
+            snprintf(err, errlen,
+                     "database %s is in use by another leverbridge: %s is held by pid %s", path,
+                     lpath, pid[0] ? pid : "(unknown)");
+        else
+            snprintf(err, errlen, "cannot lock %s: %s", lpath, strerror(e));
+        close(fd);
+        return -e;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        lb_warn(MOD, "cannot write the pid into %s: %s", lpath, strerror(errno));
+    *out = fd;
     return 0;
 }
 
@@ -1658,26 +1705,37 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
 {
     uv_once(&global_once, global_init);
 
+    int lock_fd;
+    int rc = lock_take(path, &lock_fd, err, errlen);
+    if (rc != 0)
+        return rc;
     sqlite3 *db = NULL;
-    int rc = open_db(path, &db, err, errlen);
-    if (rc != 0) return rc;
     int from = 0, to = 0;
-    rc = lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from, &to, err,
-                          errlen);
+    rc = open_db(path, &db, err, errlen);
+    if (rc == 0) {
+        rc = lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from, &to, err,
+                              errlen);
+        if (rc != 0)
+            sqlite3_close(db);
+        else if (from != to)
+            lb_info(MOD, "database %s migrated from schema version %d to %d", path, from, to);
+    }
     if (rc != 0) {
-        sqlite3_close(db);
+        if (lock_fd >= 0)
+            close(lock_fd);
         return rc;
     }
-    if (from != to)
-        lb_info(MOD, "database %s migrated from schema version %d to %d", path, from, to);
 
     sq_store *s = LB_NEW(sq_store);
     lb_store__init(&s->base, &sq_vtable, loop);
     s->db = db;
     s->path = lb_strdup(path);
+    s->lock_fd = lock_fd;
     if ((rc = uv_mutex_init(&s->mu)) != 0) {
         snprintf(err, errlen, "store: mutex: %s", uv_strerror(rc));
         sqlite3_close(db);
+        if (lock_fd >= 0)
+            close(lock_fd);
         lb_free(s->path);
         lb_free(s);
         return rc;
@@ -1686,6 +1744,8 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
         snprintf(err, errlen, "store: condition variable: %s", uv_strerror(rc));
         uv_mutex_destroy(&s->mu);
         sqlite3_close(db);
+        if (lock_fd >= 0)
+            close(lock_fd);
         lb_free(s->path);
         lb_free(s);
         return rc;

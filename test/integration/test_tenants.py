@@ -297,3 +297,16 @@ def test_database_files_private_in_an_existing_open_dir(make_server, tmp_path):
     for name in ("leverbridge.db", "leverbridge.db-wal", "leverbridge.db-shm"):
         mode = os.stat(data / name).st_mode & 0o777
         assert mode == 0o600, "%s is %o" % (name, mode)
+
+
+def test_second_server_on_one_data_dir_refused(make_server):
+    first = make_server()
+    second = make_server(data_dir=first.data_dir, start=False)
+    env = {"LEVERBRIDGE_DATA_DIR": first.data_dir, "LEVERBRIDGE_LISTEN": "127.0.0.1:%d" % free_port(),
+           "LEVERBRIDGE_ADMIN_TOKEN": ADMIN_TOKEN}
+    p = subprocess.run([binary()], env=clean_env(env), cwd=second.tmp, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=15)
+    assert p.returncode == 2, p
+    err = p.stderr.decode()
+    assert "leverbridge.db.lock" in err and "pid %d" % first.proc.pid in err, err
+    assert first.get("/healthz").status == 200  # the first one is untouched
