@@ -410,7 +410,7 @@ static void probe_done(lb_ob_call *call, const lb_http_response *res)
             if (pc->id == X_NOTES) /* only a helper: a made-up note id will do */
                 break;
             pr->unavailable = 1;
-            pr->tls_setup |= res->status == 0 && res->tls_setup;
+            pr->tls_setup |= res->tls_setup;
             lb_lever_describe(res, pr->unavailable_msg, sizeof(pr->unavailable_msg));
             break;
         }

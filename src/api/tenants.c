@@ -149,8 +149,9 @@ static void tenant_put(lb_http_req *req, void *data)
         return;
     const char *id = lb_http_req_param(req, "tenant");
     if (!lb_tenant_id_valid(id)) {
-        lb_http_respond_error(req, 400, "invalid_request",
-                              "The tenant id must match [A-Za-z0-9._-]{1,64} and not be \".\" or \"..\".", "tenant");
+        lb_http_respond_error(
+            req, 400, "invalid_request",
+            "The tenant id must match [A-Za-z0-9._-]{1,64} and not be \".\" or \"..\".", "tenant");
         return;
     }
     yajl_val body = lb_api_json_body(req);

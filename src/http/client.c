@@ -231,8 +231,6 @@ static void call_destroy(lb_http_call *call)
     lb_free(call);
 }
 
-/* Drains every finished transfer; run after every curl_multi_socket_action. */
-
 /* Failures of TLS setup on this side or of the peer's certificate: the same
  * call fails the same way until someone installs a CA bundle or fixes the
  * certificate. A handshake cut short (CURLE_SSL_CONNECT_ERROR) is not here:
@@ -255,6 +253,7 @@ static int tls_setup_error(CURLcode rc)
     }
 }
 
+/* Drains every finished transfer; run after every curl_multi_socket_action. */
 static void check_multi_info(lb_http_client *c)
 {
     CURLMsg *msg;

@@ -29,10 +29,10 @@
 #include <malloc.h>
 #include <sqlite3.h>
 #ifdef __linux__
-#include <sys/file.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #endif
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -1583,9 +1583,14 @@ static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
 /* The database holds sealed secrets and every tenant's data: owner only,
  * whatever the umask or the mode of a mounted data dir. SQLite gives the -wal
  * and -shm files the mode of the database file. */
+static int on_disk(const char *path)
+{
+    return path[0] != '\0' && strcmp(path, ":memory:") != 0;
+}
+
 static int create_private(const char *path, char *err, size_t errlen)
 {
-    if (strcmp(path, ":memory:") == 0 || path[0] == '\0')
+    if (!on_disk(path))
         return 0;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0 || fchmod(fd, 0600) != 0) {
@@ -1606,7 +1611,7 @@ static int create_private(const char *path, char *err, size_t errlen)
 static int lock_take(const char *path, int *out, char *err, size_t errlen)
 {
     *out = -1;
-    if (strcmp(path, ":memory:") == 0 || path[0] == '\0')
+    if (!on_disk(path))
         return 0;
     char lpath[4096];
     if ((size_t)snprintf(lpath, sizeof(lpath), "%s.lock", path) >= sizeof(lpath)) {
