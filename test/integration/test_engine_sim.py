@@ -162,9 +162,15 @@ def test_many_tenants_no_429(many):
         assert stalled_past_slack(out, out["sim_lag_ms"], MANY_RATE), \
             ("429s without a stall to explain them", violations, out["throttled"], lag)
     print("loop lag ms: driver %.1f, sim %.1f" % (out["max_loop_lag_ms"], out["sim_lag_ms"]))
-    # No tenant waits for another: each finishes near its own ideal time.
+    # No tenant waits for another: each finishes near its own ideal time, late
+    # by at most the holds its own 429s caused (those were explained by a stall
+    # above). Without Retry-After a hold lasts at most the bucket's refill time,
+    # burst / rate clamped to 1 s..60 s (docs/internals/outbound.md): 1 s here.
     ideal = (MANY_CALLS - MANY_BURST) / MANY_RATE
-    assert max(t["last_done"] for t in out["tenants"]) <= ideal * 1.10 + 0.1, out["tenants"]
+    ceiling = min(max(MANY_BURST / MANY_RATE, 1.0), 60.0)
+    for t in out["tenants"]:
+        allowed = ideal * 1.10 + 0.1 + t["r429"] * ceiling
+        assert t["last_done"] <= allowed, (t, allowed)
 
 
 # ---- a huge backlog does not delay another tenant ---------------------------------
