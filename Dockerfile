@@ -12,14 +12,11 @@
 # ---- build ----------------------------------------------------------------------
 FROM debian:bookworm AS build
 
-# The build dependencies of deps/install.sh, without the test and benchmark
-# tools: node-llhttp ships llhttp's C sources, compiled by deps/CMakeLists.txt.
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential cmake pkg-config \
-      libuv1-dev libcurl4-openssl-dev libyajl-dev libsodium-dev libsqlite3-dev \
-      node-llhttp \
- && rm -rf /var/lib/apt/lists/*
+# deps/install.sh without --test: what building needs, not the test and
+# benchmark tools; node-llhttp ships llhttp's C sources, compiled by
+# deps/CMakeLists.txt.
+COPY deps/install.sh /tmp/install.sh
+RUN /tmp/install.sh && rm -rf /var/lib/apt/lists/* /tmp/install.sh
 
 WORKDIR /src
 COPY CMakeLists.txt ./

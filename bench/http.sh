@@ -49,7 +49,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 die() { echo "bench/http.sh: $*" >&2; exit 1; }
 for tool in wrk nginx taskset cmake; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] ||
-        die "$tool not found (deps/install.sh installs it)"
+        die "$tool not found (deps/install.sh --test installs it)"
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 NCPU=$(nproc)

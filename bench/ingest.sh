@@ -68,7 +68,7 @@ PY=/usr/bin/python3
 die() { echo "bench/ingest.sh: $*" >&2; exit 1; }
 for tool in wrk nginx taskset cmake; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] ||
-        die "$tool not found (deps/install.sh installs it)"
+        die "$tool not found (deps/install.sh --test installs it)"
 done
 [ -x "$PY" ] || die "$PY not found"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)

@@ -1,15 +1,41 @@
 #!/bin/sh
-# Installs every Debian package that leverbridge's build, tests and benchmarks
-# need (ca-certificates: without a CA bundle every HTTPS call to Lever fails;
-# openssl: the TLS test makes a throwaway certificate). Idempotent: packages
-# already present are left alone. Run as root.
+# Installs the Debian packages leverbridge needs. Idempotent: packages already
+# present are left alone. Run as root when something is missing.
+#
+#   deps/install.sh          what building and running the server need
+#   deps/install.sh --test   that, plus the tests, fuzzers and benchmarks
+#
+# Nothing is left enabled or running that the project did not start: services
+# that a package would start at install (nginx) are kept from starting and
+# disabled at boot; the benchmarks run their own nginx on loopback.
 set -eu
 
-PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev
+usage() { echo "usage: deps/install.sh [--test]" >&2; exit 2; }
+test_tools=0
+for a in "$@"; do
+    case "$a" in
+    --test) test_tools=1 ;;
+    *) usage ;;
+    esac
+done
+
+# ca-certificates: without a CA bundle every HTTPS call to Lever fails.
+# curl: the README's and docs' examples.
+PKGS="build-essential cmake pkg-config
 libuv1-dev libcurl4-openssl-dev libyajl-dev libsodium-dev libsqlite3-dev
-node-llhttp libcmocka-dev sqlite3 python3 python3-pytest wrk nginx-light curl
-ca-certificates openssl
-chromium"
+node-llhttp ca-certificates curl"
+
+# Unit tests (cmocka), integration tests (pytest; openssl makes the TLS test's
+# throwaway certificate), fuzzers (clang's libFuzzer), benchmarks (wrk, nginx),
+# browser tests (Debian's Chromium, Node.js and npm for playwright-core).
+TEST_PKGS="libcmocka-dev sqlite3 python3 python3-pytest openssl
+clang libclang-rt-14-dev wrk nginx-light chromium"
+
+[ $test_tools = 1 ] && PKGS="$PKGS $TEST_PKGS"
+# Node.js and npm from Debian unless the machine already has both.
+if [ $test_tools = 1 ] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then
+    PKGS="$PKGS nodejs npm"
+fi
 
 missing=""
 for p in $PKGS; do
@@ -23,26 +49,39 @@ if [ -n "$missing" ]; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
+    # invoke-rc.d asks policy-rc.d before starting a service; 101 = "not
+    # allowed", so nginx-light does not come up on port 80 while installing.
+    policy=/usr/sbin/policy-rc.d
+    ours=0
+    if [ ! -e $policy ]; then
+        printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy && ours=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $missing
-    # nginx-light starts a service on port 80 when installed; the benchmarks run
-    # their own instance on loopback, so stop the packaged one if it came up.
-    if command -v service >/dev/null 2>&1; then service nginx stop >/dev/null 2>&1 || true; fi
+    [ $ours = 1 ] && rm -f $policy && trap - EXIT
+    case "$missing" in
+    *nginx*)
+        # Not at boot either (systemd's and sysvinit's links, offline).
+        if command -v deb-systemd-helper >/dev/null 2>&1; then
+            deb-systemd-helper disable nginx.service >/dev/null 2>&1 || true
+        fi
+        update-rc.d nginx disable >/dev/null 2>&1 || true
+        ;;
+    esac
 fi
+
+[ $test_tools = 1 ] || exit 0
 
 # The browser tests' playwright-core (test/browser, version pinned by its
 # package-lock.json), with the machine's Node.js and npm; `npm ci` only when
 # node_modules does not already hold the locked version.
 browser="$(cd "$(dirname "$0")/.." && pwd)/test/browser"
-if command -v npm >/dev/null 2>&1 && [ -f "$browser/package-lock.json" ]; then
-    have=$(cd "$browser" && node -e '
-        const want = require("./package-lock.json").packages["node_modules/playwright-core"].version;
-        let got = null;
-        try { got = require("./node_modules/playwright-core/package.json").version; } catch (e) {}
-        process.stdout.write(got === want ? "yes" : "no");')
-    if [ "$have" != yes ]; then
-        (cd "$browser" && npm ci --no-audit --no-fund)
-    fi
-else
-    echo "deps/install.sh: npm not found; the browser tests will be skipped" >&2
+have=$(cd "$browser" && node -e '
+    const want = require("./package-lock.json").packages["node_modules/playwright-core"].version;
+    let got = null;
+    try { got = require("./node_modules/playwright-core/package.json").version; } catch (e) {}
+    process.stdout.write(got === want ? "yes" : "no");')
+if [ "$have" != yes ]; then
+    (cd "$browser" && npm ci --no-audit --no-fund)
 fi
