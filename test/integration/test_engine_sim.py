@@ -15,6 +15,8 @@ check its facets:
   first call by less than 100 ms;
 - a 503 storm and connection resets lose nothing;
 - 429 with Retry-After: 2 holds the tenant for 2 s and costs no attempt;
+- 20 calls in flight answered 429 without Retry-After are one hold of at
+  most the bucket's refill time, not minutes;
 - closing with a job still retrying is clean (checked for real under
   LB_SANITIZE).
 """
@@ -277,6 +279,43 @@ def test_retry_after_is_honoured_without_counting_an_attempt():
     for before, after in zip(log, log[1:3]):
         gap = after["ts"] - before["ts"]
         assert 1990 <= gap <= 3000, (gap, before, after)  # 2 s, ms timestamps
+
+
+# ---- a burst of 429s without Retry-After ------------------------------------------
+
+
+def test_burst_of_429s_without_retry_after_is_one_short_hold():
+    """After a restart the local bucket is full while Lever's is not: the
+    burst in flight all comes back 429 with no Retry-After. Those 20 answers
+    are one throttling episode, held at most for the bucket's refill time
+    (burst / rate = 2 s at Lever's 10/s and 20; docs/internals/outbound.md),
+    not escalated once per answer to the 5-minute backoff cap."""
+    rate, burst, jobs, n429 = 10, 20, 50, 20
+    ceiling = burst / rate
+    sim = start_sim()
+    try:
+        keys(sim, "b429-", 1)
+        sim.fault(path_prefix="/v1/opportunities", method="POST", status=429, count=n429)
+        out = drive(sim, "--key-prefix", "b429-", "--tenants", 1, "--jobs", jobs,
+                    "--rate", rate, "--burst", burst)
+        log = key_log(sim, "b429-0")
+    finally:
+        stop_sim(sim)
+    assert_all_succeeded(out)
+    assert [e["status"] for e in log].count(429) == n429, log
+    assert out["attempts"]["max"] == 1, out["attempts"]  # a 429 is not an attempt
+    # Every call sent before the hold began came back inside the one episode,
+    # so nothing waits longer than the ceiling after the last 429.
+    last429 = max(e["ts"] for e in log if e["status"] == 429)
+    after = [e["ts"] for e in log if e["ts"] > last429]
+    assert after, log
+    gap = (min(after) - last429) / 1000.0
+    assert gap <= ceiling + 0.5, (gap, ceiling)
+    # At most the refill, then all 50 at the steady rate (a hold resumes the
+    # tenant at its rate, not with a burst): 2 + 50 / 10 = 7 s. The old
+    # escalation held for minutes and hit DRIVE_TIMEOUT.
+    ideal = ceiling + jobs / rate
+    assert out["seconds"] <= ideal + 1.5, (out["seconds"], ideal)
 
 
 # ---- closing with jobs still retrying -----------------------------------------------
