@@ -192,7 +192,8 @@ static int set_opt(lb_config *cfg, const opt *o, const char *v, char *err, size_
 static void usage(void)
 {
     printf("leverbridge %s: Lever integration server\n\n"
-           "usage: leverbridge [--name value | --name=value]...\n\n"
+           "usage: leverbridge [--name value | --name=value]...\n"
+           "       leverbridge backup PATH [--name value]...   copy the SQLite store, online\n\n"
            "Every setting is an environment variable LEVERBRIDGE_NAME and a flag --name.\n"
            "Durations: 250ms, 10s, 5m, 48h. Sizes: 65536, 512KiB, 1MiB.\n\n",
            LB_VERSION);

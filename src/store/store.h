@@ -417,6 +417,13 @@ typedef struct {
 int lb_store_open(uv_loop_t *loop, const char *url, const lb_store_options *opt, lb_store **out,
                   char *err, size_t errlen);
 
+/* Copies the SQLite store named by url to a new file at path, consistent as
+ * of one moment, while a server may be writing it (src/store/backup.c).
+ * Blocking; not on the loop. Never overwrites: LB_ECONFLICT when path exists.
+ * Returns 0 (and the pages copied in *pages, which may be NULL) or a negative
+ * code with one line in err; path then does not exist. */
+int lb_store_backup(const char *url, const char *path, uint64_t *pages, char *err, size_t errlen);
+
 /* Queues op. Returns 0, and op->cb runs later on the loop thread exactly once;
  * or a negative code and op->cb is never called: LB_EINVAL (bad op: unknown
  * kind, no cb, missing input), LB_ECLOSED (lb_store_close was called),
