@@ -42,8 +42,7 @@ static int create_tmp(const char *path, char *tmp, size_t tmplen, char *err, siz
 static int sync_file(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     int rc = fsync(fd) == 0 ? 0 : -errno;
     close(fd);
     return rc;
@@ -62,8 +61,7 @@ static int sync_dir_of(const char *path)
     else
         snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     int rc = fsync(fd) == 0 ? 0 : -errno;
     close(fd);
     return rc;
@@ -106,8 +104,7 @@ static int copy(const char *from, const char *tmp, uint64_t *pages, char *err, s
     /* An empty file is not a database yet: nothing to copy is an error. */
     sqlite3_stmt *st = NULL;
     int have = 0;
-    if (sqlite3_prepare_v2(src, "SELECT count(*) FROM sqlite_master", -1, &st, NULL) ==
-            SQLITE_OK &&
+    if (sqlite3_prepare_v2(src, "SELECT count(*) FROM sqlite_master", -1, &st, NULL) == SQLITE_OK &&
         sqlite3_step(st) == SQLITE_ROW)
         have = sqlite3_column_int(st, 0) > 0;
     else
@@ -121,7 +118,8 @@ static int copy(const char *from, const char *tmp, uint64_t *pages, char *err, s
 
     if (sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
-        snprintf(err, errlen, "cannot open %s: %s", tmp, dst ? sqlite3_errmsg(dst) : "out of memory");
+        snprintf(err, errlen, "cannot open %s: %s", tmp,
+                 dst ? sqlite3_errmsg(dst) : "out of memory");
         goto out;
     }
     b = sqlite3_backup_init(dst, "main", src, "main");
@@ -148,8 +146,7 @@ static int copy(const char *from, const char *tmp, uint64_t *pages, char *err, s
     }
     rc = check_copy(dst, tmp, err, errlen);
 out:
-    if (b != NULL)
-        sqlite3_backup_finish(b);
+    if (b != NULL) sqlite3_backup_finish(b);
     sqlite3_close(dst);
     sqlite3_close(src);
     return rc;
@@ -185,8 +182,7 @@ int lb_store_backup(const char *url, const char *path, uint64_t *pages, char *er
     }
     char tmp[4096];
     int rc = create_tmp(path, tmp, sizeof(tmp), err, errlen);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     rc = copy(from, tmp, &n, err, errlen);
     if (rc == 0 && (rc = sync_file(tmp)) != 0)
         snprintf(err, errlen, "cannot sync %s: %s", tmp, strerror(-rc));
@@ -202,7 +198,6 @@ int lb_store_backup(const char *url, const char *path, uint64_t *pages, char *er
     remove_tmp(tmp);
     if (rc == 0 && (rc = sync_dir_of(path)) != 0)
         snprintf(err, errlen, "cannot sync the directory of %s: %s", path, strerror(-rc));
-    if (rc == 0 && pages != NULL)
-        *pages = n;
+    if (rc == 0 && pages != NULL) *pages = n;
     return rc;
 }
