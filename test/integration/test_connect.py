@@ -389,3 +389,33 @@ def test_hook_deleted_in_lever_is_provisioned_again(bridge, lever):
         connection(s)), what="a new webhook")
     ours = [h for h in lever.state()["webhooks"] if h["url"] == first["webhook"]["url"]]
     assert [h["id"] for h in ours] == [again["webhook"]["id"]]
+
+
+@pytest.mark.parametrize("perm,method", [("add a webhook", "POST"),
+                                         ("delete a webhook", "DELETE")])
+def test_forbidden_webhook_write_is_listed_missing(bridge, lever, perm, method):
+    # api.md: "the first 403 on a write adds it to permissions.missing"
+    s = bridge(env={"LEVERBRIDGE_WEBHOOK_DEADLINE": "1s"})
+    tenant(s)
+    lever.key("nohook", permissions="all", **{"except": [perm]})
+    if method == "DELETE":
+        # an earlier webhook at our URL must be deleted first: connect once with
+        # a full key, then again with the key that may not delete
+        lever.key("good")
+        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
+        wait_for(lambda: active(s), what="webhook active")
+    r = call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "nohook"})
+    assert r.status == 200, r
+    c = wait_for(lambda: (lambda c: c if c["permissions"]["missing"] else None)(
+        connection(s)), timeout=5, what="missing permission listed")
+    assert c["permissions"]["missing"] == [perm]
+    assert c["webhook"]["status"] in ("pending", "failed")
+    c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "failed" else None)(
+        connection(s)), timeout=5, what="webhook failed")
+    assert "403" in c["webhook"]["last_error"] or "permission" in c["webhook"]["last_error"]
+    assert c["permissions"]["missing"] == [perm]
+    # once Lever grants it, the next attempt succeeds and the list empties
+    lever.key("nohook")
+    assert call(s, "POST", "/v1/tenants/acme/lever/webhook/provision").status == 202
+    c = wait_for(lambda: active(s), what="webhook active once granted")
+    assert c["permissions"]["missing"] == []
