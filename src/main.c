@@ -386,6 +386,8 @@ int main(int argc, char **argv)
 
     lb_info("main", "leverbridge %s listening on %s:%d (public URL %s)", LB_VERSION,
             a.cfg.listen_host, lb_http_server_port(a.server), a.cfg.public_url);
+    if (a.cfg.public_url_warning != NULL)
+        lb_warn("main", "%s", a.cfg.public_url_warning);
     uv_run(&a.loop, UV_RUN_DEFAULT);
 
     rc = uv_loop_close(&a.loop);

@@ -242,6 +242,7 @@ void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t)
     lb_json_kv_str(g, "last_error", h ? h->last_error : NULL);
     lb_json_kv_time(g, "active_since", h && h->status == LB_HOOK_ACTIVE ? h->active_since : 0);
     lb_json_kv_time(g, "last_delivery_at", h ? h->last_delivery_at : 0);
+    lb_json_kv_str(g, "warning", api->cfg->public_url_warning);
     yajl_gen_map_close(g);
     lb_json_key(g, "rate");
     yajl_gen_map_open(g);

@@ -419,3 +419,36 @@ def test_forbidden_webhook_write_is_listed_missing(bridge, lever, perm, method):
     assert call(s, "POST", "/v1/tenants/acme/lever/webhook/provision").status == 202
     c = wait_for(lambda: active(s), what="webhook active once granted")
     assert c["permissions"]["missing"] == []
+
+
+@pytest.mark.parametrize("public,warned", [
+    (None, "loopback"),                                  # the default http://LISTEN
+    ("http://localhost:8080", "loopback"),
+    ("http://bridge.example.com", "https"),
+    ("https://bridge.example.com", None),
+])
+def test_public_url_lever_cannot_reach_is_warned(make_server, public, warned):
+    # A real Lever (*.lever.co) can never deliver to loopback or plain http.
+    env = {"LEVERBRIDGE_LEVER_API_URL": "https://api.sandbox.lever.co/v1"}
+    if public:
+        env["LEVERBRIDGE_PUBLIC_URL"] = public
+    s = make_server(env=env)
+    tenant(s)
+    w = connection(s)["webhook"]
+    logged = [json.loads(l) for l in s.stderr().splitlines() if l.startswith("{")]
+    warns = [l for l in logged if l["level"] == "warn" and "PUBLIC_URL" in l["msg"]]
+    if warned is None:
+        assert w["warning"] is None and warns == []
+        return
+    assert w["warning"] and "LEVERBRIDGE_PUBLIC_URL" in w["warning"]
+    assert (public or "http://127.0.0.1:%d" % s.port) in w["warning"]
+    assert warned in w["warning"]
+    assert len(warns) == 1 and warns[0]["msg"] == w["warning"]
+
+
+def test_public_url_not_warned_for_other_levers(bridge, lever):
+    # a simulator (or any Lever not at *.lever.co) may well reach loopback
+    s = bridge()
+    tenant(s)
+    assert connection(s)["webhook"]["warning"] is None
+    assert "PUBLIC_URL" not in s.stderr()

@@ -81,6 +81,10 @@
 
     var hs = LB.clear($("hook-summary"));
     var w = c.webhook || {status: "none"};
+    if (w.warning) {
+      hs.appendChild(alertBox("warn", "Lever cannot reach this server: webhooks will not arrive.",
+        [w.warning, "Tell the operator of this integration server; nothing in Lever can fix it."]));
+    }
     if (c.status !== "disconnected") {
       hs.appendChild(el("p", {class: "status-line", attrs: {id: "hook-line"}},
         el("span", {text: "Webhook: "}), LB.hookBadge(w.status)));
