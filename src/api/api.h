@@ -76,6 +76,20 @@ void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec);
 /* Frees the stages/postings cache (at exit). */
 void lb_api_catalog_free(void);
 void lb_api_lever_cache_drop(lb_api *api, const char *tenant);
+/* The tenant's stages (LB_API_STAGES) or postings (LB_API_POSTINGS), as
+ * GET .../lever/stages answers them: {"data":[{"id","text"}...]}, from the
+ * 5-minute cache or one fetch through the rate limit; refresh fetches again
+ * unless the cached list is younger than 2 s. cb runs once, maybe before
+ * this returns: status 200 with the body (valid during the call only), or
+ * an error status, code and message (409 not_connected, 502
+ * lever_unavailable, 503 unavailable). Returns 0; LB_ENOTFOUND when the
+ * tenant is not connected, LB_ETOOBIG when too many wait: then cb never
+ * runs. */
+enum { LB_API_STAGES = 0, LB_API_POSTINGS = 1 };
+typedef void (*lb_api_catalog_cb)(void *data, int status, const char *code, const char *msg,
+                                  const char *body, size_t len);
+int lb_api_catalog_get(lb_api *api, const char *tenant, int kind, int refresh,
+                       lb_api_catalog_cb cb, void *data);
 /* Disconnects the tenant in memory: cancels its jobs and provisioning, asks
  * Lever (best effort, through the rate limit) to delete its webhook. The
  * caller has already removed the store rows. */

@@ -100,7 +100,7 @@ def test_grant_scope(two):
         r = call(s, method, path, body, token=tok)
         assert r.status == 200, (path, r)
     r = call(s, "POST", "/v1/tenants/acme/workflows",
-             {"name": "w", "trigger": {"event": "stage_changed", "to_stage": "S1"},
+             {"name": "w", "trigger": {"event": "assessment_completed"},  # no Lever ids
               "actions": [{"type": "add_tags", "tags": ["x"]}]}, token=tok)
     assert r.status == 201, r
     # Another tenant: 403 forbidden, whatever the route.
