@@ -130,6 +130,18 @@ int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags);
 #define LB_CONNECT_LINK_TTL_MAX_MS (24 * 60 * 60 * 1000)
 void lb_api_connect_register(lb_api *api, lb_router *r);
 void lb_api_pages_register(lb_api *api, lb_router *r);
+/* The URL of a built-in asset with its content hash ("/assets/style.css?v=..."),
+ * for pages made in C (the OAuth callback's). */
+void lb_api_page_asset_href(const char *name, char *out, size_t size);
+/* The headers every page goes out with: no caching, the pages' strict CSP
+ * (styles and scripts from this origin only), no referrer, no framing. */
+extern const char lb_api_page_headers[];
+/* When req carries a connect link's token (Authorization: Bearer) that is
+ * valid now: 1 with its expiry (ms). Otherwise 0. */
+int lb_api_connect_grant_expiry(lb_api *api, lb_http_req *req, int64_t *expiry);
+/* The connect page URL of the tenant's link that expires at `expiry`: the
+ * same link that was minted then (links are not stored, only MAC'd). */
+void lb_api_connect_url(lb_api *api, const char *tenant, int64_t expiry, char *out, size_t size);
 /* Checks a connect link's token (len bytes, not NUL-terminated): 0 when it is
  * valid, with its tenant copied into tenant; LB_EINVAL when it is not one
  * this server issued for an existing tenant; UV_ETIMEDOUT when it expired
