@@ -487,17 +487,7 @@ static void probe_finish(probe *pr)
             first = 0;
             lb_strbuf_json_str(&b, probe_names[i], strlen(probe_names[i]));
         }
-        lb_strbuf_cat(&b, "]},\"missing\":[");
-        first = 1;
-        for (int i = 0; i < P_COUNT; i++) {
-            if (!pr->forbidden[i])
-                continue;
-            if (!first)
-                lb_strbuf_cat(&b, ",");
-            first = 0;
-            lb_strbuf_json_str(&b, probe_names[i], strlen(probe_names[i]));
-        }
-        lb_strbuf_cat(&b, "]}");
+        lb_strbuf_cat(&b, "]}}");
         size_t len;
         char *body = lb_strbuf_steal(&b, &len);
         lb_http_respond(req, 422, "application/json", NULL, body, len, lb_free, body);

@@ -101,7 +101,9 @@ def test_missing_permissions_named_and_nothing_saved(bridge, lever):
     assert r.status == 422, r
     body = r.json()
     assert body["error"]["code"] == "missing_permissions"
-    assert sorted(body["missing"]) == ["find a stage", "find all postings"]
+    # in the error object, beside "field", as api.md's error convention has it; once
+    assert sorted(body["error"]["missing"]) == ["find a stage", "find all postings"]
+    assert set(body) == {"error"}
     assert connection(s)["status"] == "disconnected"
 
 

@@ -170,7 +170,7 @@
           "Make sure it is a Lever API key from Settings > Integrations and API > API Credentials, " +
           "not a Postings API key (those only publish job postings)."]));
       } else if (e.code === "missing_permissions") {
-        var missing = (res.body && (res.body.missing || e.missing)) || [];
+        var missing = e.missing || [];
         out.appendChild(alertBox("error", "This key is missing " + missing.length +
           (missing.length === 1 ? " permission:" : " permissions:"), null, missing));
         out.lastChild.appendChild(el("p", {text: "Ask a Lever Super Admin to tick " +
