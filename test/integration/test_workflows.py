@@ -380,3 +380,16 @@ def test_send_assessment_without_platform(connected):
     assert r.status == 400, r
     err = r.json()["error"]
     assert err["code"] == "platform_not_configured" and err["field"] == "actions[1].type", err
+
+
+def test_job_failure_log_line_names_the_tenant(connected, lever):
+    s = connected
+    assert call(s, "POST", "/v1/tenants/acme/workflows",
+                dict(STAGE_WF, actions=[{"type": "move_stage", "stage": "S3"}])).status == 201
+    lever.fault(path_prefix="/v1/opportunities/O1/stage", method="PUT", status=400, count=1000)
+    deliver(s, "O1", "S2")
+    failed = wait_for(lambda: jobs(s, status="failed"), what="a failed job")
+    lines = wait_for(lambda: [json.loads(l) for l in s.stderr().splitlines()
+                              if l.startswith("{") and failed[0]["id"] in l], what="a log line")
+    warn = [l for l in lines if l["level"] == "warn" and "failed" in l["msg"]]
+    assert warn and "tenant=acme" in warn[0]["msg"], lines
