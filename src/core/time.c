@@ -111,13 +111,26 @@ int lb_time_parse(const char *s, size_t len, int64_t *ms)
 
 int lb_duration_parse(const char *s, int64_t *ms)
 {
-    char *end;
+    /* A plain decimal number (no sign, exponent or hex; no leading zero but
+     * in "0" or "0.5"), then an optional unit. */
     if (s == NULL || !isdigit((unsigned char)*s))
         return LB_EPARSE;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s)
+    const char *p = s;
+    while (isdigit((unsigned char)*p))
+        p++;
+    if (s[0] == '0' && p - s > 1)
         return LB_EPARSE;
+    if (p - s > 15)
+        return LB_EPARSE;
+    if (*p == '.') {
+        const char *f = ++p;
+        while (isdigit((unsigned char)*p))
+            p++;
+        if (p == f || p - f > 9)
+            return LB_EPARSE;
+    }
+    const char *end = p;
+    double v = strtod(s, NULL); /* only digits and one '.' are left for it */
     double mul;
     if (*end == '\0' || strcmp(end, "s") == 0)
         mul = 1000;

@@ -71,6 +71,10 @@ def test_create_link(two):
     ({"expires_in": "0s"}, 400, "expires_in"),
     ({"expires_in": "soon"}, 400, "expires_in"),
     ({"expires_in": 3600}, 400, "expires_in"),
+    ({"expires_in": "01h"}, 400, "expires_in"),     # a leading zero
+    ({"expires_in": "0030m"}, 400, "expires_in"),
+    ({"expires_in": "1e3s"}, 400, "expires_in"),    # not a plain number
+    ({"expires_in": "0x10s"}, 400, "expires_in"),
     ({"expires_in": "1h", "scope": "all"}, 400, "scope"),
 ])
 def test_create_link_validation(two, body, status, field):

@@ -37,6 +37,19 @@ static void durations(void **state)
     assert_int_equal(lb_duration_parse("-1s", &ms), LB_EPARSE);
     assert_int_equal(lb_duration_parse("", &ms), LB_EPARSE);
     assert_int_equal(lb_duration_parse("s", &ms), LB_EPARSE);
+    /* plain decimal numbers only: no leading zero, exponent, hex or spaces */
+    static const char *const bad[] = {"01h", "00", "0030m", "1e3s", "0x10s", "1.s",
+                                      ".5s", "1 s", "inf", "1.5.5s"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(lb_duration_parse(bad[i], &ms), LB_EPARSE);
+    assert_int_equal(lb_duration_parse("0", &ms), 0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(lb_duration_parse("0.5s", &ms), 0);
+    assert_int_equal(ms, 500);
+    assert_int_equal(lb_duration_parse("30d", &ms), 0);
+    assert_int_equal(ms, 2592000000);
+    assert_int_equal(lb_duration_parse("10ms", &ms), 0);
+    assert_int_equal(ms, 10);
 }
 
 static void sizes(void **state)
