@@ -367,9 +367,27 @@ int main(int argc, char **argv)
         die(1, "libcurl failed to initialise");
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(&a);
-    load_secrets(&a);
 
+    /* Listen first: a busy port stops start-up before anything (data dir,
+     * keys, database) is made. No request is read before uv_run, by which
+     * time the routes are in the router. */
     uv_loop_init(&a.loop);
+    a.router = lb_router_new();
+    lb_http_server_config hc = {.host = a.cfg.listen_host,
+                                .port = a.cfg.listen_port,
+                                .max_body = a.cfg.max_body,
+                                .header_timeout_ms = a.cfg.header_timeout_ms,
+                                .body_timeout_ms = a.cfg.body_timeout_ms,
+                                .idle_timeout_ms = a.cfg.idle_timeout_ms,
+                                .max_connections = a.cfg.max_connections};
+    rc = lb_http_server_start(&a.loop, &hc, lb_router_dispatch, a.router, &a.server);
+    if (rc != 0) {
+        snprintf(err, sizeof(err), "LEVERBRIDGE_LISTEN: cannot listen on %s: %s", a.cfg.listen,
+                 uv_strerror(rc));
+        die(2, err);
+    }
+
+    load_secrets(&a);
     lb_store_options so = {.lever_dedupe_ms = lb_api_lever_dedupe_ms(&a.cfg)};
     if (lb_store_open(&a.loop, a.cfg.db, &so, &a.store, err, sizeof(err)) != 0)
         die(2, err);
@@ -386,22 +404,7 @@ int main(int argc, char **argv)
     load_state(&a);
     start_engine(&a);
 
-    a.router = lb_router_new();
     lb_api_register(&a.api, a.router);
-
-    lb_http_server_config hc = {.host = a.cfg.listen_host,
-                                .port = a.cfg.listen_port,
-                                .max_body = a.cfg.max_body,
-                                .header_timeout_ms = a.cfg.header_timeout_ms,
-                                .body_timeout_ms = a.cfg.body_timeout_ms,
-                                .idle_timeout_ms = a.cfg.idle_timeout_ms,
-                                .max_connections = a.cfg.max_connections};
-    rc = lb_http_server_start(&a.loop, &hc, lb_router_dispatch, a.router, &a.server);
-    if (rc != 0) {
-        snprintf(err, sizeof(err), "LEVERBRIDGE_LISTEN: cannot listen on %s: %s", a.cfg.listen,
-                 uv_strerror(rc));
-        die(2, err);
-    }
     a.api.server = a.server;
 
     uv_signal_init(&a.loop, &a.sigterm);
@@ -413,6 +416,8 @@ int main(int argc, char **argv)
 
     lb_info("main", "leverbridge %s listening on %s:%d (public URL %s)", LB_VERSION,
             a.cfg.listen_host, lb_http_server_port(a.server), a.cfg.public_url);
+    if (a.cfg.public_url_warning != NULL)
+        lb_warn("main", "%s", a.cfg.public_url_warning);
     uv_run(&a.loop, UV_RUN_DEFAULT);
 
     rc = uv_loop_close(&a.loop);

@@ -76,6 +76,20 @@ void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec);
 /* Frees the stages/postings cache (at exit). */
 void lb_api_catalog_free(void);
 void lb_api_lever_cache_drop(lb_api *api, const char *tenant);
+/* The tenant's stages (LB_API_STAGES) or postings (LB_API_POSTINGS), as
+ * GET .../lever/stages answers them: {"data":[{"id","text"}...]}, from the
+ * 5-minute cache or one fetch through the rate limit; refresh fetches again
+ * unless the cached list is younger than 2 s. cb runs once, maybe before
+ * this returns: status 200 with the body (valid during the call only), or
+ * an error status, code and message (409 not_connected, 502
+ * lever_unavailable, 503 unavailable). Returns 0; LB_ENOTFOUND when the
+ * tenant is not connected, LB_ETOOBIG when too many wait: then cb never
+ * runs. */
+enum { LB_API_STAGES = 0, LB_API_POSTINGS = 1 };
+typedef void (*lb_api_catalog_cb)(void *data, int status, const char *code, const char *msg,
+                                  const char *body, size_t len);
+int lb_api_catalog_get(lb_api *api, const char *tenant, int kind, int refresh,
+                       lb_api_catalog_cb cb, void *data);
 /* Disconnects the tenant in memory: cancels its jobs and provisioning, asks
  * Lever (best effort, through the rate limit) to delete its webhook. The
  * caller has already removed the store rows. */
@@ -116,6 +130,18 @@ int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags);
 #define LB_CONNECT_LINK_TTL_MAX_MS (24 * 60 * 60 * 1000)
 void lb_api_connect_register(lb_api *api, lb_router *r);
 void lb_api_pages_register(lb_api *api, lb_router *r);
+/* The URL of a built-in asset with its content hash ("/assets/style.css?v=..."),
+ * for pages made in C (the OAuth callback's). */
+void lb_api_page_asset_href(const char *name, char *out, size_t size);
+/* The headers every page goes out with: no caching, the pages' strict CSP
+ * (styles and scripts from this origin only), no referrer, no framing. */
+extern const char lb_api_page_headers[];
+/* When req carries a connect link's token (Authorization: Bearer) that is
+ * valid now: 1 with its expiry (ms). Otherwise 0. */
+int lb_api_connect_grant_expiry(lb_api *api, lb_http_req *req, int64_t *expiry);
+/* The connect page URL of the tenant's link that expires at `expiry`: the
+ * same link that was minted then (links are not stored, only MAC'd). */
+void lb_api_connect_url(lb_api *api, const char *tenant, int64_t expiry, char *out, size_t size);
 /* Checks a connect link's token (len bytes, not NUL-terminated): 0 when it is
  * valid, with its tenant copied into tenant; LB_EINVAL when it is not one
  * this server issued for an existing tenant; UV_ETIMEDOUT when it expired

@@ -1,7 +1,8 @@
 /* GET /v1/tenants/{tenant}/lever/stages and /lever/postings: Lever's lists
  * for workflow forms, fetched through the tenant's rate limit (every page),
  * cached 5 minutes per tenant. Requests that arrive while a fetch is in
- * flight wait for it. */
+ * flight wait for it. lb_api_catalog_get gives the same lists to code
+ * (workflow validation) through a callback. */
 #include "api/api.h"
 
 #include "core/alloc.h"
@@ -28,6 +29,13 @@ static const char *const paths[K_COUNT] = {"/stages", "/postings"};
 
 typedef struct entry entry;
 
+/* Someone waiting for a fetch: a request to answer, or a callback. */
+typedef struct {
+    lb_http_req *req;
+    lb_api_catalog_cb cb;
+    void *data;
+} waiter;
+
 /* One tenant's cached list of one kind. Owned by the cache map; freed when
  * dropped and no fetch is in flight. */
 struct entry {
@@ -40,7 +48,7 @@ struct entry {
     int64_t fetched_at;
     int fetching;
     int dropped;
-    lb_http_req *waiters[MAX_WAITERS];
+    waiter waiters[MAX_WAITERS];
     int nwaiters;
     lb_strbuf acc;            /* items so far, comma separated */
     int pages;
@@ -70,15 +78,25 @@ static const char *permission_of(const entry *e)
     return e->kind == K_STAGES ? "find all stages" : "find all postings";
 }
 
+/* Answers every waiter. Callbacks may ask again (and so add waiters or
+ * start a fetch), so the list is taken first. */
 static void answer_all(entry *e, int status, const char *code, const char *msg)
 {
-    for (int i = 0; i < e->nwaiters; i++) {
-        if (status == 200)
-            respond_body(e->waiters[i], e);
-        else
-            lb_http_respond_error(e->waiters[i], status, code, msg, NULL);
-    }
+    waiter w[MAX_WAITERS];
+    int n = e->nwaiters;
+    memcpy(w, e->waiters, (size_t)n * sizeof(w[0]));
     e->nwaiters = 0;
+    char *body = status == 200 ? lb_memdup(e->body, e->len) : NULL;
+    size_t len = status == 200 ? e->len : 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i].req != NULL && status == 200)
+            respond_body(w[i].req, e);
+        else if (w[i].req != NULL)
+            lb_http_respond_error(w[i].req, status, code, msg, NULL);
+        else
+            w[i].cb(w[i].data, status, code, msg, body, len);
+    }
+    lb_free(body);
 }
 
 static void fetch_page(entry *e, const char *offset);
@@ -176,17 +194,17 @@ static void fetch_page(entry *e, const char *offset)
     }
 }
 
-static void list(lb_http_req *req, lb_api *api, int kind)
+/* A cached list younger than this is not fetched again when asked to. */
+#define REFRESH_MIN_MS 2000
+
+/* Waits for (or answers from the cache) one tenant's list. 0, or
+ * LB_ENOTFOUND (not connected) or LB_ETOOBIG (too many waiters): then w is
+ * not answered. */
+static int lookup(lb_api *api, const char *id, int kind, int refresh, waiter w)
 {
-    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
-    const char *id = t->id;
     const lb_conn *c = lb_conns_get(api->conns, id);
-    if (c == NULL || c->status != LB_CONN_CONNECTED) {
-        lb_http_respond_error(req, 409, "not_connected", "Connect Lever first.", NULL);
-        return;
-    }
+    if (c == NULL || c->status != LB_CONN_CONNECTED)
+        return LB_ENOTFOUND;
     char key[sizeof(((entry *)0)->key)];
     snprintf(key, sizeof(key), "%d:%s", kind, id);
     entry *e = lb_map_get(&cache, key);
@@ -199,21 +217,44 @@ static void list(lb_http_req *req, lb_api *api, int kind)
         lb_strbuf_init(&e->acc, BODY_MAX);
         lb_map_put(&cache, e->key, e);
     }
-    if (e->body != NULL && lb_time_now_ms() - e->fetched_at < CACHE_MS) {
-        respond_body(req, e);
-        return;
+    int64_t age = lb_time_now_ms() - e->fetched_at;
+    if (e->body != NULL && age < CACHE_MS && (!refresh || age < REFRESH_MIN_MS)) {
+        if (w.req != NULL)
+            respond_body(w.req, e);
+        else
+            w.cb(w.data, 200, NULL, NULL, e->body, e->len);
+        return 0;
     }
-    if (e->nwaiters == MAX_WAITERS) {
-        lb_http_respond_error(req, 503, "unavailable", "Too many requests wait for Lever.", NULL);
-        return;
-    }
-    e->waiters[e->nwaiters++] = req;
+    if (e->nwaiters == MAX_WAITERS)
+        return LB_ETOOBIG;
+    e->waiters[e->nwaiters++] = w;
     if (!e->fetching) {
         e->fetching = 1;
         e->pages = 0;
         lb_strbuf_reset(&e->acc);
         fetch_page(e, NULL);
     }
+    return 0;
+}
+
+int lb_api_catalog_get(lb_api *api, const char *tenant, int kind, int refresh,
+                       lb_api_catalog_cb cb, void *data)
+{
+    if (kind < 0 || kind >= K_COUNT)
+        return LB_EINVAL;
+    return lookup(api, tenant, kind, refresh, (waiter){NULL, cb, data});
+}
+
+static void list(lb_http_req *req, lb_api *api, int kind)
+{
+    const lb_tenant *t = lb_api_tenant_for(api, req, 0);
+    if (t == NULL)
+        return;
+    int rc = lookup(api, t->id, kind, 0, (waiter){req, NULL, NULL});
+    if (rc == LB_ENOTFOUND)
+        lb_http_respond_error(req, 409, "not_connected", "Connect Lever first.", NULL);
+    else if (rc != 0)
+        lb_http_respond_error(req, 503, "unavailable", "Too many requests wait for Lever.", NULL);
 }
 
 static void stages(lb_http_req *req, void *data)

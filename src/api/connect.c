@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAC_B64_LEN 43 /* base64url of 32 bytes, no padding */
 #define EXPIRY_DIGITS_MAX 16
@@ -80,6 +81,42 @@ int lb_api_connect_check(lb_api *api, const char *token, size_t len, char *tenan
     if (expiry <= lb_time_now_ms())
         return UV_ETIMEDOUT;
     return 0;
+}
+
+int lb_api_connect_grant_expiry(lb_api *api, lb_http_req *req, int64_t *expiry)
+{
+    size_t len;
+    const char *h = lb_http_req_header(req, "authorization", &len);
+    if (h == NULL || len <= 7 || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    const char *tok = h + 7;
+    len -= 7;
+    while (len > 0 && *tok == ' ') {
+        tok++;
+        len--;
+    }
+    char tenant[LB_TENANT_ID_MAX + 1];
+    if (lb_api_connect_check(api, tok, len, tenant, sizeof(tenant)) != 0)
+        return 0;
+    /* valid, so well formed: <tenant>.<expiry>.<mac> */
+    const char *dot = tok + len - MAC_B64_LEN - 1;
+    const char *e = dot;
+    while (e > tok && e[-1] != '.')
+        e--;
+    int64_t v = 0;
+    for (const char *p = e; p < dot; p++)
+        v = v * 10 + (*p - '0');
+    *expiry = v;
+    return 1;
+}
+
+void lb_api_connect_url(lb_api *api, const char *tenant, int64_t expiry, char *out, size_t size)
+{
+    const lb_tenant *t = lb_tenants_get(api->tenants, tenant);
+    char mac[MAC_B64_LEN + 1];
+    link_mac(tenant, strlen(tenant), expiry, t ? t->created_at : -1, mac);
+    snprintf(out, size, "%s/connect/%s.%lld.%s", api->cfg->public_url, tenant, (long long)expiry,
+             mac);
 }
 
 /* ---- POST /v1/tenants/{tenant}/connect-links ------------------------------------ */

@@ -242,6 +242,7 @@ void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t)
     lb_json_kv_str(g, "last_error", h ? h->last_error : NULL);
     lb_json_kv_time(g, "active_since", h && h->status == LB_HOOK_ACTIVE ? h->active_since : 0);
     lb_json_kv_time(g, "last_delivery_at", h ? h->last_delivery_at : 0);
+    lb_json_kv_str(g, "warning", api->cfg->public_url_warning);
     yajl_gen_map_close(g);
     lb_json_key(g, "rate");
     yajl_gen_map_open(g);
@@ -486,17 +487,7 @@ static void probe_finish(probe *pr)
             first = 0;
             lb_strbuf_json_str(&b, probe_names[i], strlen(probe_names[i]));
         }
-        lb_strbuf_cat(&b, "]},\"missing\":[");
-        first = 1;
-        for (int i = 0; i < P_COUNT; i++) {
-            if (!pr->forbidden[i])
-                continue;
-            if (!first)
-                lb_strbuf_cat(&b, ",");
-            first = 0;
-            lb_strbuf_json_str(&b, probe_names[i], strlen(probe_names[i]));
-        }
-        lb_strbuf_cat(&b, "]}");
+        lb_strbuf_cat(&b, "]}}");
         size_t len;
         char *body = lb_strbuf_steal(&b, &len);
         lb_http_respond(req, 422, "application/json", NULL, body, len, lb_free, body);

@@ -84,15 +84,20 @@ static void state_mac(const char *payload, size_t len, char out[65])
     lb_hex_encode(mac, sizeof(mac), out);
 }
 
-static void make_state(const char *tenant, char *out, size_t size)
+/* link_expiry: when OAuth was started from a connect link, that link's
+ * expiry, so the callback can link back to the same connect page; else 0.
+ * It rides in the nonce field ("<hex>-<expiry>"), under the MAC. */
+static void make_state(const char *tenant, int64_t link_expiry, char *out, size_t size)
 {
     uint8_t nonce[16];
     char hex[33];
     lb_random_bytes(nonce, sizeof(nonce));
     lb_hex_encode(nonce, sizeof(nonce), hex);
-    char payload[LB_TENANT_ID_MAX + 64];
-    int n = snprintf(payload, sizeof(payload), "%s.%lld.%s", tenant,
-                     (long long)(lb_time_now_ms() + STATE_TTL_MS), hex);
+    char payload[LB_TENANT_ID_MAX + 96], back[24] = "";
+    if (link_expiry > 0)
+        snprintf(back, sizeof(back), "-%lld", (long long)link_expiry);
+    int n = snprintf(payload, sizeof(payload), "%s.%lld.%s%s", tenant,
+                     (long long)(lb_time_now_ms() + STATE_TTL_MS), hex, back);
     char mac[65];
     state_mac(payload, (size_t)n, mac);
     snprintf(out, size, "%s.%s", payload, mac);
@@ -179,7 +184,10 @@ static void oauth_start(lb_http_req *req, void *data)
         return;
     }
     char state[256], redirect[1024];
-    make_state(t->id, state, sizeof(state));
+    int64_t link_expiry = 0;
+    if (!lb_api_connect_grant_expiry(api, req, &link_expiry))
+        link_expiry = 0;
+    make_state(t->id, link_expiry, state, sizeof(state));
     redirect_uri(api, redirect, sizeof(redirect));
     lb_strbuf b;
     lb_strbuf_init(&b, 8192);
@@ -218,6 +226,7 @@ struct token_call {
     token_cb done;
     lb_http_req *req;   /* the callback request waiting, or NULL */
     char nonce[96];     /* "oauth_state:<nonce>", the store key */
+    int64_t link_expiry; /* the connect link OAuth was started from, or 0 */
     lb_store_op op;
     lb_conn next;
     lb_conn_rec rec;
@@ -459,31 +468,66 @@ int lb_api_oauth_unauthorized(lb_api *api, lb_conn *c)
 
 /* ---- GET /oauth/lever/callback ---------------------------------------------- */
 
-static void page(lb_http_req *req, int status, const char *title, const char *text)
+static void html_escape(lb_strbuf *b, const char *text)
 {
-    lb_strbuf b;
-    lb_strbuf_init(&b, 8192);
-    lb_strbuf_printf(&b,
-                     "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-                     "<meta name=\"viewport\" content=\"width=device-width\">"
-                     "<title>%s</title></head><body style=\"font-family:sans-serif;"
-                     "max-width:32rem;margin:4rem auto\"><h1>%s</h1><p>",
-                     title, title);
-    for (const char *p = text; *p; p++) { /* escape the only dynamic text */
+    for (const char *p = text; *p; p++) {
         switch (*p) {
-        case '<': lb_strbuf_cat(&b, "&lt;"); break;
-        case '>': lb_strbuf_cat(&b, "&gt;"); break;
-        case '&': lb_strbuf_cat(&b, "&amp;"); break;
-        case '"': lb_strbuf_cat(&b, "&quot;"); break;
-        default: lb_strbuf_add(&b, p, 1);
+        case '<': lb_strbuf_cat(b, "&lt;"); break;
+        case '>': lb_strbuf_cat(b, "&gt;"); break;
+        case '&': lb_strbuf_cat(b, "&amp;"); break;
+        case '"': lb_strbuf_cat(b, "&quot;"); break;
+        default: lb_strbuf_add(b, p, 1);
         }
     }
-    lb_strbuf_cat(&b, "</p></body></html>");
+}
+
+/* The callback's answer: a page in the style of the connect page (its
+ * stylesheet, under the pages' CSP: no inline style). back: the connect
+ * page to return to, or NULL (OAuth started with the admin token, or a
+ * failure: only a finished authorization earns the link, so a state seen
+ * elsewhere cannot be turned into a grant). */
+static void page_back(lb_http_req *req, int status, const char *title, const char *text,
+                      const char *back)
+{
+    char css[96];
+    lb_api_page_asset_href("style.css", css, sizeof(css));
+    lb_strbuf b;
+    lb_strbuf_init(&b, 16384);
+    lb_strbuf_printf(&b,
+                     "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                     "<meta name=\"referrer\" content=\"no-referrer\">\n"
+                     "<meta name=\"robots\" content=\"noindex\">\n"
+                     "<title>%s</title>\n<link rel=\"icon\" href=\"data:,\">\n"
+                     "<link rel=\"stylesheet\" href=\"%s\">\n</head>\n<body>\n"
+                     "<header class=\"top\"><div class=\"wrap\"><h1>Connect Lever</h1></div>"
+                     "</header>\n<main id=\"main\" class=\"wrap\">\n"
+                     "<section class=\"panel\" aria-labelledby=\"h\">\n<h2 id=\"h\">%s</h2>\n"
+                     "<div class=\"alert %s\"><p>",
+                     title, css, title, status == 200 ? "ok" : "error");
+    html_escape(&b, text);
+    lb_strbuf_cat(&b, "</p></div>\n");
+    if (back != NULL) {
+        lb_strbuf_cat(&b, "<p><a class=\"button\" id=\"back\" href=\"");
+        html_escape(&b, back);
+        lb_strbuf_cat(&b, "\">Back to the connect page</a></p>\n");
+    } else if (status == 200) {
+        lb_strbuf_cat(&b, "<p>You can close this page and return to the application.</p>\n");
+    } else {
+        lb_strbuf_cat(&b, "<p>Go back to the connect page (your browser's Back button, or "
+                          "<strong>ATS Integrations</strong> in the application) and try "
+                          "again.</p>\n");
+    }
+    lb_strbuf_cat(&b, "</section>\n</main>\n</body>\n</html>\n");
     size_t len;
     char *body = lb_strbuf_steal(&b, &len);
-    lb_http_respond(req, status, "text/html; charset=utf-8",
-                    "Cache-Control: no-store\r\nContent-Security-Policy: default-src 'none'\r\n",
-                    body, len, lb_free, body);
+    lb_http_respond(req, status, "text/html; charset=utf-8", lb_api_page_headers, body, len,
+                    lb_free, body);
+}
+
+static void page(lb_http_req *req, int status, const char *title, const char *text)
+{
+    page_back(req, status, title, text, NULL);
 }
 
 static void connected_saved(lb_store_op *op)
@@ -505,8 +549,13 @@ static void connected_saved(lb_store_op *op)
     lb_info("oauth", "tenant %s: Lever connected by OAuth", tc->tenant);
     lb_jobs_tenant_resume(api->jobs, tc->tenant);
     lb_provision_start(api->provision, tc->tenant);
-    page(tc->req, 200, "Lever connected",
-         "Lever is connected. You can close this page and return to the application.");
+    char back[1536];
+    int has_back = tc->link_expiry > lb_time_now_ms();
+    if (has_back)
+        lb_api_connect_url(api, tc->tenant, tc->link_expiry, back, sizeof(back));
+    page_back(tc->req, 200, "Lever connected",
+              "Lever is connected. leverbridge is now setting up the webhook in Lever.",
+              has_back ? back : NULL);
     token_call_free(tc);
 }
 
@@ -612,6 +661,8 @@ static void callback(lb_http_req *req, void *data)
     tc->req = req;
     snprintf(tc->tenant, sizeof(tc->tenant), "%s", tenant);
     snprintf(tc->nonce, sizeof(tc->nonce), "oauth_state:%s", nonce);
+    const char *dash = strchr(nonce, '-');
+    tc->link_expiry = dash ? strtoll(dash + 1, NULL, 10) : 0;
     lb_strbuf b;
     lb_strbuf_init(&b, 8192);
     char redirect[1024];

@@ -26,12 +26,23 @@
         "X-Frame-Options: DENY\r\n"
 #define HTML_HEADERS "Cache-Control: no-store\r\n" COMMON_HEADERS
 
+const char lb_api_page_headers[] = HTML_HEADERS;
+
 static const lb_page_file *page_find(const char *name)
 {
     for (size_t i = 0; i < lb_page_nfiles; i++)
         if (strcmp(lb_page_files[i].name, name) == 0)
             return &lb_page_files[i];
     return NULL;
+}
+
+void lb_api_page_asset_href(const char *name, char *out, size_t size)
+{
+    const lb_page_file *f = page_find(name);
+    if (f != NULL)
+        snprintf(out, size, "/assets/%s?v=%s", f->name, f->hash);
+    else
+        snprintf(out, size, "/assets/%s", name);
 }
 
 static void html(lb_http_req *req, int status, const char *name)

@@ -154,7 +154,8 @@ static int validate(yajl_val body, const char **field, char *msg, size_t mlen)
     if (at != NULL && !YAJL_IS_NULL(at) &&
         (!YAJL_IS_STRING(at) || lb_time_parse(at->u.string, strlen(at->u.string), &ms) != 0)) {
         *field = "completed_at";
-        snprintf(msg, mlen, "completed_at must be an RFC 3339 time.");
+        snprintf(msg, mlen, "completed_at must be an RFC 3339 time on a real calendar date, "
+                           "not before 1970.");
         return LB_EINVAL;
     }
     return 0;

@@ -1,7 +1,10 @@
 /* /v1/tenants/{tenant}/workflows: create, list, read, replace, delete. The
  * body is validated in full (unknown fields, types, empty actions, unknown
  * template placeholders: 400 with the field's path) before the store sees
- * it; memory follows the committed write. */
+ * it, then checked against what can fire: send_assessment needs a platform,
+ * and every stage and posting id must be one the tenant's Lever has (the
+ * cached lists of catalog.c, one read through the rate limit). Memory
+ * follows the committed write. */
 #include "api/api.h"
 
 #include "core/alloc.h"
@@ -73,19 +76,10 @@ static void put_done(lb_store_op *op)
     lb_free(c);
 }
 
-/* Validates the request body and stores it as workflow `id`. */
-static void save(lb_api *api, lb_http_req *req, const lb_tenant *t, const char *id)
+/* Stores a validated body as workflow `id` (taking the tree). */
+static void store_put(lb_api *api, lb_http_req *req, const char *tenant, const char *id,
+                      yajl_val body)
 {
-    yajl_val body = lb_api_json_body(req);
-    if (body == NULL)
-        return;
-    char field[128] = "", msg[256] = "";
-    if (lb_workflow_validate(body, lb_template_check, field, sizeof(field), msg, sizeof(msg)) !=
-        0) {
-        yajl_tree_free(body);
-        lb_http_respond_error(req, 400, "invalid_request", msg, field[0] ? field : NULL);
-        return;
-    }
     int enabled = 1;
     lb_json_get_bool(body, "enabled", &enabled);
     yajl_gen g = lb_json_gen_new();
@@ -98,7 +92,7 @@ static void save(lb_api *api, lb_http_req *req, const lb_tenant *t, const char *
     c->api = api;
     c->req = req;
     snprintf(c->rec.id, sizeof(c->rec.id), "%s", id);
-    snprintf(c->rec.tenant_id, sizeof(c->rec.tenant_id), "%s", t->id);
+    snprintf(c->rec.tenant_id, sizeof(c->rec.tenant_id), "%s", tenant);
     c->rec.body = lb_strndup((const char *)buf, len);
     c->rec.enabled = enabled;
     yajl_gen_free(g);
@@ -113,6 +107,252 @@ static void save(lb_api *api, lb_http_req *req, const lb_tenant *t, const char *
     }
 }
 
+/* ---- checking ids against Lever ------------------------------------------ */
+
+#define MAX_REFS (3 + 100 + LB_WF_MAX_ACTIONS) /* to, from, postings, moves */
+
+/* One id of the body that Lever must know: a stage or a posting. */
+typedef struct {
+    int kind;             /* LB_API_STAGES or LB_API_POSTINGS */
+    const char *value;    /* inside the body tree */
+    char field[48];
+} ref;
+
+typedef struct wf_check wf_check;
+
+/* One list asked for: the callback's data. */
+typedef struct {
+    wf_check *check;
+    int kind;
+} wf_ask;
+
+/* A save waiting for Lever's lists. Owned by itself; freed once answered. */
+struct wf_check {
+    lb_api *api;
+    lb_http_req *req;
+    yajl_val body;
+    char tenant[LB_TENANT_ID_MAX + 1];
+    char id[64];
+    int replace;
+    ref refs[MAX_REFS];
+    size_t nrefs;
+    int pending;          /* lists asked for and not yet answered, +1 while asking */
+    int refreshed[2];     /* a list was fetched again after a miss */
+    int failed;           /* answered with an error already */
+    int err_status;
+    char err_code[32];
+    char err_msg[256];
+    yajl_val lists[2];    /* parsed {"data":[...]} per kind, or NULL */
+    wf_ask asks[2];
+};
+
+static void add_ref(wf_check *k, int kind, const char *value, const char *field)
+{
+    if (value == NULL || k->nrefs == MAX_REFS)
+        return;
+    ref *r = &k->refs[k->nrefs++];
+    r->kind = kind;
+    r->value = value;
+    snprintf(r->field, sizeof(r->field), "%s", field);
+}
+
+static void collect_refs(wf_check *k)
+{
+    yajl_val t = lb_json_get(k->body, "trigger");
+    const char *ev = lb_json_get_str(t, "event");
+    if (ev != NULL && strcmp(ev, "stage_changed") == 0) {
+        add_ref(k, LB_API_STAGES, lb_json_get_str(t, "to_stage"), "trigger.to_stage");
+        add_ref(k, LB_API_STAGES, lb_json_get_str(t, "from_stage"), "trigger.from_stage");
+        yajl_val p = lb_json_get(t, "postings");
+        for (size_t i = 0; p != NULL && YAJL_IS_ARRAY(p) && i < p->u.array.len; i++) {
+            char f[48];
+            snprintf(f, sizeof(f), "trigger.postings[%zu]", i);
+            add_ref(k, LB_API_POSTINGS, YAJL_GET_STRING(p->u.array.values[i]), f);
+        }
+    }
+    yajl_val a = lb_json_get(k->body, "actions");
+    for (size_t i = 0; a != NULL && YAJL_IS_ARRAY(a) && i < a->u.array.len; i++) {
+        const char *type = lb_json_get_str(a->u.array.values[i], "type");
+        if (type != NULL && strcmp(type, "move_stage") == 0) {
+            char f[48];
+            snprintf(f, sizeof(f), "actions[%zu].stage", i);
+            add_ref(k, LB_API_STAGES, lb_json_get_str(a->u.array.values[i], "stage"), f);
+        }
+    }
+}
+
+static void check_free(wf_check *k)
+{
+    if (k->body != NULL)
+        yajl_tree_free(k->body);
+    for (int i = 0; i < 2; i++)
+        if (k->lists[i] != NULL)
+            yajl_tree_free(k->lists[i]);
+    lb_free(k);
+}
+
+static int listed(yajl_val list, const char *value)
+{
+    yajl_val d = lb_json_get(list, "data");
+    for (size_t i = 0; d != NULL && YAJL_IS_ARRAY(d) && i < d->u.array.len; i++) {
+        const char *id = lb_json_get_str(d->u.array.values[i], "id");
+        if (id != NULL && strcmp(id, value) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void list_cb(void *data, int status, const char *code, const char *msg, const char *body,
+                    size_t len);
+
+static void ask(wf_check *k, int kind, int refresh)
+{
+    k->pending++;
+    k->asks[kind].check = k;
+    k->asks[kind].kind = kind;
+    int rc = lb_api_catalog_get(k->api, k->tenant, kind, refresh, list_cb, &k->asks[kind]);
+    if (rc == 0)
+        return;
+    k->pending--;
+    if (!k->failed) {
+        k->failed = 1;
+        k->err_status = rc == LB_ENOTFOUND ? 409 : 503;
+        snprintf(k->err_code, sizeof(k->err_code), "%s",
+                 rc == LB_ENOTFOUND ? "not_connected" : "unavailable");
+        snprintf(k->err_msg, sizeof(k->err_msg), "%s",
+                 rc == LB_ENOTFOUND
+                     ? "Connect Lever first: the workflow's stage and posting ids are checked "
+                       "against Lever."
+                     : "Too many requests wait for Lever; try again.");
+    }
+}
+
+/* Every list asked for is in (or one failed): answer, ask again, or save. */
+static void decide(wf_check *k)
+{
+    if (k->pending > 0)
+        return;
+    if (k->failed) {
+        lb_http_respond_error(k->req, k->err_status, k->err_code, k->err_msg, NULL);
+        check_free(k);
+        return;
+    }
+    for (size_t i = 0; i < k->nrefs; i++) {
+        ref *r = &k->refs[i];
+        if (listed(k->lists[r->kind], r->value))
+            continue;
+        if (!k->refreshed[r->kind]) { /* maybe added in Lever since the cache was filled */
+            k->refreshed[r->kind] = 1;
+            k->pending = 1;
+            ask(k, r->kind, 1);
+            k->pending--;
+            decide(k);
+            return;
+        }
+        char msg[512];
+        snprintf(msg, sizeof(msg),
+                 "The tenant's Lever has no %s with the id \"%.200s\", so the workflow could "
+                 "never run; pick one from GET /v1/tenants/%s/lever/%s.",
+                 r->kind == LB_API_STAGES ? "stage" : "posting", r->value, k->tenant,
+                 r->kind == LB_API_STAGES ? "stages" : "postings");
+        lb_http_respond_error(k->req, 400, "invalid_request", msg, r->field);
+        check_free(k);
+        return;
+    }
+    if (k->replace && lb_workflows_get(k->api->workflows, k->tenant, k->id) == NULL) {
+        lb_http_respond_error(k->req, 404, "not_found", "No such workflow.", "id");
+        check_free(k);
+        return;
+    }
+    yajl_val body = k->body;
+    k->body = NULL;
+    store_put(k->api, k->req, k->tenant, k->id, body);
+    check_free(k);
+}
+
+static void list_cb(void *data, int status, const char *code, const char *msg, const char *body,
+                    size_t len)
+{
+    wf_ask *a = data;
+    wf_check *k = a->check;
+    k->pending--;
+    if (status == 200) {
+        char err[64];
+        yajl_val list = lb_json_parse(body, len, err, sizeof(err));
+        if (list != NULL) {
+            if (k->lists[a->kind] != NULL)
+                yajl_tree_free(k->lists[a->kind]);
+            k->lists[a->kind] = list;
+        } else {
+            status = 502;
+            code = "lever_unavailable";
+            msg = "Lever's answer could not be read.";
+        }
+    }
+    if (status != 200 && !k->failed) {
+        /* Lever could not say which ids it has: refuse rather than save
+         * something unchecked. */
+        k->failed = 1;
+        k->err_status = status == 409 ? 409 : 503;
+        snprintf(k->err_code, sizeof(k->err_code), "%s",
+                 status == 409 ? "not_connected" : "lever_unavailable");
+        snprintf(k->err_msg, sizeof(k->err_msg),
+                 "The workflow's %s could not be checked against Lever (%.150s). Try again.",
+                 a->kind == LB_API_STAGES ? "stages" : "postings",
+                 msg ? msg : (code ? code : "no answer"));
+    }
+    decide(k);
+}
+
+/* Validates the request body, checks it can fire, and stores it as
+ * workflow `id`. */
+static void save(lb_api *api, lb_http_req *req, const lb_tenant *t, const char *id, int replace)
+{
+    yajl_val body = lb_api_json_body(req);
+    if (body == NULL)
+        return;
+    char field[128] = "", msg[256] = "";
+    if (lb_workflow_validate(body, lb_template_check, field, sizeof(field), msg, sizeof(msg)) !=
+        0) {
+        yajl_tree_free(body);
+        lb_http_respond_error(req, 400, "invalid_request", msg, field[0] ? field : NULL);
+        return;
+    }
+    yajl_val actions = lb_json_get(body, "actions");
+    for (size_t i = 0; api->cfg->platform_url == NULL && i < actions->u.array.len; i++) {
+        const char *type = lb_json_get_str(actions->u.array.values[i], "type");
+        if (type != NULL && strcmp(type, "send_assessment") == 0) {
+            snprintf(field, sizeof(field), "actions[%zu].type", i);
+            yajl_tree_free(body);
+            lb_http_respond_error(req, 400, "platform_not_configured",
+                                  "send_assessment needs the assessment platform, and this "
+                                  "server has none configured (LEVERBRIDGE_PLATFORM_URL and "
+                                  "_TOKEN).",
+                                  field);
+            return;
+        }
+    }
+    wf_check *k = LB_NEW(wf_check);
+    k->api = api;
+    k->req = req;
+    k->body = body;
+    k->replace = replace;
+    snprintf(k->tenant, sizeof(k->tenant), "%s", t->id);
+    snprintf(k->id, sizeof(k->id), "%s", id);
+    collect_refs(k);
+    int need[2] = {0, 0};
+    for (size_t i = 0; i < k->nrefs; i++)
+        need[k->refs[i].kind] = 1;
+    /* pending holds 1 while asking, so an answer from the cache (which runs
+     * list_cb at once) cannot decide before both lists are asked for. */
+    k->pending = 1;
+    for (int kind = 0; kind < 2; kind++)
+        if (need[kind])
+            ask(k, kind, 0);
+    k->pending--;
+    decide(k);
+}
+
 static void create(lb_http_req *req, void *data)
 {
     lb_api *api = data;
@@ -125,7 +365,7 @@ static void create(lb_http_req *req, void *data)
         return;
     }
     char *id = lb_random_id("wf_", 16);
-    save(api, req, t, id);
+    save(api, req, t, id, 0);
     lb_free(id);
 }
 
@@ -140,7 +380,7 @@ static void replace(lb_http_req *req, void *data)
         lb_http_respond_error(req, 404, "not_found", "No such workflow.", "id");
         return;
     }
-    save(api, req, t, id);
+    save(api, req, t, id, 1);
 }
 
 static void get_one(lb_http_req *req, void *data)

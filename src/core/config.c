@@ -217,6 +217,73 @@ static const opt *find_flag(const char *flag, size_t len)
     return NULL;
 }
 
+/* The host of an http(s) URL, without userinfo, port or brackets. */
+static void url_host(const char *url, char *out, size_t n)
+{
+    const char *h = strstr(url, "://");
+    h = h ? h + 3 : url;
+    size_t len = strcspn(h, "/?#");
+    const char *at = memchr(h, '@', len);
+    if (at != NULL) {
+        len -= (size_t)(at + 1 - h);
+        h = at + 1;
+    }
+    if (len > 0 && h[0] == '[') {
+        const char *close = memchr(h, ']', len);
+        len = close ? (size_t)(close - h - 1) : len - 1;
+        h++;
+    } else {
+        const char *colon = memchr(h, ':', len);
+        if (colon != NULL)
+            len = (size_t)(colon - h);
+    }
+    if (len >= n)
+        len = n - 1;
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)tolower((unsigned char)h[i]);
+    out[len] = '\0';
+}
+
+static int host_is(const char *host, const char *domain)
+{
+    size_t hl = strlen(host), dl = strlen(domain);
+    return strcmp(host, domain) == 0 ||
+           (hl > dl && host[hl - dl - 1] == '.' && strcmp(host + hl - dl, domain) == 0);
+}
+
+static int host_is_loopback(const char *host)
+{
+    return host_is(host, "localhost") || strncmp(host, "127.", 4) == 0 ||
+           strcmp(host, "::1") == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ||
+           strncmp(host, "::ffff:127.", 11) == 0;
+}
+
+/* A real Lever (a *.lever.co API) can only deliver to a public https:// URL;
+ * a simulator or a test Lever elsewhere may reach anything. */
+static void public_url_check(lb_config *cfg)
+{
+    char lever[256], pub[256], msg[1024];
+    url_host(cfg->lever_api_url, lever, sizeof(lever));
+    url_host(cfg->public_url, pub, sizeof(pub));
+    if (!host_is(lever, "lever.co"))
+        return;
+    if (host_is_loopback(pub))
+        snprintf(msg, sizeof(msg),
+                 PREFIX "PUBLIC_URL is %s, a loopback address that Lever cannot reach, so "
+                        "no webhook will ever arrive: set " PREFIX "PUBLIC_URL to this "
+                        "server's public https:// address and provision the webhook again.",
+                 cfg->public_url);
+    else if (strncmp(cfg->public_url, "http://", 7) == 0)
+        snprintf(msg, sizeof(msg),
+                 PREFIX "PUBLIC_URL is %s, plain http: Lever delivers webhooks only to "
+                        "https:// URLs: set " PREFIX "PUBLIC_URL to this server's public "
+                        "https:// address and provision the webhook again.",
+                 cfg->public_url);
+    else
+        return;
+    cfg->public_url_warning = lb_strdup(msg);
+}
+
 int lb_config_load(lb_config *cfg, int argc, char **argv, char **envp, char *err, size_t errlen)
 {
     int rc;
@@ -289,6 +356,7 @@ int lb_config_load(lb_config *cfg, int argc, char **argv, char **envp, char *err
         snprintf(tmp, sizeof(tmp), "http://%s", cfg->listen);
         cfg->public_url = lb_strdup(tmp);
     }
+    public_url_check(cfg);
     if (cfg->db == NULL) {
         snprintf(tmp, sizeof(tmp), "sqlite:%s/leverbridge.db", cfg->data_dir);
         cfg->db = lb_strdup(tmp);
@@ -330,4 +398,6 @@ void lb_config_free(lb_config *cfg)
     }
     lb_free(cfg->listen_host);
     cfg->listen_host = NULL;
+    lb_free(cfg->public_url_warning);
+    cfg->public_url_warning = NULL;
 }

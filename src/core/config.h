@@ -42,6 +42,9 @@ typedef struct {
     int64_t drain_timeout_ms;
     int max_connections;
     int64_t webhook_check_ms;
+    /* Derived, not a setting: why Lever cannot deliver to PUBLIC_URL (a real
+     * Lever host with a loopback or plain-http PUBLIC_URL), or NULL. */
+    char *public_url_warning;
 } lb_config;
 
 enum { LB_CONFIG_OK = 0, LB_CONFIG_EXIT = 1 };

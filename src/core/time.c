@@ -62,7 +62,12 @@ int lb_time_parse(const char *s, size_t len, int64_t *ms)
     if (digits(s, 4, &y) || digits(s + 5, 2, &mo) || digits(s + 8, 2, &d) ||
         digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &se))
         return LB_EPARSE;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+    /* A real calendar date (month lengths, Gregorian leap years), and
+     * nothing before 1970: times here are milliseconds since then. */
+    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 ||
+        d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 || mi > 59 || se > 60)
         return LB_EPARSE;
     size_t i = 19;
     if (i < len && s[i] == '.') {
@@ -97,19 +102,35 @@ int lb_time_parse(const char *s, size_t len, int64_t *ms)
     tm.tm_min = mi;
     tm.tm_sec = se;
     time_t t = timegm(&tm);
-    *ms = ((int64_t)t - (int64_t)off * 60) * 1000 + frac;
+    int64_t v = ((int64_t)t - (int64_t)off * 60) * 1000 + frac;
+    if (v < 0) /* 1970-01-01 with an offset east of UTC */
+        return LB_EPARSE;
+    *ms = v;
     return 0;
 }
 
 int lb_duration_parse(const char *s, int64_t *ms)
 {
-    char *end;
+    /* A plain decimal number (no sign, exponent or hex; no leading zero but
+     * in "0" or "0.5"), then an optional unit. */
     if (s == NULL || !isdigit((unsigned char)*s))
         return LB_EPARSE;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s)
+    const char *p = s;
+    while (isdigit((unsigned char)*p))
+        p++;
+    if (s[0] == '0' && p - s > 1)
         return LB_EPARSE;
+    if (p - s > 15)
+        return LB_EPARSE;
+    if (*p == '.') {
+        const char *f = ++p;
+        while (isdigit((unsigned char)*p))
+            p++;
+        if (p == f || p - f > 9)
+            return LB_EPARSE;
+    }
+    const char *end = p;
+    double v = strtod(s, NULL); /* only digits and one '.' are left for it */
     double mul;
     if (*end == '\0' || strcmp(end, "s") == 0)
         mul = 1000;

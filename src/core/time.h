@@ -16,7 +16,8 @@ int64_t lb_time_now_ms(void);
 /* Formats ms since the epoch as RFC 3339 UTC with milliseconds. */
 void lb_time_format(int64_t ms, char out[LB_TIME_STR_SIZE]);
 
-/* Parses RFC 3339 (any offset, optional fraction). 0 or LB_EPARSE. */
+/* Parses RFC 3339 (any offset, optional fraction) of a real calendar date
+ * (leap years counted) no earlier than 1970-01-01T00:00:00Z. 0 or LB_EPARSE. */
 int lb_time_parse(const char *s, size_t len, int64_t *ms);
 
 /* "250ms", "10s", "5m", "48h", "2d"; a bare number is seconds. 0 or LB_EPARSE. */

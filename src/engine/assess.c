@@ -292,8 +292,8 @@ static void notes_listed(lb_job *job, const lb_http_response *res)
     if (YAJL_IS_OBJECT(root) && lb_json_get_bool(root, "hasNext", &more) == 0 && more)
         next = lb_json_get_str(root, "next");
     if (found != NULL) {
-        lb_debug("assess", "job %s: the note %s from an earlier try is taken", lb_job_id(job),
-                 found);
+        lb_debug("assess", "tenant=%s job=%s: the note %s from an earlier try is taken",
+                 lb_job_tenant(job), lb_job_id(job), found);
         lb_job_record(job, "note", found);
     } else if (next != NULL && *next != '\0' && page + 1 < NOTE_PAGES_MAX) {
         note_list(job, next, page + 1);
@@ -646,8 +646,8 @@ static void add_note_render(lb_job *job, const char *invitation_url)
     if (cand != NULL)
         yajl_tree_free(cand);
     if (n == LB_ETOOBIG)
-        lb_warn("assess", "job %s: the note was cut to %d bytes", lb_job_id(job),
-                LB_TEMPLATE_OUT_MAX);
+        lb_warn("assess", "tenant=%s job=%s: the note was cut to %d bytes", lb_job_tenant(job),
+                lb_job_id(job), LB_TEMPLATE_OUT_MAX);
     if (trimmed_len(text, strlen(text)) == 0)
         lb_job_finish(job, LB_JOB_FAILED, "the note's text is empty once rendered");
     else

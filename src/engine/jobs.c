@@ -170,7 +170,7 @@ static void steps_load(lb_job *j)
     char err[64];
     yajl_val v = lb_json_parse(j->rec.steps, strlen(j->rec.steps), err, sizeof(err));
     if (v == NULL || !YAJL_IS_OBJECT(v)) {
-        lb_warn("jobs", "job %s: unreadable steps ignored", j->rec.id);
+        lb_warn("jobs", "tenant=%s job=%s: unreadable steps ignored", j->rec.tenant_id, j->rec.id);
     } else {
         for (size_t i = 0; i < v->u.object.len && j->nsteps < LB_JOBS_MAX_STEPS; i++) {
             yajl_val x = v->u.object.values[i];
@@ -208,7 +208,8 @@ static void write_done(lb_store_op *op)
     lb_job *j = w->job;
     lb_jobs *js = j->js;
     if (op->status != 0)
-        lb_error("jobs", "job %s: store write failed: %s", w->rec.id, lb_strerror(op->status));
+        lb_error("jobs", "tenant=%s job=%s: store write failed: %s", w->rec.tenant_id, w->rec.id,
+                 lb_strerror(op->status));
     js->writes--;
     j->writes--;
     if (w->then != NULL && j->state != J_DONE && !js->closing)
@@ -240,7 +241,8 @@ static void write_job(lb_job *j, void (*then)(lb_job *, int))
     w->op.data = w;
     int rc = lb_store_submit(js->store, &w->op);
     if (rc != 0) {
-        lb_error("jobs", "job %s: store refused the write: %s", j->rec.id, lb_strerror(rc));
+        lb_error("jobs", "tenant=%s job=%s: store refused the write: %s", j->rec.tenant_id,
+                 j->rec.id, lb_strerror(rc));
         lb_job_rec_free(&w->rec);
         lb_free(w);
         if (then != NULL)
@@ -462,8 +464,8 @@ static void end(lb_job *j, int status, const char *error)
     default: js->stats.cancelled++; break;
     }
     if (status == LB_JOB_FAILED)
-        lb_warn("jobs", "job %s (%s) failed: %s", j->rec.id, j->kind ? j->kind->type : "?",
-                error ? error : "");
+        lb_warn("jobs", "tenant=%s job=%s (%s) failed: %s", j->rec.tenant_id, j->rec.id,
+                j->kind ? j->kind->type : "?", error ? error : "");
     write_job(j, NULL);
     lb_map_del(&js->jobs, j->rec.id);
     j->state = J_DONE;
@@ -518,7 +520,7 @@ void lb_job_retry(lb_job *job, const char *error)
         job->rec.next_run_at = now + 1;
     job->rec.status = LB_JOB_RETRYING;
     set_str(&job->rec.last_error, error);
-    lb_debug("jobs", "job %s retries in %lld ms: %s", job->rec.id,
+    lb_debug("jobs", "tenant=%s job=%s retries in %lld ms: %s", job->rec.tenant_id, job->rec.id,
              (long long)(job->rec.next_run_at - now), error ? error : "");
     write_job(job, NULL);
     schedule(job);
@@ -730,8 +732,8 @@ void lb_jobs_add(lb_jobs *js, const lb_job_rec *recs, size_t n)
         if (js->closing || lb_map_get(&js->jobs, recs[i].id) != NULL)
             continue;
         if (js->jobs.count >= LB_JOBS_MAX) {
-            lb_error("jobs", "more than %d unfinished jobs: job %s waits for a restart",
-                     LB_JOBS_MAX, recs[i].id);
+            lb_error("jobs", "more than %d unfinished jobs: tenant=%s job=%s waits for a restart",
+                     LB_JOBS_MAX, recs[i].tenant_id, recs[i].id);
             continue;
         }
         lb_job *j = job_new(js, &recs[i]);

@@ -330,7 +330,7 @@ static void pump(lb_outbound *ob)
                 ring_push(ob, t);
                 break;
             } else {
-                lb_warn("outbound", "cannot start a call: %s", lb_strerror(rc));
+                lb_warn("outbound", "tenant=%s: cannot start a call: %s", t->id, lb_strerror(rc));
                 complete_now(call, rc, "the call could not be started");
             }
         }

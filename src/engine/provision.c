@@ -228,6 +228,37 @@ static void write_next(pv *v)
     set_busy(v, 1);
 }
 
+/* The permission (lever.md's words) that the call of a step needs. */
+static const char *step_permission(step st)
+{
+    switch (st) {
+    case S_LIST:
+    case S_CHECK:
+        return "find all webhooks";
+    case S_DELETE:
+        return "delete a webhook";
+    case S_CREATE:
+        return "add a webhook";
+    default:
+        return NULL;
+    }
+}
+
+/* What the call of the current step found: a 403 adds its permission to
+ * the connection's missing list, a 2xx takes it off (api.md: "the first
+ * 403 on a write adds it to permissions.missing"). */
+static void note_permission(pv *v, const lb_http_response *res)
+{
+    const char *perm = step_permission(v->step);
+    lb_jobs_env *env = &v->p->env;
+    if (perm == NULL || env->lever_permission == NULL)
+        return;
+    if (res->status >= 200 && res->status < 300)
+        env->lever_permission(env->data, v->tenant, perm, 1);
+    else if (lb_lever_classify(res) == LB_LEVER_FORBIDDEN)
+        env->lever_permission(env->data, v->tenant, perm, 0);
+}
+
 static void failed(pv *v, const lb_http_response *res, const char *what)
 {
     lb_provision *p = v->p;
@@ -308,6 +339,8 @@ static int call_returned(pv *v, const lb_http_response *res)
         returned(v);
         return 0;
     }
+    if (!v->forgotten && !v->p->closing) /* even when a restart was asked for */
+        note_permission(v, res);
     return returned(v);
 }
 

@@ -72,7 +72,7 @@ function startSim(tmp) {
   });
 }
 
-async function startServer(tmp, simBase) {
+async function startServer(tmp, simBase, extra = {}) {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("LEVERBRIDGE_")) env[k] = v;
   for (let attempt = 0; attempt < 3; attempt++) {
@@ -87,7 +87,7 @@ async function startServer(tmp, simBase) {
       LEVERBRIDGE_RETRY_BASE: "100ms",
       LEVERBRIDGE_RETRY_CAP: "500ms",
       LEVERBRIDGE_LOG_LEVEL: "warn",
-    });
+    }, extra);
     const err = fs.openSync(path.join(tmp, `leverbridge.${attempt}.log`), "w");
     const proc = track(spawn(BIN, [], { env, stdio: ["ignore", "ignore", err], cwd: tmp }), "leverbridge");
     proc.base = `http://127.0.0.1:${port}`;
@@ -431,5 +431,37 @@ describe("connect page and console", { timeout: 120000 }, () => {
 
   test("no page error, CSP violation or request to another host", () => {
     assert.deepEqual(S.problems, []);
+  });
+});
+
+describe("a PUBLIC_URL that a real Lever cannot reach", { timeout: 60000 }, () => {
+  const W = {};
+  before(async () => {
+    W.tmp = fs.mkdtempSync(path.join(os.tmpdir(), "lb-browser-warn-"));
+    // Lever's sandbox host, never called: the tenant stays disconnected.
+    W.server = await startServer(W.tmp, "unused", { LEVERBRIDGE_LEVER_API_URL: "https://api.sandbox.lever.co/v1" });
+    const r = await http(W.server.base, "PUT", "/v1/tenants/acme", { name: "Acme", api_addon: true }, ADMIN);
+    assert.equal(r.status, 201, r.text);
+    W.browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"] });
+    W.page = await W.browser.newPage();
+    W.page.setDefaultTimeout(WAIT);
+  });
+
+  after(async () => {
+    if (W.browser) await W.browser.close();
+    const r = await stop(W.server);
+    if (r) assert.deepEqual(r, { code: 0, sig: null }, "leverbridge exit after SIGTERM");
+  });
+
+  test("the connect page says webhooks will not arrive", async () => {
+    const l = await http(W.server.base, "POST", "/v1/tenants/acme/connect-links", { expires_in: "1h" }, ADMIN);
+    assert.equal(l.status, 201, l.text);
+    const res = await W.page.goto(l.json.url);
+    assert.equal(res.status(), 200);
+    const box = W.page.locator("#hook-summary .alert.warn", { hasText: "Lever cannot reach this server" });
+    await box.waitFor();
+    assert.match(await box.innerText(), /LEVERBRIDGE_PUBLIC_URL is http:\/\/127\.0\.0\.1:\d+, a loopback address/);
+    await shot("15-connect-public-url-warning", W.page);
   });
 });

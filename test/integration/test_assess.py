@@ -171,6 +171,9 @@ def sent(server, lever, opp="O1"):
     ({"report_url": 5}, "report_url"),
     ({"completed_at": "yesterday"}, "completed_at"),
     ({"completed_at": 1764212180123}, "completed_at"),
+    ({"completed_at": "2026-02-30T10:00:00.000Z"}, "completed_at"),  # no such day
+    ({"completed_at": "2027-02-29T10:00:00Z"}, "completed_at"),      # not a leap year
+    ({"completed_at": "0000-01-01T00:00:00Z"}, "completed_at"),      # before 1970
     ({"colour": "blue"}, "colour"),
 ])
 def test_result_validation(server, patch, field):

@@ -101,7 +101,9 @@ def test_missing_permissions_named_and_nothing_saved(bridge, lever):
     assert r.status == 422, r
     body = r.json()
     assert body["error"]["code"] == "missing_permissions"
-    assert sorted(body["missing"]) == ["find a stage", "find all postings"]
+    # in the error object, beside "field", as api.md's error convention has it; once
+    assert sorted(body["error"]["missing"]) == ["find a stage", "find all postings"]
+    assert set(body) == {"error"}
     assert connection(s)["status"] == "disconnected"
 
 
@@ -389,3 +391,66 @@ def test_hook_deleted_in_lever_is_provisioned_again(bridge, lever):
         connection(s)), what="a new webhook")
     ours = [h for h in lever.state()["webhooks"] if h["url"] == first["webhook"]["url"]]
     assert [h["id"] for h in ours] == [again["webhook"]["id"]]
+
+
+@pytest.mark.parametrize("perm,method", [("add a webhook", "POST"),
+                                         ("delete a webhook", "DELETE")])
+def test_forbidden_webhook_write_is_listed_missing(bridge, lever, perm, method):
+    # api.md: "the first 403 on a write adds it to permissions.missing"
+    s = bridge(env={"LEVERBRIDGE_WEBHOOK_DEADLINE": "1s"})
+    tenant(s)
+    lever.key("nohook", permissions="all", **{"except": [perm]})
+    if method == "DELETE":
+        # an earlier webhook at our URL must be deleted first: connect once with
+        # a full key, then again with the key that may not delete
+        lever.key("good")
+        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
+        wait_for(lambda: active(s), what="webhook active")
+    r = call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "nohook"})
+    assert r.status == 200, r
+    c = wait_for(lambda: (lambda c: c if c["permissions"]["missing"] else None)(
+        connection(s)), timeout=5, what="missing permission listed")
+    assert c["permissions"]["missing"] == [perm]
+    assert c["webhook"]["status"] in ("pending", "failed")
+    c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "failed" else None)(
+        connection(s)), timeout=5, what="webhook failed")
+    assert "403" in c["webhook"]["last_error"] or "permission" in c["webhook"]["last_error"]
+    assert c["permissions"]["missing"] == [perm]
+    # once Lever grants it, the next attempt succeeds and the list empties
+    lever.key("nohook")
+    assert call(s, "POST", "/v1/tenants/acme/lever/webhook/provision").status == 202
+    c = wait_for(lambda: active(s), what="webhook active once granted")
+    assert c["permissions"]["missing"] == []
+
+
+@pytest.mark.parametrize("public,warned", [
+    (None, "loopback"),                                  # the default http://LISTEN
+    ("http://localhost:8080", "loopback"),
+    ("http://bridge.example.com", "https"),
+    ("https://bridge.example.com", None),
+])
+def test_public_url_lever_cannot_reach_is_warned(make_server, public, warned):
+    # A real Lever (*.lever.co) can never deliver to loopback or plain http.
+    env = {"LEVERBRIDGE_LEVER_API_URL": "https://api.sandbox.lever.co/v1"}
+    if public:
+        env["LEVERBRIDGE_PUBLIC_URL"] = public
+    s = make_server(env=env)
+    tenant(s)
+    w = connection(s)["webhook"]
+    logged = [json.loads(l) for l in s.stderr().splitlines() if l.startswith("{")]
+    warns = [l for l in logged if l["level"] == "warn" and "PUBLIC_URL" in l["msg"]]
+    if warned is None:
+        assert w["warning"] is None and warns == []
+        return
+    assert w["warning"] and "LEVERBRIDGE_PUBLIC_URL" in w["warning"]
+    assert (public or "http://127.0.0.1:%d" % s.port) in w["warning"]
+    assert warned in w["warning"]
+    assert len(warns) == 1 and warns[0]["msg"] == w["warning"]
+
+
+def test_public_url_not_warned_for_other_levers(bridge, lever):
+    # a simulator (or any Lever not at *.lever.co) may well reach loopback
+    s = bridge()
+    tenant(s)
+    assert connection(s)["webhook"]["warning"] is None
+    assert "PUBLIC_URL" not in s.stderr()

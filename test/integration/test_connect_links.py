@@ -71,6 +71,10 @@ def test_create_link(two):
     ({"expires_in": "0s"}, 400, "expires_in"),
     ({"expires_in": "soon"}, 400, "expires_in"),
     ({"expires_in": 3600}, 400, "expires_in"),
+    ({"expires_in": "01h"}, 400, "expires_in"),     # a leading zero
+    ({"expires_in": "0030m"}, 400, "expires_in"),
+    ({"expires_in": "1e3s"}, 400, "expires_in"),    # not a plain number
+    ({"expires_in": "0x10s"}, 400, "expires_in"),
     ({"expires_in": "1h", "scope": "all"}, 400, "scope"),
 ])
 def test_create_link_validation(two, body, status, field):
@@ -100,7 +104,7 @@ def test_grant_scope(two):
         r = call(s, method, path, body, token=tok)
         assert r.status == 200, (path, r)
     r = call(s, "POST", "/v1/tenants/acme/workflows",
-             {"name": "w", "trigger": {"event": "stage_changed", "to_stage": "S1"},
+             {"name": "w", "trigger": {"event": "assessment_completed"},  # no Lever ids
               "actions": [{"type": "add_tags", "tags": ["x"]}]}, token=tok)
     assert r.status == 201, r
     # Another tenant: 403 forbidden, whatever the route.

@@ -603,6 +603,8 @@ def test_listen_port_in_use_exits_2(tmp_path):
     err = p.stderr.decode()
     assert p.returncode == 2, (p.returncode, err)
     assert "LEVERBRIDGE_LISTEN" in err.strip().splitlines()[-1]
+    # the port is taken before anything is made: no data dir, no keys
+    assert not (tmp_path / "d").exists(), sorted(os.listdir(tmp_path / "d"))
 
 
 def test_help_and_version(tmp_path):

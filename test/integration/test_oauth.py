@@ -183,3 +183,54 @@ def test_revoked_grant_needs_reauth(bridge, lever):
     cb, _ = authorize(bridge, lever)
     assert bridge.get(cb).status == 200
     assert connection(bridge)["status"] == "connected"
+
+
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+            "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def check_page_style(server, r):
+    # the pages' stylesheet under the pages' CSP: nothing inline that the CSP blocks
+    assert r.header("content-security-policy") == PAGE_CSP
+    assert r.header("cache-control") == "no-store"
+    body = r.body.decode()
+    assert "style=" not in body and "<style" not in body and "<script" not in body
+    import re
+    css = re.search(r'<link rel="stylesheet" href="(/assets/style\.css\?v=[0-9a-f]{16})">', body)
+    assert css, body
+    a = server.get(css.group(1))
+    assert a.status == 200 and a.header("content-type").startswith("text/css")
+    return body
+
+
+def test_callback_page_is_styled_and_links_back_to_the_connect_page(bridge, lever):
+    link = call(bridge, "POST", "/v1/tenants/acme/connect-links", {"expires_in": "1h"}).json()
+    token = link["url"].rsplit("/", 1)[1]
+    r = bridge.get("/v1/tenants/acme/lever/oauth", method="POST",
+                   headers={"Authorization": "Bearer " + token})
+    assert r.status == 200, r
+    u = urllib.parse.urlparse(r.json()["authorize_url"])
+    res = lever.request("GET", u.path + "?" + u.query)
+    loc = urllib.parse.urlparse(res.headers["location"])
+    r = bridge.get(loc.path + "?" + loc.query)
+    assert r.status == 200 and b"Lever connected" in r.body
+    body = check_page_style(bridge, r)
+    import re
+    back = re.search(r'<a class="button" id="back" href="([^"]+)">Back to the connect page</a>',
+                     body)
+    assert back and back.group(1) == link["url"], body
+    assert bridge.get(urllib.parse.urlparse(back.group(1)).path).status == 200
+
+
+def test_callback_page_without_a_link_started_by_admin_or_failed(bridge, lever):
+    cb, state = authorize(bridge, lever)
+    r = bridge.get(cb)
+    assert r.status == 200
+    body = check_page_style(bridge, r)
+    assert "/connect/" not in body and "close this page" in body
+    # a failure: styled, no grant in it, says how to go back
+    r = bridge.get("/oauth/lever/callback?error=access_denied&error_description=no&state=" +
+                   urllib.parse.quote(state))
+    assert r.status == 400
+    body = check_page_style(bridge, r)
+    assert "/connect/" not in body and "Back" in body

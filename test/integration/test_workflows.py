@@ -77,8 +77,10 @@ def test_validation(server, body, field):
     assert call(server, "GET", "/v1/tenants/acme/workflows").json()["data"] == []
 
 
-def test_crud(server):
-    assert call(server, "PUT", "/v1/tenants/acme", {"name": "Acme"}).status == 201
+def test_crud(connected):
+    # stage ids are checked against Lever: the tenant is connected to the
+    # simulator, whose stages are S1..S3
+    server = connected
     r = call(server, "POST", "/v1/tenants/acme/workflows", STAGE_WF)
     assert r.status == 201, r
     wf = r.json()
@@ -220,9 +222,11 @@ def test_missing_write_permission_follows_lever(connected, lever):
 
 def test_from_stage_and_disabled(connected, lever):
     s = connected
-    call(s, "POST", "/v1/tenants/acme/workflows",
-         dict(STAGE_WF, trigger={"event": "stage_changed", "to_stage": "S2", "from_stage": "S9"}))
-    call(s, "POST", "/v1/tenants/acme/workflows", dict(STAGE_WF, enabled=False))
+    assert call(s, "POST", "/v1/tenants/acme/workflows",
+                dict(STAGE_WF, trigger={"event": "stage_changed", "to_stage": "S2",
+                                        "from_stage": "S3"})).status == 201
+    assert call(s, "POST", "/v1/tenants/acme/workflows",
+                dict(STAGE_WF, enabled=False)).status == 201
     deliver(s, "O1", "S2", from_stage="S1")
     time.sleep(0.3)
     assert jobs(s) == []
@@ -246,8 +250,10 @@ def test_postings_filter(connected, lever):
 
 def test_retry_of_failed_job_and_replay(connected, lever):
     s = connected
-    call(s, "POST", "/v1/tenants/acme/workflows",
-         dict(STAGE_WF, actions=[{"type": "move_stage", "stage": "S-unknown"}]))
+    assert call(s, "POST", "/v1/tenants/acme/workflows",
+                dict(STAGE_WF, actions=[{"type": "move_stage", "stage": "S3"}])).status == 201
+    # Lever refuses the move once (a 4xx other than 401/403/429 fails the job)
+    lever.fault(path_prefix="/v1/opportunities/O1/stage", method="PUT", status=400, count=1000)
     res = deliver(s, "O1", "S2")
     failed = wait_for(lambda: jobs(s, status="failed"), what="a failed job")
     assert failed[0]["last_error"] and failed[0]["attempts"] == 1
@@ -256,12 +262,12 @@ def test_retry_of_failed_job_and_replay(connected, lever):
     assert s.stop() == 0  # the count is the store's, not just memory's
     s.start()
     assert backlog()["failed"] == 1
-    # the stage exists now: retry runs it again
-    lever.seed({"stages": [{"id": "S-unknown", "text": "Late"}]})
+    # Lever accepts it now: retry runs it again
+    lever.clear_faults()
     r = call(s, "POST", "/v1/tenants/acme/jobs/%s/retry" % failed[0]["id"])
     assert r.status == 202, r
     wait_for(lambda: jobs(s, status="succeeded"), what="retried job succeeded")
-    assert opp_state(lever, "O1")["stage"] == "S-unknown"
+    assert opp_state(lever, "O1")["stage"] == "S3"
     assert backlog()["failed"] == 0
     # a job that has not failed cannot be retried
     ok = jobs(s, status="succeeded")[0]
@@ -296,3 +302,94 @@ def test_listing_filters_and_cursors(connected, lever):
     assert len(evs["data"]) == 3 and evs["next_cursor"]
     times = [e["received_at"] for e in evs["data"]]
     assert times == sorted(times, reverse=True)
+
+
+@pytest.mark.parametrize("body,field,kind", [
+    (dict(STAGE_WF, trigger={"event": "stage_changed", "to_stage": "S-nope"}),
+     "trigger.to_stage", "stage"),
+    (dict(STAGE_WF, trigger={"event": "stage_changed", "to_stage": "S2", "from_stage": "S9"}),
+     "trigger.from_stage", "stage"),
+    (dict(STAGE_WF, trigger={"event": "stage_changed", "to_stage": "S2",
+                             "postings": ["P1", "P-nope"]}), "trigger.postings[1]", "posting"),
+    (dict(STAGE_WF, actions=[{"type": "add_tags", "tags": ["a"]},
+                             {"type": "move_stage", "stage": "S-nope"}]),
+     "actions[1].stage", "stage"),
+    ({"name": "advance", "trigger": {"event": "assessment_completed"},
+      "actions": [{"type": "move_stage", "stage": "S-nope"}]}, "actions[0].stage", "stage"),
+])
+def test_ids_lever_does_not_have_are_refused(connected, lever, body, field, kind):
+    # a workflow that can never fire is refused, not saved with 201
+    s = connected
+    r = call(s, "POST", "/v1/tenants/acme/workflows", body)
+    assert r.status == 400, r
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and err["field"] == field, err
+    assert kind in err["message"]
+    assert call(s, "GET", "/v1/tenants/acme/workflows").json()["data"] == []
+    # the same on replace: the stored workflow stays as it was
+    ok = call(s, "POST", "/v1/tenants/acme/workflows", STAGE_WF)
+    assert ok.status == 201, ok
+    wid = ok.json()["id"]
+    r = call(s, "PUT", "/v1/tenants/acme/workflows/" + wid, body)
+    assert r.status == 400 and r.json()["error"]["field"] == field, r
+    assert call(s, "GET", "/v1/tenants/acme/workflows/" + wid).json()["trigger"] == \
+        STAGE_WF["trigger"]
+
+
+def test_ids_checked_through_one_cached_read(connected, lever):
+    s = connected
+    since = lever.requests_log()["last_seq"]
+    wf = dict(STAGE_WF, trigger={"event": "stage_changed", "to_stage": "S2", "from_stage": "S1",
+                                 "postings": ["P1", "P2"]})
+    for _ in range(3):
+        assert call(s, "POST", "/v1/tenants/acme/workflows", wf).status == 201
+    reads = [r for r in lever.requests_log(since=since)["data"]
+             if r["path"].startswith(("/v1/stages", "/v1/postings"))]
+    assert sorted(r["path"].split("?")[0] for r in reads) == ["/v1/postings", "/v1/stages"], reads
+    # a stage added in Lever after the lists were cached is found by one more read
+    lever.seed({"stages": [{"id": "S-new", "text": "Late"}]})
+    time.sleep(2.1)  # the cache is not read again for a miss within 2 s
+    r = call(s, "POST", "/v1/tenants/acme/workflows",
+             dict(STAGE_WF, trigger={"event": "stage_changed", "to_stage": "S-new"}))
+    assert r.status == 201, r
+
+
+def test_ids_not_checkable_are_not_saved(connected, lever):
+    s = connected
+    lever.fault(path_prefix="/v1/stages", status=500, count=1000)
+    r = call(s, "POST", "/v1/tenants/acme/workflows", STAGE_WF)
+    assert r.status == 503, r
+    assert r.json()["error"]["code"] == "lever_unavailable"
+    lever.clear_faults()
+    assert call(s, "GET", "/v1/tenants/acme/workflows").json()["data"] == []
+    assert call(s, "POST", "/v1/tenants/acme/workflows", STAGE_WF).status == 201
+    # a workflow without Lever ids needs no Lever call, nor a connection
+    note = {"name": "n", "trigger": {"event": "assessment_expired"},
+            "actions": [{"type": "add_tags", "tags": ["expired"]}]}
+    assert call(s, "PUT", "/v1/tenants/beta", {"name": "Beta"}).status == 201
+    assert call(s, "POST", "/v1/tenants/beta/workflows", note).status == 201
+    r = call(s, "POST", "/v1/tenants/beta/workflows", STAGE_WF)
+    assert r.status == 409 and r.json()["error"]["code"] == "not_connected", r
+
+
+def test_send_assessment_without_platform(connected):
+    s = connected
+    r = call(s, "POST", "/v1/tenants/acme/workflows",
+             dict(STAGE_WF, actions=[{"type": "add_tags", "tags": ["a"]},
+                                     {"type": "send_assessment", "assessment": "js"}]))
+    assert r.status == 400, r
+    err = r.json()["error"]
+    assert err["code"] == "platform_not_configured" and err["field"] == "actions[1].type", err
+
+
+def test_job_failure_log_line_names_the_tenant(connected, lever):
+    s = connected
+    assert call(s, "POST", "/v1/tenants/acme/workflows",
+                dict(STAGE_WF, actions=[{"type": "move_stage", "stage": "S3"}])).status == 201
+    lever.fault(path_prefix="/v1/opportunities/O1/stage", method="PUT", status=400, count=1000)
+    deliver(s, "O1", "S2")
+    failed = wait_for(lambda: jobs(s, status="failed"), what="a failed job")
+    lines = wait_for(lambda: [json.loads(l) for l in s.stderr().splitlines()
+                              if l.startswith("{") and failed[0]["id"] in l], what="a log line")
+    warn = [l for l in lines if l["level"] == "warn" and "failed" in l["msg"]]
+    assert warn and "tenant=acme" in warn[0]["msg"], lines

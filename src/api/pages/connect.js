@@ -81,6 +81,10 @@
 
     var hs = LB.clear($("hook-summary"));
     var w = c.webhook || {status: "none"};
+    if (w.warning) {
+      hs.appendChild(alertBox("warn", "Lever cannot reach this server: webhooks will not arrive.",
+        [w.warning, "Tell the operator of this integration server; nothing in Lever can fix it."]));
+    }
     if (c.status !== "disconnected") {
       hs.appendChild(el("p", {class: "status-line", attrs: {id: "hook-line"}},
         el("span", {text: "Webhook: "}), LB.hookBadge(w.status)));
@@ -166,7 +170,7 @@
           "Make sure it is a Lever API key from Settings > Integrations and API > API Credentials, " +
           "not a Postings API key (those only publish job postings)."]));
       } else if (e.code === "missing_permissions") {
-        var missing = (res.body && (res.body.missing || e.missing)) || [];
+        var missing = e.missing || [];
         out.appendChild(alertBox("error", "This key is missing " + missing.length +
           (missing.length === 1 ? " permission:" : " permissions:"), null, missing));
         out.lastChild.appendChild(el("p", {text: "Ask a Lever Super Admin to tick " +
