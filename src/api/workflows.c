@@ -291,9 +291,9 @@ static void list_cb(void *data, int status, const char *code, const char *msg, c
     }
     if (status != 200 && !k->failed) {
         /* Lever could not say which ids it has: refuse rather than save
-         * something unchecked. */
+         * something unchecked, with the connect route's 502 for Lever down. */
         k->failed = 1;
-        k->err_status = status == 409 ? 409 : 503;
+        k->err_status = status == 409 ? 409 : 502;
         snprintf(k->err_code, sizeof(k->err_code), "%s",
                  status == 409 ? "not_connected" : "lever_unavailable");
         snprintf(k->err_msg, sizeof(k->err_msg),

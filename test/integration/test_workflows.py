@@ -358,7 +358,7 @@ def test_ids_not_checkable_are_not_saved(connected, lever):
     s = connected
     lever.fault(path_prefix="/v1/stages", status=500, count=1000)
     r = call(s, "POST", "/v1/tenants/acme/workflows", STAGE_WF)
-    assert r.status == 503, r
+    assert r.status == 502, r
     assert r.json()["error"]["code"] == "lever_unavailable"
     lever.clear_faults()
     assert call(s, "GET", "/v1/tenants/acme/workflows").json()["data"] == []
