@@ -132,7 +132,7 @@ struct wf_check {
     lb_http_req *req;
     yajl_val body;
     char tenant[LB_TENANT_ID_MAX + 1];
-    char id[64];
+    char id[LB_WORKFLOW_ID_MAX + 1];
     int replace;
     ref refs[MAX_REFS];
     size_t nrefs;
