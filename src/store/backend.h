@@ -45,11 +45,22 @@ struct lb_store {
 void lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop);
 
 /* Hands a finished batch back: head..(count ops) linked by next, in
- * submission order, each with status set. committed == 0 means the batch
- * failed as a whole: every op's status is forced to LB_EIO. Updates the
+ * submission order, each with status set. committed == 0 means the batch's
+ * transaction failed as a whole: the status of every op that writes is
+ * forced to LB_EIO, while read-only ops (lb_store__op_readonly) keep the
+ * status the backend set, having been run again on their own. Updates the
  * statistics, calls on_commit, then each op's callback. Loop thread. */
 void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds,
                         int committed);
+
+/* 1 when ops of this kind only read: they must not fail because a write of
+ * their batch did. Any thread. */
+int lb_store__op_readonly(int kind);
+
+/* Frees an op's outputs and clears them (the kind's discard rule), so that
+ * a read-only op can be run again. Pure memory work: any thread that owns
+ * the op. */
+void lb_store__op_discard(lb_store_op *op);
 
 /* The backend has stopped and released its handles: destroys it and calls
  * the close callback. Loop thread. */

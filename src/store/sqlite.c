@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "store/fault.h"
 #include "store/migrate.h"
 #include "store/recent.h"
 
@@ -50,6 +51,7 @@
  * reset (and unbound) after each use. */
 enum {
     ST_BEGIN,
+    ST_BEGIN_READ,
     ST_COMMIT,
     ST_ROLLBACK,
     ST_SAVEPOINT,
@@ -102,6 +104,7 @@ enum {
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_BEGIN_READ] = "BEGIN DEFERRED",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_SAVEPOINT] = "SAVEPOINT op",
@@ -340,6 +343,7 @@ static void global_init(void)
         lb_debug(MOD, "SQLite already initialised: keeping its allocator");
     }
     sqlite3_initialize();
+    lb_store__fault_install();
 }
 
 /* ---- helpers (store thread) --------------------------------------------- */
@@ -1279,6 +1283,28 @@ static int run_one(sq_store *s, lb_store_op *op, int *lost)
     return *lost ? LB_EIO : status;
 }
 
+/* The batch's transaction failed (on a full disk, its COMMIT): its writes
+ * are void, but a read must not share their fate. Each read-only op runs
+ * again on its own, in a read transaction (which writes nothing, so it
+ * commits whatever the disk), and sees the state from before the batch: as
+ * if it had been submitted just before the failed writes. */
+static void rerun_reads(sq_store *s, batch *b)
+{
+    for (lb_store_op *op = b->head; op != NULL; op = op->next) {
+        if (!lb_store__op_readonly(op->kind))
+            continue;
+        lb_store__op_discard(op);
+        if (exec_stmt(s, ST_BEGIN_READ) != SQLITE_DONE) {
+            lb_error(MOD, "cannot begin a read: %s", sqlite3_errmsg(s->db));
+            op->status = LB_EIO;
+            continue;
+        }
+        op->status = runners[op->kind](s, op);
+        if (!sqlite3_get_autocommit(s->db) && exec_stmt(s, ST_ROLLBACK) != SQLITE_DONE)
+            lb_error(MOD, "ending a read failed: %s", sqlite3_errmsg(s->db));
+    }
+}
+
 static void run_batch(sq_store *s, batch *b)
 {
     double t0 = mono_seconds();
@@ -1302,6 +1328,8 @@ static void run_batch(sq_store *s, batch *b)
             exec_stmt(s, ST_ROLLBACK) != SQLITE_DONE)
             lb_error(MOD, "rollback failed: %s", sqlite3_errmsg(s->db));
     }
+    if (!b->committed)
+        rerun_reads(s, b);
     b->seconds = mono_seconds() - t0;
 }
 

@@ -13,12 +13,15 @@
 
 /* Per-kind rules shared by every backend. check: is the input valid (before
  * queueing). clear: empty the outputs without freeing (they hold garbage at
- * submit). discard: free the outputs of an op that failed, then clear them.
- * NULL: nothing to do. A new kind adds one line here. */
+ * submit). discard: free the outputs of an op that failed, then clear them
+ * (pure memory work: a backend's thread may call it, see backend.h).
+ * NULL: nothing to do. readonly: the kind writes nothing, so it need not
+ * share the fate of the batch's writes. A new kind adds one line here. */
 typedef struct {
     int (*check)(const lb_store_op *op);
     void (*clear)(lb_store_op *op);
     void (*discard)(lb_store_op *op);
+    int readonly;
 } kind_rules;
 
 static int check_id(const char *id)
@@ -332,30 +335,30 @@ static void discard_job_failed_counts(lb_store_op *op)
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
-    [LB_STORE_TENANT_LOAD_ALL] = {NULL, clear_tenant_load_all, discard_tenant_load_all},
-    [LB_STORE_META_GET] = {check_meta_get, clear_meta_get, discard_meta_get},
+    [LB_STORE_TENANT_LOAD_ALL] = {NULL, clear_tenant_load_all, discard_tenant_load_all, 1},
+    [LB_STORE_META_GET] = {check_meta_get, clear_meta_get, discard_meta_get, 1},
     [LB_STORE_META_PUT] = {check_meta_put, NULL, NULL},
     [LB_STORE_JOB_INSERT] = {check_job_insert, NULL, NULL},
     [LB_STORE_JOB_UPDATE] = {check_job_update, NULL, NULL},
-    [LB_STORE_JOB_LOAD_ACTIVE] = {NULL, clear_job_load_active, discard_job_load_active},
+    [LB_STORE_JOB_LOAD_ACTIVE] = {NULL, clear_job_load_active, discard_job_load_active, 1},
     [LB_STORE_CONN_PUT] = {check_conn_put, NULL, NULL},
     [LB_STORE_CONN_DELETE] = {check_conn_delete, NULL, NULL},
-    [LB_STORE_CONN_LOAD_ALL] = {NULL, clear_conn_load_all, discard_conn_load_all},
+    [LB_STORE_CONN_LOAD_ALL] = {NULL, clear_conn_load_all, discard_conn_load_all, 1},
     [LB_STORE_HOOK_PUT] = {check_hook_put, NULL, NULL},
     [LB_STORE_EVENT_INSERT] = {check_event_insert, clear_event_insert, clear_event_insert},
     [LB_STORE_WORKFLOW_PUT] = {check_workflow_put, NULL, NULL},
     [LB_STORE_WORKFLOW_DELETE] = {check_workflow_delete, NULL, NULL},
-    [LB_STORE_WORKFLOW_LOAD_ALL] = {NULL, clear_workflow_load_all, discard_workflow_load_all},
-    [LB_STORE_EVENT_LIST] = {check_event_list, clear_event_list, discard_event_list},
-    [LB_STORE_EVENT_GET] = {check_event_get, clear_event_get, discard_event_get},
-    [LB_STORE_JOB_LIST] = {check_job_list, clear_job_list, discard_job_list},
-    [LB_STORE_JOB_GET] = {check_job_get, clear_job_get, discard_job_get},
+    [LB_STORE_WORKFLOW_LOAD_ALL] = {NULL, clear_workflow_load_all, discard_workflow_load_all, 1},
+    [LB_STORE_EVENT_LIST] = {check_event_list, clear_event_list, discard_event_list, 1},
+    [LB_STORE_EVENT_GET] = {check_event_get, clear_event_get, discard_event_get, 1},
+    [LB_STORE_JOB_LIST] = {check_job_list, clear_job_list, discard_job_list, 1},
+    [LB_STORE_JOB_GET] = {check_job_get, clear_job_get, discard_job_get, 1},
     [LB_STORE_INVITATION_CLAIM] = {check_invitation_claim, clear_invitation_claim,
                                    discard_invitation_claim},
     [LB_STORE_INVITATION_UPDATE] = {check_invitation_update, NULL, NULL},
     [LB_STORE_INVITATION_GET] = {check_invitation_get, clear_invitation_get,
-                                 discard_invitation_get},
-    [LB_STORE_JOB_FAILED_COUNTS] = {NULL, clear_job_failed_counts, discard_job_failed_counts},
+                                 discard_invitation_get, 1},
+    [LB_STORE_JOB_FAILED_COUNTS] = {NULL, clear_job_failed_counts, discard_job_failed_counts, 1},
 };
 
 void lb_workflow_rec_free(lb_workflow_rec *r)
@@ -540,7 +543,7 @@ void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double sec
     for (size_t i = 0; i < count && op != NULL; i++) {
         lb_store_op *next = op->next; /* the callback may free op */
         op->next = NULL;
-        if (!committed) op->status = LB_EIO;
+        if (!committed && !rules[op->kind].readonly) op->status = LB_EIO;
         if (op->status != 0 && rules[op->kind].discard != NULL) rules[op->kind].discard(op);
         s->stats.pending--;
         op->cb(op);
@@ -566,6 +569,16 @@ void lb_store__closed(lb_store *s)
     void *data = s->close_data;
     s->vt->destroy(s);
     if (cb != NULL) cb(data);
+}
+
+int lb_store__op_readonly(int kind)
+{
+    return kind > 0 && kind < LB_STORE_OP_KIND_END && rules[kind].readonly;
+}
+
+void lb_store__op_discard(lb_store_op *op)
+{
+    if (rules[op->kind].discard != NULL) rules[op->kind].discard(op);
 }
 
 int lb_store_ready(const lb_store *s)
