@@ -64,6 +64,7 @@ enum {
     ST_TENANT_ALL,
     ST_META_GET,
     ST_META_PUT,
+    ST_META_DELETE,
     ST_JOB_INSERT,
     ST_JOB_UPDATE,
     ST_JOB_ACTIVE,
@@ -121,6 +122,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_PUT] = "INSERT INTO meta(key, value, updated_at) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT(key) DO UPDATE SET value = ?2, updated_at = ?3",
+    [ST_META_DELETE] = "DELETE FROM meta WHERE key = ?1",
     [ST_JOB_INSERT] = "INSERT INTO jobs(id, tenant_id, event_id, workflow_id, action,"
                       " opportunity_id, seq, status, attempts, next_run_at, last_error, steps,"
                       " created_at, updated_at)"
@@ -222,6 +224,9 @@ typedef struct batch {
     size_t count;
     double seconds; /* BEGIN to end of COMMIT (or of the failure) */
     int committed;
+    int error;  /* !committed: what the writes get (UV_ENOSPC or LB_EIO) */
+    int wrote;  /* it had a write, or it is a probe (head NULL): health counts */
+    int health; /* for lb_store__health: 0 if the writes are on disk */
 } batch;
 
 /* Owner: the caller of lb_store_open, through lb_store; freed by destroy
@@ -256,6 +261,7 @@ typedef struct {
     sqlite3 *db;
     sqlite3_stmt *stmts[ST_COUNT];
     lb_recent recent; /* Lever dedupe keys of the window (recent.h) */
+    int degraded;     /* the last write failed: probe while idle */
 
     /* The checkpointer: its own thread and connection copy the WAL into the
      * database (PASSIVE: never blocking the writer) when the writer's WAL
@@ -316,11 +322,12 @@ static void sq_log_cb(void *arg, int code, const char *msg)
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
     case SQLITE_IOERR:
-    case SQLITE_FULL:
     case SQLITE_CANTOPEN:
         lb_warn(MOD, "sqlite: %s (%d)", msg, code);
         break;
     default:
+        /* SQLITE_FULL too: the store logs it itself, once per change of
+         * state, and its probe would repeat it every second. */
         lb_debug(MOD, "sqlite: %s (%d)", msg, code);
         break;
     }
@@ -374,6 +381,8 @@ static int map_rc(int rc)
         return LB_ECORRUPT;
     case SQLITE_TOOBIG:
         return LB_ETOOBIG;
+    case SQLITE_FULL: /* the disk (or the file-size limit): a distinct cause */
+        return UV_ENOSPC;
     default:
         return LB_EIO;
     }
@@ -412,7 +421,7 @@ static int exec_stmt(sq_store *s, int id)
 static int op_failed(sq_store *s, int rc, const char *what)
 {
     int code = map_rc(rc);
-    if (code == LB_EIO || code == LB_ECORRUPT)
+    if (code == LB_EIO || code == LB_ECORRUPT || code == UV_ENOSPC)
         lb_error(MOD, "%s: %s", what, sqlite3_errmsg(s->db));
     else
         lb_debug(MOD, "%s: %s", what, sqlite3_errmsg(s->db));
@@ -1305,23 +1314,38 @@ static void rerun_reads(sq_store *s, batch *b)
     }
 }
 
+/* What the writes of a failed transaction get, from SQLite's last error:
+ * a full disk is named as such (UV_ENOSPC, "no space left on device"),
+ * everything else is LB_EIO. Call before the ROLLBACK. */
+static int failure_code(sq_store *s)
+{
+    return (sqlite3_errcode(s->db) & 0xff) == SQLITE_FULL ? UV_ENOSPC : LB_EIO;
+}
+
 static void run_batch(sq_store *s, batch *b)
 {
     double t0 = mono_seconds();
     b->committed = 0;
+    b->error = LB_EIO;
+    b->wrote = 0;
+    for (lb_store_op *op = b->head; op != NULL; op = op->next)
+        b->wrote |= !lb_store__op_readonly(op->kind);
     int rc = exec_stmt(s, ST_BEGIN);
     if (rc != SQLITE_DONE) {
+        b->error = failure_code(s);
         lb_error(MOD, "cannot begin a transaction: %s", sqlite3_errmsg(s->db));
     } else {
         int lost = 0;
         for (lb_store_op *op = b->head; op != NULL && !lost; op = op->next)
             op->status = run_one(s, op, &lost);
         if (lost) {
+            b->error = failure_code(s);
             lb_error(MOD, "transaction of %zu operations rolled back: %s", b->count,
                      sqlite3_errmsg(s->db));
         } else if ((rc = exec_stmt(s, ST_COMMIT)) == SQLITE_DONE) {
             b->committed = 1;
         } else {
+            b->error = failure_code(s);
             lb_error(MOD, "commit of %zu operations failed: %s", b->count, sqlite3_errmsg(s->db));
         }
         if (!b->committed && !sqlite3_get_autocommit(s->db) &&
@@ -1330,7 +1354,52 @@ static void run_batch(sq_store *s, batch *b)
     }
     if (!b->committed)
         rerun_reads(s, b);
+    /* A committed batch whose write found the disk full (a statement that
+     * spilled pages, rolled back alone) says as much as a failed COMMIT. */
+    b->health = b->committed ? 0 : b->error;
+    for (lb_store_op *op = b->head; op != NULL && b->health == 0; op = op->next)
+        if (op->status == UV_ENOSPC) b->health = UV_ENOSPC;
+    if (b->wrote)
+        s->degraded = b->health != 0;
     b->seconds = mono_seconds() - t0;
+}
+
+/* A small write of the store's own, to learn whether writes succeed (at
+ * open) or succeed again (while degraded): a meta row written and deleted
+ * in one transaction, which leaves no trace but dirties a page, so the
+ * COMMIT must write to the WAL (and fails on a full disk). 0, or the
+ * failure's code. The store thread (the opening thread at open). */
+#define PROBE_KEY "write_probe"
+
+static int probe_write(sq_store *s)
+{
+    char now[24];
+    int n = snprintf(now, sizeof(now), "%lld", (long long)lb_time_now_ms());
+    lb_store_op op = {.kind = LB_STORE_META_PUT};
+    op.meta_put.key = PROBE_KEY;
+    op.meta_put.value = (const uint8_t *)now;
+    op.meta_put.len = (size_t)n;
+    int rc = exec_stmt(s, ST_BEGIN);
+    if (rc == SQLITE_DONE)
+        rc = run_meta_put(s, &op) == 0 ? SQLITE_DONE : SQLITE_ERROR;
+    if (rc == SQLITE_DONE) {
+        sqlite3_stmt *q = stmt(s, ST_META_DELETE);
+        if (q == NULL) {
+            rc = SQLITE_ERROR;
+        } else {
+            bind_text(q, 1, PROBE_KEY);
+            rc = sqlite3_step(q);
+            done_with(q);
+        }
+    }
+    if (rc == SQLITE_DONE)
+        rc = exec_stmt(s, ST_COMMIT);
+    if (rc == SQLITE_DONE)
+        return 0;
+    int code = failure_code(s);
+    if (!sqlite3_get_autocommit(s->db) && exec_stmt(s, ST_ROLLBACK) != SQLITE_DONE)
+        lb_error(MOD, "rollback failed: %s", sqlite3_errmsg(s->db));
+    return code;
 }
 
 static void close_db(sq_store *s)
@@ -1431,14 +1500,43 @@ static void ckpt_stop(sq_store *s)
     s->ckpt_running = 0;
 }
 
+/* Appends a finished batch to `done` and wakes the loop. Called with mu
+ * held; returns with it held. */
+static void post_batch(sq_store *s, batch *b)
+{
+    if (s->done_tail != NULL)
+        s->done_tail->next = b;
+    else
+        s->done_head = b;
+    s->done_tail = b;
+    int notify = s->notify;
+    uv_mutex_unlock(&s->mu);
+    if (notify) uv_async_send(&s->async);
+    uv_mutex_lock(&s->mu);
+}
+
 static void thread_main(void *arg)
 {
     sq_store *s = arg;
     name_thread("lb-store");
     uv_mutex_lock(&s->mu);
     for (;;) {
-        while (s->in_head == NULL && !s->stop)
-            (void)uv_cond_timedwait(&s->cond, &s->mu, IDLE_WAIT_NS);
+        while (s->in_head == NULL && !s->stop) {
+            int rc = uv_cond_timedwait(&s->cond, &s->mu, IDLE_WAIT_NS);
+            /* Idle for a second while writes fail: try one. When it
+             * commits, an empty batch (a probe) tells the loop. */
+            if (rc == UV_ETIMEDOUT && s->degraded && s->in_head == NULL && !s->stop) {
+                uv_mutex_unlock(&s->mu);
+                int h = probe_write(s);
+                uv_mutex_lock(&s->mu);
+                if (h == 0) {
+                    s->degraded = 0;
+                    batch *p = LB_NEW(batch);
+                    p->wrote = 1;
+                    post_batch(s, p);
+                }
+            }
+        }
         if (s->in_head == NULL) break; /* stopping, and nothing left */
         batch *b = LB_NEW(batch);
         b->head = s->in_head;
@@ -1450,15 +1548,7 @@ static void thread_main(void *arg)
         run_batch(s, b);
 
         uv_mutex_lock(&s->mu);
-        if (s->done_tail != NULL)
-            s->done_tail->next = b;
-        else
-            s->done_head = b;
-        s->done_tail = b;
-        int notify = s->notify;
-        uv_mutex_unlock(&s->mu);
-        if (notify) uv_async_send(&s->async);
-        uv_mutex_lock(&s->mu);
+        post_batch(s, b);
     }
     uv_mutex_unlock(&s->mu);
 
@@ -1524,7 +1614,10 @@ static void async_cb(uv_async_t *h)
 
     while (b != NULL) {
         batch *next = b->next;
-        lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed);
+        if (b->wrote) lb_store__health(&s->base, b->health);
+        if (b->head != NULL) /* else a probe: nothing to complete */
+            lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed,
+                               b->error);
         lb_free(b);
         b = next;
     }
@@ -1788,6 +1881,14 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
         close_db(s);
         sq_free_struct(s);
         return rc;
+    }
+    /* Learn now whether writes succeed, so that a full disk is named at
+     * start and /readyz says 503 from the first request (reads are served,
+     * writes refused, until the thread's probe or a write succeeds). */
+    int health = probe_write(s);
+    if (health != 0) {
+        s->degraded = 1;
+        lb_store__health(&s->base, health);
     }
     if (strcmp(path, ":memory:") != 0 && (rc = ckpt_start(s)) != 0)
         lb_warn(MOD, "no checkpointer thread (%s): SQLite checkpoints inline",

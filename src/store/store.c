@@ -505,7 +505,7 @@ void lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop)
     memset(s, 0, sizeof(*s));
     s->vt = vt;
     s->loop = loop;
-    s->last_ok = 1;
+    s->write_error = 0;
 }
 
 int lb_store_submit(lb_store *s, lb_store_op *op)
@@ -526,8 +526,25 @@ int lb_store_submit(lb_store *s, lb_store_op *op)
     return 0;
 }
 
-void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds, int committed)
+void lb_store__health(lb_store *s, int error)
 {
+    if (error != 0 && s->write_error == 0)
+        lb_error("store",
+                 "writes fail: %s; serving reads only (writes and /readyz answer 503) until "
+                 "they succeed again",
+                 lb_strerror(error));
+    else if (error != 0 && error != s->write_error)
+        lb_error("store", "writes fail: %s", lb_strerror(error));
+    else if (error == 0 && s->write_error != 0)
+        lb_info("store", "writes succeed again (they failed with \"%s\"): the store is ready",
+                lb_strerror(s->write_error));
+    s->write_error = error;
+}
+
+void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds,
+                        int committed, int error)
+{
+    if (error == 0) error = LB_EIO;
     s->stats.last_commit_seconds = seconds;
     s->stats.last_batch_ops = count;
     if (committed) {
@@ -536,14 +553,13 @@ void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double sec
     } else {
         s->stats.commit_failures++;
     }
-    s->last_ok = committed;
     if (s->on_commit != NULL) s->on_commit(seconds, count, s->on_commit_data);
 
     lb_store_op *op = head;
     for (size_t i = 0; i < count && op != NULL; i++) {
         lb_store_op *next = op->next; /* the callback may free op */
         op->next = NULL;
-        if (!committed && !rules[op->kind].readonly) op->status = LB_EIO;
+        if (!committed && !rules[op->kind].readonly) op->status = error;
         if (op->status != 0 && rules[op->kind].discard != NULL) rules[op->kind].discard(op);
         s->stats.pending--;
         op->cb(op);
@@ -583,7 +599,12 @@ void lb_store__op_discard(lb_store_op *op)
 
 int lb_store_ready(const lb_store *s)
 {
-    return !s->closing && s->last_ok;
+    return !s->closing && s->write_error == 0;
+}
+
+int lb_store_write_error(const lb_store *s)
+{
+    return s->write_error;
 }
 
 void lb_store_stats_get(const lb_store *s, lb_store_stats *out)

@@ -89,3 +89,79 @@ def test_reads_answer_while_writes_fail(make_server, tmp_path):
     assert call(s, "POST", "/v1/tenants/acme/results", result_body(99)).status == 202
     r = call(s, "GET", "/v1/tenants/acme/events")
     assert r.status == 200 and len(r.json()["data"]) == 4
+
+
+def no_space_logged(s):
+    return [l for l in s.log_lines() if "no space left" in l.get("msg", "")]
+
+
+def degraded_checks(s, events):
+    """Up, read-only: /readyz 503, reads 200, writes 503, the cause named."""
+    assert s.get("/healthz").status == 200
+    r = s.get("/readyz")
+    assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
+    r = call(s, "GET", "/v1/tenants/acme/events?limit=200")
+    assert r.status == 200, r
+    assert len(r.json()["data"]) == events
+    assert call(s, "GET", "/v1/tenants/acme").status == 200
+    r = call(s, "POST", "/v1/tenants/acme/results", result_body(500))
+    assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
+    assert no_space_logged(s), s.stderr()[-3000:]
+
+
+def recovers(s, flag, events):
+    flag.unlink()
+    wait_for(lambda: s.get("/readyz").status == 200, timeout=10, what="/readyz 200")
+    assert call(s, "POST", "/v1/tenants/acme/results", result_body(500)).status == 202
+    r = call(s, "GET", "/v1/tenants/acme/events?limit=200")
+    assert r.status == 200 and len(r.json()["data"]) == events + 1
+    assert any("writes succeed again" in l.get("msg", "") for l in s.log_lines())
+
+
+def test_start_on_full_disk_with_jobs_due(make_server, tmp_path):
+    """The reported failure: a restart on a full disk, with unfinished jobs
+    that start at once (their updates fail), exited 2 with "cannot load
+    jobs: input/output error". It must come up read-only and say why, then
+    recover when space returns."""
+    from simutil import LeverSim
+    with LeverSim(rate=0) as lever:
+        lever.seed({"stages": [{"id": "S1", "text": "New"}],
+                    "opportunities": [{"id": "O%d" % n, "name": "C%d" % n, "stage": "S1"}
+                                      for n in range(4)]})
+        lever.key("good")
+        env = {"LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
+               "LEVERBRIDGE_RETRY_BASE": "20ms", "LEVERBRIDGE_RETRY_CAP": "50ms"}
+        s, flag = full_server(make_server, tmp_path, env=env)
+        assert call(s, "PUT", "/v1/tenants/acme", {"name": "A", "api_addon": True}).status == 201
+        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
+        wf = {"name": "tag", "trigger": {"event": "assessment_completed"},
+              "actions": [{"type": "add_tags", "tags": ["done"]}]}
+        assert call(s, "POST", "/v1/tenants/acme/workflows", wf).status == 201
+        lever.fault(path_prefix="/v1/opportunities", method="POST", status=503, count=1000000)
+        for n in range(4):
+            assert call(s, "POST", "/v1/tenants/acme/results", result_body(n)).status == 202
+        wait_for(lambda: [j for j in call(s, "GET", "/v1/tenants/acme/jobs").json()["data"]
+                          if j["status"] == "retrying"], what="a retrying job")
+        assert s.stop() == 0
+
+        flag.touch()
+        s.start()
+        degraded_checks(s, 4)
+        r = call(s, "GET", "/v1/tenants/acme/jobs")
+        assert r.status == 200 and len(r.json()["data"]) == 4
+        lever.clear_faults()
+        recovers(s, flag, 4)
+
+
+def test_start_on_full_disk_idle(make_server, tmp_path):
+    """Nothing writes at start: the store still finds out that the disk is
+    full before it serves (/readyz 503 from the first request on), and
+    finds out by itself when space returns."""
+    s, flag = full_server(make_server, tmp_path)
+    assert call(s, "PUT", "/v1/tenants/acme", {"name": "Acme"}).status == 201
+    assert call(s, "POST", "/v1/tenants/acme/results", result_body(1)).status == 202
+    assert s.stop() == 0
+    flag.touch()
+    s.start()
+    degraded_checks(s, 1)
+    recovers(s, flag, 1)
