@@ -809,10 +809,13 @@ static int lever_duplicate(sq_store *s, const lb_event_rec *e, uint64_t hash, in
                            lb_store_op *op)
 {
     int64_t seqs[RECENT_CANDIDATES];
-    size_t n = lb_recent_find(&s->recent, hash, seqs, RECENT_CANDIDATES);
+    size_t n = lb_recent_find(&s->recent, hash, seqs, RECENT_CANDIDATES, lb_time_now_ms());
     sqlite3_stmt *q;
     int rc;
-    if (n > RECENT_CANDIDATES) { /* never seen: a pile of stale entries; search the rows */
+    /* More candidates than we read (a pile of stale entries), or the table
+     * cannot answer (LB_RECENT_SEARCH: a key of the window was not kept):
+     * search the rows of the window. */
+    if (n > RECENT_CANDIDATES) {
         q = stmt(s, ST_EVENT_FIND_RECENT);
         if (q == NULL) return LB_EIO;
         bind_text(q, 1, e->tenant_id);
@@ -863,8 +866,8 @@ static int recent_load(sq_store *s, char *err, size_t errlen)
         const char *tenant = (const char *)sqlite3_column_text(q, 1);
         const char *key = (const char *)sqlite3_column_text(q, 2);
         if (at >= cutoff && tenant != NULL && key != NULL)
-            lb_recent_add(&s->recent, lb_recent_hash(tenant, key), sqlite3_column_int64(q, 0), at,
-                          now);
+            lb_recent_add(&s->recent, lb_recent_hash(&s->recent, tenant, key),
+                          sqlite3_column_int64(q, 0), at, now);
     }
     done_with(q);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
@@ -884,7 +887,7 @@ static int run_event_insert(sq_store *s, lb_store_op *op)
     int lever = strcmp(e->source, "lever") == 0;
     uint64_t hash = 0;
     if (lever) {
-        hash = lb_recent_hash(e->tenant_id, e->dedupe_key);
+        hash = lb_recent_hash(&s->recent, e->tenant_id, e->dedupe_key);
         int dup = lever_duplicate(s, e, hash, received, op);
         if (dup < 0) return dup;
         if (dup) {
@@ -1876,7 +1879,7 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
         lb_free(s);
         return rc;
     }
-    lb_recent_init(&s->recent, opt->lever_dedupe_ms);
+    lb_recent_init(&s->recent, opt->lever_dedupe_ms, 0);
     if ((rc = recent_load(s, err, errlen)) != 0) {
         close_db(s);
         sq_free_struct(s);
