@@ -36,7 +36,10 @@ struct lb_store {
     lb_store_stats stats;
     lb_store_commit_cb on_commit;
     void *on_commit_data;
-    int last_ok; /* the last batch committed (1 at open) */
+    /* 0 while writes succeed; else why the last write failed (UV_ENOSPC on
+     * a full disk, LB_EIO): the store is then read-only-degraded, and
+     * lb_store_ready() is 0. Set through lb_store__health only. */
+    int write_error;
     int closing;
     void (*close_cb)(void *data);
     void *close_data;
@@ -45,11 +48,30 @@ struct lb_store {
 void lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop);
 
 /* Hands a finished batch back: head..(count ops) linked by next, in
- * submission order, each with status set. committed == 0 means the batch
- * failed as a whole: every op's status is forced to LB_EIO. Updates the
- * statistics, calls on_commit, then each op's callback. Loop thread. */
+ * submission order, each with status set. committed == 0 means the batch's
+ * transaction failed as a whole: the status of every op that writes is
+ * forced to error (UV_ENOSPC on a full disk, else LB_EIO; 0 means LB_EIO),
+ * while read-only ops (lb_store__op_readonly) keep the status the backend
+ * set, having been run again on their own. Updates the statistics, calls
+ * on_commit, then each op's callback. Readiness is not touched: see
+ * lb_store__health. Loop thread. */
 void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds,
-                        int committed);
+                        int committed, int error);
+
+/* What the backend learnt about writing: 0 after a write committed (a
+ * batch with writes, or the backend's own probe), else the code of the
+ * failure. Sets write_error, and logs each change of state once (the
+ * cause by name: "no space left on device"). Call it before the batch's
+ * lb_store__complete, so callbacks see the new state. Loop thread. */
+void lb_store__health(lb_store *s, int error);
+/* 1 when ops of this kind only read: they must not fail because a write of
+ * their batch did. Any thread. */
+int lb_store__op_readonly(int kind);
+
+/* Frees an op's outputs and clears them (the kind's discard rule), so that
+ * a read-only op can be run again. Pure memory work: any thread that owns
+ * the op. */
+void lb_store__op_discard(lb_store_op *op);
 
 /* The backend has stopped and released its handles: destroys it and calls
  * the close callback. Loop thread. */

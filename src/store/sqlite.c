@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "store/fault.h"
 #include "store/migrate.h"
 #include "store/recent.h"
 
@@ -50,6 +51,7 @@
  * reset (and unbound) after each use. */
 enum {
     ST_BEGIN,
+    ST_BEGIN_READ,
     ST_COMMIT,
     ST_ROLLBACK,
     ST_SAVEPOINT,
@@ -62,6 +64,7 @@ enum {
     ST_TENANT_ALL,
     ST_META_GET,
     ST_META_PUT,
+    ST_META_DELETE,
     ST_JOB_INSERT,
     ST_JOB_UPDATE,
     ST_JOB_ACTIVE,
@@ -102,6 +105,7 @@ enum {
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_BEGIN_READ] = "BEGIN DEFERRED",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_SAVEPOINT] = "SAVEPOINT op",
@@ -118,6 +122,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_PUT] = "INSERT INTO meta(key, value, updated_at) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT(key) DO UPDATE SET value = ?2, updated_at = ?3",
+    [ST_META_DELETE] = "DELETE FROM meta WHERE key = ?1",
     [ST_JOB_INSERT] = "INSERT INTO jobs(id, tenant_id, event_id, workflow_id, action,"
                       " opportunity_id, seq, status, attempts, next_run_at, last_error, steps,"
                       " created_at, updated_at)"
@@ -219,6 +224,9 @@ typedef struct batch {
     size_t count;
     double seconds; /* BEGIN to end of COMMIT (or of the failure) */
     int committed;
+    int error;  /* !committed: what the writes get (UV_ENOSPC or LB_EIO) */
+    int wrote;  /* it had a write, or it is a probe (head NULL): health counts */
+    int health; /* for lb_store__health: 0 if the writes are on disk */
 } batch;
 
 /* Owner: the caller of lb_store_open, through lb_store; freed by destroy
@@ -253,6 +261,7 @@ typedef struct {
     sqlite3 *db;
     sqlite3_stmt *stmts[ST_COUNT];
     lb_recent recent; /* Lever dedupe keys of the window (recent.h) */
+    int degraded;     /* the last write failed: probe while idle */
 
     /* The checkpointer: its own thread and connection copy the WAL into the
      * database (PASSIVE: never blocking the writer) when the writer's WAL
@@ -313,11 +322,12 @@ static void sq_log_cb(void *arg, int code, const char *msg)
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
     case SQLITE_IOERR:
-    case SQLITE_FULL:
     case SQLITE_CANTOPEN:
         lb_warn(MOD, "sqlite: %s (%d)", msg, code);
         break;
     default:
+        /* SQLITE_FULL too: the store logs it itself, once per change of
+         * state, and its probe would repeat it every second. */
         lb_debug(MOD, "sqlite: %s (%d)", msg, code);
         break;
     }
@@ -340,6 +350,7 @@ static void global_init(void)
         lb_debug(MOD, "SQLite already initialised: keeping its allocator");
     }
     sqlite3_initialize();
+    lb_store__fault_install();
 }
 
 /* ---- helpers (store thread) --------------------------------------------- */
@@ -370,6 +381,8 @@ static int map_rc(int rc)
         return LB_ECORRUPT;
     case SQLITE_TOOBIG:
         return LB_ETOOBIG;
+    case SQLITE_FULL: /* the disk (or the file-size limit): a distinct cause */
+        return UV_ENOSPC;
     default:
         return LB_EIO;
     }
@@ -408,7 +421,7 @@ static int exec_stmt(sq_store *s, int id)
 static int op_failed(sq_store *s, int rc, const char *what)
 {
     int code = map_rc(rc);
-    if (code == LB_EIO || code == LB_ECORRUPT)
+    if (code == LB_EIO || code == LB_ECORRUPT || code == UV_ENOSPC)
         lb_error(MOD, "%s: %s", what, sqlite3_errmsg(s->db));
     else
         lb_debug(MOD, "%s: %s", what, sqlite3_errmsg(s->db));
@@ -796,10 +809,13 @@ static int lever_duplicate(sq_store *s, const lb_event_rec *e, uint64_t hash, in
                            lb_store_op *op)
 {
     int64_t seqs[RECENT_CANDIDATES];
-    size_t n = lb_recent_find(&s->recent, hash, seqs, RECENT_CANDIDATES);
+    size_t n = lb_recent_find(&s->recent, hash, seqs, RECENT_CANDIDATES, lb_time_now_ms());
     sqlite3_stmt *q;
     int rc;
-    if (n > RECENT_CANDIDATES) { /* never seen: a pile of stale entries; search the rows */
+    /* More candidates than we read (a pile of stale entries), or the table
+     * cannot answer (LB_RECENT_SEARCH: a key of the window was not kept):
+     * search the rows of the window. */
+    if (n > RECENT_CANDIDATES) {
         q = stmt(s, ST_EVENT_FIND_RECENT);
         if (q == NULL) return LB_EIO;
         bind_text(q, 1, e->tenant_id);
@@ -850,8 +866,8 @@ static int recent_load(sq_store *s, char *err, size_t errlen)
         const char *tenant = (const char *)sqlite3_column_text(q, 1);
         const char *key = (const char *)sqlite3_column_text(q, 2);
         if (at >= cutoff && tenant != NULL && key != NULL)
-            lb_recent_add(&s->recent, lb_recent_hash(tenant, key), sqlite3_column_int64(q, 0), at,
-                          now);
+            lb_recent_add(&s->recent, lb_recent_hash(&s->recent, tenant, key),
+                          sqlite3_column_int64(q, 0), at, now);
     }
     done_with(q);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
@@ -871,7 +887,7 @@ static int run_event_insert(sq_store *s, lb_store_op *op)
     int lever = strcmp(e->source, "lever") == 0;
     uint64_t hash = 0;
     if (lever) {
-        hash = lb_recent_hash(e->tenant_id, e->dedupe_key);
+        hash = lb_recent_hash(&s->recent, e->tenant_id, e->dedupe_key);
         int dup = lever_duplicate(s, e, hash, received, op);
         if (dup < 0) return dup;
         if (dup) {
@@ -1279,30 +1295,114 @@ static int run_one(sq_store *s, lb_store_op *op, int *lost)
     return *lost ? LB_EIO : status;
 }
 
+/* The batch's transaction failed (on a full disk, its COMMIT): its writes
+ * are void, but a read must not share their fate. Each read-only op runs
+ * again on its own, in a read transaction (which writes nothing, so it
+ * commits whatever the disk), and sees the state from before the batch: as
+ * if it had been submitted just before the failed writes. */
+static void rerun_reads(sq_store *s, batch *b)
+{
+    for (lb_store_op *op = b->head; op != NULL; op = op->next) {
+        if (!lb_store__op_readonly(op->kind))
+            continue;
+        lb_store__op_discard(op);
+        if (exec_stmt(s, ST_BEGIN_READ) != SQLITE_DONE) {
+            lb_error(MOD, "cannot begin a read: %s", sqlite3_errmsg(s->db));
+            op->status = LB_EIO;
+            continue;
+        }
+        op->status = runners[op->kind](s, op);
+        if (!sqlite3_get_autocommit(s->db) && exec_stmt(s, ST_ROLLBACK) != SQLITE_DONE)
+            lb_error(MOD, "ending a read failed: %s", sqlite3_errmsg(s->db));
+    }
+}
+
+/* What the writes of a failed transaction get, from SQLite's last error:
+ * a full disk is named as such (UV_ENOSPC, "no space left on device"),
+ * everything else is LB_EIO. Call before the ROLLBACK. */
+static int failure_code(sq_store *s)
+{
+    return (sqlite3_errcode(s->db) & 0xff) == SQLITE_FULL ? UV_ENOSPC : LB_EIO;
+}
+
 static void run_batch(sq_store *s, batch *b)
 {
     double t0 = mono_seconds();
     b->committed = 0;
+    b->error = LB_EIO;
+    b->wrote = 0;
+    for (lb_store_op *op = b->head; op != NULL; op = op->next)
+        b->wrote |= !lb_store__op_readonly(op->kind);
     int rc = exec_stmt(s, ST_BEGIN);
     if (rc != SQLITE_DONE) {
+        b->error = failure_code(s);
         lb_error(MOD, "cannot begin a transaction: %s", sqlite3_errmsg(s->db));
     } else {
         int lost = 0;
         for (lb_store_op *op = b->head; op != NULL && !lost; op = op->next)
             op->status = run_one(s, op, &lost);
         if (lost) {
+            b->error = failure_code(s);
             lb_error(MOD, "transaction of %zu operations rolled back: %s", b->count,
                      sqlite3_errmsg(s->db));
         } else if ((rc = exec_stmt(s, ST_COMMIT)) == SQLITE_DONE) {
             b->committed = 1;
         } else {
+            b->error = failure_code(s);
             lb_error(MOD, "commit of %zu operations failed: %s", b->count, sqlite3_errmsg(s->db));
         }
         if (!b->committed && !sqlite3_get_autocommit(s->db) &&
             exec_stmt(s, ST_ROLLBACK) != SQLITE_DONE)
             lb_error(MOD, "rollback failed: %s", sqlite3_errmsg(s->db));
     }
+    if (!b->committed)
+        rerun_reads(s, b);
+    /* A committed batch whose write found the disk full (a statement that
+     * spilled pages, rolled back alone) says as much as a failed COMMIT. */
+    b->health = b->committed ? 0 : b->error;
+    for (lb_store_op *op = b->head; op != NULL && b->health == 0; op = op->next)
+        if (op->status == UV_ENOSPC) b->health = UV_ENOSPC;
+    if (b->wrote)
+        s->degraded = b->health != 0;
     b->seconds = mono_seconds() - t0;
+}
+
+/* A small write of the store's own, to learn whether writes succeed (at
+ * open) or succeed again (while degraded): a meta row written and deleted
+ * in one transaction, which leaves no trace but dirties a page, so the
+ * COMMIT must write to the WAL (and fails on a full disk). 0, or the
+ * failure's code. The store thread (the opening thread at open). */
+#define PROBE_KEY "write_probe"
+
+static int probe_write(sq_store *s)
+{
+    char now[24];
+    int n = snprintf(now, sizeof(now), "%lld", (long long)lb_time_now_ms());
+    lb_store_op op = {.kind = LB_STORE_META_PUT};
+    op.meta_put.key = PROBE_KEY;
+    op.meta_put.value = (const uint8_t *)now;
+    op.meta_put.len = (size_t)n;
+    int rc = exec_stmt(s, ST_BEGIN);
+    if (rc == SQLITE_DONE)
+        rc = run_meta_put(s, &op) == 0 ? SQLITE_DONE : SQLITE_ERROR;
+    if (rc == SQLITE_DONE) {
+        sqlite3_stmt *q = stmt(s, ST_META_DELETE);
+        if (q == NULL) {
+            rc = SQLITE_ERROR;
+        } else {
+            bind_text(q, 1, PROBE_KEY);
+            rc = sqlite3_step(q);
+            done_with(q);
+        }
+    }
+    if (rc == SQLITE_DONE)
+        rc = exec_stmt(s, ST_COMMIT);
+    if (rc == SQLITE_DONE)
+        return 0;
+    int code = failure_code(s);
+    if (!sqlite3_get_autocommit(s->db) && exec_stmt(s, ST_ROLLBACK) != SQLITE_DONE)
+        lb_error(MOD, "rollback failed: %s", sqlite3_errmsg(s->db));
+    return code;
 }
 
 static void close_db(sq_store *s)
@@ -1403,14 +1503,43 @@ static void ckpt_stop(sq_store *s)
     s->ckpt_running = 0;
 }
 
+/* Appends a finished batch to `done` and wakes the loop. Called with mu
+ * held; returns with it held. */
+static void post_batch(sq_store *s, batch *b)
+{
+    if (s->done_tail != NULL)
+        s->done_tail->next = b;
+    else
+        s->done_head = b;
+    s->done_tail = b;
+    int notify = s->notify;
+    uv_mutex_unlock(&s->mu);
+    if (notify) uv_async_send(&s->async);
+    uv_mutex_lock(&s->mu);
+}
+
 static void thread_main(void *arg)
 {
     sq_store *s = arg;
     name_thread("lb-store");
     uv_mutex_lock(&s->mu);
     for (;;) {
-        while (s->in_head == NULL && !s->stop)
-            (void)uv_cond_timedwait(&s->cond, &s->mu, IDLE_WAIT_NS);
+        while (s->in_head == NULL && !s->stop) {
+            int rc = uv_cond_timedwait(&s->cond, &s->mu, IDLE_WAIT_NS);
+            /* Idle for a second while writes fail: try one. When it
+             * commits, an empty batch (a probe) tells the loop. */
+            if (rc == UV_ETIMEDOUT && s->degraded && s->in_head == NULL && !s->stop) {
+                uv_mutex_unlock(&s->mu);
+                int h = probe_write(s);
+                uv_mutex_lock(&s->mu);
+                if (h == 0) {
+                    s->degraded = 0;
+                    batch *p = LB_NEW(batch);
+                    p->wrote = 1;
+                    post_batch(s, p);
+                }
+            }
+        }
         if (s->in_head == NULL) break; /* stopping, and nothing left */
         batch *b = LB_NEW(batch);
         b->head = s->in_head;
@@ -1422,15 +1551,7 @@ static void thread_main(void *arg)
         run_batch(s, b);
 
         uv_mutex_lock(&s->mu);
-        if (s->done_tail != NULL)
-            s->done_tail->next = b;
-        else
-            s->done_head = b;
-        s->done_tail = b;
-        int notify = s->notify;
-        uv_mutex_unlock(&s->mu);
-        if (notify) uv_async_send(&s->async);
-        uv_mutex_lock(&s->mu);
+        post_batch(s, b);
     }
     uv_mutex_unlock(&s->mu);
 
@@ -1496,7 +1617,10 @@ static void async_cb(uv_async_t *h)
 
     while (b != NULL) {
         batch *next = b->next;
-        lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed);
+        if (b->wrote) lb_store__health(&s->base, b->health);
+        if (b->head != NULL) /* else a probe: nothing to complete */
+            lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed,
+                               b->error);
         lb_free(b);
         b = next;
     }
@@ -1755,11 +1879,19 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
         lb_free(s);
         return rc;
     }
-    lb_recent_init(&s->recent, opt->lever_dedupe_ms);
+    lb_recent_init(&s->recent, opt->lever_dedupe_ms, 0);
     if ((rc = recent_load(s, err, errlen)) != 0) {
         close_db(s);
         sq_free_struct(s);
         return rc;
+    }
+    /* Learn now whether writes succeed, so that a full disk is named at
+     * start and /readyz says 503 from the first request (reads are served,
+     * writes refused, until the thread's probe or a write succeeds). */
+    int health = probe_write(s);
+    if (health != 0) {
+        s->degraded = 1;
+        lb_store__health(&s->base, health);
     }
     if (strcmp(path, ":memory:") != 0 && (rc = ckpt_start(s)) != 0)
         lb_warn(MOD, "no checkpointer thread (%s): SQLite checkpoints inline",

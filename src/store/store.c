@@ -13,12 +13,15 @@
 
 /* Per-kind rules shared by every backend. check: is the input valid (before
  * queueing). clear: empty the outputs without freeing (they hold garbage at
- * submit). discard: free the outputs of an op that failed, then clear them.
- * NULL: nothing to do. A new kind adds one line here. */
+ * submit). discard: free the outputs of an op that failed, then clear them
+ * (pure memory work: a backend's thread may call it, see backend.h).
+ * NULL: nothing to do. readonly: the kind writes nothing, so it need not
+ * share the fate of the batch's writes. A new kind adds one line here. */
 typedef struct {
     int (*check)(const lb_store_op *op);
     void (*clear)(lb_store_op *op);
     void (*discard)(lb_store_op *op);
+    int readonly;
 } kind_rules;
 
 static int check_id(const char *id)
@@ -332,30 +335,30 @@ static void discard_job_failed_counts(lb_store_op *op)
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
-    [LB_STORE_TENANT_LOAD_ALL] = {NULL, clear_tenant_load_all, discard_tenant_load_all},
-    [LB_STORE_META_GET] = {check_meta_get, clear_meta_get, discard_meta_get},
+    [LB_STORE_TENANT_LOAD_ALL] = {NULL, clear_tenant_load_all, discard_tenant_load_all, 1},
+    [LB_STORE_META_GET] = {check_meta_get, clear_meta_get, discard_meta_get, 1},
     [LB_STORE_META_PUT] = {check_meta_put, NULL, NULL},
     [LB_STORE_JOB_INSERT] = {check_job_insert, NULL, NULL},
     [LB_STORE_JOB_UPDATE] = {check_job_update, NULL, NULL},
-    [LB_STORE_JOB_LOAD_ACTIVE] = {NULL, clear_job_load_active, discard_job_load_active},
+    [LB_STORE_JOB_LOAD_ACTIVE] = {NULL, clear_job_load_active, discard_job_load_active, 1},
     [LB_STORE_CONN_PUT] = {check_conn_put, NULL, NULL},
     [LB_STORE_CONN_DELETE] = {check_conn_delete, NULL, NULL},
-    [LB_STORE_CONN_LOAD_ALL] = {NULL, clear_conn_load_all, discard_conn_load_all},
+    [LB_STORE_CONN_LOAD_ALL] = {NULL, clear_conn_load_all, discard_conn_load_all, 1},
     [LB_STORE_HOOK_PUT] = {check_hook_put, NULL, NULL},
     [LB_STORE_EVENT_INSERT] = {check_event_insert, clear_event_insert, clear_event_insert},
     [LB_STORE_WORKFLOW_PUT] = {check_workflow_put, NULL, NULL},
     [LB_STORE_WORKFLOW_DELETE] = {check_workflow_delete, NULL, NULL},
-    [LB_STORE_WORKFLOW_LOAD_ALL] = {NULL, clear_workflow_load_all, discard_workflow_load_all},
-    [LB_STORE_EVENT_LIST] = {check_event_list, clear_event_list, discard_event_list},
-    [LB_STORE_EVENT_GET] = {check_event_get, clear_event_get, discard_event_get},
-    [LB_STORE_JOB_LIST] = {check_job_list, clear_job_list, discard_job_list},
-    [LB_STORE_JOB_GET] = {check_job_get, clear_job_get, discard_job_get},
+    [LB_STORE_WORKFLOW_LOAD_ALL] = {NULL, clear_workflow_load_all, discard_workflow_load_all, 1},
+    [LB_STORE_EVENT_LIST] = {check_event_list, clear_event_list, discard_event_list, 1},
+    [LB_STORE_EVENT_GET] = {check_event_get, clear_event_get, discard_event_get, 1},
+    [LB_STORE_JOB_LIST] = {check_job_list, clear_job_list, discard_job_list, 1},
+    [LB_STORE_JOB_GET] = {check_job_get, clear_job_get, discard_job_get, 1},
     [LB_STORE_INVITATION_CLAIM] = {check_invitation_claim, clear_invitation_claim,
                                    discard_invitation_claim},
     [LB_STORE_INVITATION_UPDATE] = {check_invitation_update, NULL, NULL},
     [LB_STORE_INVITATION_GET] = {check_invitation_get, clear_invitation_get,
-                                 discard_invitation_get},
-    [LB_STORE_JOB_FAILED_COUNTS] = {NULL, clear_job_failed_counts, discard_job_failed_counts},
+                                 discard_invitation_get, 1},
+    [LB_STORE_JOB_FAILED_COUNTS] = {NULL, clear_job_failed_counts, discard_job_failed_counts, 1},
 };
 
 void lb_workflow_rec_free(lb_workflow_rec *r)
@@ -502,7 +505,7 @@ void lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop)
     memset(s, 0, sizeof(*s));
     s->vt = vt;
     s->loop = loop;
-    s->last_ok = 1;
+    s->write_error = 0;
 }
 
 int lb_store_submit(lb_store *s, lb_store_op *op)
@@ -523,8 +526,25 @@ int lb_store_submit(lb_store *s, lb_store_op *op)
     return 0;
 }
 
-void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds, int committed)
+void lb_store__health(lb_store *s, int error)
 {
+    if (error != 0 && s->write_error == 0)
+        lb_error("store",
+                 "writes fail: %s; serving reads only (writes and /readyz answer 503) until "
+                 "they succeed again",
+                 lb_strerror(error));
+    else if (error != 0 && error != s->write_error)
+        lb_error("store", "writes fail: %s", lb_strerror(error));
+    else if (error == 0 && s->write_error != 0)
+        lb_info("store", "writes succeed again (they failed with \"%s\"): the store is ready",
+                lb_strerror(s->write_error));
+    s->write_error = error;
+}
+
+void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds,
+                        int committed, int error)
+{
+    if (error == 0) error = LB_EIO;
     s->stats.last_commit_seconds = seconds;
     s->stats.last_batch_ops = count;
     if (committed) {
@@ -533,14 +553,13 @@ void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double sec
     } else {
         s->stats.commit_failures++;
     }
-    s->last_ok = committed;
     if (s->on_commit != NULL) s->on_commit(seconds, count, s->on_commit_data);
 
     lb_store_op *op = head;
     for (size_t i = 0; i < count && op != NULL; i++) {
         lb_store_op *next = op->next; /* the callback may free op */
         op->next = NULL;
-        if (!committed) op->status = LB_EIO;
+        if (!committed && !rules[op->kind].readonly) op->status = error;
         if (op->status != 0 && rules[op->kind].discard != NULL) rules[op->kind].discard(op);
         s->stats.pending--;
         op->cb(op);
@@ -568,9 +587,24 @@ void lb_store__closed(lb_store *s)
     if (cb != NULL) cb(data);
 }
 
+int lb_store__op_readonly(int kind)
+{
+    return kind > 0 && kind < LB_STORE_OP_KIND_END && rules[kind].readonly;
+}
+
+void lb_store__op_discard(lb_store_op *op)
+{
+    if (rules[op->kind].discard != NULL) rules[op->kind].discard(op);
+}
+
 int lb_store_ready(const lb_store *s)
 {
-    return !s->closing && s->last_ok;
+    return !s->closing && s->write_error == 0;
+}
+
+int lb_store_write_error(const lb_store *s)
+{
+    return s->write_error;
 }
 
 void lb_store_stats_get(const lb_store *s, lb_store_stats *out)

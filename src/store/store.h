@@ -218,7 +218,8 @@ typedef void (*lb_store_op_cb)(lb_store_op *op);
 struct lb_store_op {
     int kind;          /* lb_store_op_kind; set by the caller */
     int status;        /* result: 0, LB_ENOTFOUND, LB_ECONFLICT, LB_EINVAL,
-                          LB_ETOOBIG, LB_ECORRUPT or LB_EIO */
+                          LB_ETOOBIG, LB_ECORRUPT, UV_ENOSPC (a write, on
+                          a full disk) or LB_EIO */
     lb_store_op_cb cb; /* required; runs once on the loop thread */
     void *data;        /* the caller's */
     union {
@@ -435,9 +436,18 @@ int lb_store_submit(lb_store *s, lb_store_op *op);
  * the store and then calls cb(data) on the loop. Call once. */
 void lb_store_close(lb_store *s, void (*cb)(void *data), void *data);
 
-/* 1 while the database is open, the store is not closing and the last batch
- * committed; else 0. For /readyz. */
+/* 1 while the database is open, the store is not closing and writes
+ * succeed; else 0. For /readyz. Writes are known to fail after a batch
+ * with writes failed (at open, the backend tries a write too) and to
+ * succeed again after one committed; while they fail, the backend retries
+ * a small write of its own about every second, so readiness returns by
+ * itself when the disk has space again. Reads are served meanwhile. */
 int lb_store_ready(const lb_store *s);
+
+/* 0 while writes succeed; else the code of the last write failure:
+ * UV_ENOSPC (no space left on device: SQLITE_FULL) or LB_EIO. Loop
+ * thread. */
+int lb_store_write_error(const lb_store *s);
 
 /* Counters since open, read on the loop thread (for /metrics). */
 typedef struct {

@@ -1,60 +1,10 @@
-/* Events and their dedupe: the in-memory table of recent Lever keys
- * (store/recent.h) on its own, then event_insert through the SQLite backend:
+/* Events and their dedupe (the table of recent Lever keys on its own is in
+ * test_store_recent.c), event_insert through the SQLite backend:
  * Lever duplicates in one batch, across a restart, outside the window, after
  * a rolled-back op; results deduplicated by their unique index. */
 #include "store_helpers.h"
 
 #include "store/recent.h"
-
-/* ---- the table ------------------------------------------------------------ */
-
-static void test_recent_find_and_grow(void **state)
-{
-    (void)state;
-    lb_recent r;
-    lb_recent_init(&r, 1000);
-    int64_t seqs[4];
-    assert_int_equal(lb_recent_find(&r, 42, seqs, 4), 0); /* empty, no slots yet */
-    uint64_t a = lb_recent_hash("t1", "hook:tok");
-    assert_true(a != 0);
-    assert_true(a != lb_recent_hash("t2", "hook:tok"));
-    assert_true(a != lb_recent_hash("t1h", "ook:tok")); /* the separator counts */
-    for (int64_t i = 1; i <= 5000; i++) /* grows past its first 1024 slots */
-        lb_recent_add(&r, lb_recent_hash("t1", i == 777 ? "hook:tok" : "x") + (uint64_t)i, i,
-                      5000, 5000);
-    assert_int_equal(r.count, 5000);
-    assert_true(4 * r.count <= 3 * r.cap);
-    lb_recent_add(&r, a, 9001, 5000, 5000);
-    lb_recent_add(&r, a, 9002, 5000, 5000);
-    assert_int_equal(lb_recent_find(&r, a, seqs, 4), 2);
-    assert_true((seqs[0] == 9001 && seqs[1] == 9002) || (seqs[0] == 9002 && seqs[1] == 9001));
-    assert_int_equal(lb_recent_find(&r, a, seqs, 1), 2); /* counts past max */
-    lb_recent_free(&r);
-}
-
-static void test_recent_forgets_past_horizon(void **state)
-{
-    (void)state;
-    lb_recent r;
-    lb_recent_init(&r, 1000);
-    uint64_t old = lb_recent_hash("t", "old");
-    lb_recent_add(&r, old, 1, 100, 100); /* arrived at 100 ms */
-    for (int64_t i = 2; i <= 768; i++)   /* fills the 1024 slots to 3/4 */
-        lb_recent_add(&r, lb_recent_hash("t", "k") + (uint64_t)i, i, 100, 100);
-    int64_t seqs[2];
-    assert_int_equal(lb_recent_find(&r, old, seqs, 2), 1);
-    /* The next add rebuilds at 2000 ms: everything from 100 ms is past the
-     * 1000 ms horizon and goes; the table shrinks back to its minimum. */
-    assert_int_equal(r.count, 768);
-    assert_int_equal(r.cap, 1024);
-    lb_recent_add(&r, lb_recent_hash("t", "new"), 769, 2000, 2000);
-    assert_int_equal(r.count, 1);
-    assert_int_equal(r.cap, 1024);
-    assert_int_equal(lb_recent_find(&r, old, seqs, 2), 0);
-    assert_int_equal(lb_recent_find(&r, lb_recent_hash("t", "new"), seqs, 2), 1);
-    assert_int_equal(seqs[0], 769);
-    lb_recent_free(&r);
-}
 
 /* ---- event_insert ------------------------------------------------------------ */
 
@@ -189,6 +139,73 @@ static void test_lever_window_bounds_the_keys_kept(void **state)
     fx_close(f);
 }
 
+/* Hash collisions through the whole backend: the test knob keeps only a
+ * few bits of each tag, so distinct deliveries share tags all the time.
+ * With 4 bits, a key has a few candidates, each read and compared; with 1
+ * bit, more than the backend reads, so it searches the rows instead.
+ * Either way every new delivery is accepted, every copy is a duplicate of
+ * the right event, also after a restart. */
+static void collide(fixture *f, const char *bits)
+{
+    enum { N = 48 };
+    static char keys[N][32];
+    static ereq e[N], d[N];
+    setenv("LB_FAULT_RECENT_TAG_BITS", bits, 1);
+    fx_open(f);
+    tenants(f);
+    int64_t now = lb_time_now_ms();
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "h1:tok-%s-%d", bits, i);
+        ereq_init(&e[i], i % 2 ? "t1" : "t2", "lever", keys[i], now);
+        if (i < N / 2) /* half in one batch, half one by one */
+            assert_int_equal(lb_store_submit(f->store, &e[i].r.op), 0);
+    }
+    run_loop(f);
+    for (int i = N / 2; i < N; i++)
+        assert_int_equal(insert_one(f, &e[i]), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(e[i].r.op.status, 0);
+        assert_int_equal(e[i].r.op.event_insert.duplicate, 0);
+    }
+    char t1_id[LB_EVENT_ID_MAX + 1] = "";
+    for (int round = 0; round < 2; round++) { /* then again after a restart */
+        for (int i = 0; i < N; i++) {
+            ereq_init(&d[i], i % 2 ? "t1" : "t2", "lever", keys[i], now);
+            assert_int_equal(insert_one(f, &d[i]), 0);
+            assert_int_equal(d[i].r.op.event_insert.duplicate, 1);
+            assert_string_equal(d[i].r.op.event_insert.existing_id, e[i].ev.id);
+        }
+        /* t2's key for t1: new the first time, a duplicate of that after */
+        ereq x;
+        ereq_init(&x, "t1", "lever", keys[0], now);
+        assert_int_equal(insert_one(f, &x), 0);
+        assert_int_equal(x.r.op.event_insert.duplicate, round);
+        if (round == 0) {
+            snprintf(t1_id, sizeof(t1_id), "%s", x.ev.id);
+            fx_close(f);
+            fx_open(f);
+        } else {
+            assert_string_equal(x.r.op.event_insert.existing_id, t1_id);
+        }
+    }
+    fx_close(f);
+    unsetenv("LB_FAULT_RECENT_TAG_BITS");
+}
+
+static void test_lever_hash_collisions(void **state)
+{
+    fixture *f = *state;
+    collide(f, "4");
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 49);
+}
+
+static void test_lever_hash_collisions_past_candidates(void **state)
+{
+    fixture *f = *state;
+    collide(f, "1");
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 49);
+}
+
 static void test_lever_rolled_back_op_is_no_duplicate(void **state)
 {
     fixture *f = *state;
@@ -239,8 +256,6 @@ static void test_results_unique_by_index(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_recent_find_and_grow),
-        cmocka_unit_test(test_recent_forgets_past_horizon),
         cmocka_unit_test_setup_teardown(test_lever_duplicates_in_one_batch, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_duplicate_after_restart, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_window_bounds_the_keys_kept, fx_setup,
@@ -248,6 +263,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lever_rolled_back_op_is_no_duplicate, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_results_unique_by_index, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lever_hash_collisions, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lever_hash_collisions_past_candidates, fx_setup,
+                                        fx_teardown),
     };
     return cmocka_run_group_tests_name("store_events", tests, NULL, NULL);
 }

@@ -1,0 +1,198 @@
+/* Test-only fault injection: see fault.h. */
+#include "store/fault.h"
+
+#ifdef LB_FAULT_INJECTION
+
+#include "core/log.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Set once by lb_store__fault_install, then read-only. */
+static char full_path[1024];
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs shim_vfs;
+
+/* A file of the shim: its head, then the real VFS's file. Owner: SQLite. */
+typedef struct {
+    sqlite3_file base;
+    sqlite3_file *real;
+    int faulty; /* a database, WAL or journal: writes may fail */
+} ff_file;
+
+static int disk_full(void)
+{
+    return access(full_path, F_OK) == 0;
+}
+
+static int ff_close(sqlite3_file *f)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xClose(p->real);
+}
+
+static int ff_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xRead(p->real, buf, n, off);
+}
+
+static int ff_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    ff_file *p = (ff_file *)f;
+    if (p->faulty && disk_full()) return SQLITE_FULL;
+    return p->real->pMethods->xWrite(p->real, buf, n, off);
+}
+
+static int ff_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xTruncate(p->real, size);
+}
+
+static int ff_sync(sqlite3_file *f, int flags)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xSync(p->real, flags);
+}
+
+static int ff_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xFileSize(p->real, size);
+}
+
+static int ff_lock(sqlite3_file *f, int level)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xLock(p->real, level);
+}
+
+static int ff_unlock(sqlite3_file *f, int level)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xUnlock(p->real, level);
+}
+
+static int ff_check_reserved(sqlite3_file *f, int *out)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xCheckReservedLock(p->real, out);
+}
+
+static int ff_file_control(sqlite3_file *f, int op, void *arg)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xFileControl(p->real, op, arg);
+}
+
+static int ff_sector_size(sqlite3_file *f)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xSectorSize(p->real);
+}
+
+static int ff_device_characteristics(sqlite3_file *f)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xDeviceCharacteristics(p->real);
+}
+
+static int ff_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatile **pp)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xShmMap(p->real, pg, pgsz, extend, pp);
+}
+
+static int ff_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xShmLock(p->real, offset, n, flags);
+}
+
+static void ff_shm_barrier(sqlite3_file *f)
+{
+    ff_file *p = (ff_file *)f;
+    p->real->pMethods->xShmBarrier(p->real);
+}
+
+static int ff_shm_unmap(sqlite3_file *f, int del)
+{
+    ff_file *p = (ff_file *)f;
+    return p->real->pMethods->xShmUnmap(p->real, del);
+}
+
+/* No memory-mapped I/O through the shim: SQLite then reads with xRead. */
+static int ff_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
+{
+    *pp = NULL;
+    return SQLITE_OK;
+}
+
+static int ff_unfetch(sqlite3_file *f, sqlite3_int64 off, void *page)
+{
+    return SQLITE_OK;
+}
+
+static const sqlite3_io_methods ff_methods = {
+    3,
+    ff_close,
+    ff_read,
+    ff_write,
+    ff_truncate,
+    ff_sync,
+    ff_file_size,
+    ff_lock,
+    ff_unlock,
+    ff_check_reserved,
+    ff_file_control,
+    ff_sector_size,
+    ff_device_characteristics,
+    ff_shm_map,
+    ff_shm_lock,
+    ff_shm_barrier,
+    ff_shm_unmap,
+    ff_fetch,
+    ff_unfetch,
+};
+
+static int ff_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    ff_file *p = (ff_file *)f;
+    p->real = (sqlite3_file *)(p + 1);
+    p->faulty = (flags & (SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_WAL | SQLITE_OPEN_MAIN_JOURNAL)) != 0;
+    int rc = real_vfs->xOpen(real_vfs, name, p->real, flags, out);
+    /* The real file's methods are what the shim forwards to; without them
+     * (a failed open) SQLite must not call the shim's xClose either. */
+    p->base.pMethods = p->real->pMethods != NULL ? &ff_methods : NULL;
+    return rc;
+}
+
+int lb_store__fault_install(void)
+{
+    const char *path = getenv("LB_FAULT_DISK_FULL");
+    if (path == NULL || path[0] == '\0' || strlen(path) >= sizeof(full_path)) return 0;
+    real_vfs = sqlite3_vfs_find(NULL);
+    if (real_vfs == NULL) return 0;
+    snprintf(full_path, sizeof(full_path), "%s", path);
+    shim_vfs = *real_vfs;
+    shim_vfs.zName = "lb-fault";
+    shim_vfs.pNext = NULL;
+    shim_vfs.szOsFile = (int)sizeof(ff_file) + real_vfs->szOsFile;
+    shim_vfs.xOpen = ff_open;
+    if (sqlite3_vfs_register(&shim_vfs, 1) != SQLITE_OK) return 0;
+    lb_warn("store", "fault injection: writes fail as on a full disk while %s exists", full_path);
+    return 1;
+}
+
+#else
+
+int lb_store__fault_install(void)
+{
+    return 0;
+}
+
+#endif
