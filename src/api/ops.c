@@ -26,7 +26,13 @@ static void readyz(lb_http_req *req, void *data)
         return;
     }
     if (api->store == NULL || !lb_store_ready(api->store)) {
-        lb_http_respond_error(req, 503, "unavailable", "The store is not available.", NULL);
+        int e = api->store ? lb_store_write_error(api->store) : 0;
+        lb_http_respond_error(req, 503, "unavailable",
+                              e == UV_ENOSPC
+                                  ? "The store cannot write: no space left on device. "
+                                    "Reads are served; writes wait for space."
+                                  : "The store is not available.",
+                              NULL);
         return;
     }
     lb_http_respond_static(req, 200, "application/json", "Cache-Control: no-store\r\n", ready_body,

@@ -100,6 +100,7 @@ def degraded_checks(s, events):
     assert s.get("/healthz").status == 200
     r = s.get("/readyz")
     assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
+    assert "no space left" in r.json()["error"]["message"], r
     r = call(s, "GET", "/v1/tenants/acme/events?limit=200")
     assert r.status == 200, r
     assert len(r.json()["data"]) == events
