@@ -1,7 +1,8 @@
 /* Lever's Data API: requests built, answers classified and parsed. No I/O
  * here: a request is an lb_http_request that the engine sends through the
  * tenant's outbound queue, and the answer comes back to the parsers below.
- * Facts about Lever are in ../shared/spec/lever.md; parsing is tolerant
+ * Lever as this code expects it is what lever-sim plays (test/sim/README.md,
+ * "lever-sim behaviour"); parsing is tolerant
  * (unknown fields ignored, lists with or without next/hasNext, the webhook
  * signature token under data or data.data). */
 #ifndef LB_LEVER_LEVER_H
