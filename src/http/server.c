@@ -15,11 +15,13 @@
 #define READ_BUF_SIZE (8 * 1024)
 /* Stop parsing pipelined requests while this much response data waits. */
 #define WRITE_QUEUE_HIGH (256 * 1024)
+/* At most one summary line about refused connections this often. */
+#define REFUSED_LOG_MS 10000
 
 typedef enum {
     C_IDLE,     /* between requests: idle timer */
     C_HEADERS,  /* first byte seen, headers incomplete: header timer */
-    C_BODY,     /* headers done, body incomplete: body idle timer */
+    C_BODY,     /* headers done, body incomplete: body deadline (not reset by reads) */
     C_HANDLING, /* parsed, handler owes a response: parser paused, not reading */
     C_LINGER,   /* last response sent: write side shut, draining input, then close */
     C_CLOSED,
@@ -29,6 +31,16 @@ typedef struct {
     uint32_t name_off, name_len, val_off, val_len;
 } hdr_span;
 
+/* Which eviction queue a connection is on: at MAX_CONNECTIONS the head of
+ * Q_IDLE goes first (the longest idle, or one lingering after its last
+ * answer), else the head of Q_BUSY (the request that began longest ago and
+ * is still not fully read). Handled requests are on neither. */
+typedef enum { Q_NONE, Q_IDLE, Q_BUSY } conn_queue;
+
+typedef struct {
+    lb_http_conn *head, *tail;
+} queue;
+
 /* Owned by the server's connection list; freed in close_cb once both handles
  * are closed and no handler owes a response. */
 struct lb_http_conn {
@@ -37,6 +49,8 @@ struct lb_http_conn {
     llhttp_t parser;
     lb_http_server *srv;
     lb_http_conn *prev, *next;
+    lb_http_conn *qprev, *qnext; /* on srv->queues[q] unless q is Q_NONE */
+    conn_queue q;
     conn_state state;
     int handles;          /* open libuv handles (tcp, timer) */
     int in_process;       /* inside process(): respond must not recurse */
@@ -68,7 +82,11 @@ struct lb_http_server {
     lb_http_handler handler;
     void *handler_data;
     lb_http_conn *conns;
-    size_t nconns;
+    size_t nconns;   /* linked, closing ones included (until their close_cb) */
+    size_t nclosing; /* of those, already closing: they hold no slot */
+    queue queues[3]; /* by conn_queue; Q_NONE unused */
+    uint64_t refused_unlogged; /* refusals since the last summary line */
+    int64_t refused_logged_ms;
     int port;
     unsigned listening : 1;
     unsigned draining : 1;
@@ -146,7 +164,7 @@ static void timer_cb(uv_timer_t *t)
         send_error_and_close(c, 408, "request_timeout", "The request headers took too long.");
         break;
     case C_BODY:
-        send_error_and_close(c, 408, "request_timeout", "The request body stalled.");
+        send_error_and_close(c, 408, "request_timeout", "The request body took too long.");
         break;
     default: /* idle keep-alive or lingering close: just go */
         conn_close(c);
@@ -154,17 +172,60 @@ static void timer_cb(uv_timer_t *t)
     }
 }
 
+static void queue_unlink(lb_http_conn *c)
+{
+    if (c->q == Q_NONE)
+        return;
+    queue *q = &c->srv->queues[c->q];
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        q->head = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        q->tail = c->qprev;
+    c->qprev = c->qnext = NULL;
+    c->q = Q_NONE;
+}
+
+/* Appends c to queue qi, unless it is on it already (its place, the time it
+ * got there, is kept: a request stays as old as its first byte). */
+static void queue_move(lb_http_conn *c, conn_queue qi)
+{
+    if (c->q == qi)
+        return;
+    queue_unlink(c);
+    if (qi == Q_NONE)
+        return;
+    queue *q = &c->srv->queues[qi];
+    c->qprev = q->tail;
+    c->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = c;
+    else
+        q->head = c;
+    q->tail = c;
+    c->q = qi;
+}
+
+/* Each state's timer starts when the state is entered and is not restarted
+ * by reads: HEADER_TIMEOUT and BODY_TIMEOUT are deadlines, however slowly
+ * the bytes trickle. */
 static void set_state(lb_http_conn *c, conn_state st)
 {
     const lb_http_server_config *cfg = &c->srv->cfg;
     c->state = st;
     int64_t ms = 0;
     switch (st) {
-    case C_IDLE: ms = cfg->idle_timeout_ms; break;
-    case C_HEADERS: ms = cfg->header_timeout_ms; break;
-    case C_BODY: ms = cfg->body_timeout_ms; break;
-    case C_LINGER: ms = cfg->idle_timeout_ms; break; /* until the answer is out */
-    default: break;
+    case C_IDLE: ms = cfg->idle_timeout_ms; queue_move(c, Q_IDLE); break;
+    case C_HEADERS: ms = cfg->header_timeout_ms; queue_move(c, Q_BUSY); break;
+    case C_BODY: ms = cfg->body_timeout_ms; queue_move(c, Q_BUSY); break;
+    case C_LINGER: /* until the answer is out */
+        ms = cfg->idle_timeout_ms;
+        queue_move(c, Q_IDLE);
+        break;
+    default: queue_move(c, Q_NONE); break;
     }
     if (ms > 0)
         uv_timer_start(&c->timer, timer_cb, (uint64_t)ms, 0);
@@ -211,8 +272,6 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     c->rlen += (size_t)nread;
     if (c->state == C_IDLE)
         set_state(c, C_HEADERS);
-    else if (c->state == C_BODY)
-        set_state(c, C_BODY); /* restart the idle-between-bytes timer */
     process(c);
 }
 
@@ -702,6 +761,7 @@ static void conn_close_cb(uv_handle_t *h)
     lb_http_server *s = c->srv;
     if (--c->handles > 0)
         return;
+    s->nclosing--;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -723,6 +783,8 @@ static void conn_close(lb_http_conn *c)
     if (c->state == C_CLOSED)
         return;
     c->state = C_CLOSED;
+    c->srv->nclosing++;
+    queue_unlink(c);
     read_stop(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
@@ -736,6 +798,64 @@ static void conn_link(lb_http_server *s, lb_http_conn *c)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+}
+
+/* A connection at MAX_CONNECTIONS that could not make room. Counted, and
+ * logged as one summary line at most every REFUSED_LOG_MS. */
+static void refused(lb_http_server *s)
+{
+    lb_metric_add(lb_metrics_counter("leverbridge_http_connections_refused_total",
+                                     "Connections closed at accept: every slot busy.", ""),
+                  1);
+    s->refused_unlogged++;
+    int64_t now = (int64_t)(uv_now(s->loop));
+    if (s->refused_logged_ms == 0 || now - s->refused_logged_ms >= REFUSED_LOG_MS) {
+        lb_warn("http",
+                "%llu connection(s) refused since the last report: all %d connections "
+                "have a request being handled",
+                (unsigned long long)s->refused_unlogged, s->cfg.max_connections);
+        s->refused_unlogged = 0;
+        s->refused_logged_ms = now == 0 ? 1 : now;
+    }
+}
+
+/* At MAX_CONNECTIONS: closes the longest idle (or lingering) connection,
+ * else the one whose unfinished request began longest ago (it gets a best
+ * effort 503 first). 0 when one was closed, UV_EAGAIN when every slot has a
+ * request being handled. */
+static int make_room(lb_http_server *s)
+{
+    lb_http_conn *v = s->queues[Q_IDLE].head;
+    const char *reason = "idle";
+    if (v == NULL) {
+        v = s->queues[Q_BUSY].head;
+        reason = "slow";
+    }
+    if (v == NULL)
+        return UV_EAGAIN;
+    char labels[32];
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    lb_metric_add(lb_metrics_counter("leverbridge_http_connections_evicted_total",
+                                     "Connections closed at MAX_CONNECTIONS to make room.",
+                                     labels),
+                  1);
+    if (v->q == Q_BUSY && uv_stream_get_write_queue_size((uv_stream_t *)&v->tcp) == 0) {
+        v->keep_alive = 0;
+        size_t blen;
+        char *body = lb_http_error_body(
+            "unavailable", "The server is at its connection limit and this request was the slowest.",
+            NULL, &blen);
+        char head[512];
+        size_t hlen = format_head(v, head, sizeof(head), 503, "application/json", NULL, blen);
+        if (hlen > 0) {
+            uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)hlen),
+                                uv_buf_init(body, (unsigned)blen)};
+            uv_try_write((uv_stream_t *)&v->tcp, bufs, 2);
+        }
+        lb_free(body);
+    }
+    conn_close(v);
+    return 0;
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -754,11 +874,17 @@ static void on_connection(uv_stream_t *server, int status)
     c->tcp.data = c;
     c->handles = 1;
     conn_link(s, c); /* counted until its close callback */
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || s->draining ||
-        s->nconns > (size_t)s->cfg.max_connections) {
-        if (s->nconns > (size_t)s->cfg.max_connections)
-            lb_warn("http", "connection refused: %d connections open", s->cfg.max_connections);
+    int refuse = uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || s->draining;
+    /* Closing connections hold no slot: their close callbacks come later in
+     * this loop iteration. */
+    if (!refuse && s->nconns - s->nclosing > (size_t)s->cfg.max_connections &&
+        make_room(s) != 0) {
+        refused(s);
+        refuse = 1;
+    }
+    if (refuse) {
         c->state = C_CLOSED;
+        s->nclosing++;
         uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
         return;
     }
@@ -789,6 +915,8 @@ int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
     s->cfg = *cfg;
     s->handler = handler;
     s->handler_data = data;
+    lb_metrics_declare_counter("leverbridge_http_connections_evicted_total",
+                               "Connections closed at MAX_CONNECTIONS to make room.");
     llhttp_settings_init(&s->settings);
     s->settings.on_message_begin = on_message_begin;
     s->settings.on_url = on_url;
@@ -832,7 +960,7 @@ int lb_http_server_draining(const lb_http_server *s)
 
 size_t lb_http_server_connections(const lb_http_server *s)
 {
-    return s->nconns;
+    return s->nconns - s->nclosing;
 }
 
 static void listener_closed_cb(uv_handle_t *h)

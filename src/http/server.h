@@ -11,8 +11,12 @@
  * request line + headers 16 KiB (431), URL 8 KiB (414), 100 headers (431),
  * body MAX_BODY by Content-Length at header time and while streaming (413),
  * HEADER_TIMEOUT from the first byte to the end of headers (408),
- * BODY_TIMEOUT between body bytes (408), IDLE_TIMEOUT on a kept-alive
- * connection (closed silently), MAX_CONNECTIONS (new ones closed at once). */
+ * BODY_TIMEOUT from the end of headers to the end of the body (408; a
+ * deadline, not restarted by reads), IDLE_TIMEOUT on a kept-alive
+ * connection (closed silently). At MAX_CONNECTIONS a new connection takes
+ * the place of the longest idle one, else of the oldest request still being
+ * read (503, closed); only when every slot has a request being handled is
+ * it closed at once (counted, with one summary log line per 10 s). */
 #ifndef LB_HTTP_SERVER_H
 #define LB_HTTP_SERVER_H
 

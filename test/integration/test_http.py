@@ -315,15 +315,43 @@ def test_stalled_body_408(make_server):
     assert 0.4 <= took < 3.0, took
 
 
-def test_slow_but_moving_body_is_accepted(make_server):
-    # BODY_TIMEOUT is idle time between body bytes, not a total.
-    srv = make_server(env={"LEVERBRIDGE_BODY_TIMEOUT": "500ms"})
+def test_body_within_deadline_is_accepted(make_server):
+    srv = make_server(env={"LEVERBRIDGE_BODY_TIMEOUT": "2s"})
     with srv.conn() as c:
         c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n")
         for b in b"abcdef":
-            time.sleep(0.25)
+            time.sleep(0.1)
             c.send(bytes([b]))
         assert_error(c.read_response(), 405)
+
+
+def test_trickled_body_cut_at_deadline_408(make_server):
+    # BODY_TIMEOUT (30 s by default: api.md, Operations) bounds the whole
+    # body, however slowly it trickles: a byte every 200 ms does not restart it.
+    srv = make_server(env={"LEVERBRIDGE_BODY_TIMEOUT": "1s"})
+    with srv.conn() as c:
+        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        t0 = time.monotonic()
+        got = b""
+        while time.monotonic() - t0 < 4:
+            try:
+                c.send(b"a")
+            except OSError:
+                break
+            c.sock.settimeout(0.2)
+            try:
+                got = c.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                pass
+            break
+        took = time.monotonic() - t0
+        assert got, "a trickled body was not cut after %.1fs" % took
+        c.buf = got
+        c.sock.settimeout(5)
+        err = answer_then_close(c, 408, "request_timeout")
+    assert 0.9 <= took < 2.5, (took, err)
 
 
 def test_idle_keepalive_closed_silently(make_server):
@@ -437,43 +465,102 @@ def test_1000_concurrent_keepalive_connections(server):
             c.close()
 
 
-def test_max_connections(make_server):
-    n = 5
-    srv = make_server(env={"LEVERBRIDGE_MAX_CONNECTIONS": str(n)})
-    # The start-up probe's connection may still be closing: wait until free.
-    deadline = time.monotonic() + 3
+def _open_healthy(srv, n, deadline=3.0):
+    """n keep-alive connections that each answered one /healthz. The start-up
+    probe's connection may still be closing, so a refused one is retried."""
+    end = time.monotonic() + deadline
     conns = []
-    try:
-        while len(conns) < n:
-            c = srv.conn()
-            try:
-                c.request("GET", "/healthz")
-                assert c.read_response().status == 200
-                conns.append(c)
-            except (Closed, OSError):
-                c.close()
-                assert time.monotonic() < deadline, "could not open %d connections" % n
-                time.sleep(0.05)
-        extra = srv.conn()
+    while len(conns) < n:
+        c = srv.conn()
         try:
-            extra.expect_closed(timeout=3, allow_reset=True)
-        finally:
-            extra.close()
-        for c in conns:  # the admitted ones still work
             c.request("GET", "/healthz")
             assert c.read_response().status == 200
-        conns.pop().close()  # a slot frees up
-        deadline = time.monotonic() + 3
-        while True:
-            try:
-                r = srv.get("/healthz")
-                break
-            except (Closed, OSError):
-                assert time.monotonic() < deadline, "freed slot never became usable"
-                time.sleep(0.05)
-        assert r.status == 200
+            conns.append(c)
+        except (Closed, OSError):
+            c.close()
+            assert time.monotonic() < end, "could not open %d connections" % n
+            time.sleep(0.05)
+    return conns
+
+
+def _alive(c):
+    try:
+        c.request("GET", "/healthz")
+        return c.read_response(timeout=3).status == 200
+    except (Closed, OSError, socket.timeout):
+        return False
+
+
+def test_max_connections_evicts_idle_first(make_server):
+    # At MAX_CONNECTIONS an idle keep-alive connection makes room, before any
+    # connection in the middle of a request.
+    n = 5
+    srv = make_server(env={"LEVERBRIDGE_MAX_CONNECTIONS": str(n)})
+    conns = _open_healthy(srv, n - 1)
+    slow = srv.conn()
+    try:
+        slow.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        time.sleep(0.2)
+        for i in range(3):  # each new one takes an idle one's place
+            r = srv.get("/healthz")
+            assert r.status == 200, (i, r)
+        slow.send(b"cd")  # the unfinished request was left alone
+        assert_error(slow.read_response(), 405)
+        alive = sum(1 for c in conns if _alive(c))
+        assert alive <= n - 1 - 1, "no idle connection was closed (%d alive)" % alive
+        m = parse_metrics(srv.get("/metrics").body.decode())
+        assert sample(m, "leverbridge_http_connections_evicted_total", reason="idle") >= 1
+        assert (sample(m, "leverbridge_http_connections_evicted_total", reason="slow") or 0) == 0
     finally:
+        slow.close()
         for c in conns:
+            c.close()
+
+
+def test_slow_bodies_do_not_take_every_slot(make_server):
+    # Issue 10: connections that each trickle a body byte now and then held
+    # every slot, and every new connection (/healthz, Lever's deliveries) was
+    # closed at accept with a warn line each.
+    n = 20
+    srv = make_server(env={"LEVERBRIDGE_MAX_CONNECTIONS": str(n)})
+    time.sleep(0.2)  # let the start-up probe's connection go
+    slow = []
+    try:
+        for _ in range(n):
+            c = srv.conn()
+            c.send(b"POST /hooks/lever/x HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            slow.append(c)
+            time.sleep(0.01)
+        for _ in range(3):  # they keep trickling
+            for c in slow:
+                try:
+                    c.send(b" ")
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        for i in range(5):
+            r = srv.get("/healthz")
+            assert r.status == 200, (i, r)
+        m = parse_metrics(srv.get("/metrics").body.decode())
+        # The first /healthz took the oldest slow request's place; the later
+        # ones took the place of the idle connections before them.
+        assert sample(m, "leverbridge_http_connections_evicted_total", reason="slow") >= 1
+        assert sample(m, "leverbridge_http_connections") <= n
+        first, last = slow[0], slow[-1]
+        first.sock.settimeout(2)
+        try:
+            data = first.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"" or data.startswith(b"HTTP/1.1 503 "), data
+        last.send(b" " * (1000 - 5) + b"}")  # the newest slow request still stands
+        r = last.read_response()
+        assert r.status in (400, 404), r
+        warns = [l for l in srv.log_lines() if l.get("level") == "warn" and "refused" in l.get("msg", "")]
+        assert len(warns) <= 1, warns
+    finally:
+        for c in slow:
             c.close()
 
 
