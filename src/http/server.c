@@ -59,6 +59,10 @@ struct lb_http_conn {
     unsigned owes : 1;    /* a handler owes lb_http_respond() for req */
     unsigned in_field : 1; /* the last header span was a field name */
     unsigned expect_continue : 1;
+    unsigned saw_version : 1;    /* the request line had an HTTP version */
+    uint64_t base_off;    /* stream offset of rbuf[0], to see where spans start */
+    uint64_t method_end;  /* stream offset just past the method */
+    uint64_t url_end;     /* stream offset just past the URL so far */
     int read_err;         /* EOF or error read while C_HANDLING, acted on after */
     int err_status;       /* a limit was hit: answer this and close */
     const char *err_code;
@@ -315,12 +319,57 @@ static int on_message_begin(llhttp_t *p)
     c->nhdrs = 0;
     c->in_field = 0;
     c->expect_continue = 0;
+    c->saw_version = 0;
+    return 0;
+}
+
+/* Stream offset of a span that starts at `at` inside rbuf. */
+static uint64_t span_off(const lb_http_conn *c, const char *at)
+{
+    return c->base_off + (uint64_t)(at - c->rbuf);
+}
+
+static int bad_request_line(lb_http_conn *c)
+{
+    return limit(c, 400, "invalid_request",
+                 "The request line must be METHOD SP target SP HTTP/1.x, single spaces.");
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    lb_http_conn *c = p->data;
+    c->method_end = span_off(c, at) + len;
+    return 0;
+}
+
+/* llhttp skips runs of spaces in the request line: RFC 9112 (3) allows one. */
+static int on_url_span(lb_http_conn *c, const char *at, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (c->url_len == 0 && span_off(c, at) != c->method_end + 1)
+        return bad_request_line(c);
+    c->url_end = span_off(c, at) + len;
+    return 0;
+}
+
+static int on_version(llhttp_t *p, const char *at, size_t len)
+{
+    lb_http_conn *c = p->data;
+    /* the span starts after "HTTP/": exactly one space after the URL */
+    if (len == 0)
+        return 0;
+    if (!c->saw_version && span_off(c, at) != c->url_end + 6)
+        return bad_request_line(c);
+    c->saw_version = 1;
     return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     lb_http_conn *c = p->data;
+    if (on_url_span(c, at, len) != 0)
+        return -1;
     if (c->url_len + len > LB_HTTP_MAX_URL)
         return limit(c, 414, "uri_too_long", "The request URL is too long.");
     if (lb_strbuf_add(&c->head, at, len) != 0)
@@ -391,10 +440,48 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
+/* Transfer-Encoding, over every field line of it: llhttp has checked that
+ * chunked comes last; any other coding is one we do not decode (501), and
+ * chunked twice is malformed (RFC 9112 6.1). */
+static int check_transfer_coding(lb_http_conn *c)
+{
+    int chunked = 0;
+    for (int i = 0; i < c->nhdrs; i++) {
+        const hdr_span *h = &c->hdrs[i];
+        if (strcasecmp(c->head.data + h->name_off, "transfer-encoding") != 0)
+            continue;
+        const char *v = c->head.data + h->val_off, *end = v + h->val_len;
+        while (v < end) {
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+                v++;
+            const char *t = v;
+            while (v < end && *v != ',')
+                v++;
+            const char *te = v;
+            while (te > t && (te[-1] == ' ' || te[-1] == '\t'))
+                te--;
+            if (te == t)
+                continue; /* empty list element */
+            if ((size_t)(te - t) != 7 || strncasecmp(t, "chunked", 7) != 0)
+                return limit(c, 501, "not_implemented",
+                             "Only the chunked transfer coding is supported.");
+            if (++chunked > 1)
+                return limit(c, 400, "invalid_request", "The body is chunked more than once.");
+        }
+    }
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     lb_http_conn *c = p->data;
     lb_http_server *s = c->srv;
+    if (!c->saw_version)
+        return bad_request_line(c); /* "GET /" alone: HTTP/0.9 is not served */
+    if (p->http_major != 1)
+        return limit(c, 505, "http_version_not_supported", "Only HTTP/1.0 and 1.1 are served.");
+    if ((p->flags & F_CHUNKED) && check_transfer_coding(c) != 0)
+        return -1;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s->cfg.max_body)
         return limit(c, 413, "payload_too_large", "The request body is too large.");
     size_t n;
@@ -404,6 +491,16 @@ static int on_headers_complete(llhttp_t *p)
     c->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
     c->req.start_ns = uv_hrtime();
     set_state(c, C_BODY);
+    return 0;
+}
+
+/* A chunk announcing more than MAX_BODY leaves is refused before its data. */
+static int on_chunk_header(llhttp_t *p)
+{
+    lb_http_conn *c = p->data;
+    uint64_t max = c->srv->cfg.max_body;
+    if (p->content_length > max || c->body.len > max - p->content_length)
+        return limit(c, 413, "payload_too_large", "The request body is too large.");
     return 0;
 }
 
@@ -483,6 +580,7 @@ static void process(lb_http_conn *c)
             break; /* the client is not reading its answers: wait */
         llhttp_errno_t err = llhttp_execute(&c->parser, c->rbuf, c->rlen);
         if (err == HPE_OK) {
+            c->base_off += c->rlen;
             c->rlen = 0;
             if (c->expect_continue && c->state == C_BODY) {
                 static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -497,11 +595,16 @@ static void process(lb_http_conn *c)
             size_t used = (size_t)(pos - c->rbuf);
             memmove(c->rbuf, pos, c->rlen - used);
             c->rlen -= used;
+            c->base_off += used;
             dispatch(c); /* may respond at once, which returns us to C_IDLE */
             continue;
         }
         if (c->err_status != 0) {
             send_error_and_close(c, c->err_status, c->err_code, c->err_msg);
+        } else if ((err == HPE_INVALID_CHUNK_SIZE || err == HPE_INVALID_CONTENT_LENGTH) &&
+                   strstr(llhttp_get_error_reason(&c->parser), "overflow") != NULL) {
+            /* a size past 2^64 is past MAX_BODY too */
+            send_error_and_close(c, 413, "payload_too_large", "The request body is too large.");
         } else {
             lb_debug("http", "bad request: %s", llhttp_errno_name(err));
             send_error_and_close(c, 400, "invalid_request", "The HTTP request is malformed.");
@@ -919,6 +1022,9 @@ int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
                                "Connections closed at MAX_CONNECTIONS to make room.");
     llhttp_settings_init(&s->settings);
     s->settings.on_message_begin = on_message_begin;
+    s->settings.on_method = on_method;
+    s->settings.on_version = on_version;
+    s->settings.on_chunk_header = on_chunk_header;
     s->settings.on_url = on_url;
     s->settings.on_url_complete = on_url_complete;
     s->settings.on_header_field = on_header_field;

@@ -16,7 +16,12 @@
  * connection (closed silently). At MAX_CONNECTIONS a new connection takes
  * the place of the longest idle one, else of the oldest request still being
  * read (503, closed); only when every slot has a request being handled is
- * it closed at once (counted, with one summary log line per 10 s). */
+ * it closed at once (counted, with one summary log line per 10 s).
+ *
+ * Framing is strict (llhttp's strict mode, no lenient flag, and more): one
+ * space between the parts of the request line and an HTTP/1.x version
+ * (400), no transfer coding but chunked (501), a chunk past MAX_BODY
+ * refused at its size line (413). HEAD answers drop the body. */
 #ifndef LB_HTTP_SERVER_H
 #define LB_HTTP_SERVER_H
 

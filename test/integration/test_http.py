@@ -251,6 +251,38 @@ def test_body_over_limit_by_content_length_413(make_server):
         assert_error(c.read_response(), 405)
 
 
+def test_chunk_size_over_limit_413_at_once(make_server):
+    # A chunk header announcing more than MAX_BODY is refused at once,
+    # before any of its data is sent.
+    srv = make_server(env={"LEVERBRIDGE_MAX_BODY": "1KiB"})
+    for size in [b"7FFFFFFF", b"80000000", b"FFFFFFFFFFFFFFF", b"401", b"FFFFFFFFFFFFFFFFFFFF"]:
+        with srv.conn() as c:
+            c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + size + b"\r\n")
+            answer_then_close(c, 413, "payload_too_large", timeout=3)
+    with srv.conn() as c:  # two chunks that only together are too much
+        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"300\r\n" + b"y" * 0x300 + b"\r\n" + b"101\r\n")
+        answer_then_close(c, 413, "payload_too_large", timeout=3)
+    with srv.conn() as c:  # exactly the limit in chunks is accepted
+        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"300\r\n" + b"y" * 0x300 + b"\r\n100\r\n" + b"y" * 0x100 + b"\r\n0\r\n\r\n")
+        assert_error(c.read_response(), 405)
+
+
+@pytest.mark.parametrize("te", [
+    b"Transfer-Encoding: gzip, chunked\r\n",
+    b"Transfer-Encoding: deflate,chunked\r\n",
+    b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+], ids=["gzip-chunked", "deflate-chunked", "two-lines"])
+def test_unsupported_transfer_coding_501(server, te):
+    with server.conn() as c:
+        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + te + b"\r\n"
+               b"5\r\nhello\r\n0\r\n\r\n")
+        answer_then_close(c, 501, "not_implemented")
+    assert server.get("/healthz").status == 200
+
+
 def test_body_over_limit_chunked_413(make_server):
     srv = make_server(env={"LEVERBRIDGE_MAX_BODY": "1KiB"})
     with srv.conn() as c:
@@ -416,7 +448,15 @@ def test_http10_with_keepalive_stays_open(server):
     b"GET /healthz HTTP/1.1 trailing\r\nHost: x\r\n\r\n",
     b"GET\x01/healthz HTTP/1.1\r\n\r\n",
     b"GET /healthz HTTP/1.1\r\nBad Header: x\r\n\r\n",
-], ids=["no-version", "bad-version", "extra-token", "control-char", "space-in-name"])
+    b"GET /healthz\r\n\r\n",
+    b"GET /healthz\r\nHost: x\r\n\r\n",
+    b"GET  /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz  HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1 \r\nHost: x\r\n\r\n",
+    b" GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+], ids=["no-version", "bad-version", "extra-token", "control-char", "space-in-name",
+        "http09", "line-without-version", "double-space-before-url",
+        "double-space-before-version", "space-after-version", "leading-space"])
 def test_malformed_request_400(server, raw):
     with server.conn() as c:
         c.send(raw)
