@@ -1,7 +1,9 @@
 /* A router over path patterns with parameters: "/v1/tenants/{tenant}/lever".
  * A parameter matches one non-empty segment and is percent-decoded into the
  * request. No match: 404 not_found; a path that matches under other methods:
- * 405 method_not_allowed with Allow. The matched pattern becomes req->route,
+ * 405 method_not_allowed with Allow. HEAD is served by the GET route (the
+ * server drops the body) and Allow lists it next to GET. The matched
+ * pattern becomes req->route,
  * the label of the request metrics. Routes are set up before serving. */
 #ifndef LB_HTTP_ROUTER_H
 #define LB_HTTP_ROUTER_H

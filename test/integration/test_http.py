@@ -135,6 +135,29 @@ def test_wrong_method_405(server, method):
     assert_error(r, 405, "method_not_allowed")
     allow = [m.strip() for m in (r.header("allow") or "").split(",")]
     assert "GET" in allow, r
+    assert "HEAD" in allow, r  # HEAD works wherever GET does (RFC 9110, 9.3.2)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/console", "/nope"])
+def test_head_on_get_route(server, path):
+    # Same status and headers as GET, no body.
+    get = server.get(path)
+    with server.conn() as c:
+        c.request("HEAD", path)
+        r = c.read_response(head=True)
+        assert r.status == get.status, (r, get)
+        assert r.header("content-type") == get.header("content-type"), r
+        assert r.header("content-length") == get.header("content-length"), (r, get)
+        c.request("GET", "/healthz")  # no body bytes were sent after the head
+        assert c.read_response().json() == {"status": "ok"}
+
+
+def test_head_on_post_only_route_405(server):
+    with server.conn() as c:
+        c.request("HEAD", "/v1/tenants/acme/results")
+        r = c.read_response(head=True)
+        assert r.status == 405, r
+        assert [m.strip() for m in r.header("allow").split(",")] == ["POST"], r
 
 
 # ---- request framing --------------------------------------------------------------
