@@ -31,6 +31,8 @@ typedef struct route {
 struct lb_router {
     route *routes;
     route **tail;
+    lb_route_guard guard; /* for lb_router_check, or NULL */
+    void *guard_data;
 };
 
 lb_router *lb_router_new(void)
@@ -52,6 +54,12 @@ void lb_router_free(lb_router *r)
         rt = next;
     }
     lb_free(r);
+}
+
+void lb_router_set_guard(lb_router *r, lb_route_guard fn, void *data)
+{
+    r->guard = fn;
+    r->guard_data = data;
 }
 
 int lb_router_add(lb_router *r, const char *method, const char *pattern, lb_route_fn fn,
@@ -241,4 +249,12 @@ void lb_router_dispatch(lb_http_req *req, void *router)
     route *rt = find(router, req);
     if (rt != NULL)
         rt->fn(req, rt->data);
+}
+
+int lb_router_check(lb_http_req *req, void *router)
+{
+    lb_router *r = router;
+    if (find(r, req) == NULL)
+        return 0;
+    return r->guard != NULL ? r->guard(req, r->guard_data) : 1;
 }

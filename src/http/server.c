@@ -59,6 +59,8 @@ struct lb_http_conn {
     unsigned owes : 1;    /* a handler owes lb_http_respond() for req */
     unsigned in_field : 1; /* the last header span was a field name */
     unsigned expect_continue : 1;
+    unsigned expect_pending : 1; /* paused at headers: ask cfg.check first */
+    unsigned req_ready : 1;      /* req's path, query and method are set */
     unsigned saw_version : 1;    /* the request line had an HTTP version */
     uint64_t base_off;    /* stream offset of rbuf[0], to see where spans start */
     uint64_t method_end;  /* stream offset just past the method */
@@ -114,6 +116,7 @@ typedef struct {
 } write_req;
 
 static void process(lb_http_conn *c);
+static int may_continue(lb_http_conn *c);
 static void conn_free(lb_http_conn *c);
 static void conn_close(lb_http_conn *c);
 static void read_stop(lb_http_conn *c);
@@ -319,6 +322,8 @@ static int on_message_begin(llhttp_t *p)
     c->nhdrs = 0;
     c->in_field = 0;
     c->expect_continue = 0;
+    c->expect_pending = 0;
+    c->req_ready = 0;
     c->saw_version = 0;
     return 0;
 }
@@ -486,11 +491,15 @@ static int on_headers_complete(llhttp_t *p)
         return limit(c, 413, "payload_too_large", "The request body is too large.");
     size_t n;
     const char *expect = lb_http_req_header(&c->req, "expect", &n);
-    if (expect != NULL && strcasecmp(expect, "100-continue") == 0)
+    if (expect != NULL && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1)
         c->expect_continue = 1;
     c->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
     c->req.start_ns = uv_hrtime();
     set_state(c, C_BODY);
+    if (c->expect_continue && ((p->flags & F_CHUNKED) || p->content_length > 0)) {
+        c->expect_pending = 1;
+        return HPE_PAUSED; /* process() asks cfg.check, then resumes */
+    }
     return 0;
 }
 
@@ -544,9 +553,13 @@ const char *lb_http_req_param(const lb_http_req *req, const char *name)
     return NULL;
 }
 
-static void dispatch(lb_http_conn *c)
+/* Sets the request's URL parts and method (once: the '?' is cut in place). */
+static void req_prepare(lb_http_conn *c)
 {
     lb_http_req *r = &c->req;
+    if (c->req_ready)
+        return;
+    c->req_ready = 1;
     char *url = c->head.data;
     char *q = memchr(url, '?', c->url_len);
     if (q != NULL) {
@@ -558,11 +571,59 @@ static void dispatch(lb_http_conn *c)
     r->path = url;
     r->method = llhttp_get_method(&c->parser);
     r->method_name = llhttp_method_name((llhttp_method_t)r->method);
+    r->body = "";
+    r->body_len = 0;
+    r->route = NULL;
+    r->nparams = 0;
+    r->ctx = NULL;
+}
+
+/* A request that asked for 100 Continue, its headers read and its body not:
+ * cfg.check decides whether the client should send the body. 1: it should,
+ * and 100 Continue is sent. 0: the check answered with the final status (an
+ * unknown route, a missing token...), and the connection closes after it,
+ * as the body was never read. */
+static int may_continue(lb_http_conn *c)
+{
+    lb_http_server *s = c->srv;
+    req_prepare(c);
+    if (s->cfg.check != NULL) {
+        int keep = c->keep_alive;
+        c->keep_alive = 0; /* if it answers now: then close */
+        c->owes = 1;
+        int go = s->cfg.check(&c->req, s->cfg.check_data);
+        if (!go) {
+            if (c->owes) {
+                lb_error("http", "a check refused a request without answering it");
+                c->owes = 0;
+                send_error_and_close(c, 500, "internal", "The request could not be handled.");
+            }
+            return 0;
+        }
+        if (!c->owes) { /* answered, yet said go on: the answer stands */
+            lb_error("http", "a check answered a request and let it go on");
+            return 0;
+        }
+        c->owes = 0;
+        c->keep_alive = keep ? 1 : 0;
+        c->req.route = NULL;
+        c->req.nparams = 0;
+    }
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1); /* best effort: RFC 9110 15.2.1 */
+    return 1;
+}
+
+static void dispatch(lb_http_conn *c)
+{
+    lb_http_req *r = &c->req;
+    req_prepare(c);
     r->body = c->body.len ? c->body.data : "";
     r->body_len = c->body.len;
     r->route = NULL;
     r->nparams = 0;
-    r->ctx = NULL;
     c->owes = 1;
     if (c->srv->draining)
         c->keep_alive = 0;
@@ -582,12 +643,6 @@ static void process(lb_http_conn *c)
         if (err == HPE_OK) {
             c->base_off += c->rlen;
             c->rlen = 0;
-            if (c->expect_continue && c->state == C_BODY) {
-                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-                uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
-                uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-                c->expect_continue = 0;
-            }
             break;
         }
         if (err == HPE_PAUSED) {
@@ -596,6 +651,13 @@ static void process(lb_http_conn *c)
             memmove(c->rbuf, pos, c->rlen - used);
             c->rlen -= used;
             c->base_off += used;
+            if (c->expect_pending) { /* paused at the headers, not at the end */
+                c->expect_pending = 0;
+                if (!may_continue(c))
+                    break; /* answered: the connection lingers closed */
+                llhttp_resume(&c->parser);
+                continue;
+            }
             dispatch(c); /* may respond at once, which returns us to C_IDLE */
             continue;
         }

@@ -64,6 +64,12 @@ typedef struct lb_http_req {
 } lb_http_req;
 
 typedef void (*lb_http_handler)(lb_http_req *req, void *data);
+/* Called for a request that asks for 100 Continue, once its headers are read
+ * and before its body is: 1 to have the body sent (the server answers
+ * 100 Continue), or 0 after answering req with lb_http_respond() before
+ * returning (a 404, a 401...); the connection then closes after the answer.
+ * req has its method, path, query and headers, no body. Synchronous. */
+typedef int (*lb_http_check)(lb_http_req *req, void *data);
 
 typedef struct {
     const char *host;
@@ -73,6 +79,8 @@ typedef struct {
     int64_t body_timeout_ms;
     int64_t idle_timeout_ms;
     int max_connections;
+    lb_http_check check; /* NULL: every 100-continue request is let go on */
+    void *check_data;
 } lb_http_server_config;
 
 /* Binds and listens. 0, or a negative libuv code with nothing left open. */

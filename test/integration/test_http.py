@@ -221,16 +221,51 @@ def test_chunked_body_within_limit(server):
         assert c.read_response().status == 200
 
 
+def _first_answer(c, timeout=3):
+    c.sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.sock.recv(4096)
+        assert chunk, "closed after %r" % data
+        data += chunk
+    return data
+
+
 def test_expect_100_continue(server):
+    # 100 Continue only once the request is routed and authorized.
+    body = json.dumps({"result_id": "r_1"}).encode()
     with server.conn() as c:
-        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-               b"Expect: 100-continue\r\n\r\n")
-        c.sock.settimeout(3)
-        interim = c.sock.recv(4096)
+        c.send(b"POST /v1/tenants/acme/results HTTP/1.1\r\nHost: x\r\n"
+               b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+               b"Expect: 100-continue\r\n\r\n" % len(body))
+        interim = _first_answer(c)
         assert interim.startswith(b"HTTP/1.1 100 "), interim
         c.buf = interim[interim.index(b"\r\n\r\n") + 4:]
-        c.send(b"hello")
-        assert_error(c.read_response(), 405)
+        c.send(body)
+        r = c.read_response()
+        assert 400 <= r.status < 500 and r.status != 401, r  # unknown tenant or bad body
+
+
+@pytest.mark.parametrize("target,headers,status,code", [
+    ("/v1/tenants/acme/results", b"", 401, "unauthorized"),
+    ("/v1/tenants/acme/results", b"Authorization: Bearer wrong\r\n", 401, "unauthorized"),
+    ("/v1/tenants/acme/workflows", b"", 401, "unauthorized"),
+    ("/healthz", b"", 405, "method_not_allowed"),
+    ("/nope", b"", 404, "not_found"),
+], ids=["no-token", "wrong-token", "tenant-route", "wrong-method", "no-route"])
+def test_expect_100_continue_not_sent_before_final_status(server, target, headers, status, code):
+    with server.conn() as c:
+        c.send(b"POST " + target.encode() + b" HTTP/1.1\r\nHost: x\r\n" + headers +
+               b"Content-Type: application/json\r\nContent-Length: 5\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        first = _first_answer(c)
+        assert first.startswith(b"HTTP/1.1 %d " % status), first
+        c.buf = first
+        r = c.read_response()
+        assert_error(r, status, code)
+        # The body was never read: the answer closes the connection.
+        assert r.closes(), r
 
 
 # ---- limits -----------------------------------------------------------------------
