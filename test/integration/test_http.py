@@ -662,6 +662,63 @@ def test_slow_bodies_do_not_take_every_slot(make_server):
             c.close()
 
 
+def test_refused_only_when_every_slot_is_handled(make_server):
+    # A connection is refused only when no slot is idle or slow: every one
+    # has a request that a handler is working on (here: waiting on a slow
+    # Lever). Refusals are counted, and logged as one summary line.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class SlowLever(BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(1.5)
+            body = b'{"code":"Unauthorized","message":"bad key"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    lever = ThreadingHTTPServer(("127.0.0.1", 0), SlowLever)
+    threading.Thread(target=lever.serve_forever, daemon=True).start()
+    n = 3
+    auth = {"Authorization": "Bearer " + ADMIN_TOKEN, "Content-Type": "application/json"}
+    busy = []
+    try:
+        srv = make_server(env={"LEVERBRIDGE_MAX_CONNECTIONS": str(n),
+                               "LEVERBRIDGE_LEVER_API_URL":
+                                   "http://127.0.0.1:%d/v1" % lever.server_address[1]})
+        for i in range(n):
+            r = srv.get("/v1/tenants/t%d" % i, auth, method="PUT",
+                        body=json.dumps({"name": "T", "api_addon": True}).encode())
+            assert r.status == 201, r
+        for i in range(n):
+            c = srv.conn()
+            c.request("PUT", "/v1/tenants/t%d/lever" % i, auth, json.dumps({"api_key": "k"}))
+            busy.append(c)
+        time.sleep(0.5)  # every handler now waits on Lever
+        for _ in range(3):
+            with srv.conn() as x:
+                x.expect_closed(timeout=2, allow_reset=True)
+        for c in busy:  # the requests being handled were left alone
+            r = c.read_response(timeout=10)
+            assert_error(r, 422, "invalid_api_key")
+            c.close()
+        busy = []
+        time.sleep(0.2)
+        m = parse_metrics(srv.get("/metrics").body.decode())
+        assert sample(m, "leverbridge_http_connections_refused_total") >= 3
+        warns = [l for l in srv.log_lines() if l.get("level") == "warn" and "refused" in l.get("msg", "")]
+        assert len(warns) == 1, warns
+    finally:
+        for c in busy:
+            c.close()
+        lever.shutdown()
+        lever.server_close()
+
+
 # ---- shutdown ----------------------------------------------------------------------------
 
 
