@@ -379,7 +379,9 @@ int main(int argc, char **argv)
                                 .header_timeout_ms = a.cfg.header_timeout_ms,
                                 .body_timeout_ms = a.cfg.body_timeout_ms,
                                 .idle_timeout_ms = a.cfg.idle_timeout_ms,
-                                .max_connections = a.cfg.max_connections};
+                                .max_connections = a.cfg.max_connections,
+                                .check = lb_router_check,
+                                .check_data = a.router};
     rc = lb_http_server_start(&a.loop, &hc, lb_router_dispatch, a.router, &a.server);
     if (rc != 0) {
         snprintf(err, sizeof(err), "LEVERBRIDGE_LISTEN: cannot listen on %s: %s", a.cfg.listen,

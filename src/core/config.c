@@ -63,7 +63,7 @@ static const opt opts[] = {
     {"LOG_LEVEL", T_LEVEL, O(log_level), "info", 0, 0, "debug, info, warn, error"},
     {"HEADER_TIMEOUT", T_DUR, O(header_timeout_ms), "10s", 1, 1e9,
      "time to send a request's headers"},
-    {"BODY_TIMEOUT", T_DUR, O(body_timeout_ms), "30s", 1, 1e9, "idle time between body bytes"},
+    {"BODY_TIMEOUT", T_DUR, O(body_timeout_ms), "30s", 1, 1e9, "time to send a request's whole body"},
     {"IDLE_TIMEOUT", T_DUR, O(idle_timeout_ms), "60s", 1, 1e9, "idle keep-alive time"},
     {"DRAIN_TIMEOUT", T_DUR, O(drain_timeout_ms), "10s", 0, 1e9,
      "how long SIGTERM waits for work in flight"},

@@ -31,6 +31,8 @@ typedef struct route {
 struct lb_router {
     route *routes;
     route **tail;
+    lb_route_guard guard; /* for lb_router_check, or NULL */
+    void *guard_data;
 };
 
 lb_router *lb_router_new(void)
@@ -52,6 +54,12 @@ void lb_router_free(lb_router *r)
         rt = next;
     }
     lb_free(r);
+}
+
+void lb_router_set_guard(lb_router *r, lb_route_guard fn, void *data)
+{
+    r->guard = fn;
+    r->guard_data = data;
 }
 
 int lb_router_add(lb_router *r, const char *method, const char *pattern, lb_route_fn fn,
@@ -182,15 +190,25 @@ static int bind_params(const route *rt, lb_http_req *req, const char **segs, con
     return 0;
 }
 
-void lb_router_dispatch(lb_http_req *req, void *router)
+/* RFC 9110 9.3.2: HEAD is served wherever GET is, with the same status and
+ * headers; lb_http_respond drops the body. */
+static int method_matches(const route *rt, const lb_http_req *req)
 {
-    lb_router *r = router;
+    if (strcmp(rt->method, req->method_name) == 0)
+        return 1;
+    return strcmp(req->method_name, "HEAD") == 0 && strcmp(rt->method, "GET") == 0;
+}
+
+/* The route for req with its parameters bound, or NULL after answering 404
+ * or 405. */
+static route *find(lb_router *r, lb_http_req *req)
+{
     const char *segs[MAX_SEGMENTS];
     size_t lens[MAX_SEGMENTS];
     int n = split(req->path, segs, lens);
     if (n < 0) {
         lb_http_respond_error(req, 404, "not_found", "No such route.", NULL);
-        return;
+        return NULL;
     }
     char allow[128];
     lb_strbuf ab;
@@ -198,28 +216,45 @@ void lb_router_dispatch(lb_http_req *req, void *router)
     for (route *rt = r->routes; rt != NULL; rt = rt->next) {
         if (!match(rt, segs, lens, n))
             continue;
-        if (strcmp(rt->method, req->method_name) != 0) {
+        if (!method_matches(rt, req)) {
             if (ab.len == 0)
                 lb_strbuf_cat(&ab, "Allow: ");
             else
                 lb_strbuf_cat(&ab, ", ");
             lb_strbuf_cat(&ab, rt->method);
+            if (strcmp(rt->method, "GET") == 0)
+                lb_strbuf_cat(&ab, ", HEAD");
             continue;
         }
         req->route = rt->pattern;
         if (bind_params(rt, req, segs, lens, req->pbuf, sizeof(req->pbuf)) != 0) {
             lb_http_respond_error(req, 404, "not_found", "No such resource.", NULL);
-            return;
+            return NULL;
         }
-        rt->fn(req, rt->data);
-        return;
+        return rt;
     }
     if (ab.len > 0) {
         char hdr[160];
         snprintf(hdr, sizeof(hdr), "%s\r\n", allow);
         lb_http_respond_error_ex(req, 405, "method_not_allowed",
                                  "This method is not allowed on this route.", NULL, hdr);
-        return;
+        return NULL;
     }
     lb_http_respond_error(req, 404, "not_found", "No such route.", NULL);
+    return NULL;
+}
+
+void lb_router_dispatch(lb_http_req *req, void *router)
+{
+    route *rt = find(router, req);
+    if (rt != NULL)
+        rt->fn(req, rt->data);
+}
+
+int lb_router_check(lb_http_req *req, void *router)
+{
+    lb_router *r = router;
+    if (find(r, req) == NULL)
+        return 0;
+    return r->guard != NULL ? r->guard(req, r->guard_data) : 1;
 }

@@ -15,11 +15,13 @@
 #define READ_BUF_SIZE (8 * 1024)
 /* Stop parsing pipelined requests while this much response data waits. */
 #define WRITE_QUEUE_HIGH (256 * 1024)
+/* At most one summary line about refused connections this often. */
+#define REFUSED_LOG_MS 10000
 
 typedef enum {
     C_IDLE,     /* between requests: idle timer */
     C_HEADERS,  /* first byte seen, headers incomplete: header timer */
-    C_BODY,     /* headers done, body incomplete: body idle timer */
+    C_BODY,     /* headers done, body incomplete: body deadline (not reset by reads) */
     C_HANDLING, /* parsed, handler owes a response: parser paused, not reading */
     C_LINGER,   /* last response sent: write side shut, draining input, then close */
     C_CLOSED,
@@ -29,6 +31,16 @@ typedef struct {
     uint32_t name_off, name_len, val_off, val_len;
 } hdr_span;
 
+/* Which eviction queue a connection is on: at MAX_CONNECTIONS the head of
+ * Q_IDLE goes first (the longest idle, or one lingering after its last
+ * answer), else the head of Q_BUSY (the request that began longest ago and
+ * is still not fully read). Handled requests are on neither. */
+typedef enum { Q_NONE, Q_IDLE, Q_BUSY } conn_queue;
+
+typedef struct {
+    lb_http_conn *head, *tail;
+} queue;
+
 /* Owned by the server's connection list; freed in close_cb once both handles
  * are closed and no handler owes a response. */
 struct lb_http_conn {
@@ -37,6 +49,8 @@ struct lb_http_conn {
     llhttp_t parser;
     lb_http_server *srv;
     lb_http_conn *prev, *next;
+    lb_http_conn *qprev, *qnext; /* on srv->queues[q] unless q is Q_NONE */
+    conn_queue q;
     conn_state state;
     int handles;          /* open libuv handles (tcp, timer) */
     int in_process;       /* inside process(): respond must not recurse */
@@ -45,6 +59,12 @@ struct lb_http_conn {
     unsigned owes : 1;    /* a handler owes lb_http_respond() for req */
     unsigned in_field : 1; /* the last header span was a field name */
     unsigned expect_continue : 1;
+    unsigned expect_pending : 1; /* paused at headers: ask cfg.check first */
+    unsigned req_ready : 1;      /* req's path, query and method are set */
+    unsigned saw_version : 1;    /* the request line had an HTTP version */
+    uint64_t base_off;    /* stream offset of rbuf[0], to see where spans start */
+    uint64_t method_end;  /* stream offset just past the method */
+    uint64_t url_end;     /* stream offset just past the URL so far */
     int read_err;         /* EOF or error read while C_HANDLING, acted on after */
     int err_status;       /* a limit was hit: answer this and close */
     const char *err_code;
@@ -68,7 +88,11 @@ struct lb_http_server {
     lb_http_handler handler;
     void *handler_data;
     lb_http_conn *conns;
-    size_t nconns;
+    size_t nconns;   /* linked, closing ones included (until their close_cb) */
+    size_t nclosing; /* of those, already closing: they hold no slot */
+    queue queues[3]; /* by conn_queue; Q_NONE unused */
+    uint64_t refused_unlogged; /* refusals since the last summary line */
+    int64_t refused_logged_ms;
     int port;
     unsigned listening : 1;
     unsigned draining : 1;
@@ -92,6 +116,7 @@ typedef struct {
 } write_req;
 
 static void process(lb_http_conn *c);
+static int may_continue(lb_http_conn *c);
 static void conn_free(lb_http_conn *c);
 static void conn_close(lb_http_conn *c);
 static void read_stop(lb_http_conn *c);
@@ -146,7 +171,7 @@ static void timer_cb(uv_timer_t *t)
         send_error_and_close(c, 408, "request_timeout", "The request headers took too long.");
         break;
     case C_BODY:
-        send_error_and_close(c, 408, "request_timeout", "The request body stalled.");
+        send_error_and_close(c, 408, "request_timeout", "The request body took too long.");
         break;
     default: /* idle keep-alive or lingering close: just go */
         conn_close(c);
@@ -154,17 +179,60 @@ static void timer_cb(uv_timer_t *t)
     }
 }
 
+static void queue_unlink(lb_http_conn *c)
+{
+    if (c->q == Q_NONE)
+        return;
+    queue *q = &c->srv->queues[c->q];
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        q->head = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        q->tail = c->qprev;
+    c->qprev = c->qnext = NULL;
+    c->q = Q_NONE;
+}
+
+/* Appends c to queue qi, unless it is on it already (its place, the time it
+ * got there, is kept: a request stays as old as its first byte). */
+static void queue_move(lb_http_conn *c, conn_queue qi)
+{
+    if (c->q == qi)
+        return;
+    queue_unlink(c);
+    if (qi == Q_NONE)
+        return;
+    queue *q = &c->srv->queues[qi];
+    c->qprev = q->tail;
+    c->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = c;
+    else
+        q->head = c;
+    q->tail = c;
+    c->q = qi;
+}
+
+/* Each state's timer starts when the state is entered and is not restarted
+ * by reads: HEADER_TIMEOUT and BODY_TIMEOUT are deadlines, however slowly
+ * the bytes trickle. */
 static void set_state(lb_http_conn *c, conn_state st)
 {
     const lb_http_server_config *cfg = &c->srv->cfg;
     c->state = st;
     int64_t ms = 0;
     switch (st) {
-    case C_IDLE: ms = cfg->idle_timeout_ms; break;
-    case C_HEADERS: ms = cfg->header_timeout_ms; break;
-    case C_BODY: ms = cfg->body_timeout_ms; break;
-    case C_LINGER: ms = cfg->idle_timeout_ms; break; /* until the answer is out */
-    default: break;
+    case C_IDLE: ms = cfg->idle_timeout_ms; queue_move(c, Q_IDLE); break;
+    case C_HEADERS: ms = cfg->header_timeout_ms; queue_move(c, Q_BUSY); break;
+    case C_BODY: ms = cfg->body_timeout_ms; queue_move(c, Q_BUSY); break;
+    case C_LINGER: /* until the answer is out */
+        ms = cfg->idle_timeout_ms;
+        queue_move(c, Q_IDLE);
+        break;
+    default: queue_move(c, Q_NONE); break;
     }
     if (ms > 0)
         uv_timer_start(&c->timer, timer_cb, (uint64_t)ms, 0);
@@ -211,8 +279,6 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     c->rlen += (size_t)nread;
     if (c->state == C_IDLE)
         set_state(c, C_HEADERS);
-    else if (c->state == C_BODY)
-        set_state(c, C_BODY); /* restart the idle-between-bytes timer */
     process(c);
 }
 
@@ -256,12 +322,59 @@ static int on_message_begin(llhttp_t *p)
     c->nhdrs = 0;
     c->in_field = 0;
     c->expect_continue = 0;
+    c->expect_pending = 0;
+    c->req_ready = 0;
+    c->saw_version = 0;
+    return 0;
+}
+
+/* Stream offset of a span that starts at `at` inside rbuf. */
+static uint64_t span_off(const lb_http_conn *c, const char *at)
+{
+    return c->base_off + (uint64_t)(at - c->rbuf);
+}
+
+static int bad_request_line(lb_http_conn *c)
+{
+    return limit(c, 400, "invalid_request",
+                 "The request line must be METHOD SP target SP HTTP/1.x, single spaces.");
+}
+
+static int on_method(llhttp_t *p, const char *at, size_t len)
+{
+    lb_http_conn *c = p->data;
+    c->method_end = span_off(c, at) + len;
+    return 0;
+}
+
+/* llhttp skips runs of spaces in the request line: RFC 9112 (3) allows one. */
+static int on_url_span(lb_http_conn *c, const char *at, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (c->url_len == 0 && span_off(c, at) != c->method_end + 1)
+        return bad_request_line(c);
+    c->url_end = span_off(c, at) + len;
+    return 0;
+}
+
+static int on_version(llhttp_t *p, const char *at, size_t len)
+{
+    lb_http_conn *c = p->data;
+    /* the span starts after "HTTP/": exactly one space after the URL */
+    if (len == 0)
+        return 0;
+    if (!c->saw_version && span_off(c, at) != c->url_end + 6)
+        return bad_request_line(c);
+    c->saw_version = 1;
     return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     lb_http_conn *c = p->data;
+    if (on_url_span(c, at, len) != 0)
+        return -1;
     if (c->url_len + len > LB_HTTP_MAX_URL)
         return limit(c, 414, "uri_too_long", "The request URL is too long.");
     if (lb_strbuf_add(&c->head, at, len) != 0)
@@ -332,19 +445,71 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
+/* Transfer-Encoding, over every field line of it: llhttp has checked that
+ * chunked comes last; any other coding is one we do not decode (501), and
+ * chunked twice is malformed (RFC 9112 6.1). */
+static int check_transfer_coding(lb_http_conn *c)
+{
+    int chunked = 0;
+    for (int i = 0; i < c->nhdrs; i++) {
+        const hdr_span *h = &c->hdrs[i];
+        if (strcasecmp(c->head.data + h->name_off, "transfer-encoding") != 0)
+            continue;
+        const char *v = c->head.data + h->val_off, *end = v + h->val_len;
+        while (v < end) {
+            while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
+                v++;
+            const char *t = v;
+            while (v < end && *v != ',')
+                v++;
+            const char *te = v;
+            while (te > t && (te[-1] == ' ' || te[-1] == '\t'))
+                te--;
+            if (te == t)
+                continue; /* empty list element */
+            if ((size_t)(te - t) != 7 || strncasecmp(t, "chunked", 7) != 0)
+                return limit(c, 501, "not_implemented",
+                             "Only the chunked transfer coding is supported.");
+            if (++chunked > 1)
+                return limit(c, 400, "invalid_request", "The body is chunked more than once.");
+        }
+    }
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     lb_http_conn *c = p->data;
     lb_http_server *s = c->srv;
+    if (!c->saw_version)
+        return bad_request_line(c); /* "GET /" alone: HTTP/0.9 is not served */
+    if (p->http_major != 1)
+        return limit(c, 505, "http_version_not_supported", "Only HTTP/1.0 and 1.1 are served.");
+    if ((p->flags & F_CHUNKED) && check_transfer_coding(c) != 0)
+        return -1;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s->cfg.max_body)
         return limit(c, 413, "payload_too_large", "The request body is too large.");
     size_t n;
     const char *expect = lb_http_req_header(&c->req, "expect", &n);
-    if (expect != NULL && strcasecmp(expect, "100-continue") == 0)
+    if (expect != NULL && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1)
         c->expect_continue = 1;
     c->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
     c->req.start_ns = uv_hrtime();
     set_state(c, C_BODY);
+    if (c->expect_continue && ((p->flags & F_CHUNKED) || p->content_length > 0)) {
+        c->expect_pending = 1;
+        return HPE_PAUSED; /* process() asks cfg.check, then resumes */
+    }
+    return 0;
+}
+
+/* A chunk announcing more than MAX_BODY leaves is refused before its data. */
+static int on_chunk_header(llhttp_t *p)
+{
+    lb_http_conn *c = p->data;
+    uint64_t max = c->srv->cfg.max_body;
+    if (p->content_length > max || c->body.len > max - p->content_length)
+        return limit(c, 413, "payload_too_large", "The request body is too large.");
     return 0;
 }
 
@@ -388,9 +553,13 @@ const char *lb_http_req_param(const lb_http_req *req, const char *name)
     return NULL;
 }
 
-static void dispatch(lb_http_conn *c)
+/* Sets the request's URL parts and method (once: the '?' is cut in place). */
+static void req_prepare(lb_http_conn *c)
 {
     lb_http_req *r = &c->req;
+    if (c->req_ready)
+        return;
+    c->req_ready = 1;
     char *url = c->head.data;
     char *q = memchr(url, '?', c->url_len);
     if (q != NULL) {
@@ -402,11 +571,59 @@ static void dispatch(lb_http_conn *c)
     r->path = url;
     r->method = llhttp_get_method(&c->parser);
     r->method_name = llhttp_method_name((llhttp_method_t)r->method);
+    r->body = "";
+    r->body_len = 0;
+    r->route = NULL;
+    r->nparams = 0;
+    r->ctx = NULL;
+}
+
+/* A request that asked for 100 Continue, its headers read and its body not:
+ * cfg.check decides whether the client should send the body. 1: it should,
+ * and 100 Continue is sent. 0: the check answered with the final status (an
+ * unknown route, a missing token...), and the connection closes after it,
+ * as the body was never read. */
+static int may_continue(lb_http_conn *c)
+{
+    lb_http_server *s = c->srv;
+    req_prepare(c);
+    if (s->cfg.check != NULL) {
+        int keep = c->keep_alive;
+        c->keep_alive = 0; /* if it answers now: then close */
+        c->owes = 1;
+        int go = s->cfg.check(&c->req, s->cfg.check_data);
+        if (!go) {
+            if (c->owes) {
+                lb_error("http", "a check refused a request without answering it");
+                c->owes = 0;
+                send_error_and_close(c, 500, "internal", "The request could not be handled.");
+            }
+            return 0;
+        }
+        if (!c->owes) { /* answered, yet said go on: the answer stands */
+            lb_error("http", "a check answered a request and let it go on");
+            return 0;
+        }
+        c->owes = 0;
+        c->keep_alive = keep ? 1 : 0;
+        c->req.route = NULL;
+        c->req.nparams = 0;
+    }
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1); /* best effort: RFC 9110 15.2.1 */
+    return 1;
+}
+
+static void dispatch(lb_http_conn *c)
+{
+    lb_http_req *r = &c->req;
+    req_prepare(c);
     r->body = c->body.len ? c->body.data : "";
     r->body_len = c->body.len;
     r->route = NULL;
     r->nparams = 0;
-    r->ctx = NULL;
     c->owes = 1;
     if (c->srv->draining)
         c->keep_alive = 0;
@@ -424,13 +641,8 @@ static void process(lb_http_conn *c)
             break; /* the client is not reading its answers: wait */
         llhttp_errno_t err = llhttp_execute(&c->parser, c->rbuf, c->rlen);
         if (err == HPE_OK) {
+            c->base_off += c->rlen;
             c->rlen = 0;
-            if (c->expect_continue && c->state == C_BODY) {
-                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-                uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
-                uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-                c->expect_continue = 0;
-            }
             break;
         }
         if (err == HPE_PAUSED) {
@@ -438,11 +650,23 @@ static void process(lb_http_conn *c)
             size_t used = (size_t)(pos - c->rbuf);
             memmove(c->rbuf, pos, c->rlen - used);
             c->rlen -= used;
+            c->base_off += used;
+            if (c->expect_pending) { /* paused at the headers, not at the end */
+                c->expect_pending = 0;
+                if (!may_continue(c))
+                    break; /* answered: the connection lingers closed */
+                llhttp_resume(&c->parser);
+                continue;
+            }
             dispatch(c); /* may respond at once, which returns us to C_IDLE */
             continue;
         }
         if (c->err_status != 0) {
             send_error_and_close(c, c->err_status, c->err_code, c->err_msg);
+        } else if ((err == HPE_INVALID_CHUNK_SIZE || err == HPE_INVALID_CONTENT_LENGTH) &&
+                   strstr(llhttp_get_error_reason(&c->parser), "overflow") != NULL) {
+            /* a size past 2^64 is past MAX_BODY too */
+            send_error_and_close(c, 413, "payload_too_large", "The request body is too large.");
         } else {
             lb_debug("http", "bad request: %s", llhttp_errno_name(err));
             send_error_and_close(c, 400, "invalid_request", "The HTTP request is malformed.");
@@ -702,6 +926,7 @@ static void conn_close_cb(uv_handle_t *h)
     lb_http_server *s = c->srv;
     if (--c->handles > 0)
         return;
+    s->nclosing--;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -723,6 +948,8 @@ static void conn_close(lb_http_conn *c)
     if (c->state == C_CLOSED)
         return;
     c->state = C_CLOSED;
+    c->srv->nclosing++;
+    queue_unlink(c);
     read_stop(c);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
@@ -736,6 +963,64 @@ static void conn_link(lb_http_server *s, lb_http_conn *c)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
+}
+
+/* A connection at MAX_CONNECTIONS that could not make room. Counted, and
+ * logged as one summary line at most every REFUSED_LOG_MS. */
+static void refused(lb_http_server *s)
+{
+    lb_metric_add(lb_metrics_counter("leverbridge_http_connections_refused_total",
+                                     "Connections closed at accept: every slot busy.", ""),
+                  1);
+    s->refused_unlogged++;
+    int64_t now = (int64_t)(uv_now(s->loop));
+    if (s->refused_logged_ms == 0 || now - s->refused_logged_ms >= REFUSED_LOG_MS) {
+        lb_warn("http",
+                "%llu connection(s) refused since the last report: all %d connections "
+                "have a request being handled",
+                (unsigned long long)s->refused_unlogged, s->cfg.max_connections);
+        s->refused_unlogged = 0;
+        s->refused_logged_ms = now == 0 ? 1 : now;
+    }
+}
+
+/* At MAX_CONNECTIONS: closes the longest idle (or lingering) connection,
+ * else the one whose unfinished request began longest ago (it gets a best
+ * effort 503 first). 0 when one was closed, UV_EAGAIN when every slot has a
+ * request being handled. */
+static int make_room(lb_http_server *s)
+{
+    lb_http_conn *v = s->queues[Q_IDLE].head;
+    const char *reason = "idle";
+    if (v == NULL) {
+        v = s->queues[Q_BUSY].head;
+        reason = "slow";
+    }
+    if (v == NULL)
+        return UV_EAGAIN;
+    char labels[32];
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
+    lb_metric_add(lb_metrics_counter("leverbridge_http_connections_evicted_total",
+                                     "Connections closed at MAX_CONNECTIONS to make room.",
+                                     labels),
+                  1);
+    if (v->q == Q_BUSY && uv_stream_get_write_queue_size((uv_stream_t *)&v->tcp) == 0) {
+        v->keep_alive = 0;
+        size_t blen;
+        char *body = lb_http_error_body(
+            "unavailable", "The server is at its connection limit and this request was the slowest.",
+            NULL, &blen);
+        char head[512];
+        size_t hlen = format_head(v, head, sizeof(head), 503, "application/json", NULL, blen);
+        if (hlen > 0) {
+            uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned)hlen),
+                                uv_buf_init(body, (unsigned)blen)};
+            uv_try_write((uv_stream_t *)&v->tcp, bufs, 2);
+        }
+        lb_free(body);
+    }
+    conn_close(v);
+    return 0;
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -754,11 +1039,17 @@ static void on_connection(uv_stream_t *server, int status)
     c->tcp.data = c;
     c->handles = 1;
     conn_link(s, c); /* counted until its close callback */
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || s->draining ||
-        s->nconns > (size_t)s->cfg.max_connections) {
-        if (s->nconns > (size_t)s->cfg.max_connections)
-            lb_warn("http", "connection refused: %d connections open", s->cfg.max_connections);
+    int refuse = uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || s->draining;
+    /* Closing connections hold no slot: their close callbacks come later in
+     * this loop iteration. */
+    if (!refuse && s->nconns - s->nclosing > (size_t)s->cfg.max_connections &&
+        make_room(s) != 0) {
+        refused(s);
+        refuse = 1;
+    }
+    if (refuse) {
         c->state = C_CLOSED;
+        s->nclosing++;
         uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
         return;
     }
@@ -789,8 +1080,13 @@ int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
     s->cfg = *cfg;
     s->handler = handler;
     s->handler_data = data;
+    lb_metrics_declare_counter("leverbridge_http_connections_evicted_total",
+                               "Connections closed at MAX_CONNECTIONS to make room.");
     llhttp_settings_init(&s->settings);
     s->settings.on_message_begin = on_message_begin;
+    s->settings.on_method = on_method;
+    s->settings.on_version = on_version;
+    s->settings.on_chunk_header = on_chunk_header;
     s->settings.on_url = on_url;
     s->settings.on_url_complete = on_url_complete;
     s->settings.on_header_field = on_header_field;
@@ -832,7 +1128,7 @@ int lb_http_server_draining(const lb_http_server *s)
 
 size_t lb_http_server_connections(const lb_http_server *s)
 {
-    return s->nconns;
+    return s->nconns - s->nclosing;
 }
 
 static void listener_closed_cb(uv_handle_t *h)

@@ -11,8 +11,17 @@
  * request line + headers 16 KiB (431), URL 8 KiB (414), 100 headers (431),
  * body MAX_BODY by Content-Length at header time and while streaming (413),
  * HEADER_TIMEOUT from the first byte to the end of headers (408),
- * BODY_TIMEOUT between body bytes (408), IDLE_TIMEOUT on a kept-alive
- * connection (closed silently), MAX_CONNECTIONS (new ones closed at once). */
+ * BODY_TIMEOUT from the end of headers to the end of the body (408; a
+ * deadline, not restarted by reads), IDLE_TIMEOUT on a kept-alive
+ * connection (closed silently). At MAX_CONNECTIONS a new connection takes
+ * the place of the longest idle one, else of the oldest request still being
+ * read (503, closed); only when every slot has a request being handled is
+ * it closed at once (counted, with one summary log line per 10 s).
+ *
+ * Framing is strict (llhttp's strict mode, no lenient flag, and more): one
+ * space between the parts of the request line and an HTTP/1.x version
+ * (400), no transfer coding but chunked (501), a chunk past MAX_BODY
+ * refused at its size line (413). HEAD answers drop the body. */
 #ifndef LB_HTTP_SERVER_H
 #define LB_HTTP_SERVER_H
 
@@ -55,6 +64,12 @@ typedef struct lb_http_req {
 } lb_http_req;
 
 typedef void (*lb_http_handler)(lb_http_req *req, void *data);
+/* Called for a request that asks for 100 Continue, once its headers are read
+ * and before its body is: 1 to have the body sent (the server answers
+ * 100 Continue), or 0 after answering req with lb_http_respond() before
+ * returning (a 404, a 401...); the connection then closes after the answer.
+ * req has its method, path, query and headers, no body. Synchronous. */
+typedef int (*lb_http_check)(lb_http_req *req, void *data);
 
 typedef struct {
     const char *host;
@@ -64,6 +79,8 @@ typedef struct {
     int64_t body_timeout_ms;
     int64_t idle_timeout_ms;
     int max_connections;
+    lb_http_check check; /* NULL: every 100-continue request is let go on */
+    void *check_data;
 } lb_http_server_config;
 
 /* Binds and listens. 0, or a negative libuv code with nothing left open. */

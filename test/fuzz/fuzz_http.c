@@ -9,6 +9,8 @@
  * The loop only runs in UV_RUN_NOWAIT steps, so nothing here blocks. The
  * handler answers at once, or on the next loop turn when the path contains
  * "async" (the asynchronous path, where pipelined requests wait buffered).
+ * A request asking for 100 Continue is refused before its body (403) when
+ * its path contains "deny" (the check path).
  *
  * Input: byte 0 and 1 = split point (little endian, modulo the rest's
  * length + 1), then the bytes to send. */
@@ -86,6 +88,16 @@ static void handler(lb_http_req *req, void *data)
     answer(req);
 }
 
+static int check(lb_http_req *req, void *data)
+{
+    (void)data;
+    LB_FUZZ_CHECK(req->path != NULL && req->query != NULL && req->method_name != NULL);
+    if (strstr(req->path, "deny") == NULL)
+        return 1;
+    lb_http_respond(req, 403, "text/plain", NULL, "no\n", 3, NULL, NULL);
+    return 0;
+}
+
 static void setup(void)
 {
     lb_log_set_level(LB_LOG_ERROR);
@@ -100,6 +112,7 @@ static void setup(void)
         .body_timeout_ms = 3 * IO_DEADLINE_MS,
         .idle_timeout_ms = 3 * IO_DEADLINE_MS,
         .max_connections = 16,
+        .check = check,
     };
     LB_FUZZ_CHECK(lb_http_server_start(&loop, &cfg, handler, NULL, &server) == 0);
     port = lb_http_server_port(server);

@@ -135,6 +135,29 @@ def test_wrong_method_405(server, method):
     assert_error(r, 405, "method_not_allowed")
     allow = [m.strip() for m in (r.header("allow") or "").split(",")]
     assert "GET" in allow, r
+    assert "HEAD" in allow, r  # HEAD works wherever GET does (RFC 9110, 9.3.2)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/console", "/nope"])
+def test_head_on_get_route(server, path):
+    # Same status and headers as GET, no body.
+    get = server.get(path)
+    with server.conn() as c:
+        c.request("HEAD", path)
+        r = c.read_response(head=True)
+        assert r.status == get.status, (r, get)
+        assert r.header("content-type") == get.header("content-type"), r
+        assert r.header("content-length") == get.header("content-length"), (r, get)
+        c.request("GET", "/healthz")  # no body bytes were sent after the head
+        assert c.read_response().json() == {"status": "ok"}
+
+
+def test_head_on_post_only_route_405(server):
+    with server.conn() as c:
+        c.request("HEAD", "/v1/tenants/acme/results")
+        r = c.read_response(head=True)
+        assert r.status == 405, r
+        assert [m.strip() for m in r.header("allow").split(",")] == ["POST"], r
 
 
 # ---- request framing --------------------------------------------------------------
@@ -198,16 +221,51 @@ def test_chunked_body_within_limit(server):
         assert c.read_response().status == 200
 
 
+def _first_answer(c, timeout=3):
+    c.sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.sock.recv(4096)
+        assert chunk, "closed after %r" % data
+        data += chunk
+    return data
+
+
 def test_expect_100_continue(server):
+    # 100 Continue only once the request is routed and authorized.
+    body = json.dumps({"result_id": "r_1"}).encode()
     with server.conn() as c:
-        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-               b"Expect: 100-continue\r\n\r\n")
-        c.sock.settimeout(3)
-        interim = c.sock.recv(4096)
+        c.send(b"POST /v1/tenants/acme/results HTTP/1.1\r\nHost: x\r\n"
+               b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+               b"Expect: 100-continue\r\n\r\n" % len(body))
+        interim = _first_answer(c)
         assert interim.startswith(b"HTTP/1.1 100 "), interim
         c.buf = interim[interim.index(b"\r\n\r\n") + 4:]
-        c.send(b"hello")
-        assert_error(c.read_response(), 405)
+        c.send(body)
+        r = c.read_response()
+        assert 400 <= r.status < 500 and r.status != 401, r  # unknown tenant or bad body
+
+
+@pytest.mark.parametrize("target,headers,status,code", [
+    ("/v1/tenants/acme/results", b"", 401, "unauthorized"),
+    ("/v1/tenants/acme/results", b"Authorization: Bearer wrong\r\n", 401, "unauthorized"),
+    ("/v1/tenants/acme/workflows", b"", 401, "unauthorized"),
+    ("/healthz", b"", 405, "method_not_allowed"),
+    ("/nope", b"", 404, "not_found"),
+], ids=["no-token", "wrong-token", "tenant-route", "wrong-method", "no-route"])
+def test_expect_100_continue_not_sent_before_final_status(server, target, headers, status, code):
+    with server.conn() as c:
+        c.send(b"POST " + target.encode() + b" HTTP/1.1\r\nHost: x\r\n" + headers +
+               b"Content-Type: application/json\r\nContent-Length: 5\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        first = _first_answer(c)
+        assert first.startswith(b"HTTP/1.1 %d " % status), first
+        c.buf = first
+        r = c.read_response()
+        assert_error(r, status, code)
+        # The body was never read: the answer closes the connection.
+        assert r.closes(), r
 
 
 # ---- limits -----------------------------------------------------------------------
@@ -249,6 +307,38 @@ def test_body_over_limit_by_content_length_413(make_server):
     with srv.conn() as c:
         c.request("POST", "/healthz", {"Content-Type": "application/json"}, b"x" * 1024)
         assert_error(c.read_response(), 405)
+
+
+def test_chunk_size_over_limit_413_at_once(make_server):
+    # A chunk header announcing more than MAX_BODY is refused at once,
+    # before any of its data is sent.
+    srv = make_server(env={"LEVERBRIDGE_MAX_BODY": "1KiB"})
+    for size in [b"7FFFFFFF", b"80000000", b"FFFFFFFFFFFFFFF", b"401", b"FFFFFFFFFFFFFFFFFFFF"]:
+        with srv.conn() as c:
+            c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + size + b"\r\n")
+            answer_then_close(c, 413, "payload_too_large", timeout=3)
+    with srv.conn() as c:  # two chunks that only together are too much
+        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"300\r\n" + b"y" * 0x300 + b"\r\n" + b"101\r\n")
+        answer_then_close(c, 413, "payload_too_large", timeout=3)
+    with srv.conn() as c:  # exactly the limit in chunks is accepted
+        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"300\r\n" + b"y" * 0x300 + b"\r\n100\r\n" + b"y" * 0x100 + b"\r\n0\r\n\r\n")
+        assert_error(c.read_response(), 405)
+
+
+@pytest.mark.parametrize("te", [
+    b"Transfer-Encoding: gzip, chunked\r\n",
+    b"Transfer-Encoding: deflate,chunked\r\n",
+    b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+], ids=["gzip-chunked", "deflate-chunked", "two-lines"])
+def test_unsupported_transfer_coding_501(server, te):
+    with server.conn() as c:
+        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + te + b"\r\n"
+               b"5\r\nhello\r\n0\r\n\r\n")
+        answer_then_close(c, 501, "not_implemented")
+    assert server.get("/healthz").status == 200
 
 
 def test_body_over_limit_chunked_413(make_server):
@@ -315,15 +405,43 @@ def test_stalled_body_408(make_server):
     assert 0.4 <= took < 3.0, took
 
 
-def test_slow_but_moving_body_is_accepted(make_server):
-    # BODY_TIMEOUT is idle time between body bytes, not a total.
-    srv = make_server(env={"LEVERBRIDGE_BODY_TIMEOUT": "500ms"})
+def test_body_within_deadline_is_accepted(make_server):
+    srv = make_server(env={"LEVERBRIDGE_BODY_TIMEOUT": "2s"})
     with srv.conn() as c:
         c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n")
         for b in b"abcdef":
-            time.sleep(0.25)
+            time.sleep(0.1)
             c.send(bytes([b]))
         assert_error(c.read_response(), 405)
+
+
+def test_trickled_body_cut_at_deadline_408(make_server):
+    # BODY_TIMEOUT (30 s by default: api.md, Operations) bounds the whole
+    # body, however slowly it trickles: a byte every 200 ms does not restart it.
+    srv = make_server(env={"LEVERBRIDGE_BODY_TIMEOUT": "1s"})
+    with srv.conn() as c:
+        c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        t0 = time.monotonic()
+        got = b""
+        while time.monotonic() - t0 < 4:
+            try:
+                c.send(b"a")
+            except OSError:
+                break
+            c.sock.settimeout(0.2)
+            try:
+                got = c.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                pass
+            break
+        took = time.monotonic() - t0
+        assert got, "a trickled body was not cut after %.1fs" % took
+        c.buf = got
+        c.sock.settimeout(5)
+        err = answer_then_close(c, 408, "request_timeout")
+    assert 0.9 <= took < 2.5, (took, err)
 
 
 def test_idle_keepalive_closed_silently(make_server):
@@ -388,7 +506,15 @@ def test_http10_with_keepalive_stays_open(server):
     b"GET /healthz HTTP/1.1 trailing\r\nHost: x\r\n\r\n",
     b"GET\x01/healthz HTTP/1.1\r\n\r\n",
     b"GET /healthz HTTP/1.1\r\nBad Header: x\r\n\r\n",
-], ids=["no-version", "bad-version", "extra-token", "control-char", "space-in-name"])
+    b"GET /healthz\r\n\r\n",
+    b"GET /healthz\r\nHost: x\r\n\r\n",
+    b"GET  /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz  HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1 \r\nHost: x\r\n\r\n",
+    b" GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+], ids=["no-version", "bad-version", "extra-token", "control-char", "space-in-name",
+        "http09", "line-without-version", "double-space-before-url",
+        "double-space-before-version", "space-after-version", "leading-space"])
 def test_malformed_request_400(server, raw):
     with server.conn() as c:
         c.send(raw)
@@ -437,44 +563,160 @@ def test_1000_concurrent_keepalive_connections(server):
             c.close()
 
 
-def test_max_connections(make_server):
-    n = 5
-    srv = make_server(env={"LEVERBRIDGE_MAX_CONNECTIONS": str(n)})
-    # The start-up probe's connection may still be closing: wait until free.
-    deadline = time.monotonic() + 3
+def _open_healthy(srv, n, deadline=3.0):
+    """n keep-alive connections that each answered one /healthz. The start-up
+    probe's connection may still be closing, so a refused one is retried."""
+    end = time.monotonic() + deadline
     conns = []
-    try:
-        while len(conns) < n:
-            c = srv.conn()
-            try:
-                c.request("GET", "/healthz")
-                assert c.read_response().status == 200
-                conns.append(c)
-            except (Closed, OSError):
-                c.close()
-                assert time.monotonic() < deadline, "could not open %d connections" % n
-                time.sleep(0.05)
-        extra = srv.conn()
+    while len(conns) < n:
+        c = srv.conn()
         try:
-            extra.expect_closed(timeout=3, allow_reset=True)
-        finally:
-            extra.close()
-        for c in conns:  # the admitted ones still work
             c.request("GET", "/healthz")
             assert c.read_response().status == 200
-        conns.pop().close()  # a slot frees up
-        deadline = time.monotonic() + 3
-        while True:
-            try:
-                r = srv.get("/healthz")
-                break
-            except (Closed, OSError):
-                assert time.monotonic() < deadline, "freed slot never became usable"
-                time.sleep(0.05)
-        assert r.status == 200
+            conns.append(c)
+        except (Closed, OSError):
+            c.close()
+            assert time.monotonic() < end, "could not open %d connections" % n
+            time.sleep(0.05)
+    return conns
+
+
+def _alive(c):
+    try:
+        c.request("GET", "/healthz")
+        return c.read_response(timeout=3).status == 200
+    except (Closed, OSError, socket.timeout):
+        return False
+
+
+def test_max_connections_evicts_idle_first(make_server):
+    # At MAX_CONNECTIONS an idle keep-alive connection makes room, before any
+    # connection in the middle of a request.
+    n = 5
+    srv = make_server(env={"LEVERBRIDGE_MAX_CONNECTIONS": str(n)})
+    conns = _open_healthy(srv, n - 1)
+    slow = srv.conn()
+    try:
+        slow.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        time.sleep(0.2)
+        for i in range(3):  # each new one takes an idle one's place
+            r = srv.get("/healthz")
+            assert r.status == 200, (i, r)
+        slow.send(b"cd")  # the unfinished request was left alone
+        assert_error(slow.read_response(), 405)
+        alive = sum(1 for c in conns if _alive(c))
+        assert alive <= n - 1 - 1, "no idle connection was closed (%d alive)" % alive
+        m = parse_metrics(srv.get("/metrics").body.decode())
+        assert sample(m, "leverbridge_http_connections_evicted_total", reason="idle") >= 1
+        assert (sample(m, "leverbridge_http_connections_evicted_total", reason="slow") or 0) == 0
     finally:
+        slow.close()
         for c in conns:
             c.close()
+
+
+def test_slow_bodies_do_not_take_every_slot(make_server):
+    # Issue 10: connections that each trickle a body byte now and then held
+    # every slot, and every new connection (/healthz, Lever's deliveries) was
+    # closed at accept with a warn line each.
+    n = 20
+    srv = make_server(env={"LEVERBRIDGE_MAX_CONNECTIONS": str(n)})
+    time.sleep(0.2)  # let the start-up probe's connection go
+    slow = []
+    try:
+        for _ in range(n):
+            c = srv.conn()
+            c.send(b"POST /hooks/lever/x HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            slow.append(c)
+            time.sleep(0.01)
+        for _ in range(3):  # they keep trickling
+            for c in slow:
+                try:
+                    c.send(b" ")
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        for i in range(5):
+            r = srv.get("/healthz")
+            assert r.status == 200, (i, r)
+        m = parse_metrics(srv.get("/metrics").body.decode())
+        # The first /healthz took the oldest slow request's place; the later
+        # ones took the place of the idle connections before them.
+        assert sample(m, "leverbridge_http_connections_evicted_total", reason="slow") >= 1
+        assert sample(m, "leverbridge_http_connections") <= n
+        first, last = slow[0], slow[-1]
+        first.sock.settimeout(2)
+        try:
+            data = first.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"" or data.startswith(b"HTTP/1.1 503 "), data
+        last.send(b" " * (1000 - 5) + b"}")  # the newest slow request still stands
+        r = last.read_response()
+        assert r.status in (400, 404), r
+        warns = [l for l in srv.log_lines() if l.get("level") == "warn" and "refused" in l.get("msg", "")]
+        assert len(warns) <= 1, warns
+    finally:
+        for c in slow:
+            c.close()
+
+
+def test_refused_only_when_every_slot_is_handled(make_server):
+    # A connection is refused only when no slot is idle or slow: every one
+    # has a request that a handler is working on (here: waiting on a slow
+    # Lever). Refusals are counted, and logged as one summary line.
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class SlowLever(BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(1.5)
+            body = b'{"code":"Unauthorized","message":"bad key"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    lever = ThreadingHTTPServer(("127.0.0.1", 0), SlowLever)
+    threading.Thread(target=lever.serve_forever, daemon=True).start()
+    n = 3
+    auth = {"Authorization": "Bearer " + ADMIN_TOKEN, "Content-Type": "application/json"}
+    busy = []
+    try:
+        srv = make_server(env={"LEVERBRIDGE_MAX_CONNECTIONS": str(n),
+                               "LEVERBRIDGE_LEVER_API_URL":
+                                   "http://127.0.0.1:%d/v1" % lever.server_address[1]})
+        for i in range(n):
+            r = srv.get("/v1/tenants/t%d" % i, auth, method="PUT",
+                        body=json.dumps({"name": "T", "api_addon": True}).encode())
+            assert r.status == 201, r
+        for i in range(n):
+            c = srv.conn()
+            c.request("PUT", "/v1/tenants/t%d/lever" % i, auth, json.dumps({"api_key": "k"}))
+            busy.append(c)
+        time.sleep(0.5)  # every handler now waits on Lever
+        for _ in range(3):
+            with srv.conn() as x:
+                x.expect_closed(timeout=2, allow_reset=True)
+        for c in busy:  # the requests being handled were left alone
+            r = c.read_response(timeout=10)
+            assert_error(r, 422, "invalid_api_key")
+            c.close()
+        busy = []
+        time.sleep(0.2)
+        m = parse_metrics(srv.get("/metrics").body.decode())
+        assert sample(m, "leverbridge_http_connections_refused_total") >= 3
+        warns = [l for l in srv.log_lines() if l.get("level") == "warn" and "refused" in l.get("msg", "")]
+        assert len(warns) == 1, warns
+    finally:
+        for c in busy:
+            c.close()
+        lever.shutdown()
+        lever.server_close()
 
 
 # ---- shutdown ----------------------------------------------------------------------------
