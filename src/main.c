@@ -21,6 +21,7 @@
 #include "state/connections.h"
 #include "state/tenants.h"
 #include "state/workflows.h"
+#include "store/prune.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -44,6 +45,7 @@ typedef struct {
     lb_outbound *outbound;
     lb_jobs *jobs;
     lb_provision *provision;
+    lb_pruner *pruner;    /* NULL with RETENTION=0 */
     int engine_open;      /* engine parts not yet closed */
     lb_router *router;
     lb_http_server *server;
@@ -90,6 +92,7 @@ static void engine_closed_cb(void *data)
     if (--a->engine_open > 0)
         return;
     a->jobs = NULL;
+    a->pruner = NULL;
     a->provision = NULL;
     a->outbound = NULL;
     a->client = NULL;
@@ -106,7 +109,9 @@ static void server_closed_cb(void *data)
     a->api.server = NULL;
     /* Jobs and provisioning first (their calls stop), then the queue, then
      * the client. */
-    a->engine_open = 4;
+    a->engine_open = 4 + (a->pruner != NULL);
+    if (a->pruner != NULL)
+        lb_pruner_close(a->pruner, engine_closed_cb, a);
     lb_jobs_close(a->jobs, engine_closed_cb, a);
     lb_provision_close(a->provision, engine_closed_cb, a);
     lb_outbound_close(a->outbound, engine_closed_cb, a);
@@ -273,6 +278,9 @@ static void start_engine(app *a)
         snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load jobs: %s", lb_strerror(rc));
         die(2, err);
     }
+    if (a->cfg.retention_ms > 0 &&
+        lb_pruner_start(&a->loop, a->store, a->cfg.retention_ms, &a->pruner) != 0)
+        die(1, "cannot start the retention pruner");
 }
 
 /* Loads the in-memory state before anything is served. */

@@ -60,6 +60,8 @@ static const opt opts[] = {
     {"MAX_BODY", T_SIZE, O(max_body), "1MiB", 1, 1073741824.0, "largest request body accepted"},
     {"REPLAY_WINDOW", T_DUR, O(replay_window_ms), "72h", 1, 1e12,
      "Lever deliveries with older triggeredAt are refused"},
+    {"RETENTION", T_DUR, O(retention_ms), "30d", 0, 1e13,
+     "events and finished jobs older than this are pruned; 0 keeps all"},
     {"LOG_LEVEL", T_LEVEL, O(log_level), "info", 0, 0, "debug, info, warn, error"},
     {"HEADER_TIMEOUT", T_DUR, O(header_timeout_ms), "10s", 1, 1e9,
      "time to send a request's headers"},

@@ -34,6 +34,7 @@ typedef struct {
     int max_inflight;
     uint64_t max_body;
     int64_t replay_window_ms;
+    int64_t retention_ms; /* 0: keep all */
     int log_level;          /* lb_log_level */
     /* Server limits beyond api.md's table (documented in docs/configuration.md). */
     int64_t header_timeout_ms;

@@ -142,11 +142,30 @@ static const char schema_v4[] =
     " WHERE source <> 'lever';";
 /* clang-format on */
 
+/* Version 5: retention. Finished jobs and old events are pruned in small
+ * batches (LB_STORE_PRUNE): an index for each scan, so a pass reads only
+ * what it deletes. The unique index on the platform's result ids dies with
+ * their events, so the keys of pruned ones move to event_keys and a result
+ * posted again is still a duplicate. */
+/* clang-format off */
+static const char schema_v5[] =
+    "CREATE INDEX events_source_received ON events(source, received_at);"
+    "CREATE INDEX jobs_finished ON jobs(updated_at)"
+    " WHERE status IN ('succeeded', 'failed', 'skipped', 'cancelled');"
+    "CREATE TABLE event_keys ("
+    " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " source TEXT NOT NULL,"
+    " dedupe_key TEXT NOT NULL,"
+    " event_id TEXT NOT NULL,"     /* the pruned event's id, for the duplicate's answer */
+    " PRIMARY KEY (tenant_id, source, dedupe_key)) WITHOUT ROWID;";
+/* clang-format on */
+
 const lb_store_migration lb_store_migrations[] = {
     {1, "initial schema", schema_v1, NULL},
     {2, "meta table", schema_v2, NULL},
     {3, "jobs by tenant and time", schema_v3, NULL},
     {4, "events in arrival order, Lever keys out of the unique index", schema_v4, NULL},
+    {5, "retention: pruning indexes, keys of pruned results", schema_v5, NULL},
     /* {3, "what it changes", "ALTER TABLE ...;", NULL}, */
 };
 const size_t lb_store_migration_count =

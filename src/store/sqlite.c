@@ -100,6 +100,10 @@ enum {
     ST_INV_INSERT,
     ST_INV_UPDATE,
     ST_JOB_FAILED_COUNTS,
+    ST_EVENT_KEY_FIND,
+    ST_PRUNE_JOBS,
+    ST_PRUNE_KEYS,
+    ST_PRUNE_EVENTS,
     ST_COUNT
 };
 
@@ -193,17 +197,28 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVENT_ONE] = "SELECT id, tenant_id, source, type, status, opportunity_id, received_at,"
                      " payload FROM events WHERE tenant_id = ?1 AND id = ?2",
     [ST_EVENT_JOBS] = "SELECT id FROM jobs WHERE event_id = ?1 ORDER BY seq, created_at, id",
-    [ST_JOB_LIST] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1"
+    [ST_JOB_LIST] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, "
+                    "status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM "
+                    "jobs WHERE tenant_id = ?1"
                     " ORDER BY created_at DESC, id DESC LIMIT ?2",
-    [ST_JOB_LIST_BEFORE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1"
+    [ST_JOB_LIST_BEFORE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, "
+                           "seq, status, attempts, next_run_at, last_error, steps, created_at, "
+                           "updated_at FROM jobs WHERE tenant_id = ?1"
                            " AND (created_at < ?3 OR (created_at = ?3 AND id < ?4))"
                            " ORDER BY created_at DESC, id DESC LIMIT ?2",
-    [ST_JOB_LIST_STATUS] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1 AND status = ?5"
+    [ST_JOB_LIST_STATUS] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, "
+                           "seq, status, attempts, next_run_at, last_error, steps, created_at, "
+                           "updated_at FROM jobs WHERE tenant_id = ?1 AND status = ?5"
                            " ORDER BY created_at DESC, id DESC LIMIT ?2",
-    [ST_JOB_LIST_STATUS_BEFORE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1 AND status = ?5"
-                                  " AND (created_at < ?3 OR (created_at = ?3 AND id < ?4))"
-                                  " ORDER BY created_at DESC, id DESC LIMIT ?2",
-    [ST_JOB_ONE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE tenant_id = ?1 AND id = ?2",
+    [ST_JOB_LIST_STATUS_BEFORE] =
+        "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, "
+        "attempts, next_run_at, last_error, steps, created_at, updated_at FROM jobs WHERE "
+        "tenant_id = ?1 AND status = ?5"
+        " AND (created_at < ?3 OR (created_at = ?3 AND id < ?4))"
+        " ORDER BY created_at DESC, id DESC LIMIT ?2",
+    [ST_JOB_ONE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, "
+                   "status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM "
+                   "jobs WHERE tenant_id = ?1 AND id = ?2",
     [ST_INV_GET] = "SELECT opportunity_id, assessment, job_id, invitation_id, url, note_id,"
                    " created_at FROM invitations"
                    " WHERE tenant_id = ?1 AND opportunity_id = ?2 AND assessment = ?3",
@@ -214,6 +229,23 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " WHERE tenant_id = ?1 AND opportunity_id = ?2 AND assessment = ?3",
     [ST_JOB_FAILED_COUNTS] = "SELECT tenant_id, count(*) FROM jobs WHERE status = 'failed'"
                              " GROUP BY tenant_id",
+    /* The key of a result whose event was pruned (schema v5). */
+    [ST_EVENT_KEY_FIND] = "SELECT event_id FROM event_keys WHERE tenant_id = ?1 AND source = ?2"
+                          " AND dedupe_key = ?3",
+    /* Retention, oldest first, each through its own index (schema v5). */
+    [ST_PRUNE_JOBS] =
+        "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_finished"
+        " WHERE status IN ('succeeded', 'failed', 'skipped', 'cancelled')"
+        " AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)",
+#define PRUNE_EVENTS_OF                                                                            \
+    "SELECT seq FROM events WHERE source = ?3 AND received_at < ?1"                                \
+    " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_id = events.id)"                         \
+    " ORDER BY received_at LIMIT ?2"
+    [ST_PRUNE_KEYS] = "INSERT OR IGNORE INTO event_keys(tenant_id, source, dedupe_key, event_id)"
+                      " SELECT tenant_id, source, dedupe_key, id FROM events"
+                      " WHERE seq IN (" PRUNE_EVENTS_OF ")",
+    [ST_PRUNE_EVENTS] = "DELETE FROM events WHERE seq IN (" PRUNE_EVENTS_OF ")",
+#undef PRUNE_EVENTS_OF
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -440,8 +472,7 @@ static void bind_text(sqlite3_stmt *q, int i, const char *v)
  * starting at `first`. For the loops that read rows into an array. */
 static void *grow(void *v, size_t count, size_t *cap, size_t size, size_t first)
 {
-    if (count < *cap)
-        return v;
+    if (count < *cap) return v;
     *cap = *cap ? *cap * 2 : first;
     return lb_realloc(v, *cap * size);
 }
@@ -725,8 +756,8 @@ static int run_conn_load_all(sq_store *s, lb_store_op *op)
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        op->conn_load_all.conns = grow(op->conn_load_all.conns, op->conn_load_all.nconns, &cap,
-                                       sizeof(lb_conn_rec), 16);
+        op->conn_load_all.conns =
+            grow(op->conn_load_all.conns, op->conn_load_all.nconns, &cap, sizeof(lb_conn_rec), 16);
         lb_conn_rec *r = &op->conn_load_all.conns[op->conn_load_all.nconns++];
         memset(r, 0, sizeof(*r));
         column_id(q, 0, r->tenant_id, LB_TENANT_ID_MAX);
@@ -745,8 +776,8 @@ static int run_conn_load_all(sq_store *s, lb_store_op *op)
     if (q == NULL) return LB_EIO;
     cap = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        op->conn_load_all.hooks = grow(op->conn_load_all.hooks, op->conn_load_all.nhooks, &cap,
-                                       sizeof(lb_hook_rec), 16);
+        op->conn_load_all.hooks =
+            grow(op->conn_load_all.hooks, op->conn_load_all.nhooks, &cap, sizeof(lb_hook_rec), 16);
         lb_hook_rec *h = &op->conn_load_all.hooks[op->conn_load_all.nhooks++];
         memset(h, 0, sizeof(*h));
         column_id(q, 0, h->id, LB_HOOK_ID_MAX);
@@ -822,8 +853,7 @@ static int lever_duplicate(sq_store *s, const lb_event_rec *e, uint64_t hash, in
         sqlite3_bind_int64(q, 2, received - s->recent.horizon_ms);
         bind_text(q, 3, e->dedupe_key);
         rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW)
-            column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+        if (rc == SQLITE_ROW) column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
         done_with(q);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
         return rc == SQLITE_ROW;
@@ -833,10 +863,9 @@ static int lever_duplicate(sq_store *s, const lb_event_rec *e, uint64_t hash, in
         if (q == NULL) return LB_EIO;
         sqlite3_bind_int64(q, 1, seqs[i]);
         rc = sqlite3_step(q);
-        int same = rc == SQLITE_ROW && column_is(q, 1, e->tenant_id) &&
-                   column_is(q, 2, "lever") && column_is(q, 3, e->dedupe_key);
-        if (same)
-            column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+        int same = rc == SQLITE_ROW && column_is(q, 1, e->tenant_id) && column_is(q, 2, "lever") &&
+                   column_is(q, 3, e->dedupe_key);
+        if (same) column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
         done_with(q);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
         if (same) return 1;
@@ -861,8 +890,7 @@ static int recent_load(sq_store *s, char *err, size_t errlen)
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         int64_t at = sqlite3_column_int64(q, 3);
-        if (at < cutoff - RECENT_LOAD_SLACK_MS)
-            break;
+        if (at < cutoff - RECENT_LOAD_SLACK_MS) break;
         const char *tenant = (const char *)sqlite3_column_text(q, 1);
         const char *key = (const char *)sqlite3_column_text(q, 2);
         if (at >= cutoff && tenant != NULL && key != NULL)
@@ -895,8 +923,24 @@ static int run_event_insert(sq_store *s, lb_store_op *op)
             return 0;
         }
     }
-    /* Other sources: insert first; the unique index finds a duplicate in
-     * the same descent, and only then is the earlier event's id read. */
+    /* Other sources: the key of a pruned event first (a small table), then
+     * insert: the unique index finds a duplicate in the same descent, and
+     * only then is the earlier event's id read. */
+    if (!lever) {
+        sqlite3_stmt *k = stmt(s, ST_EVENT_KEY_FIND);
+        if (k == NULL) return LB_EIO;
+        bind_text(k, 1, e->tenant_id);
+        bind_text(k, 2, e->source);
+        bind_text(k, 3, e->dedupe_key);
+        int krc = sqlite3_step(k);
+        if (krc == SQLITE_ROW) {
+            column_id(k, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+            op->event_insert.duplicate = 1;
+        }
+        done_with(k);
+        if (krc == SQLITE_ROW) return 0;
+        if (krc != SQLITE_DONE) return op_failed(s, krc, "event insert");
+    }
     sqlite3_stmt *q = stmt(s, lever ? ST_EVENT_INSERT : ST_EVENT_INSERT_UNIQUE);
     if (q == NULL) return LB_EIO;
     bind_text(q, 1, e->id);
@@ -963,7 +1007,8 @@ static int run_workflow_put(sq_store *s, lb_store_op *op)
     bind_text(q, 2, r->tenant_id);
     int rc = sqlite3_step(q);
     int exists = rc == SQLITE_ROW;
-    int64_t created = exists ? sqlite3_column_int64(q, 0) : (r->created_at > 0 ? r->created_at : now);
+    int64_t created =
+        exists ? sqlite3_column_int64(q, 0) : (r->created_at > 0 ? r->created_at : now);
     done_with(q);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return op_failed(s, rc, "workflow put");
     q = stmt(s, exists ? ST_WF_UPDATE : ST_WF_INSERT);
@@ -1245,6 +1290,42 @@ static int run_job_failed_counts(sq_store *s, lb_store_op *op)
     return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "failed job counts");
 }
 
+/* ---- retention ------------------------------------------------------------- */
+
+static int prune_step(sq_store *s, int which, int64_t before, int64_t limit, const char *source,
+                      size_t *n)
+{
+    sqlite3_stmt *q = stmt(s, which);
+    if (q == NULL) return LB_EIO;
+    sqlite3_bind_int64(q, 1, before);
+    sqlite3_bind_int64(q, 2, limit);
+    if (source != NULL) bind_text(q, 3, source);
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "prune");
+    if (n != NULL) *n += (size_t)sqlite3_changes(s->db);
+    return 0;
+}
+
+/* Finished jobs first, so that their events are free to go in the same op.
+ * Lever deliveries stay while their keys are inside the dedupe window
+ * (whatever the retention); a result's key moves to event_keys as its event
+ * goes, so posting it again still finds the duplicate. */
+static int run_prune(sq_store *s, lb_store_op *op)
+{
+    int64_t before = op->prune.before, limit = op->prune.limit;
+    int64_t lever_before = lb_time_now_ms() - s->recent.horizon_ms;
+    if (lever_before > before) lever_before = before;
+    int rc = prune_step(s, ST_PRUNE_JOBS, before, limit, NULL, &op->prune.jobs);
+    if (rc == 0)
+        rc = prune_step(s, ST_PRUNE_EVENTS, lever_before, limit, "lever", &op->prune.events);
+    int64_t left = limit - (int64_t)op->prune.events;
+    if (rc == 0 && left > 0) rc = prune_step(s, ST_PRUNE_KEYS, before, left, "platform", NULL);
+    if (rc == 0 && left > 0)
+        rc = prune_step(s, ST_PRUNE_EVENTS, before, left, "platform", &op->prune.events);
+    return rc;
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
@@ -1270,6 +1351,7 @@ static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_INVITATION_UPDATE] = run_invitation_update,
     [LB_STORE_INVITATION_GET] = run_invitation_get,
     [LB_STORE_JOB_FAILED_COUNTS] = run_job_failed_counts,
+    [LB_STORE_PRUNE] = run_prune,
 };
 
 /* ---- the batch (store thread) ------------------------------------------- */
@@ -1303,8 +1385,7 @@ static int run_one(sq_store *s, lb_store_op *op, int *lost)
 static void rerun_reads(sq_store *s, batch *b)
 {
     for (lb_store_op *op = b->head; op != NULL; op = op->next) {
-        if (!lb_store__op_readonly(op->kind))
-            continue;
+        if (!lb_store__op_readonly(op->kind)) continue;
         lb_store__op_discard(op);
         if (exec_stmt(s, ST_BEGIN_READ) != SQLITE_DONE) {
             lb_error(MOD, "cannot begin a read: %s", sqlite3_errmsg(s->db));
@@ -1355,15 +1436,13 @@ static void run_batch(sq_store *s, batch *b)
             exec_stmt(s, ST_ROLLBACK) != SQLITE_DONE)
             lb_error(MOD, "rollback failed: %s", sqlite3_errmsg(s->db));
     }
-    if (!b->committed)
-        rerun_reads(s, b);
+    if (!b->committed) rerun_reads(s, b);
     /* A committed batch whose write found the disk full (a statement that
      * spilled pages, rolled back alone) says as much as a failed COMMIT. */
     b->health = b->committed ? 0 : b->error;
     for (lb_store_op *op = b->head; op != NULL && b->health == 0; op = op->next)
         if (op->status == UV_ENOSPC) b->health = UV_ENOSPC;
-    if (b->wrote)
-        s->degraded = b->health != 0;
+    if (b->wrote) s->degraded = b->health != 0;
     b->seconds = mono_seconds() - t0;
 }
 
@@ -1383,8 +1462,7 @@ static int probe_write(sq_store *s)
     op.meta_put.value = (const uint8_t *)now;
     op.meta_put.len = (size_t)n;
     int rc = exec_stmt(s, ST_BEGIN);
-    if (rc == SQLITE_DONE)
-        rc = run_meta_put(s, &op) == 0 ? SQLITE_DONE : SQLITE_ERROR;
+    if (rc == SQLITE_DONE) rc = run_meta_put(s, &op) == 0 ? SQLITE_DONE : SQLITE_ERROR;
     if (rc == SQLITE_DONE) {
         sqlite3_stmt *q = stmt(s, ST_META_DELETE);
         if (q == NULL) {
@@ -1395,10 +1473,8 @@ static int probe_write(sq_store *s)
             done_with(q);
         }
     }
-    if (rc == SQLITE_DONE)
-        rc = exec_stmt(s, ST_COMMIT);
-    if (rc == SQLITE_DONE)
-        return 0;
+    if (rc == SQLITE_DONE) rc = exec_stmt(s, ST_COMMIT);
+    if (rc == SQLITE_DONE) return 0;
     int code = failure_code(s);
     if (!sqlite3_get_autocommit(s->db) && exec_stmt(s, ST_ROLLBACK) != SQLITE_DONE)
         lb_error(MOD, "rollback failed: %s", sqlite3_errmsg(s->db));
@@ -1460,8 +1536,7 @@ static void ckpt_main(void *arg)
     for (;;) {
         while (!s->ckpt_wake && !s->ckpt_stop)
             (void)uv_cond_timedwait(&s->ckpt_cond, &s->mu, IDLE_WAIT_NS);
-        if (s->ckpt_stop)
-            break;
+        if (s->ckpt_stop) break;
         s->ckpt_wake = 0;
         uv_mutex_unlock(&s->mu);
         if (rc == SQLITE_OK) {
@@ -1478,8 +1553,7 @@ static void ckpt_main(void *arg)
 static int ckpt_start(sq_store *s)
 {
     int rc = uv_cond_init(&s->ckpt_cond);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if ((rc = uv_thread_create(&s->ckpt_thread, ckpt_main, s)) != 0) {
         uv_cond_destroy(&s->ckpt_cond);
         return rc;
@@ -1492,8 +1566,7 @@ static int ckpt_start(sq_store *s)
 
 static void ckpt_stop(sq_store *s)
 {
-    if (!s->ckpt_running)
-        return;
+    if (!s->ckpt_running) return;
     uv_mutex_lock(&s->mu);
     s->ckpt_stop = 1;
     uv_cond_signal(&s->ckpt_cond);
@@ -1619,8 +1692,7 @@ static void async_cb(uv_async_t *h)
         batch *next = b->next;
         if (b->wrote) lb_store__health(&s->base, b->health);
         if (b->head != NULL) /* else a probe: nothing to complete */
-            lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed,
-                               b->error);
+            lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed, b->error);
         lb_free(b);
         b = next;
     }
@@ -1663,8 +1735,7 @@ static void sq_close(lb_store *base)
 
 static void sq_free_struct(sq_store *s)
 {
-    if (s->lock_fd >= 0)
-        close(s->lock_fd);
+    if (s->lock_fd >= 0) close(s->lock_fd);
     lb_recent_free(&s->recent);
     uv_cond_destroy(&s->cond);
     uv_mutex_destroy(&s->mu);
@@ -1714,14 +1785,12 @@ static int on_disk(const char *path)
 
 static int create_private(const char *path, char *err, size_t errlen)
 {
-    if (!on_disk(path))
-        return 0;
+    if (!on_disk(path)) return 0;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0 || fchmod(fd, 0600) != 0) {
         int e = errno;
         snprintf(err, errlen, "cannot open database %s: %s", path, strerror(e));
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         return -e;
     }
     close(fd);
@@ -1735,8 +1804,7 @@ static int create_private(const char *path, char *err, size_t errlen)
 static int lock_take(const char *path, int *out, char *err, size_t errlen)
 {
     *out = -1;
-    if (!on_disk(path))
-        return 0;
+    if (!on_disk(path)) return 0;
     char lpath[4096];
     if ((size_t)snprintf(lpath, sizeof(lpath), "%s.lock", path) >= sizeof(lpath)) {
         snprintf(err, errlen, "database path too long: %s", path);
@@ -1775,8 +1843,7 @@ static int open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
     int prc = create_private(path, err, errlen);
-    if (prc != 0)
-        return prc;
+    if (prc != 0) return prc;
     int rc = sqlite3_open_v2(
         path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -1836,8 +1903,7 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
 
     int lock_fd;
     int rc = lock_take(path, &lock_fd, err, errlen);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     sqlite3 *db = NULL;
     int from = 0, to = 0;
     rc = open_db(path, &db, err, errlen);
@@ -1850,8 +1916,7 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
             lb_info(MOD, "database %s migrated from schema version %d to %d", path, from, to);
     }
     if (rc != 0) {
-        if (lock_fd >= 0)
-            close(lock_fd);
+        if (lock_fd >= 0) close(lock_fd);
         return rc;
     }
 
@@ -1863,8 +1928,7 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
     if ((rc = uv_mutex_init(&s->mu)) != 0) {
         snprintf(err, errlen, "store: mutex: %s", uv_strerror(rc));
         sqlite3_close(db);
-        if (lock_fd >= 0)
-            close(lock_fd);
+        if (lock_fd >= 0) close(lock_fd);
         lb_free(s->path);
         lb_free(s);
         return rc;
@@ -1873,8 +1937,7 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
         snprintf(err, errlen, "store: condition variable: %s", uv_strerror(rc));
         uv_mutex_destroy(&s->mu);
         sqlite3_close(db);
-        if (lock_fd >= 0)
-            close(lock_fd);
+        if (lock_fd >= 0) close(lock_fd);
         lb_free(s->path);
         lb_free(s);
         return rc;
@@ -1894,8 +1957,7 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
         lb_store__health(&s->base, health);
     }
     if (strcmp(path, ":memory:") != 0 && (rc = ckpt_start(s)) != 0)
-        lb_warn(MOD, "no checkpointer thread (%s): SQLite checkpoints inline",
-                uv_strerror(rc));
+        lb_warn(MOD, "no checkpointer thread (%s): SQLite checkpoints inline", uv_strerror(rc));
     /* From here the thread owns the connection. */
     if ((rc = uv_thread_create(&s->thread, thread_main, s)) != 0) {
         snprintf(err, errlen, "store: cannot start its thread: %s", uv_strerror(rc));

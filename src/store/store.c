@@ -332,6 +332,18 @@ static void discard_job_failed_counts(lb_store_op *op)
     clear_job_failed_counts(op);
 }
 
+static int check_prune(const lb_store_op *op)
+{
+    if (op->prune.before <= 0 || op->prune.limit == 0 || op->prune.limit > LB_STORE_PRUNE_MAX)
+        return LB_EINVAL;
+    return 0;
+}
+
+static void clear_prune(lb_store_op *op)
+{
+    op->prune.jobs = op->prune.events = 0;
+}
+
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
@@ -359,6 +371,7 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_INVITATION_GET] = {check_invitation_get, clear_invitation_get,
                                  discard_invitation_get, 1},
     [LB_STORE_JOB_FAILED_COUNTS] = {NULL, clear_job_failed_counts, discard_job_failed_counts, 1},
+    [LB_STORE_PRUNE] = {check_prune, clear_prune, clear_prune},
 };
 
 void lb_workflow_rec_free(lb_workflow_rec *r)

@@ -183,6 +183,8 @@ void lb_invitation_rec_free(lb_invitation_rec *r);
 
 /* Most rows one list operation returns. */
 #define LB_STORE_LIST_MAX 200
+/* Most rows of each table one prune operation deletes. */
+#define LB_STORE_PRUNE_MAX 10000
 
 typedef enum {
     LB_STORE_TENANT_UPSERT = 1,
@@ -209,6 +211,7 @@ typedef enum {
     LB_STORE_INVITATION_UPDATE,
     LB_STORE_INVITATION_GET,
     LB_STORE_JOB_FAILED_COUNTS,
+    LB_STORE_PRUNE,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -392,6 +395,18 @@ struct lb_store_op {
             const char *assessment;
             lb_invitation_rec rec;
         } invitation_get;
+        /* Retention: deletes up to `limit` (1..LB_STORE_PRUNE_MAX) finished
+         * jobs (succeeded, failed, skipped, cancelled) last updated before
+         * `before` (ms), then up to `limit` events received before it that
+         * no job refers to any more. Kept whatever their age: the invitation
+         * ledger, the ids of results (a result posted again is still a
+         * duplicate), and Lever deliveries inside the store's dedupe window.
+         * out: how many of each went. */
+        struct {
+            int64_t before;
+            unsigned limit;
+            size_t jobs, events;
+        } prune;
     };
     lb_store_op *next; /* private to the store: queue link */
 };

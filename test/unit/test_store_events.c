@@ -253,6 +253,129 @@ static void test_results_unique_by_index(void **state)
     fx_close(f);
 }
 
+/* ---- retention (LB_STORE_PRUNE) ----------------------------------------------- */
+
+static size_t prune(fixture *f, int64_t before, unsigned limit, size_t *events)
+{
+    treq r;
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_PRUNE;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.prune.before = before;
+    r.op.prune.limit = limit;
+    assert_int_equal(run_op(f, &r), 0);
+    *events = r.op.prune.events;
+    return r.op.prune.jobs;
+}
+
+static void test_prune_keeps_what_exactly_once_needs(void **state)
+{
+    fixture *f = *state;
+    fx_open_window(f, 3 * 60 * 60 * 1000); /* Lever keys: three hours */
+    tenants(f);
+    const int64_t now = lb_time_now_ms(), day = 24LL * 3600 * 1000;
+    ereq done, result, busy, recent, res2;
+    ereq_init(&done, "t1", "lever", "h1:old", now - 10 * day);
+    ereq_jobs(&done, 1);
+    ereq_init(&result, "t1", "platform", "res-old", now - 10 * day);
+    ereq_jobs(&result, 1);
+    ereq_init(&busy, "t1", "lever", "h1:busy", now - 10 * day);
+    ereq_jobs(&busy, 1);
+    ereq_init(&recent, "t2", "lever", "h1:recent", now - 60 * 60 * 1000); /* in the window */
+    ereq_jobs(&recent, 1);
+    ereq_init(&res2, "t2", "platform", "res-new", now - 60 * 60 * 1000);
+    ereq *all[] = {&done, &result, &busy, &recent, &res2};
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(insert_one(f, all[i]), 0);
+    /* Finished long ago, but busy's job still waits to run. */
+    raw_exec(f, "UPDATE jobs SET status = 'succeeded', updated_at ="
+                " (SELECT received_at FROM events WHERE events.id = jobs.event_id)");
+    raw_exec(f, "UPDATE jobs SET status = 'retrying' WHERE event_id IN"
+                " (SELECT id FROM events WHERE dedupe_key = 'h1:busy')");
+    size_t events = 0;
+    /* Nothing is older than a year. */
+    assert_int_equal(prune(f, now - 365 * day, 100, &events), 0);
+    assert_int_equal(events, 0);
+    /* Retention of zero: every finished job; of the events, the finished
+     * delivery and both results, not the busy one nor the one whose key is
+     * still inside the Lever window. */
+    assert_int_equal(prune(f, now, 100, &events), 3);
+    assert_int_equal(events, 3);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs"), 1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events WHERE dedupe_key IN"
+                                " ('h1:busy', 'h1:recent')"),
+                     2);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 2);
+    /* The results are still duplicates, of the events they had. */
+    ereq again;
+    ereq_init(&again, "t1", "platform", "res-old", now);
+    assert_int_equal(insert_one(f, &again), 0);
+    assert_int_equal(again.r.op.event_insert.duplicate, 1);
+    assert_string_equal(again.r.op.event_insert.existing_id, result.ev.id);
+    ereq_init(&again, "t2", "platform", "res-new", now);
+    assert_int_equal(insert_one(f, &again), 0);
+    assert_int_equal(again.r.op.event_insert.duplicate, 1);
+    assert_string_equal(again.r.op.event_insert.existing_id, res2.ev.id);
+    /* And the Lever delivery inside the window still is. */
+    ereq_init(&again, "t2", "lever", "h1:recent", now);
+    assert_int_equal(insert_one(f, &again), 0);
+    assert_int_equal(again.r.op.event_insert.duplicate, 1);
+    fx_close(f);
+    /* A deleted tenant takes its pruned keys along. */
+    fx_open(f);
+    treq d;
+    treq_delete(&d, "t1");
+    assert_int_equal(run_op(f, &d), 0);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM event_keys WHERE tenant_id = 't1'"), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM event_keys"), 1);
+}
+
+static void test_prune_in_bounded_batches(void **state)
+{
+    fixture *f = *state;
+    fx_open_window(f, 1000);
+    tenants(f);
+    const int64_t now = lb_time_now_ms(), day = 24LL * 3600 * 1000;
+    enum { N = 25 };
+    static ereq e[N];
+    static char keys[N][32];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "h1:b%d", i);
+        ereq_init(&e[i], "t1", "lever", keys[i], now - 2 * day + i);
+        ereq_jobs(&e[i], 1);
+        assert_int_equal(lb_store_submit(f->store, &e[i].r.op), 0);
+    }
+    run_loop(f);
+    raw_exec(f, "UPDATE jobs SET status = 'failed', updated_at ="
+                " (SELECT received_at FROM events WHERE events.id = jobs.event_id)");
+    size_t events = 0, jobs = 0, n;
+    int rounds = 0;
+    do { /* ten at a time, oldest first: the jobs go a round before their events */
+        n = prune(f, now - day, 10, &events);
+        jobs += n;
+        rounds++;
+        assert_true(n <= 10 && events <= 10);
+        assert_int_equal(raw_int(f, "SELECT count(*) FROM events e WHERE NOT EXISTS"
+                                    " (SELECT 1 FROM jobs j WHERE j.event_id = e.id)"),
+                         0);
+    } while (n > 0 || events > 0);
+    assert_int_equal(jobs, N);
+    assert_int_equal(rounds, 4);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 0);
+    /* Bounds are checked. */
+    treq r;
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_PRUNE;
+    r.op.cb = treq_cb;
+    r.op.prune.before = now;
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL); /* limit 0 */
+    r.op.prune.limit = LB_STORE_PRUNE_MAX + 1;
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    fx_close(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +389,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions_past_candidates, fx_setup,
                                         fx_teardown),
+        cmocka_unit_test_setup_teardown(test_prune_keeps_what_exactly_once_needs, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_prune_in_bounded_batches, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests_name("store_events", tests, NULL, NULL);
 }

@@ -139,30 +139,33 @@ static void test_simulated_next(void **state)
     assert_int_equal(upsert(f, "acme", "Acme", 5), 0);
     fx_close(f);
 
-    lb_store_migration steps[5] = {lb_store_migrations[0], lb_store_migrations[1],
-                                   lb_store_migrations[2], lb_store_migrations[3],
-                                   {5, "tenant notes",
-                                    "ALTER TABLE tenants ADD COLUMN note TEXT;"
-                                    "CREATE INDEX tenants_note ON tenants(note);",
-                                    v2_apply}};
+    /* This binary's steps, then one more. */
+    const int cur = (int)lb_store_migration_count, next = cur + 1;
+    lb_store_migration steps[16];
+    assert_true(lb_store_migration_count < 16);
+    memcpy(steps, lb_store_migrations, lb_store_migration_count * sizeof(steps[0]));
+    steps[cur] = (lb_store_migration){next, "tenant notes",
+                                      "ALTER TABLE tenants ADD COLUMN note TEXT;"
+                                      "CREATE INDEX tenants_note ON tenants(note);",
+                                      v2_apply};
     char err[256] = "";
     int from = -1, to = -1;
     sqlite3 *db = raw_open(f);
-    assert_int_equal(lb_store_migrate(db, steps, 5, &from, &to, err, sizeof(err)), 0);
-    assert_int_equal(from, 4);
-    assert_int_equal(to, 5);
-    assert_int_equal(lb_store_schema_version(db), 5);
+    assert_int_equal(lb_store_migrate(db, steps, (size_t)next, &from, &to, err, sizeof(err)), 0);
+    assert_int_equal(from, cur);
+    assert_int_equal(to, next);
+    assert_int_equal(lb_store_schema_version(db), next);
     /* Again: nothing to do. */
-    assert_int_equal(lb_store_migrate(db, steps, 5, &from, &to, err, sizeof(err)), 0);
-    assert_int_equal(from, 5);
-    assert_int_equal(to, 5);
-    /* This binary's list (up to v4) refuses the v5 database. */
+    assert_int_equal(lb_store_migrate(db, steps, (size_t)next, &from, &to, err, sizeof(err)), 0);
+    assert_int_equal(from, next);
+    assert_int_equal(to, next);
+    /* This binary's list refuses the newer database. */
     assert_int_equal(lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from, &to,
                                       err, sizeof(err)),
                      LB_EINVAL);
     sqlite3_close(db);
     assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants WHERE note = 'migrated:Acme'"), 1);
-    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), 5);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), next);
     assert_db_intact(f);
 }
 
@@ -221,8 +224,8 @@ static void test_events_v3_to_v4(void **state)
         rowid_d = sqlite3_column_int64(q, 0);
         sqlite3_finalize(q);
     }
-    assert_int_equal(lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from,
-                                      &to, err, sizeof(err)),
+    assert_int_equal(lb_store_migrate(db, lb_store_migrations, lb_store_migration_count, &from, &to,
+                                      err, sizeof(err)),
                      0);
     assert_int_equal(from, 3);
     assert_int_equal(to, latest());
@@ -232,7 +235,7 @@ static void test_events_v3_to_v4(void **state)
                                       " status, received_at) VALUES ('ev_x', 't', 'platform',"
                                       " 'assessment_completed', 'res-2', 'accepted', 50)",
                                       NULL, NULL, NULL),
-                     SQLITE_OK);
+                         SQLITE_OK);
     sqlite3_close(db);
     assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 3);
     assert_int_equal(raw_int(f, "SELECT seq FROM events WHERE id = 'ev_d'"), rowid_d);
@@ -251,15 +254,19 @@ static void test_failing_step_rolls_back(void **state)
     fx_open(f);
     fx_close(f);
 
-    lb_store_migration steps[5] = {
-        lb_store_migrations[0], lb_store_migrations[1], lb_store_migrations[2],
-        lb_store_migrations[3],
-        {5, "half done", "CREATE TABLE half(x); INSERT INTO no_such_table VALUES (1);", NULL}};
-    char err[256] = "";
+    const int cur = (int)lb_store_migration_count, next = cur + 1;
+    lb_store_migration steps[16];
+    assert_true(lb_store_migration_count < 16);
+    memcpy(steps, lb_store_migrations, lb_store_migration_count * sizeof(steps[0]));
+    steps[cur] = (lb_store_migration){
+        next, "half done", "CREATE TABLE half(x); INSERT INTO no_such_table VALUES (1);", NULL};
+    char err[256] = "", want[32];
     sqlite3 *db = raw_open(f);
-    assert_int_equal(lb_store_migrate(db, steps, 5, NULL, NULL, err, sizeof(err)), LB_EIO);
-    assert_non_null(strstr(err, "migration 5"));
-    assert_int_equal(lb_store_schema_version(db), 4);
+    assert_int_equal(lb_store_migrate(db, steps, (size_t)next, NULL, NULL, err, sizeof(err)),
+                     LB_EIO);
+    snprintf(want, sizeof(want), "migration %d", next);
+    assert_non_null(strstr(err, want));
+    assert_int_equal(lb_store_schema_version(db), cur);
     assert_int_equal(sqlite3_get_autocommit(db), 1);
 
     /* Steps must be numbered 1, 2, ... */
