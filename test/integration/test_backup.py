@@ -1,7 +1,10 @@
 """leverbridge backup PATH (api.md, "Retention and backup"): an online,
-consistent copy of the SQLite store while the server serves, that a server
-started on it with the same master key serves in full; never overwriting."""
+consistent copy of the SQLite store while Lever deliveries stream in, that a
+server started on it with the same master key serves in full; never
+overwriting."""
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -10,7 +13,7 @@ import subprocess
 import threading
 import time
 
-from conftest import ADMIN_TOKEN, binary, clean_env
+from conftest import ADMIN_TOKEN, Conn, binary, clean_env
 from simutil import LeverSim
 
 AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
@@ -87,25 +90,39 @@ def test_backup_while_serving_restores_everything(make_server, tmp_path):
         }
         assert len(before["events"]) == 3 and len(before["jobs"]) == 3, before
 
-        # Writes keep landing while the copy is made.
+        # Lever deliveries keep streaming while the copy is made, one at a
+        # time (each acknowledged before the next is sent).
+        token_key = [h for h in lever.state()["webhooks"]
+                     if h["url"] == c["webhook"]["url"]][0]["signatureToken"]
+        hook_path = c["webhook"]["url"].split(str(s.port), 1)[1]
         acked, stop = [], threading.Event()
 
         def writer():
             i = 0
-            while not stop.is_set():
-                tid = "w%05d" % i
-                i += 1
-                if call(s, "PUT", "/v1/tenants/" + tid, {"name": tid}).status == 201:
-                    acked.append(tid)
+            with Conn(s.port) as conn:
+                while not stop.is_set():
+                    token = "%06d" % i + "s" * 42
+                    i += 1
+                    now = int(time.time() * 1000)
+                    sig = hmac.new(token_key.encode(), (token + str(now)).encode(),
+                                   hashlib.sha256).hexdigest()
+                    body = json.dumps({"event": "candidateStageChange", "triggeredAt": now,
+                                       "token": token, "signature": sig,
+                                       "data": {"opportunityId": "O1", "toStageId": "S1",
+                                                "fromStageId": "S2"}}).encode()
+                    conn.request("POST", hook_path, JSON, body)
+                    r = conn.read_response()
+                    assert r.status == 200 and r.json()["status"] == "accepted", r
+                    acked.append(r.json()["event"])
 
         t = threading.Thread(target=writer)
         t.start()
-        wait_for(lambda: len(acked) >= 20, what="writes under way")
+        wait_for(lambda: len(acked) >= 20, what="deliveries under way")
         acked_before = list(acked)
         copy = str(tmp_path / "copy.db")
         p = backup(s.data_dir, copy)
         acked_after = list(acked)
-        print("writes: %d before the copy, %d after" % (len(acked_before), len(acked_after)))
+        print("deliveries: %d before the copy, %d after" % (len(acked_before), len(acked_after)))
         stop.set()
         t.join(timeout=10)
         assert p.returncode == 0, p.stderr.decode()
@@ -124,14 +141,17 @@ def test_backup_while_serving_restores_everything(make_server, tmp_path):
         r = make_server(env=env, data_dir=restored_dir)
         tenants = {t["id"] for t in listing(r, "/v1/tenants?limit=200")}
         assert {t["id"] for t in before["tenants"]} <= tenants
-        assert set(acked_before) <= tenants  # acknowledged before the copy began
-        # One moment: the writer is sequential, so the copy holds a prefix.
-        got = sorted(x for x in tenants if x.startswith("w"))
-        assert got == acked_after[:len(got)], (got[-3:], acked_after[len(got) - 3:len(got) + 3])
+        # One moment: deliveries are sequential, so the copy holds a prefix
+        # of them, at least every one acknowledged before the copy began.
+        got = {e["id"] for e in listing(r, "/v1/tenants/acme/events?limit=200")}
+        streamed = [e for e in acked_after if e in got]
+        assert set(acked_before) <= got
+        assert streamed == acked_after[:len(streamed)], (len(streamed), len(acked_after))
         conn = call(r, "GET", "/v1/tenants/acme/lever").json()
         assert conn["status"] == "connected" and conn["webhook"]["id"] == c["webhook"]["id"], conn
         assert listing(r, "/v1/tenants/acme/workflows") == before["workflows"]
-        assert listing(r, "/v1/tenants/acme/events?limit=100") == before["events"]
+        events = listing(r, "/v1/tenants/acme/events?limit=100")
+        assert [e for e in events if e["id"] not in acked_after] == before["events"]
         assert listing(r, "/v1/tenants/acme/jobs?limit=100") == before["jobs"]
         # The restored server's secrets open: a Lever call with the sealed key.
         assert call(r, "GET", "/v1/tenants/acme/lever/stages").status == 200
