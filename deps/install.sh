@@ -26,9 +26,9 @@ libuv1-dev libcurl4-openssl-dev libyajl-dev libsodium-dev libsqlite3-dev
 node-llhttp ca-certificates curl"
 
 # Unit tests (cmocka), integration tests (pytest; openssl makes the TLS test's
-# throwaway certificate), fuzzers (clang's libFuzzer), benchmarks (wrk, nginx),
+# throwaway certificate; python3-yaml reads docs/monitoring's rules), fuzzers (clang's libFuzzer), benchmarks (wrk, nginx),
 # browser tests (Debian's Chromium, Node.js and npm for playwright-core).
-TEST_PKGS="libcmocka-dev sqlite3 python3 python3-pytest openssl
+TEST_PKGS="libcmocka-dev sqlite3 python3 python3-pytest python3-yaml openssl
 clang libclang-rt-14-dev wrk nginx-light chromium"
 
 [ $test_tools = 1 ] && PKGS="$PKGS $TEST_PKGS"

@@ -6,6 +6,7 @@
 #include "core/strbuf.h"
 #include "http/response.h"
 #include "engine/jobs.h"
+#include "state/connections.h"
 #include "store/store.h"
 
 static const char ok_body[] = "{\"status\":\"ok\"}";
@@ -71,6 +72,29 @@ static void metrics(lb_http_req *req, void *data)
         for (size_t i = 0; i < LB_COUNTOF(rows); i++)
             lb_metric_set(lb_metrics_gauge("leverbridge_jobs", help, rows[i].label), rows[i].v);
     }
+    if (api->conns != NULL) {
+        size_t conns[3], hooks[4];
+        lb_conns_count(api->conns, conns, hooks);
+        static const char chelp[] = "Tenants' Lever connections by status.";
+        static const char hhelp[] = "Tenants' Lever webhooks by status (none: not connected).";
+        char label[64];
+        for (int i = 0; i < 3; i++) {
+            snprintf(label, sizeof(label), "status=\"%s\"", lb_conn_status_name((lb_conn_status)i));
+            lb_metric_set(lb_metrics_gauge("leverbridge_connections", chelp, label),
+                          (double)conns[i]);
+        }
+        for (int i = 0; i < 4; i++) {
+            snprintf(label, sizeof(label), "status=\"%s\"", lb_hook_status_name((lb_hook_status)i));
+            lb_metric_set(lb_metrics_gauge("leverbridge_hooks", hhelp, label), (double)hooks[i]);
+        }
+    }
+    int ready = !(api->draining || (api->server && lb_http_server_draining(api->server))) &&
+                api->store != NULL && lb_store_ready(api->store);
+    lb_metric_set(lb_metrics_gauge("leverbridge_ready",
+                                   "1 while /readyz answers 200: the store can write and the "
+                                   "server is not draining.",
+                                   ""),
+                  ready);
     lb_metrics_render(&b);
     size_t len;
     char *text = lb_strbuf_steal(&b, &len);

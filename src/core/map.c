@@ -95,3 +95,12 @@ void *lb_map_del(lb_map *m, const char *key)
         i = j;
     }
 }
+
+void *lb_map_next(const lb_map *m, size_t *pos)
+{
+    while (*pos < m->cap) {
+        const lb_map_slot *sl = &m->slots[(*pos)++];
+        if (sl->key != NULL) return sl->value;
+    }
+    return NULL;
+}

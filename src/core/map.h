@@ -24,5 +24,8 @@ void *lb_map_get(const lb_map *m, const char *key);
 void *lb_map_put(lb_map *m, const char *key, void *value);
 /* Removes; returns the removed value or NULL. */
 void *lb_map_del(lb_map *m, const char *key);
+/* Walks the entries in no order: start with *pos = 0; returns the next
+ * value, or NULL at the end. The map must not change during a walk. */
+void *lb_map_next(const lb_map *m, size_t *pos);
 
 #endif

@@ -967,11 +967,15 @@ static void conn_link(lb_http_server *s, lb_http_conn *c)
 
 /* A connection at MAX_CONNECTIONS that could not make room. Counted, and
  * logged as one summary line at most every REFUSED_LOG_MS. */
+static lb_metric *refused_total(void)
+{
+    return lb_metrics_counter("leverbridge_http_connections_refused_total",
+                              "Connections closed at accept: every slot busy.", "");
+}
+
 static void refused(lb_http_server *s)
 {
-    lb_metric_add(lb_metrics_counter("leverbridge_http_connections_refused_total",
-                                     "Connections closed at accept: every slot busy.", ""),
-                  1);
+    lb_metric_add(refused_total(), 1);
     s->refused_unlogged++;
     int64_t now = (int64_t)(uv_now(s->loop));
     if (s->refused_logged_ms == 0 || now - s->refused_logged_ms >= REFUSED_LOG_MS) {
@@ -1082,6 +1086,7 @@ int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
     s->handler_data = data;
     lb_metrics_declare_counter("leverbridge_http_connections_evicted_total",
                                "Connections closed at MAX_CONNECTIONS to make room.");
+    lb_metric_add(refused_total(), 0); /* exported at 0 from the start */
     llhttp_settings_init(&s->settings);
     s->settings.on_message_begin = on_message_begin;
     s->settings.on_method = on_method;

@@ -353,3 +353,15 @@ void lb_conns_load(lb_conns *cs, const lb_conn_rec *conns, size_t nconns, const 
         lb_hook_clear(&h);
     }
 }
+
+void lb_conns_count(const lb_conns *cs, size_t conns[3], size_t hooks[4])
+{
+    memset(conns, 0, 3 * sizeof(conns[0]));
+    memset(hooks, 0, 4 * sizeof(hooks[0]));
+    size_t pos = 0;
+    const lb_conn *c;
+    while ((c = lb_map_next(&cs->by_tenant, &pos)) != NULL) {
+        if ((unsigned)c->status < 3) conns[c->status]++;
+        hooks[c->hook != NULL && (unsigned)c->hook->status < 4 ? c->hook->status : LB_HOOK_NONE]++;
+    }
+}

@@ -91,6 +91,10 @@ void lb_conn_clear(lb_conn *c);
 void lb_hook_copy(lb_hook *dst, const lb_hook *src);
 void lb_hook_clear(lb_hook *h);
 
+/* How many connections are in each lb_conn_status and hooks in each
+ * lb_hook_status (for /metrics: counts, never tenant ids). */
+void lb_conns_count(const lb_conns *cs, size_t conns[3], size_t hooks[4]);
+
 const char *lb_conn_status_name(lb_conn_status s);
 const char *lb_auth_name(lb_auth_kind a);    /* NULL for none */
 const char *lb_hook_status_name(lb_hook_status s);

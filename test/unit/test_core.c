@@ -140,7 +140,23 @@ static void map_ops(void **state)
         assert_ptr_equal(lb_map_get(&m, keys[i]), i % 2 ? keys[i] : NULL);
     assert_int_equal(m.count, 1000);
     assert_null(lb_map_del(&m, "missing"));
+    /* A walk sees each entry once. */
+    static char seen[2000];
+    memset(seen, 0, sizeof(seen));
+    size_t pos = 0, n = 0;
+    const char *v;
+    while ((v = lb_map_next(&m, &pos)) != NULL) {
+        int i = atoi(v + 1);
+        assert_true(i % 2 == 1 && !seen[i]);
+        seen[i] = 1;
+        n++;
+    }
+    assert_int_equal(n, 1000);
+    assert_null(lb_map_next(&m, &pos)); /* and stays at the end */
     lb_map_free(&m);
+    lb_map_init(&m);
+    pos = 0;
+    assert_null(lb_map_next(&m, &pos)); /* empty */
 }
 
 typedef struct {
