@@ -29,10 +29,9 @@ static void readyz(lb_http_req *req, void *data)
     if (api->store == NULL || !lb_store_ready(api->store)) {
         int e = api->store ? lb_store_write_error(api->store) : 0;
         lb_http_respond_error(req, 503, "unavailable",
-                              e == UV_ENOSPC
-                                  ? "The store cannot write: no space left on device. "
-                                    "Reads are served; writes wait for space."
-                                  : "The store is not available.",
+                              e == UV_ENOSPC ? "The store cannot write: no space left on device. "
+                                               "Reads are served; writes wait for space."
+                                             : "The store is not available.",
                               NULL);
         return;
     }
@@ -49,9 +48,9 @@ static void metrics(lb_http_req *req, void *data)
                                    "Bytes allocated through leverbridge's allocator.", ""),
                   (double)lb_alloc_live_bytes());
     if (api->server != NULL)
-        lb_metric_set(lb_metrics_gauge("leverbridge_http_connections", "Open client connections.",
-                                       ""),
-                      (double)lb_http_server_connections(api->server));
+        lb_metric_set(
+            lb_metrics_gauge("leverbridge_http_connections", "Open client connections.", ""),
+            (double)lb_http_server_connections(api->server));
     if (api->jobs != NULL) {
         lb_jobs_stats st;
         lb_jobs_stats_get(api->jobs, &st);
