@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/time.h"
 #include "crypto/crypto.h"
 #include "engine/actions.h"
 #include "engine/jobs.h"
@@ -19,6 +20,7 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "state/connections.h"
+#include "state/stats.h"
 #include "state/tenants.h"
 #include "state/workflows.h"
 #include "store/prune.h"
@@ -46,6 +48,7 @@ typedef struct {
     lb_jobs *jobs;
     lb_provision *provision;
     lb_pruner *pruner;    /* NULL with RETENTION=0 */
+    lb_stats *stats;
     int engine_open;      /* engine parts not yet closed */
     lb_router *router;
     lb_http_server *server;
@@ -93,6 +96,8 @@ static void engine_closed_cb(void *data)
         return;
     a->jobs = NULL;
     a->pruner = NULL;
+    a->stats = NULL;
+    a->api.stats = NULL;
     a->provision = NULL;
     a->outbound = NULL;
     a->client = NULL;
@@ -109,9 +114,10 @@ static void server_closed_cb(void *data)
     a->api.server = NULL;
     /* Jobs and provisioning first (their calls stop), then the queue, then
      * the client. */
-    a->engine_open = 4 + (a->pruner != NULL);
+    a->engine_open = 5 + (a->pruner != NULL);
     if (a->pruner != NULL)
         lb_pruner_close(a->pruner, engine_closed_cb, a);
+    lb_stats_close(a->stats, engine_closed_cb, a);
     lb_jobs_close(a->jobs, engine_closed_cb, a);
     lb_provision_close(a->provision, engine_closed_cb, a);
     lb_outbound_close(a->outbound, engine_closed_cb, a);
@@ -252,7 +258,8 @@ static void start_engine(app *a)
                          .max_running = a->cfg.max_inflight * 4,
                          .max_running_tenant = a->cfg.lever_burst * 2,
                          .platform_url = a->cfg.platform_url,
-                         .platform_token = a->cfg.platform_token};
+                         .platform_token = a->cfg.platform_token,
+                         .stats = a->stats};
     lb_jobs_env env = {lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_permission,
                        lb_api_tenant_rate, &a->api};
     if (lb_http_client_new(&a->loop, &cc, &a->client) != 0 ||
@@ -326,6 +333,21 @@ static void load_state(app *a)
     for (size_t i = 0; i < wop.workflow_load_all.count; i++)
         lb_workflows_apply(&a->workflows, &wop.workflow_load_all.recs[i]);
     lb_workflow_recs_free(wop.workflow_load_all.recs, wop.workflow_load_all.count);
+    int64_t now = lb_time_now_ms();
+    lb_store_op sop = {.kind = LB_STORE_STATS_LOAD,
+                       .stats_load.since = now / LB_HOUR_MS - LB_STATS_HOURS};
+    if (lb_stats_new(&a->loop, a->store, 0, &a->stats) != 0)
+        die(1, "cannot start the hourly counts");
+    a->api.stats = a->stats;
+    rc = store_run(a, &sop);
+    if (rc != 0) {
+        char err[256];
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load hourly counts: %s",
+                 lb_strerror(rc));
+        die(2, err);
+    }
+    lb_stats_load(a->stats, sop.stats_load.recs, sop.stats_load.count, now);
+    lb_free(sop.stats_load.recs);
     lb_info("main", "loaded %zu tenant(s), %zu connection(s), %zu workflow(s)",
             a->tenants.count, a->conns.by_tenant.count, a->workflows.by_id.count);
 }

@@ -24,6 +24,7 @@ typedef struct lb_http_client lb_http_client;
 typedef struct lb_conn lb_conn;
 typedef struct lb_tenant lb_tenant;
 typedef struct lb_tenants lb_tenants;
+typedef struct lb_stats lb_stats;
 
 /* List paging (api.md "Lists"). */
 #define LB_API_LIMIT_DEFAULT 50
@@ -42,6 +43,7 @@ typedef struct lb_api {
     lb_outbound *outbound;
     lb_provision *provision;
     lb_http_client *http;
+    lb_stats *stats;            /* the console's hourly counts */
     const lb_master_key *key;
     const char *admin_token;
     int draining;
@@ -55,6 +57,7 @@ int64_t lb_api_lever_dedupe_ms(const lb_config *cfg);
 
 /* Route groups (one file each). */
 void lb_api_ops_register(lb_api *api, lb_router *r);
+void lb_api_stats_register(lb_api *api, lb_router *r);
 void lb_api_tenants_register(lb_api *api, lb_router *r);
 void lb_api_hooks_register(lb_api *api, lb_router *r);
 void lb_api_lever_register(lb_api *api, lb_router *r);

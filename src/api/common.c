@@ -30,6 +30,7 @@ int lb_api_register(lb_api *api, lb_router *r)
 {
     lb_router_set_guard(r, expect_guard, api);
     lb_api_ops_register(api, r);
+    lb_api_stats_register(api, r);
     lb_api_tenants_register(api, r);
     lb_api_hooks_register(api, r);
     lb_api_lever_register(api, r);

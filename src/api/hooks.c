@@ -14,6 +14,7 @@
 #include "http/response.h"
 #include "json/json.h"
 #include "state/connections.h"
+#include "state/stats.h"
 #include "store/store.h"
 
 #include <stdio.h>
@@ -73,10 +74,12 @@ static void count(result r)
     lb_metric_add(series[r], 1);
 }
 
-static void reject(lb_http_req *req, int status, result r, const char *code,
-                   const char *message, const char *field)
+/* tenant: the hook's, NULL for an unknown hook. */
+static void reject(lb_api *api, const char *tenant, lb_http_req *req, int status, result r,
+                   const char *code, const char *message, const char *field)
 {
     count(r);
+    lb_stats_add(api->stats, tenant, LB_STAT_REFUSED, lb_time_now_ms());
     lb_http_respond_error(req, status, code, message, field);
 }
 
@@ -119,10 +122,11 @@ static void written(lb_store_op *op)
     if (op->status != 0) {
         lb_warn("hooks", "delivery for hook %s not stored: %s", d->hook_id,
                 lb_strerror(op->status));
-        reject(d->req, 503, R_UNAVAILABLE, "unavailable",
+        reject(api, d->event.tenant_id, d->req, 503, R_UNAVAILABLE, "unavailable",
                "The event could not be stored; Lever will retry.", NULL);
     } else if (op->event_insert.duplicate) {
         count(R_DUPLICATE);
+        lb_stats_add(api->stats, d->event.tenant_id, LB_STAT_DUPLICATE, lb_time_now_ms());
         answer(d->req, "duplicate", op->event_insert.existing_id);
     } else {
         lb_hook *h = lb_conns_hook(api->conns, d->hook_id);
@@ -131,6 +135,8 @@ static void written(lb_store_op *op)
         if (d->njobs > 0)
             lb_jobs_add(api->jobs, d->jobs, d->njobs);
         count(d->ignored ? R_IGNORED : R_ACCEPTED);
+        if (!d->ignored)
+            lb_stats_add(api->stats, d->event.tenant_id, LB_STAT_ACCEPTED, lb_time_now_ms());
         answer(d->req, d->ignored ? "ignored" : "accepted", d->ignored ? NULL : d->event.id);
     }
     delivery_free(d);
@@ -142,7 +148,7 @@ static void lever_hook(lb_http_req *req, void *data)
     const char *id = lb_http_req_param(req, "hook");
     lb_hook *hook = id ? lb_conns_hook(api->conns, id) : NULL;
     if (hook == NULL || hook->signature_token == NULL) {
-        reject(req, 404, R_NOT_FOUND, "not_found", "No such hook.", NULL);
+        reject(api, NULL, req, 404, R_NOT_FOUND, "not_found", "No such hook.", NULL);
         return;
     }
     lb_lever_delivery dl;
@@ -152,23 +158,24 @@ static void lever_hook(lb_http_req *req, void *data)
     case LB_DELIVERY_OK:
         break;
     case LB_DELIVERY_NOT_JSON:
-        reject(req, 400, R_INVALID, "invalid_json", "The body is not a JSON object.", NULL);
+        reject(api, hook->tenant_id, req, 400, R_INVALID, "invalid_json",
+               "The body is not a JSON object.", NULL);
         return;
     case LB_DELIVERY_MISSING: {
         char msg[96];
         snprintf(msg, sizeof(msg), "The delivery has no valid \"%s\".", field);
-        reject(req, 400, R_INVALID, "invalid_request", msg, field);
+        reject(api, hook->tenant_id, req, 400, R_INVALID, "invalid_request", msg, field);
         return;
     }
     case LB_DELIVERY_BAD_SIGNATURE:
-        reject(req, 401, R_INVALID_SIGNATURE, "invalid_signature",
+        reject(api, hook->tenant_id, req, 401, R_INVALID_SIGNATURE, "invalid_signature",
                "The signature does not match this hook's signature token.", NULL);
         return;
     }
     int64_t now = lb_time_now_ms();
     if (dl.triggered_ms < now - api->cfg->replay_window_ms) {
         yajl_tree_free(dl.tree);
-        reject(req, 400, R_STALE, "stale_event",
+        reject(api, hook->tenant_id, req, 400, R_STALE, "stale_event",
                "triggeredAt is older than the replay window.", "triggeredAt");
         return;
     }
@@ -178,8 +185,8 @@ static void lever_hook(lb_http_req *req, void *data)
      * clock skew, so a captured delivery cannot pass for a new one. */
     if (dl.triggered_ms > now + MAX_CLOCK_SKEW_MS) {
         yajl_tree_free(dl.tree);
-        reject(req, 400, R_INVALID, "invalid_request", "triggeredAt is in the future.",
-               "triggeredAt");
+        reject(api, hook->tenant_id, req, 400, R_INVALID, "invalid_request",
+               "triggeredAt is in the future.", "triggeredAt");
         return;
     }
 
@@ -224,7 +231,7 @@ static void lever_hook(lb_http_req *req, void *data)
     int rc = lb_store_submit(api->store, &d->op);
     if (rc != 0) {
         delivery_free(d);
-        reject(req, 503, R_UNAVAILABLE, "unavailable",
+        reject(api, hook->tenant_id, req, 503, R_UNAVAILABLE, "unavailable",
                "The server cannot take events now; Lever will retry.", NULL);
     }
 }

@@ -10,6 +10,7 @@
 #include "core/time.h"
 #include "engine/backoff.h"
 #include "json/json.h"
+#include "state/stats.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -455,10 +456,14 @@ static void end(lb_job *j, int status, const char *error)
     j->rec.next_run_at = 0;
     set_str(&j->rec.last_error, error);
     switch (status) {
-    case LB_JOB_SUCCEEDED: js->stats.succeeded++; break;
+    case LB_JOB_SUCCEEDED:
+        js->stats.succeeded++;
+        lb_stats_add(js->cfg.stats, j->rec.tenant_id, LB_STAT_SUCCEEDED, lb_time_now_ms());
+        break;
     case LB_JOB_FAILED:
         js->stats.failed++;
         j->t->failed++;
+        lb_stats_add(js->cfg.stats, j->rec.tenant_id, LB_STAT_FAILED, lb_time_now_ms());
         break;
     case LB_JOB_SKIPPED: js->stats.skipped++; break;
     default: js->stats.cancelled++; break;

@@ -63,6 +63,9 @@ typedef struct {
      * configured (send_assessment jobs fail). */
     const char *platform_url;
     const char *platform_token;
+    /* Where finished jobs are counted for the console (state/stats.h);
+     * borrowed, NULL: not counted. */
+    struct lb_stats *stats;
 } lb_jobs_config;
 
 /* An action type. */

@@ -160,12 +160,25 @@ static const char schema_v5[] =
     " PRIMARY KEY (tenant_id, source, dedupe_key)) WITHOUT ROWID;";
 /* clang-format on */
 
+/* Version 6: hourly counts for the console's charts (state/stats.h). No
+ * foreign key: the hours of a deleted tenant stay in the totals until they
+ * age out. */
+static const char schema_v6[] = "CREATE TABLE stats_hourly ("
+                                " tenant_id TEXT NOT NULL,"
+                                " hour INTEGER NOT NULL,"
+                                " accepted INTEGER NOT NULL, duplicate INTEGER NOT NULL,"
+                                " refused INTEGER NOT NULL, succeeded INTEGER NOT NULL,"
+                                " failed INTEGER NOT NULL,"
+                                " PRIMARY KEY (tenant_id, hour)) WITHOUT ROWID;"
+                                "CREATE INDEX stats_hourly_hour ON stats_hourly(hour);";
+
 const lb_store_migration lb_store_migrations[] = {
     {1, "initial schema", schema_v1, NULL},
     {2, "meta table", schema_v2, NULL},
     {3, "jobs by tenant and time", schema_v3, NULL},
     {4, "events in arrival order, Lever keys out of the unique index", schema_v4, NULL},
     {5, "retention: pruning indexes, keys of pruned results", schema_v5, NULL},
+    {6, "hourly counts for the console", schema_v6, NULL},
     /* {3, "what it changes", "ALTER TABLE ...;", NULL}, */
 };
 const size_t lb_store_migration_count =

@@ -104,6 +104,9 @@ enum {
     ST_PRUNE_JOBS,
     ST_PRUNE_KEYS,
     ST_PRUNE_EVENTS,
+    ST_STATS_PUT,
+    ST_STATS_FORGET,
+    ST_STATS_LOAD,
     ST_COUNT
 };
 
@@ -246,6 +249,13 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " WHERE seq IN (" PRUNE_EVENTS_OF ")",
     [ST_PRUNE_EVENTS] = "DELETE FROM events WHERE seq IN (" PRUNE_EVENTS_OF ")",
 #undef PRUNE_EVENTS_OF
+    [ST_STATS_PUT] = "INSERT INTO stats_hourly(tenant_id, hour, accepted, duplicate, refused,"
+                     " succeeded, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                     " ON CONFLICT(tenant_id, hour) DO UPDATE SET accepted = ?3,"
+                     " duplicate = ?4, refused = ?5, succeeded = ?6, failed = ?7",
+    [ST_STATS_FORGET] = "DELETE FROM stats_hourly WHERE hour < ?1",
+    [ST_STATS_LOAD] = "SELECT tenant_id, hour, accepted, duplicate, refused, succeeded, failed"
+                      " FROM stats_hourly WHERE hour >= ?1 ORDER BY tenant_id, hour",
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -1326,6 +1336,55 @@ static int run_prune(sq_store *s, lb_store_op *op)
     return rc;
 }
 
+/* ---- hourly counts ----------------------------------------------------------- */
+
+static int run_stats_put(sq_store *s, lb_store_op *op)
+{
+    for (size_t i = 0; i < op->stats_put.count; i++) {
+        const lb_stats_rec *r = &op->stats_put.recs[i];
+        sqlite3_stmt *q = stmt(s, ST_STATS_PUT);
+        if (q == NULL) return LB_EIO;
+        bind_text(q, 1, r->tenant_id);
+        sqlite3_bind_int64(q, 2, r->hour);
+        for (int k = 0; k < LB_STATS_KINDS; k++)
+            sqlite3_bind_int64(q, 3 + k, r->count[k]);
+        int rc = sqlite3_step(q);
+        done_with(q);
+        if (rc != SQLITE_DONE) return op_failed(s, rc, "stats put");
+    }
+    sqlite3_stmt *q = stmt(s, ST_STATS_FORGET);
+    if (q == NULL) return LB_EIO;
+    sqlite3_bind_int64(q, 1, op->stats_put.forget_before);
+    int rc = sqlite3_step(q);
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "stats put");
+}
+
+static int run_stats_load(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_STATS_LOAD);
+    if (q == NULL) return LB_EIO;
+    sqlite3_bind_int64(q, 1, op->stats_load.since);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->stats_load.count == cap) {
+            cap = cap ? cap * 2 : 64;
+            op->stats_load.recs = lb_realloc(op->stats_load.recs, cap * sizeof(lb_stats_rec));
+        }
+        lb_stats_rec *r = &op->stats_load.recs[op->stats_load.count++];
+        memset(r, 0, sizeof(*r));
+        column_id(q, 0, r->tenant_id, LB_TENANT_ID_MAX);
+        r->hour = sqlite3_column_int64(q, 1);
+        for (int k = 0; k < LB_STATS_KINDS; k++) {
+            int64_t v = sqlite3_column_int64(q, 2 + k);
+            r->count[k] = v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+        }
+    }
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "stats load");
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
@@ -1352,6 +1411,8 @@ static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_INVITATION_GET] = run_invitation_get,
     [LB_STORE_JOB_FAILED_COUNTS] = run_job_failed_counts,
     [LB_STORE_PRUNE] = run_prune,
+    [LB_STORE_STATS_PUT] = run_stats_put,
+    [LB_STORE_STATS_LOAD] = run_stats_load,
 };
 
 /* ---- the batch (store thread) ------------------------------------------- */

@@ -344,6 +344,26 @@ static void clear_prune(lb_store_op *op)
     op->prune.jobs = op->prune.events = 0;
 }
 
+static int check_stats_put(const lb_store_op *op)
+{
+    if (op->stats_put.count > LB_STORE_STATS_MAX ||
+        (op->stats_put.count > 0 && op->stats_put.recs == NULL))
+        return LB_EINVAL;
+    return 0;
+}
+
+static void clear_stats_load(lb_store_op *op)
+{
+    op->stats_load.recs = NULL;
+    op->stats_load.count = 0;
+}
+
+static void discard_stats_load(lb_store_op *op)
+{
+    lb_free(op->stats_load.recs);
+    clear_stats_load(op);
+}
+
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
@@ -372,6 +392,8 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
                                  discard_invitation_get, 1},
     [LB_STORE_JOB_FAILED_COUNTS] = {NULL, clear_job_failed_counts, discard_job_failed_counts, 1},
     [LB_STORE_PRUNE] = {check_prune, clear_prune, clear_prune},
+    [LB_STORE_STATS_PUT] = {check_stats_put, NULL, NULL},
+    [LB_STORE_STATS_LOAD] = {NULL, clear_stats_load, discard_stats_load, 1},
 };
 
 void lb_workflow_rec_free(lb_workflow_rec *r)

@@ -186,6 +186,17 @@ void lb_invitation_rec_free(lb_invitation_rec *r);
 /* Most rows of each table one prune operation deletes. */
 #define LB_STORE_PRUNE_MAX 10000
 
+/* One hour of one tenant's counts (state/stats.h); tenant "" for what no
+ * tenant owns (a delivery to an unknown hook). hour: ms since the epoch / 1h. */
+#define LB_STATS_KINDS 5
+typedef struct {
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    int64_t hour;
+    uint32_t count[LB_STATS_KINDS];
+} lb_stats_rec;
+/* Most rows one stats operation writes. */
+#define LB_STORE_STATS_MAX 4096
+
 typedef enum {
     LB_STORE_TENANT_UPSERT = 1,
     LB_STORE_TENANT_DELETE,
@@ -212,6 +223,8 @@ typedef enum {
     LB_STORE_INVITATION_GET,
     LB_STORE_JOB_FAILED_COUNTS,
     LB_STORE_PRUNE,
+    LB_STORE_STATS_PUT,
+    LB_STORE_STATS_LOAD,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -407,6 +420,19 @@ struct lb_store_op {
             unsigned limit;
             size_t jobs, events;
         } prune;
+        /* Writes each row's counts (replacing the hour's earlier ones), then
+         * deletes the rows of hours before `forget_before`. */
+        struct {
+            const lb_stats_rec *recs;
+            size_t count; /* 0..LB_STORE_STATS_MAX */
+            int64_t forget_before;
+        } stats_put;
+        /* in: rows of hours >= since. out: recs (lb_free), count. */
+        struct {
+            int64_t since;
+            lb_stats_rec *recs;
+            size_t count;
+        } stats_load;
     };
     lb_store_op *next; /* private to the store: queue link */
 };

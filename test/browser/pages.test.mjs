@@ -429,6 +429,50 @@ describe("connect page and console", { timeout: 120000 }, () => {
     await page.close();
   });
 
+  test("the console charts the last 24 hours, in total and per tenant", async () => {
+    // One more delivery and its copy, so the hour has accepted and duplicate.
+    const d = { event: "candidateStageChange", token: "chart".padEnd(48, "c"), count: 2, same: true,
+                data: { opportunityId: "opp-ada", candidateId: "opp-ada", toStageId: "st-onsite",
+                        fromStageId: "st-phone" } };
+    let r = await sim("POST", "/_sim/deliver", d);
+    assert.equal(r.status, 200, r.text);
+    const total = (await http(S.server.base, "GET", "/v1/stats", undefined, ADMIN)).json;
+    const acme = (await http(S.server.base, "GET", "/v1/tenants/acme/stats", undefined, ADMIN)).json;
+    const sum = (st, g, k) => st.buckets.reduce((a, b) => a + b[g][k], 0);
+    assert.ok(sum(total, "deliveries", "accepted") >= 2 && sum(total, "deliveries", "duplicate") >= 1,
+              JSON.stringify(total.buckets.slice(-1)));
+    const page = await S.context.newPage();
+    await page.goto(S.server.base + "/console");
+    await page.fill("#admin-token", ADMIN);
+    await page.press("#admin-token", "Enter");
+    // The total: two charts of 24 bars, each hour's numbers in its <title>.
+    const fig = page.locator("#trend svg.chart[data-group=deliveries]");
+    await fig.waitFor();
+    assert.equal(await page.locator("#trend svg.chart").count(), 2);
+    assert.equal(await fig.locator("g.bar").count(), 24);
+    for (const k of ["accepted", "duplicate", "refused"]) {
+      const shown = await page.locator(`#trend figure:first-child [data-kind=${k}][data-total]`).getAttribute("data-total");
+      assert.equal(Number(shown), sum(total, "deliveries", k), k);
+    }
+    const last = await fig.locator("g.bar").last().locator("title").textContent();
+    const now = total.buckets[23].deliveries;
+    assert.match(last, new RegExp(`${now.accepted} accepted, ${now.duplicate} duplicate, ${now.refused} refused`));
+    assert.ok(await fig.locator("rect.seg-accepted").count() >= 1);
+    const jobs = page.locator("#trend svg.chart[data-group=jobs]");
+    assert.equal(Number(await page.locator("#trend figure:last-child [data-kind=succeeded][data-total]").getAttribute("data-total")),
+                 sum(total, "jobs", "succeeded"));
+    assert.equal(await jobs.locator("g.bar").count(), 24);
+    await shot("15-console-trend", page);
+    // One tenant's chart, from its row.
+    await page.locator("#tenants tbody tr", { hasText: "Acme" }).getByRole("button", { name: /last 24 hours/i }).click();
+    const mine = page.locator("#detail-body svg.chart[data-group=deliveries]");
+    await mine.waitFor();
+    assert.equal(Number(await page.locator("#detail-body figure:first-child [data-kind=accepted][data-total]").getAttribute("data-total")),
+                 sum(acme, "deliveries", "accepted"));
+    await shot("16-console-tenant-trend", page);
+    await page.close();
+  });
+
   test("no page error, CSP violation or request to another host", () => {
     assert.deepEqual(S.problems, []);
   });

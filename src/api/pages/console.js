@@ -87,6 +87,7 @@
   }
 
   function load() {
+    drawTrend($("trend"), "/v1/stats");
     return fetchAll().then(function (r) {
       var err = LB.clear($("dash-error"));
       if (!r.data) {
@@ -139,6 +140,9 @@
           el("button", {text: "Failed jobs", class: "secondary", attrs: {type: "button",
             "aria-label": "Failed jobs of " + t.name, disabled: nfailed === 0},
             on: {click: function () { showFailed(t); }}}),
+          el("button", {text: "Last 24 hours", class: "secondary", attrs: {type: "button",
+            "aria-label": "Last 24 hours of " + t.name},
+            on: {click: function () { showTrend(t); }}}),
           el("button", {text: "Connect link", class: "secondary", attrs: {type: "button",
             "aria-label": "Make a connect link for " + t.name},
             on: {click: function () { makeLink(t); }}}));
@@ -146,6 +150,80 @@
                 (b.queued || 0) + " queued, " + (b.retrying || 0) + " retrying",
                 nfailed ? LB.badge(String(nfailed), "bad") : "0", actions];
       })));
+  }
+
+  /* ---- charts: the hourly counts of /v1/stats, drawn as inline SVG ---- */
+
+  var SVG = "http://www.w3.org/2000/svg";
+  var CHARTS = [
+    {title: "Lever deliveries", group: "deliveries", kinds: ["accepted", "duplicate", "refused"]},
+    {title: "Jobs", group: "jobs", kinds: ["succeeded", "failed"]}
+  ];
+
+  function svg(tag, attrs, text) {
+    var n = document.createElementNS(SVG, tag);
+    Object.keys(attrs || {}).forEach(function (k) { n.setAttribute(k, String(attrs[k])); });
+    if (text !== undefined) n.textContent = text;
+    return n;
+  }
+
+  /* One chart: a stacked bar per hour, oldest left; each bar has a <title>
+   * with its numbers, and the figure a caption with the day's totals. */
+  function chart(stats, spec) {
+    var W = 720, H = 140, PAD = 24, n = stats.buckets.length, bw = (W - PAD) / n;
+    var max = 1, sums = {};
+    spec.kinds.forEach(function (k) { sums[k] = 0; });
+    stats.buckets.forEach(function (b) {
+      var tot = 0;
+      spec.kinds.forEach(function (k) { tot += b[spec.group][k]; sums[k] += b[spec.group][k]; });
+      if (tot > max) max = tot;
+    });
+    var root = svg("svg", {viewBox: "0 0 " + W + " " + (H + 18), class: "chart", role: "img",
+                           "aria-label": spec.title + ", per hour", "data-group": spec.group});
+    root.appendChild(svg("text", {x: 0, y: 10, class: "axis"}, String(max)));
+    root.appendChild(svg("line", {x1: PAD, y1: H, x2: W, y2: H, class: "base"}));
+    stats.buckets.forEach(function (b, i) {
+      var x = PAD + i * bw, y = H, g = svg("g", {class: "bar"});
+      var hour = new Date(b.start);
+      var label = hour.toLocaleString([], {weekday: "short", hour: "2-digit", minute: "2-digit"});
+      var parts = spec.kinds.map(function (k) { return b[spec.group][k] + " " + k; });
+      g.appendChild(svg("title", null, label + ": " + parts.join(", ")));
+      spec.kinds.forEach(function (k) {
+        var v = b[spec.group][k];
+        if (!v) return;
+        var h = Math.max(1, (H - 14) * v / max);
+        y -= h;
+        g.appendChild(svg("rect", {x: x + 1, y: y, width: Math.max(1, bw - 2), height: h,
+                                   class: "seg-" + k, "data-kind": k, "data-value": v}));
+      });
+      if (i % 6 === 0)
+        g.appendChild(svg("text", {x: x, y: H + 14, class: "axis"},
+                          hour.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"})));
+      root.appendChild(g);
+    });
+    var caption = el("figcaption", {class: "small"}, el("strong", {text: spec.title + ": "}));
+    spec.kinds.forEach(function (k, i) {
+      caption.appendChild(el("span", {class: "key seg-" + k + "-key", text: (i ? " \u00b7 " : "") +
+        sums[k] + " " + k, attrs: {"data-kind": k, "data-total": sums[k]}}));
+    });
+    return el("figure", {class: "chart-fig"}, root, caption);
+  }
+
+  function drawTrend(box, path) {
+    return call("GET", path).then(function (res) {
+      LB.clear(box);
+      if (res.status !== 200) {
+        if (res.status !== 401) box.appendChild(el("p", {class: "alert error", text: LB.message(res)}));
+        return;
+      }
+      CHARTS.forEach(function (c) { box.appendChild(chart(res.body, c)); });
+    });
+  }
+
+  function showTrend(t) {
+    var body = openDetail("Last 24 hours of " + t.name);
+    body.appendChild(el("p", {class: "muted", text: "Loading\u2026"}));
+    drawTrend(body, "/v1/tenants/" + encodeURIComponent(t.id) + "/stats");
   }
 
   function openDetail(title) {

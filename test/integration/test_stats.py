@@ -1,0 +1,109 @@
+"""GET /v1/stats and /v1/tenants/{tenant}/stats: the console's last 24 hours
+of deliveries (accepted, duplicate, refused) and jobs (succeeded, failed),
+per tenant and in total, kept across a restart."""
+
+import hashlib
+import hmac
+import json
+import time
+
+from conftest import ADMIN_TOKEN, Conn
+from simutil import LeverSim
+
+AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
+JSON = {"Content-Type": "application/json"}
+
+
+def call(server, method, path, body=None, headers=None):
+    h = dict(AUTH if headers is None else headers)
+    raw = b""
+    if body is not None:
+        h.update(JSON)
+        raw = json.dumps(body).encode()
+    return server.get(path, headers=h, method=method, body=raw)
+
+
+def wait_for(fn, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def now_bucket(server, path):
+    r = call(server, "GET", path)
+    assert r.status == 200, r
+    body = r.json()
+    assert body["bucket_seconds"] == 3600 and len(body["buckets"]) == 24, body
+    starts = [b["start"] for b in body["buckets"]]
+    assert starts == sorted(starts) and body["from"] == starts[0], body
+    return body["buckets"][-1]
+
+
+def delivery(path, key, token, opp="O1", sig=None):
+    now = int(time.time() * 1000)
+    good = hmac.new(key.encode(), (token + str(now)).encode(), hashlib.sha256).hexdigest()
+    return json.dumps({"event": "candidateStageChange", "triggeredAt": now, "token": token,
+                       "signature": sig or good,
+                       "data": {"opportunityId": opp, "toStageId": "S2",
+                                "fromStageId": "S1"}}).encode()
+
+
+def test_counts_per_tenant_and_total(make_server):
+    with LeverSim(rate=0) as lever:
+        lever.seed({"stages": [{"id": "S1", "text": "New"}, {"id": "S2", "text": "Phone"}],
+                    "opportunities": [{"id": "O1", "name": "C1", "stage": "S1"}]})
+        lever.key("good")
+        s = make_server(env={"LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port})
+        zero = now_bucket(s, "/v1/stats")
+        assert zero["deliveries"] == {"accepted": 0, "duplicate": 0, "refused": 0}
+        assert zero["jobs"] == {"succeeded": 0, "failed": 0}
+        assert call(s, "PUT", "/v1/tenants/acme", {"name": "A", "api_addon": True}).status == 201
+        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
+        c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" else None)(
+            call(s, "GET", "/v1/tenants/acme/lever").json()), what="webhook active")
+        key = [h for h in lever.state()["webhooks"]
+               if h["url"] == c["webhook"]["url"]][0]["signatureToken"]
+        path = c["webhook"]["url"].split(str(s.port), 1)[1]
+        wf = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"},
+              "actions": [{"type": "add_tags", "tags": ["seen"]}]}
+        assert call(s, "POST", "/v1/tenants/acme/workflows", wf).status == 201
+        with Conn(s.port) as conn:
+            for i in range(3):
+                conn.request("POST", path, JSON, delivery(path, key, "a%d" % i + "x" * 46))
+                assert conn.read_response().json()["status"] == "accepted"
+            conn.request("POST", path, JSON, delivery(path, key, "a0" + "x" * 46))
+            assert conn.read_response().json()["status"] == "duplicate"
+            conn.request("POST", path, JSON, delivery(path, key, "b" * 48, sig="0" * 64))
+            assert conn.read_response().status == 401
+            conn.request("POST", "/hooks/lever/no-such-hook", JSON, delivery(path, key, "c" * 48))
+            assert conn.read_response().status == 404
+        wait_for(lambda: now_bucket(s, "/v1/stats")["jobs"]["succeeded"] == 3, what="3 jobs")
+        total = now_bucket(s, "/v1/stats")
+        assert total["deliveries"] == {"accepted": 3, "duplicate": 1, "refused": 2}, total
+        assert total["jobs"] == {"succeeded": 3, "failed": 0}, total
+        mine = now_bucket(s, "/v1/tenants/acme/stats")
+        assert mine["deliveries"] == {"accepted": 3, "duplicate": 1, "refused": 1}, mine
+        r = call(s, "GET", "/v1/tenants/acme/stats")
+        assert r.json()["tenant"] == "acme"
+
+        # A connect link sees its tenant's counts, not the total.
+        link = call(s, "POST", "/v1/tenants/acme/connect-links", {}).json()["url"]
+        bearer = {"Authorization": "Bearer " + link.rsplit("/", 1)[1]}
+        assert call(s, "GET", "/v1/tenants/acme/stats", headers=bearer).status == 200
+        assert call(s, "GET", "/v1/stats", headers=bearer).status == 401
+        assert call(s, "GET", "/v1/stats", headers={}).status == 401
+        assert call(s, "GET", "/v1/tenants/nobody/stats").status == 404
+
+        # Written at SIGTERM, read at start.
+        assert s.stop() == 0
+        s.start()
+        assert now_bucket(s, "/v1/stats") == total
+        assert now_bucket(s, "/v1/tenants/acme/stats") == mine
+
+        # A deleted tenant's own series goes; the total keeps its past.
+        assert call(s, "DELETE", "/v1/tenants/acme").status == 202
+        assert now_bucket(s, "/v1/stats")["deliveries"] == total["deliveries"]
