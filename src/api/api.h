@@ -116,6 +116,10 @@ int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags);
 #define LB_CONNECT_LINK_TTL_MAX_MS (24 * 60 * 60 * 1000)
 void lb_api_connect_register(lb_api *api, lb_router *r);
 void lb_api_pages_register(lb_api *api, lb_router *r);
+/* GET /openapi.json (openapi.c). */
+void lb_api_openapi_register(lb_api *api, lb_router *r);
+/* 1 when req's If-None-Match names the quoted hash (or is "*"). */
+int lb_api_etag_match(const lb_http_req *req, const char *hash);
 /* Checks a connect link's token (len bytes, not NUL-terminated): 0 when it is
  * valid, with its tenant copied into tenant; LB_EINVAL when it is not one
  * this server issued for an existing tenant; UV_ETIMEDOUT when it expired
