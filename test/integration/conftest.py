@@ -7,8 +7,12 @@ LB_BUILD_DIR/leverbridge, else build/leverbridge at the repository root.
 
 Every socket operation has a timeout, and every wait for the process too, so
 a hung server fails a test instead of hanging the suite.
+
+Every response read after Conn.request() is checked against the API
+description (openapi_check.py); a mismatch fails the test at its teardown.
 """
 
+import collections
 import json
 import os
 import resource
@@ -19,6 +23,8 @@ import tempfile
 import time
 
 import pytest
+
+import openapi_check
 
 ADMIN_TOKEN = "it-admin-token-0123456789abcdef"
 SOCK_TIMEOUT = 5.0  # seconds, for every connect/send/recv unless told
@@ -119,14 +125,24 @@ class Conn:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
+        # (method, path) of each request() not answered yet, for the API
+        # description check; raw bytes from send() end the tracking, since
+        # which request they hold is the test's business.
+        self.sent = collections.deque()
+        self.tracked = True
 
     # -- sending
     def send(self, data):
+        self.tracked = False
+        self._send(data)
+
+    def _send(self, data):
         if isinstance(data, str):
             data = data.encode("latin-1")
         self.sock.sendall(data)
 
     def send_bytewise(self, data, delay=0.002):
+        self.tracked = False
         if isinstance(data, str):
             data = data.encode("latin-1")
         for i in range(len(data)):
@@ -134,7 +150,9 @@ class Conn:
             time.sleep(delay)
 
     def request(self, method="GET", path="/healthz", headers=None, body=b"", version="HTTP/1.1"):
-        self.send(build_request(method, path, headers, body, version))
+        self._send(build_request(method, path, headers, body, version))
+        if self.tracked:
+            self.sent.append((method, path))
 
     # -- receiving
     def _fill(self, deadline):
@@ -193,7 +211,13 @@ class Conn:
         raw = self.buf[:total]
         body = self.buf[end + 4 : total]
         self.buf = self.buf[total:]
-        return Response(version, status, reason, headers, body, raw)
+        resp = Response(version, status, reason, headers, body, raw)
+        if self.tracked and self.sent:
+            method, path = self.sent.popleft()
+            chk = openapi_check.checker()
+            if chk is not None and not head:
+                chk.check(method, path, resp)
+        return resp
 
     def expect_closed(self, timeout=SOCK_TIMEOUT, allow_reset=False):
         """Asserts the server closes the connection (EOF) within timeout
@@ -369,6 +393,49 @@ class Server:
             assert isinstance(obj, dict), "stderr line is not a JSON object: %r" % line
             out.append(obj)
         return out
+
+
+# ---- the API description check ---------------------------------------------
+
+
+def _ci():
+    return os.environ.get("CI", "") not in ("", "false")
+
+
+def pytest_sessionstart(session):
+    why = openapi_check.checker_error()
+    if why is not None and "LB_OPENAPI_CHECK" not in why and _ci():
+        raise pytest.UsageError("the API description check cannot run: " + why)
+
+
+def pytest_terminal_summary(terminalreporter):
+    chk = openapi_check.checker()
+    if chk is None:
+        terminalreporter.write_line("openapi: answers NOT checked: " + openapi_check.checker_error())
+        return
+    terminalreporter.write_line(
+        "openapi: %d answers checked against src/api/openapi.json, %d mismatches; "
+        "%d on undocumented paths left alone" % (chk.validated, len(chk.failures), chk.skipped))
+    doc = chk.documented()
+    ops = {(p, m) for p, m, _ in doc}
+    terminalreporter.write_line(
+        "openapi: %d of %d operations and %d of %d documented statuses seen"
+        % (len({(p, m) for p, m, _ in chk.seen}), len(ops), len(chk.seen & doc), len(doc)))
+    if os.environ.get("LB_OPENAPI_UNSEEN"):
+        for p, m, st in sorted(doc - chk.seen):
+            terminalreporter.write_line("openapi: not seen: %s %s %s" % (m.upper(), p, st))
+
+
+@pytest.fixture(autouse=True)
+def openapi_answers():
+    """Fails the test when an answer it read contradicts the API description."""
+    chk = openapi_check.checker()
+    start = len(chk.failures) if chk is not None else 0
+    yield
+    if chk is not None and len(chk.failures) > start:
+        new = chk.failures[start:]
+        pytest.fail("%d answer(s) contradict src/api/openapi.json:\n  %s"
+                    % (len(new), "\n  ".join(new)), pytrace=False)
 
 
 @pytest.fixture
