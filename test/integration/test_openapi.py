@@ -150,3 +150,29 @@ def test_sweep_public_routes(setup):
     assert call(s, "GET", "/connect/bad").status == 403
     assert call(s, "GET", "/assets/nope.js").status == 404
     assert call(s, "GET", "/oauth/lever/callback?code=c&state=s").status == 404  # OAuth off
+
+
+def test_schemas_are_valid_draft_2020_12():
+    """The OAS schema takes any object as a Schema Object: each one is
+    checked against the 2020-12 meta-schema, and each $ref resolves."""
+    jsonschema = pytest.importorskip("jsonschema")
+    d = doc()
+    resolver = jsonschema.RefResolver.from_schema(d)
+    n = 0
+
+    def walk(node, where):
+        nonlocal n
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "schema" or (where.endswith("/schemas") and isinstance(v, dict)):
+                    jsonschema.Draft202012Validator.check_schema(v)
+                    n += 1
+                if k == "$ref":
+                    resolver.resolve(v)
+                walk(v, where + "/" + k)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, "%s/%d" % (where, i))
+
+    walk(d, "")
+    assert n > 100, n
