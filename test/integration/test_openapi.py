@@ -150,6 +150,9 @@ def test_sweep_public_routes(setup):
     assert call(s, "GET", "/connect/bad").status == 403
     assert call(s, "GET", "/assets/nope.js").status == 404
     assert call(s, "GET", "/oauth/lever/callback?code=c&state=s").status == 404  # OAuth off
+    # A path segment that does not percent-decode: the router's JSON 404.
+    assert call(s, "GET", "/connect/%zz").status == 404
+    assert call(s, "PUT", "/v1/tenants/%zz", ADMIN_TOKEN, b"{}").status == 404
 
 
 def test_schemas_are_valid_draft_2020_12():
