@@ -179,3 +179,28 @@ def test_schemas_are_valid_draft_2020_12():
 
     walk(d, "")
     assert n > 100, n
+
+
+def test_sweep_unconnected_tenant_and_unknown_ids(setup):
+    """The answers that need no Lever: a tenant that is not connected, ids
+    that do not exist."""
+    s, _ = setup
+    for m, p in (("GET", "/v1/tenants/acme/lever/stages"), ("GET", "/v1/tenants/acme/lever/postings"),
+                 ("POST", "/v1/tenants/acme/lever/webhook/provision")):
+        r = call(s, m, p, ADMIN_TOKEN)
+        assert r.status == 409 and r.json()["error"]["code"] == "not_connected", (m, p, r)
+    r = call(s, "PUT", "/v1/tenants/acme/lever", ADMIN_TOKEN, b'{"api_key":"k"}')
+    assert r.status == 403 and r.json()["error"]["code"] == "api_addon_required", r
+    assert call(s, "POST", "/v1/tenants/acme/lever/oauth", ADMIN_TOKEN).status == 404  # OAuth off
+    for m, p in (("POST", "/v1/tenants/acme/events/ev_x/replay"),
+                 ("POST", "/v1/tenants/acme/jobs/job_x/retry"),
+                 ("GET", "/v1/tenants/acme/workflows/wf_x"),
+                 ("DELETE", "/v1/tenants/acme/workflows/wf_x")):
+        r = call(s, m, p, ADMIN_TOKEN)
+        assert r.status == 404 and r.json()["error"]["code"] == "not_found", (m, p, r)
+    r = call(s, "PUT", "/v1/tenants/acme/workflows/wf_x", ADMIN_TOKEN, b"{}")
+    assert r.status == 404, r
+    for p in ("/v1/tenants?limit=0", "/v1/tenants/acme/workflows?limit=201",
+              "/v1/tenants/acme/events?cursor=nope", "/v1/tenants/acme/jobs?status=done"):
+        r = call(s, "GET", p, ADMIN_TOKEN)
+        assert r.status == 400 and r.json()["error"]["code"] == "invalid_request", (p, r)
