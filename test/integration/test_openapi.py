@@ -57,6 +57,11 @@ def test_served_without_token(server):
     assert r.body == want, "the binary serves another document than src/api/openapi.json"
     d = r.json()
     assert d["openapi"].startswith("3.1.")
+    import subprocess
+    from conftest import binary
+    version = subprocess.run([binary(), "--version"], capture_output=True, text=True,
+                             timeout=10).stdout.split()[-1]
+    assert d["info"]["version"] == version, "info.version is not the binary's --version"
     etag = r.header("etag")
     assert re.fullmatch(r'"[0-9a-f]{16}"', etag or ""), etag
     assert r.header("cache-control") == "no-cache"
