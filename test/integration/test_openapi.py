@@ -14,11 +14,12 @@ import glob
 import json
 import os
 import re
+import subprocess
 
 import pytest
 
 import openapi_check
-from conftest import ADMIN_TOKEN
+from conftest import ADMIN_TOKEN, binary
 
 ROOT = openapi_check._ROOT
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -57,8 +58,6 @@ def test_served_without_token(server):
     assert r.body == want, "the binary serves another document than src/api/openapi.json"
     d = r.json()
     assert d["openapi"].startswith("3.1.")
-    import subprocess
-    from conftest import binary
     version = subprocess.run([binary(), "--version"], capture_output=True, text=True,
                              timeout=10).stdout.split()[-1]
     assert d["info"]["version"] == version, "info.version is not the binary's --version"
