@@ -15,6 +15,7 @@ description (openapi_check.py); a mismatch fails the test at its teardown.
 import collections
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -125,15 +126,22 @@ class Conn:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
-        # (method, path) of each request() not answered yet, for the API
-        # description check; raw bytes from send() end the tracking, since
-        # which request they hold is the test's business.
+        # (method, path) of each request not answered yet, for the API
+        # description check. Raw bytes from send() are tracked when they are
+        # whole requests with Content-Length bodies; anything else (a part,
+        # chunked, malformed) ends the tracking on this connection.
         self.sent = collections.deque()
         self.tracked = True
 
     # -- sending
     def send(self, data):
-        self.tracked = False
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        reqs = whole_requests(data) if self.tracked else None
+        if reqs is None:
+            self.tracked = False
+        else:
+            self.sent.extend(reqs)
         self._send(data)
 
     def _send(self, data):
@@ -142,9 +150,13 @@ class Conn:
         self.sock.sendall(data)
 
     def send_bytewise(self, data, delay=0.002):
-        self.tracked = False
         if isinstance(data, str):
             data = data.encode("latin-1")
+        reqs = whole_requests(data) if self.tracked else None
+        if reqs is None:
+            self.tracked = False
+        else:
+            self.sent.extend(reqs)
         for i in range(len(data)):
             self.sock.sendall(data[i : i + 1])
             time.sleep(delay)
@@ -254,6 +266,38 @@ class Conn:
 
     def __exit__(self, *exc):
         self.close()
+
+
+_REQUEST_LINE = re.compile(rb"([A-Z]+) (/[!-~]*) HTTP/1\.[01]\Z")
+
+
+def whole_requests(data):
+    """[(method, path), ...] when data is a sequence of complete requests
+    whose bodies have a Content-Length (or none); else None."""
+    out = []
+    while data:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        lines = data[:end].split(b"\r\n")
+        m = _REQUEST_LINE.match(lines[0])
+        if m is None:
+            return None
+        length = 0
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            name = name.lower()
+            if not sep or name == b"transfer-encoding" or name == b"expect":
+                return None
+            if name == b"content-length":
+                if not value.strip().isdigit():
+                    return None
+                length = int(value)
+        if len(data) < end + 4 + length:
+            return None
+        out.append((m.group(1).decode(), m.group(2).decode("latin-1")))
+        data = data[end + 4 + length:]
+    return out
 
 
 def build_request(method="GET", path="/healthz", headers=None, body=b"", version="HTTP/1.1"):
