@@ -164,7 +164,7 @@ class Conn:
     def request(self, method="GET", path="/healthz", headers=None, body=b"", version="HTTP/1.1"):
         self._send(build_request(method, path, headers, body, version))
         if self.tracked:
-            self.sent.append((method, path))
+            self.sent.append((method, path, body.encode("utf-8") if isinstance(body, str) else body))
 
     # -- receiving
     def _fill(self, deadline):
@@ -225,10 +225,10 @@ class Conn:
         self.buf = self.buf[total:]
         resp = Response(version, status, reason, headers, body, raw)
         if self.tracked and self.sent:
-            method, path = self.sent.popleft()
+            method, path, req_body = self.sent.popleft()
             chk = openapi_check.checker()
             if chk is not None and not head:
-                chk.check(method, path, resp)
+                chk.check(method, path, resp, req_body)
         return resp
 
     def expect_closed(self, timeout=SOCK_TIMEOUT, allow_reset=False):
@@ -272,7 +272,7 @@ _REQUEST_LINE = re.compile(rb"([A-Z]+) (/[!-~]*) HTTP/1\.[01]\Z")
 
 
 def whole_requests(data):
-    """[(method, path), ...] when data is a sequence of complete requests
+    """[(method, path, body), ...] when data is a sequence of complete requests
     whose bodies have a Content-Length (or none); else None."""
     out = []
     while data:
@@ -295,7 +295,8 @@ def whole_requests(data):
                 length = int(value)
         if len(data) < end + 4 + length:
             return None
-        out.append((m.group(1).decode(), m.group(2).decode("latin-1")))
+        out.append((m.group(1).decode(), m.group(2).decode("latin-1"),
+                    data[end + 4:end + 4 + length]))
         data = data[end + 4 + length:]
     return out
 

@@ -7,8 +7,10 @@ route must get a documented status of that operation, in a documented media
 type, and a JSON body must validate against the schema of that status; a
 method the path does not document must get 405 method_not_allowed with an
 Allow header naming exactly the documented methods (or one of the limits'
-answers, which any request can get). Paths the document does not describe
-(a made-up /nope) are counted and left alone.
+answers, which any request can get). A JSON body that the server took with
+a 2xx must validate against the operation's request schema, so the
+document does not refuse what the server accepts. Paths the document does
+not describe (a made-up /nope) are counted and left alone.
 
 A mismatch does not raise where the response is read (tests read in threads
 and catch errors); it is recorded, and conftest.py fails the test at its
@@ -76,8 +78,9 @@ class Checker:
         return None, None
 
     # -- one answer
-    def check(self, method, target, resp):
-        """Records what is wrong with resp as the answer to method target."""
+    def check(self, method, target, resp, req_body=b""):
+        """Records what is wrong with resp as the answer to method target
+        (whose body was req_body)."""
         path = target.split("?", 1)[0]
         tmpl, item = self.route(path)
         if tmpl is None:
@@ -85,6 +88,8 @@ class Checker:
                 self.skipped += 1
             return
         errs = self._errors(method.lower(), tmpl, item, resp)
+        if 200 <= resp.status < 300 and req_body:
+            errs += self._request_errors(method.lower(), tmpl, item, req_body)
         with self._lock:
             self.validated += 1
             if not errs and method.lower() in item:
@@ -105,6 +110,23 @@ class Checker:
         spec = self._deref(spec)
         key = (tmpl, method, str(resp.status))
         return self._body_errors(key, spec, resp)
+
+    def _request_errors(self, method, tmpl, item, req_body):
+        rb = self._deref((item.get(method) or {}).get("requestBody"))
+        media = ((rb or {}).get("content") or {}).get("application/json")
+        if media is None or "schema" not in media:
+            return []
+        try:
+            body = json.loads(req_body.decode("utf-8"))
+        except ValueError:
+            return []  # a body the handler does not read (POST .../connect-links is optional)
+        v = self._validator((tmpl, method, "request"), media["schema"])
+        found = list(v.iter_errors(body))
+        if not found:
+            return []
+        return ["the server took this request body with a 2xx, the document refuses it:%s"
+                "\n    the request body was %s"
+                % ("".join("\n    " + _describe(e) for e in found[:5]), json.dumps(body)[:600])]
 
     def _undocumented_method(self, item, resp):
         if resp.status in _LIMIT_STATUSES:
