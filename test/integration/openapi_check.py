@@ -51,7 +51,8 @@ class Checker:
             self.routes.append((re.compile(rx), tmpl, item))
         self.routes.sort(key=lambda r: r[1].count("{"))
         self._validators = {}
-        self._lock = threading.Lock()
+        # jsonschema's RefResolver keeps a scope stack: one check at a time.
+        self._lock = threading.RLock()
         self.validated = 0
         self.skipped = 0
         self.failures = []
@@ -87,10 +88,10 @@ class Checker:
             with self._lock:
                 self.skipped += 1
             return
-        errs = self._errors(method.lower(), tmpl, item, resp)
-        if 200 <= resp.status < 300 and req_body:
-            errs += self._request_errors(method.lower(), tmpl, item, req_body)
         with self._lock:
+            errs = self._errors(method.lower(), tmpl, item, resp)
+            if 200 <= resp.status < 300 and req_body:
+                errs += self._request_errors(method.lower(), tmpl, item, req_body)
             self.validated += 1
             if not errs and method.lower() in item:
                 self.seen.add((tmpl, method.lower(), str(resp.status)))
