@@ -20,6 +20,8 @@ RUN /tmp/install.sh && rm -rf /var/lib/apt/lists/* /tmp/install.sh
 
 WORKDIR /src
 COPY CMakeLists.txt ./
+# cmake/: the scripts that build the pages and src/api/openapi.json in
+COPY cmake/ cmake/
 COPY deps/ deps/
 COPY src/ src/
 # CMakeLists.txt adds bench/ (its targets are EXCLUDE_FROM_ALL, nothing built)

@@ -26,9 +26,12 @@ libuv1-dev libcurl4-openssl-dev libyajl-dev libsodium-dev libsqlite3-dev
 node-llhttp ca-certificates curl"
 
 # Unit tests (cmocka), integration tests (pytest; openssl makes the TLS test's
-# throwaway certificate; python3-yaml reads docs/monitoring's rules), fuzzers (clang's libFuzzer), benchmarks (wrk, nginx),
-# browser tests (Debian's Chromium, Node.js and npm for playwright-core).
-TEST_PKGS="libcmocka-dev sqlite3 python3 python3-pytest python3-yaml openssl
+# throwaway certificate; python3-yaml reads docs/monitoring's rules), fuzzers
+# (clang's libFuzzer), benchmarks (wrk, nginx), browser tests (Debian's
+# Chromium, Node.js and npm for playwright-core), the API description check
+# (python3-jsonschema for the answers; the npm validator of the document comes
+# with test/browser's npm ci).
+TEST_PKGS="libcmocka-dev sqlite3 python3 python3-pytest python3-yaml python3-jsonschema openssl
 clang libclang-rt-14-dev wrk nginx-light chromium"
 
 [ $test_tools = 1 ] && PKGS="$PKGS $TEST_PKGS"
@@ -73,15 +76,19 @@ fi
 
 [ $test_tools = 1 ] || exit 0
 
-# The browser tests' playwright-core (test/browser, version pinned by its
-# package-lock.json), with the machine's Node.js and npm; `npm ci` only when
-# node_modules does not already hold the locked version.
+# The browser tests' playwright-core and the OpenAPI validator (test/browser,
+# versions pinned by its package-lock.json), with the machine's Node.js and
+# npm; `npm ci` only when node_modules does not already hold every locked
+# version of the direct dependencies.
 browser="$(cd "$(dirname "$0")/.." && pwd)/test/browser"
 have=$(cd "$browser" && node -e '
-    const want = require("./package-lock.json").packages["node_modules/playwright-core"].version;
-    let got = null;
-    try { got = require("./node_modules/playwright-core/package.json").version; } catch (e) {}
-    process.stdout.write(got === want ? "yes" : "no");')
+    const lock = require("./package-lock.json");
+    const ok = Object.keys(lock.packages[""].devDependencies).every((name) => {
+        const want = lock.packages["node_modules/" + name].version;
+        try { return require("./node_modules/" + name + "/package.json").version === want; }
+        catch (e) { return false; }
+    });
+    process.stdout.write(ok ? "yes" : "no");')
 if [ "$have" != yes ]; then
     (cd "$browser" && npm ci --no-audit --no-fund)
 fi

@@ -145,6 +145,10 @@ int lb_api_connect_grant_expiry(lb_api *api, lb_http_req *req, int64_t *expiry);
 /* The connect page URL of the tenant's link that expires at `expiry`: the
  * same link that was minted then (links are not stored, only MAC'd). */
 void lb_api_connect_url(lb_api *api, const char *tenant, int64_t expiry, char *out, size_t size);
+/* GET /openapi.json (openapi.c). */
+void lb_api_openapi_register(lb_api *api, lb_router *r);
+/* 1 when req's If-None-Match names the quoted hash (or is "*"). */
+int lb_api_etag_match(const lb_http_req *req, const char *hash);
 /* Checks a connect link's token (len bytes, not NUL-terminated): 0 when it is
  * valid, with its tenant copied into tenant; LB_EINVAL when it is not one
  * this server issued for an existing tenant; UV_ETIMEDOUT when it expired

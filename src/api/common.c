@@ -41,6 +41,7 @@ int lb_api_register(lb_api *api, lb_router *r)
     lb_api_results_register(api, r);
     lb_api_connect_register(api, r);
     lb_api_pages_register(api, r);
+    lb_api_openapi_register(api, r);
     return 0;
 }
 

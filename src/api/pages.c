@@ -72,8 +72,7 @@ static void console_page(lb_http_req *req, void *data)
     html(req, 200, "console.html");
 }
 
-/* 1 when the If-None-Match header names the quoted hash. */
-static int not_modified(const lb_http_req *req, const char *hash)
+int lb_api_etag_match(const lb_http_req *req, const char *hash)
 {
     size_t len;
     const char *inm = lb_http_req_header(req, "if-none-match", &len);
@@ -101,7 +100,7 @@ static void asset(lb_http_req *req, void *data)
     char headers[1024];
     snprintf(headers, sizeof(headers), "Cache-Control: %s\r\nETag: \"%s\"\r\n" COMMON_HEADERS,
              versioned ? "public, max-age=31536000, immutable" : "no-cache", f->hash);
-    if (not_modified(req, f->hash)) {
+    if (lb_api_etag_match(req, f->hash)) {
         lb_http_respond(req, 304, NULL, headers, NULL, 0, NULL, NULL);
         return;
     }

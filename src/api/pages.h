@@ -18,4 +18,7 @@ typedef struct {
 extern const lb_page_file lb_page_files[];
 extern const size_t lb_page_nfiles;
 
+/* The API description, src/api/openapi.json (cmake/embed_file.cmake). */
+extern const lb_page_file lb_openapi_file;
+
 #endif

@@ -7,10 +7,15 @@ LB_BUILD_DIR/leverbridge, else build/leverbridge at the repository root.
 
 Every socket operation has a timeout, and every wait for the process too, so
 a hung server fails a test instead of hanging the suite.
+
+Every response read after Conn.request() is checked against the API
+description (openapi_check.py); a mismatch fails the test at its teardown.
 """
 
+import collections
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -19,6 +24,8 @@ import tempfile
 import time
 
 import pytest
+
+import openapi_check
 
 ADMIN_TOKEN = "it-admin-token-0123456789abcdef"
 SOCK_TIMEOUT = 5.0  # seconds, for every connect/send/recv unless told
@@ -119,9 +126,25 @@ class Conn:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
+        # (method, path) of each request not answered yet, for the API
+        # description check. Raw bytes from send() are tracked when they are
+        # whole requests with Content-Length bodies; anything else (a part,
+        # chunked, malformed) ends the tracking on this connection.
+        self.sent = collections.deque()
+        self.tracked = True
 
     # -- sending
     def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        reqs = whole_requests(data) if self.tracked else None
+        if reqs is None:
+            self.tracked = False
+        else:
+            self.sent.extend(reqs)
+        self._send(data)
+
+    def _send(self, data):
         if isinstance(data, str):
             data = data.encode("latin-1")
         self.sock.sendall(data)
@@ -129,12 +152,19 @@ class Conn:
     def send_bytewise(self, data, delay=0.002):
         if isinstance(data, str):
             data = data.encode("latin-1")
+        reqs = whole_requests(data) if self.tracked else None
+        if reqs is None:
+            self.tracked = False
+        else:
+            self.sent.extend(reqs)
         for i in range(len(data)):
             self.sock.sendall(data[i : i + 1])
             time.sleep(delay)
 
     def request(self, method="GET", path="/healthz", headers=None, body=b"", version="HTTP/1.1"):
-        self.send(build_request(method, path, headers, body, version))
+        self._send(build_request(method, path, headers, body, version))
+        if self.tracked:
+            self.sent.append((method, path, body.encode("utf-8") if isinstance(body, str) else body))
 
     # -- receiving
     def _fill(self, deadline):
@@ -193,7 +223,13 @@ class Conn:
         raw = self.buf[:total]
         body = self.buf[end + 4 : total]
         self.buf = self.buf[total:]
-        return Response(version, status, reason, headers, body, raw)
+        resp = Response(version, status, reason, headers, body, raw)
+        if self.tracked and self.sent:
+            method, path, req_body = self.sent.popleft()
+            chk = openapi_check.checker()
+            if chk is not None and not head:
+                chk.check(method, path, resp, req_body)
+        return resp
 
     def expect_closed(self, timeout=SOCK_TIMEOUT, allow_reset=False):
         """Asserts the server closes the connection (EOF) within timeout
@@ -230,6 +266,39 @@ class Conn:
 
     def __exit__(self, *exc):
         self.close()
+
+
+_REQUEST_LINE = re.compile(rb"([A-Z]+) (/[!-~]*) HTTP/1\.[01]\Z")
+
+
+def whole_requests(data):
+    """[(method, path, body), ...] when data is a sequence of complete requests
+    whose bodies have a Content-Length (or none); else None."""
+    out = []
+    while data:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        lines = data[:end].split(b"\r\n")
+        m = _REQUEST_LINE.match(lines[0])
+        if m is None:
+            return None
+        length = 0
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            name = name.lower()
+            if not sep or name == b"transfer-encoding" or name == b"expect":
+                return None
+            if name == b"content-length":
+                if not value.strip().isdigit():
+                    return None
+                length = int(value)
+        if len(data) < end + 4 + length:
+            return None
+        out.append((m.group(1).decode(), m.group(2).decode("latin-1"),
+                    data[end + 4:end + 4 + length]))
+        data = data[end + 4 + length:]
+    return out
 
 
 def build_request(method="GET", path="/healthz", headers=None, body=b"", version="HTTP/1.1"):
@@ -369,6 +438,49 @@ class Server:
             assert isinstance(obj, dict), "stderr line is not a JSON object: %r" % line
             out.append(obj)
         return out
+
+
+# ---- the API description check ---------------------------------------------
+
+
+def _ci():
+    return os.environ.get("CI", "") not in ("", "false")
+
+
+def pytest_sessionstart(session):
+    why = openapi_check.checker_error()
+    if why is not None and "LB_OPENAPI_CHECK" not in why and _ci():
+        raise pytest.UsageError("the API description check cannot run: " + why)
+
+
+def pytest_terminal_summary(terminalreporter):
+    chk = openapi_check.checker()
+    if chk is None:
+        terminalreporter.write_line("openapi: answers NOT checked: " + openapi_check.checker_error())
+        return
+    terminalreporter.write_line(
+        "openapi: %d answers checked against src/api/openapi.json, %d mismatches; "
+        "%d on undocumented paths left alone" % (chk.validated, len(chk.failures), chk.skipped))
+    doc = chk.documented()
+    ops = {(p, m) for p, m, _ in doc}
+    terminalreporter.write_line(
+        "openapi: %d of %d operations and %d of %d documented statuses seen"
+        % (len({(p, m) for p, m, _ in chk.seen}), len(ops), len(chk.seen & doc), len(doc)))
+    if os.environ.get("LB_OPENAPI_UNSEEN"):
+        for p, m, st in sorted(doc - chk.seen):
+            terminalreporter.write_line("openapi: not seen: %s %s %s" % (m.upper(), p, st))
+
+
+@pytest.fixture(autouse=True)
+def openapi_answers():
+    """Fails the test when an answer it read contradicts the API description."""
+    chk = openapi_check.checker()
+    start = len(chk.failures) if chk is not None else 0
+    yield
+    if chk is not None and len(chk.failures) > start:
+        new = chk.failures[start:]
+        pytest.fail("%d answer(s) contradict src/api/openapi.json:\n  %s"
+                    % (len(new), "\n  ".join(new)), pytrace=False)
 
 
 @pytest.fixture
