@@ -399,8 +399,9 @@ int main(int argc, char **argv)
     raise_fd_limit(&a);
 
     /* Listen first: a busy port stops start-up before anything (data dir,
-     * keys, database) is made. No request is read before uv_run, by which
-     * time the routes are in the router. */
+     * keys, database) is made. Paused: the loop runs while the state loads
+     * (the store's answers come through it), and nothing is accepted until
+     * the routes and the state are in place. */
     uv_loop_init(&a.loop);
     a.router = lb_router_new();
     lb_http_server_config hc = {.host = a.cfg.listen_host,
@@ -411,7 +412,8 @@ int main(int argc, char **argv)
                                 .idle_timeout_ms = a.cfg.idle_timeout_ms,
                                 .max_connections = a.cfg.max_connections,
                                 .check = lb_router_check,
-                                .check_data = a.router};
+                                .check_data = a.router,
+                                .paused = 1};
     rc = lb_http_server_start(&a.loop, &hc, lb_router_dispatch, a.router, &a.server);
     if (rc != 0) {
         snprintf(err, sizeof(err), "LEVERBRIDGE_LISTEN: cannot listen on %s: %s", a.cfg.listen,
@@ -446,6 +448,7 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
     uv_signal_start(&a.sigint, signal_cb, SIGINT);
 
+    lb_http_server_serve(a.server);
     lb_info("main", "leverbridge %s listening on %s:%d (public URL %s)", LB_VERSION,
             a.cfg.listen_host, lb_http_server_port(a.server), a.cfg.public_url);
     if (a.cfg.public_url_warning != NULL)

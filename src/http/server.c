@@ -95,6 +95,8 @@ struct lb_http_server {
     int64_t refused_logged_ms;
     int port;
     unsigned listening : 1;
+    unsigned paused : 1;   /* accepting nothing yet (lb_http_server_serve) */
+    unsigned waiting : 1;  /* a connection came while paused: libuv holds it */
     unsigned draining : 1;
     unsigned closing : 1;
     void (*drain_cb)(void *);
@@ -1034,6 +1036,12 @@ static void on_connection(uv_stream_t *server, int status)
         lb_warn("http", "accept failed: %s", uv_strerror(status));
         return;
     }
+    if (s->paused) {
+        /* Not taken: libuv keeps the socket and stops polling the listener
+         * until uv_accept, so later ones stay in the backlog. */
+        s->waiting = 1;
+        return;
+    }
     lb_http_conn *c = lb_malloc(sizeof(*c));
     memset(c, 0, offsetof(lb_http_conn, rbuf));
     c->srv = s;
@@ -1070,6 +1078,17 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---- server ----------------------------------------------------------- */
 
+void lb_http_server_serve(lb_http_server *s)
+{
+    if (!s->paused)
+        return;
+    s->paused = 0;
+    if (s->waiting) {
+        s->waiting = 0;
+        on_connection((uv_stream_t *)&s->listener, 0); /* accepts, polls again */
+    }
+}
+
 int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
                          lb_http_handler handler, void *data, lb_http_server **out)
 {
@@ -1084,6 +1103,7 @@ int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
     s->cfg = *cfg;
     s->handler = handler;
     s->handler_data = data;
+    s->paused = cfg->paused != 0;
     lb_metrics_declare_counter("leverbridge_http_connections_evicted_total",
                                "Connections closed at MAX_CONNECTIONS to make room.");
     lb_metric_add(refused_total(), 0); /* exported at 0 from the start */

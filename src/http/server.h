@@ -81,11 +81,18 @@ typedef struct {
     int max_connections;
     lb_http_check check; /* NULL: every 100-continue request is let go on */
     void *check_data;
+    /* 1: bind and listen, but accept nothing until lb_http_server_serve();
+     * connections wait in the kernel's backlog meanwhile. For a start-up
+     * that must know the port is free before it makes anything, and must
+     * not answer before its state is loaded. */
+    int paused;
 } lb_http_server_config;
 
 /* Binds and listens. 0, or a negative libuv code with nothing left open. */
 int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
                          lb_http_handler handler, void *data, lb_http_server **out);
+/* Starts accepting on a server started paused (a no-op otherwise). */
+void lb_http_server_serve(lb_http_server *s);
 /* The port actually bound (useful with port 0). */
 int lb_http_server_port(const lb_http_server *s);
 /* Stops accepting. Idle connections close now, busy ones after their current

@@ -188,11 +188,26 @@ int lb_store__fault_install(void)
     return 1;
 }
 
+void lb_store__fault_batch_delay(void)
+{
+    static int ms = -1; /* read once; the store thread is the only caller */
+    if (ms < 0) {
+        const char *v = getenv("LB_FAULT_BATCH_DELAY_MS");
+        ms = v ? atoi(v) : 0;
+        if (ms < 0 || ms > 10000) ms = 0;
+    }
+    if (ms > 0) usleep((useconds_t)ms * 1000);
+}
+
 #else
 
 int lb_store__fault_install(void)
 {
     return 0;
+}
+
+void lb_store__fault_batch_delay(void)
+{
 }
 
 #endif

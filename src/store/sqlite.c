@@ -1469,6 +1469,7 @@ static int failure_code(sq_store *s)
 
 static void run_batch(sq_store *s, batch *b)
 {
+    lb_store__fault_batch_delay();
     double t0 = mono_seconds();
     b->committed = 0;
     b->error = LB_EIO;

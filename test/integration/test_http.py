@@ -849,6 +849,37 @@ def test_listen_port_in_use_exits_2(tmp_path):
     assert not (tmp_path / "d").exists(), sorted(os.listdir(tmp_path / "d"))
 
 
+def test_nothing_is_answered_while_the_state_loads(tmp_path):
+    """The port is bound before start-up loads its state through the store
+    (so a busy port exits before anything is made), but nothing is accepted
+    until the routes and the state are in place: a request sent meanwhile
+    waits and gets the real answer, not the empty router's 404. Each store
+    batch is slowed by 200 ms (LB_FAULT_BATCH_DELAY_MS), so loading takes
+    over a second."""
+    port = free_port()
+    env = clean_env({"LEVERBRIDGE_LISTEN": "127.0.0.1:%d" % port, "LEVERBRIDGE_ADMIN_TOKEN": ADMIN_TOKEN,
+                     "LEVERBRIDGE_DATA_DIR": str(tmp_path / "d"), "LB_FAULT_BATCH_DELAY_MS": "200"})
+    p = subprocess.Popen([binary()], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the first moment the port takes a connection
+            try:
+                c = Conn(port, timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and p.poll() is None
+                time.sleep(0.005)
+        with c:
+            c.request("GET", "/healthz")
+            r = c.read_response(timeout=10)
+            assert r.status == 200, r
+            c.request("GET", "/v1/tenants", {"Authorization": "Bearer " + ADMIN_TOKEN})
+            assert c.read_response(timeout=10).status == 200
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=15) == 0, p.stderr.read()[-2000:]
+
+
 def test_help_and_version(tmp_path):
     p = run_bin(["--help"], {}, str(tmp_path))
     assert p.returncode == 0, p
