@@ -100,6 +100,11 @@ class Checker:
                                      % (method, target[:200], resp.status, tmpl, e))
 
     def _errors(self, method, tmpl, item, resp):
+        if method == "head" and "head" not in item and "get" in item:
+            # RFC 9110: HEAD wherever GET, the same status and headers, no
+            # body; the document lists GET only (info.description says so).
+            return [] if str(resp.status) in item["get"]["responses"] else [
+                "HEAD answered %d, not documented for GET %s" % (resp.status, tmpl)]
         op = item.get(method)
         if op is None:
             return self._undocumented_method(item, resp)
@@ -135,7 +140,8 @@ class Checker:
         if resp.status != 405:
             return ["method not documented on this path, and the answer is %d, not 405"
                     % resp.status]
-        want = sorted(m.upper() for m in item if m in _METHODS)
+        want = sorted(set(m.upper() for m in item if m in _METHODS) |
+                      ({"HEAD"} if "get" in item else set()))
         allow = sorted(a.strip() for a in (resp.header("allow") or "").split(",") if a.strip())
         errs = [] if allow == want else [
             "Allow is %r, the document lists %r" % (resp.header("allow"), ", ".join(want))]
