@@ -166,3 +166,49 @@ def test_start_on_full_disk_idle(make_server, tmp_path):
     s.start()
     degraded_checks(s, 1)
     recovers(s, flag, 1)
+
+
+def test_delivery_whose_commit_fails_gets_503_and_leaves_nothing(make_server, tmp_path):
+    """A Lever delivery is answered only after its commit: when the COMMIT
+    fails (the disk is full), Lever gets 503 and no event or job exists, and
+    the same delivery sent again once space returns is accepted, not a
+    duplicate. An answer moved before the commit would be a 200 here, every
+    run."""
+    import hashlib
+    import hmac
+    from simutil import LeverSim
+    with LeverSim(rate=0) as lever:
+        lever.seed({"stages": [{"id": "S1", "text": "New"}, {"id": "S2", "text": "Phone"}],
+                    "opportunities": [{"id": "O1", "name": "C1", "stage": "S1"}]})
+        lever.key("good")
+        s, flag = full_server(make_server, tmp_path, env={
+            "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port})
+        assert call(s, "PUT", "/v1/tenants/acme", {"name": "A", "api_addon": True}).status == 201
+        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
+        c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" else None)(
+            call(s, "GET", "/v1/tenants/acme/lever").json()), what="webhook active")
+        wf = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"},
+              "actions": [{"type": "add_tags", "tags": ["seen"]}]}
+        assert call(s, "POST", "/v1/tenants/acme/workflows", wf).status == 201
+        key = [h for h in lever.state()["webhooks"]
+               if h["url"] == c["webhook"]["url"]][0]["signatureToken"]
+        path = c["webhook"]["url"].split(str(s.port), 1)[1]
+        token, now = "f" * 48, int(time.time() * 1000)
+        sig = hmac.new(key.encode(), (token + str(now)).encode(), hashlib.sha256).hexdigest()
+        body = json.dumps({"event": "candidateStageChange", "triggeredAt": now, "token": token,
+                           "signature": sig, "data": {"opportunityId": "O1", "toStageId": "S2",
+                                                      "fromStageId": "S1"}}).encode()
+        flag.touch()
+        with Conn(s.port) as conn:
+            conn.request("POST", path, JSON, body)
+            r = conn.read_response()
+        assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
+        assert call(s, "GET", "/v1/tenants/acme/events").json()["data"] == []
+        assert call(s, "GET", "/v1/tenants/acme/jobs").json()["data"] == []
+        flag.unlink()
+        wait_for(lambda: s.get("/readyz").status == 200, what="/readyz 200")
+        with Conn(s.port) as conn:
+            conn.request("POST", path, JSON, body)
+            r = conn.read_response()
+        assert r.status == 200 and r.json()["status"] == "accepted", r
+        assert len(call(s, "GET", "/v1/tenants/acme/events").json()["data"]) == 1
