@@ -1,6 +1,7 @@
 /* /v1/tenants/{tenant}/lever: connect with an API key (checked against
- * Lever, permissions probed), read, disconnect, re-provision the hook, and
- * Lever's stages and postings for workflow forms. */
+ * Lever, permissions probed), read, disconnect, re-provision the hook; and
+ * the credential callbacks the engine calls (lb_jobs_env). Lever's stages
+ * and postings for workflow forms are in catalog.c. */
 #include "api/api.h"
 
 #include "core/alloc.h"

@@ -37,7 +37,8 @@ typedef struct lb_job lb_job;
 /* What the engine needs from the rest of the server, wired by main. */
 typedef struct {
     /* Credentials for the tenant's Lever calls: 0 with *auth filled (its
-     * strings valid until the callback returns... the engine copies them),
+     * strings are valid only until the callback returns: the engine copies
+     * them),
      * or a negative code when the connection cannot be used now (needs
      * re-authorization, disconnected, refreshing): the job then waits for
      * lb_jobs_tenant_resume(). */

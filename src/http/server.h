@@ -2,10 +2,13 @@
  *
  * One lb_http_conn per client socket, owned by the server and freed in the
  * close callback of its last handle. Requests on a connection are handled one
- * at a time: after a request is parsed the parser is paused and reading
- * stops; the handler answers (now or later, from any loop callback) with
- * lb_http_respond(); then the bytes already buffered (pipelined requests) are
- * parsed before reading again. So responses always leave in request order.
+ * at a time: after a request is parsed the parser is paused; the handler
+ * answers (now or later, from any loop callback) with lb_http_respond(); then
+ * the bytes buffered meanwhile (pipelined requests) are parsed. Reading goes
+ * on while a handler works, into the connection's bounded buffer (a full
+ * buffer stops it), so no request costs an epoll_ctl to stop and restart
+ * reading; the end of the input is acted on after the answer. So responses
+ * always leave in request order.
  *
  * Limits (answered, then the connection is closed after a lingering drain):
  * request line + headers 16 KiB (431), URL 8 KiB (414), 100 headers (431),
