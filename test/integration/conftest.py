@@ -13,6 +13,8 @@ description (openapi_check.py); a mismatch fails the test at its teardown.
 """
 
 import collections
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -441,6 +443,75 @@ class Server:
 
 
 # ---- the API description check ---------------------------------------------
+
+
+# ---- helpers shared by the test files --------------------------------------------
+
+AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
+JSON = {"Content-Type": "application/json"}
+
+
+def call(server, method, path, body=None, headers=None, auth=True):
+    """One request on a fresh connection: the admin token (unless auth is
+    False), body as JSON (or bytes as they are), headers on top."""
+    h = dict(AUTH if auth else {})
+    raw = b""
+    if body is not None:
+        h.update(JSON)
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    h.update(headers or {})
+    return server.get(path, headers=h, method=method, body=raw)
+
+
+def wait_for(fn, timeout=20.0, what="condition"):
+    """fn() until it returns something true, which is returned; fails after
+    timeout seconds naming what."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def all_pages(server, path):
+    """Every item of a list route, following next_cursor."""
+    out, cursor = [], None
+    sep = "&" if "?" in path else "?"
+    while True:
+        r = call(server, "GET", path + (sep + "cursor=" + cursor if cursor else ""))
+        assert r.status == 200, r
+        out += r.json()["data"]
+        cursor = r.json().get("next_cursor")
+        if not cursor:
+            return out
+
+
+def connect_lever(server, lever, tenant="acme", key="good"):
+    """Creates the tenant (with the API add-on), connects it to lever-sim with
+    key and waits for its webhook to be active. Returns (connection, the
+    hook's path on server, its signature token)."""
+    assert call(server, "PUT", "/v1/tenants/" + tenant,
+                {"name": tenant, "api_addon": True}).status in (200, 201)
+    r = call(server, "PUT", "/v1/tenants/%s/lever" % tenant, {"api_key": key})
+    assert r.status == 200, r
+    c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" else None)(
+        call(server, "GET", "/v1/tenants/%s/lever" % tenant).json()), what="webhook active")
+    token = [h for h in lever.state()["webhooks"]
+             if h["url"] == c["webhook"]["url"]][0]["signatureToken"]
+    return c, c["webhook"]["url"].split(str(server.port), 1)[1], token
+
+
+def lever_delivery(key, token, opp="O1", to="S2", frm="S1", sig=None, triggered=None):
+    """The body of a candidateStageChange delivery signed as Lever signs it:
+    HMAC-SHA256 of token || triggeredAt with the hook's signature token."""
+    now = triggered if triggered is not None else int(time.time() * 1000)
+    good = hmac.new(key.encode(), (token + str(now)).encode(), hashlib.sha256).hexdigest()
+    return json.dumps({"event": "candidateStageChange", "triggeredAt": now, "token": token,
+                       "signature": sig or good,
+                       "data": {"opportunityId": opp, "toStageId": to,
+                                "fromStageId": frm}}).encode()
 
 
 def _ci():

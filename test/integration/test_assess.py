@@ -15,32 +15,10 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN
+from conftest import JSON, call, wait_for
 from simutil import LeverSim, PlatformSim
 
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
 PLATFORM_TOKEN = "plat-secret"
-
-
-def call(server, method, path, body=None, headers=None):
-    h = dict(AUTH)
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    h.update(headers or {})
-    return server.get(path, headers=h, method=method, body=raw)
-
-
-def wait_for(fn, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
 
 
 @pytest.fixture

@@ -13,30 +13,8 @@ import subprocess
 import threading
 import time
 
-from conftest import ADMIN_TOKEN, Conn, binary, clean_env
+from conftest import Conn, JSON, binary, call, clean_env, wait_for
 from simutil import LeverSim
-
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
-
-
-def call(server, method, path, body=None):
-    h = dict(AUTH)
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = json.dumps(body).encode()
-    return server.get(path, headers=h, method=method, body=raw)
-
-
-def wait_for(fn, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def backup(data_dir, path, *args, db=None):

@@ -10,41 +10,8 @@ import signal
 import threading
 import time
 
-from conftest import ADMIN_TOKEN, Conn
+from conftest import Conn, JSON, all_pages, call, wait_for
 from simutil import LeverSim
-
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
-
-
-def call(server, method, path, body=None):
-    h = dict(AUTH)
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = json.dumps(body).encode()
-    return server.get(path, headers=h, method=method, body=raw)
-
-
-def wait_for(fn, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def all_pages(server, path):
-    out, cursor = [], None
-    while True:
-        r = call(server, "GET", path + ("&cursor=" + cursor if cursor else ""))
-        assert r.status == 200, r
-        out += r.json()["data"]
-        cursor = r.json()["next_cursor"]
-        if not cursor:
-            return out
 
 
 def test_sigkill_under_webhook_stream(make_server):

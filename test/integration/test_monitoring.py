@@ -9,22 +9,11 @@ import time
 
 import yaml
 
-from conftest import ADMIN_TOKEN
+from conftest import call
 from simutil import LeverSim
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
 SUFFIXES = ("_bucket", "_sum", "_count")
-
-
-def call(server, method, path, body=None):
-    h = dict(AUTH)
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = json.dumps(body).encode()
-    return server.get(path, headers=h, method=method, body=raw)
 
 
 def exported(server):

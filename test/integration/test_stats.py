@@ -7,30 +7,8 @@ import hmac
 import json
 import time
 
-from conftest import ADMIN_TOKEN, Conn
+from conftest import Conn, JSON, call, wait_for
 from simutil import LeverSim
-
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
-
-
-def call(server, method, path, body=None, headers=None):
-    h = dict(AUTH if headers is None else headers)
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = json.dumps(body).encode()
-    return server.get(path, headers=h, method=method, body=raw)
-
-
-def wait_for(fn, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def now_bucket(server, path):
@@ -95,7 +73,7 @@ def test_counts_per_tenant_and_total(make_server):
         bearer = {"Authorization": "Bearer " + link.rsplit("/", 1)[1]}
         assert call(s, "GET", "/v1/tenants/acme/stats", headers=bearer).status == 200
         assert call(s, "GET", "/v1/stats", headers=bearer).status == 401
-        assert call(s, "GET", "/v1/stats", headers={}).status == 401
+        assert call(s, "GET", "/v1/stats", auth=False).status == 401
         assert call(s, "GET", "/v1/tenants/nobody/stats").status == 404
 
         # Written at SIGTERM, read at start.

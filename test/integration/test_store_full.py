@@ -8,19 +8,7 @@ So each test catches its bug on every run, not by luck."""
 import json
 import time
 
-from conftest import ADMIN_TOKEN, Conn, build_request
-
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
-
-
-def call(server, method, path, body=None):
-    h = dict(AUTH)
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = json.dumps(body).encode()
-    return server.get(path, headers=h, method=method, body=raw)
+from conftest import AUTH, Conn, JSON, build_request, call, wait_for
 
 
 def result_body(n):
@@ -28,16 +16,6 @@ def result_body(n):
             "status": "completed", "score": 87, "max_score": 100,
             "report_url": "https://assess.example.test/r/%d" % n,
             "completed_at": "2026-11-27T03:36:20.123Z"}
-
-
-def wait_for(fn, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def full_server(make_server, tmp_path, **kw):

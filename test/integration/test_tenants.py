@@ -14,21 +14,9 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, Conn, binary, clean_env, free_port
+from conftest import ADMIN_TOKEN, AUTH, Conn, JSON, binary, call, clean_env, free_port
 
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def call(server, method, path, body=None, headers=None, auth=True):
-    h = dict(AUTH if auth else {})
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    h.update(headers or {})
-    return server.get(path, headers=h, method=method, body=raw)
 
 
 def assert_error(resp, status, code, field=None):

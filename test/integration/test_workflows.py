@@ -10,30 +10,8 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN
+from conftest import JSON, call, wait_for
 from simutil import LeverSim
-
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
-
-
-def call(server, method, path, body=None):
-    h = dict(AUTH)
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = json.dumps(body).encode()
-    return server.get(path, headers=h, method=method, body=raw)
-
-
-def wait_for(fn, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
 
 
 STAGE_WF = {"name": "Tag at phone screen", "enabled": True,
