@@ -3,17 +3,23 @@ consistent copy of the SQLite store while Lever deliveries stream in, that a
 server started on it with the same master key serves in full; never
 overwriting."""
 
-import hashlib
-import hmac
-import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import threading
-import time
 
-from conftest import Conn, JSON, binary, call, clean_env, wait_for
+from conftest import (
+    Conn,
+    JSON,
+    all_pages,
+    binary,
+    call,
+    clean_env,
+    connect_lever,
+    lever_delivery,
+    wait_for,
+)
 from simutil import LeverSim
 
 
@@ -25,19 +31,6 @@ def backup(data_dir, path, *args, db=None):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
 
 
-def listing(server, path):
-    """Every page of a list route."""
-    out, cursor = [], None
-    sep = "&" if "?" in path else "?"
-    while True:
-        r = call(server, "GET", path + (sep + "cursor=" + cursor if cursor else ""))
-        assert r.status == 200, r
-        out += r.json()["data"]
-        cursor = r.json().get("next_cursor")
-        if not cursor:
-            return out
-
-
 def test_backup_while_serving_restores_everything(make_server, tmp_path):
     with LeverSim(rate=0) as lever:
         lever.seed({"stages": [{"id": "S1", "text": "New"}, {"id": "S2", "text": "Phone"}],
@@ -45,10 +38,7 @@ def test_backup_while_serving_restores_everything(make_server, tmp_path):
         lever.key("good")
         env = {"LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port}
         s = make_server(env=env)
-        assert call(s, "PUT", "/v1/tenants/acme", {"name": "A", "api_addon": True}).status == 201
-        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
-        c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" else None)(
-            call(s, "GET", "/v1/tenants/acme/lever").json()), what="webhook active")
+        c, hook_path, token_key = connect_lever(s, lever)
         wf = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"},
               "actions": [{"type": "add_tags", "tags": ["seen"]}]}
         assert call(s, "POST", "/v1/tenants/acme/workflows", wf).status == 201
@@ -58,36 +48,26 @@ def test_backup_while_serving_restores_everything(make_server, tmp_path):
                                       "fromStageId": "S1"})
             assert res.status == 200 and res.json["results"][0]["status"] == 200, res
         wait_for(lambda: all(j["status"] == "succeeded"
-                             for j in listing(s, "/v1/tenants/acme/jobs?limit=100")),
+                             for j in all_pages(s, "/v1/tenants/acme/jobs?limit=100")),
                  what="jobs done")
         before = {
-            "tenants": listing(s, "/v1/tenants?limit=200"),
-            "workflows": listing(s, "/v1/tenants/acme/workflows"),
-            "events": listing(s, "/v1/tenants/acme/events?limit=100"),
-            "jobs": listing(s, "/v1/tenants/acme/jobs?limit=100"),
+            "tenants": all_pages(s, "/v1/tenants?limit=200"),
+            "workflows": all_pages(s, "/v1/tenants/acme/workflows"),
+            "events": all_pages(s, "/v1/tenants/acme/events?limit=100"),
+            "jobs": all_pages(s, "/v1/tenants/acme/jobs?limit=100"),
         }
         assert len(before["events"]) == 3 and len(before["jobs"]) == 3, before
 
         # Lever deliveries keep streaming while the copy is made, one at a
         # time (each acknowledged before the next is sent).
-        token_key = [h for h in lever.state()["webhooks"]
-                     if h["url"] == c["webhook"]["url"]][0]["signatureToken"]
-        hook_path = c["webhook"]["url"].split(str(s.port), 1)[1]
         acked, stop = [], threading.Event()
 
         def writer():
             i = 0
             with Conn(s.port) as conn:
                 while not stop.is_set():
-                    token = "%06d" % i + "s" * 42
+                    body = lever_delivery(token_key, "%06d" % i + "s" * 42, to="S1", frm="S2")
                     i += 1
-                    now = int(time.time() * 1000)
-                    sig = hmac.new(token_key.encode(), (token + str(now)).encode(),
-                                   hashlib.sha256).hexdigest()
-                    body = json.dumps({"event": "candidateStageChange", "triggeredAt": now,
-                                       "token": token, "signature": sig,
-                                       "data": {"opportunityId": "O1", "toStageId": "S1",
-                                                "fromStageId": "S2"}}).encode()
                     conn.request("POST", hook_path, JSON, body)
                     r = conn.read_response()
                     assert r.status == 200 and r.json()["status"] == "accepted", r
@@ -117,20 +97,20 @@ def test_backup_while_serving_restores_everything(make_server, tmp_path):
         shutil.copy(os.path.join(s.data_dir, "master.key"), restored_dir)
         shutil.copy(copy, os.path.join(restored_dir, "leverbridge.db"))
         r = make_server(env=env, data_dir=restored_dir)
-        tenants = {t["id"] for t in listing(r, "/v1/tenants?limit=200")}
+        tenants = {t["id"] for t in all_pages(r, "/v1/tenants?limit=200")}
         assert {t["id"] for t in before["tenants"]} <= tenants
         # One moment: deliveries are sequential, so the copy holds a prefix
         # of them, at least every one acknowledged before the copy began.
-        got = {e["id"] for e in listing(r, "/v1/tenants/acme/events?limit=200")}
+        got = {e["id"] for e in all_pages(r, "/v1/tenants/acme/events?limit=200")}
         streamed = [e for e in acked_after if e in got]
         assert set(acked_before) <= got
         assert streamed == acked_after[:len(streamed)], (len(streamed), len(acked_after))
         conn = call(r, "GET", "/v1/tenants/acme/lever").json()
         assert conn["status"] == "connected" and conn["webhook"]["id"] == c["webhook"]["id"], conn
-        assert listing(r, "/v1/tenants/acme/workflows") == before["workflows"]
-        events = listing(r, "/v1/tenants/acme/events?limit=100")
+        assert all_pages(r, "/v1/tenants/acme/workflows") == before["workflows"]
+        events = all_pages(r, "/v1/tenants/acme/events?limit=100")
         assert [e for e in events if e["id"] not in acked_after] == before["events"]
-        assert listing(r, "/v1/tenants/acme/jobs?limit=100") == before["jobs"]
+        assert all_pages(r, "/v1/tenants/acme/jobs?limit=100") == before["jobs"]
         # The restored server's secrets open: a Lever call with the sealed key.
         assert call(r, "GET", "/v1/tenants/acme/lever/stages").status == 200
 

@@ -9,7 +9,7 @@ import time
 
 import yaml
 
-from conftest import call
+from conftest import call, connect_lever
 from simutil import LeverSim
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
@@ -76,12 +76,7 @@ def test_every_metric_named_is_exported(make_server):
         m = exported(s)
         assert m["leverbridge_ready"] == {"": 1}
         assert m["leverbridge_connections"]['{status="connected"}'] == 0
-        assert call(s, "PUT", "/v1/tenants/acme", {"name": "A", "api_addon": True}).status == 201
-        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
-        deadline = time.monotonic() + 20
-        while call(s, "GET", "/v1/tenants/acme/lever").json()["webhook"]["status"] != "active":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        connect_lever(s, lever)
         m = exported(s)
         assert m["leverbridge_connections"]['{status="connected"}'] == 1
         assert m["leverbridge_hooks"]['{status="active"}'] == 1

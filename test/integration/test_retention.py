@@ -9,7 +9,7 @@ import re
 import subprocess
 import time
 
-from conftest import binary, call, clean_env, wait_for
+from conftest import binary, call, clean_env, connect_lever, wait_for
 from simutil import LeverSim, PlatformSim
 
 
@@ -39,10 +39,7 @@ def test_old_events_and_finished_jobs_are_pruned(make_server):
                              "LEVERBRIDGE_PLATFORM_TOKEN": "pt",
                              "LEVERBRIDGE_RETENTION": "1s"})
         assert pruned(s) == {"jobs": 0, "events": 0}
-        assert call(s, "PUT", "/v1/tenants/acme", {"name": "A", "api_addon": True}).status == 201
-        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
-        c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" else None)(
-            call(s, "GET", "/v1/tenants/acme/lever").json()), what="webhook active")
+        c, _, _ = connect_lever(s, lever)
         for wf in ({"name": "tag on result",
                     "trigger": {"event": "assessment_completed", "assessment": "js"},
                     "actions": [{"type": "add_tags", "tags": ["scored"]}]},

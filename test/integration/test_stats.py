@@ -2,12 +2,8 @@
 of deliveries (accepted, duplicate, refused) and jobs (succeeded, failed),
 per tenant and in total, kept across a restart."""
 
-import hashlib
-import hmac
-import json
-import time
 
-from conftest import Conn, JSON, call, wait_for
+from conftest import Conn, JSON, call, connect_lever, lever_delivery, wait_for
 from simutil import LeverSim
 
 
@@ -21,15 +17,6 @@ def now_bucket(server, path):
     return body["buckets"][-1]
 
 
-def delivery(path, key, token, opp="O1", sig=None):
-    now = int(time.time() * 1000)
-    good = hmac.new(key.encode(), (token + str(now)).encode(), hashlib.sha256).hexdigest()
-    return json.dumps({"event": "candidateStageChange", "triggeredAt": now, "token": token,
-                       "signature": sig or good,
-                       "data": {"opportunityId": opp, "toStageId": "S2",
-                                "fromStageId": "S1"}}).encode()
-
-
 def test_counts_per_tenant_and_total(make_server):
     with LeverSim(rate=0) as lever:
         lever.seed({"stages": [{"id": "S1", "text": "New"}, {"id": "S2", "text": "Phone"}],
@@ -39,25 +26,19 @@ def test_counts_per_tenant_and_total(make_server):
         zero = now_bucket(s, "/v1/stats")
         assert zero["deliveries"] == {"accepted": 0, "duplicate": 0, "refused": 0}
         assert zero["jobs"] == {"succeeded": 0, "failed": 0}
-        assert call(s, "PUT", "/v1/tenants/acme", {"name": "A", "api_addon": True}).status == 201
-        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
-        c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" else None)(
-            call(s, "GET", "/v1/tenants/acme/lever").json()), what="webhook active")
-        key = [h for h in lever.state()["webhooks"]
-               if h["url"] == c["webhook"]["url"]][0]["signatureToken"]
-        path = c["webhook"]["url"].split(str(s.port), 1)[1]
+        c, path, key = connect_lever(s, lever)
         wf = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"},
               "actions": [{"type": "add_tags", "tags": ["seen"]}]}
         assert call(s, "POST", "/v1/tenants/acme/workflows", wf).status == 201
         with Conn(s.port) as conn:
             for i in range(3):
-                conn.request("POST", path, JSON, delivery(path, key, "a%d" % i + "x" * 46))
+                conn.request("POST", path, JSON, lever_delivery(key, "a%d" % i + "x" * 46))
                 assert conn.read_response().json()["status"] == "accepted"
-            conn.request("POST", path, JSON, delivery(path, key, "a0" + "x" * 46))
+            conn.request("POST", path, JSON, lever_delivery(key, "a0" + "x" * 46))
             assert conn.read_response().json()["status"] == "duplicate"
-            conn.request("POST", path, JSON, delivery(path, key, "b" * 48, sig="0" * 64))
+            conn.request("POST", path, JSON, lever_delivery(key, "b" * 48, sig="0" * 64))
             assert conn.read_response().status == 401
-            conn.request("POST", "/hooks/lever/no-such-hook", JSON, delivery(path, key, "c" * 48))
+            conn.request("POST", "/hooks/lever/no-such-hook", JSON, lever_delivery(key, "c" * 48))
             assert conn.read_response().status == 404
         wait_for(lambda: now_bucket(s, "/v1/stats")["jobs"]["succeeded"] == 3, what="3 jobs")
         total = now_bucket(s, "/v1/stats")

@@ -6,9 +6,8 @@ every write of SQLite to the database and its WAL fails with SQLITE_FULL.
 So each test catches its bug on every run, not by luck."""
 
 import json
-import time
 
-from conftest import AUTH, Conn, JSON, build_request, call, wait_for
+from conftest import AUTH, Conn, JSON, build_request, call, connect_lever, lever_delivery, wait_for
 
 
 def result_body(n):
@@ -152,8 +151,6 @@ def test_delivery_whose_commit_fails_gets_503_and_leaves_nothing(make_server, tm
     the same delivery sent again once space returns is accepted, not a
     duplicate. An answer moved before the commit would be a 200 here, every
     run."""
-    import hashlib
-    import hmac
     from simutil import LeverSim
     with LeverSim(rate=0) as lever:
         lever.seed({"stages": [{"id": "S1", "text": "New"}, {"id": "S2", "text": "Phone"}],
@@ -161,21 +158,11 @@ def test_delivery_whose_commit_fails_gets_503_and_leaves_nothing(make_server, tm
         lever.key("good")
         s, flag = full_server(make_server, tmp_path, env={
             "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port})
-        assert call(s, "PUT", "/v1/tenants/acme", {"name": "A", "api_addon": True}).status == 201
-        assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
-        c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" else None)(
-            call(s, "GET", "/v1/tenants/acme/lever").json()), what="webhook active")
+        _, path, key = connect_lever(s, lever)
         wf = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"},
               "actions": [{"type": "add_tags", "tags": ["seen"]}]}
         assert call(s, "POST", "/v1/tenants/acme/workflows", wf).status == 201
-        key = [h for h in lever.state()["webhooks"]
-               if h["url"] == c["webhook"]["url"]][0]["signatureToken"]
-        path = c["webhook"]["url"].split(str(s.port), 1)[1]
-        token, now = "f" * 48, int(time.time() * 1000)
-        sig = hmac.new(key.encode(), (token + str(now)).encode(), hashlib.sha256).hexdigest()
-        body = json.dumps({"event": "candidateStageChange", "triggeredAt": now, "token": token,
-                           "signature": sig, "data": {"opportunityId": "O1", "toStageId": "S2",
-                                                      "fromStageId": "S1"}}).encode()
+        body = lever_delivery(key, "f" * 48)
         flag.touch()
         with Conn(s.port) as conn:
             conn.request("POST", path, JSON, body)
