@@ -290,9 +290,10 @@ void lb_api_lever_cache_drop(lb_api *api, const char *tenant)
 
 void lb_api_catalog_free(void)
 {
-    for (size_t i = 0; i < cache.cap; i++)
-        if (cache.slots[i].key != NULL)
-            entry_free(cache.slots[i].value);
+    size_t pos = 0;
+    void *e;
+    while ((e = lb_map_next(&cache, &pos)) != NULL)
+        entry_free(e);
     lb_map_free(&cache);
 }
 

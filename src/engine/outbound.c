@@ -506,12 +506,11 @@ void lb_outbound_close(lb_outbound *ob, void (*cb)(void *data), void *data)
     ob->closing = 1;
     ob->close_cb = cb;
     ob->close_data = data;
-    for (size_t i = 0; i < ob->tenants.cap; i++) {
-        lb_ob_tenant *t = ob->tenants.slots[i].key ? ob->tenants.slots[i].value : NULL;
-        if (t == NULL)
-            continue;
+    size_t pos = 0;
+    lb_ob_tenant *t;
+    while ((t = lb_map_next(&ob->tenants, &pos)) != NULL) {
         cancel_queued(t);
-        tenant_free(ob, t);
+        tenant_free(ob, t); /* the map itself is freed after the timer closes */
     }
     uv_close((uv_handle_t *)&ob->timer, timer_closed_cb);
 }

@@ -37,8 +37,12 @@ typedef struct {
 
 typedef struct {
     int status;               /* HTTP status; 0 when no response arrived */
-    int error;                /* 0, or a transport failure (CURLcode) */
-    const char *error_text;   /* curl's words for error, or NULL */
+    int error;                /* 0; a transport failure: its CURLcode (> 0); or,
+                                 for a call that never went out (from the
+                                 outbound queue), a negative code:
+                                 LB_ECLOSED when cancelled or closing, else
+                                 why it could not start */
+    const char *error_text;   /* words for error, or NULL */
     int tls_setup;            /* 1: the failure is TLS setup (CA bundle, certificate),
                                  which retrying will not mend */
     const char *body;         /* NUL-terminated, "" when empty */

@@ -105,10 +105,9 @@ static void hook_free(lb_hook *h)
 
 void lb_conns_free(lb_conns *cs)
 {
-    for (size_t i = 0; i < cs->by_tenant.cap; i++) {
-        lb_conn *c = cs->by_tenant.slots[i].key ? cs->by_tenant.slots[i].value : NULL;
-        if (c == NULL)
-            continue;
+    size_t pos = 0;
+    lb_conn *c;
+    while ((c = lb_map_next(&cs->by_tenant, &pos)) != NULL) {
         if (c->hook)
             hook_free(c->hook);
         lb_conn_clear(c);

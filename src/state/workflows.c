@@ -243,9 +243,10 @@ static void wf_free(lb_workflow *w)
 
 void lb_workflows_free(lb_workflows *ws)
 {
-    for (size_t i = 0; i < ws->by_id.cap; i++)
-        if (ws->by_id.slots[i].key != NULL)
-            wf_free(ws->by_id.slots[i].value);
+    size_t pos = 0;
+    void *w;
+    while ((w = lb_map_next(&ws->by_id, &pos)) != NULL)
+        wf_free(w);
     lb_map_free(&ws->by_id);
     lb_map_free(&ws->by_tenant);
 }
