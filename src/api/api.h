@@ -98,14 +98,6 @@ int lb_api_catalog_get(lb_api *api, const char *tenant, int kind, int refresh,
  * caller has already removed the store rows. */
 void lb_api_lever_forget(lb_api *api, const char *tenant);
 
-/* The jobs that the tenant's workflows derive from an event (trigger
- * "stage_changed", "assessment_completed", "assessment_expired"), as records
- * ready to insert with the event: *jobs lb_malloc'd, free with
- * lb_api_jobs_free. */
-void lb_api_derive_jobs(lb_api *api, const char *tenant, const char *event_id,
-                        const char *trigger, yajl_val data, lb_job_rec **jobs, size_t *n);
-void lb_api_jobs_free(lb_job_rec *jobs, size_t n);
-
 /* The job engine's questions about a tenant's Lever connection
  * (lb_jobs_env, with the lb_api as data). */
 int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth);
@@ -162,6 +154,11 @@ lb_tenant *lb_api_tenant_or_404(lb_api *api, lb_http_req *req);
 lb_tenant *lb_api_tenant_for(lb_api *api, lb_http_req *req, int flags);
 /* Writes "next_cursor": "<at>_<id>" when more follow, else null. */
 void lb_api_next_cursor(yajl_gen g, int more, int64_t at, const char *id);
+/* 500 internal: an event would make more than LB_EVENT_JOBS_MAX jobs
+ * (state/match.h; only a database from before that bound can hold such
+ * workflows). Nothing is stored; the caller may try again once the
+ * workflows are fewer. */
+void lb_api_too_many_jobs(lb_http_req *req);
 /* 503 unavailable: the store refused or failed an operation. */
 void lb_api_store_unavailable(lb_http_req *req);
 

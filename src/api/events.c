@@ -11,6 +11,7 @@
 #include "crypto/crypto.h"
 #include "engine/jobs.h"
 #include "http/response.h"
+#include "state/match.h"
 #include "json/json.h"
 #include "state/tenants.h"
 
@@ -247,7 +248,7 @@ static void replay_inserted(lb_store_op *op)
         yajl_gen_map_close(g);
         lb_http_respond_json(c->req, 202, g);
     }
-    lb_api_jobs_free(c->jobs, c->njobs);
+    lb_job_recs_free(c->jobs, c->njobs);
     lb_free(c);
 }
 
@@ -275,11 +276,18 @@ static void replay_loaded(lb_store_op *op)
         trigger = e->type; /* assessment_completed / assessment_expired */
         data = tree;
     }
+    int rc = 0;
     if (trigger != NULL && data != NULL)
-        lb_api_derive_jobs(api, e->tenant_id, e->id, trigger, data, &c->jobs, &c->njobs);
+        rc = lb_workflows_derive(api->workflows, e->tenant_id, e->id, trigger, data, &c->jobs,
+                                 &c->njobs);
     if (tree != NULL)
         yajl_tree_free(tree);
     lb_event_row_free(e);
+    if (rc != 0) {
+        lb_api_too_many_jobs(c->req);
+        lb_free(c);
+        return;
+    }
     if (c->njobs == 0) {
         yajl_gen g = lb_json_gen_new();
         yajl_gen_map_open(g);
@@ -300,7 +308,7 @@ static void replay_loaded(lb_store_op *op)
     c->op.data = c;
     if (lb_store_submit(api->store, &c->op) != 0) {
         lb_api_store_unavailable(c->req);
-        lb_api_jobs_free(c->jobs, c->njobs);
+        lb_job_recs_free(c->jobs, c->njobs);
         lb_free(c);
     }
 }

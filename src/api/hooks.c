@@ -14,6 +14,7 @@
 #include "http/response.h"
 #include "json/json.h"
 #include "state/connections.h"
+#include "state/match.h"
 #include "state/stats.h"
 #include "store/store.h"
 
@@ -93,7 +94,7 @@ static char *put(char *p, const char *s, size_t n, char end)
 
 static void delivery_free(delivery *d)
 {
-    lb_api_jobs_free(d->jobs, d->njobs);
+    lb_job_recs_free(d->jobs, d->njobs);
     lb_free(d);
 }
 
@@ -216,10 +217,17 @@ static void lever_hook(lb_http_req *req, void *data)
     d->event.source = "lever";
     d->event.status = d->ignored ? "ignored" : "accepted";
     d->event.received_at = now;
-    if (!d->ignored)
-        lb_api_derive_jobs(api, hook->tenant_id, d->event.id, "stage_changed", dl.data, &d->jobs,
-                           &d->njobs);
+    int rc = d->ignored ? 0
+                        : lb_workflows_derive(api->workflows, hook->tenant_id, d->event.id,
+                                              "stage_changed", dl.data, &d->jobs, &d->njobs);
     yajl_tree_free(dl.tree);
+    if (rc != 0) {
+        delivery_free(d);
+        count(R_UNAVAILABLE);
+        lb_stats_add(api->stats, hook->tenant_id, LB_STAT_REFUSED, now);
+        lb_api_too_many_jobs(req);
+        return;
+    }
 
     d->op.kind = LB_STORE_EVENT_INSERT;
     d->op.cb = written;
@@ -228,8 +236,7 @@ static void lever_hook(lb_http_req *req, void *data)
     d->op.event_insert.jobs = d->jobs;
     d->op.event_insert.njobs = d->njobs;
     d->op.event_insert.hook_id = d->hook_id;
-    int rc = lb_store_submit(api->store, &d->op);
-    if (rc != 0) {
+    if (lb_store_submit(api->store, &d->op) != 0) {
         delivery_free(d);
         reject(api, hook->tenant_id, req, 503, R_UNAVAILABLE, "unavailable",
                "The server cannot take events now; Lever will retry.", NULL);

@@ -1,11 +1,13 @@
 /* Answers shared by the route files. */
 #include "api/api.h"
 
+#include "core/log.h"
 #include "http/response.h"
 #include "json/json.h"
+#include "state/match.h"
+#include "state/tenants.h"
 
 #include <stdio.h>
-#include "state/tenants.h"
 
 lb_tenant *lb_api_tenant_or_404(lb_api *api, lb_http_req *req)
 {
@@ -37,4 +39,14 @@ void lb_api_next_cursor(yajl_gen g, int more, int64_t at, const char *id)
 void lb_api_store_unavailable(lb_http_req *req)
 {
     lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.", NULL);
+}
+
+void lb_api_too_many_jobs(lb_http_req *req)
+{
+    lb_warn("api", "an event matched workflows that would make more than %d jobs; not stored",
+            LB_EVENT_JOBS_MAX);
+    lb_http_respond_error(req, 500, "internal",
+                          "This event matches workflows that would make more than 200 jobs; "
+                          "disable or merge some of the tenant's workflows.",
+                          NULL);
 }

@@ -13,6 +13,7 @@
 #include "crypto/crypto.h"
 #include "engine/jobs.h"
 #include "http/response.h"
+#include "state/match.h"
 #include "json/json.h"
 #include "state/tenants.h"
 #include "store/store.h"
@@ -50,7 +51,7 @@ static void result_free(result *r)
     lb_free(r->result_id);
     lb_free(r->opportunity);
     lb_free(r->assessment);
-    lb_api_jobs_free(r->jobs, r->njobs);
+    lb_job_recs_free(r->jobs, r->njobs);
     lb_free(r);
 }
 
@@ -240,8 +241,12 @@ static void invitation_read(lb_store_op *op)
     int64_t now = lb_time_now_ms();
     lb_job_rec *derived = NULL;
     size_t nderived = 0;
-    lb_api_derive_jobs(api, r->event.tenant_id, r->event.id, r->type, r->body, &derived,
-                       &nderived);
+    if (lb_workflows_derive(api->workflows, r->event.tenant_id, r->event.id, r->type, r->body,
+                            &derived, &nderived) != 0) {
+        lb_api_too_many_jobs(r->req);
+        result_free(r);
+        return;
+    }
     size_t own = st == 0 ? 1 : 0;
     r->njobs = own + nderived;
     if (r->njobs > 0) {

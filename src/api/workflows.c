@@ -16,6 +16,7 @@
 #include "http/response.h"
 #include "json/json.h"
 #include "state/tenants.h"
+#include "state/match.h"
 #include "state/workflows.h"
 
 #include <stdio.h>
@@ -181,6 +182,23 @@ static void collect_refs(wf_check *k)
     }
 }
 
+/* 1 after answering 409 when, with body saved, one event could make more
+ * than LB_EVENT_JOBS_MAX jobs (state/match.h). */
+static int too_many_jobs(lb_api *api, lb_http_req *req, const char *tenant, yajl_val body,
+                         const char *replacing)
+{
+    size_t bound = lb_workflows_jobs_bound(api->workflows, tenant, body, replacing);
+    if (bound <= LB_EVENT_JOBS_MAX)
+        return 0;
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "With this workflow one event could make %zu jobs, more than %d: it matches "
+             "together with the tenant's other workflows of the same trigger.",
+             bound, LB_EVENT_JOBS_MAX);
+    lb_http_respond_error(req, 409, "too_many_jobs", msg, "actions");
+    return 1;
+}
+
 static void check_free(wf_check *k)
 {
     if (k->body != NULL)
@@ -264,6 +282,11 @@ static void decide(wf_check *k)
         check_free(k);
         return;
     }
+    /* Again: another save may have landed while Lever was asked. */
+    if (too_many_jobs(k->api, k->req, k->tenant, k->body, k->replace ? k->id : NULL)) {
+        check_free(k);
+        return;
+    }
     yajl_val body = k->body;
     k->body = NULL;
     store_put(k->api, k->req, k->tenant, k->id, body);
@@ -331,6 +354,10 @@ static void save(lb_api *api, lb_http_req *req, const lb_tenant *t, const char *
                                   field);
             return;
         }
+    }
+    if (too_many_jobs(api, req, t->id, body, replace ? id : NULL)) {
+        yajl_tree_free(body);
+        return;
     }
     wf_check *k = LB_NEW(wf_check);
     k->api = api;

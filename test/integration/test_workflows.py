@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import JSON, call, wait_for
+from conftest import JSON, Conn, call, lever_delivery, wait_for
 from simutil import LeverSim
 
 
@@ -371,3 +371,40 @@ def test_job_failure_log_line_names_the_tenant(connected, lever):
                               if l.startswith("{") and failed[0]["id"] in l], what="a log line")
     warn = [l for l in lines if l["level"] == "warn" and "failed" in l["msg"]]
     assert warn and "tenant=acme" in warn[0]["msg"], lines
+
+
+def test_workflows_that_would_make_too_many_jobs_are_refused(connected):
+    """One event makes at most 200 jobs (state/match.h). Saving a workflow
+    that, with the tenant's others of the same trigger, could exceed it is
+    409 too_many_jobs, and nothing is saved; before, matching silently kept
+    the first 200 jobs and dropped the rest."""
+    s = connected
+    big = {"name": "big", "trigger": {"event": "stage_changed", "to_stage": "S2"},
+           "actions": [{"type": "add_tags", "tags": ["t%d" % i]} for i in range(20)]}
+    ids = []
+    for _ in range(10):
+        r = call(s, "POST", "/v1/tenants/acme/workflows", big)
+        assert r.status == 201, r
+        ids.append(r.json()["id"])
+    one = dict(big, actions=[{"type": "add_tags", "tags": ["one"]}])
+    r = call(s, "POST", "/v1/tenants/acme/workflows", one)
+    assert r.status == 409 and r.json()["error"]["code"] == "too_many_jobs", r
+    assert "201" in r.json()["error"]["message"], r
+    assert len(call(s, "GET", "/v1/tenants/acme/workflows").json()["data"]) == 10
+    # Another stage, or disabled, is fine; so is replacing one of the ten.
+    assert call(s, "POST", "/v1/tenants/acme/workflows",
+                dict(one, trigger={"event": "stage_changed", "to_stage": "S3"})).status == 201
+    assert call(s, "POST", "/v1/tenants/acme/workflows", dict(one, enabled=False)).status == 201
+    assert call(s, "PUT", "/v1/tenants/acme/workflows/" + ids[0], big).status == 200
+    r = call(s, "PUT", "/v1/tenants/acme/workflows/" + ids[0],
+             dict(big, actions=big["actions"] + [{"type": "move_stage", "stage": "S3"}]))
+    assert r.status == 400 or (r.status == 409 and r.json()["error"]["code"] == "too_many_jobs"), r
+    # A delivery to S2 makes all 200.
+    body = lever_delivery(s.hook_token, "m" * 48, opp="O1", to="S2", frm="S1")
+    with Conn(s.port) as conn:
+        conn.request("POST", s.hook_path, JSON, body)
+        r = conn.read_response()
+    assert r.status == 200 and r.json()["status"] == "accepted", r
+    ev = [e for e in call(s, "GET", "/v1/tenants/acme/events").json()["data"]
+          if e["id"] == r.json()["event"]][0]
+    assert len(ev["jobs"]) == 200, len(ev["jobs"])

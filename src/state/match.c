@@ -1,33 +1,33 @@
-/* From an event to the jobs the tenant's workflows derive from it, matched
- * in memory. Each action becomes one job whose `action` is the workflow's
- * action plus a "context" object with what the event knows; the jobs of one
- * event run in order (seq). A workflow with a postings filter starts with a
- * check_postings job that reads the opportunity and, when it applied to none
- * of the postings, skips the workflow's other jobs. */
-#include "api/api.h"
+/* Matching an event against the tenant's workflows: see match.h. */
+#include "state/match.h"
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/time.h"
 #include "crypto/crypto.h"
 #include "json/json.h"
-#include "state/workflows.h"
-#include "store/store.h"
 
 #include <string.h>
 
-#define MAX_JOBS 200
-
 typedef struct {
     lb_job_rec *recs;
-    size_t n;
+    size_t n, cap;
+    int over; /* more than LB_EVENT_JOBS_MAX */
     const char *tenant, *event_id, *opportunity;
     int64_t now;
 } builder;
 
 static void add_job(builder *b, const lb_workflow *w, yajl_gen action)
 {
-    if (b->n == MAX_JOBS)
+    if (b->over || b->n == LB_EVENT_JOBS_MAX) {
+        b->over = 1;
         return;
+    }
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 4;
+        if (b->cap > LB_EVENT_JOBS_MAX) b->cap = LB_EVENT_JOBS_MAX;
+        b->recs = lb_realloc(b->recs, b->cap * sizeof(*b->recs));
+    }
     const unsigned char *buf;
     size_t len;
     yajl_gen_get_buf(action, &buf, &len);
@@ -85,36 +85,31 @@ static int stage_matches(const lb_workflow *w, yajl_val data)
 
 static int result_matches(const lb_workflow *w, lb_trigger trigger, yajl_val data)
 {
-    if (w->trigger != trigger)
-        return 0;
+    if (w->trigger != trigger) return 0;
     const char *assessment = lb_json_get_str(data, "assessment");
     if (w->assessment != NULL && (assessment == NULL || strcmp(w->assessment, assessment) != 0))
         return 0;
     if (trigger == LB_TRIGGER_ASSESSMENT_COMPLETED && (w->has_min || w->has_max)) {
         yajl_val sv = lb_json_get(data, "score");
-        if (sv == NULL || !YAJL_IS_NUMBER(sv))
-            return 0;
+        if (sv == NULL || !YAJL_IS_NUMBER(sv)) return 0;
         double score = YAJL_GET_DOUBLE(sv);
-        if ((w->has_min && score < w->min_score) || (w->has_max && score > w->max_score))
-            return 0;
+        if ((w->has_min && score < w->min_score) || (w->has_max && score > w->max_score)) return 0;
     }
     return 1;
 }
 
-void lb_api_derive_jobs(lb_api *api, const char *tenant, const char *event_id,
+int lb_workflows_derive(const lb_workflows *ws, const char *tenant, const char *event_id,
                         const char *trigger, yajl_val data, lb_job_rec **jobs, size_t *n)
 {
     *jobs = NULL;
     *n = 0;
-    const lb_workflow *first = lb_workflows_of(api->workflows, tenant);
-    if (first == NULL || data == NULL)
-        return;
+    const lb_workflow *first = lb_workflows_of(ws, tenant);
+    if (first == NULL || data == NULL) return 0;
     int stage = strcmp(trigger, "stage_changed") == 0;
     lb_trigger t = stage                                          ? LB_TRIGGER_STAGE_CHANGED
                    : strcmp(trigger, "assessment_completed") == 0 ? LB_TRIGGER_ASSESSMENT_COMPLETED
                                                                   : LB_TRIGGER_ASSESSMENT_EXPIRED;
-    builder b = {.recs = lb_calloc(MAX_JOBS, sizeof(lb_job_rec)),
-                 .tenant = tenant,
+    builder b = {.tenant = tenant,
                  .event_id = event_id,
                  .opportunity = lb_json_get_str(data, stage ? "opportunityId" : "opportunity_id"),
                  .now = lb_time_now_ms()};
@@ -145,22 +140,96 @@ void lb_api_derive_jobs(lb_api *api, const char *tenant, const char *event_id,
     yajl_gen_free(g);
 
     for (const lb_workflow *w = first; w != NULL; w = w->next) {
-        if (!w->enabled)
-            continue;
+        if (!w->enabled) continue;
         if (stage ? stage_matches(w, data) : result_matches(w, t, data))
             add_actions(&b, w, context);
     }
-    if (context != NULL)
-        yajl_tree_free(context);
-    if (b.n == 0) {
-        lb_free(b.recs);
-        return;
+    if (context != NULL) yajl_tree_free(context);
+    if (b.over) {
+        lb_job_recs_free(b.recs, b.n);
+        return LB_ETOOBIG;
     }
     *jobs = b.recs;
     *n = b.n;
+    return 0;
 }
 
-void lb_api_jobs_free(lb_job_rec *jobs, size_t n)
+/* ---- the bound, checked when a workflow is saved ---- */
+
+typedef struct {
+    lb_trigger trigger;
+    const char *stage;  /* to_stage, or the assessment (NULL: any) */
+    const char *detail; /* from_stage (NULL: any) */
+    size_t jobs;
+} shape;
+
+static size_t jobs_of(yajl_val actions, yajl_val postings)
 {
-    lb_job_recs_free(jobs, n);
+    return (actions && YAJL_IS_ARRAY(actions) ? actions->u.array.len : 0) + (postings != NULL);
+}
+
+static int same(const char *a, const char *b)
+{
+    return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+/* For the group of workflows one event can match together (`key`), the
+ * most they make: those open on the detail (any from_stage), plus the
+ * largest set sharing one detail. O(n^2) in the group, n <= 1000. */
+static size_t group_bound(const shape *sh, size_t n, const shape *key)
+{
+    size_t open = 0, best = 0;
+    for (size_t i = 0; i < n; i++) {
+        const shape *a = &sh[i];
+        if (a->trigger != key->trigger) continue;
+        int in = key->trigger == LB_TRIGGER_STAGE_CHANGED
+                     ? same(a->stage, key->stage)
+                     : (a->stage == NULL || same(a->stage, key->stage));
+        if (!in) continue;
+        if (a->detail == NULL) {
+            open += a->jobs;
+            continue;
+        }
+        size_t sum = 0;
+        for (size_t k = 0; k < n; k++)
+            if (sh[k].trigger == key->trigger && same(sh[k].stage, key->stage) &&
+                same(sh[k].detail, a->detail))
+                sum += sh[k].jobs;
+        if (sum > best) best = sum;
+    }
+    return open + best + (key->trigger == LB_TRIGGER_STAGE_CHANGED ? 0 : 1);
+}
+
+size_t lb_workflows_jobs_bound(const lb_workflows *ws, const char *tenant, yajl_val with,
+                               const char *replacing)
+{
+    size_t cap = lb_workflows_count(ws, tenant) + 1, n = 0;
+    shape *sh = lb_calloc(cap, sizeof(*sh));
+    for (const lb_workflow *w = lb_workflows_of(ws, tenant); w != NULL && n < cap; w = w->next) {
+        if (!w->enabled || (replacing != NULL && strcmp(w->id, replacing) == 0)) continue;
+        int stage = w->trigger == LB_TRIGGER_STAGE_CHANGED;
+        sh[n++] = (shape){w->trigger, stage ? w->to_stage : w->assessment,
+                          stage ? w->from_stage : NULL, jobs_of(w->actions, w->postings)};
+    }
+    int enabled = 1;
+    if (with != NULL) lb_json_get_bool(with, "enabled", &enabled);
+    if (with != NULL && enabled && n < cap) {
+        yajl_val t = lb_json_get(with, "trigger");
+        const char *ev = lb_json_get_str(t, "event");
+        lb_trigger trig = ev && strcmp(ev, "stage_changed") == 0 ? LB_TRIGGER_STAGE_CHANGED
+                          : ev && strcmp(ev, "assessment_expired") == 0
+                              ? LB_TRIGGER_ASSESSMENT_EXPIRED
+                              : LB_TRIGGER_ASSESSMENT_COMPLETED;
+        int stage = trig == LB_TRIGGER_STAGE_CHANGED;
+        sh[n++] = (shape){trig, lb_json_get_str(t, stage ? "to_stage" : "assessment"),
+                          stage ? lb_json_get_str(t, "from_stage") : NULL,
+                          jobs_of(lb_json_get(with, "actions"), lb_json_get(t, "postings"))};
+    }
+    size_t bound = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t b = group_bound(sh, n, &sh[i]);
+        if (b > bound) bound = b;
+    }
+    lb_free(sh);
+    return bound;
 }
