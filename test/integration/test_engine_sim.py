@@ -195,10 +195,15 @@ def test_backlog_does_not_delay_another_tenant(deep):
         assert late["backlog_jobs"] >= 1000, late  # the backlog was really there
         if deep:
             assert late["backlog_calls"] >= 1000, late
-        assert late["first_call_delay_ms"] < 100, late
+        # 100 ms, plus the longest the driver's loop could not run at all (a
+        # stall of the machine, measured by a 10 ms timer): that delays every
+        # tenant alike and is not the backlog's doing.
+        slack = 100 + out["max_loop_lag_ms"]
+        assert late["first_call_delay_ms"] < slack, (late, out["max_loop_lag_ms"])
         # The sim's witness (wall clock, ms): the late key's first request.
         first = key_log(sim, "big-late")[0]
-        assert first["ts"] - late["added_epoch_ms"] < 100, (first, late)
+        slack += sim.stats()["max_loop_lag_ms"]
+        assert first["ts"] - late["added_epoch_ms"] < slack, (first, late, slack)
         assert first["status"] == 200
     finally:
         stop_sim(sim)
