@@ -14,6 +14,7 @@
 #include "crypto/crypto.h"
 #include "engine/actions.h"
 #include "engine/jobs.h"
+#include "engine/notify.h"
 #include "engine/outbound.h"
 #include "engine/provision.h"
 #include "http/client.h"
@@ -28,6 +29,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,8 @@ typedef struct {
     lb_config cfg;
     lb_master_key key;
     char *admin_token;
+    uint8_t events_key[LB_NOTIFY_KEY_MAX]; /* PLATFORM_EVENTS_SECRET decoded */
+    size_t events_key_len;                 /* 0: events to the platform off */
     lb_store *store;
     lb_tenants tenants;
     lb_conns conns;
@@ -226,6 +230,13 @@ static void load_secrets(app *a)
         die(2, err);
     if (a->cfg.admin_token == NULL)
         lb_info("main", "admin token is in %s", path);
+    if (a->cfg.platform_events_secret != NULL) {
+        if (lb_notify_secret_decode(a->cfg.platform_events_secret, a->events_key,
+                                    &a->events_key_len) != 0)
+            die(2, "LEVERBRIDGE_PLATFORM_EVENTS_SECRET: expected whsec_ and the base64 of "
+                   "16 to 64 bytes");
+        sodium_memzero(a->cfg.platform_events_secret, strlen(a->cfg.platform_events_secret));
+    }
 }
 
 /* Each connection is a descriptor: take the whole hard limit, and say so
@@ -259,7 +270,10 @@ static void start_engine(app *a)
                          .max_running_tenant = a->cfg.lever_burst * 2,
                          .platform_url = a->cfg.platform_url,
                          .platform_token = a->cfg.platform_token,
-                         .stats = a->stats};
+                         .stats = a->stats,
+                         .events_url = a->events_key_len ? a->cfg.platform_events_url : NULL,
+                         .events_key = a->events_key,
+                         .events_key_len = a->events_key_len};
     lb_jobs_env env = {lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_permission,
                        lb_api_tenant_rate, &a->api};
     if (lb_http_client_new(&a->loop, &cc, &a->client) != 0 ||
@@ -267,6 +281,7 @@ static void start_engine(app *a)
         lb_jobs_new(&a->loop, a->store, a->outbound, a->client, &jc, &env, &a->jobs) != 0)
         die(1, "cannot start the outbound engine");
     lb_jobs_register(a->jobs, lb_action_kinds, lb_action_nkinds);
+    lb_jobs_register(a->jobs, lb_notify_kinds, lb_notify_nkinds);
     a->api.jobs = a->jobs;
     a->api.outbound = a->outbound;
     a->api.http = a->client;
@@ -467,6 +482,7 @@ int main(int argc, char **argv)
     lb_metrics_reset();
     lb_http_client_global_cleanup();
     lb_free(a.admin_token);
+    sodium_memzero(a.events_key, sizeof(a.events_key));
     lb_config_free(&a.cfg);
     return rc == 0 ? 0 : 1;
 }

@@ -236,7 +236,7 @@ static int setup(void **state)
         if (strcmp(lb_action_kinds[i].type, "move_stage") == 0)
             kinds[1] = lb_action_kinds[i];
     }
-    kinds[2] = (lb_job_kind){"two_steps", two_run};
+    kinds[2] = (lb_job_kind){"two_steps", two_run, 0};
     uv_loop_init(&f->loop);
     snprintf(f->dir, sizeof(f->dir), "/tmp/lbjobs-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
