@@ -230,13 +230,19 @@ static void load_secrets(app *a)
         die(2, err);
     if (a->cfg.admin_token == NULL)
         lb_info("main", "admin token is in %s", path);
-    if (a->cfg.platform_events_secret != NULL) {
-        if (lb_notify_secret_decode(a->cfg.platform_events_secret, a->events_key,
-                                    &a->events_key_len) != 0)
-            die(2, "LEVERBRIDGE_PLATFORM_EVENTS_SECRET: expected whsec_ and the base64 of "
-                   "16 to 64 bytes");
-        sodium_memzero(a->cfg.platform_events_secret, strlen(a->cfg.platform_events_secret));
-    }
+}
+
+/* The signing key of events to the platform, checked before anything is
+ * made; the secret's text is wiped once decoded. */
+static void load_events_key(app *a)
+{
+    if (a->cfg.platform_events_secret == NULL)
+        return;
+    if (lb_notify_secret_decode(a->cfg.platform_events_secret, a->events_key,
+                                &a->events_key_len) != 0)
+        die(2, "LEVERBRIDGE_PLATFORM_EVENTS_SECRET: expected whsec_ and the base64 of "
+               "16 to 64 bytes");
+    sodium_memzero(a->cfg.platform_events_secret, strlen(a->cfg.platform_events_secret));
 }
 
 /* Each connection is a descriptor: take the whole hard limit, and say so
@@ -268,6 +274,9 @@ static void start_engine(app *a)
                          .max_age_ms = a->cfg.job_max_age_ms,
                          .max_running = a->cfg.max_inflight * 4,
                          .max_running_tenant = a->cfg.lever_burst * 2,
+                         .max_running_notify = a->cfg.max_inflight / 4 > 0
+                                                   ? a->cfg.max_inflight / 4
+                                                   : 1,
                          .platform_url = a->cfg.platform_url,
                          .platform_token = a->cfg.platform_token,
                          .stats = a->stats,
@@ -289,7 +298,8 @@ static void start_engine(app *a)
                               .deadline_ms = a->cfg.webhook_deadline_ms,
                               .retry_base_ms = a->cfg.provision_retry_base_ms,
                               .retry_cap_ms = a->cfg.provision_retry_cap_ms,
-                              .check_ms = a->cfg.webhook_check_ms};
+                              .check_ms = a->cfg.webhook_check_ms,
+                              .jobs = a->jobs};
     if (lb_provision_new(&a->loop, a->store, a->outbound, &a->conns, &pc, &env, &a->provision) != 0)
         die(1, "cannot start hook provisioning");
     a->api.provision = a->provision;
@@ -408,6 +418,7 @@ int main(int argc, char **argv)
     lb_log_set_level((lb_log_level)a.cfg.log_level);
     if (lb_crypto_init() != 0)
         die(1, "libsodium failed to initialise");
+    load_events_key(&a);
     if (lb_http_client_global_init() != 0)
         die(1, "libcurl failed to initialise");
     signal(SIGPIPE, SIG_IGN);

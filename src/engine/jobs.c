@@ -18,6 +18,8 @@
 #include <string.h>
 
 #define ERROR_MAX 1024
+/* How long a notify_platform job waits when max_running_notify are running. */
+#define NOTIFY_WAIT_MS 100
 
 typedef enum {
     J_BLOCKED, /* behind an earlier job of its event */
@@ -91,6 +93,7 @@ struct lb_jobs {
     lb_heap sleepers;
     uv_timer_t timer;
     int running;
+    int notify_running;       /* notify_platform jobs among them */
     int pumping, again;
     int closing;
     int writes;
@@ -426,6 +429,8 @@ static void release_slot(lb_job *j)
         return;
     j->t->running--;
     j->js->running--;
+    if (is_notify(j))
+        j->js->notify_running--;
     ring_push(j->js, j->t);
 }
 
@@ -435,6 +440,8 @@ static void start(lb_job *j)
     j->state = J_RUNNING;
     j->t->running++;
     js->running++;
+    if (is_notify(j))
+        js->notify_running++;
     js->stats.started++;
     j->rec.attempts++;
     j->rec.status = LB_JOB_RUNNING;
@@ -461,6 +468,13 @@ static void pump(lb_jobs *js)
                 t->tail = NULL;
             j->next = NULL;
             ring_push(js, t);
+            if (is_notify(j) && js->notify_running >= js->cfg.max_running_notify) {
+                /* Events wait a moment (no attempt counted, nothing written)
+                 * rather than take the room of Lever calls. */
+                j->rec.next_run_at = now_ms() + NOTIFY_WAIT_MS;
+                schedule(j);
+                continue;
+            }
             start(j);
         }
     } while (js->again);
@@ -1024,6 +1038,8 @@ int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_clien
         js->cfg.max_running = 1024;
     if (js->cfg.max_running_tenant <= 0)
         js->cfg.max_running_tenant = 64;
+    if (js->cfg.max_running_notify <= 0)
+        js->cfg.max_running_notify = 64;
     js->env = *env;
     lb_map_init(&js->jobs);
     lb_map_init(&js->tenants);

@@ -58,6 +58,10 @@ typedef struct {
     int64_t max_age_ms;
     int max_running;        /* jobs running at once, all tenants */
     int max_running_tenant; /* jobs running at once, one tenant */
+    int max_running_notify; /* notify_platform jobs running at once, all
+                               tenants (one per tenant at most): bounds the
+                               HTTP client's calls a slow events endpoint
+                               can hold, so Lever calls keep room; 0: 64 */
     /* The assessment platform (LEVERBRIDGE_PLATFORM_URL, _TOKEN) for
      * send_assessment; borrowed, they must outlive the engine. NULL: not
      * configured (send_assessment jobs fail). */
