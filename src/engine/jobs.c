@@ -843,8 +843,8 @@ void lb_jobs_add(lb_jobs *js, const lb_job_rec *recs, size_t n)
     pump(js);
 }
 
-int lb_jobs_notify(lb_jobs *js, const char *tenant, const char *type, const char *data,
-                   lb_job_rec *rec)
+static int notify_make(lb_jobs *js, const char *tenant, const char *type, const char *data,
+                       const char *id, lb_job_rec *rec)
 {
     memset(rec, 0, sizeof(*rec));
     if (js == NULL || js->cfg.events_url == NULL || js->cfg.events_key_len == 0)
@@ -853,8 +853,14 @@ int lb_jobs_notify(lb_jobs *js, const char *tenant, const char *type, const char
     if (at <= js->notify_last)
         at = js->notify_last + 1; /* strictly later: the order survives a restart */
     js->notify_last = at;
-    lb_notify_rec(rec, tenant, type, data, at);
+    lb_notify_rec(rec, tenant, type, data, at, id);
     return 1;
+}
+
+int lb_jobs_notify(lb_jobs *js, const char *tenant, const char *type, const char *data,
+                   lb_job_rec *rec)
+{
+    return notify_make(js, tenant, type, data, NULL, rec);
 }
 
 void lb_jobs_notify_done(lb_jobs *js, const lb_store_op *op, lb_job_rec *rec)
@@ -867,7 +873,11 @@ void lb_jobs_notify_done(lb_jobs *js, const lb_store_op *op, lb_job_rec *rec)
 
 int lb_job_notify(lb_job *job, const char *type, const char *data, lb_job_rec *rec)
 {
-    return lb_jobs_notify(job->js, job->rec.tenant_id, type, data, rec);
+    /* "pe_" and the job id's unique part: the same on a rerun of the step. */
+    const char *u = strncmp(job->rec.id, "job_", 4) == 0 ? job->rec.id + 4 : job->rec.id;
+    char id[LB_NOTIFY_ID_MAX + 1];
+    snprintf(id, sizeof(id), "pe_%.*s", LB_NOTIFY_ID_MAX - 3, u);
+    return notify_make(job->js, job->rec.tenant_id, type, data, id, rec);
 }
 
 typedef struct {

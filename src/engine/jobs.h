@@ -145,9 +145,11 @@ const char *lb_job_tenant(const lb_job *job);
 const char *lb_job_opportunity(const lb_job *job);
 const char *lb_job_event(const lb_job *job);
 int64_t lb_job_created_at(const lb_job *job);
-/* lb_jobs_notify for a kind (a job's store op may carry the record: jobs
- * carried by an op given to lb_job_store reach the engine by themselves
- * once it succeeded; the kind frees rec after done). */
+/* lb_jobs_notify for a kind, for its one event: the event's id is "pe_" and
+ * the job id's unique part, so a step run again (after a crash) makes an
+ * event with the same webhook-id, which the receiver ignores as seen. The
+ * record rides on an op given to lb_job_store, which hands it to the engine
+ * once the op succeeded; the kind frees rec in done. */
 int lb_job_notify(lb_job *job, const char *type, const char *data, lb_job_rec *rec);
 /* The parsed action object. */
 yajl_val lb_job_action(const lb_job *job);

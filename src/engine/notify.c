@@ -71,13 +71,16 @@ void lb_notify_sign(const uint8_t *key, size_t keylen, const char *id, int64_t t
 }
 
 void lb_notify_rec(lb_job_rec *rec, const char *tenant, const char *type, const char *data,
-                   int64_t created_at)
+                   int64_t created_at, const char *event_id)
 {
     memset(rec, 0, sizeof(*rec));
     lb_sortable_id_buf(rec->id, sizeof(rec->id), "job_", created_at, 12);
     snprintf(rec->tenant_id, sizeof(rec->tenant_id), "%s", tenant);
     char id[LB_NOTIFY_ID_MAX + 1];
-    lb_sortable_id_buf(id, sizeof(id), "pe_", created_at, 12);
+    if (event_id != NULL)
+        snprintf(id, sizeof(id), "%s", event_id);
+    else
+        lb_sortable_id_buf(id, sizeof(id), "pe_", created_at, 12);
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_kv_str(g, "type", "notify_platform");

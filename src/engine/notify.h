@@ -42,11 +42,12 @@ void lb_notify_sign(const uint8_t *key, size_t keylen, const char *id, int64_t t
 
 /* Fills rec (zeroed first) with a queued notify_platform job of the tenant
  * for an event of `type` with `data` (a JSON object's text; NULL: {}) made
- * at created_at (ms). Its action is
+ * at created_at (ms), whose id is `id` (at most LB_NOTIFY_ID_MAX; NULL: a
+ * new "pe_..."). Its action is
  * {"type":"notify_platform","event":type,"id":"pe_...","created_at":"...",
  *  "data":{...}}. Release with lb_job_rec_free. */
 void lb_notify_rec(lb_job_rec *rec, const char *tenant, const char *type, const char *data,
-                   int64_t created_at);
+                   int64_t created_at, const char *id);
 
 /* The body sent for a notify_platform job's action:
  * {"type","tenant_id","created_at","data"}; lb_malloc'd, NUL-terminated,

@@ -244,6 +244,8 @@ def test_invitation_sent_with_its_ids(bridge, lever, platform):
     assert sent["data"] == {"opportunity_id": "O1", "assessment": "js-senior",
                             "invitation_id": inv["invitation_id"], "url": inv["url"],
                             "job_id": job["id"]}, sent
+    # its id comes from the job's: a rerun after a crash sends the same webhook-id
+    assert sent["webhook_id"] == "pe_" + job["id"][len("job_"):]
     assert evs.count("invitation.sent") == 1
 
 

@@ -52,7 +52,8 @@ static void test_rec_and_body(void **state)
     (void)state;
     lb_job_rec r;
     lb_notify_rec(&r, "acme", "invitation.sent",
-                  "{\"opportunity_id\":\"opp1\",\"invitation_id\":\"inv1\"}", 1764765380123);
+                  "{\"opportunity_id\":\"opp1\",\"invitation_id\":\"inv1\"}", 1764765380123,
+                  NULL);
     assert_string_equal(r.tenant_id, "acme");
     assert_int_equal(strncmp(r.id, "job_", 4), 0);
     assert_int_equal(r.status, LB_JOB_QUEUED);
@@ -78,8 +79,9 @@ static void test_rec_and_body(void **state)
     yajl_tree_free(a);
     lb_job_rec_free(&r);
 
-    lb_notify_rec(&r, "acme", "connection.connected", NULL, 1000);
+    lb_notify_rec(&r, "acme", "connection.connected", NULL, 1000, "pe_fixed");
     a = lb_json_parse(r.action, strlen(r.action), err, sizeof(err));
+    assert_string_equal(lb_json_get_str(a, "id"), "pe_fixed");
     yajl_val d = lb_json_get_obj(a, "data");
     assert_non_null(d);
     assert_int_equal(d->u.object.len, 0);
