@@ -391,7 +391,8 @@ int lb_config_load(lb_config *cfg, int argc, char **argv, char **envp, char *err
         return LB_EINVAL;
     }
     if ((cfg->platform_events_url == NULL) != (cfg->platform_events_secret == NULL)) {
-        snprintf(err, errlen, PREFIX "PLATFORM_EVENTS_%s: events to the platform need both URL and secret",
+        snprintf(err, errlen,
+                 PREFIX "PLATFORM_EVENTS_%s: events to the platform need both URL and secret",
                  cfg->platform_events_url ? "SECRET" : "URL");
         return LB_EINVAL;
     }

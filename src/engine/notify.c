@@ -22,8 +22,7 @@
 int lb_notify_secret_decode(const char *secret, uint8_t *key, size_t *len)
 {
     size_t plen = strlen(PREFIX);
-    if (secret == NULL || strncmp(secret, PREFIX, plen) != 0)
-        return LB_EINVAL;
+    if (secret == NULL || strncmp(secret, PREFIX, plen) != 0) return LB_EINVAL;
     const char *b64 = secret + plen;
     size_t n = strlen(b64);
     uint8_t buf[LB_NOTIFY_KEY_MAX + 4];
@@ -98,8 +97,7 @@ void lb_notify_rec(lb_job_rec *rec, const char *tenant, const char *type, const 
         yajl_gen_map_open(g);
         yajl_gen_map_close(g);
     }
-    if (v != NULL)
-        yajl_tree_free(v);
+    if (v != NULL) yajl_tree_free(v);
     yajl_gen_map_close(g);
     const unsigned char *buf;
     size_t len;
@@ -118,8 +116,7 @@ char *lb_notify_body(yajl_val action, const char *tenant, size_t *len)
     const char *type = lb_json_get_str(action, "event");
     const char *at = lb_json_get_str(action, "created_at");
     yajl_val data = lb_json_get_obj(action, "data");
-    if (type == NULL || at == NULL || data == NULL)
-        return NULL;
+    if (type == NULL || at == NULL || data == NULL) return NULL;
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_kv_str(g, "type", type);
@@ -183,8 +180,8 @@ static void delivered(lb_job *job, const lb_http_response *res)
         return;
     }
     const lb_jobs_config *cfg = lb_job_config(job);
-    count(type, lb_time_now_ms() - lb_job_created_at(job) >= cfg->max_age_ms ? "failed"
-                                                                             : "retried");
+    count(type,
+          lb_time_now_ms() - lb_job_created_at(job) >= cfg->max_age_ms ? "failed" : "retried");
     lb_job_retry(job, msg); /* fails it past JOB_MAX_AGE */
 }
 

@@ -52,8 +52,7 @@ static void test_rec_and_body(void **state)
     (void)state;
     lb_job_rec r;
     lb_notify_rec(&r, "acme", "invitation.sent",
-                  "{\"opportunity_id\":\"opp1\",\"invitation_id\":\"inv1\"}", 1764765380123,
-                  NULL);
+                  "{\"opportunity_id\":\"opp1\",\"invitation_id\":\"inv1\"}", 1764765380123, NULL);
     assert_string_equal(r.tenant_id, "acme");
     assert_int_equal(strncmp(r.id, "job_", 4), 0);
     assert_int_equal(r.status, LB_JOB_QUEUED);
@@ -91,8 +90,7 @@ static void test_rec_and_body(void **state)
 
 int main(void)
 {
-    if (sodium_init() < 0)
-        return 1;
+    if (sodium_init() < 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sign_matches_the_spec_example),
         cmocka_unit_test(test_secret_decode_refuses_bad_secrets),

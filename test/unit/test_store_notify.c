@@ -106,8 +106,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_notify_rides_on_the_write, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_notify_not_written_when_the_write_fails, fx_setup,
                                         fx_teardown),
-        cmocka_unit_test_setup_teardown(test_notify_failing_fails_the_write, fx_setup,
-                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_notify_failing_fails_the_write, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_notify_refused_where_not_allowed, fx_setup,
                                         fx_teardown),
     };
