@@ -976,14 +976,28 @@ static void cancel_job(lb_job *j)
     end(j, LB_JOB_CANCELLED, "cancelled");
 }
 
+static void cancel_tenant(lb_jobs *js, const char *tenant, int notify);
+
 void lb_jobs_tenant_cancel(lb_jobs *js, const char *tenant)
+{
+    cancel_tenant(js, tenant, 0);
+}
+
+void lb_jobs_tenant_cancel_events(lb_jobs *js, const char *tenant)
+{
+    cancel_tenant(js, tenant, 1);
+}
+
+/* Cancels the tenant's unfinished jobs: its notify_platform jobs (notify 1)
+ * or all the others (0). */
+static void cancel_tenant(lb_jobs *js, const char *tenant, int notify)
 {
     /* Collect first: ending a job changes the map. */
     size_t n = 0, cap = 64;
     lb_job **list = lb_malloc(cap * sizeof(*list));
     for (size_t i = 0; i < js->jobs.cap; i++) {
         lb_job *j = js->jobs.slots[i].key ? js->jobs.slots[i].value : NULL;
-        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0 || is_notify(j))
+        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0 || is_notify(j) != notify)
             continue;
         if (n == cap) {
             cap *= 2;

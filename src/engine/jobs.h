@@ -128,8 +128,12 @@ int lb_jobs_notify(lb_jobs *js, const char *tenant, const char *type, const char
 void lb_jobs_notify_done(lb_jobs *js, const lb_store_op *op, lb_job_rec *rec);
 /* Jobs of the tenant that waited for its connection may run again. */
 void lb_jobs_tenant_resume(lb_jobs *js, const char *tenant);
-/* Cancels every unfinished job of the tenant (durably, status cancelled). */
+/* Cancels every unfinished job of the tenant (durably, status cancelled)
+ * but its events to the platform (a disconnect is itself one). */
 void lb_jobs_tenant_cancel(lb_jobs *js, const char *tenant);
+/* Cancels the tenant's unfinished events to the platform (the tenant was
+ * deleted: its rows are gone). */
+void lb_jobs_tenant_cancel_events(lb_jobs *js, const char *tenant);
 /* Counts of the tenant's jobs in memory by status (queued counts waiting). */
 void lb_jobs_tenant_backlog(lb_jobs *js, const char *tenant, size_t *queued, size_t *retrying);
 /* The tenant's failed jobs (loaded at start, kept since); a retry of a

@@ -385,3 +385,16 @@ def test_webhook_failed_when_provisioning_gives_up(make_server, lever, platform)
     assert e["data"]["last_error"] == c["webhook"]["last_error"]
     assert e["data"]["attempts"] == c["webhook"]["attempts"]
 
+
+
+def test_deleting_the_tenant_stops_its_events(bridge, lever, platform):
+    s = bridge
+    platform.fault(path_prefix="/events", method="POST", status=503, count=100000)
+    connect(s, lever)
+    wait_for(lambda: len(platform.requests_log(path_prefix="/events")["data"]) >= 2,
+             what="retries")
+    assert call(s, "DELETE", "/v1/tenants/acme").status == 202
+    time.sleep(0.2)
+    n = len(platform.requests_log(path_prefix="/events")["data"])
+    time.sleep(0.5)  # RETRY_CAP is 100ms: a live job would have tried again
+    assert len(platform.requests_log(path_prefix="/events")["data"]) == n
