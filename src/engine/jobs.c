@@ -1064,6 +1064,9 @@ int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_clien
         js->cfg.max_running_tenant = 64;
     if (js->cfg.max_running_notify <= 0)
         js->cfg.max_running_notify = 64;
+    if (js->cfg.events_url != NULL)
+        lb_metrics_declare_counter("leverbridge_platform_events_total",
+                                   "Events sent to the platform, by type and result.");
     js->env = *env;
     lb_map_init(&js->jobs);
     lb_map_init(&js->tenants);

@@ -197,6 +197,7 @@ def test_off_by_default_makes_no_jobs(make_server, lever, platform):
     connect(s, lever)
     assert jobs_of(s, "notify_platform") == []
     assert platform.events() == []
+    assert "leverbridge_platform_events_total" not in s.get("/metrics").body.decode()
 
 
 # ---- what is sent -----------------------------------------------------------------
@@ -204,6 +205,8 @@ def test_off_by_default_makes_no_jobs(make_server, lever, platform):
 
 def test_connect_and_provision_in_order_then_disconnect(bridge, lever, platform):
     s = bridge
+    m = s.get("/metrics").body.decode()
+    assert "# TYPE leverbridge_platform_events_total counter" in m
     connect(s, lever)
     evs = wait_for(lambda: (lambda e: e if len(e) >= 2 else None)(events(platform)),
                    what="two events")
