@@ -14,6 +14,7 @@
 #include "crypto/crypto.h"
 #include "engine/actions.h"
 #include "engine/jobs.h"
+#include "engine/notify.h"
 #include "engine/outbound.h"
 #include "engine/provision.h"
 #include "http/client.h"
@@ -28,6 +29,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,8 @@ typedef struct {
     lb_config cfg;
     lb_master_key key;
     char *admin_token;
+    uint8_t events_key[LB_NOTIFY_KEY_MAX]; /* PLATFORM_EVENTS_SECRET decoded */
+    size_t events_key_len;                 /* 0: events to the platform off */
     lb_store *store;
     lb_tenants tenants;
     lb_conns conns;
@@ -228,6 +232,19 @@ static void load_secrets(app *a)
         lb_info("main", "admin token is in %s", path);
 }
 
+/* The signing key of events to the platform, checked before anything is
+ * made; the secret's text is wiped once decoded. */
+static void load_events_key(app *a)
+{
+    if (a->cfg.platform_events_secret == NULL)
+        return;
+    if (lb_notify_secret_decode(a->cfg.platform_events_secret, a->events_key,
+                                &a->events_key_len) != 0)
+        die(2, "LEVERBRIDGE_PLATFORM_EVENTS_SECRET: expected whsec_ and the base64 of "
+               "16 to 64 bytes");
+    sodium_memzero(a->cfg.platform_events_secret, strlen(a->cfg.platform_events_secret));
+}
+
 /* Each connection is a descriptor: take the whole hard limit, and say so
  * when MAX_CONNECTIONS cannot fit in it. */
 static void raise_fd_limit(app *a)
@@ -257,9 +274,15 @@ static void start_engine(app *a)
                          .max_age_ms = a->cfg.job_max_age_ms,
                          .max_running = a->cfg.max_inflight * 4,
                          .max_running_tenant = a->cfg.lever_burst * 2,
+                         .max_running_notify = a->cfg.max_inflight / 4 > 0
+                                                   ? a->cfg.max_inflight / 4
+                                                   : 1,
                          .platform_url = a->cfg.platform_url,
                          .platform_token = a->cfg.platform_token,
-                         .stats = a->stats};
+                         .stats = a->stats,
+                         .events_url = a->events_key_len ? a->cfg.platform_events_url : NULL,
+                         .events_key = a->events_key,
+                         .events_key_len = a->events_key_len};
     lb_jobs_env env = {lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_permission,
                        lb_api_tenant_rate, &a->api};
     if (lb_http_client_new(&a->loop, &cc, &a->client) != 0 ||
@@ -267,6 +290,7 @@ static void start_engine(app *a)
         lb_jobs_new(&a->loop, a->store, a->outbound, a->client, &jc, &env, &a->jobs) != 0)
         die(1, "cannot start the outbound engine");
     lb_jobs_register(a->jobs, lb_action_kinds, lb_action_nkinds);
+    lb_jobs_register(a->jobs, lb_notify_kinds, lb_notify_nkinds);
     a->api.jobs = a->jobs;
     a->api.outbound = a->outbound;
     a->api.http = a->client;
@@ -274,7 +298,8 @@ static void start_engine(app *a)
                               .deadline_ms = a->cfg.webhook_deadline_ms,
                               .retry_base_ms = a->cfg.provision_retry_base_ms,
                               .retry_cap_ms = a->cfg.provision_retry_cap_ms,
-                              .check_ms = a->cfg.webhook_check_ms};
+                              .check_ms = a->cfg.webhook_check_ms,
+                              .jobs = a->jobs};
     if (lb_provision_new(&a->loop, a->store, a->outbound, &a->conns, &pc, &env, &a->provision) != 0)
         die(1, "cannot start hook provisioning");
     a->api.provision = a->provision;
@@ -393,6 +418,7 @@ int main(int argc, char **argv)
     lb_log_set_level((lb_log_level)a.cfg.log_level);
     if (lb_crypto_init() != 0)
         die(1, "libsodium failed to initialise");
+    load_events_key(&a);
     if (lb_http_client_global_init() != 0)
         die(1, "libcurl failed to initialise");
     signal(SIGPIPE, SIG_IGN);
@@ -467,6 +493,7 @@ int main(int argc, char **argv)
     lb_metrics_reset();
     lb_http_client_global_cleanup();
     lb_free(a.admin_token);
+    sodium_memzero(a.events_key, sizeof(a.events_key));
     lb_config_free(&a.cfg);
     return rc == 0 ? 0 : 1;
 }

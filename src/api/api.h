@@ -74,8 +74,16 @@ void lb_api_oauth_free(void);
  * start in the background); a 401: 1 when a refresh started instead. */
 int lb_api_oauth_usable(lb_api *api, lb_conn *c);
 int lb_api_oauth_unauthorized(lb_api *api, lb_conn *c);
-/* Stores a connection row (taking it); memory was already changed. */
-void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec);
+/* Stores a connection row (taking it) and, when notify is not NULL and
+ * made, its event in the same transaction (taking it too); memory was
+ * already changed. */
+void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec, lb_job_rec *notify);
+/* Platform events of connections: the event (if any) of the tenant's
+ * connection going from status `was` to `now` (lb_conn_status), made with
+ * lb_jobs_notify into rec: 1 made, 0 none (rec zeroed). */
+int lb_api_conn_event(lb_api *api, const char *tenant, int was, int now, lb_job_rec *rec);
+/* Puts rec (if made) on op as its notify_platform job. */
+void lb_api_notify_attach(lb_store_op *op, lb_job_rec *rec);
 /* Frees the stages/postings cache (at exit). */
 void lb_api_catalog_free(void);
 void lb_api_lever_cache_drop(lb_api *api, const char *tenant);

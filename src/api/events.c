@@ -144,7 +144,14 @@ static void job_json(yajl_gen g, const lb_job_rec *j)
     lb_json_key(g, "action");
     char err[64];
     yajl_val a = j->action ? lb_json_parse(j->action, strlen(j->action), err, sizeof(err)) : NULL;
-    if (a != NULL && YAJL_IS_OBJECT(a)) {
+    const char *type = a != NULL ? lb_json_get_str(a, "type") : NULL;
+    if (type != NULL && strcmp(type, "notify_platform") == 0) {
+        /* An event to the platform: its id, time and data are internal. */
+        yajl_gen_map_open(g);
+        lb_json_kv_str(g, "type", type);
+        lb_json_kv_str(g, "event", lb_json_get_str(a, "event"));
+        yajl_gen_map_close(g);
+    } else if (a != NULL && YAJL_IS_OBJECT(a)) {
         /* The action as the workflow had it: the context is internal. */
         yajl_gen_map_open(g);
         for (size_t i = 0; i < a->u.object.len; i++) {

@@ -69,10 +69,12 @@ typedef struct conn_write {
     int failed;
     void (*then)(struct conn_write *w, int ok);
     lb_http_req *req;
+    lb_job_rec notify;  /* the connection's event, written with it */
 } conn_write;
 
 static void conn_write_free(conn_write *w)
 {
+    lb_job_rec_free(&w->notify);
     lb_conn_clear(&w->next);
     lb_hook_clear(&w->hook);
     lb_conn_rec_free(&w->rec);
@@ -87,6 +89,7 @@ static void saved(lb_store_op *op)
         w->failed = op->status;
     if (--w->pending > 0)
         return;
+    lb_jobs_notify_done(w->api->jobs, &w->op, &w->notify);
     if (!w->failed) {
         lb_conn *c = lb_conns_apply(w->api->conns, &w->next);
         if (w->with_hook)
@@ -109,6 +112,10 @@ static int conn_write_submit(lb_api *api, conn_write *w)
     w->op.conn_put.rec = &w->rec;
     w->op.cb = saved;
     w->op.data = w;
+    const lb_conn *old = lb_conns_get(api->conns, w->next.tenant_id);
+    lb_api_conn_event(api, w->next.tenant_id, old ? old->status : LB_CONN_DISCONNECTED,
+                      w->next.status, &w->notify);
+    lb_api_notify_attach(&w->op, &w->notify);
     int rc = lb_store_submit(api->store, &w->op);
     if (rc != 0)
         return rc;
@@ -141,35 +148,85 @@ void lb_api_lever_unauthorized(void *data, const char *tenant)
     lb_conn_copy(&w->next, c);
     w->next.status = LB_CONN_NEEDS_REAUTH;
     w->next.updated_at = lb_time_now_ms();
-    /* Memory first here: calls in flight must stop using the credentials
-     * now; the store follows. */
-    c->status = LB_CONN_NEEDS_REAUTH;
+    /* Memory at once (in this same turn of the loop): calls in flight must
+     * stop using the credentials now; the store follows. Submitted first so
+     * that the write sees the change and carries its event. */
     if (conn_write_submit(api, w) != 0)
         conn_write_free(w);
+    c->status = LB_CONN_NEEDS_REAUTH;
 }
+
+int lb_api_conn_event(lb_api *api, const char *tenant, int was, int now, lb_job_rec *rec)
+{
+    const char *type = NULL;
+    memset(rec, 0, sizeof(*rec));
+    if (now == was)
+        return 0;
+    if (now == LB_CONN_CONNECTED)
+        type = "connection.connected";
+    else if (now == LB_CONN_NEEDS_REAUTH)
+        type = "connection.needs_reauth";
+    else if (now == LB_CONN_DISCONNECTED)
+        type = "connection.disconnected";
+    if (type == NULL)
+        return 0;
+    const lb_conn *c = lb_conns_get(api->conns, tenant);
+    const char *auth = c != NULL ? lb_auth_name(c->auth) : NULL;
+    char data[64];
+    if (now == LB_CONN_CONNECTED || auth == NULL)
+        snprintf(data, sizeof(data), "{}");
+    else
+        snprintf(data, sizeof(data), "{\"auth\":\"%s\"}", auth);
+    return lb_jobs_notify(api->jobs, tenant, type, data, rec);
+}
+
+void lb_api_notify_attach(lb_store_op *op, lb_job_rec *rec)
+{
+    if (rec->action == NULL)
+        return;
+    op->notify = rec;
+    op->nnotify = 1;
+}
+
+/* A connection row written on its own, with its event. Owned by the store
+ * op's callback. */
+typedef struct {
+    lb_store_op op;
+    lb_api *api;
+    lb_conn_rec rec;
+    lb_job_rec notify;
+} rec_write;
 
 static void rec_saved(lb_store_op *op)
 {
-    lb_conn_rec *rec = (lb_conn_rec *)(op + 1);
+    rec_write *w = op->data;
     if (op->status != 0)
-        lb_error("api", "tenant %s: connection state not stored: %s", rec->tenant_id,
+        lb_error("api", "tenant %s: connection state not stored: %s", w->rec.tenant_id,
                  lb_strerror(op->status));
-    lb_conn_rec_free(rec);
-    lb_free(op);
+    lb_jobs_notify_done(w->api->jobs, op, &w->notify);
+    lb_conn_rec_free(&w->rec);
+    lb_free(w);
 }
 
-void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec)
+void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec, lb_job_rec *notify)
 {
-    lb_store_op *op = lb_calloc(1, sizeof(lb_store_op) + sizeof(lb_conn_rec));
-    lb_conn_rec *copy = (lb_conn_rec *)(op + 1);
-    *copy = *rec;
+    rec_write *w = LB_NEW(rec_write);
+    w->api = api;
+    w->rec = *rec;
     memset(rec, 0, sizeof(*rec));
-    op->kind = LB_STORE_CONN_PUT;
-    op->conn_put.rec = copy;
-    op->cb = rec_saved;
-    if (lb_store_submit(api->store, op) != 0) {
-        lb_conn_rec_free(copy);
-        lb_free(op);
+    if (notify != NULL) {
+        w->notify = *notify;
+        memset(notify, 0, sizeof(*notify));
+    }
+    w->op.kind = LB_STORE_CONN_PUT;
+    w->op.conn_put.rec = &w->rec;
+    w->op.cb = rec_saved;
+    w->op.data = w;
+    lb_api_notify_attach(&w->op, &w->notify);
+    if (lb_store_submit(api->store, &w->op) != 0) {
+        lb_job_rec_free(&w->notify);
+        lb_conn_rec_free(&w->rec);
+        lb_free(w);
     }
 }
 
@@ -659,12 +716,14 @@ typedef struct {
     lb_api *api;
     lb_http_req *req;
     char tenant[LB_TENANT_ID_MAX + 1];
+    lb_job_rec notify;  /* connection.disconnected, written with the delete */
 } disconnect_ctx;
 
 static void disconnected(lb_store_op *op)
 {
     disconnect_ctx *d = op->data;
     lb_api *api = d->api;
+    lb_jobs_notify_done(api->jobs, op, &d->notify);
     if (op->status != 0) {
         lb_api_store_unavailable(d->req);
         lb_free(d);
@@ -726,7 +785,12 @@ static void lever_delete(lb_http_req *req, void *data)
     snprintf(d->op.conn_delete.tenant_id, sizeof(d->op.conn_delete.tenant_id), "%s", t->id);
     d->op.cb = disconnected;
     d->op.data = d;
+    const lb_conn *c = lb_conns_get(api->conns, t->id);
+    if (c != NULL)
+        lb_api_conn_event(api, t->id, c->status, LB_CONN_DISCONNECTED, &d->notify);
+    lb_api_notify_attach(&d->op, &d->notify);
     if (lb_store_submit(api->store, &d->op) != 0) {
+        lb_job_rec_free(&d->notify);
         lb_free(d);
         lb_api_store_unavailable(req);
     }

@@ -227,6 +227,7 @@ struct token_call {
     lb_http_req *req;   /* the callback request waiting, or NULL */
     char nonce[96];     /* "oauth_state:<nonce>", the store key */
     int64_t link_expiry; /* the connect link OAuth was started from, or 0 */
+    lb_job_rec notify;  /* the connection's event, written with op */
     lb_store_op op;
     lb_conn next;
     lb_conn_rec rec;
@@ -243,6 +244,7 @@ static void token_call_free(token_call *tc)
         sodium_memzero(tc->form, strlen(tc->form));
         lb_free(tc->form);
     }
+    lb_job_rec_free(&tc->notify);
     lb_conn_clear(&tc->next);
     lb_conn_rec_free(&tc->rec);
     lb_hook_clear(&tc->hook);
@@ -322,6 +324,7 @@ static void after_refresh(token_call *tc, int ok)
 static void refresh_saved(lb_store_op *op)
 {
     token_call *tc = op->data;
+    lb_jobs_notify_done(tc->api->jobs, op, &tc->notify);
     if (op->status == 0 && lb_conns_get(tc->api->conns, tc->tenant) != NULL) {
         lb_conn *c = lb_conns_apply(tc->api->conns, &tc->next);
         c->refreshed_at = lb_time_now_ms();
@@ -345,6 +348,10 @@ static void save_conn(token_call *tc, lb_store_op_cb cb)
     tc->op.conn_put.rec = &tc->rec;
     tc->op.cb = cb;
     tc->op.data = tc;
+    const lb_conn *old = lb_conns_get(tc->api->conns, tc->tenant);
+    lb_api_conn_event(tc->api, tc->tenant, old ? old->status : LB_CONN_DISCONNECTED,
+                      tc->next.status, &tc->notify);
+    lb_api_notify_attach(&tc->op, &tc->notify);
     if (lb_store_submit(tc->api->store, &tc->op) != 0) {
         tc->op.status = LB_EIO;
         cb(&tc->op);
@@ -357,13 +364,15 @@ static void mark_needs_reauth(lb_api *api, const char *tenant, const char *why)
     if (c == NULL)
         return;
     lb_warn("oauth", "tenant %s: %s; the connection needs re-authorization", tenant, why);
+    lb_job_rec notify;
+    lb_api_conn_event(api, tenant, c->status, LB_CONN_NEEDS_REAUTH, &notify);
     c->status = LB_CONN_NEEDS_REAUTH; /* stop using the tokens now */
     lb_conn next;
     lb_conn_copy(&next, c);
     lb_conn_rec rec;
     lb_conn_to_rec(api->conns, &next, &rec);
     lb_conn_clear(&next);
-    lb_api_store_conn_rec(api, &rec); /* takes rec */
+    lb_api_store_conn_rec(api, &rec, &notify); /* takes rec and notify */
 }
 
 static void refresh_done(token_call *tc, const lb_http_response *res)
@@ -538,6 +547,7 @@ static void connected_saved(lb_store_op *op)
     if (--tc->pending > 0)
         return;
     lb_api *api = tc->api;
+    lb_jobs_notify_done(api->jobs, &tc->op, &tc->notify);
     if (tc->failed) {
         page(tc->req, 503, "Not connected", "The connection could not be stored; try again.");
         token_call_free(tc);
@@ -608,6 +618,9 @@ static void exchange_done(token_call *tc, const lb_http_response *res)
     tc->op.conn_put.rec = &tc->rec;
     tc->op.cb = connected_saved;
     tc->op.data = tc;
+    lb_api_conn_event(api, tc->tenant, old != NULL ? old->status : LB_CONN_DISCONNECTED,
+                      LB_CONN_CONNECTED, &tc->notify);
+    lb_api_notify_attach(&tc->op, &tc->notify);
     tc->hop.kind = LB_STORE_HOOK_PUT;
     tc->hop.hook_put.rec = &tc->hrec;
     tc->hop.cb = connected_saved;

@@ -238,6 +238,7 @@ static void delete_done(lb_store_op *op)
         store_failed(ctx->req, op->status);
     } else {
         lb_api_lever_forget(ctx->api, id);
+        lb_jobs_tenant_cancel_events(ctx->api->jobs, id); /* their rows went with it */
         lb_jobs_tenant_failed_add(ctx->api->jobs, id,
                                   -(long)lb_jobs_tenant_failed(ctx->api->jobs, id));
         lb_workflows_remove_tenant(ctx->api->workflows, id);

@@ -55,6 +55,10 @@ static const opt opts[] = {
      "a job still failing after this is failed"},
     {"PLATFORM_URL", T_URL, O(platform_url), NULL, 0, 0, "assessment platform API"},
     {"PLATFORM_TOKEN", T_OPTSTR, O(platform_token), NULL, 0, 0, "assessment platform token"},
+    {"PLATFORM_EVENTS_URL", T_URL, O(platform_events_url), NULL, 0, 0,
+     "where events for the platform go (unset: off)"},
+    {"PLATFORM_EVENTS_SECRET", T_OPTSTR, O(platform_events_secret), NULL, 0, 0,
+     "whsec_... secret that signs events for the platform"},
     {"MAX_INFLIGHT", T_INT, O(max_inflight), "256", 1, 100000,
      "outbound requests in flight, all tenants together"},
     {"MAX_BODY", T_SIZE, O(max_body), "1MiB", 1, 1073741824.0, "largest request body accepted"},
@@ -384,6 +388,17 @@ int lb_config_load(lb_config *cfg, int argc, char **argv, char **envp, char *err
     if ((cfg->platform_url == NULL) != (cfg->platform_token == NULL)) {
         snprintf(err, errlen, PREFIX "PLATFORM_%s: the platform needs both URL and token",
                  cfg->platform_url ? "TOKEN" : "URL");
+        return LB_EINVAL;
+    }
+    if ((cfg->platform_events_url == NULL) != (cfg->platform_events_secret == NULL)) {
+        snprintf(err, errlen,
+                 PREFIX "PLATFORM_EVENTS_%s: events to the platform need both URL and secret",
+                 cfg->platform_events_url ? "SECRET" : "URL");
+        return LB_EINVAL;
+    }
+    if (cfg->platform_events_secret != NULL &&
+        strncmp(cfg->platform_events_secret, "whsec_", 6) != 0) {
+        snprintf(err, errlen, PREFIX "PLATFORM_EVENTS_SECRET: expected whsec_ and base64");
         return LB_EINVAL;
     }
     return LB_CONFIG_OK;

@@ -31,6 +31,8 @@ typedef struct {
     int64_t job_max_age_ms;
     char *platform_url;
     char *platform_token;
+    char *platform_events_url;    /* NULL: events to the platform off */
+    char *platform_events_secret; /* "whsec_<base64>"; decoded by main */
     int max_inflight;
     uint64_t max_body;
     int64_t replay_window_ms;

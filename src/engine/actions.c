@@ -85,11 +85,11 @@ static void check_postings_run(lb_job *job)
 }
 
 const lb_job_kind lb_action_kinds[] = {
-    {"check_postings", check_postings_run},
-    {"add_tags", add_tags_run},
-    {"move_stage", move_stage_run},
-    {"send_assessment", lb_assess_send_run},
-    {"add_note", lb_assess_add_note_run},
-    {"update_status_note", lb_assess_update_note_run},
+    {"check_postings", check_postings_run, 0},
+    {"add_tags", add_tags_run, 0},
+    {"move_stage", move_stage_run, 0},
+    {"send_assessment", lb_assess_send_run, 0},
+    {"add_note", lb_assess_add_note_run, 0},
+    {"update_status_note", lb_assess_update_note_run, 0},
 };
 const size_t lb_action_nkinds = sizeof(lb_action_kinds) / sizeof(lb_action_kinds[0]);

@@ -115,6 +115,7 @@ typedef struct {
     lb_store_op op; /* first: the callback gets &op */
     lb_invitation_rec rec;
     char *opp, *assessment, *invitation_id, *url, *note_id;
+    lb_job_rec notify; /* invitation.sent, written with the invitation */
 } inv_op;
 
 static char *dup_or_null(const char *s)
@@ -129,7 +130,32 @@ static void inv_op_free(inv_op *c)
     lb_free(c->invitation_id);
     lb_free(c->url);
     lb_free(c->note_id);
+    lb_job_rec_free(&c->notify);
     lb_free(c);
+}
+
+/* invitation.sent (api.md "Events to the platform"), on the write that
+ * stores the platform's invitation id and URL. */
+static void sent_event(lb_job *job, inv_op *c)
+{
+    yajl_gen g = lb_json_gen_new();
+    yajl_gen_map_open(g);
+    lb_json_kv_str(g, "opportunity_id", c->opp);
+    lb_json_kv_str(g, "assessment", c->assessment);
+    lb_json_kv_str(g, "invitation_id", c->invitation_id);
+    lb_json_kv_str(g, "url", c->url);
+    lb_json_kv_str(g, "job_id", lb_job_id(job));
+    yajl_gen_map_close(g);
+    const unsigned char *buf;
+    size_t len;
+    yajl_gen_get_buf(g, &buf, &len);
+    char *data = lb_strndup((const char *)buf, len);
+    yajl_gen_free(g);
+    if (lb_job_notify(job, "invitation.sent", data, &c->notify)) {
+        c->op.notify = &c->notify;
+        c->op.nnotify = 1;
+    }
+    lb_free(data);
 }
 
 /* Submits one invitation op (CLAIM, UPDATE or GET) of the job's
@@ -156,6 +182,8 @@ static void inv_submit(lb_job *job, int kind, const char *assessment, const char
         c->op.invitation_claim.rec = &c->rec;
     } else if (kind == LB_STORE_INVITATION_UPDATE) {
         c->op.invitation_update.rec = &c->rec;
+        if (invitation_id != NULL && url != NULL)
+            sent_event(job, c);
     } else {
         memcpy(c->op.invitation_get.tenant_id, c->rec.tenant_id, sizeof(c->rec.tenant_id));
         c->op.invitation_get.opportunity_id = c->opp;

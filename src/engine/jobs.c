@@ -9,6 +9,7 @@
 #include "core/strbuf.h"
 #include "core/time.h"
 #include "engine/backoff.h"
+#include "engine/notify.h"
 #include "json/json.h"
 #include "state/stats.h"
 
@@ -17,6 +18,8 @@
 #include <string.h>
 
 #define ERROR_MAX 1024
+/* How long a notify_platform job waits when max_running_notify are running. */
+#define NOTIFY_WAIT_MS 100
 
 typedef enum {
     J_BLOCKED, /* behind an earlier job of its event */
@@ -47,7 +50,9 @@ struct lb_job {
     jstate state;
     lb_heap_node sleep;
     lb_job *next;             /* tenant FIFO or wait list */
-    lb_job *chain_next;       /* the next job of the same event */
+    lb_job *chain_next;       /* the next job of the same chain */
+    char *chain;              /* its chain: the event id, or (notify jobs)
+                                 "\x1f" and the tenant; NULL: none */
     void *scratch;
     int writes;               /* store writes in flight */
     /* the call in flight */
@@ -77,8 +82,10 @@ struct lb_jobs {
     lb_http_client *http;
     lb_jobs_config cfg;
     lb_jobs_env env;
-    const lb_job_kind *kinds;
-    size_t nkinds;
+    const lb_job_kind *kinds[LB_JOBS_KIND_SETS];
+    size_t nkinds[LB_JOBS_KIND_SETS];
+    size_t nsets;
+    int64_t notify_last;      /* created_at of the last event made */
     lb_map jobs;              /* id -> lb_job */
     lb_map tenants;           /* id -> jtenant */
     lb_map chains;            /* event id -> last job of its chain */
@@ -86,6 +93,7 @@ struct lb_jobs {
     lb_heap sleepers;
     uv_timer_t timer;
     int running;
+    int notify_running;       /* notify_platform jobs among them */
     int pumping, again;
     int closing;
     int writes;
@@ -123,6 +131,16 @@ const char *lb_job_opportunity(const lb_job *job)
 const char *lb_job_event(const lb_job *job)
 {
     return job->rec.event_id;
+}
+
+int64_t lb_job_created_at(const lb_job *job)
+{
+    return job->rec.created_at;
+}
+
+static int is_notify(const lb_job *j)
+{
+    return j->kind != NULL && (j->kind->flags & LB_JOB_KIND_NOTIFY) != 0;
 }
 
 yajl_val lb_job_action(const lb_job *job)
@@ -201,6 +219,7 @@ typedef struct {
     lb_job_rec rec;
     lb_job *job;              /* NULL: nobody waits for it */
     void (*then)(lb_job *job, int status);
+    lb_job_rec notify;        /* job.failed, written with the end; id "": none */
 } jwrite;
 
 static void write_done(lb_store_op *op)
@@ -215,6 +234,7 @@ static void write_done(lb_store_op *op)
     j->writes--;
     if (w->then != NULL && j->state != J_DONE && !js->closing)
         w->then(j, op->status);
+    lb_jobs_notify_done(js, op, &w->notify);
     lb_job_rec_free(&w->rec);
     lb_free(w);
     if (j->state == J_DONE && j->writes == 0)
@@ -222,7 +242,9 @@ static void write_done(lb_store_op *op)
     maybe_closed(js);
 }
 
-static void write_job(lb_job *j, void (*then)(lb_job *, int))
+/* Writes the job's state; notify (may be NULL), a job.failed event made
+ * with it, is taken and inserted in the same transaction. */
+static void write_job_with(lb_job *j, void (*then)(lb_job *, int), lb_job_rec *notify)
 {
     lb_jobs *js = j->js;
     jwrite *w = LB_NEW(jwrite);
@@ -238,6 +260,12 @@ static void write_job(lb_job *j, void (*then)(lb_job *, int))
     w->then = then;
     w->op.kind = LB_STORE_JOB_UPDATE;
     w->op.job_update.rec = &w->rec;
+    if (notify != NULL && notify->action != NULL) {
+        w->notify = *notify;
+        memset(notify, 0, sizeof(*notify));
+        w->op.notify = &w->notify;
+        w->op.nnotify = 1;
+    }
     w->op.cb = write_done;
     w->op.data = w;
     int rc = lb_store_submit(js->store, &w->op);
@@ -245,6 +273,7 @@ static void write_job(lb_job *j, void (*then)(lb_job *, int))
         lb_error("jobs", "tenant=%s job=%s: store refused the write: %s", j->rec.tenant_id,
                  j->rec.id, lb_strerror(rc));
         lb_job_rec_free(&w->rec);
+        lb_job_rec_free(&w->notify);
         lb_free(w);
         if (then != NULL)
             then(j, rc);
@@ -252,6 +281,11 @@ static void write_job(lb_job *j, void (*then)(lb_job *, int))
     }
     js->writes++;
     j->writes++;
+}
+
+static void write_job(lb_job *j, void (*then)(lb_job *, int))
+{
+    write_job_with(j, then, NULL);
 }
 
 /* A kind's own store operation: counted as a write of its job, so neither
@@ -268,6 +302,10 @@ static void kind_store_done(lb_store_op *op)
     lb_jobs *js = j->js;
     lb_job_store_cb done = w->done;
     lb_free(w);
+    /* Events the write carried are committed: the engine takes them before
+     * the kind frees their records. */
+    if (op->status == 0 && op->nnotify > 0)
+        lb_jobs_add(js, op->notify, op->nnotify);
     /* Still counted while done runs: ending the job there cannot free it. */
     done(j, op, j->state == J_RUNNING && !js->closing);
     js->writes--;
@@ -391,6 +429,8 @@ static void release_slot(lb_job *j)
         return;
     j->t->running--;
     j->js->running--;
+    if (is_notify(j))
+        j->js->notify_running--;
     ring_push(j->js, j->t);
 }
 
@@ -400,6 +440,8 @@ static void start(lb_job *j)
     j->state = J_RUNNING;
     j->t->running++;
     js->running++;
+    if (is_notify(j))
+        js->notify_running++;
     js->stats.started++;
     j->rec.attempts++;
     j->rec.status = LB_JOB_RUNNING;
@@ -426,6 +468,13 @@ static void pump(lb_jobs *js)
                 t->tail = NULL;
             j->next = NULL;
             ring_push(js, t);
+            if (is_notify(j) && js->notify_running >= js->cfg.max_running_notify) {
+                /* Events wait a moment (no attempt counted, nothing written)
+                 * rather than take the room of Lever calls. */
+                j->rec.next_run_at = now_ms() + NOTIFY_WAIT_MS;
+                schedule(j);
+                continue;
+            }
             start(j);
         }
     } while (js->again);
@@ -438,14 +487,34 @@ static void pump(lb_jobs *js)
 static void chain_advance(lb_job *j)
 {
     lb_jobs *js = j->js;
-    if (j->rec.event_id == NULL)
+    if (j->chain == NULL)
         return;
-    if (lb_map_get(&js->chains, j->rec.event_id) == j)
-        lb_map_del(&js->chains, j->rec.event_id);
+    if (lb_map_get(&js->chains, j->chain) == j)
+        lb_map_del(&js->chains, j->chain);
     lb_job *next = j->chain_next;
     j->chain_next = NULL;
     if (next != NULL)
         schedule(next);
+}
+
+/* The job.failed event of a job that failed for good (api.md: data job
+ * id, action type, opportunity_id, last_error). */
+static void failed_event(lb_job *j, lb_job_rec *out)
+{
+    yajl_gen g = lb_json_gen_new();
+    yajl_gen_map_open(g);
+    lb_json_kv_str(g, "job_id", j->rec.id);
+    lb_json_kv_str(g, "action_type", lb_json_get_str(j->action, "type"));
+    lb_json_kv_str(g, "opportunity_id", j->rec.opportunity_id);
+    lb_json_kv_str(g, "last_error", j->rec.last_error);
+    yajl_gen_map_close(g);
+    const unsigned char *buf;
+    size_t len;
+    yajl_gen_get_buf(g, &buf, &len);
+    char *data = lb_strndup((const char *)buf, len);
+    yajl_gen_free(g);
+    lb_jobs_notify(j->js, j->rec.tenant_id, "job.failed", data, out);
+    lb_free(data);
 }
 
 static void end(lb_job *j, int status, const char *error)
@@ -468,10 +537,15 @@ static void end(lb_job *j, int status, const char *error)
     case LB_JOB_SKIPPED: js->stats.skipped++; break;
     default: js->stats.cancelled++; break;
     }
-    if (status == LB_JOB_FAILED)
+    lb_job_rec notify = {0};
+    if (status == LB_JOB_FAILED) {
         lb_warn("jobs", "tenant=%s job=%s (%s) failed: %s", j->rec.tenant_id, j->rec.id,
                 j->kind ? j->kind->type : "?", error ? error : "");
-    write_job(j, NULL);
+        if (!is_notify(j))
+            failed_event(j, &notify);
+    }
+    write_job_with(j, NULL, &notify);
+    lb_job_rec_free(&notify);
     lb_map_del(&js->jobs, j->rec.id);
     j->state = J_DONE;
     chain_advance(j);
@@ -498,8 +572,8 @@ void lb_job_skip_workflow(lb_job *job, const char *reason)
         }
         prev->chain_next = cur->chain_next;
         cur->chain_next = NULL;
-        if (cur->rec.event_id != NULL && lb_map_get(&js->chains, cur->rec.event_id) == cur)
-            lb_map_put(&js->chains, cur->rec.event_id, prev);
+        if (cur->chain != NULL && lb_map_get(&js->chains, cur->chain) == cur)
+            lb_map_put(&js->chains, prev->chain, prev);
         end(cur, LB_JOB_SKIPPED, reason); /* blocked: no slot, no chain to advance */
     }
     end(job, LB_JOB_SKIPPED, reason);
@@ -693,9 +767,10 @@ void lb_job_lever_failed(lb_job *job, const lb_http_response *res)
 static const lb_job_kind *kind_of(lb_jobs *js, yajl_val action)
 {
     const char *type = lb_json_get_str(action, "type");
-    for (size_t i = 0; type != NULL && i < js->nkinds; i++)
-        if (strcmp(js->kinds[i].type, type) == 0)
-            return &js->kinds[i];
+    for (size_t s = 0; type != NULL && s < js->nsets; s++)
+        for (size_t i = 0; i < js->nkinds[s]; i++)
+            if (strcmp(js->kinds[s][i].type, type) == 0)
+                return &js->kinds[s][i];
     return NULL;
 }
 
@@ -706,6 +781,7 @@ static void job_free(lb_job *j)
         lb_free(j->steps[i].value);
     }
     call_reset(j);
+    lb_free(j->chain);
     if (j->action)
         yajl_tree_free(j->action);
     lb_job_rec_free(&j->rec);
@@ -726,6 +802,13 @@ static lb_job *job_new(lb_jobs *js, const lb_job_rec *r)
     char err[64];
     j->action = lb_json_parse(j->rec.action, strlen(j->rec.action), err, sizeof(err));
     j->kind = j->action ? kind_of(js, j->action) : NULL;
+    if (is_notify(j)) {
+        size_t n = strlen(r->tenant_id) + 2;
+        j->chain = lb_malloc(n);
+        snprintf(j->chain, n, "\x1f%s", r->tenant_id);
+    } else if (r->event_id != NULL) {
+        j->chain = lb_strdup(r->event_id);
+    }
     steps_load(j);
     j->t = tenant_get(js, r->tenant_id);
     return j;
@@ -747,9 +830,9 @@ void lb_jobs_add(lb_jobs *js, const lb_job_rec *recs, size_t n)
             end(j, LB_JOB_FAILED, "unknown action type");
             continue;
         }
-        lb_job *tail = j->rec.event_id ? lb_map_get(&js->chains, j->rec.event_id) : NULL;
-        if (j->rec.event_id != NULL)
-            lb_map_put(&js->chains, j->rec.event_id, j);
+        lb_job *tail = j->chain ? lb_map_get(&js->chains, j->chain) : NULL;
+        if (j->chain != NULL)
+            lb_map_put(&js->chains, j->chain, j);
         if (tail != NULL) {
             tail->chain_next = j;
             j->state = J_BLOCKED;
@@ -758,6 +841,43 @@ void lb_jobs_add(lb_jobs *js, const lb_job_rec *recs, size_t n)
         }
     }
     pump(js);
+}
+
+static int notify_make(lb_jobs *js, const char *tenant, const char *type, const char *data,
+                       const char *id, lb_job_rec *rec)
+{
+    memset(rec, 0, sizeof(*rec));
+    if (js == NULL || js->cfg.events_url == NULL || js->cfg.events_key_len == 0)
+        return 0;
+    int64_t at = now_ms();
+    if (at <= js->notify_last)
+        at = js->notify_last + 1; /* strictly later: the order survives a restart */
+    js->notify_last = at;
+    lb_notify_rec(rec, tenant, type, data, at, id);
+    return 1;
+}
+
+int lb_jobs_notify(lb_jobs *js, const char *tenant, const char *type, const char *data,
+                   lb_job_rec *rec)
+{
+    return notify_make(js, tenant, type, data, NULL, rec);
+}
+
+void lb_jobs_notify_done(lb_jobs *js, const lb_store_op *op, lb_job_rec *rec)
+{
+    if (js != NULL && op->status == 0 && rec->action != NULL)
+        lb_jobs_add(js, rec, 1);
+    lb_job_rec_free(rec);
+    memset(rec, 0, sizeof(*rec));
+}
+
+int lb_job_notify(lb_job *job, const char *type, const char *data, lb_job_rec *rec)
+{
+    /* "pe_" and the job id's unique part: the same on a rerun of the step. */
+    const char *u = strncmp(job->rec.id, "job_", 4) == 0 ? job->rec.id + 4 : job->rec.id;
+    char id[LB_NOTIFY_ID_MAX + 1];
+    snprintf(id, sizeof(id), "pe_%.*s", LB_NOTIFY_ID_MAX - 3, u);
+    return notify_make(job->js, job->rec.tenant_id, type, data, id, rec);
 }
 
 typedef struct {
@@ -851,19 +971,33 @@ static void cancel_job(lb_job *j)
         }
     }
     j->chain_next = NULL; /* its successors are cancelled too */
-    if (j->rec.event_id != NULL && lb_map_get(&js->chains, j->rec.event_id) == j)
-        lb_map_del(&js->chains, j->rec.event_id);
+    if (j->chain != NULL && lb_map_get(&js->chains, j->chain) == j)
+        lb_map_del(&js->chains, j->chain);
     end(j, LB_JOB_CANCELLED, "cancelled");
 }
 
+static void cancel_tenant(lb_jobs *js, const char *tenant, int notify);
+
 void lb_jobs_tenant_cancel(lb_jobs *js, const char *tenant)
+{
+    cancel_tenant(js, tenant, 0);
+}
+
+void lb_jobs_tenant_cancel_events(lb_jobs *js, const char *tenant)
+{
+    cancel_tenant(js, tenant, 1);
+}
+
+/* Cancels the tenant's unfinished jobs: its notify_platform jobs (notify 1)
+ * or all the others (0). */
+static void cancel_tenant(lb_jobs *js, const char *tenant, int notify)
 {
     /* Collect first: ending a job changes the map. */
     size_t n = 0, cap = 64;
     lb_job **list = lb_malloc(cap * sizeof(*list));
     for (size_t i = 0; i < js->jobs.cap; i++) {
         lb_job *j = js->jobs.slots[i].key ? js->jobs.slots[i].value : NULL;
-        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0)
+        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0 || is_notify(j) != notify)
             continue;
         if (n == cap) {
             cap *= 2;
@@ -928,6 +1062,11 @@ int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_clien
         js->cfg.max_running = 1024;
     if (js->cfg.max_running_tenant <= 0)
         js->cfg.max_running_tenant = 64;
+    if (js->cfg.max_running_notify <= 0)
+        js->cfg.max_running_notify = 64;
+    if (js->cfg.events_url != NULL)
+        lb_metrics_declare_counter("leverbridge_platform_events_total",
+                                   "Events sent to the platform, by type and result.");
     js->env = *env;
     lb_map_init(&js->jobs);
     lb_map_init(&js->tenants);
@@ -941,8 +1080,14 @@ int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_clien
 
 void lb_jobs_register(lb_jobs *js, const lb_job_kind *kinds, size_t n)
 {
-    js->kinds = kinds;
-    js->nkinds = n;
+    if (js->nsets == LB_JOBS_KIND_SETS) {
+        lb_error("jobs", "more than %d sets of kinds: %s... not registered", LB_JOBS_KIND_SETS,
+                 n > 0 ? kinds[0].type : "");
+        return;
+    }
+    js->kinds[js->nsets] = kinds;
+    js->nkinds[js->nsets] = n;
+    js->nsets++;
 }
 
 static void timer_closed_cb(uv_handle_t *h)

@@ -59,6 +59,10 @@ typedef struct {
     int64_t max_age_ms;
     int max_running;        /* jobs running at once, all tenants */
     int max_running_tenant; /* jobs running at once, one tenant */
+    int max_running_notify; /* notify_platform jobs running at once, all
+                               tenants (one per tenant at most): bounds the
+                               HTTP client's calls a slow events endpoint
+                               can hold, so Lever calls keep room; 0: 64 */
     /* The assessment platform (LEVERBRIDGE_PLATFORM_URL, _TOKEN) for
      * send_assessment; borrowed, they must outlive the engine. NULL: not
      * configured (send_assessment jobs fail). */
@@ -67,12 +71,24 @@ typedef struct {
     /* Where finished jobs are counted for the console (state/stats.h);
      * borrowed, NULL: not counted. */
     struct lb_stats *stats;
+    /* Events to the platform (LEVERBRIDGE_PLATFORM_EVENTS_URL, _SECRET
+     * decoded): borrowed. NULL/0: off, and lb_jobs_notify makes nothing. */
+    const char *events_url;
+    const uint8_t *events_key;
+    size_t events_key_len;
 } lb_jobs_config;
+
+/* A kind's flags. LB_JOB_KIND_NOTIFY (notify_platform): the tenant's jobs
+ * of such kinds form one chain and run one at a time in the order they were
+ * made; they are not cancelled with the tenant's Lever jobs (a disconnect
+ * is itself an event) and their failure makes no job.failed event. */
+#define LB_JOB_KIND_NOTIFY 1
 
 /* An action type. */
 typedef struct {
     const char *type;
     void (*run)(lb_job *job);
+    int flags;
 } lb_job_kind;
 
 typedef struct {
@@ -84,7 +100,9 @@ typedef struct {
 
 int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_client *http,
                 const lb_jobs_config *cfg, const lb_jobs_env *env, lb_jobs **out);
-/* Registers a kind; `kinds` must outlive the engine. */
+/* Registers kinds (up to LB_JOBS_KIND_SETS calls); `kinds` must outlive
+ * the engine. */
+#define LB_JOBS_KIND_SETS 4
 void lb_jobs_register(lb_jobs *js, const lb_job_kind *kinds, size_t n);
 /* Stops starting jobs, cancels the calls in flight (those jobs stay in the
  * store as they were and resume at the next start), waits for the store
@@ -97,10 +115,26 @@ void lb_jobs_close(lb_jobs *js, void (*cb)(void *data), void *data);
 int lb_jobs_load(lb_jobs *js);
 /* Takes jobs just committed to the store (the records are copied). */
 void lb_jobs_add(lb_jobs *js, const lb_job_rec *recs, size_t n);
+/* Platform events (engine/notify.h). With events configured, fills *rec
+ * with a new notify_platform job of the tenant for an event of `type` with
+ * `data` (a JSON object's text, NULL: {}) and returns 1: the caller puts it
+ * on the store write that makes the change (lb_store_op.notify) and, once
+ * that write succeeded, hands it to lb_jobs_add; then lb_job_rec_free.
+ * Events off: returns 0 and *rec is zeroed. Jobs are made in order: each
+ * one's created_at is later than the one before. */
+int lb_jobs_notify(lb_jobs *js, const char *tenant, const char *type, const char *data,
+                   lb_job_rec *rec);
+/* What a write carrying rec (from lb_jobs_notify, or zeroed) found: hands
+ * rec to the engine when op succeeded, then frees rec. NULL js: only frees. */
+void lb_jobs_notify_done(lb_jobs *js, const lb_store_op *op, lb_job_rec *rec);
 /* Jobs of the tenant that waited for its connection may run again. */
 void lb_jobs_tenant_resume(lb_jobs *js, const char *tenant);
-/* Cancels every unfinished job of the tenant (durably, status cancelled). */
+/* Cancels every unfinished job of the tenant (durably, status cancelled)
+ * but its events to the platform (a disconnect is itself one). */
 void lb_jobs_tenant_cancel(lb_jobs *js, const char *tenant);
+/* Cancels the tenant's unfinished events to the platform (the tenant was
+ * deleted: its rows are gone). */
+void lb_jobs_tenant_cancel_events(lb_jobs *js, const char *tenant);
 /* Counts of the tenant's jobs in memory by status (queued counts waiting). */
 void lb_jobs_tenant_backlog(lb_jobs *js, const char *tenant, size_t *queued, size_t *retrying);
 /* The tenant's failed jobs (loaded at start, kept since); a retry of a
@@ -115,6 +149,13 @@ const char *lb_job_id(const lb_job *job);
 const char *lb_job_tenant(const lb_job *job);
 const char *lb_job_opportunity(const lb_job *job);
 const char *lb_job_event(const lb_job *job);
+int64_t lb_job_created_at(const lb_job *job);
+/* lb_jobs_notify for a kind, for its one event: the event's id is "pe_" and
+ * the job id's unique part, so a step run again (after a crash) makes an
+ * event with the same webhook-id, which the receiver ignores as seen. The
+ * record rides on an op given to lb_job_store, which hands it to the engine
+ * once the op succeeded; the kind frees rec in done. */
+int lb_job_notify(lb_job *job, const char *type, const char *data, lb_job_rec *rec);
 /* The parsed action object. */
 yajl_val lb_job_action(const lb_job *job);
 /* A recorded step's value, or NULL. */

@@ -34,6 +34,7 @@ typedef struct {
     lb_lever_req req;
     lb_store_op op;
     lb_hook_rec rec;      /* the row being written */
+    lb_job_rec notify;    /* its event (webhook.active, .failed), written with it */
     lb_hook next;         /* what memory becomes once it is written */
     int then_check;       /* after the write: schedule a check, else nothing */
 } pv;
@@ -145,6 +146,7 @@ static void pv_free(pv *v)
     clear_stale(v);
     lb_lever_req_free(&v->req);
     lb_hook_rec_free(&v->rec);
+    lb_job_rec_free(&v->notify);
     lb_hook_clear(&v->next);
     lb_heap_remove(&v->p->wakes, &v->wake);
     lb_free(v);
@@ -184,6 +186,7 @@ static void written(lb_store_op *op)
 {
     pv *v = op->data;
     int status = op->status;
+    lb_jobs_notify_done(v->p->cfg.jobs, op, &v->notify);
     lb_hook_rec_free(&v->rec);
     lb_hook *h = hook_of(v);
     int applies = status == 0 && h != NULL && !v->forgotten && strcmp(h->id, v->next.id) == 0;
@@ -208,6 +211,39 @@ static void written(lb_store_op *op)
     }
 }
 
+/* The platform event of the hook turning active or failed (api.md "Events
+ * to the platform"), put on the write that makes the change. */
+static void hook_event(pv *v)
+{
+    const lb_hook *h = hook_of(v);
+    lb_hook_status was = h != NULL ? h->status : LB_HOOK_NONE;
+    lb_hook_status now = v->next.status;
+    memset(&v->notify, 0, sizeof(v->notify));
+    if (now == was || (now != LB_HOOK_ACTIVE && now != LB_HOOK_FAILED))
+        return;
+    yajl_gen g = lb_json_gen_new();
+    yajl_gen_map_open(g);
+    if (now == LB_HOOK_ACTIVE) {
+        lb_json_kv_str(g, "lever_webhook_id", v->next.lever_webhook_id);
+    } else {
+        lb_json_kv_int(g, "attempts", v->next.attempts);
+        lb_json_kv_str(g, "last_error", v->next.last_error);
+    }
+    yajl_gen_map_close(g);
+    const unsigned char *buf;
+    size_t len;
+    yajl_gen_get_buf(g, &buf, &len);
+    char *data = lb_strndup((const char *)buf, len);
+    yajl_gen_free(g);
+    if (lb_jobs_notify(v->p->cfg.jobs, v->tenant, now == LB_HOOK_ACTIVE ? "webhook.active"
+                                                                       : "webhook.failed",
+                       data, &v->notify)) {
+        v->op.notify = &v->notify;
+        v->op.nnotify = 1;
+    }
+    lb_free(data);
+}
+
 /* Writes v->next (prepared by the caller) and applies it once stored. */
 static void write_next(pv *v)
 {
@@ -218,8 +254,10 @@ static void write_next(pv *v)
     v->op.cb = written;
     v->op.data = v;
     v->step = S_WRITE;
+    hook_event(v);
     int rc = lb_store_submit(v->p->store, &v->op);
     if (rc != 0) {
+        lb_job_rec_free(&v->notify);
         lb_hook_rec_free(&v->rec);
         lb_hook_clear(&v->next);
         wake_at(v, lb_time_now_ms() + v->p->cfg.retry_base_ms);

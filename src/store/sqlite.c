@@ -1429,6 +1429,13 @@ static int run_one(sq_store *s, lb_store_op *op, int *lost)
         return LB_EIO;
     }
     int status = runners[op->kind](s, op);
+    if (status == 0 && op->nnotify > 0 && !sqlite3_get_autocommit(s->db)) {
+        /* The platform events of this change, in its savepoint. */
+        lb_store_op jobs = {.kind = LB_STORE_JOB_INSERT};
+        jobs.job_insert.recs = op->notify;
+        jobs.job_insert.count = op->nnotify;
+        status = run_job_insert(s, &jobs);
+    }
     if (sqlite3_get_autocommit(s->db)) {
         *lost = 1;
         return LB_EIO;

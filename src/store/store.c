@@ -364,6 +364,24 @@ static void discard_stats_load(lb_store_op *op)
     clear_stats_load(op);
 }
 
+/* The notify_platform jobs a write may carry (store.h, lb_store_op.notify). */
+static int check_notify(const lb_store_op *op)
+{
+    if (op->nnotify == 0) return op->notify == NULL ? 0 : LB_EINVAL;
+    switch (op->kind) {
+    case LB_STORE_CONN_PUT:
+    case LB_STORE_CONN_DELETE:
+    case LB_STORE_HOOK_PUT:
+    case LB_STORE_INVITATION_UPDATE:
+    case LB_STORE_JOB_UPDATE: break;
+    default: return LB_EINVAL;
+    }
+    if (op->notify == NULL || op->nnotify > LB_STORE_NOTIFY_MAX) return LB_EINVAL;
+    for (size_t i = 0; i < op->nnotify; i++)
+        if (check_job(&op->notify[i]) != 0 || op->notify[i].action == NULL) return LB_EINVAL;
+    return 0;
+}
+
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
@@ -552,6 +570,7 @@ int lb_store_submit(lb_store *s, lb_store_op *op)
     const kind_rules *k = &rules[op->kind];
     int rc = k->check != NULL ? k->check(op) : 0;
     if (rc != 0) return rc;
+    if ((rc = check_notify(op)) != 0) return rc;
     if (k->clear != NULL) k->clear(op);
     op->status = 0;
     op->next = NULL;

@@ -228,6 +228,9 @@ typedef enum {
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
+/* Most notify_platform jobs one write carries (lb_store_op.notify). */
+#define LB_STORE_NOTIFY_MAX 4
+
 typedef struct lb_store_op lb_store_op;
 typedef void (*lb_store_op_cb)(lb_store_op *op);
 
@@ -238,6 +241,15 @@ struct lb_store_op {
                           a full disk) or LB_EIO */
     lb_store_op_cb cb; /* required; runs once on the loop thread */
     void *data;        /* the caller's */
+    /* Platform events (api.md "Events to the platform"): notify_platform
+     * jobs inserted in the same transaction as this write, and only when it
+     * succeeds (job_insert's rules; a failing insert fails the op). Allowed
+     * on CONN_PUT, CONN_DELETE, HOOK_PUT, INVITATION_UPDATE and JOB_UPDATE
+     * (LB_EINVAL elsewhere); at most LB_STORE_NOTIFY_MAX. Read during the
+     * op, not kept; once op->status is 0 the caller hands them to the
+     * engine (lb_jobs_add). NULL/0: none. */
+    const lb_job_rec *notify;
+    size_t nnotify;
     union {
         /* Inserts or replaces the tenant rec.id.
          * in:  rec (id, name, api_addon, lever_rate, lever_burst); updated_at

@@ -216,3 +216,11 @@ class PlatformSim(Sim):
 
     def invitations(self):
         return self.ctl("GET", "/_sim/invitations", expect=200)
+
+    def events(self):
+        """Deliveries to POST /events as received: webhook_id,
+        webhook_timestamp, webhook_signature, content_type, body (raw)."""
+        return self.ctl("GET", "/_sim/events", expect=200)["data"]
+
+    def clear_events(self):
+        self.ctl("DELETE", "/_sim/events", expect=204)

@@ -7,8 +7,16 @@
  * POST /invitations with "Authorization: Bearer TOKEN" and an
  * Idempotency-Key header: 201 {"invitation_id","url"}; the same key again
  * answers the same invitation (and counts a replay); the same key with
- * another tenant, assessment, opportunity or email is 422. Control routes
- * under /_sim (see README.md). Prints {"port":N} first on stdout. */
+ * another tenant, assessment, opportunity or email is 422.
+ *
+ * POST /events (api.md "Events to the platform"): a Standard Webhooks
+ * receiver that records every delivery as it came (headers webhook-id,
+ * webhook-timestamp, webhook-signature, Content-Type and the raw body) and
+ * answers 204; it checks nothing, so that tests verify signatures on their
+ * own. Faults (/_sim/faults, path_prefix "/events") make it fail.
+ *
+ * Control routes under /_sim (see README.md). Prints {"port":N} first on
+ * stdout. */
 #include "sim.h"
 
 #include "core/alloc.h"
@@ -25,6 +33,13 @@
 #include <string.h>
 
 #define MAX_INVITATIONS 1000000
+#define MAX_EVENTS 100000
+
+/* One delivery to POST /events, as received. */
+typedef struct {
+    char *id, *timestamp, *signature, *content_type, *body;
+    int64_t received;
+} event_rec;
 
 typedef struct {
     char *id, *url, *key, *tenant, *assessment, *name, *email, *opp, *cand, *posting;
@@ -41,6 +56,7 @@ typedef struct {
     SIM_VEC(invitation *) list;
     lb_map by_key;
     uint64_t unauthorized, bad;
+    SIM_VEC(event_rec *) events;
 } platform;
 
 static void p_error(lb_http_req *req, int status, const char *code, const char *message,
@@ -248,6 +264,81 @@ static void r_invite(lb_http_req *req, void *data)
     respond_invitation(req, v, 0);
 }
 
+/* ---- events ------------------------------------------------------------------------- */
+
+static char *header_dup(const lb_http_req *req, const char *name)
+{
+    size_t len = 0;
+    const char *v = lb_http_req_header(req, name, &len);
+    return v != NULL ? lb_strndup(v, len) : NULL;
+}
+
+static void event_free(event_rec *e)
+{
+    lb_free(e->id);
+    lb_free(e->timestamp);
+    lb_free(e->signature);
+    lb_free(e->content_type);
+    lb_free(e->body);
+    lb_free(e);
+}
+
+static void events_clear(platform *p)
+{
+    for (size_t i = 0; i < p->events.n; i++)
+        event_free(p->events.v[i]);
+    p->events.n = 0;
+}
+
+static void r_event(lb_http_req *req, void *data)
+{
+    platform *p = data;
+    if (p->events.n >= MAX_EVENTS) {
+        p_error(req, 503, "full", "Too many events in the simulator.", NULL);
+        return;
+    }
+    event_rec *e = LB_NEW(event_rec);
+    e->id = header_dup(req, "webhook-id");
+    e->timestamp = header_dup(req, "webhook-timestamp");
+    e->signature = header_dup(req, "webhook-signature");
+    e->content_type = header_dup(req, "content-type");
+    e->body = lb_strndup(req->body ? req->body : "", req->body_len);
+    e->received = lb_time_now_ms();
+    SIM_PUSH(p->events, e);
+    lb_debug("platform-sim", "event %s", e->id ? e->id : "(no id)");
+    sim_respond(req, 204, NULL, NULL, NULL, 0, NULL, NULL);
+}
+
+static void r_events(lb_http_req *req, void *data)
+{
+    platform *p = data;
+    yajl_gen g = lb_json_gen_new();
+    yajl_gen_map_open(g);
+    lb_json_key(g, "data");
+    yajl_gen_array_open(g);
+    for (size_t i = 0; i < p->events.n; i++) {
+        const event_rec *e = p->events.v[i];
+        yajl_gen_map_open(g);
+        lb_json_kv_str(g, "webhook_id", e->id);
+        lb_json_kv_str(g, "webhook_timestamp", e->timestamp);
+        lb_json_kv_str(g, "webhook_signature", e->signature);
+        lb_json_kv_str(g, "content_type", e->content_type);
+        lb_json_kv_str(g, "body", e->body);
+        lb_json_kv_int(g, "received_ms", e->received);
+        yajl_gen_map_close(g);
+    }
+    yajl_gen_array_close(g);
+    lb_json_kv_int(g, "count", (int64_t)p->events.n);
+    yajl_gen_map_close(g);
+    sim_respond_json(req, 200, g);
+}
+
+static void r_events_clear(lb_http_req *req, void *data)
+{
+    events_clear(data);
+    sim_respond(req, 204, NULL, NULL, NULL, 0, NULL, NULL);
+}
+
 /* ---- control ------------------------------------------------------------------------ */
 
 static void r_list(lb_http_req *req, void *data)
@@ -396,12 +487,17 @@ int main(int argc, char **argv)
     lb_router_add(r, "POST", "/invitations", r_invite, &p);
     lb_router_add(r, "GET", "/_sim/invitations", r_list, &p);
     lb_router_add(r, "DELETE", "/_sim/invitations", r_clear, &p);
+    lb_router_add(r, "POST", "/events", r_event, &p);
+    lb_router_add(r, "GET", "/_sim/events", r_events, &p);
+    lb_router_add(r, "DELETE", "/_sim/events", r_events_clear, &p);
     lb_router_add(r, "GET", "/_sim/config", r_config, &p);
     lb_router_add(r, "POST", "/_sim/config", r_config, &p);
     if (sim_app_start(&p.app, &so) != 0)
         return 2;
     int rc = sim_app_run(&p.app);
     clear(&p);
+    events_clear(&p);
+    SIM_VEC_FREE(p.events);
     SIM_VEC_FREE(p.list);
     lb_map_free(&p.by_key);
     lb_free(p.token);

@@ -315,6 +315,7 @@ static void logent_free(sim_logent *e)
     lb_free(e->body);
     lb_free(e->user_agent);
     lb_free(e->extra);
+    lb_free(e->webhook_id);
     memset(e, 0, sizeof(*e));
 }
 
@@ -354,6 +355,8 @@ static void log_add(sim_app *app, lb_http_req *req, sim_rctx *rc, int status)
     e->user_agent = ua ? lb_strndup(ua, n) : NULL;
     const char *idem = lb_http_req_header(req, "idempotency-key", &n);
     e->extra = idem ? lb_strndup(idem, n) : NULL;
+    const char *wid = lb_http_req_header(req, "webhook-id", &n);
+    e->webhook_id = wid ? lb_strndup(wid, n) : NULL;
 }
 
 static void rctx_free(sim_rctx *rc)
@@ -819,6 +822,7 @@ static void r_requests_get(lb_http_req *req, void *data)
         lb_json_kv_str(g, "note", e->note);
         lb_json_kv_str(g, "user_agent", e->user_agent);
         lb_json_kv_str(g, "idempotency_key", e->extra);
+        lb_json_kv_str(g, "webhook_id", e->webhook_id);
         lb_json_kv_str(g, "body", e->body);
         yajl_gen_map_close(g);
     }

@@ -128,6 +128,7 @@ typedef struct {
     int status;
     const char *method;  /* static */
     char *path, *query, *auth, *cred, *principal, *note, *body, *user_agent, *extra;
+    char *webhook_id; /* the webhook-id header (Standard Webhooks), or NULL */
 } sim_logent;
 
 typedef struct sim_delay sim_delay;

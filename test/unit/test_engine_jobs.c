@@ -205,7 +205,7 @@ static void engine_open(fixture *f, int64_t max_age)
                          .max_running = 8, .max_running_tenant = 4};
     lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, f};
     assert_int_equal(lb_jobs_new(&f->loop, f->store, f->ob, f->client, &jc, &env, &f->jobs), 0);
-    lb_jobs_register(f->jobs, kinds, 3);
+    lb_jobs_register(f->jobs, kinds, 4);
 }
 
 static void count_cb(void *data)
@@ -236,7 +236,9 @@ static int setup(void **state)
         if (strcmp(lb_action_kinds[i].type, "move_stage") == 0)
             kinds[1] = lb_action_kinds[i];
     }
-    kinds[2] = (lb_job_kind){"two_steps", two_run};
+    kinds[2] = (lb_job_kind){"two_steps", two_run, 0};
+    /* move_stage run as notify_platform jobs are: one chain per tenant */
+    kinds[3] = (lb_job_kind){"serial_stage", kinds[1].run, LB_JOB_KIND_NOTIFY};
     uv_loop_init(&f->loop);
     snprintf(f->dir, sizeof(f->dir), "/tmp/lbjobs-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
@@ -557,6 +559,33 @@ static void unknown_action_fails(void **state)
     assert_string_equal(err, "unknown action type");
 }
 
+/* Kinds flagged LB_JOB_KIND_NOTIFY: a tenant's jobs run one at a time in the
+ * order added, with no event to chain them, and a tenant's cancel leaves
+ * them alone. */
+static void notify_kinds_chain_per_tenant(void **state)
+{
+    fixture *f = *state;
+    upsert_tenant(f);
+    lb_job_rec r[3] = {job("job_s1", "{\"type\":\"serial_stage\",\"stage\":\"s1\"}", "o1",
+                           NULL, 0),
+                       job("job_s2", "{\"type\":\"serial_stage\",\"stage\":\"s2\"}", "o2",
+                           NULL, 0),
+                       job("job_s3", "{\"type\":\"serial_stage\",\"stage\":\"s3\"}", "o3",
+                           NULL, 0)};
+    insert(f, r, 3);
+    lb_jobs_tenant_cancel(f->jobs, "acme");
+    run_until_ended(f, 3);
+    assert_int_equal(f->nstages, 3);
+    assert_string_equal(f->stages[0], "s1");
+    assert_string_equal(f->stages[1], "s2");
+    assert_string_equal(f->stages[2], "s3");
+    assert_int_equal(f->max_inflight, 1);
+    char st[16];
+    int attempts;
+    row(f, "job_s3", st, &attempts, NULL, 0);
+    assert_string_equal(st, "succeeded");
+}
+
 int main(void)
 {
     lb_http_client_global_init();
@@ -570,6 +599,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(restart_resumes_and_skips_recorded_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel_tenant, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_action_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(notify_kinds_chain_per_tenant, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     lb_http_client_global_cleanup();
