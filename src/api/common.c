@@ -1,4 +1,5 @@
-/* Helpers shared by the route files: admin auth, JSON bodies, queries. */
+/* Helpers shared by the route files: admin auth, JSON bodies, queries. The
+ * routes themselves are registered in routes.c. */
 #include "api/api.h"
 
 #include "http/response.h"
@@ -10,40 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-/* Before 100 Continue (lb_router_check): a /v1/ request must carry the
- * admin token, or for a tenant's routes a connect link for that tenant, so
- * that a client without one gets its 401 or 403 before it sends the body.
- * What a link may do on the route is still the handler's to say. Other
- * routes (hooks, OAuth callback, pages) authenticate by what they carry. */
-static int expect_guard(lb_http_req *req, void *data)
-{
-    lb_api *api = data;
-    if (req->route == NULL || strncmp(req->route, "/v1/", 4) != 0)
-        return 1;
-    if (strstr(req->route, "{tenant}") != NULL)
-        return lb_api_require_tenant(api, req, 0);
-    return lb_api_require_admin(api, req);
-}
-
-int lb_api_register(lb_api *api, lb_router *r)
-{
-    lb_router_set_guard(r, expect_guard, api);
-    lb_api_ops_register(api, r);
-    lb_api_stats_register(api, r);
-    lb_api_tenants_register(api, r);
-    lb_api_hooks_register(api, r);
-    lb_api_lever_register(api, r);
-    lb_api_catalog_register(api, r);
-    lb_api_oauth_register(api, r);
-    lb_api_workflows_register(api, r);
-    lb_api_events_register(api, r);
-    lb_api_results_register(api, r);
-    lb_api_connect_register(api, r);
-    lb_api_pages_register(api, r);
-    lb_api_openapi_register(api, r);
-    return 0;
-}
 
 /* The bearer token of req, or NULL. */
 static const char *bearer(lb_http_req *req, size_t *tlen)
