@@ -428,7 +428,9 @@ typedef struct {
 /* Opens the store named by url and starts its backend (opt may be NULL):
  *   "sqlite:<path>"   SQLite file (created if missing; schema migrated here,
  *                     synchronously: call before serving)
- *   "postgres://..."  LB_EINVAL, "not supported yet"
+ *   "postgres://...", "postgresql://..." or a key=value conninfo string
+ *                     PostgreSQL through libpq (schema migrated here, under
+ *                     an advisory lock; LB_EIO when it cannot connect)
  * Returns 0 and *out, or a negative code with one line in err. */
 int lb_store_open(uv_loop_t *loop, const char *url, const lb_store_options *opt, lb_store **out,
                   char *err, size_t errlen);
@@ -483,7 +485,7 @@ void lb_store_stats_get(const lb_store *s, lb_store_stats *out);
 typedef void (*lb_store_commit_cb)(double seconds, size_t ops, void *data);
 void lb_store_set_on_commit(lb_store *s, lb_store_commit_cb cb, void *data);
 
-/* The backend's name ("sqlite"), for logs. */
+/* The backend's name ("sqlite", "postgres"), for logs. */
 const char *lb_store_backend(const lb_store *s);
 
 #endif

@@ -33,11 +33,7 @@ fi
 }
 
 user=$(id -un)
-if [ "$(id -u)" = 0 ]; then
-    user=lbtest
-    id lbtest >/dev/null 2>&1 ||
-        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin lbtest
-fi
+[ "$(id -u)" = 0 ] && user=lbtest
 as_user() {
     if [ "$(id -u)" = 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi
 }
@@ -51,6 +47,9 @@ url)
     echo "$url"
     ;;
 start)
+    if [ "$user" = lbtest ] && ! id lbtest >/dev/null 2>&1; then
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin lbtest
+    fi
     mkdir -p "$dir"
     if [ ! -f "$data/PG_VERSION" ]; then
         rm -rf "$data" "$sock"
