@@ -342,6 +342,14 @@ static void one_line(char *s)
         s[--n] = '\0';
 }
 
+/* libpq's message (several lines) as one line, in buf. */
+static const char *flat(const char *msg, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s", msg != NULL ? msg : "");
+    one_line(buf);
+    return buf;
+}
+
 static void name_thread(const char *name)
 {
 #ifdef __linux__
@@ -1265,9 +1273,11 @@ static int ensure_conn(pg_store *s)
  * backoff step. */
 static void connection_lost(pg_store *s, const char *what)
 {
-    if (!s->lost_logged)
+    if (!s->lost_logged) {
+        char m[512];
         lb_error(MOD, "%s: lost the PostgreSQL connection: %s", what,
-                 s->conn ? PQerrorMessage(s->conn) : "(none)");
+                 flat(s->conn ? PQerrorMessage(s->conn) : "(none)", m, sizeof(m)));
+    }
     s->lost_logged = 1;
     disconnect(s);
     s->backoff_ms = BACKOFF_MIN_MS;
@@ -1361,13 +1371,14 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
     const char *state = PQresultErrorField(p->res, PG_DIAG_SQLSTATE);
     int level_op = p->op >= 0 && op_level(state);
     int mapped = map_state(state);
+    char m[512];
+    flat(PQresultErrorMessage(p->res), m, sizeof(m));
     if (level_op) {
         int lvl = mapped == LB_EIO ? LB_LOG_ERROR : LB_LOG_DEBUG;
-        lb_log(lvl, MOD, "op %d failed alone (%s): %.200s", s->ops[p->op]->kind,
-               state ? state : "?", PQresultErrorMessage(p->res));
+        lb_log(lvl, MOD, "op %d failed alone (%s): %s", s->ops[p->op]->kind, state ? state : "?",
+               m);
     } else {
-        lb_error(MOD, "transaction of %zu operations failed (%s): %.200s", n, state ? state : "?",
-                 PQresultErrorMessage(p->res));
+        lb_error(MOD, "transaction of %zu operations failed (%s): %s", n, state ? state : "?", m);
     }
     size_t opi = (size_t)p->op;
     calls_clear(s);
