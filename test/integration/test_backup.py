@@ -16,6 +16,10 @@ import time
 from conftest import ADMIN_TOKEN, Conn, binary, clean_env
 from simutil import LeverSim
 
+from conftest import sqlite_only
+
+pytestmark = sqlite_only  # leverbridge backup copies SQLite's file
+
 AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
 JSON = {"Content-Type": "application/json"}
 

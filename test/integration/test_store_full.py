@@ -10,6 +10,10 @@ import time
 
 from conftest import ADMIN_TOKEN, Conn, build_request
 
+from conftest import sqlite_only
+
+pytestmark = sqlite_only  # the full-disk shim is SQLite's VFS
+
 AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
 JSON = {"Content-Type": "application/json"}
 
