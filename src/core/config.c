@@ -195,7 +195,9 @@ static void usage(void)
 {
     printf("leverbridge %s: Lever integration server\n\n"
            "usage: leverbridge [--name value | --name=value]...\n"
-           "       leverbridge backup PATH [--name value]...   copy the SQLite store, online\n\n"
+           "       leverbridge backup PATH [--name value]...   copy the SQLite store, online\n"
+           "       leverbridge copy-store --from sqlite:PATH --to postgres://...\n"
+           "                                 move a SQLite store into an empty PostgreSQL\n\n"
            "Every setting is an environment variable LEVERBRIDGE_NAME and a flag --name.\n"
            "Durations: 250ms, 10s, 5m, 48h. Sizes: 65536, 512KiB, 1MiB.\n\n",
            LB_VERSION);

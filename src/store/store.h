@@ -442,6 +442,21 @@ int lb_store_open(uv_loop_t *loop, const char *url, const lb_store_options *opt,
  * code with one line in err; path then does not exist. */
 int lb_store_backup(const char *url, const char *path, uint64_t *pages, char *err, size_t errlen);
 
+/* Rows copied by lb_store_copy, per table; skipped: rows the target
+ * already had (a Lever key SQLite held twice, outside its window). */
+typedef struct {
+    size_t tenants, meta, connections, hooks, workflows, events, jobs, invitations, event_keys;
+    size_t skipped;
+} lb_store_copy_stats;
+
+/* Copies the SQLite store `from` ("sqlite:PATH", no server running on it:
+ * LB_ECONFLICT) into the PostgreSQL database `to` (a libpq URI or
+ * conninfo), which must hold no store yet (LB_ECONFLICT otherwise); all or
+ * nothing, in one transaction (src/store/copy.c). Blocking; not on the
+ * loop. 0 and *out, or a negative code with one line in err. */
+int lb_store_copy(const char *from, const char *to, lb_store_copy_stats *out, char *err,
+                  size_t errlen);
+
 /* Queues op. Returns 0, and op->cb runs later on the loop thread exactly once;
  * or a negative code and op->cb is never called: LB_EINVAL (bad op: unknown
  * kind, no cb, missing input), LB_ECLOSED (lb_store_close was called),
