@@ -1349,7 +1349,10 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
         PQclear(r);
     }
     if (broken || PQexitPipelineMode(c) != 1 || PQstatus(c) != CONNECTION_OK) {
+        /* The protocol state is unknown (results unread, a pipeline still
+         * open): the connection cannot be used again. */
         calls_clear(s);
+        connection_lost(s, "a batch");
         return ATTEMPT_FAILED;
     }
     if (bad == SIZE_MAX) {
@@ -1382,7 +1385,10 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
     }
     size_t opi = (size_t)p->op;
     calls_clear(s);
-    if (PQtransactionStatus(c) != PQTRANS_IDLE && !exec_ok(c, "ROLLBACK")) return ATTEMPT_FAILED;
+    if (PQtransactionStatus(c) != PQTRANS_IDLE && !exec_ok(c, "ROLLBACK")) {
+        connection_lost(s, "a rollback");
+        return ATTEMPT_FAILED;
+    }
     if (level_op) {
         *failed = opi;
         s->ops[opi]->status = mapped;
@@ -1437,7 +1443,7 @@ static void rerun_reads(pg_store *s, batch *b)
         if (run_ops(s, 1, 1, &code) != ATTEMPT_COMMITTED) {
             lb_store__op_discard(op);
             op->status = code;
-            if (PQstatus(s->conn) != CONNECTION_OK) connection_lost(s, "a read");
+            if (s->conn != NULL && PQstatus(s->conn) != CONNECTION_OK) connection_lost(s, "a read");
         }
     }
 }
@@ -1470,9 +1476,9 @@ static void run_batch(pg_store *s, batch *b)
         b->error = code;
         /* Outputs of ops parsed before a failed COMMIT cannot exist (parsing
          * follows the commit), so only reads need work. */
-        if (PQstatus(s->conn) != CONNECTION_OK) {
-            connection_lost(s, "a batch");
-            b->wrote = 1;
+        if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
+            if (s->conn != NULL) connection_lost(s, "a batch");
+            b->wrote = 1; /* readiness follows the database */
         }
         rerun_reads(s, b);
     }
