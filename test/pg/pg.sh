@@ -51,6 +51,10 @@ start)
         useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin lbtest
     fi
     mkdir -p "$dir"
+    if [ "$user" = lbtest ] && ! runuser -u lbtest -- test -x "$(dirname "$dir")"; then
+        echo "pg.sh: $user cannot reach $dir: make its parent directories searchable (chmod o+x)" >&2
+        exit 1
+    fi
     if [ ! -f "$data/PG_VERSION" ]; then
         rm -rf "$data" "$sock"
         mkdir -p "$data" "$sock"
