@@ -77,7 +77,6 @@ enum {
     Q_HOOK_DELETE_OTHERS,
     Q_HOOK_PUT,
     Q_EVENT_INSERT,
-    Q_HOOK_DELIVERED,
     Q_WF_PUT,
     Q_WF_DELETE,
     Q_WF_ALL,
@@ -172,8 +171,10 @@ static const char *const q_sql[Q_COUNT] = {
         " COALESCE(EXCLUDED.last_delivery_at, 0)), checked_at = EXCLUDED.checked_at",
     /* One statement: the key of a pruned result first, then the insert,
      * which the unique index turns into nothing for a duplicate (also one
-     * committed meanwhile by another replica: ON CONFLICT waits for it);
-     * then the earlier event's id, read in the statement's snapshot. */
+     * committed meanwhile by another replica: ON CONFLICT waits for it),
+     * the hook's last delivery time when it inserted ($10, NULL for none),
+     * and for a duplicate only the earlier event's id, read in the
+     * statement's snapshot (the CASE evaluates it only then). */
     [Q_EVENT_INSERT] =
         "WITH k AS (SELECT event_id FROM event_keys WHERE tenant_id = $2::text"
         " AND source = $3::text AND dedupe_key = $5::text),"
@@ -181,13 +182,12 @@ static const char *const q_sql[Q_COUNT] = {
         " opportunity_id, payload, received_at)"
         " SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::json,"
         " $9::bigint WHERE NOT EXISTS (SELECT 1 FROM k)"
-        " ON CONFLICT (tenant_id, source, dedupe_key) DO NOTHING RETURNING id)"
-        " SELECT (SELECT id FROM ins), COALESCE((SELECT event_id FROM k),"
+        " ON CONFLICT (tenant_id, source, dedupe_key) DO NOTHING RETURNING id),"
+        " h AS (UPDATE hooks SET last_delivery_at = $9::bigint WHERE id = $10::text"
+        " AND COALESCE(last_delivery_at, 0) < $9::bigint AND EXISTS (SELECT 1 FROM ins))"
+        " SELECT i.id, CASE WHEN i.id IS NULL THEN COALESCE((SELECT event_id FROM k),"
         " (SELECT id FROM events WHERE tenant_id = $2::text AND source = $3::text"
-        " AND dedupe_key = $5::text))",
-    [Q_HOOK_DELIVERED] = "UPDATE hooks SET last_delivery_at = $2::bigint WHERE id = $1::text"
-                         " AND COALESCE(last_delivery_at, 0) < $2::bigint"
-                         " AND EXISTS (SELECT 1 FROM events WHERE id = $3::text)",
+        " AND dedupe_key = $5::text)) END FROM (SELECT (SELECT id FROM ins) AS id) i",
     /* Updates only the tenant's own workflow: an id of another tenant's is
      * a conflict, as the primary key makes it in SQLite. */
     [Q_WF_PUT] = "INSERT INTO workflows(id, tenant_id, body, enabled, created_at, updated_at)"
@@ -310,7 +310,9 @@ typedef struct {
     int64_t backoff_ms;
     int degraded; /* the last write failed: probe while idle */
     int lost_logged;
-    pcall *calls; /* the batch's statements, reused */
+    int generic_plans;      /* the session uses cached generic plans */
+    int64_t plans_check_at; /* monotonic ms of the next plans_check */
+    pcall *calls;           /* the batch's statements, reused */
     size_t ncalls, capcalls;
     lb_store_op **ops; /* the batch's ops by index, and per op: */
     size_t *first;     /* index of its first call */
@@ -835,17 +837,11 @@ static void build_event_insert(pg_store *s, lb_store_op *op, int i)
     p_text(c, e->status);
     p_text(c, e->opportunity_id);
     p_text(c, e->payload);
-    int64_t received = e->received_at > 0 ? e->received_at : now;
-    p_i64(c, received);
+    p_i64(c, e->received_at > 0 ? e->received_at : now);
+    p_text(c, op->event_insert.hook_id);
     for (size_t k = 0; k < op->event_insert.njobs; k++) {
         c = call_add(s, Q_JOB_INSERT_EVENT, i);
         job_params(c, &op->event_insert.jobs[k], now);
-        p_text(c, e->id);
-    }
-    if (op->event_insert.hook_id != NULL) {
-        c = call_add(s, Q_HOOK_DELIVERED, i);
-        p_text(c, op->event_insert.hook_id);
-        p_i64(c, received);
         p_text(c, e->id);
     }
 }
@@ -1186,12 +1182,8 @@ static PGconn *pg_connect(const char *conninfo, char *err, size_t errlen)
         return NULL;
     }
     PQsetNoticeProcessor(c, notice_cb, NULL);
-    /* plan_cache_mode: every execution of a prepared statement is planned
-     * with its parameters and the current statistics. A generic plan made
-     * while a table is still small (a new database) is a sequential scan,
-     * kept until autoanalyze runs: ingest slowed down by the table's size
-     * (measured: 5 ms per batch of 30 after 3,000 events, 15 ms after
-     * 9,000). Planning these statements costs microseconds. */
+    /* plan_cache_mode: see plans_check(); custom plans until the tables
+     * have statistics. */
     if (!exec_ok(c, "SELECT set_config('statement_timeout', '" STATEMENT_TIMEOUT "', false)"
                     " WHERE current_setting('statement_timeout') IN ('0', '0ms')") ||
         !exec_ok(c, "SET plan_cache_mode = force_custom_plan")) {
@@ -1244,6 +1236,36 @@ static void disconnect(pg_store *s)
     s->conn = NULL;
 }
 
+/* Generic or custom plans. A prepared statement's generic plan, made on
+ * tables without statistics (a new database, until autoanalyze), can pick
+ * the wrong index: the event insert's duplicate lookup went through
+ * events_source_received and read every Lever event (ingest fell from
+ * 5 ms to 25 ms a batch within 9,000 events). So a session starts with
+ * plan_cache_mode = force_custom_plan (each execution planned with its
+ * values: right, but planning cost about doubles a batch's time) and
+ * switches to generic plans once `events` has been analyzed with
+ * GENERIC_PLANS_MIN_ROWS rows, checked every PLANS_CHECK_MS. Store thread,
+ * connected, outside pipeline mode. */
+#define GENERIC_PLANS_MIN_ROWS 10000
+#define PLANS_CHECK_MS 2000
+
+static void plans_check(pg_store *s)
+{
+    int64_t now = mono_ms();
+    if (s->generic_plans || now < s->plans_check_at) return;
+    s->plans_check_at = now + PLANS_CHECK_MS;
+    PGresult *r = PQexec(s->conn, "SELECT reltuples FROM pg_class WHERE oid = 'events'::regclass");
+    double rows = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                      ? strtod(PQgetvalue(r, 0, 0), NULL)
+                      : 0;
+    PQclear(r);
+    if (rows < GENERIC_PLANS_MIN_ROWS) return;
+    if (exec_ok(s->conn, "SET plan_cache_mode = auto")) {
+        s->generic_plans = 1;
+        lb_debug(MOD, "events analyzed (%.0f rows): generic plans from now on", rows);
+    }
+}
+
 /* Connects when disconnected and the backoff allows; 1 when connected. */
 static int ensure_conn(pg_store *s)
 {
@@ -1270,6 +1292,8 @@ static int ensure_conn(pg_store *s)
     }
     if (s->lost_logged) lb_info(MOD, "connected to PostgreSQL again");
     s->conn = c;
+    s->generic_plans = 0; /* pg_connect set force_custom_plan */
+    s->plans_check_at = 0;
     s->backoff_ms = 0;
     s->retry_at = 0;
     s->lost_logged = 0;
@@ -1471,6 +1495,7 @@ static void run_batch(pg_store *s, batch *b)
         b->seconds = mono_seconds() - t0;
         return;
     }
+    plans_check(s);
     ops_room(s, b->count);
     size_t n = 0;
     for (lb_store_op *op = b->head; op != NULL; op = op->next)

@@ -210,6 +210,57 @@ static void test_read_survives_failed_commit(void **state)
     fx_close(f);
 }
 
+/* A database with statistics: the store switches to generic plans (pg.c,
+ * plans_check) and answers as before: a new delivery inserted, a copy a
+ * duplicate of the right event, the hook's time moved, lists in order. */
+static void test_generic_plans(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_open(f);
+    assert_int_equal(upsert(f, "t1", "T1", 1), 0);
+    fx_close(f);
+    raw_exec(f, "INSERT INTO hooks(id, tenant_id, status, last_delivery_at)"
+                " VALUES ('h1', 't1', 'active', 5);"
+                "INSERT INTO events(id, tenant_id, source, type, dedupe_key, status, received_at)"
+                " SELECT 'ev_old' || g, 't1', 'lever', 'x', 'h1:old' || g, 'accepted', g"
+                " FROM generate_series(1, 12000) g;"
+                "ANALYZE");
+    fx_open(f);
+    for (int round = 0; round < 8; round++) { /* past the 5 custom plans of auto */
+        char id[32], key[32];
+        snprintf(id, sizeof(id), "ev_new%d", round);
+        snprintf(key, sizeof(key), "h1:new%d", round);
+        ereq a, d;
+        ereq_init(&a, id, key);
+        a.ev.received_at = 1000 + round;
+        a.r.op.event_insert.hook_id = "h1";
+        ereq_init(&d, "ev_copy", round % 2 ? key : "h1:old77");
+        assert_int_equal(lb_store_submit(f->store, &a.r.op), 0);
+        assert_int_equal(lb_store_submit(f->store, &d.r.op), 0);
+        run_loop(f);
+        assert_int_equal(a.r.op.status, 0);
+        assert_int_equal(a.r.op.event_insert.duplicate, 0);
+        assert_int_equal(d.r.op.status, 0);
+        assert_int_equal(d.r.op.event_insert.duplicate, 1);
+        assert_string_equal(d.r.op.event_insert.existing_id, round % 2 ? id : "ev_old77");
+    }
+    assert_int_equal(raw_int(f, "SELECT last_delivery_at FROM hooks WHERE id = 'h1'"), 1007);
+    treq l;
+    memset(&l, 0, sizeof(l));
+    l.op.kind = LB_STORE_EVENT_LIST;
+    l.op.cb = treq_cb;
+    l.op.data = &l;
+    snprintf(l.op.event_list.tenant_id, sizeof(l.op.event_list.tenant_id), "t1");
+    l.op.event_list.limit = 3;
+    assert_int_equal(run_op(f, &l), 0);
+    assert_int_equal(l.op.event_list.count, 3);
+    assert_int_equal(l.op.event_list.more, 1);
+    assert_string_equal(l.op.event_list.rows[0].id, "ev_old12000");
+    lb_event_rows_free(l.op.event_list.rows, l.op.event_list.count);
+    fx_close(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +268,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_stores_one_event, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_read_survives_failed_commit, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_generic_plans, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests_name("store_pg", tests, NULL, NULL);
 }
