@@ -210,6 +210,54 @@ static void test_read_survives_failed_commit(void **state)
     fx_close(f);
 }
 
+/* Several ops of one batch failing alone, each for its own reason: the
+ * pipeline is sent again without each in turn, and the others commit once,
+ * in order, with their outputs. */
+static void test_several_fail_alone(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_open(f);
+    assert_int_equal(upsert(f, "t1", "T1", 1), 0);
+    lb_job_rec j1 = {.id = "job_1", .tenant_id = "t1", .action = "{}"};
+    lb_job_rec j2 = {.id = "job_1", .tenant_id = "t1", .action = "{}"}; /* same id */
+    lb_job_rec j3 = {.id = "job_3", .tenant_id = "nobody", .action = "{}"};
+    lb_job_rec j4 = {.id = "job_4", .tenant_id = "t1", .action = "not json"};
+    const lb_job_rec *recs[] = {&j1, &j2, &j3, &j4};
+    treq r[6];
+    for (int i = 0; i < 4; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].op.kind = LB_STORE_JOB_INSERT;
+        r[i].op.cb = treq_cb;
+        r[i].op.data = &r[i];
+        r[i].op.job_insert.recs = recs[i];
+        r[i].op.job_insert.count = 1;
+    }
+    treq_upsert(&r[4], "t2", "T2", 1);
+    treq_load_all(&r[5]);
+    completion_counter = 0;
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(lb_store_submit(f->store, &r[i].op), 0);
+    run_loop(f);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(r[i].order, i);
+    assert_int_equal(r[0].op.status, 0);
+    assert_int_equal(r[1].op.status, LB_ECONFLICT);
+    assert_int_equal(r[2].op.status, LB_ENOTFOUND);
+    assert_int_equal(r[3].op.status, LB_EINVAL);
+    assert_int_equal(r[4].op.status, 0);
+    assert_int_equal(r[4].op.tenant_upsert.created, 1);
+    assert_int_equal(r[5].op.status, 0);
+    assert_int_equal(r[5].op.tenant_load_all.count, 2);
+    lb_tenant_recs_free(r[5].op.tenant_load_all.recs, r[5].op.tenant_load_all.count);
+    lb_store_stats st;
+    lb_store_stats_get(f->store, &st);
+    assert_int_equal(st.commit_failures, 0);
+    assert_int_equal(lb_store_ready(f->store), 1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs"), 1);
+    fx_close(f);
+}
+
 /* A database with statistics: the store switches to generic plans (pg.c,
  * plans_check) and answers as before: a new delivery inserted, a copy a
  * duplicate of the right event, the hook's time moved, lists in order. */
@@ -269,6 +317,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconnects, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_read_survives_failed_commit, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_generic_plans, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_several_fail_alone, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests_name("store_pg", tests, NULL, NULL);
 }
