@@ -36,7 +36,7 @@ FROM debian:bookworm-slim
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libuv1 libcurl4 libyajl2 libsodium23 libsqlite3-0 ca-certificates curl \
+      libuv1 libcurl4 libyajl2 libsodium23 libsqlite3-0 libpq5 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 
 # A fixed uid/gid, so that a bind-mounted /data can be chowned to match.

@@ -39,13 +39,25 @@
 # disk. The targets (>= 0.5x nginx's req/s, p99 < 10 ms at 64 connections)
 # are reported, not enforced.
 #
-# usage: bench/ingest.sh          (from anywhere; builds build-bench if needed)
+# usage: bench/ingest.sh [--db postgres]   (from anywhere; builds build-bench if needed)
+#        --db postgres: leverbridge on SQLite, then on a throwaway PostgreSQL
+#        (test/pg/pg.sh, pinned to the server core), then nginx, in one run
 # env:   DURATION=10 WARMUP=2 CONNECTIONS=64 THREADS=1 SERVER_CPU=0 CLIENT_CPU=1
 #        BODIES_PER_SEC=100000 (distinct deliveries prepared per second of run;
 #        leverbridge exhausting them fails the run, nginx just starts over)
 #        BUILD_DIR=build-bench BENCH_DIR=${TMPDIR:-/tmp}
 #        LB_BIN=path/to/leverbridge SIM_BIN=path/to/lever-sim (skip the build)
 set -euo pipefail
+
+DB=sqlite
+case "${1:-}" in
+"") ;;
+--db) DB=${2:-}; [ "$DB" = sqlite ] || [ "$DB" = postgres ] || { echo "usage: bench/ingest.sh [--db sqlite|postgres]" >&2; exit 2; } ;;
+*) echo "usage: bench/ingest.sh [--db sqlite|postgres]" >&2; exit 2 ;;
+esac
+# --db postgres: the SQLite backend first, then PostgreSQL, then nginx
+BACKENDS=sqlite
+[ "$DB" = postgres ] && BACKENDS="sqlite postgres"
 
 # ---- knobs -------------------------------------------------------------------
 DURATION=${DURATION:-10}
@@ -104,6 +116,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    [ "${PG_STARTED:-0}" = 1 ] && sh "$ROOT/test/pg/pg.sh" stop "$PG_DIR" >/dev/null 2>&1
     if [ "$rc" = 0 ]; then
         rm -rf "$TMP"
     else # keep the logs and the database, not the bodies
@@ -116,7 +129,7 @@ trap 'exit 130' INT TERM
 
 . "$ROOT/bench/lib.sh"
 
-# ---- lever-sim, then leverbridge pointed at it ---------------------------------------
+# ---- lever-sim (every leverbridge run connects to it) ---------------------------------------
 SIM_PORT=$(free_port)
 taskset -c "$SERVER_CPU" "$SIM_BIN" --listen "$HOST:$SIM_PORT" --rate 0 --log-max 0 \
     >"$TMP/lever-sim.out" 2>"$TMP/lever-sim.log" &
@@ -124,96 +137,19 @@ PIDS+=("$!")
 wait_up "$SIM_PORT"
 
 ADMIN_TOKEN=bench-admin-token-0123456789
-LB_PORT=$(free_port)
-mkdir -p "$TMP/lb-data"
-env -i PATH=/usr/bin:/bin \
-    LEVERBRIDGE_LISTEN="$HOST:$LB_PORT" \
-    LEVERBRIDGE_DATA_DIR="$TMP/lb-data" \
-    LEVERBRIDGE_ADMIN_TOKEN=$ADMIN_TOKEN \
-    LEVERBRIDGE_LEVER_API_URL="http://$HOST:$SIM_PORT/v1" \
-    LEVERBRIDGE_PROVISION_RETRY_BASE=50ms \
-    LEVERBRIDGE_PROVISION_RETRY_CAP=200ms \
-    LEVERBRIDGE_LOG_LEVEL=warn \
-    taskset -c "$SERVER_CPU" "$LB_BIN" 2>"$TMP/leverbridge.log" &
-LB_PID=$!
-PIDS+=("$LB_PID")
-wait_up "$LB_PORT"
 
-# ---- connect a tenant, then sign the deliveries -------------------------------------
-# Prints the hook's path (/hooks/lever/<id>); writes warmup.txt and run.txt,
-# one JSON body per line.
-HOOK_PATH=$("$PY" - "$HOST" "$LB_PORT" "$SIM_PORT" "$ADMIN_TOKEN" "$TMP" \
-    $((WARMUP * BODIES_PER_SEC)) $((DURATION * BODIES_PER_SEC)) <<'EOF'
-import hmac
-import json
-import os
-import random
-import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-
-host, lb_port, sim_port, admin, tmp = sys.argv[1:6]
-n_warmup, n_run = int(sys.argv[6]), int(sys.argv[7])
-LB = "http://%s:%s" % (host, lb_port)
-SIM = "http://%s:%s" % (host, sim_port)
-
-
-def call(base, method, path, body=None, token=None, expect=(200,)):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            status, raw = r.status, r.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    if status not in expect:
-        sys.exit("setup: %s %s%s -> %d %s" % (method, base, path, status, raw[:300]))
-    return json.loads(raw) if raw else None
-
-
-call(LB, "PUT", "/v1/tenants/bench", {"name": "Bench", "api_addon": True}, admin, (200, 201))
-call(SIM, "POST", "/_sim/keys", {"key": "bench-key", "permissions": "all"}, expect=(201,))
-call(LB, "PUT", "/v1/tenants/bench/lever", {"api_key": "bench-key"}, admin)
-deadline = time.monotonic() + 15
-while True:
-    hook = call(LB, "GET", "/v1/tenants/bench/lever", token=admin)["webhook"]
-    if hook["status"] == "active":
-        break
-    if time.monotonic() > deadline:
-        sys.exit("setup: the hook is still %s: %s" % (hook["status"], hook.get("last_error")))
-    time.sleep(0.02)
-state = call(SIM, "GET", "/_sim/state")
-key = [w for w in state["webhooks"] if w["id"] == hook["id"]][0]["signatureToken"].encode()
-
-now = int(time.time() * 1000)
-rnd = random.Random(os.urandom(16))
-stages = ["stg-%010x" % rnd.getrandbits(40) for _ in range(8)]
-fmt = ('{"event":"candidateStageChange","triggeredAt":%d,"token":"%%s","signature":"%%s",'
-       '"data":{"opportunityId":"opp-%%010d","toStageId":"%%s","fromStageId":"%%s"}}\n' % now)
-when = str(now).encode()
-digest = hmac.digest
-seq = 0
-for name, n in (("warmup.txt", n_warmup), ("run.txt", n_run)):
-    rand = os.urandom(24 * n)
-    with open(os.path.join(tmp, name), "w") as f:
-        w = f.write
-        for j in range(n):
-            # 48 random characters, as Lever's: random keys in the dedupe
-            # index cost more than sequential ones, so do not make it easy
-            token = rand[24 * j:24 * j + 24].hex()
-            sig = digest(key, token.encode() + when, "sha256").hex()
-            w(fmt % (token, sig, seq, stages[seq & 7], stages[(seq + 3) & 7]))
-            seq += 1
-print(urllib.parse.urlsplit(hook["url"]).path)
-EOF
-) || die "setup failed (logs: $TMP/leverbridge.log, $TMP/lever-sim.log)"
-BODY_BYTES=$(head -n1 "$TMP/run.txt" | tr -d '\n' | wc -c)
+# ---- PostgreSQL (--db postgres): a throwaway cluster of test/pg/pg.sh ------------------
+# Debian's server with its defaults (fsync on, synchronous_commit on), on a
+# unix socket, pinned to the server core like leverbridge and nginx: the
+# database's CPU is part of the server's.
+PG_STARTED=0
+if [ "$DB" = postgres ]; then
+    PG_DIR="$TMP/pg"
+    chmod 711 "$TMP" # searchable by the server's user (pg.sh: lbtest when run as root)
+    PG_URL=$(sh "$ROOT/test/pg/pg.sh" start "$PG_DIR") || die "cannot start PostgreSQL (test/pg/pg.sh)"
+    PG_STARTED=1
+    [ "${PG_PIN:-1}" = 0 ] || taskset -a -p -c "$SERVER_CPU" "$(head -n1 "$PG_DIR/data/postmaster.pid")" >/dev/null
+fi
 
 # ---- the wrk script ------------------------------------------------------------------
 # args: FILE NTHREADS. request() hands out the thread's requests (built once in
@@ -302,8 +238,117 @@ run_wrk() {
     [ "$errors" = 0 ] || die "$name: $errors socket errors during the run"
 }
 
+# ---- leverbridge on one backend ------------------------------------------------------
+# lb_bench NAME: leverbridge on NAME's store (sqlite: a file in its data dir;
+# postgres: PG_URL), the tenant connected, fresh deliveries signed for its
+# own hook, wrk's warm-up and measured runs, /metrics read, SIGTERM, the
+# events stored counted, and every check below. Sets LB_* and
+# <NAME>_{RPS,P50,P99,CPU,ACCEPTED,COMMITS,COMMIT_SUM,STORED,...}.
+lb_bench() {
+local name=$1
+local dbenv=()
+[ "$name" = postgres ] && dbenv=(LEVERBRIDGE_DB="$PG_URL")
+LB_PORT=$(free_port)
+mkdir -p "$TMP/lb-$name"
+env -i PATH=/usr/bin:/bin \
+    LEVERBRIDGE_LISTEN="$HOST:$LB_PORT" \
+    LEVERBRIDGE_DATA_DIR="$TMP/lb-$name" \
+    ${dbenv[@]+"${dbenv[@]}"} \
+    LEVERBRIDGE_ADMIN_TOKEN=$ADMIN_TOKEN \
+    LEVERBRIDGE_LEVER_API_URL="http://$HOST:$SIM_PORT/v1" \
+    LEVERBRIDGE_PROVISION_RETRY_BASE=50ms \
+    LEVERBRIDGE_PROVISION_RETRY_CAP=200ms \
+    LEVERBRIDGE_LOG_LEVEL=warn \
+    taskset -c "$SERVER_CPU" "$LB_BIN" 2>"$TMP/leverbridge-$name.log" &
+LB_PID=$!
+PIDS+=("$LB_PID")
+wait_up "$LB_PORT"
+
+# ---- connect a tenant, then sign the deliveries -------------------------------------
+# Prints the hook's path (/hooks/lever/<id>); writes warmup.txt and run.txt,
+# one JSON body per line.
+HOOK_PATH=$("$PY" - "$HOST" "$LB_PORT" "$SIM_PORT" "$ADMIN_TOKEN" "$TMP" "bench-key-$name" \
+    $((WARMUP * BODIES_PER_SEC)) $((DURATION * BODIES_PER_SEC)) <<'EOF'
+import hmac
+import json
+import os
+import random
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+host, lb_port, sim_port, admin, tmp, sim_key = sys.argv[1:7]
+n_warmup, n_run = int(sys.argv[7]), int(sys.argv[8])
+LB = "http://%s:%s" % (host, lb_port)
+SIM = "http://%s:%s" % (host, sim_port)
+
+
+def call(base, method, path, body=None, token=None, expect=(200,)):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    if status not in expect:
+        sys.exit("setup: %s %s%s -> %d %s" % (method, base, path, status, raw[:300]))
+    return json.loads(raw) if raw else None
+
+
+call(LB, "PUT", "/v1/tenants/bench", {"name": "Bench", "api_addon": True}, admin, (200, 201))
+call(SIM, "POST", "/_sim/keys", {"key": sim_key, "permissions": "all"}, expect=(201,))
+call(LB, "PUT", "/v1/tenants/bench/lever", {"api_key": sim_key}, admin)
+deadline = time.monotonic() + 15
+while True:
+    hook = call(LB, "GET", "/v1/tenants/bench/lever", token=admin)["webhook"]
+    if hook["status"] == "active":
+        break
+    if time.monotonic() > deadline:
+        sys.exit("setup: the hook is still %s: %s" % (hook["status"], hook.get("last_error")))
+    time.sleep(0.02)
+state = call(SIM, "GET", "/_sim/state")
+key = [w for w in state["webhooks"] if w["id"] == hook["id"]][0]["signatureToken"].encode()
+
+now = int(time.time() * 1000)
+rnd = random.Random(os.urandom(16))
+stages = ["stg-%010x" % rnd.getrandbits(40) for _ in range(8)]
+fmt = ('{"event":"candidateStageChange","triggeredAt":%d,"token":"%%s","signature":"%%s",'
+       '"data":{"opportunityId":"opp-%%010d","toStageId":"%%s","fromStageId":"%%s"}}\n' % now)
+when = str(now).encode()
+digest = hmac.digest
+seq = 0
+for name, n in (("warmup.txt", n_warmup), ("run.txt", n_run)):
+    rand = os.urandom(24 * n)
+    with open(os.path.join(tmp, name), "w") as f:
+        w = f.write
+        for j in range(n):
+            # 48 random characters, as Lever's: random keys in the dedupe
+            # index cost more than sequential ones, so do not make it easy
+            token = rand[24 * j:24 * j + 24].hex()
+            sig = digest(key, token.encode() + when, "sha256").hex()
+            w(fmt % (token, sig, seq, stages[seq & 7], stages[(seq + 3) & 7]))
+            seq += 1
+print(urllib.parse.urlsplit(hook["url"]).path)
+EOF
+) || die "setup failed (logs: $TMP/leverbridge-$name.log, $TMP/lever-sim.log)"
+BODY_BYTES=$(head -n1 "$TMP/run.txt" | tr -d '\n' | wc -c)
+
 # ---- leverbridge ------------------------------------------------------------------
 run_wrk leverbridge "$LB_PORT" "$TMP/warmup.txt" "$WARMUP" "$LB_PID"
+if [ "$name" = postgres ]; then
+    # What autovacuum does within a minute of a new database's first rows:
+    # statistics, after which the store uses generic plans (pg.c,
+    # plans_check, every 2 s). The measured run is the steady state.
+    psql -X -q -d "$PG_URL" -c "ANALYZE" || die "ANALYZE failed"
+    sleep 3
+fi
 [ "$WRAPS" = 0 ] || die "leverbridge went through all warm-up deliveries: raise BODIES_PER_SEC"
 LB_SENT=$REQUESTS
 LB_T0=$(thread_ticks "$LB_PID")
@@ -316,6 +361,7 @@ LB_SENT=$((LB_SENT + REQUESTS))
 
 # Requests still in flight when wrk stops are answered too (nobody reads the
 # answer): up to CONNECTIONS per wrk run more than wrk counted.
+sleep 1 # the requests in flight when wrk stopped are answered (and counted) first
 METRICS=$("$PY" - "http://$HOST:$LB_PORT/metrics" <<'EOF'
 import sys, urllib.request
 print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
@@ -337,14 +383,18 @@ NON200=$(echo "$HOOK_HTTP" | grep -v 'code="200"' | awk '$2 != 0' || true)
 HOOK_200=$(echo "$HOOK_HTTP" | sed -nE 's/.*code="200"\} ([0-9]+).*/\1/p')
 
 kill -TERM "$LB_PID"
-wait "$LB_PID" || die "leverbridge exited with status $? after SIGTERM (log: $TMP/leverbridge.log)"
-STORED=$("$PY" - "$TMP/lb-data/leverbridge.db" <<'EOF'
+wait "$LB_PID" || die "leverbridge exited with status $? after SIGTERM (log: $TMP/leverbridge-$name.log)"
+COUNT_SQL="SELECT count(*) FROM events WHERE source = 'lever' AND status = 'accepted'"
+if [ "$name" = postgres ]; then
+    STORED=$(psql -X -At -d "$PG_URL" -c "$COUNT_SQL") || die "cannot count the events in PostgreSQL"
+else
+    STORED=$("$PY" - "$TMP/lb-$name/leverbridge.db" "$COUNT_SQL" <<'EOF'
 import sqlite3, sys
 db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
-print(db.execute("SELECT count(*) FROM events WHERE source = 'lever' AND status = 'accepted'")
-      .fetchone()[0])
+print(db.execute(sys.argv[2]).fetchone()[0])
 EOF
-) || die "cannot count the events in $TMP/lb-data/leverbridge.db"
+) || die "cannot count the events in $TMP/lb-$name/leverbridge.db"
+fi
 
 [ "$DUPLICATES" = 0 ] || die "leverbridge counted $DUPLICATES duplicates"
 [ -z "$OTHERS" ] || die "leverbridge counted other webhook results:"$'\n'"$OTHERS"
@@ -357,6 +407,26 @@ EOF
     die "leverbridge counted $ACCEPTED accepted for $LB_SENT answers: more than the in-flight margin"
 [ "$STORED" = "$ACCEPTED" ] ||
     die "leverbridge counted $ACCEPTED accepted but $STORED events are on disk"
+
+LB_THREADS_CPU=$(join <(echo "$LB_T0") <(echo "$LB_T1") | awk -v hz="$TICKS_PER_SEC" -v n="$LB_RUN_REQUESTS" \
+    '{ d = $3 - $2; if (d > 0) { line = line sprintf("%s%s %.1f", sep, $1, d / hz * 1e6 / n); sep = ", "; sum += d } }
+    END { printf "%s (total %.1f)", line, sum / hz * 1e6 / n }')
+declare -g "${name}_RPS=$LB_RPS" "${name}_P50=$LB_P50" "${name}_P99=$LB_P99" "${name}_CPU=$LB_CPU" \
+    "${name}_ACCEPTED=$ACCEPTED" "${name}_COMMITS=$COMMITS" "${name}_COMMIT_SUM=$COMMIT_SUM" \
+    "${name}_STORED=$STORED" "${name}_THREADS_CPU=$LB_THREADS_CPU" "${name}_SENT=$LB_SENT" \
+    "${name}_MEMORY=${LB_MEMORY:-0}" "${name}_T0=$LB_T0" "${name}_T1=$LB_T1" \
+    "${name}_RUN_REQUESTS=$LB_RUN_REQUESTS"
+}
+
+for backend in $BACKENDS; do
+    lb_bench "$backend"
+    # nginx gets the last run's bodies; the others' go now (they are big)
+    [ "$backend" = "${BACKENDS##* }" ] || rm -f "$TMP/warmup.txt" "$TMP/run.txt"
+done
+LB_RPS=$sqlite_RPS LB_P50=$sqlite_P50 LB_P99=$sqlite_P99 LB_CPU=$sqlite_CPU
+ACCEPTED=$sqlite_ACCEPTED COMMITS=$sqlite_COMMITS COMMIT_SUM=$sqlite_COMMIT_SUM
+STORED=$sqlite_STORED LB_SENT=$sqlite_SENT LB_MEMORY=$sqlite_MEMORY
+LB_T0=$sqlite_T0 LB_T1=$sqlite_T1 LB_RUN_REQUESTS=$sqlite_RUN_REQUESTS
 
 # ---- nginx -------------------------------------------------------------------------
 # the size of leverbridge's {"status":"accepted","event":"ev_<22 characters>"}
@@ -398,3 +468,19 @@ join <(echo "$LB_T0") <(echo "$LB_T1") | awk -v hz="$TICKS_PER_SEC" -v n="$LB_RU
     END { printf "CPU per delivery, us: %s (total %.1f); nginx per request: %s\n", line, sum / hz * 1e6 / n, ng }'
 awk -v m="${LB_MEMORY:-0}" -v n="$ACCEPTED" \
     'BEGIN { printf "leverbridge memory after %d deliveries: %.1f MiB (leverbridge_memory_bytes)\n", n, m / 1048576 }'
+if [ "$DB" = postgres ]; then
+    awk -v lr="$sqlite_RPS" -v l5="$sqlite_P50" -v l9="$sqlite_P99" \
+        -v pr="$postgres_RPS" -v p5="$postgres_P50" -v p9="$postgres_P99" -v pc="$postgres_CPU" \
+        -v nr="$NG_RPS" -v n9="$NG_P99" -v acc="$postgres_ACCEPTED" -v stored="$postgres_STORED" \
+        -v commits="$postgres_COMMITS" -v csum="$postgres_COMMIT_SUM" -v c="$CONNECTIONS" 'BEGIN {
+        printf "\nPostgreSQL backend (same deliveries, its own hook; PostgreSQL on the server core too):\n"
+        printf "%-12s %12s %10s %10s %10s\n", "server", "req/s", "p50 ms", "p99 ms", "CPU %"
+        printf "%-12s %12.0f %10.3f %10.3f %10d\n", "lb+postgres", pr, p5 / 1000, p9 / 1000, pc
+        printf "ratios: postgres/nginx req/s %.2f, p99 %.2f; postgres/sqlite req/s %.2f, p99 %.2f\n", pr / nr, p9 / n9, pr / lr, p9 / l9
+        if (commits > 0)
+            printf "store: %d commits, %.1f deliveries per commit, %.2f ms per commit on average; accepted events in PostgreSQL after SIGTERM: %d of %d\n", commits, acc / commits, csum * 1000 / commits, stored, acc
+        ok_r = (pr >= 15000); ok_p = (p9 / 1000 < 20)
+        printf "target >= 15000 req/s: %s; target p99 < 20 ms at %d connections: %s\n", ok_r ? "met" : "NOT met", c, ok_p ? "met" : "NOT met"
+    }'
+    echo "CPU per delivery on PostgreSQL (leverbridge's threads only), us: $postgres_THREADS_CPU"
+fi

@@ -20,9 +20,9 @@ for a in "$@"; do
 done
 
 # ca-certificates: without a CA bundle every HTTPS call to Lever fails.
-# curl: the README's and docs' examples.
+# curl: the README's and docs' examples. libpq-dev: the PostgreSQL backend.
 PKGS="build-essential cmake pkg-config
-libuv1-dev libcurl4-openssl-dev libyajl-dev libsodium-dev libsqlite3-dev
+libuv1-dev libcurl4-openssl-dev libyajl-dev libsodium-dev libsqlite3-dev libpq-dev
 node-llhttp ca-certificates curl"
 
 # Unit tests (cmocka), integration tests (pytest; openssl makes the TLS test's
@@ -30,9 +30,11 @@ node-llhttp ca-certificates curl"
 # (clang's libFuzzer), benchmarks (wrk, nginx), browser tests (Debian's
 # Chromium, Node.js and npm for playwright-core), the API description check
 # (python3-jsonschema for the answers; the npm validator of the document comes
-# with test/browser's npm ci).
+# with test/browser's npm ci), the PostgreSQL backend's tests (postgresql: the
+# server binaries that test/pg/pg.sh runs in a temp dir; the cluster the
+# package makes is dropped below).
 TEST_PKGS="libcmocka-dev sqlite3 python3 python3-pytest python3-yaml python3-jsonschema openssl
-clang libclang-rt-14-dev wrk nginx-light chromium"
+clang libclang-rt-14-dev wrk nginx-light chromium postgresql"
 
 [ $test_tools = 1 ] && PKGS="$PKGS $TEST_PKGS"
 # Node.js and npm from Debian unless the machine already has both.
@@ -70,6 +72,22 @@ if [ -n "$missing" ]; then
             deb-systemd-helper disable nginx.service >/dev/null 2>&1 || true
         fi
         update-rc.d nginx disable >/dev/null 2>&1 || true
+        ;;
+    esac
+    case "$missing" in
+    *postgresql*)
+        # The package makes a cluster ("main") and would start it: the
+        # tests run their own (test/pg/pg.sh), so none is left behind,
+        # running or at boot.
+        if command -v pg_lsclusters >/dev/null 2>&1; then
+            pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+                pg_dropcluster --stop "$ver" "$name" || true
+            done
+        fi
+        if command -v deb-systemd-helper >/dev/null 2>&1; then
+            deb-systemd-helper disable postgresql.service >/dev/null 2>&1 || true
+        fi
+        update-rc.d postgresql disable >/dev/null 2>&1 || true
         ;;
     esac
 fi

@@ -402,6 +402,36 @@ static int backup_main(int argc, char **argv)
     return 0;
 }
 
+/* leverbridge copy-store --from sqlite:PATH --to postgres://...: moves a
+ * SQLite store into an empty PostgreSQL database (lb_store_copy). */
+static int copy_store_main(int argc, char **argv)
+{
+    const char *from = NULL, *to = NULL;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--from") == 0)
+            from = argv[i + 1];
+        else if (strcmp(argv[i], "--to") == 0)
+            to = argv[i + 1];
+        else
+            from = to = NULL, i = argc;
+    }
+    if (from == NULL || to == NULL || argc != 6)
+        die(2, "usage: leverbridge copy-store --from sqlite:PATH --to postgres://...");
+    char err[512];
+    lb_store_copy_stats st;
+    int rc = lb_store_copy(from, to, &st, err, sizeof(err));
+    if (rc != 0)
+        die(rc == LB_EINVAL || rc == LB_ECONFLICT ? 2 : 1, err);
+    /* (the target is not printed: its URL may hold a password) */
+    printf("leverbridge: copied %s to PostgreSQL: %zu tenant(s), %zu connection(s), %zu hook(s), "
+           "%zu workflow(s), %zu event(s), %zu job(s), %zu invitation(s), %zu meta row(s), "
+           "%zu pruned result key(s)%s\n",
+           from, st.tenants, st.connections, st.hooks, st.workflows, st.events, st.jobs,
+           st.invitations, st.meta, st.event_keys,
+           st.skipped ? " (some duplicate Lever keys kept once)" : "");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static app a;
@@ -410,6 +440,8 @@ int main(int argc, char **argv)
     lb_alloc_install();
     if (argc >= 2 && strcmp(argv[1], "backup") == 0)
         return backup_main(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "copy-store") == 0)
+        return copy_store_main(argc, argv);
     int rc = lb_config_load(&a.cfg, argc, argv, NULL, err, sizeof(err));
     if (rc == LB_CONFIG_EXIT)
         return 0;

@@ -199,7 +199,9 @@ static void usage(void)
 {
     printf("leverbridge %s: Lever integration server\n\n"
            "usage: leverbridge [--name value | --name=value]...\n"
-           "       leverbridge backup PATH [--name value]...   copy the SQLite store, online\n\n"
+           "       leverbridge backup PATH [--name value]...   copy the SQLite store, online\n"
+           "       leverbridge copy-store --from sqlite:PATH --to postgres://...\n"
+           "                                 move a SQLite store into an empty PostgreSQL\n\n"
            "Every setting is an environment variable LEVERBRIDGE_NAME and a flag --name.\n"
            "Durations: 250ms, 10s, 5m, 48h. Sizes: 65536, 512KiB, 1MiB.\n\n",
            LB_VERSION);
@@ -367,9 +369,11 @@ int lb_config_load(lb_config *cfg, int argc, char **argv, char **envp, char *err
         snprintf(tmp, sizeof(tmp), "sqlite:%s/leverbridge.db", cfg->data_dir);
         cfg->db = lb_strdup(tmp);
     } else if (strncmp(cfg->db, "sqlite:", 7) != 0 && strncmp(cfg->db, "postgres://", 11) != 0 &&
-               strncmp(cfg->db, "postgresql://", 13) != 0) {
-        snprintf(err, errlen, PREFIX "DB: expected sqlite:<path> or postgres://..., got \"%s\"",
-                 cfg->db);
+               strncmp(cfg->db, "postgresql://", 13) != 0 && strchr(cfg->db, '=') == NULL) {
+        /* (not echoed: a conninfo string may hold a password) */
+        snprintf(err, errlen,
+                 PREFIX "DB: expected sqlite:<path>, postgres://... or a libpq conninfo string "
+                        "(host=... dbname=...)");
         return LB_EINVAL;
     }
     if (cfg->provision_retry_base_ms > cfg->provision_retry_cap_ms) {

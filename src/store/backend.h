@@ -81,5 +81,12 @@ void lb_store__closed(lb_store *s);
  * in (no zero fields). */
 int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_options *opt,
                          lb_store **out, char *err, size_t errlen);
+/* conninfo: a libpq URI (postgres://, postgresql://) or key=value string,
+ * whole. */
+int lb_store_pg_open(uv_loop_t *loop, const char *conninfo, const lb_store_options *opt,
+                     lb_store **out, char *err, size_t errlen);
+/* 1 when url names a PostgreSQL database: a libpq URI or a key=value
+ * conninfo string. */
+int lb_store__is_pg_url(const char *url);
 
 #endif

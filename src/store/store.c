@@ -545,12 +545,21 @@ int lb_store_open(uv_loop_t *loop, const char *url, const lb_store_options *opt,
         }
         return lb_store_sqlite_open(loop, path, &o, out, err, errlen);
     }
-    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
-        snprintf(err, errlen, "PostgreSQL store is not supported yet (use sqlite:<path>)");
-        return LB_EINVAL;
-    }
-    snprintf(err, errlen, "unknown store URL scheme (expected sqlite:<path>)");
+    if (lb_store__is_pg_url(url)) return lb_store_pg_open(loop, url, &o, out, err, errlen);
+    snprintf(err, errlen,
+             "unknown store URL scheme (expected sqlite:<path>, postgres://... or a libpq "
+             "conninfo string)");
     return LB_EINVAL;
+}
+
+int lb_store__is_pg_url(const char *url)
+{
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) return 1;
+    /* key=value conninfo ("host=db dbname=lb"): a keyword, then '=' */
+    size_t k = strspn(url, "abcdefghijklmnopqrstuvwxyz_");
+    while (url[k] == ' ')
+        k++;
+    return k > 0 && url[k] == '=';
 }
 
 void lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop)

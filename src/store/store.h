@@ -466,7 +466,9 @@ typedef struct {
 /* Opens the store named by url and starts its backend (opt may be NULL):
  *   "sqlite:<path>"   SQLite file (created if missing; schema migrated here,
  *                     synchronously: call before serving)
- *   "postgres://..."  LB_EINVAL, "not supported yet"
+ *   "postgres://...", "postgresql://..." or a key=value conninfo string
+ *                     PostgreSQL through libpq (schema migrated here, under
+ *                     an advisory lock; LB_EIO when it cannot connect)
  * Returns 0 and *out, or a negative code with one line in err. */
 int lb_store_open(uv_loop_t *loop, const char *url, const lb_store_options *opt, lb_store **out,
                   char *err, size_t errlen);
@@ -477,6 +479,21 @@ int lb_store_open(uv_loop_t *loop, const char *url, const lb_store_options *opt,
  * Returns 0 (and the pages copied in *pages, which may be NULL) or a negative
  * code with one line in err; path then does not exist. */
 int lb_store_backup(const char *url, const char *path, uint64_t *pages, char *err, size_t errlen);
+
+/* Rows copied by lb_store_copy, per table; skipped: rows the target
+ * already had (a Lever key SQLite held twice, outside its window). */
+typedef struct {
+    size_t tenants, meta, connections, hooks, workflows, events, jobs, invitations, event_keys;
+    size_t skipped;
+} lb_store_copy_stats;
+
+/* Copies the SQLite store `from` ("sqlite:PATH", no server running on it:
+ * LB_ECONFLICT) into the PostgreSQL database `to` (a libpq URI or
+ * conninfo), which must hold no store yet (LB_ECONFLICT otherwise); all or
+ * nothing, in one transaction (src/store/copy.c). Blocking; not on the
+ * loop. 0 and *out, or a negative code with one line in err. */
+int lb_store_copy(const char *from, const char *to, lb_store_copy_stats *out, char *err,
+                  size_t errlen);
 
 /* Queues op. Returns 0, and op->cb runs later on the loop thread exactly once;
  * or a negative code and op->cb is never called: LB_EINVAL (bad op: unknown
@@ -521,7 +538,7 @@ void lb_store_stats_get(const lb_store *s, lb_store_stats *out);
 typedef void (*lb_store_commit_cb)(double seconds, size_t ops, void *data);
 void lb_store_set_on_commit(lb_store *s, lb_store_commit_cb cb, void *data);
 
-/* The backend's name ("sqlite"), for logs. */
+/* The backend's name ("sqlite", "postgres"), for logs. */
 const char *lb_store_backend(const lb_store *s);
 
 #endif

@@ -10,6 +10,13 @@ a hung server fails a test instead of hanging the suite.
 
 Every response read after Conn.request() is checked against the API
 description (openapi_check.py); a mismatch fails the test at its teardown.
+
+Backends: with LB_TEST_DB set to a PostgreSQL URL (the CMake test
+`integration.postgres`, on the cluster of test/pg/pg.sh), every server stores
+in PostgreSQL: each data directory gets a schema of its own there (so a
+restart on the same data dir finds its state, and a fresh one starts empty).
+Tests that are about SQLite's file carry @sqlite_only; db_rows and db_exec
+reach the store of either backend.
 """
 
 import collections
@@ -21,6 +28,7 @@ import re
 import resource
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -35,6 +43,52 @@ STOP_TIMEOUT = 15.0  # SIGTERM to exit
 START_TIMEOUT = 10.0  # spawn to /healthz answering
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# A PostgreSQL URL: every server of the run stores there (see the docstring).
+PG_URL = os.environ.get("LB_TEST_DB", "") if os.environ.get("LB_TEST_DB", "").startswith(
+    "postgres") else ""
+BACKEND = "postgres" if PG_URL else "sqlite"
+sqlite_only = pytest.mark.skipif(bool(PG_URL), reason="about SQLite's database file")
+
+
+def _psql(url, sql, rows=False):
+    p = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-F", "\x1f", "-v", "ON_ERROR_STOP=1",
+                        "-d", url, "-c", sql], capture_output=True, timeout=30)
+    if p.returncode != 0:
+        raise AssertionError("psql %r: %s" % (sql, p.stderr.decode()))
+    out = p.stdout.decode()
+    return [tuple(line.split("\x1f")) for line in out.splitlines() if line] if rows else None
+
+
+def pg_url_for(data_dir):
+    """The store URL of the server on data_dir: a schema of its own on PG_URL."""
+    schema = "it_" + hashlib.sha1(os.path.realpath(data_dir).encode()).hexdigest()[:20]
+    _psql(PG_URL, "CREATE SCHEMA IF NOT EXISTS " + schema)
+    return PG_URL + ("&" if "?" in PG_URL else "?") + "options=-csearch_path%3D" + schema
+
+
+def db_rows(server, sql):
+    """The rows of sql on the server's store (PostgreSQL: values as text)."""
+    if PG_URL:
+        return _psql(pg_url_for(server.data_dir), sql, rows=True)
+    con = sqlite3.connect(os.path.join(server.data_dir, "leverbridge.db"))
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def db_exec(server, sql):
+    """Runs sql (one statement, no parameters) on the server's store."""
+    if PG_URL:
+        _psql(pg_url_for(server.data_dir), sql)
+        return
+    con = sqlite3.connect(os.path.join(server.data_dir, "leverbridge.db"))
+    try:
+        con.execute(sql)
+        con.commit()
+    finally:
+        con.close()
 
 
 def binary():
@@ -356,6 +410,8 @@ class Server:
                 env["LEVERBRIDGE_LISTEN"] = "127.0.0.1:%d" % self.port
             if self.admin_token is not None:
                 env["LEVERBRIDGE_ADMIN_TOKEN"] = self.admin_token
+            if PG_URL:
+                env["LEVERBRIDGE_DB"] = pg_url_for(self.data_dir)
             env.update(self.extra_env)
             with open(self.stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(

@@ -9,13 +9,11 @@ between the invitation and the note."""
 import hashlib
 import hmac
 import json
-import os
-import sqlite3
 import time
 
 import pytest
 
-from conftest import JSON, call, wait_for
+from conftest import JSON, call, db_exec, wait_for
 from simutil import LeverSim, PlatformSim
 
 PLATFORM_TOKEN = "plat-secret"
@@ -220,13 +218,11 @@ def seed_invitation(server, lever, opp, note_text, job_id="job_seeded"):
     assert st == 201, b
     note_id = b["data"]["noteId"]
     assert server.stop() == 0
-    db = sqlite3.connect(os.path.join(server.data_dir, "leverbridge.db"))
-    db.execute("INSERT INTO invitations(tenant_id, opportunity_id, assessment, job_id,"
-               " invitation_id, url, note_id, created_at) VALUES (?,?,?,?,?,?,?,?)",
-               ("acme", opp, "js-senior", job_id, "inv_seed", "https://i/seed", note_id,
-                int(time.time() * 1000)))
-    db.commit()
-    db.close()
+    vals = ("acme", opp, "js-senior", job_id, "inv_seed", "https://i/seed", note_id)
+    assert all("'" not in v for v in vals)
+    db_exec(server, "INSERT INTO invitations(tenant_id, opportunity_id, assessment, job_id,"
+                    " invitation_id, url, note_id, created_at) VALUES (%s, %d)"
+            % (", ".join("'%s'" % v for v in vals), int(time.time() * 1000)))
     server.start()
     return note_id
 

@@ -22,6 +22,10 @@ from conftest import (
 )
 from simutil import LeverSim
 
+from conftest import sqlite_only
+
+pytestmark = sqlite_only  # leverbridge backup copies SQLite's file
+
 
 def backup(data_dir, path, *args, db=None):
     env = {"LEVERBRIDGE_DATA_DIR": data_dir}

@@ -136,6 +136,11 @@ def test_tls_setup_error_is_named_not_retried(make_server, tmp_path):
         msg = r.json()["error"]["message"]
         assert "TLS setup failed" in msg and "certificate" in msg, msg
         assert "Try again later" not in msg, msg
+        # the serving thread notes the failed handshake a moment after the
+        # client gave up: wait for it rather than race it
+        deadline = time.monotonic() + 2
+        while not handshakes and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert handshakes, "no TLS handshake reached the server"
         assert connection(s)["status"] == "disconnected"
     finally:

@@ -9,6 +9,10 @@ import json
 
 from conftest import AUTH, Conn, JSON, build_request, call, connect_lever, lever_delivery, wait_for
 
+from conftest import sqlite_only
+
+pytestmark = sqlite_only  # the full-disk shim is SQLite's VFS
+
 
 def result_body(n):
     return {"result_id": "r_%d" % n, "opportunity_id": "O%d" % n, "assessment": "js-senior",

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, AUTH, Conn, JSON, binary, call, clean_env, free_port
+from conftest import (ADMIN_TOKEN, AUTH, JSON, PG_URL, Conn, binary, call, clean_env, db_rows,
+                      free_port, pg_url_for, sqlite_only)
 
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -229,13 +230,14 @@ def test_sigkill_keeps_every_acknowledged_write(make_server):
     s.returncode = -signal.SIGKILL
     assert len(acked) >= 300, "too few writes were acknowledged before the kill"
 
-    db = os.path.join(s.data_dir, "leverbridge.db")
-    con = sqlite3.connect(db)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        stored = {row[0] for row in con.execute("SELECT id FROM tenants")}
-    finally:
-        con.close()
+    if not PG_URL:
+        db = os.path.join(s.data_dir, "leverbridge.db")
+        con = sqlite3.connect(db)
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finally:
+            con.close()
+    stored = {row[0] for row in db_rows(s, "SELECT id FROM tenants")}
     missing = [t for t in acked if t not in stored]
     assert not missing, "acknowledged but lost: %r" % missing[:10]
 
@@ -249,18 +251,24 @@ def test_wrong_master_key_refused(make_server, tmp_path):
     s = make_server()
     assert call(s, "PUT", "/v1/tenants/acme", {"name": "Acme"}).status == 201
     assert s.stop() == 0
-    db = os.path.join(s.data_dir, "leverbridge.db")
-    digest = hashlib.sha256(open(db, "rb").read()).hexdigest()
+    def state():
+        if PG_URL:
+            return db_rows(s, "SELECT key, encode(value, 'hex') FROM meta ORDER BY key")
+        db = os.path.join(s.data_dir, "leverbridge.db")
+        return hashlib.sha256(open(db, "rb").read()).hexdigest()
+    digest = state()
     key_before = open(os.path.join(s.data_dir, "master.key")).read()
 
     env = {"LEVERBRIDGE_DATA_DIR": s.data_dir, "LEVERBRIDGE_LISTEN": "127.0.0.1:%d" % free_port(),
            "LEVERBRIDGE_MASTER_KEY": "ab" * 32}
+    if PG_URL:
+        env["LEVERBRIDGE_DB"] = pg_url_for(s.data_dir)
     p = subprocess.run([binary()], env=clean_env(env), cwd=str(tmp_path), capture_output=True,
                        timeout=15)
     assert p.returncode == 2
     lines = [line for line in p.stderr.decode().splitlines() if "LEVERBRIDGE_MASTER_KEY" in line]
     assert len(lines) == 1, p.stderr
-    assert hashlib.sha256(open(db, "rb").read()).hexdigest() == digest
+    assert state() == digest
     assert open(os.path.join(s.data_dir, "master.key")).read() == key_before
 
     s.start()  # the right key still works
@@ -279,6 +287,7 @@ def test_secrets_not_logged(make_server):
     assert "admin-token" in log  # it says where the token is
 
 
+@sqlite_only
 def test_database_files_private_in_an_existing_open_dir(make_server, tmp_path):
     # A mounted volume: the data dir exists already, mode 0755, umask 022.
     data = tmp_path / "volume"
@@ -291,6 +300,7 @@ def test_database_files_private_in_an_existing_open_dir(make_server, tmp_path):
         assert mode == 0o600, "%s is %o" % (name, mode)
 
 
+@sqlite_only  # PostgreSQL: several replicas on one database is the point
 def test_second_server_on_one_data_dir_refused(make_server):
     first = make_server()
     second = make_server(data_dir=first.data_dir, start=False)

@@ -1,5 +1,11 @@
 /* Helpers shared by test/unit/test_store*.c: a temporary database directory,
- * a loop, opening and closing the store, running ops, raw SQL on the file. */
+ * a loop, opening and closing the store, running ops, raw SQL on the file.
+ *
+ * Both backends: with LB_TEST_DB set to a PostgreSQL URL (ctest's
+ * unit.<test>.postgres entries, on the cluster of test/pg/pg.sh), each
+ * fixture gets a fresh schema of its own on that database (search_path in
+ * the URL) and the raw SQL helpers run there; otherwise a SQLite file in a
+ * temporary directory. fx_is_pg() tells a test which one it has. */
 #ifndef LB_TEST_STORE_HELPERS_H
 #define LB_TEST_STORE_HELPERS_H
 
@@ -14,6 +20,7 @@
 #include "core/time.h"
 #include "store/store.h"
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +30,9 @@
 typedef struct {
     char dir[64];
     char path[128];
-    char url[160];
+    char url[1024];
+    char schema[64]; /* PostgreSQL: this fixture's schema; "" with SQLite */
+    char admin[900]; /* PostgreSQL: LB_TEST_DB, for creating and dropping it */
     uv_loop_t loop;
     lb_store *store;
     int closed;
@@ -45,16 +54,63 @@ static inline void treq_cb(lb_store_op *op)
     r->order = completion_counter++;
 }
 
+static inline int fx_is_pg(const fixture *f)
+{
+    return f->schema[0] != '\0';
+}
+
+/* The test's PostgreSQL database (LB_TEST_DB), or NULL for SQLite. */
+static inline const char *fx_pg_base(void)
+{
+    const char *u = getenv("LB_TEST_DB");
+    return u != NULL && (strncmp(u, "postgres", 8) == 0 || strchr(u, '=') != NULL) ? u : NULL;
+}
+
+static inline void pg_quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+static inline void pg_admin_exec(const char *conninfo, const char *sql)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) fail_msg("PostgreSQL %s: %s", conninfo, PQerrorMessage(c));
+    PQsetNoticeProcessor(c, pg_quiet, NULL);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
 static inline void fx_paths(fixture *f)
 {
     snprintf(f->dir, sizeof(f->dir), "/tmp/lbstore-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof(f->path), "%s/test.db", f->dir);
     snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
+    f->schema[0] = '\0';
+    const char *base = fx_pg_base();
+    if (base == NULL) return;
+    static unsigned seq;
+    snprintf(f->schema, sizeof(f->schema), "lbt_%ld_%u", (long)getpid(), seq++);
+    snprintf(f->admin, sizeof(f->admin), "%s", base);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", f->schema,
+             f->schema);
+    pg_admin_exec(base, sql);
+    snprintf(f->url, sizeof(f->url), "%s%soptions=-csearch_path%%3D%s", base,
+             strchr(base, '?') ? "&" : "?", f->schema);
 }
 
 static inline void fx_remove_files(fixture *f)
 {
+    if (fx_is_pg(f)) {
+        char sql[256];
+        snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", f->schema);
+        pg_admin_exec(f->admin, sql);
+    }
     static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
     char p[200];
     for (size_t i = 0; i < 4; i++) {
@@ -157,9 +213,13 @@ static inline int upsert(fixture *f, const char *id, const char *name, int64_t a
     return run_op(f, &r);
 }
 
-/* Raw SQL on the database file through a connection of the test's own. */
+/* Raw SQL on the database through a connection of the test's own. */
 static inline void raw_exec(fixture *f, const char *sql)
 {
+    if (fx_is_pg(f)) {
+        pg_admin_exec(f->url, sql);
+        return;
+    }
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
@@ -172,6 +232,16 @@ static inline void raw_exec(fixture *f, const char *sql)
 /* The first column of the first row of sql as an integer (-1: no row). */
 static inline int64_t raw_int(fixture *f, const char *sql)
 {
+    if (fx_is_pg(f)) {
+        PGconn *c = PQconnectdb(f->url);
+        if (PQstatus(c) != CONNECTION_OK) fail_msg("PostgreSQL: %s", PQerrorMessage(c));
+        PGresult *r = PQexec(c, sql);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) fail_msg("raw_int %s: %s", sql, PQerrorMessage(c));
+        int64_t v = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+        PQclear(r);
+        PQfinish(c);
+        return v;
+    }
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
@@ -186,6 +256,7 @@ static inline int64_t raw_int(fixture *f, const char *sql)
 /* PRAGMA integrity_check says "ok" and no foreign key is dangling. */
 static inline void assert_db_intact(fixture *f)
 {
+    if (fx_is_pg(f)) return; /* PostgreSQL checks foreign keys itself, always */
     sqlite3 *db = NULL;
     sqlite3_stmt *q = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);

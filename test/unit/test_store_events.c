@@ -129,7 +129,9 @@ static void test_lever_window_bounds_the_keys_kept(void **state)
     fx_open_window(f, 60 * 60 * 1000);
     ereq_init(&dup, "t1", "lever", "h1:tokOld", now);
     assert_int_equal(insert_one(f, &dup), 0);
-    assert_int_equal(dup.r.op.event_insert.duplicate, 0);
+    /* PostgreSQL keeps every key in its unique index until the event is
+     * pruned (the interface allows forgetting, not requires it). */
+    assert_int_equal(dup.r.op.event_insert.duplicate, fx_is_pg(f) ? 1 : 0);
     fx_close(f);
     /* With a window that covers it, the same row is a duplicate. */
     fx_open_window(f, 3 * 60 * 60 * 1000);

@@ -1,0 +1,1881 @@
+/* The PostgreSQL backend: one store thread owns a libpq connection and runs
+ * every pending operation of a batch in one transaction, sent in libpq's
+ * pipeline mode: BEGIN, every op's statements, COMMIT and one Sync go out
+ * together and come back in one round trip (group commit, as SQLite's).
+ *
+ * Threads and queues are those of the SQLite backend (sqlite.c has the
+ * picture): the loop appends to `local`, an idle handle moves it to `in`
+ * once per loop turn, the store thread takes `in` (at most BATCH_MAX ops),
+ * runs it, appends it to `done` and wakes the loop with uv_async_send; the
+ * loop completes the batches in order. docs/internals/store.md.
+ *
+ * One op failing must not fail its batch. In a pipeline the server skips
+ * everything after an error up to the Sync, so ops are written not to fail
+ * on expected outcomes (duplicates are ON CONFLICT DO NOTHING, "not found"
+ * is a row count); when one does fail anyway (a unique or foreign key
+ * violation, a trigger), the transaction is rolled back, that op keeps its
+ * error and the batch is sent again without it: as if the op had run in a
+ * savepoint of its own and been rolled back alone. A failure of the
+ * transaction itself (the connection, the COMMIT, a timeout) fails the
+ * batch's writes; its reads are run again alone (store.c's readonly rule).
+ *
+ * Losing the database: the batch's ops fail, readiness drops, the thread
+ * reconnects with backoff (BACKOFF_MIN_MS doubling to BACKOFF_MAX_MS) and a
+ * write probe restores readiness. Nothing is answered before its COMMIT has
+ * returned. */
+#include "store/backend.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "store/pg_migrate.h"
+
+#include <libpq-fe.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MOD "store"
+/* Most ops in one batch (one transaction); the rest wait for the next. */
+#define BATCH_MAX 4096
+/* Most parameters of one statement. */
+#define MAXP 16
+/* The store thread's idle wait, and the write probe's period while writes
+ * fail. */
+#define IDLE_WAIT_MS 1000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+/* Defaults that the URL or conninfo may override (libpq's keywords). */
+#define CONNECT_TIMEOUT_S "5"
+/* Applied after connecting unless the session already has one (options=-c
+ * statement_timeout=... in the URL, or the role's or database's setting). */
+#define STATEMENT_TIMEOUT "10s"
+
+/* ---- statements ---------------------------------------------------------- */
+
+enum {
+    Q_TENANT_UPSERT,
+    Q_TENANT_DELETE,
+    Q_TENANT_ALL,
+    Q_META_GET,
+    Q_META_PUT,
+    Q_JOB_INSERT,
+    Q_JOB_INSERT_EVENT,
+    Q_JOB_UPDATE,
+    Q_JOB_ACTIVE,
+    Q_CONN_PUT,
+    Q_CONN_DELETE,
+    Q_HOOK_DELETE_TENANT,
+    Q_CONN_ALL,
+    Q_HOOK_ALL,
+    Q_HOOK_DELETE_OTHERS,
+    Q_HOOK_PUT,
+    Q_EVENT_INSERT,
+    Q_WF_PUT,
+    Q_WF_DELETE,
+    Q_WF_ALL,
+    Q_EVENT_LIST,
+    Q_EVENT_LIST_BEFORE,
+    Q_EVENT_ONE,
+    Q_JOB_LIST,
+    Q_JOB_LIST_BEFORE,
+    Q_JOB_LIST_STATUS,
+    Q_JOB_LIST_STATUS_BEFORE,
+    Q_JOB_ONE,
+    Q_INV_INSERT,
+    Q_INV_GET,
+    Q_INV_UPDATE,
+    Q_JOB_FAILED_COUNTS,
+    Q_PRUNE_JOBS,
+    Q_PRUNE_EVENTS,
+    Q_STATS_PUT,
+    Q_STATS_FORGET,
+    Q_STATS_LOAD,
+    Q_COUNT
+};
+
+#define JOB_COLS                                                                                   \
+    "id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts,"         \
+    " next_run_at, last_error, steps, created_at, updated_at"
+#define JOB_VALS                                                                                   \
+    "$1::text, $2::text, $3::text, $4::text, $5::json, $6::text, $7::int, $8::text, $9::int,"      \
+    " $10::bigint, $11::text, $12::json, $13::bigint, $13::bigint"
+#define EVENT_COLS                                                                                 \
+    "e.id, e.tenant_id, e.source, e.type, e.status, e.opportunity_id, e.received_at,"              \
+    " ARRAY(SELECT j.id FROM jobs j WHERE j.event_id = e.id ORDER BY j.seq, j.created_at, j.id"    \
+    " LIMIT 1000)"
+#define JOB_BEFORE " AND (created_at < $3::bigint OR (created_at = $3::bigint AND id < $4::text))"
+#define JOB_ORDER " ORDER BY created_at DESC, id DESC LIMIT $2::bigint"
+#define NOT_REFERENCED " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id)"
+
+static const char *const q_sql[Q_COUNT] = {
+    [Q_TENANT_UPSERT] =
+        "INSERT INTO tenants(id, name, api_addon, lever_rate, lever_burst, created_at, updated_at)"
+        " VALUES ($1::text, $2::text, $3::smallint, $4::float8, $5::int, $6::bigint, $6::bigint)"
+        " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, api_addon = EXCLUDED.api_addon,"
+        " lever_rate = EXCLUDED.lever_rate, lever_burst = EXCLUDED.lever_burst,"
+        " updated_at = EXCLUDED.updated_at"
+        " RETURNING created_at, updated_at, xmax = 0",
+    [Q_TENANT_DELETE] = "DELETE FROM tenants WHERE id = $1::text",
+    [Q_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at, updated_at"
+                     " FROM tenants ORDER BY id",
+    [Q_META_GET] = "SELECT value FROM meta WHERE key = $1::text",
+    [Q_META_PUT] =
+        "INSERT INTO meta(key, value, updated_at) VALUES ($1::text, $2::bytea, $3::bigint)"
+        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value,"
+        " updated_at = EXCLUDED.updated_at",
+    [Q_JOB_INSERT] = "INSERT INTO jobs(" JOB_COLS ") VALUES (" JOB_VALS ")",
+    /* An event's jobs: only when this op inserted the event (a duplicate
+     * leaves no event row with the new id). */
+    [Q_JOB_INSERT_EVENT] = "INSERT INTO jobs(" JOB_COLS ") SELECT " JOB_VALS
+                           " WHERE EXISTS (SELECT 1 FROM events WHERE id = $14::text)",
+    [Q_JOB_UPDATE] = "UPDATE jobs SET status = $2::text, attempts = $3::int,"
+                     " next_run_at = $4::bigint, last_error = $5::text, steps = $6::json,"
+                     " updated_at = $7::bigint WHERE id = $1::text",
+    [Q_JOB_ACTIVE] =
+        "SELECT " JOB_COLS " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
+        " ORDER BY created_at, event_id NULLS FIRST, seq",
+    [Q_CONN_PUT] =
+        "INSERT INTO connections(tenant_id, status, auth, secret, token_expires_at,"
+        " permissions_missing, permissions_checked_at, connected_at, updated_at)"
+        " VALUES ($1::text, $2::text, $3::text, $4::bytea, $5::bigint, $6::text, $7::bigint,"
+        " $8::bigint, $9::bigint)"
+        " ON CONFLICT (tenant_id) DO UPDATE SET status = EXCLUDED.status, auth = EXCLUDED.auth,"
+        " secret = EXCLUDED.secret, token_expires_at = EXCLUDED.token_expires_at,"
+        " permissions_missing = EXCLUDED.permissions_missing,"
+        " permissions_checked_at = EXCLUDED.permissions_checked_at,"
+        " connected_at = EXCLUDED.connected_at, updated_at = EXCLUDED.updated_at",
+    [Q_CONN_DELETE] = "DELETE FROM connections WHERE tenant_id = $1::text",
+    [Q_HOOK_DELETE_TENANT] = "DELETE FROM hooks WHERE tenant_id = $1::text",
+    [Q_CONN_ALL] = "SELECT tenant_id, status, auth, secret, token_expires_at, permissions_missing,"
+                   " permissions_checked_at, connected_at, updated_at FROM connections"
+                   " ORDER BY tenant_id",
+    [Q_HOOK_ALL] = "SELECT id, tenant_id, lever_webhook_id, signature_token, status, attempts,"
+                   " next_attempt_at, deadline_at, last_error, active_since, last_delivery_at,"
+                   " checked_at FROM hooks ORDER BY tenant_id",
+    [Q_HOOK_DELETE_OTHERS] = "DELETE FROM hooks WHERE tenant_id = $1::text AND id <> $2::text",
+    [Q_HOOK_PUT] =
+        "INSERT INTO hooks(id, tenant_id, lever_webhook_id, signature_token, status, attempts,"
+        " next_attempt_at, deadline_at, last_error, active_since, last_delivery_at, checked_at)"
+        " VALUES ($1::text, $2::text, $3::text, $4::bytea, $5::text, $6::int, $7::bigint,"
+        " $8::bigint, $9::text, $10::bigint, $11::bigint, $12::bigint)"
+        " ON CONFLICT (id) DO UPDATE SET lever_webhook_id = EXCLUDED.lever_webhook_id,"
+        " signature_token = EXCLUDED.signature_token, status = EXCLUDED.status,"
+        " attempts = EXCLUDED.attempts, next_attempt_at = EXCLUDED.next_attempt_at,"
+        " deadline_at = EXCLUDED.deadline_at, last_error = EXCLUDED.last_error,"
+        " active_since = EXCLUDED.active_since,"
+        " last_delivery_at = GREATEST(COALESCE(hooks.last_delivery_at, 0),"
+        " COALESCE(EXCLUDED.last_delivery_at, 0)), checked_at = EXCLUDED.checked_at",
+    /* One statement: the key of a pruned result first, then the insert,
+     * which the unique index turns into nothing for a duplicate (also one
+     * committed meanwhile by another replica: ON CONFLICT waits for it),
+     * the hook's last delivery time when it inserted ($10, NULL for none),
+     * and for a duplicate only the earlier event's id, read in the
+     * statement's snapshot (the CASE evaluates it only then). */
+    [Q_EVENT_INSERT] =
+        "WITH k AS (SELECT event_id FROM event_keys WHERE tenant_id = $2::text"
+        " AND source = $3::text AND dedupe_key = $5::text),"
+        " ins AS (INSERT INTO events(id, tenant_id, source, type, dedupe_key, status,"
+        " opportunity_id, payload, received_at)"
+        " SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::json,"
+        " $9::bigint WHERE NOT EXISTS (SELECT 1 FROM k)"
+        " ON CONFLICT (tenant_id, source, dedupe_key) DO NOTHING RETURNING id),"
+        " h AS (UPDATE hooks SET last_delivery_at = $9::bigint WHERE id = $10::text"
+        " AND COALESCE(last_delivery_at, 0) < $9::bigint AND EXISTS (SELECT 1 FROM ins))"
+        " SELECT i.id, CASE WHEN i.id IS NULL THEN COALESCE((SELECT event_id FROM k),"
+        " (SELECT id FROM events WHERE tenant_id = $2::text AND source = $3::text"
+        " AND dedupe_key = $5::text)) END FROM (SELECT (SELECT id FROM ins) AS id) i",
+    /* Updates only the tenant's own workflow: an id of another tenant's is
+     * a conflict, as the primary key makes it in SQLite. */
+    [Q_WF_PUT] = "INSERT INTO workflows(id, tenant_id, body, enabled, created_at, updated_at)"
+                 " VALUES ($1::text, $2::text, $3::json, $4::boolean, $5::bigint, $5::bigint)"
+                 " ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body,"
+                 " enabled = EXCLUDED.enabled, updated_at = $6::bigint"
+                 " WHERE workflows.tenant_id = EXCLUDED.tenant_id"
+                 " RETURNING created_at, updated_at, xmax = 0",
+    [Q_WF_DELETE] = "DELETE FROM workflows WHERE id = $1::text AND tenant_id = $2::text",
+    [Q_WF_ALL] = "SELECT id, tenant_id, body, enabled, created_at, updated_at FROM workflows"
+                 " ORDER BY tenant_id, created_at, id",
+    [Q_EVENT_LIST] = "SELECT " EVENT_COLS " FROM events e WHERE e.tenant_id = $1::text"
+                     " ORDER BY e.received_at DESC, e.id DESC LIMIT $2::bigint",
+    [Q_EVENT_LIST_BEFORE] =
+        "SELECT " EVENT_COLS " FROM events e WHERE e.tenant_id = $1::text"
+        " AND (e.received_at < $3::bigint OR (e.received_at = $3::bigint AND e.id < $4::text))"
+        " ORDER BY e.received_at DESC, e.id DESC LIMIT $2::bigint",
+    [Q_EVENT_ONE] = "SELECT " EVENT_COLS ", e.payload FROM events e"
+                    " WHERE e.tenant_id = $1::text AND e.id = $2::text",
+    [Q_JOB_LIST] = "SELECT " JOB_COLS " FROM jobs WHERE tenant_id = $1::text" JOB_ORDER,
+    [Q_JOB_LIST_BEFORE] =
+        "SELECT " JOB_COLS " FROM jobs WHERE tenant_id = $1::text" JOB_BEFORE JOB_ORDER,
+    [Q_JOB_LIST_STATUS] = "SELECT " JOB_COLS " FROM jobs WHERE tenant_id = $1::text"
+                          " AND status = $3::text" JOB_ORDER,
+    [Q_JOB_LIST_STATUS_BEFORE] = "SELECT " JOB_COLS " FROM jobs WHERE tenant_id = $1::text"
+                                 " AND status = $5::text" JOB_BEFORE JOB_ORDER,
+    [Q_JOB_ONE] = "SELECT " JOB_COLS " FROM jobs WHERE tenant_id = $1::text AND id = $2::text",
+    [Q_INV_INSERT] = "INSERT INTO invitations(tenant_id, opportunity_id, assessment, job_id,"
+                     " created_at) VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint)"
+                     " ON CONFLICT DO NOTHING",
+    [Q_INV_GET] = "SELECT opportunity_id, assessment, job_id, invitation_id, url, note_id,"
+                  " created_at FROM invitations WHERE tenant_id = $1::text"
+                  " AND opportunity_id = $2::text AND assessment = $3::text",
+    [Q_INV_UPDATE] = "UPDATE invitations SET invitation_id = COALESCE($4::text, invitation_id),"
+                     " url = COALESCE($5::text, url), note_id = COALESCE($6::text, note_id)"
+                     " WHERE tenant_id = $1::text AND opportunity_id = $2::text"
+                     " AND assessment = $3::text",
+    [Q_JOB_FAILED_COUNTS] = "SELECT tenant_id, count(*) FROM jobs WHERE status = 'failed'"
+                            " GROUP BY tenant_id ORDER BY tenant_id",
+    /* Retention, oldest first. */
+    [Q_PRUNE_JOBS] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+                     " WHERE status IN ('succeeded', 'failed', 'skipped', 'cancelled')"
+                     " AND updated_at < $1::bigint ORDER BY updated_at LIMIT $2::bigint)",
+    /* Events no job refers to: Lever deliveries received before $2 (the
+     * dedupe window's start, or earlier) first, then the others before $1,
+     * at most $3 together; the keys of the others move to event_keys. */
+    [Q_PRUNE_EVENTS] =
+        "WITH cand AS ((SELECT id, tenant_id, source, dedupe_key, 0 AS pri, received_at"
+        " FROM events e WHERE source = 'lever' AND received_at < $2::bigint" NOT_REFERENCED
+        " ORDER BY received_at LIMIT $3::bigint)"
+        " UNION ALL (SELECT id, tenant_id, source, dedupe_key, 1, received_at"
+        " FROM events e WHERE source <> 'lever' AND received_at < $1::bigint" NOT_REFERENCED
+        " ORDER BY received_at LIMIT $3::bigint)),"
+        " pick AS (SELECT * FROM cand ORDER BY pri, received_at LIMIT $3::bigint),"
+        " keys AS (INSERT INTO event_keys(tenant_id, source, dedupe_key, event_id)"
+        " SELECT tenant_id, source, dedupe_key, id FROM pick WHERE source <> 'lever'"
+        " ON CONFLICT DO NOTHING)"
+        " DELETE FROM events WHERE id IN (SELECT id FROM pick)",
+    [Q_STATS_PUT] = "INSERT INTO stats_hourly(tenant_id, hour, accepted, duplicate, refused,"
+                    " succeeded, failed) VALUES ($1::text, $2::bigint, $3::bigint, $4::bigint,"
+                    " $5::bigint, $6::bigint, $7::bigint)"
+                    " ON CONFLICT (tenant_id, hour) DO UPDATE SET accepted = EXCLUDED.accepted,"
+                    " duplicate = EXCLUDED.duplicate, refused = EXCLUDED.refused,"
+                    " succeeded = EXCLUDED.succeeded, failed = EXCLUDED.failed",
+    [Q_STATS_FORGET] = "DELETE FROM stats_hourly WHERE hour < $1::bigint",
+    [Q_STATS_LOAD] = "SELECT tenant_id, hour, accepted, duplicate, refused, succeeded, failed"
+                     " FROM stats_hourly WHERE hour >= $1::bigint ORDER BY tenant_id, hour",
+};
+
+/* One statement of a batch: which, its parameters (text, or binary for
+ * bytea), and, once read, its result. Owner: the batch's call vector. */
+typedef struct {
+    int q;           /* Q_*, or -1: the unnamed statement `sql` */
+    const char *sql; /* BEGIN, COMMIT */
+    int op;          /* index of its op in the batch; -1: BEGIN, COMMIT */
+    int n;
+    const char *v[MAXP]; /* NULL: SQL NULL (unless isnum) */
+    int len[MAXP];
+    int fmt[MAXP];
+    char isnum[MAXP];
+    char num[MAXP][24];
+    PGresult *res;
+} pcall;
+
+/* A batch on its way back to the loop. Owner: the store thread until it is
+ * on `done`, then the loop thread, which frees it after completing it. */
+typedef struct batch {
+    struct batch *next;
+    lb_store_op *head; /* ops in submission order, linked by next */
+    size_t count;
+    double seconds;
+    int committed;
+    int error;  /* !committed: what the writes get */
+    int wrote;  /* health counts: it wrote, lost the database, or is a probe */
+    int health; /* for lb_store__health */
+} batch;
+
+/* Owner: the caller of lb_store_open, through lb_store; freed by destroy
+ * after both handles are closed and the thread is joined. */
+typedef struct {
+    lb_store base; /* first */
+
+    /* Loop thread only. */
+    uv_async_t async;
+    uv_idle_t flush;
+    lb_store_op *local_head, *local_tail;
+    size_t local_count;
+    int handles_open;
+    int joined;
+
+    /* Set at open, then read-only. */
+    uv_thread_t thread;
+    char *conninfo;
+    int64_t dedupe_ms;
+
+    /* Guarded by mu. */
+    uv_mutex_t mu;
+    uv_cond_t cond;
+    lb_store_op *in_head, *in_tail;
+    size_t in_count;
+    batch *done_head, *done_tail;
+    int stop;
+    int stopped;
+    int notify;
+
+    /* The store thread only (the opening thread until it starts). */
+    PGconn *conn;     /* NULL while disconnected */
+    int64_t retry_at; /* monotonic ms of the next connection attempt */
+    int64_t backoff_ms;
+    int degraded; /* the last write failed: probe while idle */
+    int lost_logged;
+    int generic_plans;      /* the session uses cached generic plans */
+    int64_t plans_check_at; /* monotonic ms of the next plans_check */
+    pcall *calls;           /* the batch's statements, reused */
+    size_t ncalls, capcalls;
+    lb_store_op **ops; /* the batch's ops by index, and per op: */
+    size_t *first;     /* index of its first call */
+    size_t *nc;        /* its number of calls */
+    char *skip;        /* failed alone: not sent again */
+    size_t capops;
+} pg_store;
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int64_t mono_ms(void)
+{
+    return (int64_t)(mono_seconds() * 1000.0);
+}
+
+static void one_line(char *s)
+{
+    for (char *p = s; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ')
+        s[--n] = '\0';
+}
+
+/* libpq's message (several lines) as one line, in buf. */
+static const char *flat(const char *msg, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s", msg != NULL ? msg : "");
+    one_line(buf);
+    return buf;
+}
+
+static void name_thread(const char *name)
+{
+#ifdef __linux__
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+#else
+    (void)name;
+#endif
+}
+
+/* SQLSTATE -> LB_E*, for an op that failed alone. */
+static int map_state(const char *st)
+{
+    if (st == NULL) return LB_EIO;
+    if (strcmp(st, "23505") == 0) return LB_ECONFLICT; /* unique_violation */
+    if (strcmp(st, "23503") == 0) return LB_ENOTFOUND; /* foreign_key_violation */
+    if (strcmp(st, "53100") == 0) return UV_ENOSPC;    /* disk_full */
+    if (strncmp(st, "54", 2) == 0) return LB_ETOOBIG;  /* program_limit_exceeded */
+    if (strncmp(st, "23", 2) == 0 || strncmp(st, "22", 2) == 0 || strncmp(st, "P0", 2) == 0)
+        return LB_EINVAL; /* other constraints, bad data, a trigger's RAISE */
+    return LB_EIO;
+}
+
+/* Errors that belong to the op (its input, its constraints, its SQL): it
+ * fails alone. Everything else (connection, resources, timeouts,
+ * serialization, shutdown) is the transaction's: the batch fails. */
+static int op_level(const char *st)
+{
+    if (st == NULL) return 0;
+    return strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 || strncmp(st, "42", 2) == 0 ||
+           strncmp(st, "54", 2) == 0 || strncmp(st, "P0", 2) == 0 || strncmp(st, "2F", 2) == 0 ||
+           strncmp(st, "39", 2) == 0;
+}
+
+static void *grow(void *v, size_t count, size_t *cap, size_t size, size_t first)
+{
+    if (count < *cap) return v;
+    *cap = *cap ? *cap * 2 : first;
+    return lb_realloc(v, *cap * size);
+}
+
+/* ---- parameters ---------------------------------------------------------- */
+
+static pcall *call_add(pg_store *s, int q, int op)
+{
+    s->calls = grow(s->calls, s->ncalls, &s->capcalls, sizeof(pcall), 64);
+    pcall *c = &s->calls[s->ncalls++];
+    c->q = q;
+    c->sql = NULL;
+    c->op = op;
+    c->n = 0;
+    c->res = NULL;
+    return c;
+}
+
+static void p_text(pcall *c, const char *v)
+{
+    int i = c->n++;
+    c->v[i] = v;
+    c->len[i] = 0;
+    c->fmt[i] = 0;
+    c->isnum[i] = 0;
+}
+
+static void p_i64(pcall *c, int64_t v)
+{
+    int i = c->n++;
+    snprintf(c->num[i], sizeof(c->num[i]), "%" PRId64, v);
+    c->v[i] = NULL;
+    c->len[i] = 0;
+    c->fmt[i] = 0;
+    c->isnum[i] = 1;
+}
+
+/* A time: NULL when 0 (unset), as the SQLite backend stores it. */
+static void p_time(pcall *c, int64_t v)
+{
+    if (v > 0)
+        p_i64(c, v);
+    else
+        p_text(c, NULL);
+}
+
+static void p_double(pcall *c, double v)
+{
+    int i = c->n++;
+    snprintf(c->num[i], sizeof(c->num[i]), "%.17g", v);
+    c->v[i] = NULL;
+    c->len[i] = 0;
+    c->fmt[i] = 0;
+    c->isnum[i] = 1;
+}
+
+static void p_bytea(pcall *c, const uint8_t *v, size_t n)
+{
+    int i = c->n++;
+    c->v[i] = v != NULL ? (const char *)v : NULL;
+    if (v != NULL && n == 0) c->v[i] = "";
+    c->len[i] = (int)n;
+    c->fmt[i] = 1;
+    c->isnum[i] = 0;
+}
+
+/* ---- values -------------------------------------------------------------- */
+
+static int is_null(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col);
+}
+
+static char *val_dup(const PGresult *r, int row, int col)
+{
+    return lb_strndup(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col));
+}
+
+static char *val_dup_or_null(const PGresult *r, int row, int col)
+{
+    return is_null(r, row, col) ? NULL : val_dup(r, row, col);
+}
+
+static int64_t val_i64(const PGresult *r, int row, int col)
+{
+    return is_null(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static int val_int(const PGresult *r, int row, int col)
+{
+    return (int)val_i64(r, row, col);
+}
+
+static int val_bool(const PGresult *r, int row, int col)
+{
+    return !is_null(r, row, col) && PQgetvalue(r, row, col)[0] == 't';
+}
+
+static void val_id(const PGresult *r, int row, int col, char *out, size_t max)
+{
+    size_t n = (size_t)PQgetlength(r, row, col);
+    if (!is_null(r, row, col) && n <= max) {
+        memcpy(out, PQgetvalue(r, row, col), n);
+        out[n] = '\0';
+    }
+}
+
+/* bytea in text form ("\x..."), decoded into lb_malloc'd memory. */
+static uint8_t *val_bytea(const PGresult *r, int row, int col, size_t *len)
+{
+    *len = 0;
+    if (is_null(r, row, col)) return NULL;
+    size_t n = 0;
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
+    if (raw == NULL) {
+        lb_error(MOD, "out of memory decoding a bytea value");
+        abort();
+    }
+    uint8_t *p = lb_malloc(n ? n : 1);
+    if (n > 0) memcpy(p, raw, n);
+    PQfreemem(raw);
+    *len = n;
+    return p;
+}
+
+/* A text[] in PostgreSQL's output form ({a,"b c"}) into an array of
+ * strings. */
+static void val_text_array(const PGresult *r, int row, int col, char ***out, size_t *n)
+{
+    const char *p = PQgetvalue(r, row, col);
+    size_t cap = 0;
+    *out = NULL;
+    *n = 0;
+    if (is_null(r, row, col) || *p != '{') return;
+    p++;
+    size_t room = strlen(p) + 1;
+    char *buf = lb_malloc(room);
+    while (*p != '\0' && *p != '}') {
+        size_t k = 0;
+        if (*p == '"') {
+            p++;
+            while (*p != '\0' && *p != '"') {
+                if (*p == '\\' && p[1] != '\0') p++;
+                buf[k++] = *p++;
+            }
+            if (*p == '"') p++;
+        } else {
+            while (*p != '\0' && *p != ',' && *p != '}')
+                buf[k++] = *p++;
+        }
+        *out = grow(*out, *n, &cap, sizeof(char *), 8);
+        (*out)[(*n)++] = lb_strndup(buf, k);
+        if (*p == ',') p++;
+    }
+    lb_free(buf);
+}
+
+static size_t affected(const PGresult *r)
+{
+    const char *t = PQcmdTuples((PGresult *)r);
+    return t != NULL && *t ? (size_t)strtoull(t, NULL, 10) : 0;
+}
+
+/* ---- operations: build (statements and parameters) and parse (results) -- */
+
+/* build appends the op's statements; parse reads their results (r[0..]),
+ * which all succeeded, sets the op's outputs and returns its status. A new
+ * kind adds a pair here and a line in kinds[]. */
+
+static void build_tenant_upsert(pg_store *s, lb_store_op *op, int i)
+{
+    lb_tenant_rec *t = &op->tenant_upsert.rec;
+    pcall *c = call_add(s, Q_TENANT_UPSERT, i);
+    p_text(c, t->id);
+    p_text(c, t->name);
+    p_i64(c, t->api_addon ? 1 : 0);
+    if (t->lever_rate > 0)
+        p_double(c, t->lever_rate);
+    else
+        p_text(c, NULL);
+    if (t->lever_burst > 0)
+        p_i64(c, t->lever_burst);
+    else
+        p_text(c, NULL);
+    /* The time to record is fixed when built, so a batch sent again (one
+     * op failed) records the same. */
+    if (t->updated_at <= 0) t->updated_at = lb_time_now_ms();
+    p_i64(c, t->updated_at);
+}
+
+static int parse_tenant_upsert(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (PQntuples(r[0]) != 1) return LB_EIO;
+    op->tenant_upsert.rec.created_at = val_i64(r[0], 0, 0);
+    op->tenant_upsert.rec.updated_at = val_i64(r[0], 0, 1);
+    op->tenant_upsert.created = val_bool(r[0], 0, 2);
+    return 0;
+}
+
+static void build_tenant_delete(pg_store *s, lb_store_op *op, int i)
+{
+    p_text(call_add(s, Q_TENANT_DELETE, i), op->tenant_delete.id);
+}
+
+static int parse_deleted(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    return affected(r[0]) > 0 ? 0 : LB_ENOTFOUND;
+}
+
+static void build_tenant_load_all(pg_store *s, lb_store_op *op, int i)
+{
+    call_add(s, Q_TENANT_ALL, i);
+}
+
+static int parse_tenant_load_all(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    int n = PQntuples(r[0]);
+    if ((size_t)n > LB_STORE_TENANTS_MAX) return LB_ETOOBIG;
+    lb_tenant_rec *recs = n > 0 ? lb_calloc((size_t)n, sizeof(*recs)) : NULL;
+    for (int k = 0; k < n; k++) {
+        lb_tenant_rec *t = &recs[k];
+        val_id(r[0], k, 0, t->id, LB_TENANT_ID_MAX);
+        t->name = val_dup(r[0], k, 1);
+        t->api_addon = val_int(r[0], k, 2) != 0;
+        t->lever_rate = is_null(r[0], k, 3) ? 0 : strtod(PQgetvalue(r[0], k, 3), NULL);
+        t->lever_burst = val_int(r[0], k, 4);
+        t->created_at = val_i64(r[0], k, 5);
+        t->updated_at = val_i64(r[0], k, 6);
+    }
+    op->tenant_load_all.recs = recs;
+    op->tenant_load_all.count = (size_t)n;
+    return 0;
+}
+
+static void build_meta_get(pg_store *s, lb_store_op *op, int i)
+{
+    p_text(call_add(s, Q_META_GET, i), op->meta_get.key);
+}
+
+static int parse_meta_get(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (PQntuples(r[0]) == 0) return LB_ENOTFOUND;
+    size_t n = 0;
+    uint8_t *v = val_bytea(r[0], 0, 0, &n);
+    if (v == NULL) v = lb_malloc(1);
+    op->meta_get.value = v;
+    op->meta_get.len = n;
+    return 0;
+}
+
+static void build_meta_put(pg_store *s, lb_store_op *op, int i)
+{
+    pcall *c = call_add(s, Q_META_PUT, i);
+    p_text(c, op->meta_put.key);
+    p_bytea(c, op->meta_put.len ? op->meta_put.value : (const uint8_t *)"", op->meta_put.len);
+    p_i64(c, lb_time_now_ms());
+}
+
+static int parse_ok(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    return 0;
+}
+
+/* One job's parameters ($1..$13). */
+static void job_params(pcall *c, const lb_job_rec *j, int64_t now)
+{
+    p_text(c, j->id);
+    p_text(c, j->tenant_id);
+    p_text(c, j->event_id);
+    p_text(c, j->workflow_id);
+    p_text(c, j->action);
+    p_text(c, j->opportunity_id);
+    p_i64(c, j->seq);
+    p_text(c, lb_job_status_name(j->status));
+    p_i64(c, j->attempts);
+    p_i64(c, j->next_run_at);
+    p_text(c, j->last_error);
+    p_text(c, j->steps);
+    p_i64(c, j->created_at > 0 ? j->created_at : now);
+}
+
+static void build_job_insert(pg_store *s, lb_store_op *op, int i)
+{
+    int64_t now = lb_time_now_ms();
+    for (size_t k = 0; k < op->job_insert.count; k++)
+        job_params(call_add(s, Q_JOB_INSERT, i), &op->job_insert.recs[k], now);
+}
+
+static void build_job_update(pg_store *s, lb_store_op *op, int i)
+{
+    const lb_job_rec *j = op->job_update.rec;
+    pcall *c = call_add(s, Q_JOB_UPDATE, i);
+    p_text(c, j->id);
+    p_text(c, lb_job_status_name(j->status));
+    p_i64(c, j->attempts);
+    p_i64(c, j->next_run_at);
+    p_text(c, j->last_error);
+    p_text(c, j->steps);
+    p_i64(c, j->updated_at > 0 ? j->updated_at : lb_time_now_ms());
+}
+
+static int parse_updated(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    return affected(r[0]) > 0 ? 0 : LB_ENOTFOUND;
+}
+
+static void job_read(const PGresult *r, int k, lb_job_rec *j)
+{
+    memset(j, 0, sizeof(*j));
+    val_id(r, k, 0, j->id, LB_JOB_ID_MAX);
+    val_id(r, k, 1, j->tenant_id, LB_TENANT_ID_MAX);
+    j->event_id = val_dup_or_null(r, k, 2);
+    j->workflow_id = val_dup_or_null(r, k, 3);
+    j->action = val_dup(r, k, 4);
+    j->opportunity_id = val_dup_or_null(r, k, 5);
+    j->seq = val_int(r, k, 6);
+    j->status = lb_job_status_parse(PQgetvalue(r, k, 7));
+    j->attempts = val_int(r, k, 8);
+    j->next_run_at = val_i64(r, k, 9);
+    j->last_error = val_dup_or_null(r, k, 10);
+    j->steps = val_dup_or_null(r, k, 11);
+    j->created_at = val_i64(r, k, 12);
+    j->updated_at = val_i64(r, k, 13);
+}
+
+static lb_job_rec *jobs_read(const PGresult *r, size_t max, size_t *count)
+{
+    size_t n = (size_t)PQntuples(r);
+    if (n > max) n = max;
+    lb_job_rec *recs = n > 0 ? lb_calloc(n, sizeof(*recs)) : NULL;
+    for (size_t k = 0; k < n; k++)
+        job_read(r, (int)k, &recs[k]);
+    *count = n;
+    return recs;
+}
+
+static void build_job_load_active(pg_store *s, lb_store_op *op, int i)
+{
+    call_add(s, Q_JOB_ACTIVE, i);
+}
+
+static int parse_job_load_active(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if ((size_t)PQntuples(r[0]) > LB_STORE_JOBS_MAX) return LB_ETOOBIG;
+    op->job_load_active.recs = jobs_read(r[0], LB_STORE_JOBS_MAX, &op->job_load_active.count);
+    return 0;
+}
+
+static void build_conn_put(pg_store *s, lb_store_op *op, int i)
+{
+    const lb_conn_rec *r = op->conn_put.rec;
+    pcall *c = call_add(s, Q_CONN_PUT, i);
+    p_text(c, r->tenant_id);
+    p_text(c, r->status);
+    p_text(c, r->auth);
+    p_bytea(c, r->secret, r->secret_len);
+    p_time(c, r->token_expires_at);
+    p_text(c, r->permissions_missing);
+    p_time(c, r->permissions_checked_at);
+    p_time(c, r->connected_at);
+    p_i64(c, r->updated_at > 0 ? r->updated_at : lb_time_now_ms());
+}
+
+static void build_conn_delete(pg_store *s, lb_store_op *op, int i)
+{
+    p_text(call_add(s, Q_HOOK_DELETE_TENANT, i), op->conn_delete.tenant_id);
+    p_text(call_add(s, Q_CONN_DELETE, i), op->conn_delete.tenant_id);
+}
+
+static void build_conn_load_all(pg_store *s, lb_store_op *op, int i)
+{
+    call_add(s, Q_CONN_ALL, i);
+    call_add(s, Q_HOOK_ALL, i);
+}
+
+static int parse_conn_load_all(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    size_t n = (size_t)PQntuples(r[0]);
+    op->conn_load_all.conns = n > 0 ? lb_calloc(n, sizeof(lb_conn_rec)) : NULL;
+    op->conn_load_all.nconns = n;
+    for (size_t k = 0; k < n; k++) {
+        lb_conn_rec *c = &op->conn_load_all.conns[k];
+        int row = (int)k;
+        val_id(r[0], row, 0, c->tenant_id, LB_TENANT_ID_MAX);
+        c->status = val_dup(r[0], row, 1);
+        c->auth = val_dup_or_null(r[0], row, 2);
+        c->secret = val_bytea(r[0], row, 3, &c->secret_len);
+        c->token_expires_at = val_i64(r[0], row, 4);
+        c->permissions_missing = val_dup_or_null(r[0], row, 5);
+        c->permissions_checked_at = val_i64(r[0], row, 6);
+        c->connected_at = val_i64(r[0], row, 7);
+        c->updated_at = val_i64(r[0], row, 8);
+    }
+    n = (size_t)PQntuples(r[1]);
+    op->conn_load_all.hooks = n > 0 ? lb_calloc(n, sizeof(lb_hook_rec)) : NULL;
+    op->conn_load_all.nhooks = n;
+    for (size_t k = 0; k < n; k++) {
+        lb_hook_rec *h = &op->conn_load_all.hooks[k];
+        int row = (int)k;
+        val_id(r[1], row, 0, h->id, LB_HOOK_ID_MAX);
+        val_id(r[1], row, 1, h->tenant_id, LB_TENANT_ID_MAX);
+        h->lever_webhook_id = val_dup_or_null(r[1], row, 2);
+        h->signature_token = val_bytea(r[1], row, 3, &h->token_len);
+        h->status = val_dup(r[1], row, 4);
+        h->attempts = val_int(r[1], row, 5);
+        h->next_attempt_at = val_i64(r[1], row, 6);
+        h->deadline_at = val_i64(r[1], row, 7);
+        h->last_error = val_dup_or_null(r[1], row, 8);
+        h->active_since = val_i64(r[1], row, 9);
+        h->last_delivery_at = val_i64(r[1], row, 10);
+        h->checked_at = val_i64(r[1], row, 11);
+    }
+    return 0;
+}
+
+static void build_hook_put(pg_store *s, lb_store_op *op, int i)
+{
+    const lb_hook_rec *h = op->hook_put.rec;
+    pcall *c = call_add(s, Q_HOOK_DELETE_OTHERS, i);
+    p_text(c, h->tenant_id);
+    p_text(c, h->id);
+    c = call_add(s, Q_HOOK_PUT, i);
+    p_text(c, h->id);
+    p_text(c, h->tenant_id);
+    p_text(c, h->lever_webhook_id);
+    p_bytea(c, h->signature_token, h->token_len);
+    p_text(c, h->status);
+    p_i64(c, h->attempts);
+    p_time(c, h->next_attempt_at);
+    p_time(c, h->deadline_at);
+    p_text(c, h->last_error);
+    p_time(c, h->active_since);
+    p_time(c, h->last_delivery_at);
+    p_time(c, h->checked_at);
+}
+
+static void build_event_insert(pg_store *s, lb_store_op *op, int i)
+{
+    const lb_event_rec *e = op->event_insert.event;
+    int64_t now = lb_time_now_ms();
+    pcall *c = call_add(s, Q_EVENT_INSERT, i);
+    p_text(c, e->id);
+    p_text(c, e->tenant_id);
+    p_text(c, e->source);
+    p_text(c, e->type);
+    p_text(c, e->dedupe_key);
+    p_text(c, e->status);
+    p_text(c, e->opportunity_id);
+    p_text(c, e->payload);
+    p_i64(c, e->received_at > 0 ? e->received_at : now);
+    p_text(c, op->event_insert.hook_id);
+    for (size_t k = 0; k < op->event_insert.njobs; k++) {
+        c = call_add(s, Q_JOB_INSERT_EVENT, i);
+        job_params(c, &op->event_insert.jobs[k], now);
+        p_text(c, e->id);
+    }
+}
+
+static int parse_event_insert(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (PQntuples(r[0]) != 1) return LB_EIO;
+    op->event_insert.duplicate = 0;
+    op->event_insert.existing_id[0] = '\0';
+    if (is_null(r[0], 0, 0)) {
+        /* The earlier event's id may be unknown here (one committed by
+         * another replica after this statement's snapshot): still a
+         * duplicate. */
+        op->event_insert.duplicate = 1;
+        val_id(r[0], 0, 1, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+    }
+    return 0;
+}
+
+static void build_workflow_put(pg_store *s, lb_store_op *op, int i)
+{
+    const lb_workflow_rec *w = op->workflow_put.rec;
+    int64_t now = w->updated_at > 0 ? w->updated_at : lb_time_now_ms();
+    pcall *c = call_add(s, Q_WF_PUT, i);
+    p_text(c, w->id);
+    p_text(c, w->tenant_id);
+    p_text(c, w->body);
+    p_text(c, w->enabled ? "true" : "false");
+    p_i64(c, w->created_at > 0 ? w->created_at : now);
+    p_i64(c, now);
+}
+
+static int parse_workflow_put(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (PQntuples(r[0]) != 1) return LB_ECONFLICT; /* the id is another tenant's */
+    op->workflow_put.created_at = val_i64(r[0], 0, 0);
+    op->workflow_put.updated_at = val_i64(r[0], 0, 1);
+    op->workflow_put.created = val_bool(r[0], 0, 2);
+    return 0;
+}
+
+static void build_workflow_delete(pg_store *s, lb_store_op *op, int i)
+{
+    pcall *c = call_add(s, Q_WF_DELETE, i);
+    p_text(c, op->workflow_delete.id);
+    p_text(c, op->workflow_delete.tenant_id);
+}
+
+static void build_workflow_load_all(pg_store *s, lb_store_op *op, int i)
+{
+    call_add(s, Q_WF_ALL, i);
+}
+
+static int parse_workflow_load_all(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    size_t n = (size_t)PQntuples(r[0]);
+    op->workflow_load_all.recs = n > 0 ? lb_calloc(n, sizeof(lb_workflow_rec)) : NULL;
+    op->workflow_load_all.count = n;
+    for (size_t k = 0; k < n; k++) {
+        lb_workflow_rec *w = &op->workflow_load_all.recs[k];
+        int row = (int)k;
+        val_id(r[0], row, 0, w->id, LB_WORKFLOW_ID_MAX);
+        val_id(r[0], row, 1, w->tenant_id, LB_TENANT_ID_MAX);
+        w->body = val_dup(r[0], row, 2);
+        w->enabled = val_bool(r[0], row, 3);
+        w->created_at = val_i64(r[0], row, 4);
+        w->updated_at = val_i64(r[0], row, 5);
+    }
+    return 0;
+}
+
+static void event_row_read(const PGresult *r, int k, lb_event_row *e)
+{
+    memset(e, 0, sizeof(*e));
+    val_id(r, k, 0, e->id, LB_EVENT_ID_MAX);
+    val_id(r, k, 1, e->tenant_id, LB_TENANT_ID_MAX);
+    e->source = val_dup(r, k, 2);
+    e->type = val_dup(r, k, 3);
+    e->status = val_dup(r, k, 4);
+    e->opportunity_id = val_dup_or_null(r, k, 5);
+    e->received_at = val_i64(r, k, 6);
+    val_text_array(r, k, 7, &e->jobs, &e->njobs);
+}
+
+static void build_event_list(pg_store *s, lb_store_op *op, int i)
+{
+    int before = op->event_list.before_at > 0;
+    pcall *c = call_add(s, before ? Q_EVENT_LIST_BEFORE : Q_EVENT_LIST, i);
+    p_text(c, op->event_list.tenant_id);
+    p_i64(c, (int64_t)op->event_list.limit + 1);
+    if (before) {
+        p_i64(c, op->event_list.before_at);
+        p_text(c, op->event_list.before_id);
+    }
+}
+
+static int parse_event_list(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    size_t n = (size_t)PQntuples(r[0]);
+    op->event_list.more = n > op->event_list.limit;
+    if (n > op->event_list.limit) n = op->event_list.limit;
+    op->event_list.rows = lb_calloc(op->event_list.limit + 1, sizeof(lb_event_row));
+    for (size_t k = 0; k < n; k++)
+        event_row_read(r[0], (int)k, &op->event_list.rows[k]);
+    op->event_list.count = n;
+    return 0;
+}
+
+static void build_event_get(pg_store *s, lb_store_op *op, int i)
+{
+    pcall *c = call_add(s, Q_EVENT_ONE, i);
+    p_text(c, op->event_get.tenant_id);
+    p_text(c, op->event_get.id);
+}
+
+static int parse_event_get(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (PQntuples(r[0]) == 0) return LB_ENOTFOUND;
+    event_row_read(r[0], 0, &op->event_get.row);
+    op->event_get.row.payload = val_dup_or_null(r[0], 0, 8);
+    return 0;
+}
+
+static void build_job_list(pg_store *s, lb_store_op *op, int i)
+{
+    int before = op->job_list.before_at > 0;
+    int by_status = op->job_list.status >= 0;
+    int q = by_status ? (before ? Q_JOB_LIST_STATUS_BEFORE : Q_JOB_LIST_STATUS)
+                      : (before ? Q_JOB_LIST_BEFORE : Q_JOB_LIST);
+    pcall *c = call_add(s, q, i);
+    p_text(c, op->job_list.tenant_id);
+    p_i64(c, (int64_t)op->job_list.limit + 1);
+    if (before) {
+        p_i64(c, op->job_list.before_at);
+        p_text(c, op->job_list.before_id);
+    }
+    if (by_status) p_text(c, lb_job_status_name(op->job_list.status)); /* $3, or $5 */
+}
+
+static int parse_job_list(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    size_t n = (size_t)PQntuples(r[0]);
+    op->job_list.more = n > op->job_list.limit;
+    if (n > op->job_list.limit) n = op->job_list.limit;
+    op->job_list.recs = lb_calloc(op->job_list.limit + 1, sizeof(lb_job_rec));
+    for (size_t k = 0; k < n; k++)
+        job_read(r[0], (int)k, &op->job_list.recs[k]);
+    op->job_list.count = n;
+    return 0;
+}
+
+static void build_job_get(pg_store *s, lb_store_op *op, int i)
+{
+    pcall *c = call_add(s, Q_JOB_ONE, i);
+    p_text(c, op->job_get.tenant_id);
+    p_text(c, op->job_get.id);
+}
+
+static int parse_job_get(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (PQntuples(r[0]) == 0) return LB_ENOTFOUND;
+    job_read(r[0], 0, &op->job_get.rec);
+    return 0;
+}
+
+static void inv_get_params(pcall *c, const char *tenant, const char *opp, const char *assessment)
+{
+    p_text(c, tenant);
+    p_text(c, opp);
+    p_text(c, assessment);
+}
+
+static int inv_read(const PGresult *r, const char *tenant, lb_invitation_rec *out)
+{
+    if (PQntuples(r) == 0) return LB_ENOTFOUND;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->tenant_id, sizeof(out->tenant_id), "%s", tenant);
+    out->opportunity_id = val_dup(r, 0, 0);
+    out->assessment = val_dup(r, 0, 1);
+    out->job_id = val_dup_or_null(r, 0, 2);
+    out->invitation_id = val_dup_or_null(r, 0, 3);
+    out->url = val_dup_or_null(r, 0, 4);
+    out->note_id = val_dup_or_null(r, 0, 5);
+    out->created_at = val_i64(r, 0, 6);
+    return 0;
+}
+
+static void build_invitation_claim(pg_store *s, lb_store_op *op, int i)
+{
+    const lb_invitation_rec *v = op->invitation_claim.rec;
+    pcall *c = call_add(s, Q_INV_INSERT, i);
+    inv_get_params(c, v->tenant_id, v->opportunity_id, v->assessment);
+    p_text(c, v->job_id);
+    p_i64(c, lb_time_now_ms());
+    inv_get_params(call_add(s, Q_INV_GET, i), v->tenant_id, v->opportunity_id, v->assessment);
+}
+
+static int parse_invitation_claim(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    const lb_invitation_rec *v = op->invitation_claim.rec;
+    lb_invitation_rec *ex = &op->invitation_claim.existing;
+    int st = inv_read(r[1], v->tenant_id, ex);
+    if (st != 0) return LB_EIO; /* inserted or there: it must be readable */
+    op->invitation_claim.owned = ex->job_id != NULL && strcmp(ex->job_id, v->job_id) == 0;
+    return 0;
+}
+
+static void build_invitation_update(pg_store *s, lb_store_op *op, int i)
+{
+    const lb_invitation_rec *v = op->invitation_update.rec;
+    pcall *c = call_add(s, Q_INV_UPDATE, i);
+    inv_get_params(c, v->tenant_id, v->opportunity_id, v->assessment);
+    p_text(c, v->invitation_id);
+    p_text(c, v->url);
+    p_text(c, v->note_id);
+}
+
+static void build_invitation_get(pg_store *s, lb_store_op *op, int i)
+{
+    inv_get_params(call_add(s, Q_INV_GET, i), op->invitation_get.tenant_id,
+                   op->invitation_get.opportunity_id, op->invitation_get.assessment);
+}
+
+static int parse_invitation_get(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    return inv_read(r[0], op->invitation_get.tenant_id, &op->invitation_get.rec);
+}
+
+static void build_job_failed_counts(pg_store *s, lb_store_op *op, int i)
+{
+    call_add(s, Q_JOB_FAILED_COUNTS, i);
+}
+
+static int parse_job_failed_counts(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    size_t n = (size_t)PQntuples(r[0]);
+    if (n == 0) return 0;
+    op->job_failed_counts.tenants = lb_calloc(n, LB_TENANT_ID_MAX + 1);
+    op->job_failed_counts.counts = lb_calloc(n, sizeof(size_t));
+    for (size_t k = 0; k < n; k++) {
+        val_id(r[0], (int)k, 0, op->job_failed_counts.tenants[k], LB_TENANT_ID_MAX);
+        op->job_failed_counts.counts[k] = (size_t)val_i64(r[0], (int)k, 1);
+    }
+    op->job_failed_counts.n = n;
+    return 0;
+}
+
+/* Finished jobs first, so that their events are free to go in the same op;
+ * Lever deliveries stay while inside the dedupe window (their keys are the
+ * unique index's rows); a result's key moves to event_keys as its event
+ * goes, so posting it again still finds the duplicate. */
+static void build_prune(pg_store *s, lb_store_op *op, int i)
+{
+    int64_t before = op->prune.before;
+    int64_t lever_before = lb_time_now_ms() - s->dedupe_ms;
+    if (lever_before > before) lever_before = before;
+    pcall *c = call_add(s, Q_PRUNE_JOBS, i);
+    p_i64(c, before);
+    p_i64(c, op->prune.limit);
+    c = call_add(s, Q_PRUNE_EVENTS, i);
+    p_i64(c, before);
+    p_i64(c, lever_before);
+    p_i64(c, op->prune.limit);
+}
+
+static int parse_prune(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    op->prune.jobs = affected(r[0]);
+    op->prune.events = affected(r[1]);
+    return 0;
+}
+
+/* The console's hourly counts (state/stats.h). */
+static void build_stats_put(pg_store *s, lb_store_op *op, int i)
+{
+    for (size_t k = 0; k < op->stats_put.count; k++) {
+        const lb_stats_rec *r = &op->stats_put.recs[k];
+        pcall *c = call_add(s, Q_STATS_PUT, i);
+        p_text(c, r->tenant_id);
+        p_i64(c, r->hour);
+        for (int n = 0; n < LB_STATS_KINDS; n++)
+            p_i64(c, r->count[n]);
+    }
+    p_i64(call_add(s, Q_STATS_FORGET, i), op->stats_put.forget_before);
+}
+
+static void build_stats_load(pg_store *s, lb_store_op *op, int i)
+{
+    p_i64(call_add(s, Q_STATS_LOAD, i), op->stats_load.since);
+}
+
+static int parse_stats_load(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    size_t n = (size_t)PQntuples(r[0]);
+    op->stats_load.recs = n > 0 ? lb_calloc(n, sizeof(lb_stats_rec)) : NULL;
+    op->stats_load.count = n;
+    for (size_t k = 0; k < n; k++) {
+        lb_stats_rec *rec = &op->stats_load.recs[k];
+        val_id(r[0], (int)k, 0, rec->tenant_id, LB_TENANT_ID_MAX);
+        rec->hour = val_i64(r[0], (int)k, 1);
+        for (int c = 0; c < LB_STATS_KINDS; c++) {
+            int64_t v = val_i64(r[0], (int)k, 2 + c);
+            rec->count[c] = v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    void (*build)(pg_store *s, lb_store_op *op, int i);
+    int (*parse)(pg_store *s, lb_store_op *op, PGresult **r);
+} kind_impl;
+
+static const kind_impl kinds[LB_STORE_OP_KIND_END] = {
+    [LB_STORE_TENANT_UPSERT] = {build_tenant_upsert, parse_tenant_upsert},
+    [LB_STORE_TENANT_DELETE] = {build_tenant_delete, parse_deleted},
+    [LB_STORE_TENANT_LOAD_ALL] = {build_tenant_load_all, parse_tenant_load_all},
+    [LB_STORE_META_GET] = {build_meta_get, parse_meta_get},
+    [LB_STORE_META_PUT] = {build_meta_put, parse_ok},
+    [LB_STORE_JOB_INSERT] = {build_job_insert, parse_ok},
+    [LB_STORE_JOB_UPDATE] = {build_job_update, parse_updated},
+    [LB_STORE_JOB_LOAD_ACTIVE] = {build_job_load_active, parse_job_load_active},
+    [LB_STORE_CONN_PUT] = {build_conn_put, parse_ok},
+    [LB_STORE_CONN_DELETE] = {build_conn_delete, parse_ok},
+    [LB_STORE_CONN_LOAD_ALL] = {build_conn_load_all, parse_conn_load_all},
+    [LB_STORE_HOOK_PUT] = {build_hook_put, parse_ok},
+    [LB_STORE_EVENT_INSERT] = {build_event_insert, parse_event_insert},
+    [LB_STORE_WORKFLOW_PUT] = {build_workflow_put, parse_workflow_put},
+    [LB_STORE_WORKFLOW_DELETE] = {build_workflow_delete, parse_deleted},
+    [LB_STORE_WORKFLOW_LOAD_ALL] = {build_workflow_load_all, parse_workflow_load_all},
+    [LB_STORE_EVENT_LIST] = {build_event_list, parse_event_list},
+    [LB_STORE_EVENT_GET] = {build_event_get, parse_event_get},
+    [LB_STORE_JOB_LIST] = {build_job_list, parse_job_list},
+    [LB_STORE_JOB_GET] = {build_job_get, parse_job_get},
+    [LB_STORE_INVITATION_CLAIM] = {build_invitation_claim, parse_invitation_claim},
+    [LB_STORE_INVITATION_UPDATE] = {build_invitation_update, parse_updated},
+    [LB_STORE_INVITATION_GET] = {build_invitation_get, parse_invitation_get},
+    [LB_STORE_JOB_FAILED_COUNTS] = {build_job_failed_counts, parse_job_failed_counts},
+    [LB_STORE_PRUNE] = {build_prune, parse_prune},
+    [LB_STORE_STATS_PUT] = {build_stats_put, parse_ok},
+    [LB_STORE_STATS_LOAD] = {build_stats_load, parse_stats_load},
+};
+
+/* ---- the connection (store thread; the opening thread at open) ----------- */
+
+static void notice_cb(void *arg, const char *msg)
+{
+    lb_debug(MOD, "postgres: %.*s", (int)strcspn(msg, "\n"), msg);
+}
+
+static int exec_ok(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    PQclear(r);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* Opens a connection: the project's defaults first, then the user's URL or
+ * conninfo (libpq keeps the last value of a keyword: theirs win). */
+static PGconn *pg_connect(const char *conninfo, char *err, size_t errlen)
+{
+    static const char *const kw[] = {
+        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "application_name", "dbname",          NULL};
+    const char *val[] = {CONNECT_TIMEOUT_S, "1", "10", "5", "3", "leverbridge", conninfo, NULL};
+    PGconn *c = PQconnectdbParams(kw, val, 1);
+    if (c == NULL) {
+        lb_error(MOD, "out of memory (libpq)");
+        abort();
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(c));
+        one_line(err);
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c, notice_cb, NULL);
+    /* plan_cache_mode: see plans_check(); custom plans until the tables
+     * have statistics. */
+    if (!exec_ok(c, "SELECT set_config('statement_timeout', '" STATEMENT_TIMEOUT "', false)"
+                    " WHERE current_setting('statement_timeout') IN ('0', '0ms')") ||
+        !exec_ok(c, "SET plan_cache_mode = force_custom_plan")) {
+        snprintf(err, errlen, "PostgreSQL: session settings: %s", PQerrorMessage(c));
+        one_line(err);
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Prepares every statement on a new connection, in one pipeline. */
+static int prepare_all(PGconn *c, char *err, size_t errlen)
+{
+    if (PQenterPipelineMode(c) != 1) goto fail;
+    for (int q = 0; q < Q_COUNT; q++) {
+        char name[16];
+        snprintf(name, sizeof(name), "lb%d", q);
+        if (PQsendPrepare(c, name, q_sql[q], 0, NULL) != 1) goto fail;
+    }
+    if (PQpipelineSync(c) != 1) goto fail;
+    int bad = -1;
+    for (int q = 0; q < Q_COUNT; q++) {
+        PGresult *r = PQgetResult(c);
+        if (r == NULL) goto fail;
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && bad < 0) {
+            bad = q;
+            snprintf(err, errlen, "PostgreSQL: preparing statement %d: %s", q,
+                     PQresultErrorMessage(r));
+            one_line(err);
+        }
+        PQclear(r);
+        while ((r = PQgetResult(c)) != NULL)
+            PQclear(r);
+    }
+    PGresult *r = PQgetResult(c);
+    int synced = r != NULL && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+    PQclear(r);
+    if (!synced || PQexitPipelineMode(c) != 1) goto fail;
+    return bad < 0 ? 0 : LB_EIO;
+fail:
+    snprintf(err, errlen, "PostgreSQL: preparing statements: %s", PQerrorMessage(c));
+    one_line(err);
+    return LB_EIO;
+}
+
+static void disconnect(pg_store *s)
+{
+    if (s->conn != NULL) PQfinish(s->conn);
+    s->conn = NULL;
+}
+
+/* Generic or custom plans. A prepared statement's generic plan, made on
+ * tables without statistics (a new database, until autoanalyze), can pick
+ * the wrong index: the event insert's duplicate lookup went through
+ * events_source_received and read every Lever event (ingest fell from
+ * 5 ms to 25 ms a batch within 9,000 events). So a session starts with
+ * plan_cache_mode = force_custom_plan (each execution planned with its
+ * values: right, but planning cost about doubles a batch's time) and
+ * switches to generic plans once `events` has been analyzed with
+ * GENERIC_PLANS_MIN_ROWS rows, checked every PLANS_CHECK_MS. Store thread,
+ * connected, outside pipeline mode. */
+#define GENERIC_PLANS_MIN_ROWS 10000
+#define PLANS_CHECK_MS 2000
+
+static void plans_check(pg_store *s)
+{
+    int64_t now = mono_ms();
+    if (s->generic_plans || now < s->plans_check_at) return;
+    s->plans_check_at = now + PLANS_CHECK_MS;
+    PGresult *r = PQexec(s->conn, "SELECT reltuples FROM pg_class WHERE oid = 'events'::regclass");
+    double rows = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                      ? strtod(PQgetvalue(r, 0, 0), NULL)
+                      : 0;
+    PQclear(r);
+    if (rows < GENERIC_PLANS_MIN_ROWS) return;
+    if (exec_ok(s->conn, "SET plan_cache_mode = auto")) {
+        s->generic_plans = 1;
+        lb_debug(MOD, "events analyzed (%.0f rows): generic plans from now on", rows);
+    }
+}
+
+/* Connects when disconnected and the backoff allows; 1 when connected. */
+static int ensure_conn(pg_store *s)
+{
+    if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK) return 1;
+    if (s->conn != NULL) disconnect(s);
+    int64_t now = mono_ms();
+    if (now < s->retry_at) return 0;
+    char err[512];
+    PGconn *c = pg_connect(s->conninfo, err, sizeof(err));
+    if (c != NULL && prepare_all(c, err, sizeof(err)) != 0) {
+        PQfinish(c);
+        c = NULL;
+    }
+    if (c == NULL) {
+        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+        if (s->backoff_ms > BACKOFF_MAX_MS) s->backoff_ms = BACKOFF_MAX_MS;
+        s->retry_at = mono_ms() + s->backoff_ms;
+        if (!s->lost_logged)
+            lb_error(MOD, "%s; retrying every %d ms at most", err, BACKOFF_MAX_MS);
+        else
+            lb_debug(MOD, "%s", err);
+        s->lost_logged = 1;
+        return 0;
+    }
+    if (s->lost_logged) lb_info(MOD, "connected to PostgreSQL again");
+    s->conn = c;
+    s->generic_plans = 0; /* pg_connect set force_custom_plan */
+    s->plans_check_at = 0;
+    s->backoff_ms = 0;
+    s->retry_at = 0;
+    s->lost_logged = 0;
+    return 1;
+}
+
+/* The connection broke: forget it; the next attempt comes after the first
+ * backoff step. */
+static void connection_lost(pg_store *s, const char *what)
+{
+    if (!s->lost_logged) {
+        char m[512];
+        lb_error(MOD, "%s: lost the PostgreSQL connection: %s", what,
+                 flat(s->conn ? PQerrorMessage(s->conn) : "(none)", m, sizeof(m)));
+    }
+    s->lost_logged = 1;
+    disconnect(s);
+    s->backoff_ms = BACKOFF_MIN_MS;
+    s->retry_at = mono_ms() + BACKOFF_MIN_MS;
+}
+
+/* ---- the batch (store thread) ------------------------------------------- */
+
+static void calls_clear(pg_store *s)
+{
+    for (size_t k = 0; k < s->ncalls; k++)
+        PQclear(s->calls[k].res);
+    s->ncalls = 0;
+}
+
+static int send_call(PGconn *c, pcall *p)
+{
+    if (p->q < 0) return PQsendQueryParams(c, p->sql, 0, NULL, NULL, NULL, NULL, 0);
+    const char *vals[MAXP];
+    for (int k = 0; k < p->n; k++)
+        vals[k] = p->isnum[k] ? p->num[k] : p->v[k];
+    char name[16];
+    snprintf(name, sizeof(name), "lb%d", p->q);
+    return PQsendQueryPrepared(c, name, p->n, vals, p->len, p->fmt, 0);
+}
+
+/* Outcomes of one attempt. */
+#define ATTEMPT_COMMITTED 0
+#define ATTEMPT_OP_FAILED 1 /* *failed names the op; its status is set */
+#define ATTEMPT_FAILED 2    /* the transaction failed; *code says how */
+
+/* Sends ops[0..n) that are not skipped as one transaction in one pipeline
+ * and reads every result. On commit each op's outputs are parsed. */
+static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *code)
+{
+    PGconn *c = s->conn;
+    *code = LB_EIO;
+    calls_clear(s);
+    pcall *b = call_add(s, -1, -1);
+    b->sql = read_only ? "BEGIN READ ONLY" : "BEGIN";
+    for (size_t i = 0; i < n; i++) {
+        s->first[i] = s->ncalls;
+        if (!s->skip[i]) {
+            lb_store_op *op = s->ops[i];
+            kinds[op->kind].build(s, op, (int)i);
+            /* Platform events of the change, in its transaction: after the
+             * op's own statements, so its parser's results come first. */
+            int64_t now = lb_time_now_ms();
+            for (size_t k = 0; k < op->nnotify; k++)
+                job_params(call_add(s, Q_JOB_INSERT, (int)i), &op->notify[k], now);
+        }
+        s->nc[i] = s->ncalls - s->first[i];
+    }
+    call_add(s, -1, -1)->sql = "COMMIT";
+
+    if (PQenterPipelineMode(c) != 1) return ATTEMPT_FAILED;
+    int broken = 0;
+    for (size_t k = 0; k < s->ncalls && !broken; k++)
+        broken = send_call(c, &s->calls[k]) != 1;
+    if (!broken) broken = PQpipelineSync(c) != 1;
+    size_t bad = SIZE_MAX;
+    for (size_t k = 0; k < s->ncalls && !broken; k++) {
+        PGresult *r = PQgetResult(c);
+        if (r == NULL) {
+            broken = 1;
+            break;
+        }
+        s->calls[k].res = r;
+        ExecStatusType st = PQresultStatus(r);
+        if (bad == SIZE_MAX && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) bad = k;
+        while ((r = PQgetResult(c)) != NULL) /* the NULL that ends each query's results */
+            PQclear(r);
+    }
+    if (!broken) {
+        PGresult *r = PQgetResult(c);
+        broken = r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC;
+        PQclear(r);
+    }
+    if (broken || PQexitPipelineMode(c) != 1 || PQstatus(c) != CONNECTION_OK) {
+        /* The protocol state is unknown (results unread, a pipeline still
+         * open): the connection cannot be used again. */
+        calls_clear(s);
+        connection_lost(s, "a batch");
+        return ATTEMPT_FAILED;
+    }
+    if (bad == SIZE_MAX) {
+        for (size_t i = 0; i < n; i++) {
+            if (s->skip[i]) continue;
+            PGresult *res[MAXP * 4];
+            PGresult **rp = s->nc[i] <= sizeof(res) / sizeof(res[0]) ? res : NULL;
+            if (rp == NULL) rp = lb_malloc(s->nc[i] * sizeof(*rp));
+            for (size_t k = 0; k < s->nc[i]; k++)
+                rp[k] = s->calls[s->first[i] + k].res;
+            s->ops[i]->status = kinds[s->ops[i]->kind].parse(s, s->ops[i], rp);
+            if (rp != res) lb_free(rp);
+        }
+        calls_clear(s);
+        return ATTEMPT_COMMITTED;
+    }
+    /* An error: the server skipped the rest, COMMIT included. */
+    pcall *p = &s->calls[bad];
+    const char *state = PQresultErrorField(p->res, PG_DIAG_SQLSTATE);
+    int level_op = p->op >= 0 && op_level(state);
+    int mapped = map_state(state);
+    char m[512];
+    flat(PQresultErrorMessage(p->res), m, sizeof(m));
+    if (level_op) {
+        int lvl = mapped == LB_EIO ? LB_LOG_ERROR : LB_LOG_DEBUG;
+        lb_log(lvl, MOD, "op %d failed alone (%s): %s", s->ops[p->op]->kind, state ? state : "?",
+               m);
+    } else {
+        lb_error(MOD, "transaction of %zu operations failed (%s): %s", n, state ? state : "?", m);
+    }
+    size_t opi = (size_t)p->op;
+    calls_clear(s);
+    if (PQtransactionStatus(c) != PQTRANS_IDLE && !exec_ok(c, "ROLLBACK")) {
+        connection_lost(s, "a rollback");
+        return ATTEMPT_FAILED;
+    }
+    if (level_op) {
+        *failed = opi;
+        s->ops[opi]->status = mapped;
+        return ATTEMPT_OP_FAILED;
+    }
+    *code = mapped == UV_ENOSPC ? UV_ENOSPC : LB_EIO;
+    return ATTEMPT_FAILED;
+}
+
+static void ops_room(pg_store *s, size_t n)
+{
+    if (n <= s->capops) return;
+    s->capops = n;
+    s->ops = lb_realloc(s->ops, n * sizeof(*s->ops));
+    s->first = lb_realloc(s->first, n * sizeof(*s->first));
+    s->nc = lb_realloc(s->nc, n * sizeof(*s->nc));
+    s->skip = lb_realloc(s->skip, n);
+}
+
+/* Runs ops[0..n) (already in s->ops) until it commits, each op that fails
+ * alone set aside; ATTEMPT_COMMITTED or ATTEMPT_FAILED with *code. */
+static int run_ops(pg_store *s, size_t n, int read_only, int *code)
+{
+    memset(s->skip, 0, n);
+    for (size_t i = 0; i < n; i++)
+        s->ops[i]->status = 0;
+    for (size_t tries = 0; tries <= n; tries++) {
+        size_t failed = 0;
+        int rc = attempt(s, n, read_only, &failed, code);
+        if (rc != ATTEMPT_OP_FAILED) return rc;
+        s->skip[failed] = 1;
+        /* Outputs of the aborted attempt were never parsed. */
+    }
+    *code = LB_EIO;
+    return ATTEMPT_FAILED;
+}
+
+/* The batch failed: its writes are void, but each read runs again on its
+ * own (as if submitted just before the failed writes). Without a
+ * connection, reads fail too. */
+static void rerun_reads(pg_store *s, batch *b)
+{
+    for (lb_store_op *op = b->head; op != NULL; op = op->next) {
+        if (!lb_store__op_readonly(op->kind)) continue;
+        lb_store__op_discard(op);
+        if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
+            op->status = LB_EIO;
+            continue;
+        }
+        s->ops[0] = op;
+        int code = LB_EIO;
+        if (run_ops(s, 1, 1, &code) != ATTEMPT_COMMITTED) {
+            lb_store__op_discard(op);
+            op->status = code;
+            if (s->conn != NULL && PQstatus(s->conn) != CONNECTION_OK) connection_lost(s, "a read");
+        }
+    }
+}
+
+static void run_batch(pg_store *s, batch *b)
+{
+    double t0 = mono_seconds();
+    b->committed = 0;
+    b->error = LB_EIO;
+    b->wrote = 0;
+    for (lb_store_op *op = b->head; op != NULL; op = op->next)
+        b->wrote |= !lb_store__op_readonly(op->kind);
+    if (!ensure_conn(s)) {
+        for (lb_store_op *op = b->head; op != NULL; op = op->next)
+            op->status = LB_EIO;
+        b->wrote = 1; /* readiness follows the database */
+        b->health = LB_EIO;
+        b->seconds = mono_seconds() - t0;
+        return;
+    }
+    plans_check(s);
+    ops_room(s, b->count);
+    size_t n = 0;
+    for (lb_store_op *op = b->head; op != NULL; op = op->next)
+        s->ops[n++] = op;
+    int code = LB_EIO;
+    int rc = run_ops(s, n, 0, &code);
+    if (rc == ATTEMPT_COMMITTED) {
+        b->committed = 1;
+    } else {
+        b->error = code;
+        /* Outputs of ops parsed before a failed COMMIT cannot exist (parsing
+         * follows the commit), so only reads need work. */
+        if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK) {
+            if (s->conn != NULL) connection_lost(s, "a batch");
+            b->wrote = 1; /* readiness follows the database */
+        }
+        rerun_reads(s, b);
+    }
+    b->health = b->committed ? 0 : b->error;
+    for (lb_store_op *op = b->head; op != NULL && b->health == 0; op = op->next)
+        if (op->status == UV_ENOSPC) b->health = UV_ENOSPC;
+    if (b->wrote) s->degraded = b->health != 0;
+    b->seconds = mono_seconds() - t0;
+}
+
+/* A small write of the store's own: a meta row written and deleted in one
+ * transaction. 0, or the failure's code. */
+static int probe_write(pg_store *s)
+{
+    if (!ensure_conn(s)) return LB_EIO;
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "BEGIN; INSERT INTO meta(key, value, updated_at) VALUES ('write_probe', '\\x00', %lld)"
+             " ON CONFLICT (key) DO UPDATE SET updated_at = EXCLUDED.updated_at;"
+             " DELETE FROM meta WHERE key = 'write_probe'; COMMIT",
+             (long long)lb_time_now_ms());
+    PGresult *r = PQexec(s->conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    int code = state != NULL && strcmp(state, "53100") == 0 ? UV_ENOSPC : LB_EIO;
+    PQclear(r);
+    if (ok) return 0;
+    if (PQstatus(s->conn) != CONNECTION_OK)
+        connection_lost(s, "the write probe");
+    else if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+        (void)exec_ok(s->conn, "ROLLBACK");
+    return code;
+}
+
+static void post_batch(pg_store *s, batch *b)
+{
+    if (s->done_tail != NULL)
+        s->done_tail->next = b;
+    else
+        s->done_head = b;
+    s->done_tail = b;
+    int notify = s->notify;
+    uv_mutex_unlock(&s->mu);
+    if (notify) uv_async_send(&s->async);
+    uv_mutex_lock(&s->mu);
+}
+
+static void thread_main(void *arg)
+{
+    pg_store *s = arg;
+    name_thread("lb-store-pg");
+    uv_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->in_head == NULL && !s->stop) {
+            uint64_t wait_ms = IDLE_WAIT_MS;
+            if (s->conn == NULL) {
+                int64_t d = s->retry_at - mono_ms();
+                wait_ms = d <= 0 ? 1 : (uint64_t)d < wait_ms ? (uint64_t)d : wait_ms;
+            }
+            int rc = uv_cond_timedwait(&s->cond, &s->mu, wait_ms * 1000000ull);
+            /* Idle while the database is lost or writes fail: try to get it
+             * back. A probe that commits tells the loop (an empty batch). */
+            if (rc == UV_ETIMEDOUT && (s->degraded || s->conn == NULL) && s->in_head == NULL &&
+                !s->stop) {
+                uv_mutex_unlock(&s->mu);
+                int h = LB_EIO;
+                if (s->conn != NULL || mono_ms() >= s->retry_at) h = probe_write(s);
+                uv_mutex_lock(&s->mu);
+                if (h == 0) {
+                    s->degraded = 0;
+                    batch *p = LB_NEW(batch);
+                    p->wrote = 1;
+                    post_batch(s, p);
+                }
+            }
+        }
+        if (s->in_head == NULL) break;
+        batch *b = LB_NEW(batch);
+        b->head = s->in_head;
+        size_t n = 1;
+        lb_store_op *last = s->in_head;
+        while (n < BATCH_MAX && last->next != NULL) {
+            last = last->next;
+            n++;
+        }
+        s->in_head = last->next;
+        if (s->in_head == NULL) s->in_tail = NULL;
+        last->next = NULL;
+        s->in_count -= n;
+        b->count = n;
+        uv_mutex_unlock(&s->mu);
+
+        run_batch(s, b);
+
+        uv_mutex_lock(&s->mu);
+        post_batch(s, b);
+    }
+    uv_mutex_unlock(&s->mu);
+
+    disconnect(s);
+
+    uv_mutex_lock(&s->mu);
+    s->stopped = 1;
+    int notify = s->notify;
+    uv_mutex_unlock(&s->mu);
+    if (notify) uv_async_send(&s->async);
+}
+
+/* ---- loop side ---------------------------------------------------------- */
+
+static void update_ref(pg_store *s)
+{
+    if (s->base.stats.pending > 0 || s->base.closing)
+        uv_ref((uv_handle_t *)&s->async);
+    else
+        uv_unref((uv_handle_t *)&s->async);
+}
+
+static void flush_local(pg_store *s)
+{
+    if (s->local_head == NULL) return;
+    uv_mutex_lock(&s->mu);
+    if (s->in_tail != NULL)
+        s->in_tail->next = s->local_head;
+    else
+        s->in_head = s->local_head;
+    s->in_tail = s->local_tail;
+    s->in_count += s->local_count;
+    uv_cond_signal(&s->cond);
+    uv_mutex_unlock(&s->mu);
+    s->local_head = s->local_tail = NULL;
+    s->local_count = 0;
+}
+
+static void flush_cb(uv_idle_t *h)
+{
+    pg_store *s = h->data;
+    flush_local(s);
+    uv_idle_stop(h);
+}
+
+static void handle_closed_cb(uv_handle_t *h)
+{
+    pg_store *s = h->data;
+    if (--s->handles_open == 0) lb_store__closed(&s->base);
+}
+
+static void async_cb(uv_async_t *h)
+{
+    pg_store *s = h->data;
+    uv_mutex_lock(&s->mu);
+    batch *b = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    int stopped = s->stopped;
+    uv_mutex_unlock(&s->mu);
+
+    while (b != NULL) {
+        batch *next = b->next;
+        if (b->wrote) lb_store__health(&s->base, b->health);
+        if (b->head != NULL)
+            lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed, b->error);
+        lb_free(b);
+        b = next;
+    }
+    update_ref(s);
+
+    if (stopped && !s->joined) {
+        uv_thread_join(&s->thread);
+        s->joined = 1;
+        uv_close((uv_handle_t *)&s->flush, handle_closed_cb);
+        uv_close((uv_handle_t *)&s->async, handle_closed_cb);
+    }
+}
+
+static int pg_submit(lb_store *base, lb_store_op *op)
+{
+    pg_store *s = (pg_store *)base;
+    if (s->local_tail != NULL)
+        s->local_tail->next = op;
+    else
+        s->local_head = op;
+    s->local_tail = op;
+    if (s->local_count++ == 0) uv_idle_start(&s->flush, flush_cb);
+    uv_ref((uv_handle_t *)&s->async);
+    return 0;
+}
+
+static void pg_close(lb_store *base)
+{
+    pg_store *s = (pg_store *)base;
+    flush_local(s);
+    uv_idle_stop(&s->flush);
+    update_ref(s);
+    uv_mutex_lock(&s->mu);
+    s->stop = 1;
+    uv_cond_signal(&s->cond);
+    uv_mutex_unlock(&s->mu);
+}
+
+static void pg_free_struct(pg_store *s)
+{
+    disconnect(s);
+    calls_clear(s);
+    lb_free(s->calls);
+    lb_free(s->ops);
+    lb_free(s->first);
+    lb_free(s->nc);
+    lb_free(s->skip);
+    uv_cond_destroy(&s->cond);
+    uv_mutex_destroy(&s->mu);
+    if (s->conninfo != NULL) {
+        memset(s->conninfo, 0, strlen(s->conninfo)); /* may hold a password */
+        lb_free(s->conninfo);
+    }
+    lb_free(s);
+}
+
+static void pg_destroy(lb_store *base)
+{
+    pg_free_struct((pg_store *)base);
+}
+
+static const lb_store_vtable pg_vtable = {
+    .name = "postgres",
+    .submit = pg_submit,
+    .close = pg_close,
+    .destroy = pg_destroy,
+};
+
+/* ---- open (calling thread) ---------------------------------------------- */
+
+int lb_store_pg_open(uv_loop_t *loop, const char *conninfo, const lb_store_options *opt,
+                     lb_store **out, char *err, size_t errlen)
+{
+    if (PQisthreadsafe() != 1) {
+        snprintf(err, errlen, "this libpq is not thread-safe");
+        return LB_EINVAL;
+    }
+    PGconn *c = pg_connect(conninfo, err, errlen);
+    if (c == NULL) return LB_EIO;
+    int from = 0, to = 0;
+    int rc = lb_store_pg_migrate(c, &from, &to, err, errlen);
+    if (rc == 0) rc = prepare_all(c, err, errlen);
+    if (rc != 0) {
+        PQfinish(c);
+        return rc;
+    }
+    if (from != to)
+        lb_info(MOD, "PostgreSQL database %s migrated from schema version %d to %d", PQdb(c), from,
+                to);
+    PGresult *sc = PQexec(c, "SHOW synchronous_commit");
+    if (PQresultStatus(sc) == PGRES_TUPLES_OK && strcmp(PQgetvalue(sc, 0, 0), "off") == 0)
+        lb_warn(MOD, "synchronous_commit is off: a delivery answered 2xx can be lost if "
+                     "PostgreSQL crashes (docs/running.md)");
+    PQclear(sc);
+
+    pg_store *s = LB_NEW(pg_store);
+    lb_store__init(&s->base, &pg_vtable, loop);
+    s->conn = c;
+    s->conninfo = lb_strdup(conninfo);
+    s->dedupe_ms = opt->lever_dedupe_ms;
+    if ((rc = uv_mutex_init(&s->mu)) != 0) {
+        snprintf(err, errlen, "store: mutex: %s", uv_strerror(rc));
+        PQfinish(c);
+        lb_free(s->conninfo);
+        lb_free(s);
+        return rc;
+    }
+    if ((rc = uv_cond_init(&s->cond)) != 0) {
+        snprintf(err, errlen, "store: condition variable: %s", uv_strerror(rc));
+        uv_mutex_destroy(&s->mu);
+        PQfinish(c);
+        lb_free(s->conninfo);
+        lb_free(s);
+        return rc;
+    }
+    int health = probe_write(s);
+    if (health != 0) {
+        s->degraded = 1;
+        lb_store__health(&s->base, health);
+    }
+    if ((rc = uv_thread_create(&s->thread, thread_main, s)) != 0) {
+        snprintf(err, errlen, "store: cannot start its thread: %s", uv_strerror(rc));
+        pg_free_struct(s);
+        return rc;
+    }
+    if ((rc = uv_async_init(loop, &s->async, async_cb)) != 0) {
+        snprintf(err, errlen, "store: uv_async_init: %s", uv_strerror(rc));
+        uv_mutex_lock(&s->mu);
+        s->stop = 1;
+        uv_cond_signal(&s->cond);
+        uv_mutex_unlock(&s->mu);
+        uv_thread_join(&s->thread);
+        pg_free_struct(s);
+        return rc;
+    }
+    s->async.data = s;
+    uv_unref((uv_handle_t *)&s->async);
+    uv_idle_init(loop, &s->flush);
+    s->flush.data = s;
+    s->handles_open = 2;
+    uv_mutex_lock(&s->mu);
+    s->notify = 1;
+    uv_mutex_unlock(&s->mu);
+
+    lb_info(MOD, "opened postgres database %s on %s (schema version %d)", PQdb(c),
+            PQhost(c) ? PQhost(c) : "?", to);
+    *out = &s->base;
+    return 0;
+}

@@ -1,0 +1,326 @@
+/* What only the PostgreSQL backend has (run with LB_TEST_DB, ctest's
+ * unit.test_store_pg.postgres; every test skips on SQLite): migrations once
+ * under the advisory lock, two stores on one database deduplicating a
+ * delivery as replicas would, losing the connection and getting it back
+ * without reopening, and reads that do not share a failed batch's fate. */
+#include "store_helpers.h"
+
+#include "store/pg_migrate.h"
+
+/* The fixture's URL with an application_name of its own, so a test can find
+ * (and kill) its store's connection among those of other runs. */
+static void fx_tag(fixture *f)
+{
+    size_t n = strlen(f->url);
+    snprintf(f->url + n, sizeof(f->url) - n, "&application_name=%s", f->schema);
+}
+
+static void open_second(fixture *f, lb_store **out)
+{
+    char err[256];
+    int rc = lb_store_open(&f->loop, f->url, NULL, out, err, sizeof(err));
+    if (rc != 0) fail_msg("lb_store_open: %d %s", rc, err);
+}
+
+static void close_other(fixture *f, lb_store *s)
+{
+    f->closed = 0;
+    lb_store_close(s, fx_closed_cb, f);
+    run_loop(f);
+    assert_int_equal(f->closed, 1);
+}
+
+static void test_migrates_once(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_open(f);
+    lb_store *second = NULL;
+    open_second(f, &second); /* finds the schema current: nothing to do */
+    const int last = lb_store_pg_migrations[lb_store_pg_migration_count - 1].version;
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), lb_store_pg_migration_count);
+    assert_int_equal(raw_int(f, "SELECT max(version) FROM schema_version"), last);
+    close_other(f, second);
+    fx_close(f);
+    /* A schema newer than this binary is refused. */
+    raw_exec(f, "INSERT INTO schema_version VALUES (99, 'future', 0)");
+    char err[256];
+    lb_store *s = NULL;
+    assert_int_equal(lb_store_open(&f->loop, f->url, NULL, &s, err, sizeof(err)), LB_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err, "newer"));
+}
+
+typedef struct {
+    treq r;
+    lb_event_rec ev;
+} ereq;
+
+static void ereq_init(ereq *e, const char *id, const char *key)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->ev.id, sizeof(e->ev.id), "%s", id);
+    snprintf(e->ev.tenant_id, sizeof(e->ev.tenant_id), "t1");
+    e->ev.source = "lever";
+    e->ev.type = "candidateStageChange";
+    e->ev.dedupe_key = key;
+    e->ev.status = "accepted";
+    e->ev.payload = "{\"b\": 1, \"a\": [2]}";
+    e->r.op.kind = LB_STORE_EVENT_INSERT;
+    e->r.op.cb = treq_cb;
+    e->r.op.data = &e->r;
+    e->r.op.event_insert.event = &e->ev;
+}
+
+/* Two stores on one database, as two replicas: the same delivery through
+ * both is one event, in the same loop turn or later. */
+static void test_two_stores_one_event(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_open(f);
+    assert_int_equal(upsert(f, "t1", "T1", 1), 0);
+    lb_store *other = NULL;
+    open_second(f, &other);
+    ereq a, b, c;
+    ereq_init(&a, "ev_a", "h1:tok");
+    ereq_init(&b, "ev_b", "h1:tok");
+    ereq_init(&c, "ev_c", "h1:tok");
+    assert_int_equal(lb_store_submit(f->store, &a.r.op), 0);
+    assert_int_equal(lb_store_submit(other, &b.r.op), 0);
+    run_loop(f);
+    assert_int_equal(a.r.op.status, 0);
+    assert_int_equal(b.r.op.status, 0);
+    assert_int_equal(a.r.op.event_insert.duplicate + b.r.op.event_insert.duplicate, 1);
+    assert_int_equal(lb_store_submit(other, &c.r.op), 0);
+    run_loop(f);
+    assert_int_equal(c.r.op.event_insert.duplicate, 1);
+    assert_string_equal(c.r.op.event_insert.existing_id,
+                        a.r.op.event_insert.duplicate ? "ev_b" : "ev_a");
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 1);
+
+    /* The payload comes back byte for byte (json, not jsonb). */
+    treq g;
+    memset(&g, 0, sizeof(g));
+    g.op.kind = LB_STORE_EVENT_GET;
+    g.op.cb = treq_cb;
+    g.op.data = &g;
+    snprintf(g.op.event_get.tenant_id, sizeof(g.op.event_get.tenant_id), "t1");
+    snprintf(g.op.event_get.id, sizeof(g.op.event_get.id), "%s", c.r.op.event_insert.existing_id);
+    assert_int_equal(run_op(f, &g), 0);
+    assert_string_equal(g.op.event_get.row.payload, "{\"b\": 1, \"a\": [2]}");
+    lb_event_row_free(&g.op.event_get.row);
+    close_other(f, other);
+}
+
+static int64_t now_ms(void)
+{
+    return lb_time_now_ms();
+}
+
+static void poll_cb(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    if (lb_store_ready(f->store)) uv_timer_stop(t);
+}
+
+/* Runs the loop until the store is ready again (at most ms). */
+static int wait_ready(fixture *f, int64_t ms)
+{
+    uv_timer_t t;
+    uv_timer_init(&f->loop, &t);
+    t.data = f;
+    int64_t deadline = now_ms() + ms;
+    uv_timer_start(&t, poll_cb, 20, 20);
+    while (!lb_store_ready(f->store) && now_ms() < deadline)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_timer_stop(&t);
+    uv_close((uv_handle_t *)&t, NULL);
+    run_loop(f);
+    return lb_store_ready(f->store);
+}
+
+/* The server side kills the store's connection (as a restart of PostgreSQL
+ * or a failover would): the next batch fails as a whole, readiness drops,
+ * and the store reconnects and is ready again by itself. */
+static void test_reconnects(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_tag(f);
+    fx_open(f);
+    assert_int_equal(upsert(f, "t1", "T1", 1), 0);
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+             " WHERE application_name = '%s' AND pid <> pg_backend_pid()",
+             f->schema);
+    pg_admin_exec(f->admin, sql); /* not through f->url: that is the tagged one */
+    usleep(100 * 1000);
+
+    treq r[2];
+    treq_upsert(&r[0], "t2", "T2", 1);
+    treq_load_all(&r[1]);
+    assert_int_equal(lb_store_submit(f->store, &r[0].op), 0);
+    assert_int_equal(lb_store_submit(f->store, &r[1].op), 0);
+    run_loop(f);
+    assert_int_equal(r[0].op.status, LB_EIO);
+    assert_int_equal(r[1].op.status, LB_EIO); /* no connection to read on either */
+    assert_int_equal(lb_store_ready(f->store), 0);
+
+    int64_t t0 = now_ms();
+    assert_int_equal(wait_ready(f, 5000), 1);
+    assert_true(now_ms() - t0 < 2000); /* the first backoff steps are short */
+    assert_int_equal(upsert(f, "t2", "T2", 1), 0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM tenants"), 2);
+    lb_store_stats st;
+    lb_store_stats_get(f->store, &st);
+    assert_int_equal(st.commit_failures, 1);
+    fx_close(f);
+}
+
+/* COMMIT fails (a deferred foreign key): the writes get LB_EIO, the read of
+ * the same batch runs again alone and sees the state from before it. */
+static void test_read_survives_failed_commit(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_open(f);
+    fx_close(f);
+    raw_exec(f, "CREATE TABLE parent(id TEXT PRIMARY KEY);"
+                "CREATE TABLE child(pid TEXT REFERENCES parent(id) DEFERRABLE INITIALLY"
+                " DEFERRED);"
+                "CREATE FUNCTION late() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+                " IF NEW.name = 'commitfail' THEN INSERT INTO child VALUES ('missing');"
+                " END IF; RETURN NEW; END$$;"
+                "CREATE TRIGGER late AFTER INSERT ON tenants FOR EACH ROW"
+                " EXECUTE FUNCTION late();"
+                "INSERT INTO tenants VALUES ('old', 'Old', 0, NULL, NULL, 1, 1);");
+    fx_open(f);
+    treq r[3];
+    treq_upsert(&r[0], "a", "A", 1);
+    treq_upsert(&r[1], "b", "commitfail", 1);
+    treq_load_all(&r[2]);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lb_store_submit(f->store, &r[i].op), 0);
+    run_loop(f);
+    assert_int_equal(r[0].op.status, LB_EIO);
+    assert_int_equal(r[1].op.status, LB_EIO);
+    assert_int_equal(r[2].op.status, 0);
+    assert_int_equal(r[2].op.tenant_load_all.count, 1);
+    assert_string_equal(r[2].op.tenant_load_all.recs[0].id, "old");
+    lb_tenant_recs_free(r[2].op.tenant_load_all.recs, r[2].op.tenant_load_all.count);
+    fx_close(f);
+}
+
+/* Several ops of one batch failing alone, each for its own reason: the
+ * pipeline is sent again without each in turn, and the others commit once,
+ * in order, with their outputs. */
+static void test_several_fail_alone(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_open(f);
+    assert_int_equal(upsert(f, "t1", "T1", 1), 0);
+    lb_job_rec j1 = {.id = "job_1", .tenant_id = "t1", .action = "{}"};
+    lb_job_rec j2 = {.id = "job_1", .tenant_id = "t1", .action = "{}"}; /* same id */
+    lb_job_rec j3 = {.id = "job_3", .tenant_id = "nobody", .action = "{}"};
+    lb_job_rec j4 = {.id = "job_4", .tenant_id = "t1", .action = "not json"};
+    const lb_job_rec *recs[] = {&j1, &j2, &j3, &j4};
+    treq r[6];
+    for (int i = 0; i < 4; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].op.kind = LB_STORE_JOB_INSERT;
+        r[i].op.cb = treq_cb;
+        r[i].op.data = &r[i];
+        r[i].op.job_insert.recs = recs[i];
+        r[i].op.job_insert.count = 1;
+    }
+    treq_upsert(&r[4], "t2", "T2", 1);
+    treq_load_all(&r[5]);
+    completion_counter = 0;
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(lb_store_submit(f->store, &r[i].op), 0);
+    run_loop(f);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(r[i].order, i);
+    assert_int_equal(r[0].op.status, 0);
+    assert_int_equal(r[1].op.status, LB_ECONFLICT);
+    assert_int_equal(r[2].op.status, LB_ENOTFOUND);
+    assert_int_equal(r[3].op.status, LB_EINVAL);
+    assert_int_equal(r[4].op.status, 0);
+    assert_int_equal(r[4].op.tenant_upsert.created, 1);
+    assert_int_equal(r[5].op.status, 0);
+    assert_int_equal(r[5].op.tenant_load_all.count, 2);
+    lb_tenant_recs_free(r[5].op.tenant_load_all.recs, r[5].op.tenant_load_all.count);
+    lb_store_stats st;
+    lb_store_stats_get(f->store, &st);
+    assert_int_equal(st.commit_failures, 0);
+    assert_int_equal(lb_store_ready(f->store), 1);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs"), 1);
+    fx_close(f);
+}
+
+/* A database with statistics: the store switches to generic plans (pg.c,
+ * plans_check) and answers as before: a new delivery inserted, a copy a
+ * duplicate of the right event, the hook's time moved, lists in order. */
+static void test_generic_plans(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_open(f);
+    assert_int_equal(upsert(f, "t1", "T1", 1), 0);
+    fx_close(f);
+    raw_exec(f, "INSERT INTO hooks(id, tenant_id, status, last_delivery_at)"
+                " VALUES ('h1', 't1', 'active', 5);"
+                "INSERT INTO events(id, tenant_id, source, type, dedupe_key, status, received_at)"
+                " SELECT 'ev_old' || g, 't1', 'lever', 'x', 'h1:old' || g, 'accepted', g"
+                " FROM generate_series(1, 12000) g;"
+                "ANALYZE");
+    fx_open(f);
+    for (int round = 0; round < 8; round++) { /* past the 5 custom plans of auto */
+        char id[32], key[32];
+        snprintf(id, sizeof(id), "ev_new%d", round);
+        snprintf(key, sizeof(key), "h1:new%d", round);
+        ereq a, d;
+        ereq_init(&a, id, key);
+        a.ev.received_at = 1000 + round;
+        a.r.op.event_insert.hook_id = "h1";
+        ereq_init(&d, "ev_copy", round % 2 ? key : "h1:old77");
+        assert_int_equal(lb_store_submit(f->store, &a.r.op), 0);
+        assert_int_equal(lb_store_submit(f->store, &d.r.op), 0);
+        run_loop(f);
+        assert_int_equal(a.r.op.status, 0);
+        assert_int_equal(a.r.op.event_insert.duplicate, 0);
+        assert_int_equal(d.r.op.status, 0);
+        assert_int_equal(d.r.op.event_insert.duplicate, 1);
+        assert_string_equal(d.r.op.event_insert.existing_id, round % 2 ? id : "ev_old77");
+    }
+    assert_int_equal(raw_int(f, "SELECT last_delivery_at FROM hooks WHERE id = 'h1'"), 1007);
+    treq l;
+    memset(&l, 0, sizeof(l));
+    l.op.kind = LB_STORE_EVENT_LIST;
+    l.op.cb = treq_cb;
+    l.op.data = &l;
+    snprintf(l.op.event_list.tenant_id, sizeof(l.op.event_list.tenant_id), "t1");
+    l.op.event_list.limit = 3;
+    assert_int_equal(run_op(f, &l), 0);
+    assert_int_equal(l.op.event_list.count, 3);
+    assert_int_equal(l.op.event_list.more, 1);
+    assert_string_equal(l.op.event_list.rows[0].id, "ev_old12000");
+    lb_event_rows_free(l.op.event_list.rows, l.op.event_list.count);
+    fx_close(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_migrates_once, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_two_stores_one_event, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reconnects, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_read_survives_failed_commit, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_generic_plans, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_several_fail_alone, fx_setup, fx_teardown),
+    };
+    return cmocka_run_group_tests_name("store_pg", tests, NULL, NULL);
+}
