@@ -25,7 +25,7 @@ PKGS="build-essential cmake pkg-config
 libuv1-dev libcurl4-openssl-dev libyajl-dev libsodium-dev libsqlite3-dev libpq-dev
 node-llhttp ca-certificates curl"
 
-# Unit tests (cmocka), integration tests (pytest; openssl makes the TLS test's
+# Unit tests (cmocka), the format check (clang-format), integration tests (pytest; openssl makes the TLS test's
 # throwaway certificate; python3-yaml reads docs/monitoring's rules), fuzzers
 # (clang's libFuzzer), benchmarks (wrk, nginx), browser tests (Debian's
 # Chromium, Node.js and npm for playwright-core), the API description check
@@ -34,7 +34,7 @@ node-llhttp ca-certificates curl"
 # server binaries that test/pg/pg.sh runs in a temp dir; the cluster the
 # package makes is dropped below).
 TEST_PKGS="libcmocka-dev sqlite3 python3 python3-pytest python3-yaml python3-jsonschema openssl
-clang libclang-rt-14-dev wrk nginx-light chromium postgresql"
+clang clang-format libclang-rt-14-dev wrk nginx-light chromium postgresql"
 
 [ $test_tools = 1 ] && PKGS="$PKGS $TEST_PKGS"
 # Node.js and npm from Debian unless the machine already has both.

@@ -51,9 +51,9 @@ typedef struct {
     lb_outbound *outbound;
     lb_jobs *jobs;
     lb_provision *provision;
-    lb_pruner *pruner;    /* NULL with RETENTION=0 */
+    lb_pruner *pruner; /* NULL with RETENTION=0 */
     lb_stats *stats;
-    int engine_open;      /* engine parts not yet closed */
+    int engine_open; /* engine parts not yet closed */
     lb_router *router;
     lb_http_server *server;
     lb_api api;
@@ -96,8 +96,7 @@ static void store_closed_cb(void *data)
 static void engine_closed_cb(void *data)
 {
     app *a = data;
-    if (--a->engine_open > 0)
-        return;
+    if (--a->engine_open > 0) return;
     a->jobs = NULL;
     a->pruner = NULL;
     a->stats = NULL;
@@ -119,8 +118,7 @@ static void server_closed_cb(void *data)
     /* Jobs and provisioning first (their calls stop), then the queue, then
      * the client. */
     a->engine_open = 5 + (a->pruner != NULL);
-    if (a->pruner != NULL)
-        lb_pruner_close(a->pruner, engine_closed_cb, a);
+    if (a->pruner != NULL) lb_pruner_close(a->pruner, engine_closed_cb, a);
     lb_stats_close(a->stats, engine_closed_cb, a);
     lb_jobs_close(a->jobs, engine_closed_cb, a);
     lb_provision_close(a->provision, engine_closed_cb, a);
@@ -131,8 +129,7 @@ static void server_closed_cb(void *data)
 static void finish_stop(app *a)
 {
     uv_timer_stop(&a->drain_timer);
-    if (a->server != NULL)
-        lb_http_server_close(a->server, server_closed_cb, a);
+    if (a->server != NULL) lb_http_server_close(a->server, server_closed_cb, a);
 }
 
 static void drained_cb(void *data)
@@ -177,8 +174,7 @@ static int store_run(app *a, lb_store_op *op)
     op->cb = sync_done_cb;
     op->data = &done;
     int rc = lb_store_submit(a->store, op);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     while (!done)
         uv_run(&a->loop, UV_RUN_ONCE);
     return op->status;
@@ -204,14 +200,12 @@ static void check_master_key(app *a)
                    "(nothing was changed)");
         return;
     }
-    if (rc != LB_ENOTFOUND)
-        die(2, "LEVERBRIDGE_DB: cannot read the store");
+    if (rc != LB_ENOTFOUND) die(2, "LEVERBRIDGE_DB: cannot read the store");
     uint8_t sealed[sizeof(marker) + LB_SEAL_OVERHEAD + sizeof(context)];
     size_t len = lb_seal(&a->key, context, marker, sizeof(marker) - 1, sealed);
     lb_store_op put = {.kind = LB_STORE_META_PUT,
                        .meta_put = {.key = "master_key_check", .value = sealed, .len = len}};
-    if (store_run(a, &put) != 0)
-        die(2, "LEVERBRIDGE_DB: cannot write to the store");
+    if (store_run(a, &put) != 0) die(2, "LEVERBRIDGE_DB: cannot write to the store");
 }
 
 static void load_secrets(app *a)
@@ -223,23 +217,20 @@ static void load_secrets(app *a)
         die(2, err);
     }
     snprintf(path, sizeof(path), "%s/master.key", a->cfg.data_dir);
-    if (lb_key_load(a->cfg.master_key, path, &a->key, err, sizeof(err)) != 0)
-        die(2, err);
+    if (lb_key_load(a->cfg.master_key, path, &a->key, err, sizeof(err)) != 0) die(2, err);
     snprintf(path, sizeof(path), "%s/admin-token", a->cfg.data_dir);
     if (lb_token_load(a->cfg.admin_token, path, &a->admin_token, err, sizeof(err)) != 0)
         die(2, err);
-    if (a->cfg.admin_token == NULL)
-        lb_info("main", "admin token is in %s", path);
+    if (a->cfg.admin_token == NULL) lb_info("main", "admin token is in %s", path);
 }
 
 /* The signing key of events to the platform, checked before anything is
  * made; the secret's text is wiped once decoded. */
 static void load_events_key(app *a)
 {
-    if (a->cfg.platform_events_secret == NULL)
-        return;
-    if (lb_notify_secret_decode(a->cfg.platform_events_secret, a->events_key,
-                                &a->events_key_len) != 0)
+    if (a->cfg.platform_events_secret == NULL) return;
+    if (lb_notify_secret_decode(a->cfg.platform_events_secret, a->events_key, &a->events_key_len) !=
+        0)
         die(2, "LEVERBRIDGE_PLATFORM_EVENTS_SECRET: expected whsec_ and the base64 of "
                "16 to 64 bytes");
     sodium_memzero(a->cfg.platform_events_secret, strlen(a->cfg.platform_events_secret));
@@ -250,8 +241,7 @@ static void load_events_key(app *a)
 static void raise_fd_limit(app *a)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
     if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
@@ -274,9 +264,8 @@ static void start_engine(app *a)
                          .max_age_ms = a->cfg.job_max_age_ms,
                          .max_running = a->cfg.max_inflight * 4,
                          .max_running_tenant = a->cfg.lever_burst * 2,
-                         .max_running_notify = a->cfg.max_inflight / 4 > 0
-                                                   ? a->cfg.max_inflight / 4
-                                                   : 1,
+                         .max_running_notify =
+                             a->cfg.max_inflight / 4 > 0 ? a->cfg.max_inflight / 4 : 1,
                          .platform_url = a->cfg.platform_url,
                          .platform_token = a->cfg.platform_token,
                          .stats = a->stats,
@@ -335,8 +324,7 @@ static void load_state(app *a)
     rc = store_run(a, &cop);
     if (rc != 0) {
         char err[256];
-        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load connections: %s",
-                 lb_strerror(rc));
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load connections: %s", lb_strerror(rc));
         die(2, err);
     }
     lb_conns_load(&a->conns, cop.conn_load_all.conns, cop.conn_load_all.nconns,
@@ -373,8 +361,8 @@ static void load_state(app *a)
     }
     lb_stats_load(a->stats, sop.stats_load.recs, sop.stats_load.count, now);
     lb_free(sop.stats_load.recs);
-    lb_info("main", "loaded %zu tenant(s), %zu connection(s), %zu workflow(s)",
-            a->tenants.count, a->conns.by_tenant.count, a->workflows.by_id.count);
+    lb_info("main", "loaded %zu tenant(s), %zu connection(s), %zu workflow(s)", a->tenants.count,
+            a->conns.by_tenant.count, a->workflows.by_id.count);
 }
 
 /* leverbridge backup PATH [flags]: the store's settings as a server would
@@ -388,14 +376,11 @@ static int backup_main(int argc, char **argv)
     const char *path = argv[2];
     argv[2] = argv[0]; /* the settings' flags follow PATH */
     int rc = lb_config_load(&cfg, argc - 2, argv + 2, NULL, err, sizeof(err));
-    if (rc == LB_CONFIG_EXIT)
-        return 0;
-    if (rc != 0)
-        die(2, err);
+    if (rc == LB_CONFIG_EXIT) return 0;
+    if (rc != 0) die(2, err);
     uint64_t pages = 0;
     rc = lb_store_backup(cfg.db, path, &pages, err, sizeof(err));
-    if (rc != 0)
-        die(rc == LB_EINVAL || rc == LB_ECONFLICT ? 2 : 1, err);
+    if (rc != 0) die(rc == LB_EINVAL || rc == LB_ECONFLICT ? 2 : 1, err);
     printf("leverbridge: backed up %s to %s (%llu pages)\n", cfg.db, path,
            (unsigned long long)pages);
     lb_config_free(&cfg);
@@ -420,8 +405,7 @@ static int copy_store_main(int argc, char **argv)
     char err[512];
     lb_store_copy_stats st;
     int rc = lb_store_copy(from, to, &st, err, sizeof(err));
-    if (rc != 0)
-        die(rc == LB_EINVAL || rc == LB_ECONFLICT ? 2 : 1, err);
+    if (rc != 0) die(rc == LB_EINVAL || rc == LB_ECONFLICT ? 2 : 1, err);
     /* (the target is not printed: its URL may hold a password) */
     printf("leverbridge: copied %s to PostgreSQL: %zu tenant(s), %zu connection(s), %zu hook(s), "
            "%zu workflow(s), %zu event(s), %zu job(s), %zu invitation(s), %zu meta row(s), "
@@ -438,21 +422,15 @@ int main(int argc, char **argv)
     char err[512];
 
     lb_alloc_install();
-    if (argc >= 2 && strcmp(argv[1], "backup") == 0)
-        return backup_main(argc, argv);
-    if (argc >= 2 && strcmp(argv[1], "copy-store") == 0)
-        return copy_store_main(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "backup") == 0) return backup_main(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "copy-store") == 0) return copy_store_main(argc, argv);
     int rc = lb_config_load(&a.cfg, argc, argv, NULL, err, sizeof(err));
-    if (rc == LB_CONFIG_EXIT)
-        return 0;
-    if (rc != 0)
-        die(2, err);
+    if (rc == LB_CONFIG_EXIT) return 0;
+    if (rc != 0) die(2, err);
     lb_log_set_level((lb_log_level)a.cfg.log_level);
-    if (lb_crypto_init() != 0)
-        die(1, "libsodium failed to initialise");
+    if (lb_crypto_init() != 0) die(1, "libsodium failed to initialise");
     load_events_key(&a);
-    if (lb_http_client_global_init() != 0)
-        die(1, "libcurl failed to initialise");
+    if (lb_http_client_global_init() != 0) die(1, "libcurl failed to initialise");
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit(&a);
 
@@ -481,8 +459,7 @@ int main(int argc, char **argv)
 
     load_secrets(&a);
     lb_store_options so = {.lever_dedupe_ms = lb_api_lever_dedupe_ms(&a.cfg)};
-    if (lb_store_open(&a.loop, a.cfg.db, &so, &a.store, err, sizeof(err)) != 0)
-        die(2, err);
+    if (lb_store_open(&a.loop, a.cfg.db, &so, &a.store, err, sizeof(err)) != 0) die(2, err);
     lb_store_set_on_commit(a.store, on_commit, &a);
     check_master_key(&a);
     a.api = (lb_api){.cfg = &a.cfg,
@@ -509,13 +486,11 @@ int main(int argc, char **argv)
     lb_http_server_serve(a.server);
     lb_info("main", "leverbridge %s listening on %s:%d (public URL %s)", LB_VERSION,
             a.cfg.listen_host, lb_http_server_port(a.server), a.cfg.public_url);
-    if (a.cfg.public_url_warning != NULL)
-        lb_warn("main", "%s", a.cfg.public_url_warning);
+    if (a.cfg.public_url_warning != NULL) lb_warn("main", "%s", a.cfg.public_url_warning);
     uv_run(&a.loop, UV_RUN_DEFAULT);
 
     rc = uv_loop_close(&a.loop);
-    if (rc != 0)
-        lb_error("main", "loop closed with handles still open: %s", uv_strerror(rc));
+    if (rc != 0) lb_error("main", "loop closed with handles still open: %s", uv_strerror(rc));
     lb_router_free(a.router);
     lb_tenants_free(&a.tenants);
     lb_conns_free(&a.conns);

@@ -34,7 +34,7 @@ typedef struct lb_stats lb_stats;
 typedef struct lb_api {
     const lb_config *cfg;
     uv_loop_t *loop;
-    lb_http_server *server;     /* set once listening */
+    lb_http_server *server; /* set once listening */
     lb_store *store;
     lb_tenants *tenants;
     lb_jobs *jobs;
@@ -43,7 +43,7 @@ typedef struct lb_api {
     lb_outbound *outbound;
     lb_provision *provision;
     lb_http_client *http;
-    lb_stats *stats;            /* the console's hourly counts */
+    lb_stats *stats; /* the console's hourly counts */
     const lb_master_key *key;
     const char *admin_token;
     int draining;
@@ -99,8 +99,8 @@ void lb_api_lever_cache_drop(lb_api *api, const char *tenant);
 enum { LB_API_STAGES = 0, LB_API_POSTINGS = 1 };
 typedef void (*lb_api_catalog_cb)(void *data, int status, const char *code, const char *msg,
                                   const char *body, size_t len);
-int lb_api_catalog_get(lb_api *api, const char *tenant, int kind, int refresh,
-                       lb_api_catalog_cb cb, void *data);
+int lb_api_catalog_get(lb_api *api, const char *tenant, int kind, int refresh, lb_api_catalog_cb cb,
+                       void *data);
 /* Disconnects the tenant in memory: cancels its jobs and provisioning, asks
  * Lever (best effort, through the rate limit) to delete its webhook. The
  * caller has already removed the store rows. */

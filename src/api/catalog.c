@@ -43,14 +43,14 @@ struct entry {
     lb_api *api;
     int kind;
     char tenant[LB_TENANT_ID_MAX + 1];
-    char *body;               /* the JSON answer, {"data":[...]} */
+    char *body; /* the JSON answer, {"data":[...]} */
     size_t len;
     int64_t fetched_at;
     int fetching;
     int dropped;
     waiter waiters[MAX_WAITERS];
     int nwaiters;
-    lb_strbuf acc;            /* items so far, comma separated */
+    lb_strbuf acc; /* items so far, comma separated */
     int pages;
     lb_ob_call call;
     lb_lever_req req;
@@ -108,16 +108,14 @@ static void page_done(lb_ob_call *call, const lb_http_response *res)
     if (e->dropped || (res->status == 0 && res->error == LB_ECLOSED)) {
         e->fetching = 0;
         answer_all(e, 503, "unavailable", "The Lever connection went away.");
-        if (e->dropped)
-            entry_free(e);
+        if (e->dropped) entry_free(e);
         return;
     }
     lb_lever_outcome o = lb_lever_classify(res);
     if (o != LB_LEVER_OK) {
         char msg[300];
         lb_lever_describe(res, msg, sizeof(msg));
-        if (o == LB_LEVER_REAUTH)
-            lb_api_lever_unauthorized(e->api, e->tenant);
+        if (o == LB_LEVER_REAUTH) lb_api_lever_unauthorized(e->api, e->tenant);
         if (o == LB_LEVER_FORBIDDEN)
             lb_api_lever_permission(e->api, e->tenant, permission_of(e), 0);
         e->fetching = 0;
@@ -134,10 +132,8 @@ static void page_done(lb_ob_call *call, const lb_http_response *res)
         return;
     }
     for (size_t i = 0; i < page.count; i++) {
-        if (page.items[i].id == NULL)
-            continue;
-        if (e->acc.len > 0)
-            lb_strbuf_cat(&e->acc, ",");
+        if (page.items[i].id == NULL) continue;
+        if (e->acc.len > 0) lb_strbuf_cat(&e->acc, ",");
         lb_strbuf_cat(&e->acc, "{\"id\":");
         lb_strbuf_json_str(&e->acc, page.items[i].id, strlen(page.items[i].id));
         lb_strbuf_cat(&e->acc, ",\"text\":");
@@ -203,8 +199,7 @@ static void fetch_page(entry *e, const char *offset)
 static int lookup(lb_api *api, const char *id, int kind, int refresh, waiter w)
 {
     const lb_conn *c = lb_conns_get(api->conns, id);
-    if (c == NULL || c->status != LB_CONN_CONNECTED)
-        return LB_ENOTFOUND;
+    if (c == NULL || c->status != LB_CONN_CONNECTED) return LB_ENOTFOUND;
     char key[sizeof(((entry *)0)->key)];
     snprintf(key, sizeof(key), "%d:%s", kind, id);
     entry *e = lb_map_get(&cache, key);
@@ -225,8 +220,7 @@ static int lookup(lb_api *api, const char *id, int kind, int refresh, waiter w)
             w.cb(w.data, 200, NULL, NULL, e->body, e->len);
         return 0;
     }
-    if (e->nwaiters == MAX_WAITERS)
-        return LB_ETOOBIG;
+    if (e->nwaiters == MAX_WAITERS) return LB_ETOOBIG;
     e->waiters[e->nwaiters++] = w;
     if (!e->fetching) {
         e->fetching = 1;
@@ -237,19 +231,17 @@ static int lookup(lb_api *api, const char *id, int kind, int refresh, waiter w)
     return 0;
 }
 
-int lb_api_catalog_get(lb_api *api, const char *tenant, int kind, int refresh,
-                       lb_api_catalog_cb cb, void *data)
+int lb_api_catalog_get(lb_api *api, const char *tenant, int kind, int refresh, lb_api_catalog_cb cb,
+                       void *data)
 {
-    if (kind < 0 || kind >= K_COUNT)
-        return LB_EINVAL;
+    if (kind < 0 || kind >= K_COUNT) return LB_EINVAL;
     return lookup(api, tenant, kind, refresh, (waiter){NULL, cb, data});
 }
 
 static void list(lb_http_req *req, lb_api *api, int kind)
 {
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     int rc = lookup(api, t->id, kind, 0, (waiter){req, NULL, NULL});
     if (rc == LB_ENOTFOUND)
         lb_http_respond_error(req, 409, "not_connected", "Connect Lever first.", NULL);
@@ -274,8 +266,7 @@ void lb_api_lever_cache_drop(lb_api *api, const char *tenant)
         char key[sizeof(((entry *)0)->key)];
         snprintf(key, sizeof(key), "%d:%s", k, tenant);
         entry *e = lb_map_del(&cache, key);
-        if (e == NULL)
-            continue;
+        if (e == NULL) continue;
         if (e->fetching) {
             e->dropped = 1; /* freed when its call returns */
             if (lb_outbound_cancel(&e->call)) {

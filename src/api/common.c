@@ -17,8 +17,7 @@ static const char *bearer(lb_http_req *req, size_t *tlen)
 {
     size_t len;
     const char *h = lb_http_req_header(req, "authorization", &len);
-    if (h == NULL || len <= 7 || strncasecmp(h, "Bearer ", 7) != 0)
-        return NULL;
+    if (h == NULL || len <= 7 || strncasecmp(h, "Bearer ", 7) != 0) return NULL;
     const char *tok = h + 7;
     *tlen = len - 7;
     while (*tlen > 0 && *tok == ' ') {
@@ -50,8 +49,8 @@ int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags)
     if (tok != NULL && lb_secure_equal(tok, tlen, api->admin_token, strlen(api->admin_token)))
         return 1;
     char granted[LB_TENANT_ID_MAX + 1];
-    int rc = tok != NULL ? lb_api_connect_check(api, tok, tlen, granted, sizeof(granted))
-                         : LB_EINVAL;
+    int rc =
+        tok != NULL ? lb_api_connect_check(api, tok, tlen, granted, sizeof(granted)) : LB_EINVAL;
     if (rc == UV_ETIMEDOUT) {
         unauthorized(req, "This connect link has expired; ask for a new one.");
         return 0;
@@ -122,13 +121,11 @@ const char *lb_api_query(const lb_http_req *req, const char *name, char *buf, si
             size_t vlen = plen == nlen ? 0 : plen - nlen - 1;
             size_t o = 0;
             for (size_t i = 0; i < vlen; i++) {
-                if (o + 1 >= size)
-                    return NULL;
+                if (o + 1 >= size) return NULL;
                 char c = v[i];
                 if (c == '+') {
                     c = ' ';
-                } else if (c == '%' && i + 2 < vlen &&
-                           isxdigit((unsigned char)v[i + 1]) &&
+                } else if (c == '%' && i + 2 < vlen && isxdigit((unsigned char)v[i + 1]) &&
                            isxdigit((unsigned char)v[i + 2])) {
                     c = (char)(hexv((unsigned char)v[i + 1]) * 16 + hexv((unsigned char)v[i + 2]));
                     i += 2;
@@ -138,15 +135,13 @@ const char *lb_api_query(const lb_http_req *req, const char *name, char *buf, si
             buf[o] = '\0';
             return buf;
         }
-        if (end == NULL)
-            break;
+        if (end == NULL) break;
         p = end + 1;
     }
     return NULL;
 }
 
-int lb_api_page_params(lb_http_req *req, size_t *limit, char *buf, size_t size,
-                       const char **cursor)
+int lb_api_page_params(lb_http_req *req, size_t *limit, char *buf, size_t size, const char **cursor)
 {
     char tmp[32];
     const char *v = lb_api_query(req, "limit", tmp, sizeof(tmp));
@@ -166,7 +161,6 @@ int lb_api_page_params(lb_http_req *req, size_t *limit, char *buf, size_t size,
         lb_http_respond_error(req, 400, "invalid_request", "The cursor is not valid.", "cursor");
         return LB_EINVAL;
     }
-    if (*cursor != NULL && **cursor == '\0')
-        *cursor = NULL;
+    if (*cursor != NULL && **cursor == '\0') *cursor = NULL;
     return 0;
 }

@@ -50,23 +50,19 @@ int lb_api_connect_check(lb_api *api, const char *token, size_t len, char *tenan
     if (len < MAC_B64_LEN + 4 || len > LB_TENANT_ID_MAX + EXPIRY_DIGITS_MAX + MAC_B64_LEN + 2)
         return LB_EINVAL;
     const char *mac = token + len - MAC_B64_LEN;
-    if (mac[-1] != '.')
-        return LB_EINVAL;
+    if (mac[-1] != '.') return LB_EINVAL;
     const char *dot = mac - 1; /* before the mac */
     const char *e = dot;
     while (e > token && e[-1] != '.')
         e--;
-    if (e == token || e == dot || dot - e > EXPIRY_DIGITS_MAX)
-        return LB_EINVAL;
+    if (e == token || e == dot || dot - e > EXPIRY_DIGITS_MAX) return LB_EINVAL;
     int64_t expiry = 0;
     for (const char *p = e; p < dot; p++) {
-        if (*p < '0' || *p > '9')
-            return LB_EINVAL;
+        if (*p < '0' || *p > '9') return LB_EINVAL;
         expiry = expiry * 10 + (*p - '0');
     }
     size_t tlen = (size_t)(e - 1 - token);
-    if (tlen == 0 || tlen > LB_TENANT_ID_MAX || tlen >= size)
-        return LB_EINVAL;
+    if (tlen == 0 || tlen > LB_TENANT_ID_MAX || tlen >= size) return LB_EINVAL;
     memcpy(tenant, token, tlen);
     tenant[tlen] = '\0';
     const lb_tenant *t = lb_tenant_id_valid(tenant) ? lb_tenants_get(api->tenants, tenant) : NULL;
@@ -78,8 +74,7 @@ int lb_api_connect_check(lb_api *api, const char *token, size_t len, char *tenan
         tenant[0] = '\0';
         return LB_EINVAL;
     }
-    if (expiry <= lb_time_now_ms())
-        return UV_ETIMEDOUT;
+    if (expiry <= lb_time_now_ms()) return UV_ETIMEDOUT;
     return 0;
 }
 
@@ -87,8 +82,7 @@ int lb_api_connect_grant_expiry(lb_api *api, lb_http_req *req, int64_t *expiry)
 {
     size_t len;
     const char *h = lb_http_req_header(req, "authorization", &len);
-    if (h == NULL || len <= 7 || strncasecmp(h, "Bearer ", 7) != 0)
-        return 0;
+    if (h == NULL || len <= 7 || strncasecmp(h, "Bearer ", 7) != 0) return 0;
     const char *tok = h + 7;
     len -= 7;
     while (len > 0 && *tok == ' ') {
@@ -96,8 +90,7 @@ int lb_api_connect_grant_expiry(lb_api *api, lb_http_req *req, int64_t *expiry)
         len--;
     }
     char tenant[LB_TENANT_ID_MAX + 1];
-    if (lb_api_connect_check(api, tok, len, tenant, sizeof(tenant)) != 0)
-        return 0;
+    if (lb_api_connect_check(api, tok, len, tenant, sizeof(tenant)) != 0) return 0;
     /* valid, so well formed: <tenant>.<expiry>.<mac> */
     const char *dot = tok + len - MAC_B64_LEN - 1;
     const char *e = dot;
@@ -125,13 +118,11 @@ static void link_create(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, LB_API_ADMIN_ONLY);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     int64_t ttl = LB_CONNECT_LINK_TTL_DEFAULT_MS;
     if (req->body_len > 0) {
         yajl_val body = lb_api_json_body(req);
-        if (body == NULL)
-            return;
+        if (body == NULL) return;
         for (size_t i = 0; i < body->u.object.len; i++) {
             if (strcmp(body->u.object.keys[i], "expires_in") != 0) {
                 lb_http_respond_error(req, 400, "invalid_request", "Unknown field.",

@@ -62,8 +62,7 @@ static void submit(ev_ctx *c)
 /* A read the answer depends on failed: 503, and c is freed. 1 then. */
 static int store_failed(ev_ctx *c, const lb_store_op *op)
 {
-    if (op->status == 0)
-        return 0;
+    if (op->status == 0) return 0;
     lb_api_store_unavailable(c->req);
     lb_free(c);
     return 1;
@@ -74,8 +73,7 @@ static int store_failed(ev_ctx *c, const lb_store_op *op)
 static void events_listed(lb_store_op *op)
 {
     ev_ctx *c = op->data;
-    if (store_failed(c, op))
-        return;
+    if (store_failed(c, op)) return;
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_key(g, "data");
@@ -111,13 +109,11 @@ static void events_list(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     size_t limit;
     char cbuf[128];
     const char *cursor;
-    if (lb_api_page_params(req, &limit, cbuf, sizeof(cbuf), &cursor) != 0)
-        return;
+    if (lb_api_page_params(req, &limit, cbuf, sizeof(cbuf), &cursor) != 0) return;
     ev_ctx *c = ctx_new(api, req);
     c->op.kind = LB_STORE_EVENT_LIST;
     snprintf(c->op.event_list.tenant_id, sizeof(c->op.event_list.tenant_id), "%s", t->id);
@@ -155,8 +151,7 @@ static void job_json(yajl_gen g, const lb_job_rec *j)
         /* The action as the workflow had it: the context is internal. */
         yajl_gen_map_open(g);
         for (size_t i = 0; i < a->u.object.len; i++) {
-            if (strcmp(a->u.object.keys[i], "context") == 0)
-                continue;
+            if (strcmp(a->u.object.keys[i], "context") == 0) continue;
             lb_json_key(g, a->u.object.keys[i]);
             lb_json_value(g, a->u.object.values[i]);
         }
@@ -164,8 +159,7 @@ static void job_json(yajl_gen g, const lb_job_rec *j)
     } else {
         yajl_gen_null(g);
     }
-    if (a != NULL)
-        yajl_tree_free(a);
+    if (a != NULL) yajl_tree_free(a);
     lb_json_kv_str(g, "opportunity_id", j->opportunity_id);
     lb_json_kv_str(g, "status", lb_job_status_name(j->status));
     lb_json_kv_int(g, "attempts", j->attempts);
@@ -181,8 +175,7 @@ static void job_json(yajl_gen g, const lb_job_rec *j)
 static void jobs_listed(lb_store_op *op)
 {
     ev_ctx *c = op->data;
-    if (store_failed(c, op))
-        return;
+    if (store_failed(c, op)) return;
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_key(g, "data");
@@ -190,8 +183,7 @@ static void jobs_listed(lb_store_op *op)
     for (size_t i = 0; i < op->job_list.count; i++)
         job_json(g, &op->job_list.recs[i]);
     yajl_gen_array_close(g);
-    const lb_job_rec *last =
-        op->job_list.count ? &op->job_list.recs[op->job_list.count - 1] : NULL;
+    const lb_job_rec *last = op->job_list.count ? &op->job_list.recs[op->job_list.count - 1] : NULL;
     lb_api_next_cursor(g, op->job_list.more, last ? last->created_at : 0, last ? last->id : NULL);
     yajl_gen_map_close(g);
     lb_job_recs_free(op->job_list.recs, op->job_list.count);
@@ -203,13 +195,11 @@ static void jobs_list(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     size_t limit;
     char cbuf[128], sbuf[32];
     const char *cursor;
-    if (lb_api_page_params(req, &limit, cbuf, sizeof(cbuf), &cursor) != 0)
-        return;
+    if (lb_api_page_params(req, &limit, cbuf, sizeof(cbuf), &cursor) != 0) return;
     int status = -1;
     const char *st = lb_api_query(req, "status", sbuf, sizeof(sbuf));
     if (st != NULL && *st != '\0' && (status = lb_job_status_parse(st)) < 0) {
@@ -224,9 +214,8 @@ static void jobs_list(lb_http_req *req, void *data)
     snprintf(c->op.job_list.tenant_id, sizeof(c->op.job_list.tenant_id), "%s", t->id);
     c->op.job_list.limit = limit;
     c->op.job_list.status = status;
-    if (cursor != NULL &&
-        parse_cursor(cursor, &c->op.job_list.before_at, c->op.job_list.before_id,
-                     sizeof(c->op.job_list.before_id)) != 0) {
+    if (cursor != NULL && parse_cursor(cursor, &c->op.job_list.before_at, c->op.job_list.before_id,
+                                       sizeof(c->op.job_list.before_id)) != 0) {
         lb_free(c);
         lb_http_respond_error(req, 400, "invalid_request", "The cursor is not valid.", "cursor");
         return;
@@ -268,14 +257,12 @@ static void replay_loaded(lb_store_op *op)
         lb_free(c);
         return;
     }
-    if (store_failed(c, op))
-        return;
+    if (store_failed(c, op)) return;
     lb_event_row *e = &op->event_get.row;
     const char *trigger = NULL;
     yajl_val data = NULL, tree = NULL;
     char err[64];
-    if (e->payload != NULL)
-        tree = lb_json_parse(e->payload, strlen(e->payload), err, sizeof(err));
+    if (e->payload != NULL) tree = lb_json_parse(e->payload, strlen(e->payload), err, sizeof(err));
     if (strcmp(e->source, "lever") == 0 && strcmp(e->type, "candidateStageChange") == 0) {
         trigger = "stage_changed";
         data = lb_json_get(tree, "data");
@@ -287,8 +274,7 @@ static void replay_loaded(lb_store_op *op)
     if (trigger != NULL && data != NULL)
         rc = lb_workflows_derive(api->workflows, e->tenant_id, e->id, trigger, data, &c->jobs,
                                  &c->njobs);
-    if (tree != NULL)
-        yajl_tree_free(tree);
+    if (tree != NULL) yajl_tree_free(tree);
     lb_event_row_free(e);
     if (rc != 0) {
         lb_api_too_many_jobs(c->req);
@@ -324,8 +310,7 @@ static void event_replay(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     ev_ctx *c = ctx_new(api, req);
     c->op.kind = LB_STORE_EVENT_GET;
     snprintf(c->op.event_get.tenant_id, sizeof(c->op.event_get.tenant_id), "%s", t->id);
@@ -360,8 +345,7 @@ static void retry_loaded(lb_store_op *op)
         lb_free(c);
         return;
     }
-    if (store_failed(c, op))
-        return;
+    if (store_failed(c, op)) return;
     c->job = op->job_get.rec;
     if (c->job.status != LB_JOB_FAILED) {
         char msg[128];
@@ -395,8 +379,7 @@ static void job_retry(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     ev_ctx *c = ctx_new(api, req);
     c->op.kind = LB_STORE_JOB_GET;
     snprintf(c->op.job_get.tenant_id, sizeof(c->op.job_get.tenant_id), "%s", t->id);

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 #define MAX_CLOCK_SKEW_MS (5 * 60 * 1000)
 
 /* A delivery while its event is being written. Owned by the handler; freed
@@ -133,8 +132,7 @@ static void written(lb_store_op *op)
         lb_hook *h = lb_conns_hook(api->conns, d->hook_id);
         if (h != NULL && d->event.received_at > h->last_delivery_at)
             h->last_delivery_at = d->event.received_at;
-        if (d->njobs > 0)
-            lb_jobs_add(api->jobs, d->jobs, d->njobs);
+        if (d->njobs > 0) lb_jobs_add(api->jobs, d->jobs, d->njobs);
         count(d->ignored ? R_IGNORED : R_ACCEPTED);
         if (!d->ignored)
             lb_stats_add(api->stats, d->event.tenant_id, LB_STAT_ACCEPTED, lb_time_now_ms());
@@ -154,8 +152,7 @@ static void lever_hook(lb_http_req *req, void *data)
     }
     lb_lever_delivery dl;
     const char *field;
-    switch (lb_lever_delivery_parse(req->body, req->body_len, hook->signature_token, &dl,
-                                    &field)) {
+    switch (lb_lever_delivery_parse(req->body, req->body_len, hook->signature_token, &dl, &field)) {
     case LB_DELIVERY_OK:
         break;
     case LB_DELIVERY_NOT_JSON:
@@ -252,6 +249,7 @@ int64_t lb_api_lever_dedupe_ms(const lb_config *cfg)
 
 void lb_api_hooks_register(lb_api *api, lb_router *r)
 {
-    lb_metrics_declare_counter("leverbridge_webhooks_total", "Lever webhook deliveries by outcome.");
+    lb_metrics_declare_counter("leverbridge_webhooks_total",
+                               "Lever webhook deliveries by outcome.");
     lb_router_add(r, "POST", "/hooks/lever/{hook}", lever_hook, api);
 }

@@ -30,8 +30,7 @@ int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth)
 {
     lb_api *api = data;
     lb_conn *c = lb_conns_get(api->conns, tenant);
-    if (c == NULL || c->status != LB_CONN_CONNECTED)
-        return LB_ENOTFOUND;
+    if (c == NULL || c->status != LB_CONN_CONNECTED) return LB_ENOTFOUND;
     auth->api_url = api->cfg->lever_api_url;
     if (c->auth == LB_AUTH_API_KEY && c->api_key != NULL) {
         auth->api_key = c->api_key;
@@ -39,8 +38,7 @@ int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth)
     }
     if (c->auth == LB_AUTH_OAUTH) {
         int rc = lb_api_oauth_usable(api, c);
-        if (rc == 0)
-            auth->access_token = c->access_token;
+        if (rc == 0) auth->access_token = c->access_token;
         return rc;
     }
     return LB_ENOTFOUND;
@@ -69,7 +67,7 @@ typedef struct conn_write {
     int failed;
     void (*then)(struct conn_write *w, int ok);
     lb_http_req *req;
-    lb_job_rec notify;  /* the connection's event, written with it */
+    lb_job_rec notify; /* the connection's event, written with it */
 } conn_write;
 
 static void conn_write_free(conn_write *w)
@@ -85,21 +83,17 @@ static void conn_write_free(conn_write *w)
 static void saved(lb_store_op *op)
 {
     conn_write *w = op->data;
-    if (op->status != 0)
-        w->failed = op->status;
-    if (--w->pending > 0)
-        return;
+    if (op->status != 0) w->failed = op->status;
+    if (--w->pending > 0) return;
     lb_jobs_notify_done(w->api->jobs, &w->op, &w->notify);
     if (!w->failed) {
         lb_conn *c = lb_conns_apply(w->api->conns, &w->next);
-        if (w->with_hook)
-            c->hook = lb_conns_apply_hook(w->api->conns, &w->hook);
+        if (w->with_hook) c->hook = lb_conns_apply_hook(w->api->conns, &w->hook);
     } else {
         lb_error("api", "tenant %s: connection not stored: %s", w->next.tenant_id,
                  lb_strerror(w->failed));
     }
-    if (w->then)
-        w->then(w, !w->failed);
+    if (w->then) w->then(w, !w->failed);
     conn_write_free(w);
 }
 
@@ -117,8 +111,7 @@ static int conn_write_submit(lb_api *api, conn_write *w)
                       w->next.status, &w->notify);
     lb_api_notify_attach(&w->op, &w->notify);
     int rc = lb_store_submit(api->store, &w->op);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     w->pending = 1;
     if (w->with_hook) {
         lb_hook_to_rec(api->conns, &w->hook, &w->hrec);
@@ -138,11 +131,11 @@ void lb_api_lever_unauthorized(void *data, const char *tenant)
 {
     lb_api *api = data;
     lb_conn *c = lb_conns_get(api->conns, tenant);
-    if (c == NULL || c->status != LB_CONN_CONNECTED)
-        return;
+    if (c == NULL || c->status != LB_CONN_CONNECTED) return;
     if (c->auth == LB_AUTH_OAUTH && lb_api_oauth_unauthorized(api, c))
         return; /* a refresh runs; the waiting jobs resume after it */
-    lb_warn("api", "tenant %s: Lever refused the credentials; the connection needs re-authorization",
+    lb_warn("api",
+            "tenant %s: Lever refused the credentials; the connection needs re-authorization",
             tenant);
     conn_write *w = LB_NEW(conn_write);
     lb_conn_copy(&w->next, c);
@@ -151,8 +144,7 @@ void lb_api_lever_unauthorized(void *data, const char *tenant)
     /* Memory at once (in this same turn of the loop): calls in flight must
      * stop using the credentials now; the store follows. Submitted first so
      * that the write sees the change and carries its event. */
-    if (conn_write_submit(api, w) != 0)
-        conn_write_free(w);
+    if (conn_write_submit(api, w) != 0) conn_write_free(w);
     c->status = LB_CONN_NEEDS_REAUTH;
 }
 
@@ -160,16 +152,14 @@ int lb_api_conn_event(lb_api *api, const char *tenant, int was, int now, lb_job_
 {
     const char *type = NULL;
     memset(rec, 0, sizeof(*rec));
-    if (now == was)
-        return 0;
+    if (now == was) return 0;
     if (now == LB_CONN_CONNECTED)
         type = "connection.connected";
     else if (now == LB_CONN_NEEDS_REAUTH)
         type = "connection.needs_reauth";
     else if (now == LB_CONN_DISCONNECTED)
         type = "connection.disconnected";
-    if (type == NULL)
-        return 0;
+    if (type == NULL) return 0;
     const lb_conn *c = lb_conns_get(api->conns, tenant);
     const char *auth = c != NULL ? lb_auth_name(c->auth) : NULL;
     char data[64];
@@ -182,8 +172,7 @@ int lb_api_conn_event(lb_api *api, const char *tenant, int was, int now, lb_job_
 
 void lb_api_notify_attach(lb_store_op *op, lb_job_rec *rec)
 {
-    if (rec->action == NULL)
-        return;
+    if (rec->action == NULL) return;
     op->notify = rec;
     op->nnotify = 1;
 }
@@ -238,14 +227,11 @@ void lb_api_lever_permission(void *data, const char *tenant, const char *permiss
 {
     lb_api *api = data;
     lb_conn *c = lb_conns_get(api->conns, tenant);
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     size_t at = c->nmissing;
     for (size_t i = 0; i < c->nmissing; i++)
-        if (strcmp(c->missing[i], permission) == 0)
-            at = i;
-    if (granted ? at == c->nmissing : at < c->nmissing || c->nmissing == LB_PERMISSIONS_MAX)
-        return;
+        if (strcmp(c->missing[i], permission) == 0) at = i;
+    if (granted ? at == c->nmissing : at < c->nmissing || c->nmissing == LB_PERMISSIONS_MAX) return;
     conn_write *w = LB_NEW(conn_write);
     lb_conn_copy(&w->next, c);
     if (granted) {
@@ -259,8 +245,7 @@ void lb_api_lever_permission(void *data, const char *tenant, const char *permiss
         w->next.missing[w->next.nmissing++] = lb_strdup(permission);
     }
     w->next.updated_at = lb_time_now_ms();
-    if (conn_write_submit(api, w) != 0)
-        conn_write_free(w);
+    if (conn_write_submit(api, w) != 0) conn_write_free(w);
 }
 
 /* ---- rendering ------------------------------------------------------------ */
@@ -311,8 +296,7 @@ void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t)
     lb_json_kv_int(g, "burst", burst);
     yajl_gen_map_close(g);
     size_t queued = 0, retrying = 0;
-    if (api->jobs != NULL)
-        lb_jobs_tenant_backlog(api->jobs, t->id, &queued, &retrying);
+    if (api->jobs != NULL) lb_jobs_tenant_backlog(api->jobs, t->id, &queued, &retrying);
     lb_json_key(g, "backlog");
     yajl_gen_map_open(g);
     lb_json_kv_int(g, "queued", (int64_t)queued);
@@ -334,8 +318,7 @@ static void lever_get(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t != NULL)
-        respond_connection(api, req, 200, t);
+    if (t != NULL) respond_connection(api, req, 200, t);
 }
 
 /* ---- connecting with an API key: the permission probe ---------------------- */
@@ -427,8 +410,7 @@ static void probe_next_phase(probe *pr);
 static char *first_id(const lb_http_response *res)
 {
     lb_lever_page page;
-    if (lb_lever_parse_page(res->body, res->body_len, &page) != 0)
-        return NULL;
+    if (lb_lever_parse_page(res->body, res->body_len, &page) != 0) return NULL;
     char *id = page.count > 0 && page.items[0].id ? lb_strdup(page.items[0].id) : NULL;
     lb_lever_page_free(&page);
     return id;
@@ -459,8 +441,7 @@ static void probe_done(lb_ob_call *call, const lb_http_response *res)
         case LB_LEVER_NOT_FOUND: /* a made-up id: the call itself was permitted */
             break;
         case LB_LEVER_FORBIDDEN:
-            if (pc->id < P_COUNT)
-                pr->forbidden[pc->id] = 1;
+            if (pc->id < P_COUNT) pr->forbidden[pc->id] = 1;
             break;
         case LB_LEVER_REAUTH:
             pr->unauthorized = 1;
@@ -474,8 +455,7 @@ static void probe_done(lb_ob_call *call, const lb_http_response *res)
             break;
         }
     }
-    if (pr->outstanding == 0)
-        probe_next_phase(pr);
+    if (pr->outstanding == 0) probe_next_phase(pr);
 }
 
 static int probe_send(probe *pr, probe_id id, const char *query, const char *fmt, const char *a,
@@ -495,10 +475,9 @@ static int probe_send(probe *pr, probe_id id, const char *query, const char *fmt
     double rate;
     int burst;
     lb_api_tenant_rate(api, pr->tenant, &rate, &burst);
-    int rc = lb_outbound_submit(lb_outbound_tenant(api->outbound, pr->tenant, rate, burst),
-                                &pc->call);
-    if (rc == 0)
-        pr->outstanding++;
+    int rc =
+        lb_outbound_submit(lb_outbound_tenant(api->outbound, pr->tenant, rate, burst), &pc->call);
+    if (rc == 0) pr->outstanding++;
     return rc;
 }
 
@@ -538,10 +517,8 @@ static void probe_finish(probe *pr)
         lb_strbuf_cat(&b, ",\"field\":\"api_key\",\"missing\":[");
         int first = 1;
         for (int i = 0; i < P_COUNT; i++) {
-            if (!pr->forbidden[i])
-                continue;
-            if (!first)
-                lb_strbuf_cat(&b, ",");
+            if (!pr->forbidden[i]) continue;
+            if (!first) lb_strbuf_cat(&b, ",");
             first = 0;
             lb_strbuf_json_str(&b, probe_names[i], strlen(probe_names[i]));
         }
@@ -633,8 +610,7 @@ static void probe_next_phase(probe *pr)
                          pr->app ? pr->app : MADE_UP_ID);
         rc |= probe_send(pr, P_OPP_NOTE, NULL, "/opportunities/%s/notes/%s", opp,
                          pr->note ? pr->note : MADE_UP_ID);
-        rc |= probe_send(pr, P_STAGE, NULL, "/stages/%s", pr->stage ? pr->stage : MADE_UP_ID,
-                         NULL);
+        rc |= probe_send(pr, P_STAGE, NULL, "/stages/%s", pr->stage ? pr->stage : MADE_UP_ID, NULL);
         rc |= probe_send(pr, P_POSTING, NULL, "/postings/%s",
                          pr->posting ? pr->posting : MADE_UP_ID, NULL);
     }
@@ -643,19 +619,16 @@ static void probe_next_phase(probe *pr)
         snprintf(pr->unavailable_msg, sizeof(pr->unavailable_msg),
                  "too many calls are queued for this tenant");
     }
-    if (pr->outstanding == 0)
-        probe_finish(pr);
+    if (pr->outstanding == 0) probe_finish(pr);
 }
 
 static void lever_put(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     yajl_val body = lb_api_json_body(req);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     for (size_t i = 0; i < body->u.object.len; i++) {
         if (strcmp(body->u.object.keys[i], "api_key") != 0) {
             lb_http_respond_error(req, 400, "invalid_request", "Unknown field.",
@@ -716,7 +689,7 @@ typedef struct {
     lb_api *api;
     lb_http_req *req;
     char tenant[LB_TENANT_ID_MAX + 1];
-    lb_job_rec notify;  /* connection.disconnected, written with the delete */
+    lb_job_rec notify; /* connection.disconnected, written with the delete */
 } disconnect_ctx;
 
 static void disconnected(lb_store_op *op)
@@ -741,8 +714,7 @@ static void disconnected(lb_store_op *op)
 void lb_api_lever_forget(lb_api *api, const char *tenant)
 {
     lb_conn *c = lb_conns_get(api->conns, tenant);
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     lb_jobs_tenant_cancel(api->jobs, tenant);
     lb_provision_forget(api->provision, tenant);
     lb_lever_auth auth = {.api_url = api->cfg->lever_api_url};
@@ -761,8 +733,8 @@ void lb_api_lever_forget(lb_api *api, const char *tenant)
         double rate;
         int burst;
         lb_api_tenant_rate(api, tenant, &rate, &burst);
-        if (lb_outbound_submit(lb_outbound_tenant(api->outbound, tenant, rate, burst),
-                               &u->call) != 0) {
+        if (lb_outbound_submit(lb_outbound_tenant(api->outbound, tenant, rate, burst), &u->call) !=
+            0) {
             lb_lever_req_free(&u->req);
             lb_free(u);
         }
@@ -775,8 +747,7 @@ static void lever_delete(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     disconnect_ctx *d = LB_NEW(disconnect_ctx);
     d->api = api;
     d->req = req;
@@ -786,8 +757,7 @@ static void lever_delete(lb_http_req *req, void *data)
     d->op.cb = disconnected;
     d->op.data = d;
     const lb_conn *c = lb_conns_get(api->conns, t->id);
-    if (c != NULL)
-        lb_api_conn_event(api, t->id, c->status, LB_CONN_DISCONNECTED, &d->notify);
+    if (c != NULL) lb_api_conn_event(api, t->id, c->status, LB_CONN_DISCONNECTED, &d->notify);
     lb_api_notify_attach(&d->op, &d->notify);
     if (lb_store_submit(api->store, &d->op) != 0) {
         lb_job_rec_free(&d->notify);
@@ -818,8 +788,7 @@ static void provision_post(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     const lb_conn *c = lb_conns_get(api->conns, t->id);
     if (c == NULL || c->status != LB_CONN_CONNECTED || c->hook == NULL) {
         lb_http_respond_error(req, 409, "not_connected",

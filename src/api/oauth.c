@@ -36,14 +36,14 @@
 #define STATE_TTL_MS (10 * 60 * 1000)
 #define REFRESH_AHEAD_MS (5 * 60 * 1000)
 #define REFRESH_RETRY_MS (30 * 1000)
-#define SCOPES                                                                                  \
-    "offline_access opportunities:write:admin applications:read:admin notes:write:admin "       \
+#define SCOPES                                                                                     \
+    "offline_access opportunities:write:admin applications:read:admin notes:write:admin "          \
     "stages:read:admin postings:read:admin tags:read:admin webhooks:write:admin"
 
 /* Loop-thread state of the OAuth module. */
 static struct {
-    lb_map used;              /* nonce -> expiry (as a heap-allocated int64) */
-    lb_map refreshing;        /* tenant -> refresh ctx */
+    lb_map used;       /* nonce -> expiry (as a heap-allocated int64) */
+    lb_map refreshing; /* tenant -> refresh ctx */
     uint8_t state_key[32];
     uv_timer_t retry;
     int retry_open;
@@ -94,8 +94,7 @@ static void make_state(const char *tenant, int64_t link_expiry, char *out, size_
     lb_random_bytes(nonce, sizeof(nonce));
     lb_hex_encode(nonce, sizeof(nonce), hex);
     char payload[LB_TENANT_ID_MAX + 96], back[24] = "";
-    if (link_expiry > 0)
-        snprintf(back, sizeof(back), "-%lld", (long long)link_expiry);
+    if (link_expiry > 0) snprintf(back, sizeof(back), "-%lld", (long long)link_expiry);
     int n = snprintf(payload, sizeof(payload), "%s.%lld.%s%s", tenant,
                      (long long)(lb_time_now_ms() + STATE_TTL_MS), hex, back);
     char mac[65];
@@ -108,18 +107,15 @@ static const char *check_state(const char *state, char *tenant, size_t tsize, ch
                                size_t nsize)
 {
     const char *mac = strrchr(state, '.');
-    if (mac == NULL || strlen(mac + 1) != 64)
-        return "The state is malformed.";
+    if (mac == NULL || strlen(mac + 1) != 64) return "The state is malformed.";
     char want[65];
     state_mac(state, (size_t)(mac - state), want);
-    if (!lb_secure_equal(want, 64, mac + 1, 64))
-        return "The state is not one this server issued.";
+    if (!lb_secure_equal(want, 64, mac + 1, 64)) return "The state is not one this server issued.";
     /* tenant.expiry.nonce: the tenant id has no '.'-free guarantee, so parse
      * from the right. */
     const char *n = NULL, *e = NULL;
     for (const char *p = mac - 1; p > state; p--) {
-        if (*p != '.')
-            continue;
+        if (*p != '.') continue;
         if (n == NULL)
             n = p;
         else {
@@ -127,14 +123,12 @@ static const char *check_state(const char *state, char *tenant, size_t tsize, ch
             break;
         }
     }
-    if (n == NULL || e == NULL)
-        return "The state is malformed.";
+    if (n == NULL || e == NULL) return "The state is malformed.";
     long long expiry = strtoll(e + 1, NULL, 10);
     if (expiry < lb_time_now_ms())
         return "The authorization took too long (over 10 minutes); start again.";
     size_t tl = (size_t)(e - state), nl = (size_t)(mac - n - 1);
-    if (tl >= tsize || nl >= nsize)
-        return "The state is malformed.";
+    if (tl >= tsize || nl >= nsize) return "The state is malformed.";
     memcpy(tenant, state, tl);
     tenant[tl] = '\0';
     memcpy(nonce, n + 1, nl);
@@ -167,8 +161,7 @@ static void oauth_start(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     if (!enabled(api)) {
         lb_http_respond_error(req, 404, "oauth_not_configured",
                               "OAuth is not configured on this server (set "
@@ -185,8 +178,7 @@ static void oauth_start(lb_http_req *req, void *data)
     }
     char state[256], redirect[1024];
     int64_t link_expiry = 0;
-    if (!lb_api_connect_grant_expiry(api, req, &link_expiry))
-        link_expiry = 0;
+    if (!lb_api_connect_grant_expiry(api, req, &link_expiry)) link_expiry = 0;
     make_state(t->id, link_expiry, state, sizeof(state));
     redirect_uri(api, redirect, sizeof(redirect));
     lb_strbuf b;
@@ -224,10 +216,10 @@ struct token_call {
     char *form;
     char url[1024];
     token_cb done;
-    lb_http_req *req;   /* the callback request waiting, or NULL */
-    char nonce[96];     /* "oauth_state:<nonce>", the store key */
+    lb_http_req *req;    /* the callback request waiting, or NULL */
+    char nonce[96];      /* "oauth_state:<nonce>", the store key */
     int64_t link_expiry; /* the connect link OAuth was started from, or 0 */
-    lb_job_rec notify;  /* the connection's event, written with op */
+    lb_job_rec notify;   /* the connection's event, written with op */
     lb_store_op op;
     lb_conn next;
     lb_conn_rec rec;
@@ -264,15 +256,17 @@ static int token_post(token_call *tc)
     static const char *const hdrs[] = {"Content-Type: application/x-www-form-urlencoded",
                                        "Accept: application/json", NULL};
     snprintf(tc->url, sizeof(tc->url), "%s/oauth/token", api->cfg->lever_auth_url);
-    lb_http_request r = {.method = "POST", .url = tc->url, .headers = hdrs, .body = tc->form,
+    lb_http_request r = {.method = "POST",
+                         .url = tc->url,
+                         .headers = hdrs,
+                         .body = tc->form,
                          .body_len = strlen(tc->form)};
     return lb_http_client_start(api->http, &r, token_http_done, tc, NULL);
 }
 
 static void form_add(lb_strbuf *b, const char *k, const char *v)
 {
-    if (b->len > 0)
-        lb_strbuf_cat(b, "&");
+    if (b->len > 0) lb_strbuf_cat(b, "&");
     lb_strbuf_cat(b, k);
     lb_strbuf_cat(b, "=");
     url_escape(b, v);
@@ -299,8 +293,7 @@ static int parse_tokens(const lb_http_response *res, lb_conn *c)
         c->token_expires_at = lb_time_now_ms() + c->token_ttl_ms;
         rc = 0;
     }
-    if (v != NULL)
-        yajl_tree_free(v);
+    if (v != NULL) yajl_tree_free(v);
     return rc;
 }
 
@@ -336,8 +329,7 @@ static void refresh_saved(lb_store_op *op)
     /* The new refresh token is lost with this memory: Lever has already
      * rotated it, so the connection needs a new authorization. */
     lb_conn *c = lb_conns_get(tc->api->conns, tc->tenant);
-    if (c != NULL)
-        c->status = LB_CONN_NEEDS_REAUTH;
+    if (c != NULL) c->status = LB_CONN_NEEDS_REAUTH;
     after_refresh(tc, 0);
 }
 
@@ -361,8 +353,7 @@ static void save_conn(token_call *tc, lb_store_op_cb cb)
 static void mark_needs_reauth(lb_api *api, const char *tenant, const char *why)
 {
     lb_conn *c = lb_conns_get(api->conns, tenant);
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     lb_warn("oauth", "tenant %s: %s; the connection needs re-authorization", tenant, why);
     lb_job_rec notify;
     lb_api_conn_event(api, tenant, c->status, LB_CONN_NEEDS_REAUTH, &notify);
@@ -427,8 +418,8 @@ static void retry_cb(uv_timer_t *t)
 {
     lb_api *api = t->data;
     for (size_t i = 0; i < api->conns->by_tenant.cap; i++) {
-        lb_conn *c = api->conns->by_tenant.slots[i].key ? api->conns->by_tenant.slots[i].value
-                                                        : NULL;
+        lb_conn *c =
+            api->conns->by_tenant.slots[i].key ? api->conns->by_tenant.slots[i].value : NULL;
         if (c != NULL && c->refresh_retry_at > 0 && c->refresh_retry_at <= lb_time_now_ms()) {
             c->refresh_retry_at = 0;
             refresh_start(api, c);
@@ -439,11 +430,9 @@ static void retry_cb(uv_timer_t *t)
 static void refresh_failed_later(lb_api *api, const char *tenant)
 {
     lb_conn *c = lb_conns_get(api->conns, tenant);
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     c->refresh_retry_at = lb_time_now_ms() + REFRESH_RETRY_MS;
-    if (oa.retry_open)
-        uv_timer_start(&oa.retry, retry_cb, REFRESH_RETRY_MS, 0);
+    if (oa.retry_open) uv_timer_start(&oa.retry, retry_cb, REFRESH_RETRY_MS, 0);
 }
 
 /* Called by lb_api_lever_auth for OAuth connections: 0 when the access
@@ -451,13 +440,11 @@ static void refresh_failed_later(lb_api *api, const char *tenant)
 int lb_api_oauth_usable(lb_api *api, lb_conn *c)
 {
     int64_t now = lb_time_now_ms();
-    if (c->access_token == NULL)
-        return LB_ENOTFOUND;
+    if (c->access_token == NULL) return LB_ENOTFOUND;
     /* Refresh ahead: 5 minutes before expiry, or half-way for short tokens. */
     int64_t ttl = c->token_ttl_ms > 0 ? c->token_ttl_ms : 3600 * 1000;
     int64_t ahead = ttl / 2 < REFRESH_AHEAD_MS ? ttl / 2 : REFRESH_AHEAD_MS;
-    if (c->token_expires_at - now < ahead && c->refresh_retry_at == 0)
-        refresh_start(api, c);
+    if (c->token_expires_at - now < ahead && c->refresh_retry_at == 0) refresh_start(api, c);
     /* Still valid for a moment: use it while the refresh runs. */
     return c->token_expires_at - now > 1000 ? 0 : UV_EAGAIN;
 }
@@ -481,11 +468,20 @@ static void html_escape(lb_strbuf *b, const char *text)
 {
     for (const char *p = text; *p; p++) {
         switch (*p) {
-        case '<': lb_strbuf_cat(b, "&lt;"); break;
-        case '>': lb_strbuf_cat(b, "&gt;"); break;
-        case '&': lb_strbuf_cat(b, "&amp;"); break;
-        case '"': lb_strbuf_cat(b, "&quot;"); break;
-        default: lb_strbuf_add(b, p, 1);
+        case '<':
+            lb_strbuf_cat(b, "&lt;");
+            break;
+        case '>':
+            lb_strbuf_cat(b, "&gt;");
+            break;
+        case '&':
+            lb_strbuf_cat(b, "&amp;");
+            break;
+        case '"':
+            lb_strbuf_cat(b, "&quot;");
+            break;
+        default:
+            lb_strbuf_add(b, p, 1);
         }
     }
 }
@@ -542,10 +538,8 @@ static void page(lb_http_req *req, int status, const char *title, const char *te
 static void connected_saved(lb_store_op *op)
 {
     token_call *tc = op->data;
-    if (op->status != 0)
-        tc->failed = op->status;
-    if (--tc->pending > 0)
-        return;
+    if (op->status != 0) tc->failed = op->status;
+    if (--tc->pending > 0) return;
     lb_api *api = tc->api;
     lb_jobs_notify_done(api->jobs, &tc->op, &tc->notify);
     if (tc->failed) {
@@ -561,8 +555,7 @@ static void connected_saved(lb_store_op *op)
     lb_provision_start(api->provision, tc->tenant);
     char back[1536];
     int has_back = tc->link_expiry > lb_time_now_ms();
-    if (has_back)
-        lb_api_connect_url(api, tc->tenant, tc->link_expiry, back, sizeof(back));
+    if (has_back) lb_api_connect_url(api, tc->tenant, tc->link_expiry, back, sizeof(back));
     page_back(tc->req, 200, "Lever connected",
               "Lever is connected. leverbridge is now setting up the webhook in Lever.",
               has_back ? back : NULL);
@@ -776,8 +769,7 @@ void lb_api_oauth_free(void)
     }
     lb_map_free(&oa.used);
     for (size_t i = 0; i < oa.refreshing.cap; i++)
-        if (oa.refreshing.slots[i].key != NULL)
-            token_call_free(oa.refreshing.slots[i].value);
+        if (oa.refreshing.slots[i].key != NULL) token_call_free(oa.refreshing.slots[i].value);
     lb_map_free(&oa.refreshing);
     sodium_memzero(oa.state_key, sizeof(oa.state_key));
 }

@@ -17,12 +17,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#define CSP                                                                                    \
-    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "       \
-    "connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "   \
+#define CSP                                                                                        \
+    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "           \
+    "connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "       \
     "base-uri 'none'\r\n"
-#define COMMON_HEADERS                                                                         \
-    CSP "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"                  \
+#define COMMON_HEADERS                                                                             \
+    CSP "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"                      \
         "X-Frame-Options: DENY\r\n"
 #define HTML_HEADERS "Cache-Control: no-store\r\n" COMMON_HEADERS
 
@@ -31,8 +31,7 @@ const char lb_api_page_headers[] = HTML_HEADERS;
 static const lb_page_file *page_find(const char *name)
 {
     for (size_t i = 0; i < lb_page_nfiles; i++)
-        if (strcmp(lb_page_files[i].name, name) == 0)
-            return &lb_page_files[i];
+        if (strcmp(lb_page_files[i].name, name) == 0) return &lb_page_files[i];
     return NULL;
 }
 
@@ -76,10 +75,8 @@ int lb_api_etag_match(const lb_http_req *req, const char *hash)
 {
     size_t len;
     const char *inm = lb_http_req_header(req, "if-none-match", &len);
-    if (inm == NULL)
-        return 0;
-    if (len == 1 && inm[0] == '*')
-        return 1;
+    if (inm == NULL) return 0;
+    if (len == 1 && inm[0] == '*') return 1;
     char etag[24];
     int n = snprintf(etag, sizeof(etag), "\"%s\"", hash);
     return memmem(inm, len, etag, (size_t)n) != NULL;

@@ -13,15 +13,13 @@ lb_tenant *lb_api_tenant_or_404(lb_api *api, lb_http_req *req)
 {
     const char *id = lb_http_req_param(req, "tenant");
     lb_tenant *t = id ? lb_tenants_get(api->tenants, id) : NULL;
-    if (t == NULL)
-        lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
+    if (t == NULL) lb_http_respond_error(req, 404, "not_found", "No such tenant.", "tenant");
     return t;
 }
 
 lb_tenant *lb_api_tenant_for(lb_api *api, lb_http_req *req, int flags)
 {
-    if (!lb_api_require_tenant(api, req, flags))
-        return NULL;
+    if (!lb_api_require_tenant(api, req, flags)) return NULL;
     return lb_api_tenant_or_404(api, req);
 }
 

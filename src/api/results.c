@@ -34,19 +34,18 @@ typedef struct {
     lb_store_op op;
     lb_api *api;
     lb_http_req *req;
-    yajl_val body;          /* the request body, until the jobs are derived */
+    yajl_val body; /* the request body, until the jobs are derived */
     lb_event_rec event;
     char *payload;
     char *result_id, *opportunity, *assessment;
-    const char *type;       /* static */
+    const char *type; /* static */
     lb_job_rec *jobs;
     size_t njobs;
 } result;
 
 static void result_free(result *r)
 {
-    if (r->body != NULL)
-        yajl_tree_free(r->body);
+    if (r->body != NULL) yajl_tree_free(r->body);
     lb_free(r->payload);
     lb_free(r->result_id);
     lb_free(r->opportunity);
@@ -76,8 +75,7 @@ static int check_str(yajl_val body, const char *key, size_t max, int required, c
 {
     yajl_val v = lb_json_get(body, key);
     if (v == NULL || (!required && YAJL_IS_NULL(v))) {
-        if (!required)
-            return 0;
+        if (!required) return 0;
         snprintf(msg, mlen, "%s is required.", key);
         return LB_EINVAL;
     }
@@ -96,8 +94,7 @@ static int check_number(yajl_val body, const char *key, int required, char *msg,
 {
     yajl_val v = lb_json_get(body, key);
     if (v == NULL || YAJL_IS_NULL(v)) {
-        if (!required)
-            return 0;
+        if (!required) return 0;
         snprintf(msg, mlen, "%s is required when status is \"completed\".", key);
         return LB_EINVAL;
     }
@@ -114,8 +111,7 @@ static int validate(yajl_val body, const char **field, char *msg, size_t mlen)
     for (size_t i = 0; i < body->u.object.len; i++) {
         size_t k;
         for (k = 0; k < LB_COUNTOF(known); k++)
-            if (strcmp(body->u.object.keys[i], known[k]) == 0)
-                break;
+            if (strcmp(body->u.object.keys[i], known[k]) == 0) break;
         if (k == LB_COUNTOF(known)) {
             *field = body->u.object.keys[i];
             snprintf(msg, mlen, "Unknown field \"%.64s\".", body->u.object.keys[i]);
@@ -155,8 +151,9 @@ static int validate(yajl_val body, const char **field, char *msg, size_t mlen)
     if (at != NULL && !YAJL_IS_NULL(at) &&
         (!YAJL_IS_STRING(at) || lb_time_parse(at->u.string, strlen(at->u.string), &ms) != 0)) {
         *field = "completed_at";
-        snprintf(msg, mlen, "completed_at must be an RFC 3339 time on a real calendar date, "
-                           "not before 1970.");
+        snprintf(msg, mlen,
+                 "completed_at must be an RFC 3339 time on a real calendar date, "
+                 "not before 1970.");
         return LB_EINVAL;
     }
     return 0;
@@ -216,8 +213,7 @@ static void written(lb_store_op *op)
     } else if (op->event_insert.duplicate) {
         answer(r->req, 200, "duplicate", op->event_insert.existing_id);
     } else {
-        if (r->njobs > 0)
-            lb_jobs_add(api->jobs, r->jobs, r->njobs);
+        if (r->njobs > 0) lb_jobs_add(api->jobs, r->jobs, r->njobs);
         answer(r->req, 202, "accepted", r->event.id);
     }
     result_free(r);
@@ -228,8 +224,7 @@ static void invitation_read(lb_store_op *op)
     result *r = op->data;
     lb_api *api = r->api;
     int st = op->status;
-    if (st == 0)
-        lb_invitation_rec_free(&op->invitation_get.rec);
+    if (st == 0) lb_invitation_rec_free(&op->invitation_get.rec);
     if (st != 0 && st != LB_ENOTFOUND) {
         lb_api_store_unavailable(r->req);
         result_free(r);
@@ -251,10 +246,8 @@ static void invitation_read(lb_store_op *op)
     r->njobs = own + nderived;
     if (r->njobs > 0) {
         r->jobs = lb_calloc(r->njobs, sizeof(lb_job_rec));
-        if (own)
-            status_note_job(r, &r->jobs[0], now);
-        if (nderived > 0)
-            memcpy(r->jobs + own, derived, nderived * sizeof(lb_job_rec));
+        if (own) status_note_job(r, &r->jobs[0], now);
+        if (nderived > 0) memcpy(r->jobs + own, derived, nderived * sizeof(lb_job_rec));
         for (size_t i = 0; i < r->njobs; i++)
             r->jobs[i].seq = (int)i;
     }
@@ -281,11 +274,9 @@ static void results_post(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, LB_API_ADMIN_ONLY);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     yajl_val body = lb_api_json_body(req);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     const char *field = NULL;
     char msg[256];
     if (validate(body, &field, msg, sizeof(msg)) != 0) {
@@ -301,7 +292,7 @@ static void results_post(lb_http_req *req, void *data)
     r->opportunity = lb_strdup(lb_json_get_str(body, "opportunity_id"));
     r->assessment = lb_strdup(lb_json_get_str(body, "assessment"));
     r->type = strcmp(lb_json_get_str(body, "status"), "completed") == 0 ? "assessment_completed"
-                                                                         : "assessment_expired";
+                                                                        : "assessment_expired";
     r->payload = lb_strndup(req->body, req->body_len);
     char *eid = lb_sortable_id("ev_", lb_time_now_ms(), 12);
     snprintf(r->event.id, sizeof(r->event.id), "%s", eid);

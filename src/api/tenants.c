@@ -93,8 +93,7 @@ static int parse_tenant(lb_http_req *req, yajl_val body, const lb_tenant *cur, l
         size_t j = 0;
         while (j < LB_COUNTOF(known) && strcmp(k, known[j]) != 0)
             j++;
-        if (j == LB_COUNTOF(known))
-            return bad_field(req, k, "Unknown field.");
+        if (j == LB_COUNTOF(known)) return bad_field(req, k, "Unknown field.");
     }
     yajl_val v = lb_json_get(body, "name");
     if (v != NULL) {
@@ -146,8 +145,7 @@ bad_addon:
 static void tenant_put(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_tenant(api, req, LB_API_ADMIN_ONLY))
-        return;
+    if (!lb_api_require_tenant(api, req, LB_API_ADMIN_ONLY)) return;
     const char *id = lb_http_req_param(req, "tenant");
     if (!lb_tenant_id_valid(id)) {
         lb_http_respond_error(
@@ -156,8 +154,7 @@ static void tenant_put(lb_http_req *req, void *data)
         return;
     }
     yajl_val body = lb_api_json_body(req);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     tenant_ctx *ctx = LB_NEW(tenant_ctx);
     lb_tenant_rec *rec = &ctx->op.tenant_upsert.rec;
     int rc = parse_tenant(req, body, lb_tenants_get(api->tenants, id), rec, &ctx->name);
@@ -186,20 +183,17 @@ static void tenant_get(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t != NULL)
-        respond_tenant(api, req, 200, t);
+    if (t != NULL) respond_tenant(api, req, 200, t);
 }
 
 static void tenant_list(lb_http_req *req, void *data)
 {
     lb_api *api = data;
-    if (!lb_api_require_admin(api, req))
-        return;
+    if (!lb_api_require_admin(api, req)) return;
     size_t limit;
     char cursor[LB_TENANT_CURSOR_MAX + 1];
     const char *cur = NULL;
-    if (lb_api_page_params(req, &limit, cursor, sizeof(cursor), &cur) != 0)
-        return;
+    if (lb_api_page_params(req, &limit, cursor, sizeof(cursor), &cur) != 0) return;
     lb_tenant *page[LB_API_LIMIT_MAX];
     size_t n;
     int more;
@@ -259,8 +253,7 @@ static void tenant_delete(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, LB_API_ADMIN_ONLY);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     tenant_ctx *ctx = LB_NEW(tenant_ctx);
     memcpy(ctx->op.tenant_delete.id, t->id, sizeof(t->id));
     ctx->api = api;

@@ -114,8 +114,8 @@ static void store_put(lb_api *api, lb_http_req *req, const char *tenant, const c
 
 /* One id of the body that Lever must know: a stage or a posting. */
 typedef struct {
-    int kind;             /* LB_API_STAGES or LB_API_POSTINGS */
-    const char *value;    /* inside the body tree */
+    int kind;          /* LB_API_STAGES or LB_API_POSTINGS */
+    const char *value; /* inside the body tree */
     char field[48];
 } ref;
 
@@ -137,20 +137,19 @@ struct wf_check {
     int replace;
     ref refs[MAX_REFS];
     size_t nrefs;
-    int pending;          /* lists asked for and not yet answered, +1 while asking */
-    int refreshed[2];     /* a list was fetched again after a miss */
-    int failed;           /* answered with an error already */
+    int pending;      /* lists asked for and not yet answered, +1 while asking */
+    int refreshed[2]; /* a list was fetched again after a miss */
+    int failed;       /* answered with an error already */
     int err_status;
     char err_code[32];
     char err_msg[256];
-    yajl_val lists[2];    /* parsed {"data":[...]} per kind, or NULL */
+    yajl_val lists[2]; /* parsed {"data":[...]} per kind, or NULL */
     wf_ask asks[2];
 };
 
 static void add_ref(wf_check *k, int kind, const char *value, const char *field)
 {
-    if (value == NULL || k->nrefs == MAX_REFS)
-        return;
+    if (value == NULL || k->nrefs == MAX_REFS) return;
     ref *r = &k->refs[k->nrefs++];
     r->kind = kind;
     r->value = value;
@@ -188,8 +187,7 @@ static int too_many_jobs(lb_api *api, lb_http_req *req, const char *tenant, yajl
                          const char *replacing)
 {
     size_t bound = lb_workflows_jobs_bound(api->workflows, tenant, body, replacing);
-    if (bound <= LB_EVENT_JOBS_MAX)
-        return 0;
+    if (bound <= LB_EVENT_JOBS_MAX) return 0;
     char msg[200];
     snprintf(msg, sizeof(msg),
              "With this workflow one event could make %zu jobs, more than %d: it matches "
@@ -201,11 +199,9 @@ static int too_many_jobs(lb_api *api, lb_http_req *req, const char *tenant, yajl
 
 static void check_free(wf_check *k)
 {
-    if (k->body != NULL)
-        yajl_tree_free(k->body);
+    if (k->body != NULL) yajl_tree_free(k->body);
     for (int i = 0; i < 2; i++)
-        if (k->lists[i] != NULL)
-            yajl_tree_free(k->lists[i]);
+        if (k->lists[i] != NULL) yajl_tree_free(k->lists[i]);
     lb_free(k);
 }
 
@@ -214,8 +210,7 @@ static int listed(yajl_val list, const char *value)
     yajl_val d = lb_json_get(list, "data");
     for (size_t i = 0; d != NULL && YAJL_IS_ARRAY(d) && i < d->u.array.len; i++) {
         const char *id = lb_json_get_str(d->u.array.values[i], "id");
-        if (id != NULL && strcmp(id, value) == 0)
-            return 1;
+        if (id != NULL && strcmp(id, value) == 0) return 1;
     }
     return 0;
 }
@@ -229,8 +224,7 @@ static void ask(wf_check *k, int kind, int refresh)
     k->asks[kind].check = k;
     k->asks[kind].kind = kind;
     int rc = lb_api_catalog_get(k->api, k->tenant, kind, refresh, list_cb, &k->asks[kind]);
-    if (rc == 0)
-        return;
+    if (rc == 0) return;
     k->pending--;
     if (!k->failed) {
         k->failed = 1;
@@ -248,8 +242,7 @@ static void ask(wf_check *k, int kind, int refresh)
 /* Every list asked for is in (or one failed): answer, ask again, or save. */
 static void decide(wf_check *k)
 {
-    if (k->pending > 0)
-        return;
+    if (k->pending > 0) return;
     if (k->failed) {
         lb_http_respond_error(k->req, k->err_status, k->err_code, k->err_msg, NULL);
         check_free(k);
@@ -257,8 +250,7 @@ static void decide(wf_check *k)
     }
     for (size_t i = 0; i < k->nrefs; i++) {
         ref *r = &k->refs[i];
-        if (listed(k->lists[r->kind], r->value))
-            continue;
+        if (listed(k->lists[r->kind], r->value)) continue;
         if (!k->refreshed[r->kind]) { /* maybe added in Lever since the cache was filled */
             k->refreshed[r->kind] = 1;
             k->pending = 1;
@@ -303,8 +295,7 @@ static void list_cb(void *data, int status, const char *code, const char *msg, c
         char err[64];
         yajl_val list = lb_json_parse(body, len, err, sizeof(err));
         if (list != NULL) {
-            if (k->lists[a->kind] != NULL)
-                yajl_tree_free(k->lists[a->kind]);
+            if (k->lists[a->kind] != NULL) yajl_tree_free(k->lists[a->kind]);
             k->lists[a->kind] = list;
         } else {
             status = 502;
@@ -332,8 +323,7 @@ static void list_cb(void *data, int status, const char *code, const char *msg, c
 static void save(lb_api *api, lb_http_req *req, const lb_tenant *t, const char *id, int replace)
 {
     yajl_val body = lb_api_json_body(req);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     char field[128] = "", msg[256] = "";
     if (lb_workflow_validate(body, lb_template_check, field, sizeof(field), msg, sizeof(msg)) !=
         0) {
@@ -374,8 +364,7 @@ static void save(lb_api *api, lb_http_req *req, const lb_tenant *t, const char *
      * list_cb at once) cannot decide before both lists are asked for. */
     k->pending = 1;
     for (int kind = 0; kind < 2; kind++)
-        if (need[kind])
-            ask(k, kind, 0);
+        if (need[kind]) ask(k, kind, 0);
     k->pending--;
     decide(k);
 }
@@ -384,8 +373,7 @@ static void create(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     if (lb_workflows_count(api->workflows, t->id) >= LB_WF_MAX_PER_TENANT) {
         lb_http_respond_error(req, 409, "too_many_workflows",
                               "This tenant has 1000 workflows, the most allowed.", NULL);
@@ -400,8 +388,7 @@ static void replace(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     const char *id = lb_http_req_param(req, "id");
     if (lb_workflows_get(api->workflows, t->id, id) == NULL) {
         lb_http_respond_error(req, 404, "not_found", "No such workflow.", "id");
@@ -414,8 +401,7 @@ static void get_one(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     const lb_workflow *w = lb_workflows_get(api->workflows, t->id, lb_http_req_param(req, "id"));
     if (w == NULL)
         lb_http_respond_error(req, 404, "not_found", "No such workflow.", "id");
@@ -428,13 +414,11 @@ static void list(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     size_t limit;
     char cbuf[128];
     const char *cursor = NULL;
-    if (lb_api_page_params(req, &limit, cbuf, sizeof(cbuf), &cursor) != 0)
-        return;
+    if (lb_api_page_params(req, &limit, cbuf, sizeof(cbuf), &cursor) != 0) return;
     int64_t c_at = 0;
     const char *c_id = NULL;
     if (cursor != NULL) {
@@ -463,8 +447,8 @@ static void list(lb_http_req *req, void *data)
     int more = 0;
     for (size_t i = n; i-- > 0;) {
         const lb_workflow *w = all[i];
-        if (c_id != NULL && (w->created_at > c_at ||
-                             (w->created_at == c_at && strcmp(w->id, c_id) >= 0)))
+        if (c_id != NULL &&
+            (w->created_at > c_at || (w->created_at == c_at && strcmp(w->id, c_id) >= 0)))
             continue;
         if (out == limit) {
             more = 1;
@@ -498,8 +482,7 @@ static void delete_one(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     const char *id = lb_http_req_param(req, "id");
     if (lb_workflows_get(api->workflows, t->id, id) == NULL) {
         lb_http_respond_error(req, 404, "not_found", "No such workflow.", "id");
@@ -509,8 +492,7 @@ static void delete_one(lb_http_req *req, void *data)
     c->api = api;
     c->req = req;
     c->op.kind = LB_STORE_WORKFLOW_DELETE;
-    snprintf(c->op.workflow_delete.tenant_id, sizeof(c->op.workflow_delete.tenant_id), "%s",
-             t->id);
+    snprintf(c->op.workflow_delete.tenant_id, sizeof(c->op.workflow_delete.tenant_id), "%s", t->id);
     snprintf(c->op.workflow_delete.id, sizeof(c->op.workflow_delete.id), "%s", id);
     c->op.cb = delete_done;
     c->op.data = c;

@@ -12,8 +12,8 @@ static _Atomic uint64_t live_bytes;
 static void oom(size_t n)
 {
     /* No allocation here: the logger may need memory we do not have. */
-    fprintf(stderr, "{\"level\":\"error\",\"mod\":\"core\",\"msg\":\"out of memory (%zu bytes)\"}\n",
-            n);
+    fprintf(stderr,
+            "{\"level\":\"error\",\"mod\":\"core\",\"msg\":\"out of memory (%zu bytes)\"}\n", n);
     abort();
 }
 
@@ -32,8 +32,7 @@ static void count_out(void *p)
 void *lb_malloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
-    if (p == NULL)
-        oom(n);
+    if (p == NULL) oom(n);
     count_in(p);
     return p;
 }
@@ -41,8 +40,7 @@ void *lb_malloc(size_t n)
 void *lb_calloc(size_t count, size_t n)
 {
     void *p = calloc(count ? count : 1, n ? n : 1);
-    if (p == NULL)
-        oom(count * n);
+    if (p == NULL) oom(count * n);
     count_in(p);
     return p;
 }
@@ -51,8 +49,7 @@ void *lb_realloc(void *p, size_t n)
 {
     count_out(p);
     void *q = realloc(p, n ? n : 1);
-    if (q == NULL)
-        oom(n);
+    if (q == NULL) oom(n);
     count_in(q);
     return q;
 }

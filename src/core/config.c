@@ -16,11 +16,11 @@ extern char **environ;
 typedef enum { T_STR, T_OPTSTR, T_URL, T_DUR, T_SIZE, T_INT, T_RATE, T_LEVEL } opt_type;
 
 typedef struct {
-    const char *name;  /* without the LEVERBRIDGE_ prefix */
+    const char *name; /* without the LEVERBRIDGE_ prefix */
     opt_type type;
     size_t off;
-    const char *def;   /* NULL: unset */
-    double min, max;   /* numeric bounds (durations in ms, sizes in bytes) */
+    const char *def; /* NULL: unset */
+    double min, max; /* numeric bounds (durations in ms, sizes in bytes) */
     const char *help;
 } opt;
 
@@ -37,9 +37,9 @@ static const opt opts[] = {
      "admin API bearer token (default: DATA_DIR/admin-token, generated)"},
     {"LEVER_API_URL", T_URL, O(lever_api_url), "https://api.lever.co/v1", 0, 0,
      "Lever Data API root"},
-    {"LEVER_AUTH_URL", T_URL, O(lever_auth_url), "https://auth.lever.co", 0, 0,
-     "Lever OAuth host"},
-    {"LEVER_CLIENT_ID", T_OPTSTR, O(lever_client_id), NULL, 0, 0, "OAuth client id (unset: OAuth off)"},
+    {"LEVER_AUTH_URL", T_URL, O(lever_auth_url), "https://auth.lever.co", 0, 0, "Lever OAuth host"},
+    {"LEVER_CLIENT_ID", T_OPTSTR, O(lever_client_id), NULL, 0, 0,
+     "OAuth client id (unset: OAuth off)"},
     {"LEVER_CLIENT_SECRET", T_OPTSTR, O(lever_client_secret), NULL, 0, 0, "OAuth client secret"},
     {"LEVER_RATE", T_RATE, O(lever_rate), "10", 0.001, 1e6, "per-tenant requests/s to Lever"},
     {"LEVER_BURST", T_INT, O(lever_burst), "20", 1, 1e6, "per-tenant burst to Lever"},
@@ -69,7 +69,8 @@ static const opt opts[] = {
     {"LOG_LEVEL", T_LEVEL, O(log_level), "info", 0, 0, "debug, info, warn, error"},
     {"HEADER_TIMEOUT", T_DUR, O(header_timeout_ms), "10s", 1, 1e9,
      "time to send a request's headers"},
-    {"BODY_TIMEOUT", T_DUR, O(body_timeout_ms), "30s", 1, 1e9, "time to send a request's whole body"},
+    {"BODY_TIMEOUT", T_DUR, O(body_timeout_ms), "30s", 1, 1e9,
+     "time to send a request's whole body"},
     {"IDLE_TIMEOUT", T_DUR, O(idle_timeout_ms), "60s", 1, 1e9, "idle keep-alive time"},
     {"DRAIN_TIMEOUT", T_DUR, O(drain_timeout_ms), "10s", 0, 1e9,
      "how long SIGTERM waits for work in flight"},
@@ -141,7 +142,8 @@ static int set_opt(lb_config *cfg, const opt *o, const char *v, char *err, size_
     case T_DUR: {
         int64_t ms;
         if (lb_duration_parse(v, &ms) != 0) {
-            snprintf(err, errlen, PREFIX "%s: expected a duration like 250ms, 10s, 5m or 48h, got \"%s\"",
+            snprintf(err, errlen,
+                     PREFIX "%s: expected a duration like 250ms, 10s, 5m or 48h, got \"%s\"",
                      o->name, v);
             return LB_EINVAL;
         }
@@ -208,8 +210,8 @@ static void usage(void)
     for (size_t i = 0; i < LB_COUNTOF(opts); i++) {
         char flag[64];
         flag_name(opts[i].name, flag, sizeof(flag));
-        printf("  --%-24s %s%s\n  %-26s %s%s%s\n", flag, PREFIX, opts[i].name, "",
-               opts[i].help, opts[i].def ? "; default " : "", opts[i].def ? opts[i].def : "");
+        printf("  --%-24s %s%s\n  %-26s %s%s%s\n", flag, PREFIX, opts[i].name, "", opts[i].help,
+               opts[i].def ? "; default " : "", opts[i].def ? opts[i].def : "");
     }
     printf("\n  --help                     this text\n  --version                  the version\n");
 }
@@ -219,8 +221,7 @@ static const opt *find_flag(const char *flag, size_t len)
     for (size_t i = 0; i < LB_COUNTOF(opts); i++) {
         char name[64];
         flag_name(opts[i].name, name, sizeof(name));
-        if (strlen(name) == len && memcmp(name, flag, len) == 0)
-            return &opts[i];
+        if (strlen(name) == len && memcmp(name, flag, len) == 0) return &opts[i];
     }
     return NULL;
 }
@@ -242,11 +243,9 @@ static void url_host(const char *url, char *out, size_t n)
         h++;
     } else {
         const char *colon = memchr(h, ':', len);
-        if (colon != NULL)
-            len = (size_t)(colon - h);
+        if (colon != NULL) len = (size_t)(colon - h);
     }
-    if (len >= n)
-        len = n - 1;
+    if (len >= n) len = n - 1;
     for (size_t i = 0; i < len; i++)
         out[i] = (char)tolower((unsigned char)h[i]);
     out[len] = '\0';
@@ -273,8 +272,7 @@ static void public_url_check(lb_config *cfg)
     char lever[256], pub[256], msg[1024];
     url_host(cfg->lever_api_url, lever, sizeof(lever));
     url_host(cfg->public_url, pub, sizeof(pub));
-    if (!host_is(lever, "lever.co"))
-        return;
+    if (!host_is(lever, "lever.co")) return;
     if (host_is_loopback(pub))
         snprintf(msg, sizeof(msg),
                  PREFIX "PUBLIC_URL is %s, a loopback address that Lever cannot reach, so "
@@ -298,18 +296,14 @@ int lb_config_load(lb_config *cfg, int argc, char **argv, char **envp, char *err
     memset(cfg, 0, sizeof(*cfg));
     err[0] = '\0';
     for (size_t i = 0; i < LB_COUNTOF(opts); i++)
-        if (opts[i].def && (rc = set_opt(cfg, &opts[i], opts[i].def, err, errlen)) != 0)
-            return rc;
+        if (opts[i].def && (rc = set_opt(cfg, &opts[i], opts[i].def, err, errlen)) != 0) return rc;
 
-    if (envp == NULL)
-        envp = environ;
+    if (envp == NULL) envp = environ;
     for (char **e = envp; *e != NULL; e++) {
-        if (strncmp(*e, PREFIX, sizeof(PREFIX) - 1) != 0)
-            continue;
+        if (strncmp(*e, PREFIX, sizeof(PREFIX) - 1) != 0) continue;
         const char *name = *e + sizeof(PREFIX) - 1;
         const char *eq = strchr(name, '=');
-        if (eq == NULL)
-            continue;
+        if (eq == NULL) continue;
         size_t i;
         for (i = 0; i < LB_COUNTOF(opts); i++)
             if (strlen(opts[i].name) == (size_t)(eq - name) &&
@@ -319,8 +313,7 @@ int lb_config_load(lb_config *cfg, int argc, char **argv, char **envp, char *err
             snprintf(err, errlen, "%.*s: unknown setting", (int)(eq - *e), *e);
             return LB_EINVAL;
         }
-        if ((rc = set_opt(cfg, &opts[i], eq + 1, err, errlen)) != 0)
-            return rc;
+        if ((rc = set_opt(cfg, &opts[i], eq + 1, err, errlen)) != 0) return rc;
     }
 
     for (int a = 1; a < argc; a++) {
@@ -353,12 +346,10 @@ int lb_config_load(lb_config *cfg, int argc, char **argv, char **envp, char *err
             }
             v = argv[++a];
         }
-        if ((rc = set_opt(cfg, o, v, err, errlen)) != 0)
-            return rc;
+        if ((rc = set_opt(cfg, o, v, err, errlen)) != 0) return rc;
     }
 
-    if ((rc = parse_listen(cfg, cfg->listen, err, errlen)) != 0)
-        return rc;
+    if ((rc = parse_listen(cfg, cfg->listen, err, errlen)) != 0) return rc;
     char tmp[1024];
     if (cfg->public_url == NULL) {
         snprintf(tmp, sizeof(tmp), "http://%s", cfg->listen);

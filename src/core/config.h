@@ -9,17 +9,17 @@
 #include <stdint.h>
 
 typedef struct {
-    char *listen;           /* "host:port" as given */
+    char *listen; /* "host:port" as given */
     char *listen_host;
     int listen_port;
-    char *public_url;       /* without a trailing '/' */
+    char *public_url; /* without a trailing '/' */
     char *data_dir;
-    char *db;               /* "sqlite:<path>" or "postgres://..." */
-    char *master_key;       /* NULL: use DATA_DIR/master.key */
-    char *admin_token;      /* NULL: use DATA_DIR/admin-token */
+    char *db;          /* "sqlite:<path>" or "postgres://..." */
+    char *master_key;  /* NULL: use DATA_DIR/master.key */
+    char *admin_token; /* NULL: use DATA_DIR/admin-token */
     char *lever_api_url;
     char *lever_auth_url;
-    char *lever_client_id;  /* NULL: OAuth off */
+    char *lever_client_id; /* NULL: OAuth off */
     char *lever_client_secret;
     double lever_rate;
     int lever_burst;
@@ -37,7 +37,7 @@ typedef struct {
     uint64_t max_body;
     int64_t replay_window_ms;
     int64_t retention_ms; /* 0: keep all */
-    int log_level;          /* lb_log_level */
+    int log_level;        /* lb_log_level */
     /* Server limits beyond api.md's table (documented in docs/configuration.md). */
     int64_t header_timeout_ms;
     int64_t body_timeout_ms;

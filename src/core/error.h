@@ -5,15 +5,15 @@
 #define LB_CORE_ERROR_H
 
 enum {
-    LB_EINVAL = -22,    /* same value as -EINVAL: bad argument or input */
+    LB_EINVAL = -22, /* same value as -EINVAL: bad argument or input */
     LB_EBASE = -10000,
-    LB_ETOOBIG,         /* a bounded buffer, list or queue is full */
-    LB_ENOTFOUND,       /* no such object */
-    LB_ECONFLICT,       /* unique constraint or state conflict */
-    LB_ECORRUPT,        /* stored data failed authentication or parsing */
-    LB_EIO,             /* storage or network failure */
-    LB_ECLOSED,         /* the object is shutting down */
-    LB_EPARSE,          /* malformed input */
+    LB_ETOOBIG,   /* a bounded buffer, list or queue is full */
+    LB_ENOTFOUND, /* no such object */
+    LB_ECONFLICT, /* unique constraint or state conflict */
+    LB_ECORRUPT,  /* stored data failed authentication or parsing */
+    LB_EIO,       /* storage or network failure */
+    LB_ECLOSED,   /* the object is shutting down */
+    LB_EPARSE,    /* malformed input */
 };
 
 /* A static, human-readable description of code (never NULL). */

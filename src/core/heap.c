@@ -28,8 +28,7 @@ static void sift_up(lb_heap *h, size_t i)
     lb_heap_node *n = h->items[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (h->items[parent]->key <= n->key)
-            break;
+        if (h->items[parent]->key <= n->key) break;
         place(h, i, h->items[parent]);
         i = parent;
     }
@@ -46,10 +45,8 @@ static void sift_down(lb_heap *h, size_t i)
             m = l;
             mk = h->items[l]->key;
         }
-        if (r < h->count && h->items[r]->key < mk)
-            m = r;
-        if (m == i)
-            break;
+        if (r < h->count && h->items[r]->key < mk) m = r;
+        if (m == i) break;
         place(h, i, h->items[m]);
         i = m;
     }
@@ -73,13 +70,11 @@ lb_heap_node *lb_heap_min(const lb_heap *h)
 
 void lb_heap_remove(lb_heap *h, lb_heap_node *n)
 {
-    if (n->idx == 0)
-        return;
+    if (n->idx == 0) return;
     size_t i = n->idx - 1;
     n->idx = 0;
     h->count--;
-    if (i == h->count)
-        return;
+    if (i == h->count) return;
     place(h, i, h->items[h->count]);
     if (i > 0 && h->items[(i - 1) / 2]->key > h->items[i]->key)
         sift_up(h, i);
@@ -90,7 +85,6 @@ void lb_heap_remove(lb_heap *h, lb_heap_node *n)
 lb_heap_node *lb_heap_pop(lb_heap *h)
 {
     lb_heap_node *n = lb_heap_min(h);
-    if (n != NULL)
-        lb_heap_remove(h, n);
+    if (n != NULL) lb_heap_remove(h, n);
     return n;
 }

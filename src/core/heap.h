@@ -8,7 +8,7 @@
 
 typedef struct {
     int64_t key;
-    size_t idx;   /* position + 1 while in a heap, 0 when not */
+    size_t idx; /* position + 1 while in a heap, 0 when not */
 } lb_heap_node;
 
 typedef struct {
@@ -30,6 +30,6 @@ static inline int lb_heap_contains(const lb_heap_node *n)
 }
 
 /* The struct that embeds the node. */
-#define LB_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define LB_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #endif

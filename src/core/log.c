@@ -35,8 +35,7 @@ int lb_log_enabled(lb_log_level level)
 
 void lb_log(lb_log_level level, const char *mod, const char *fmt, ...)
 {
-    if (level < min_level)
-        return;
+    if (level < min_level) return;
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);

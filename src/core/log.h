@@ -15,10 +15,9 @@ int lb_log_enabled(lb_log_level level);
 void lb_log(lb_log_level level, const char *mod, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define lb_debug(mod, ...) \
-    do { \
-        if (lb_log_enabled(LB_LOG_DEBUG)) \
-            lb_log(LB_LOG_DEBUG, mod, __VA_ARGS__); \
+#define lb_debug(mod, ...)                                                                         \
+    do {                                                                                           \
+        if (lb_log_enabled(LB_LOG_DEBUG)) lb_log(LB_LOG_DEBUG, mod, __VA_ARGS__);                  \
     } while (0)
 #define lb_info(mod, ...) lb_log(LB_LOG_INFO, mod, __VA_ARGS__)
 #define lb_warn(mod, ...) lb_log(LB_LOG_WARN, mod, __VA_ARGS__)

@@ -26,13 +26,11 @@ void lb_map_free(lb_map *m)
 
 static lb_map_slot *find(const lb_map *m, const char *key)
 {
-    if (m->cap == 0)
-        return NULL;
+    if (m->cap == 0) return NULL;
     size_t i = (size_t)hash(key) & (m->cap - 1);
     for (;;) {
         lb_map_slot *s = &m->slots[i];
-        if (s->key == NULL || strcmp(s->key, key) == 0)
-            return s;
+        if (s->key == NULL || strcmp(s->key, key) == 0) return s;
         i = (i + 1) & (m->cap - 1);
     }
 }
@@ -50,19 +48,16 @@ static void grow(lb_map *m)
     m->slots = lb_calloc(m->cap, sizeof(lb_map_slot));
     m->count = 0;
     for (size_t i = 0; i < old.cap; i++)
-        if (old.slots[i].key != NULL)
-            lb_map_put(m, old.slots[i].key, old.slots[i].value);
+        if (old.slots[i].key != NULL) lb_map_put(m, old.slots[i].key, old.slots[i].value);
     lb_free(old.slots);
 }
 
 void *lb_map_put(lb_map *m, const char *key, void *value)
 {
-    if ((m->count + 1) * 4 > m->cap * 3)
-        grow(m);
+    if ((m->count + 1) * 4 > m->cap * 3) grow(m);
     lb_map_slot *s = find(m, key);
     void *prev = s->key != NULL ? s->value : NULL;
-    if (s->key == NULL)
-        m->count++;
+    if (s->key == NULL) m->count++;
     s->key = key;
     s->value = value;
     return prev;
@@ -71,8 +66,7 @@ void *lb_map_put(lb_map *m, const char *key, void *value)
 void *lb_map_del(lb_map *m, const char *key)
 {
     lb_map_slot *s = find(m, key);
-    if (s == NULL || s->key == NULL)
-        return NULL;
+    if (s == NULL || s->key == NULL) return NULL;
     void *value = s->value;
     /* Backward-shift deletion keeps probe chains intact without tombstones. */
     size_t i = (size_t)(s - m->slots);
@@ -87,8 +81,7 @@ void *lb_map_del(lb_map *m, const char *key)
             }
             size_t k = (size_t)hash(m->slots[j].key) & (m->cap - 1);
             /* Move j back to i unless its home k lies cyclically in (i, j]. */
-            if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
-                continue;
+            if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) continue;
             break;
         }
         m->slots[i] = m->slots[j];

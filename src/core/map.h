@@ -13,7 +13,7 @@ typedef struct {
 
 typedef struct {
     lb_map_slot *slots;
-    size_t cap;   /* power of two, 0 when empty */
+    size_t cap; /* power of two, 0 when empty */
     size_t count;
 } lb_map;
 

@@ -11,13 +11,13 @@ typedef enum { M_COUNTER, M_GAUGE, M_HISTOGRAM } metric_type;
 struct family;
 
 struct lb_metric {
-    lb_metric *next;       /* next series of the same family */
+    lb_metric *next; /* next series of the same family */
     const struct family *fam;
     char *labels;
     uint32_t hash;
-    double value;          /* counter/gauge value; histogram sum */
-    uint64_t count;        /* histogram observations */
-    uint64_t *buckets;     /* histogram: nbounds cumulative-at-render counts */
+    double value;      /* counter/gauge value; histogram sum */
+    uint64_t count;    /* histogram observations */
+    uint64_t *buckets; /* histogram: nbounds cumulative-at-render counts */
 };
 
 typedef struct family {
@@ -37,9 +37,8 @@ static size_t nseries;
 static lb_metric dropped_sink;
 static uint64_t ndropped;
 
-const double lb_metrics_latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                            0.05,   0.1,   0.25,   0.5,   1,    2.5,
-                                            5,      10};
+const double lb_metrics_latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                            0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 const size_t lb_metrics_latency_nbounds = LB_COUNTOF(lb_metrics_latency_bounds);
 
 static uint32_t fnv1a(const char *s)
@@ -54,8 +53,7 @@ static family *family_get(const char *name, const char *help, metric_type type,
                           const double *bounds, size_t nbounds)
 {
     for (family *f = families; f != NULL; f = f->next)
-        if (strcmp(f->name, name) == 0)
-            return f;
+        if (strcmp(f->name, name) == 0) return f;
     family *f = LB_NEW(family);
     f->name = lb_strdup(name);
     f->help = lb_strdup(help);
@@ -74,8 +72,7 @@ static lb_metric *series_get(const char *name, const char *help, metric_type typ
     family *f = family_get(name, help, type, bounds, nbounds);
     uint32_t h = fnv1a(labels);
     for (lb_metric *m = f->series; m != NULL; m = m->next)
-        if (m->hash == h && strcmp(m->labels, labels) == 0)
-            return m;
+        if (m->hash == h && strcmp(m->labels, labels) == 0) return m;
     if (nseries >= LB_METRICS_MAX_SERIES) {
         ndropped++;
         memset(&dropped_sink, 0, sizeof(dropped_sink));
@@ -85,8 +82,7 @@ static lb_metric *series_get(const char *name, const char *help, metric_type typ
     m->labels = lb_strdup(labels);
     m->hash = h;
     m->fam = f;
-    if (type == M_HISTOGRAM)
-        m->buckets = lb_calloc(f->nbounds, sizeof(uint64_t));
+    if (type == M_HISTOGRAM) m->buckets = lb_calloc(f->nbounds, sizeof(uint64_t));
     *f->tail = m;
     f->tail = &m->next;
     nseries++;
@@ -142,13 +138,11 @@ void lb_metric_observe(lb_metric *m, double v)
 
 static void fmt_labels(lb_strbuf *out, const char *labels, const char *extra)
 {
-    if (*labels == '\0' && extra == NULL)
-        return;
+    if (*labels == '\0' && extra == NULL) return;
     lb_strbuf_cat(out, "{");
     lb_strbuf_cat(out, labels);
     if (extra != NULL) {
-        if (*labels != '\0')
-            lb_strbuf_cat(out, ",");
+        if (*labels != '\0') lb_strbuf_cat(out, ",");
         lb_strbuf_cat(out, extra);
     }
     lb_strbuf_cat(out, "}");

@@ -28,12 +28,10 @@ void lb_strbuf_init_fixed(lb_strbuf *b, char *mem, size_t size)
 
 void lb_strbuf_free(lb_strbuf *b)
 {
-    if (!b->fixed && b->data != empty)
-        lb_free(b->data);
+    if (!b->fixed && b->data != empty) lb_free(b->data);
     b->data = b->fixed ? b->data : empty;
     b->len = 0;
-    if (!b->fixed)
-        b->cap = 0;
+    if (!b->fixed) b->cap = 0;
     b->failed = 0;
 }
 
@@ -41,15 +39,13 @@ void lb_strbuf_reset(lb_strbuf *b)
 {
     b->len = 0;
     b->failed = 0;
-    if (b->data != empty)
-        b->data[0] = '\0';
+    if (b->data != empty) b->data[0] = '\0';
 }
 
 char *lb_strbuf_steal(lb_strbuf *b, size_t *len)
 {
     char *p = b->data == empty || b->fixed ? lb_strndup(b->data, b->len) : b->data;
-    if (len != NULL)
-        *len = b->len;
+    if (len != NULL) *len = b->len;
     if (!b->fixed) {
         b->data = empty;
         b->cap = 0;
@@ -66,8 +62,7 @@ static int reserve(lb_strbuf *b, size_t n)
         return LB_ETOOBIG;
     }
     size_t need = b->len + n + 1;
-    if (need <= b->cap)
-        return 0;
+    if (need <= b->cap) return 0;
     if (b->fixed) {
         b->failed = 1;
         return LB_ETOOBIG;
@@ -75,8 +70,7 @@ static int reserve(lb_strbuf *b, size_t n)
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap *= 2;
-    if (cap > b->max + 1)
-        cap = b->max + 1;
+    if (cap > b->max + 1) cap = b->max + 1;
     b->data = b->data == empty ? lb_malloc(cap) : lb_realloc(b->data, cap);
     b->cap = cap;
     return 0;
@@ -85,10 +79,8 @@ static int reserve(lb_strbuf *b, size_t n)
 int lb_strbuf_add(lb_strbuf *b, const void *p, size_t n)
 {
     int rc = reserve(b, n);
-    if (rc != 0)
-        return rc;
-    if (n > 0)
-        memcpy(b->data + b->len, p, n);
+    if (rc != 0) return rc;
+    if (n > 0) memcpy(b->data + b->len, p, n);
     b->len += n;
     b->data[b->len] = '\0';
     return 0;
@@ -106,13 +98,10 @@ int lb_strbuf_printf(lb_strbuf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(small, sizeof(small), fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return LB_EINVAL;
-    if ((size_t)n < sizeof(small))
-        return lb_strbuf_add(b, small, (size_t)n);
+    if (n < 0) return LB_EINVAL;
+    if ((size_t)n < sizeof(small)) return lb_strbuf_add(b, small, (size_t)n);
     int rc = reserve(b, (size_t)n);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -129,11 +118,21 @@ int lb_strbuf_json_str(lb_strbuf *b, const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         char esc[7];
         switch (c) {
-        case '"': rc = lb_strbuf_add(b, "\\\"", 2); break;
-        case '\\': rc = lb_strbuf_add(b, "\\\\", 2); break;
-        case '\n': rc = lb_strbuf_add(b, "\\n", 2); break;
-        case '\r': rc = lb_strbuf_add(b, "\\r", 2); break;
-        case '\t': rc = lb_strbuf_add(b, "\\t", 2); break;
+        case '"':
+            rc = lb_strbuf_add(b, "\\\"", 2);
+            break;
+        case '\\':
+            rc = lb_strbuf_add(b, "\\\\", 2);
+            break;
+        case '\n':
+            rc = lb_strbuf_add(b, "\\n", 2);
+            break;
+        case '\r':
+            rc = lb_strbuf_add(b, "\\r", 2);
+            break;
+        case '\t':
+            rc = lb_strbuf_add(b, "\\t", 2);
+            break;
         default:
             if (c < 0x20 || c == 0x7f) {
                 memcpy(esc, "\\u00", 4);
@@ -150,8 +149,7 @@ int lb_strbuf_json_str(lb_strbuf *b, const char *s, size_t n)
             }
         }
     }
-    if (rc == 0)
-        rc = lb_strbuf_add(b, "\"", 1);
+    if (rc == 0) rc = lb_strbuf_add(b, "\"", 1);
     if (rc != 0) { /* all or nothing */
         b->len = start;
         b->data[start] = '\0';

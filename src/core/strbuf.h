@@ -11,8 +11,8 @@
 typedef struct {
     char *data;
     size_t len;
-    size_t cap;     /* allocated bytes, NUL included */
-    size_t max;     /* most content bytes ever allowed */
+    size_t cap; /* allocated bytes, NUL included */
+    size_t max; /* most content bytes ever allowed */
     unsigned fixed : 1;
     unsigned failed : 1; /* an append was refused: content is incomplete */
 } lb_strbuf;

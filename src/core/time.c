@@ -44,8 +44,7 @@ static int digits(const char *s, size_t n, int *out)
 {
     int v = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return LB_EPARSE;
+        if (!isdigit((unsigned char)s[i])) return LB_EPARSE;
         v = v * 10 + (s[i] - '0');
     }
     *out = v;
@@ -56,8 +55,8 @@ int lb_time_parse(const char *s, size_t len, int64_t *ms)
 {
     /* YYYY-MM-DDTHH:MM:SS[.fff...](Z|+HH:MM|-HH:MM) */
     int y, mo, d, h, mi, se, frac = 0, off = 0;
-    if (len < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') ||
-        s[13] != ':' || s[16] != ':')
+    if (len < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
+        s[16] != ':')
         return LB_EPARSE;
     if (digits(s, 4, &y) || digits(s + 5, 2, &mo) || digits(s + 8, 2, &d) ||
         digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &se))
@@ -66,8 +65,8 @@ int lb_time_parse(const char *s, size_t len, int64_t *ms)
      * nothing before 1970: times here are milliseconds since then. */
     static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 ||
-        d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 || mi > 59 || se > 60)
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 ||
+        mi > 59 || se > 60)
         return LB_EPARSE;
     size_t i = 19;
     if (i < len && s[i] == '.') {
@@ -78,8 +77,7 @@ int lb_time_parse(const char *s, size_t len, int64_t *ms)
             scale /= 10;
             i++;
         }
-        if (i == start)
-            return LB_EPARSE;
+        if (i == start) return LB_EPARSE;
     }
     if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
         i++;
@@ -92,8 +90,7 @@ int lb_time_parse(const char *s, size_t len, int64_t *ms)
     } else {
         return LB_EPARSE;
     }
-    if (i != len)
-        return LB_EPARSE;
+    if (i != len) return LB_EPARSE;
     struct tm tm = {0};
     tm.tm_year = y - 1900;
     tm.tm_mon = mo - 1;
@@ -113,21 +110,17 @@ int lb_duration_parse(const char *s, int64_t *ms)
 {
     /* A plain decimal number (no sign, exponent or hex; no leading zero but
      * in "0" or "0.5"), then an optional unit. */
-    if (s == NULL || !isdigit((unsigned char)*s))
-        return LB_EPARSE;
+    if (s == NULL || !isdigit((unsigned char)*s)) return LB_EPARSE;
     const char *p = s;
     while (isdigit((unsigned char)*p))
         p++;
-    if (s[0] == '0' && p - s > 1)
-        return LB_EPARSE;
-    if (p - s > 15)
-        return LB_EPARSE;
+    if (s[0] == '0' && p - s > 1) return LB_EPARSE;
+    if (p - s > 15) return LB_EPARSE;
     if (*p == '.') {
         const char *f = ++p;
         while (isdigit((unsigned char)*p))
             p++;
-        if (p == f || p - f > 9)
-            return LB_EPARSE;
+        if (p == f || p - f > 9) return LB_EPARSE;
     }
     const char *end = p;
     double v = strtod(s, NULL); /* only digits and one '.' are left for it */
@@ -145,8 +138,7 @@ int lb_duration_parse(const char *s, int64_t *ms)
     else
         return LB_EPARSE;
     double r = v * mul;
-    if (r > 9.2e15)
-        return LB_EPARSE;
+    if (r > 9.2e15) return LB_EPARSE;
     *ms = (int64_t)r;
     return 0;
 }
@@ -154,24 +146,29 @@ int lb_duration_parse(const char *s, int64_t *ms)
 int lb_size_parse(const char *s, uint64_t *bytes)
 {
     char *end;
-    if (s == NULL || !isdigit((unsigned char)*s))
-        return LB_EPARSE;
+    if (s == NULL || !isdigit((unsigned char)*s)) return LB_EPARSE;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s)
-        return LB_EPARSE;
+    if (errno != 0 || end == s) return LB_EPARSE;
     static const struct {
         const char *suffix;
         uint64_t mul;
     } units[] = {
-        {"", 1},           {"b", 1},           {"k", 1024},       {"kib", 1024},
-        {"kb", 1000},      {"m", 1048576},     {"mib", 1048576},  {"mb", 1000000},
-        {"g", 1073741824}, {"gib", 1073741824}, {"gb", 1000000000},
+        {"", 1},
+        {"b", 1},
+        {"k", 1024},
+        {"kib", 1024},
+        {"kb", 1000},
+        {"m", 1048576},
+        {"mib", 1048576},
+        {"mb", 1000000},
+        {"g", 1073741824},
+        {"gib", 1073741824},
+        {"gb", 1000000000},
     };
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
         if (strcasecmp(end, units[i].suffix) == 0) {
-            if (v > UINT64_MAX / units[i].mul)
-                return LB_EPARSE;
+            if (v > UINT64_MAX / units[i].mul) return LB_EPARSE;
             *bytes = (uint64_t)v * units[i].mul;
             return 0;
         }

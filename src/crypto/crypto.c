@@ -13,8 +13,7 @@ int lb_crypto_init(void)
     return sodium_init() < 0 ? LB_EIO : 0;
 }
 
-void lb_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
-                    uint8_t out[32])
+void lb_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen, uint8_t out[32])
 {
     crypto_auth_hmacsha256_state st;
 
@@ -35,14 +34,10 @@ int lb_lever_signature_ok(const char *signature_token, size_t toklen, const char
     crypto_auth_hmacsha256_state st;
 
     /* An empty signing key would make every signature forgeable. */
-    if (signature_token == NULL || toklen == 0 || sig_hex == NULL)
-        return 0;
-    if (token == NULL && token_len > 0)
-        return 0;
-    if (triggered_at == NULL && ta_len > 0)
-        return 0;
-    if (sig_len != 2 * sizeof(sig))
-        return 0;
+    if (signature_token == NULL || toklen == 0 || sig_hex == NULL) return 0;
+    if (token == NULL && token_len > 0) return 0;
+    if (triggered_at == NULL && ta_len > 0) return 0;
+    if (sig_len != 2 * sizeof(sig)) return 0;
     if (sodium_hex2bin(sig, sizeof(sig), sig_hex, sig_len, NULL, &bin_len, &end) != 0 ||
         bin_len != sizeof(sig) || end != sig_hex + sig_len)
         return 0;
@@ -99,8 +94,7 @@ static void id_pool_take(uint8_t *out, size_t n)
             pool.pos = 0;
         }
         size_t k = POOL_SIZE - pool.pos;
-        if (k > n)
-            k = n;
+        if (k > n) k = n;
         memcpy(out, pool.buf + pool.pos, k);
         sodium_memzero(pool.buf + pool.pos, k);
         pool.pos += k;
@@ -119,13 +113,11 @@ static void random_id_into(char *out, const char *prefix, size_t plen, size_t nb
     uint8_t small[ID_BYTES_MAX];
     uint8_t *raw = nbytes <= sizeof(small) ? small : lb_malloc(nbytes);
 
-    if (plen > 0 && out != prefix)
-        memcpy(out, prefix, plen);
+    if (plen > 0 && out != prefix) memcpy(out, prefix, plen);
     id_pool_take(raw, nbytes);
     sodium_bin2base64(out + plen, b64len, raw, nbytes, variant);
     sodium_memzero(raw, nbytes);
-    if (raw != small)
-        lb_free(raw);
+    if (raw != small) lb_free(raw);
 }
 
 char *lb_random_id(const char *prefix, size_t nbytes)
@@ -145,8 +137,7 @@ static size_t sortable_head(char *head, const char *prefix, size_t plen, int64_t
     static const char hex[] = "0123456789abcdef";
     uint64_t t = (uint64_t)now_ms & 0xFFFFFFFFFFFFULL;
 
-    if (plen > 0)
-        memcpy(head, prefix, plen);
+    if (plen > 0) memcpy(head, prefix, plen);
     for (int i = 11; i >= 0; i--) {
         head[plen + (size_t)i] = hex[t & 15];
         t >>= 4;
@@ -169,11 +160,9 @@ char *lb_sortable_id(const char *prefix, int64_t now_ms, size_t nbytes)
     return out;
 }
 
-int lb_sortable_id_buf(char *out, size_t size, const char *prefix, int64_t now_ms,
-                       size_t nbytes)
+int lb_sortable_id_buf(char *out, size_t size, const char *prefix, int64_t now_ms, size_t nbytes)
 {
-    if (size < sortable_size(prefix, nbytes))
-        return LB_ETOOBIG;
+    if (size < sortable_size(prefix, nbytes)) return LB_ETOOBIG;
     size_t plen = prefix != NULL ? strlen(prefix) : 0;
     size_t hlen = sortable_head(out, prefix, plen, now_ms);
     random_id_into(out, out, hlen, nbytes);

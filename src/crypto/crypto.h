@@ -56,8 +56,8 @@ size_t lb_seal(const lb_master_key *k, const char *context, const void *plain, s
 /* Opens what lb_seal made. Returns plaintext length (>= 0) written to out
  * (which must hold sealed_len bytes), or LB_ECORRUPT on any mismatch: wrong
  * key, wrong context, tampered bytes, unknown version. */
-long lb_open(const lb_master_key *k, const char *context, const uint8_t *sealed,
-             size_t sealed_len, uint8_t *out);
+long lb_open(const lb_master_key *k, const char *context, const uint8_t *sealed, size_t sealed_len,
+             uint8_t *out);
 
 /* HMAC-SHA256 with a key of any length. */
 void lb_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
@@ -85,8 +85,7 @@ char *lb_random_id(const char *prefix, size_t nbytes);
 char *lb_sortable_id(const char *prefix, int64_t now_ms, size_t nbytes);
 /* The same id written into out[0..size) without allocating: 0, or
  * LB_ETOOBIG (out untouched) when it does not fit with its NUL. */
-int lb_sortable_id_buf(char *out, size_t size, const char *prefix, int64_t now_ms,
-                       size_t nbytes);
+int lb_sortable_id_buf(char *out, size_t size, const char *prefix, int64_t now_ms, size_t nbytes);
 
 /* Hex encoding (lower case); out must hold 2*n+1. */
 void lb_hex_encode(const uint8_t *in, size_t n, char *out);

@@ -41,25 +41,22 @@ int lb_key_decode(const char *text, lb_master_key *out)
     size_t bin_len = 0;
     const char *end = NULL;
 
-    if (text == NULL)
-        return LB_EINVAL;
+    if (text == NULL) return LB_EINVAL;
     const char *s = text;
     size_t n = strlen(text);
     trim(&s, &n);
-    if (n == 0)
-        return LB_EINVAL;
+    if (n == 0) return LB_EINVAL;
 
     int ok = 0;
     if (n == 2 * LB_KEY_SIZE) {
-        ok = sodium_hex2bin(bin, sizeof(bin), s, n, NULL, &bin_len, &end) == 0 &&
-             end == s + n && bin_len == sizeof(bin);
+        ok = sodium_hex2bin(bin, sizeof(bin), s, n, NULL, &bin_len, &end) == 0 && end == s + n &&
+             bin_len == sizeof(bin);
     }
     for (size_t i = 0; !ok && i < LB_COUNTOF(variants); i++) {
         ok = sodium_base642bin(bin, sizeof(bin), s, n, NULL, &bin_len, &end, variants[i]) == 0 &&
              end == s + n && bin_len == sizeof(bin);
     }
-    if (ok)
-        memcpy(out->key, bin, sizeof(bin));
+    if (ok) memcpy(out->key, bin, sizeof(bin));
     sodium_memzero(bin, sizeof(bin));
     return ok ? 0 : LB_EINVAL;
 }
@@ -84,8 +81,7 @@ static int read_secret_file(const secret_kind *kind, const char *path, char *buf
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        if (e == ENOENT)
-            return -ENOENT;
+        if (e == ENOENT) return -ENOENT;
         snprintf(err, errlen, "cannot read %s file %s: %s", kind->name, path, strerror(e));
         return -e;
     }
@@ -105,10 +101,8 @@ static int read_secret_file(const secret_kind *kind, const char *path, char *buf
             /* Full: one more byte means the file is too large. */
             char extra;
             ssize_t r = read(fd, &extra, 1);
-            if (r == 0)
-                break;
-            if (r < 0 && errno == EINTR)
-                continue;
+            if (r == 0) break;
+            if (r < 0 && errno == EINTR) continue;
             if (r > 0) {
                 snprintf(err, errlen, "%s file %s is too large to hold a %s", kind->name, path,
                          kind->name);
@@ -121,10 +115,8 @@ static int read_secret_file(const secret_kind *kind, const char *path, char *buf
                 len += (size_t)r;
                 continue;
             }
-            if (r == 0)
-                break;
-            if (errno == EINTR)
-                continue;
+            if (r == 0) break;
+            if (errno == EINTR) continue;
         }
         int e = errno;
         snprintf(err, errlen, "cannot read %s file %s: %s", kind->name, path, strerror(e));
@@ -148,24 +140,21 @@ static int make_parent_dirs(const secret_kind *kind, const char *path, char *err
     }
     memcpy(dir, path, n + 1);
     char *slash = strrchr(dir, '/');
-    if (slash == NULL || slash == dir)
-        return 0;
+    if (slash == NULL || slash == dir) return 0;
     *slash = '\0';
 
     for (char *p = dir + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
+        if (*p != '/' && *p != '\0') continue;
         char c = *p;
         *p = '\0';
         if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
             int e = errno;
-            snprintf(err, errlen, "cannot create directory %s for %s file %s: %s", dir,
-                     kind->name, path, strerror(e));
+            snprintf(err, errlen, "cannot create directory %s for %s file %s: %s", dir, kind->name,
+                     path, strerror(e));
             return -e;
         }
         *p = c;
-        if (c == '\0')
-            return 0;
+        if (c == '\0') return 0;
     }
 }
 
@@ -174,8 +163,7 @@ static void fsync_parent(const char *path)
     char dir[PATH_MAX];
     size_t n = strlen(path);
 
-    if (n >= sizeof(dir))
-        return;
+    if (n >= sizeof(dir)) return;
     memcpy(dir, path, n + 1);
     char *slash = strrchr(dir, '/');
     if (slash == NULL)
@@ -198,14 +186,12 @@ static int create_secret_file(const secret_kind *kind, const char *path, const c
                               size_t len, char *err, size_t errlen)
 {
     int rc = make_parent_dirs(kind, path, err, errlen);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
 
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e = errno;
-        if (e == EEXIST)
-            return -EEXIST;
+        if (e == EEXIST) return -EEXIST;
         snprintf(err, errlen, "cannot create %s file %s: %s", kind->name, path, strerror(e));
         return -e;
     }
@@ -213,18 +199,15 @@ static int create_secret_file(const secret_kind *kind, const char *path, const c
     int e = 0;
     while (off < len) {
         ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
+        if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             e = w < 0 ? errno : EIO;
             break;
         }
         off += (size_t)w;
     }
-    if (e == 0 && fsync(fd) != 0)
-        e = errno;
-    if (close(fd) != 0 && e == 0)
-        e = errno;
+    if (e == 0 && fsync(fd) != 0) e = errno;
+    if (close(fd) != 0 && e == 0) e = errno;
     if (e != 0) {
         /* Ours alone (created exclusively above): remove the partial file so
          * that the next start does not find a broken one. */
@@ -236,14 +219,13 @@ static int create_secret_file(const secret_kind *kind, const char *path, const c
     return 0;
 }
 
-static int load_secret(const secret_kind *kind, const char *configured, const char *path,
-                       void *out, char *err, size_t errlen)
+static int load_secret(const secret_kind *kind, const char *configured, const char *path, void *out,
+                       char *err, size_t errlen)
 {
     char buf[SECRET_FILE_MAX + 1];
     int rc;
 
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
+    if (err != NULL && errlen > 0) err[0] = '\0';
     if (configured != NULL) {
         if (kind->parse(configured, out) != 0) {
             snprintf(err, errlen, "%s is not %s", kind->setting, kind->format);
@@ -270,8 +252,7 @@ static int load_secret(const secret_kind *kind, const char *configured, const ch
             }
             return 0;
         }
-        if (rc != -ENOENT)
-            return rc;
+        if (rc != -ENOENT) return rc;
 
         kind->generate(buf, sizeof(buf) - 1);
         size_t n = strlen(buf);
@@ -281,13 +262,11 @@ static int load_secret(const secret_kind *kind, const char *configured, const ch
         if (rc == 0) {
             rc = kind->parse(buf, out);
             sodium_memzero(buf, sizeof(buf));
-            if (rc == 0)
-                lb_info("crypto", "generated a new %s in %s", kind->name, path);
+            if (rc == 0) lb_info("crypto", "generated a new %s in %s", kind->name, path);
             return rc;
         }
         sodium_memzero(buf, sizeof(buf));
-        if (rc != -EEXIST)
-            return rc;
+        if (rc != -EEXIST) return rc;
     }
     /* Opening says "no such file", creating says "exists": a dangling
      * symbolic link (or a file that keeps coming and going). */
@@ -334,12 +313,10 @@ static int token_parse(const char *text, void *out)
     size_t n = strlen(text);
 
     trim(&s, &n);
-    if (n < TOKEN_MIN || n > TOKEN_MAX)
-        return LB_EINVAL;
+    if (n < TOKEN_MIN || n > TOKEN_MAX) return LB_EINVAL;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c >= 0x7f)
-            return LB_EINVAL;
+        if (c <= 0x20 || c >= 0x7f) return LB_EINVAL;
     }
     *(char **)out = lb_strndup(s, n);
     return 0;

@@ -29,13 +29,12 @@ size_t lb_seal(const lb_master_key *k, const char *context, const void *plain, s
     out[0] = LB_SEAL_VERSION;
     randombytes_buf(out + 1, NONCE_SIZE);
     crypto_aead_xchacha20poly1305_ietf_encrypt(out + HDR_SIZE, &clen, plain, len, ad,
-                                               strlen((const char *)ad), NULL, out + 1,
-                                               k->key);
+                                               strlen((const char *)ad), NULL, out + 1, k->key);
     return HDR_SIZE + (size_t)clen;
 }
 
-long lb_open(const lb_master_key *k, const char *context, const uint8_t *sealed,
-             size_t sealed_len, uint8_t *out)
+long lb_open(const lb_master_key *k, const char *context, const uint8_t *sealed, size_t sealed_len,
+             uint8_t *out)
 {
     const unsigned char *ad = (const unsigned char *)(context != NULL ? context : "");
     unsigned long long mlen = 0;
@@ -44,10 +43,9 @@ long lb_open(const lb_master_key *k, const char *context, const uint8_t *sealed,
      * changing it fails like any other tampering. */
     if (sealed == NULL || sealed_len < LB_SEAL_OVERHEAD || sealed[0] != LB_SEAL_VERSION)
         return LB_ECORRUPT;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, &mlen, NULL, sealed + HDR_SIZE,
-                                                   sealed_len - HDR_SIZE, ad,
-                                                   strlen((const char *)ad), sealed + 1,
-                                                   k->key) != 0)
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+            out, &mlen, NULL, sealed + HDR_SIZE, sealed_len - HDR_SIZE, ad,
+            strlen((const char *)ad), sealed + 1, k->key) != 0)
         return LB_ECORRUPT;
     return (long)mlen;
 }

@@ -25,8 +25,7 @@ static void add_tags_run(lb_job *job)
     const char *list[64];
     size_t n = 0;
     for (size_t i = 0; i < tags->u.array.len && n < 64; i++)
-        if (YAJL_IS_STRING(tags->u.array.values[i]))
-            list[n++] = tags->u.array.values[i]->u.string;
+        if (YAJL_IS_STRING(tags->u.array.values[i])) list[n++] = tags->u.array.values[i]->u.string;
     yajl_gen g = lb_json_gen_new();
     lb_lever_tags_body(g, list, n);
     lb_job_lever(job, "add opportunity tags", "POST", NULL, g, call_done,
@@ -68,8 +67,7 @@ static void postings_done(lb_job *job, const lb_http_response *res)
     for (size_t i = 0; want && YAJL_IS_ARRAY(want) && i < want->u.array.len && !match; i++) {
         yajl_val p = want->u.array.values[i];
         for (size_t k = 0; YAJL_IS_STRING(p) && k < o.npostings; k++)
-            if (strcmp(p->u.string, o.postings[k]) == 0)
-                match = 1;
+            if (strcmp(p->u.string, o.postings[k]) == 0) match = 1;
     }
     lb_lever_opportunity_free(&o);
     if (match)
@@ -85,11 +83,8 @@ static void check_postings_run(lb_job *job)
 }
 
 const lb_job_kind lb_action_kinds[] = {
-    {"check_postings", check_postings_run, 0},
-    {"add_tags", add_tags_run, 0},
-    {"move_stage", move_stage_run, 0},
-    {"send_assessment", lb_assess_send_run, 0},
-    {"add_note", lb_assess_add_note_run, 0},
-    {"update_status_note", lb_assess_update_note_run, 0},
+    {"check_postings", check_postings_run, 0}, {"add_tags", add_tags_run, 0},
+    {"move_stage", move_stage_run, 0},         {"send_assessment", lb_assess_send_run, 0},
+    {"add_note", lb_assess_add_note_run, 0},   {"update_status_note", lb_assess_update_note_run, 0},
 };
 const size_t lb_action_nkinds = sizeof(lb_action_kinds) / sizeof(lb_action_kinds[0]);

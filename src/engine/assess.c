@@ -35,8 +35,7 @@ static yajl_val context(lb_job *job)
 static const char *assessment_of(lb_job *job)
 {
     const char *a = lb_json_get_str(lb_job_action(job), "assessment");
-    if (a == NULL || *a == '\0')
-        a = lb_json_get_str(context(job), "assessment");
+    if (a == NULL || *a == '\0') a = lb_json_get_str(context(job), "assessment");
     return a != NULL && *a != '\0' ? a : NULL;
 }
 
@@ -44,8 +43,7 @@ static const char *assessment_of(lb_job *job)
 static int opportunity_named(lb_job *job)
 {
     const char *opp = lb_job_opportunity(job);
-    if (opp != NULL && *opp != '\0')
-        return 1;
+    if (opp != NULL && *opp != '\0') return 1;
     lb_job_finish(job, LB_JOB_FAILED, "the job has no opportunity");
     return 0;
 }
@@ -55,8 +53,7 @@ static int opportunity_named(lb_job *job)
 static yajl_val step_json(lb_job *job, const char *step)
 {
     const char *v = lb_job_step(job, step);
-    if (v == NULL)
-        return NULL;
+    if (v == NULL) return NULL;
     char err[64];
     yajl_val t = lb_json_parse(v, strlen(v), err, sizeof(err));
     if (t != NULL && !YAJL_IS_OBJECT(t)) {
@@ -76,11 +73,9 @@ static char *gen_steal(yajl_gen g)
 
 void lb_assess_number_text(yajl_val v, char *buf, size_t size)
 {
-    if (size == 0)
-        return;
+    if (size == 0) return;
     buf[0] = '\0';
-    if (v == NULL)
-        return;
+    if (v == NULL) return;
     if (YAJL_IS_STRING(v))
         snprintf(buf, size, "%s", v->u.string);
     else if (YAJL_IS_INTEGER(v))
@@ -101,8 +96,8 @@ void lb_assess_outcome_text(char *buf, size_t size, const char *assessment, cons
         snprintf(buf, size, "Assessment %s %s", assessment, status);
         return;
     }
-    int n = snprintf(buf, size, "Assessment %s completed: %s/%s", assessment,
-                     score ? score : "", max_score ? max_score : "");
+    int n = snprintf(buf, size, "Assessment %s completed: %s/%s", assessment, score ? score : "",
+                     max_score ? max_score : "");
     if (report_url != NULL && *report_url != '\0' && n > 0 && (size_t)n < size)
         snprintf(buf + n, size - (size_t)n, " %s", report_url);
 }
@@ -182,8 +177,7 @@ static void inv_submit(lb_job *job, int kind, const char *assessment, const char
         c->op.invitation_claim.rec = &c->rec;
     } else if (kind == LB_STORE_INVITATION_UPDATE) {
         c->op.invitation_update.rec = &c->rec;
-        if (invitation_id != NULL && url != NULL)
-            sent_event(job, c);
+        if (invitation_id != NULL && url != NULL) sent_event(job, c);
     } else {
         memcpy(c->op.invitation_get.tenant_id, c->rec.tenant_id, sizeof(c->rec.tenant_id));
         c->op.invitation_get.opportunity_id = c->opp;
@@ -263,13 +257,11 @@ static size_t trimmed_len(const char *s, size_t n)
 static int note_matches(yajl_val note, const char *text, size_t tlen, int64_t since)
 {
     int64_t created;
-    if (lb_json_get_int(note, "createdAt", &created) == 0 && created < since)
-        return 0;
+    if (lb_json_get_int(note, "createdAt", &created) == 0 && created < since) return 0;
     yajl_val fields = lb_json_get_array(note, "fields");
     for (size_t i = 0; fields != NULL && i < fields->u.array.len; i++) {
         const char *v = lb_json_get_str(fields->u.array.values[i], "value");
-        if (v != NULL && trimmed_len(v, strlen(v)) == tlen && memcmp(v, text, tlen) == 0)
-            return 1;
+        if (v != NULL && trimmed_len(v, strlen(v)) == tlen && memcmp(v, text, tlen) == 0) return 1;
     }
     const char *v = lb_json_get_str(note, "value"); /* a flatter shape, if Lever sends one */
     return v != NULL && trimmed_len(v, strlen(v)) == tlen && memcmp(v, text, tlen) == 0;
@@ -292,8 +284,7 @@ static void notes_listed(lb_job *job, const lb_http_response *res)
     yajl_val root = lb_json_parse(res->body, res->body_len, err, sizeof(err));
     yajl_val data = root != NULL && YAJL_IS_ARRAY(root) ? root : lb_json_get_array(root, "data");
     if (data == NULL) {
-        if (root != NULL)
-            yajl_tree_free(root);
+        if (root != NULL) yajl_tree_free(root);
         lb_job_retry(job, "Lever's list of notes could not be read");
         return;
     }
@@ -311,8 +302,7 @@ static void notes_listed(lb_job *job, const lb_http_response *res)
     for (size_t i = 0; i < data->u.array.len && found == NULL; i++) {
         yajl_val n = data->u.array.values[i];
         const char *id = lb_json_get_str(n, "id");
-        if (id != NULL && *id != '\0' && note_matches(n, text, tlen, since))
-            found = id;
+        if (id != NULL && *id != '\0' && note_matches(n, text, tlen, since)) found = id;
     }
     lb_free(text);
     int more = 0;
@@ -409,8 +399,7 @@ static int send_note_text(lb_job *job, char *buf, size_t size, int *secret)
     const char *url = lb_json_get_str(inv, "url");
     *secret = 0;
     if (url == NULL) {
-        if (inv != NULL)
-            yajl_tree_free(inv);
+        if (inv != NULL) yajl_tree_free(inv);
         lb_job_finish(job, LB_JOB_FAILED, "the recorded invitation is unreadable");
         return LB_ECORRUPT;
     }
@@ -423,8 +412,7 @@ static void send_finished(lb_job *job, lb_store_op *op, int live)
 {
     int st = op->status;
     inv_op_free((inv_op *)op);
-    if (!live)
-        return;
+    if (!live) return;
     if (st != 0)
         lb_job_retry(job, "the store could not record the status note");
     else
@@ -435,8 +423,7 @@ static void send_stored(lb_job *job, lb_store_op *op, int live)
 {
     int st = op->status;
     inv_op_free((inv_op *)op);
-    if (!live)
-        return;
+    if (!live) return;
     if (st != 0)
         lb_job_retry(job, "the store could not record the invitation");
     else
@@ -454,14 +441,12 @@ static void platform_describe(const lb_http_response *res, char *buf, size_t siz
     char err[64];
     yajl_val v = lb_json_parse(res->body, res->body_len, err, sizeof(err));
     const char *msg = lb_json_get_str(lb_json_get_obj(v, "error"), "message");
-    if (msg == NULL)
-        msg = lb_json_get_str(v, "message");
+    if (msg == NULL) msg = lb_json_get_str(v, "message");
     if (msg != NULL && *msg != '\0')
         snprintf(buf, size, "platform answered %d: %.400s", res->status, msg);
     else
         snprintf(buf, size, "platform answered %d", res->status);
-    if (v != NULL)
-        yajl_tree_free(v);
+    if (v != NULL) yajl_tree_free(v);
 }
 
 static void send_invited(lb_job *job, const lb_http_response *res)
@@ -473,10 +458,8 @@ static void send_invited(lb_job *job, const lb_http_response *res)
         const char *id = lb_json_get_str(v, "invitation_id");
         const char *url = lb_json_get_str(v, "url");
         if (id == NULL || *id == '\0' || url == NULL || *url == '\0') {
-            if (v != NULL)
-                yajl_tree_free(v);
-            lb_job_finish(job, LB_JOB_FAILED,
-                          "the platform's answer has no invitation_id and url");
+            if (v != NULL) yajl_tree_free(v);
+            lb_job_finish(job, LB_JOB_FAILED, "the platform's answer has no invitation_id and url");
             return;
         }
         yajl_gen g = lb_json_gen_new();
@@ -522,10 +505,8 @@ static void send_invite(lb_job *job, const char *assessment)
     lb_json_kv_str(g, "opportunity_id", lb_job_opportunity(job));
     const char *cand = lb_json_get_str(o, "candidate_id");
     const char *posting = lb_json_get_str(o, "posting_id");
-    if (cand != NULL)
-        lb_json_kv_str(g, "candidate_id", cand);
-    if (posting != NULL)
-        lb_json_kv_str(g, "posting_id", posting);
+    if (cand != NULL) lb_json_kv_str(g, "candidate_id", cand);
+    if (posting != NULL) lb_json_kv_str(g, "posting_id", posting);
     yajl_gen_map_close(g);
     yajl_gen_map_close(g);
     yajl_tree_free(o);
@@ -545,8 +526,11 @@ static void send_invite(lb_job *job, const char *assessment)
     const unsigned char *body;
     size_t blen;
     yajl_gen_get_buf(g, &body, &blen);
-    lb_http_request req = {.method = "POST", .url = url, .headers = headers,
-                           .body = (const char *)body, .body_len = blen};
+    lb_http_request req = {.method = "POST",
+                           .url = url,
+                           .headers = headers,
+                           .body = (const char *)body,
+                           .body_len = blen};
     lb_job_http(job, &req, send_invited); /* curl copied what it needs */
     yajl_gen_free(g);
     sodium_memzero(auth, strlen(auth));
@@ -556,8 +540,7 @@ static void send_invite(lb_job *job, const char *assessment)
 static void send_opportunity_read(lb_job *job, const lb_http_response *res)
 {
     lb_lever_opportunity o;
-    if (opportunity_read(job, res, &o) != 0)
-        return;
+    if (opportunity_read(job, res, &o) != 0) return;
     if (o.email == NULL || *o.email == '\0') {
         lb_lever_opportunity_free(&o);
         lb_job_finish(job, LB_JOB_FAILED, "the candidate has no email address in Lever");
@@ -569,10 +552,8 @@ static void send_opportunity_read(lb_job *job, const lb_http_response *res)
     yajl_gen_map_open(g);
     lb_json_kv_str(g, "name", o.name ? o.name : "");
     lb_json_kv_str(g, "email", o.email);
-    if (o.candidate_id != NULL)
-        lb_json_kv_str(g, "candidate_id", o.candidate_id);
-    if (o.npostings > 0)
-        lb_json_kv_str(g, "posting_id", o.postings[0]);
+    if (o.candidate_id != NULL) lb_json_kv_str(g, "candidate_id", o.candidate_id);
+    if (o.npostings > 0) lb_json_kv_str(g, "posting_id", o.postings[0]);
     yajl_gen_map_close(g);
     lb_lever_opportunity_free(&o);
     char *rec = gen_steal(g);
@@ -585,11 +566,9 @@ static void send_claimed(lb_job *job, lb_store_op *op, int live)
 {
     int st = op->status;
     int owned = st == 0 && op->invitation_claim.owned;
-    if (st == 0)
-        lb_invitation_rec_free(&op->invitation_claim.existing);
+    if (st == 0) lb_invitation_rec_free(&op->invitation_claim.existing);
     inv_op_free((inv_op *)op);
-    if (!live)
-        return;
+    if (!live) return;
     if (st != 0)
         lb_job_retry(job, "the store could not claim the invitation");
     else if (!owned)
@@ -600,8 +579,7 @@ static void send_claimed(lb_job *job, lb_store_op *op, int live)
 
 void lb_assess_send_run(lb_job *job)
 {
-    if (!opportunity_named(job))
-        return;
+    if (!opportunity_named(job)) return;
     const char *assessment = lb_json_get_str(lb_job_action(job), "assessment");
     if (assessment == NULL || *assessment == '\0') {
         lb_job_finish(job, LB_JOB_FAILED, "send_assessment needs an assessment");
@@ -627,8 +605,7 @@ void lb_assess_send_run(lb_job *job)
             lb_job_finish(job, LB_JOB_FAILED, "the recorded invitation is unreadable");
         else
             inv_submit(job, LB_STORE_INVITATION_UPDATE, assessment, id, url, NULL, send_stored);
-        if (inv != NULL)
-            yajl_tree_free(inv);
+        if (inv != NULL) yajl_tree_free(inv);
     } else if (lb_job_step(job, "note") == NULL) {
         note_run(job);
     } else {
@@ -671,8 +648,7 @@ static void add_note_render(lb_job *job, const char *invitation_url)
     }};
     char *text = lb_malloc(TEXT_SIZE);
     int n = lb_template_render(lb_json_get_str(lb_job_action(job), "text"), &v, text, TEXT_SIZE);
-    if (cand != NULL)
-        yajl_tree_free(cand);
+    if (cand != NULL) yajl_tree_free(cand);
     if (n == LB_ETOOBIG)
         lb_warn("assess", "tenant=%s job=%s: the note was cut to %d bytes", lb_job_tenant(job),
                 lb_job_id(job), LB_TEMPLATE_OUT_MAX);
@@ -704,8 +680,7 @@ static void add_note_invitation(lb_job *job, lb_store_op *op, int live)
 static void add_note_candidate(lb_job *job, const lb_http_response *res)
 {
     lb_lever_opportunity o;
-    if (opportunity_read(job, res, &o) != 0)
-        return;
+    if (opportunity_read(job, res, &o) != 0) return;
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_kv_str(g, "name", o.name ? o.name : "");
@@ -720,8 +695,7 @@ static void add_note_candidate(lb_job *job, const lb_http_response *res)
 
 void lb_assess_add_note_run(lb_job *job)
 {
-    if (!opportunity_named(job))
-        return;
+    if (!opportunity_named(job)) return;
     const char *tpl = lb_json_get_str(lb_job_action(job), "text");
     char bad[LB_TEMPLATE_BAD_MAX];
     if (tpl == NULL || *tpl == '\0') {
@@ -748,8 +722,7 @@ void lb_assess_add_note_run(lb_job *job)
     if ((uses & cand) != 0 && lb_job_step(job, "candidate") == NULL)
         opportunity_get(job, add_note_candidate);
     else if ((uses & (1u << LB_TPL_INVITATION_URL)) != 0 && assessment != NULL)
-        inv_submit(job, LB_STORE_INVITATION_GET, assessment, NULL, NULL, NULL,
-                   add_note_invitation);
+        inv_submit(job, LB_STORE_INVITATION_GET, assessment, NULL, NULL, NULL, add_note_invitation);
     else
         add_note_render(job, NULL);
 }
@@ -784,11 +757,9 @@ static void update_owner_read(lb_job *job, lb_store_op *op, int live)
 {
     int st = op->status;
     int status = st == 0 ? op->job_get.rec.status : -1;
-    if (st == 0)
-        lb_job_rec_free(&op->job_get.rec);
+    if (st == 0) lb_job_rec_free(&op->job_get.rec);
     lb_free(op);
-    if (!live)
-        return;
+    if (!live) return;
     if (st == LB_ENOTFOUND || status == LB_JOB_FAILED || status == LB_JOB_SKIPPED ||
         status == LB_JOB_CANCELLED)
         lb_job_finish(job, LB_JOB_SKIPPED, "no_status_note"); /* the invitation never got one */
@@ -801,8 +772,7 @@ static void update_invitation_read(lb_job *job, lb_store_op *op, int live)
     int st = op->status;
     lb_invitation_rec rec;
     memset(&rec, 0, sizeof(rec));
-    if (st == 0)
-        rec = op->invitation_get.rec;
+    if (st == 0) rec = op->invitation_get.rec;
     inv_op_free((inv_op *)op);
     if (live) {
         if (st == LB_ENOTFOUND) {
@@ -831,8 +801,7 @@ static void update_invitation_read(lb_job *job, lb_store_op *op, int live)
 
 void lb_assess_update_note_run(lb_job *job)
 {
-    if (!opportunity_named(job))
-        return;
+    if (!opportunity_named(job)) return;
     yajl_val ctx = context(job);
     const char *assessment = assessment_of(job);
     const char *status = lb_json_get_str(ctx, "status");
@@ -842,6 +811,5 @@ void lb_assess_update_note_run(lb_job *job)
                       "update_status_note needs an assessment and a status in its context");
         return;
     }
-    inv_submit(job, LB_STORE_INVITATION_GET, assessment, NULL, NULL, NULL,
-               update_invitation_read);
+    inv_submit(job, LB_STORE_INVITATION_GET, assessment, NULL, NULL, NULL, update_invitation_read);
 }

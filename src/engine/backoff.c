@@ -4,8 +4,7 @@
 
 int64_t lb_backoff_ceiling(int64_t base_ms, int64_t cap_ms, unsigned attempt)
 {
-    if (base_ms <= 0)
-        return 0;
+    if (base_ms <= 0) return 0;
     int64_t c = base_ms;
     for (unsigned i = 0; i < attempt && c < cap_ms; i++)
         c = c > INT64_MAX / 2 ? INT64_MAX : c * 2;

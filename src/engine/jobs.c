@@ -22,12 +22,12 @@
 #define NOTIFY_WAIT_MS 100
 
 typedef enum {
-    J_BLOCKED, /* behind an earlier job of its event */
-    J_DUE,     /* in its tenant's FIFO */
-    J_SLEEPING,/* in the retry heap */
-    J_RUNNING, /* holds a running slot */
-    J_WAITING, /* for its tenant's connection */
-    J_DONE,    /* ended; freed once its store writes are back */
+    J_BLOCKED,  /* behind an earlier job of its event */
+    J_DUE,      /* in its tenant's FIFO */
+    J_SLEEPING, /* in the retry heap */
+    J_RUNNING,  /* holds a running slot */
+    J_WAITING,  /* for its tenant's connection */
+    J_DONE,     /* ended; freed once its store writes are back */
 } jstate;
 
 typedef struct jtenant jtenant;
@@ -40,7 +40,7 @@ typedef struct {
 /* One unfinished job. Owned by the engine's map; freed when it ended (or at
  * close) and none of its store writes is in flight. */
 struct lb_job {
-    lb_job_rec rec;           /* strings owned */
+    lb_job_rec rec; /* strings owned */
     lb_jobs *js;
     jtenant *t;
     const lb_job_kind *kind;
@@ -49,30 +49,30 @@ struct lb_job {
     int nsteps;
     jstate state;
     lb_heap_node sleep;
-    lb_job *next;             /* tenant FIFO or wait list */
-    lb_job *chain_next;       /* the next job of the same chain */
-    char *chain;              /* its chain: the event id, or (notify jobs)
-                                 "\x1f" and the tenant; NULL: none */
+    lb_job *next;       /* tenant FIFO or wait list */
+    lb_job *chain_next; /* the next job of the same chain */
+    char *chain;        /* its chain: the event id, or (notify jobs)
+                           "\x1f" and the tenant; NULL: none */
     void *scratch;
-    int writes;               /* store writes in flight */
+    int writes; /* store writes in flight */
     /* the call in flight */
     lb_ob_call ob;
     lb_lever_req lreq;
     lb_http_call *hcall;
     lb_job_call_cb done;
-    const char *permission;   /* what a 403 on the current call means */
+    const char *permission; /* what a 403 on the current call means */
     int in_call;
 };
 
 /* A tenant's due jobs. Owned by the engine's tenant map. */
 struct jtenant {
     char *id;
-    lb_job *head, *tail;      /* due FIFO */
-    lb_job *waiting;          /* waiting for the connection */
+    lb_job *head, *tail; /* due FIFO */
+    lb_job *waiting;     /* waiting for the connection */
     jtenant *ring_next;
     int in_ring;
     int running;
-    size_t failed;            /* jobs of the tenant in status failed */
+    size_t failed; /* jobs of the tenant in status failed */
 };
 
 struct lb_jobs {
@@ -85,15 +85,15 @@ struct lb_jobs {
     const lb_job_kind *kinds[LB_JOBS_KIND_SETS];
     size_t nkinds[LB_JOBS_KIND_SETS];
     size_t nsets;
-    int64_t notify_last;      /* created_at of the last event made */
-    lb_map jobs;              /* id -> lb_job */
-    lb_map tenants;           /* id -> jtenant */
-    lb_map chains;            /* event id -> last job of its chain */
+    int64_t notify_last; /* created_at of the last event made */
+    lb_map jobs;         /* id -> lb_job */
+    lb_map tenants;      /* id -> jtenant */
+    lb_map chains;       /* event id -> last job of its chain */
     jtenant *ring_head, *ring_tail;
     lb_heap sleepers;
     uv_timer_t timer;
     int running;
-    int notify_running;       /* notify_platform jobs among them */
+    int notify_running; /* notify_platform jobs among them */
     int pumping, again;
     int closing;
     int writes;
@@ -161,8 +161,7 @@ const lb_jobs_config *lb_job_config(const lb_job *job)
 const char *lb_job_step(const lb_job *job, const char *name)
 {
     for (int i = 0; i < job->nsteps; i++)
-        if (strcmp(job->steps[i].name, name) == 0)
-            return job->steps[i].value;
+        if (strcmp(job->steps[i].name, name) == 0) return job->steps[i].value;
     return NULL;
 }
 
@@ -172,8 +171,7 @@ static char *steps_json(const lb_job *j)
     lb_strbuf_init(&b, 64 * 1024);
     lb_strbuf_cat(&b, "{");
     for (int i = 0; i < j->nsteps; i++) {
-        if (i > 0)
-            lb_strbuf_cat(&b, ",");
+        if (i > 0) lb_strbuf_cat(&b, ",");
         lb_strbuf_json_str(&b, j->steps[i].name, strlen(j->steps[i].name));
         lb_strbuf_cat(&b, ":");
         lb_strbuf_json_str(&b, j->steps[i].value, strlen(j->steps[i].value));
@@ -184,8 +182,7 @@ static char *steps_json(const lb_job *j)
 
 static void steps_load(lb_job *j)
 {
-    if (j->rec.steps == NULL)
-        return;
+    if (j->rec.steps == NULL) return;
     char err[64];
     yajl_val v = lb_json_parse(j->rec.steps, strlen(j->rec.steps), err, sizeof(err));
     if (v == NULL || !YAJL_IS_OBJECT(v)) {
@@ -193,15 +190,13 @@ static void steps_load(lb_job *j)
     } else {
         for (size_t i = 0; i < v->u.object.len && j->nsteps < LB_JOBS_MAX_STEPS; i++) {
             yajl_val x = v->u.object.values[i];
-            if (!YAJL_IS_STRING(x))
-                continue;
+            if (!YAJL_IS_STRING(x)) continue;
             j->steps[j->nsteps].name = lb_strdup(v->u.object.keys[i]);
             j->steps[j->nsteps].value = lb_strdup(x->u.string);
             j->nsteps++;
         }
     }
-    if (v != NULL)
-        yajl_tree_free(v);
+    if (v != NULL) yajl_tree_free(v);
 }
 
 static void set_str(char **field, const char *value)
@@ -217,9 +212,9 @@ static void set_str(char **field, const char *value)
 typedef struct {
     lb_store_op op;
     lb_job_rec rec;
-    lb_job *job;              /* NULL: nobody waits for it */
+    lb_job *job; /* NULL: nobody waits for it */
     void (*then)(lb_job *job, int status);
-    lb_job_rec notify;        /* job.failed, written with the end; id "": none */
+    lb_job_rec notify; /* job.failed, written with the end; id "": none */
 } jwrite;
 
 static void write_done(lb_store_op *op)
@@ -232,13 +227,11 @@ static void write_done(lb_store_op *op)
                  lb_strerror(op->status));
     js->writes--;
     j->writes--;
-    if (w->then != NULL && j->state != J_DONE && !js->closing)
-        w->then(j, op->status);
+    if (w->then != NULL && j->state != J_DONE && !js->closing) w->then(j, op->status);
     lb_jobs_notify_done(js, op, &w->notify);
     lb_job_rec_free(&w->rec);
     lb_free(w);
-    if (j->state == J_DONE && j->writes == 0)
-        job_free(j);
+    if (j->state == J_DONE && j->writes == 0) job_free(j);
     maybe_closed(js);
 }
 
@@ -275,8 +268,7 @@ static void write_job_with(lb_job *j, void (*then)(lb_job *, int), lb_job_rec *n
         lb_job_rec_free(&w->rec);
         lb_job_rec_free(&w->notify);
         lb_free(w);
-        if (then != NULL)
-            then(j, rc);
+        if (then != NULL) then(j, rc);
         return;
     }
     js->writes++;
@@ -304,14 +296,12 @@ static void kind_store_done(lb_store_op *op)
     lb_free(w);
     /* Events the write carried are committed: the engine takes them before
      * the kind frees their records. */
-    if (op->status == 0 && op->nnotify > 0)
-        lb_jobs_add(js, op->notify, op->nnotify);
+    if (op->status == 0 && op->nnotify > 0) lb_jobs_add(js, op->notify, op->nnotify);
     /* Still counted while done runs: ending the job there cannot free it. */
     done(j, op, j->state == J_RUNNING && !js->closing);
     js->writes--;
     j->writes--;
-    if (j->state == J_DONE && j->writes == 0)
-        job_free(j);
+    if (j->state == J_DONE && j->writes == 0) job_free(j);
     maybe_closed(js);
 }
 
@@ -352,8 +342,7 @@ static int tenant_can_run(lb_jobs *js, jtenant *t)
 
 static void ring_push(lb_jobs *js, jtenant *t)
 {
-    if (t->in_ring || !tenant_can_run(js, t))
-        return;
+    if (t->in_ring || !tenant_can_run(js, t)) return;
     t->in_ring = 1;
     t->ring_next = NULL;
     if (js->ring_tail)
@@ -368,8 +357,7 @@ static jtenant *ring_pop(lb_jobs *js)
     jtenant *t = js->ring_head;
     if (t != NULL) {
         js->ring_head = t->ring_next;
-        if (js->ring_head == NULL)
-            js->ring_tail = NULL;
+        if (js->ring_head == NULL) js->ring_tail = NULL;
         t->in_ring = 0;
     }
     return t;
@@ -425,12 +413,10 @@ static void schedule(lb_job *j)
 
 static void release_slot(lb_job *j)
 {
-    if (j->state != J_RUNNING)
-        return;
+    if (j->state != J_RUNNING) return;
     j->t->running--;
     j->js->running--;
-    if (is_notify(j))
-        j->js->notify_running--;
+    if (is_notify(j)) j->js->notify_running--;
     ring_push(j->js, j->t);
 }
 
@@ -440,8 +426,7 @@ static void start(lb_job *j)
     j->state = J_RUNNING;
     j->t->running++;
     js->running++;
-    if (is_notify(j))
-        js->notify_running++;
+    if (is_notify(j)) js->notify_running++;
     js->stats.started++;
     j->rec.attempts++;
     j->rec.status = LB_JOB_RUNNING;
@@ -460,12 +445,10 @@ static void pump(lb_jobs *js)
         js->again = 0;
         while (!js->closing && js->running < js->cfg.max_running && js->ring_head != NULL) {
             jtenant *t = ring_pop(js);
-            if (!tenant_can_run(js, t))
-                continue;
+            if (!tenant_can_run(js, t)) continue;
             lb_job *j = t->head;
             t->head = j->next;
-            if (t->head == NULL)
-                t->tail = NULL;
+            if (t->head == NULL) t->tail = NULL;
             j->next = NULL;
             ring_push(js, t);
             if (is_notify(j) && js->notify_running >= js->cfg.max_running_notify) {
@@ -487,14 +470,11 @@ static void pump(lb_jobs *js)
 static void chain_advance(lb_job *j)
 {
     lb_jobs *js = j->js;
-    if (j->chain == NULL)
-        return;
-    if (lb_map_get(&js->chains, j->chain) == j)
-        lb_map_del(&js->chains, j->chain);
+    if (j->chain == NULL) return;
+    if (lb_map_get(&js->chains, j->chain) == j) lb_map_del(&js->chains, j->chain);
     lb_job *next = j->chain_next;
     j->chain_next = NULL;
-    if (next != NULL)
-        schedule(next);
+    if (next != NULL) schedule(next);
 }
 
 /* The job.failed event of a job that failed for good (api.md: data job
@@ -534,23 +514,25 @@ static void end(lb_job *j, int status, const char *error)
         j->t->failed++;
         lb_stats_add(js->cfg.stats, j->rec.tenant_id, LB_STAT_FAILED, lb_time_now_ms());
         break;
-    case LB_JOB_SKIPPED: js->stats.skipped++; break;
-    default: js->stats.cancelled++; break;
+    case LB_JOB_SKIPPED:
+        js->stats.skipped++;
+        break;
+    default:
+        js->stats.cancelled++;
+        break;
     }
     lb_job_rec notify = {0};
     if (status == LB_JOB_FAILED) {
         lb_warn("jobs", "tenant=%s job=%s (%s) failed: %s", j->rec.tenant_id, j->rec.id,
                 j->kind ? j->kind->type : "?", error ? error : "");
-        if (!is_notify(j))
-            failed_event(j, &notify);
+        if (!is_notify(j)) failed_event(j, &notify);
     }
     write_job_with(j, NULL, &notify);
     lb_job_rec_free(&notify);
     lb_map_del(&js->jobs, j->rec.id);
     j->state = J_DONE;
     chain_advance(j);
-    if (j->writes == 0)
-        job_free(j);
+    if (j->writes == 0) job_free(j);
     pump(js);
 }
 
@@ -593,10 +575,9 @@ void lb_job_retry(lb_job *job, const char *error)
     release_slot(job);
     js->stats.retried++;
     unsigned attempt = job->rec.attempts > 0 ? (unsigned)job->rec.attempts - 1 : 0;
-    job->rec.next_run_at = now + lb_backoff_delay(js->cfg.retry_base_ms, js->cfg.retry_cap_ms,
-                                                  attempt);
-    if (job->rec.next_run_at <= now)
-        job->rec.next_run_at = now + 1;
+    job->rec.next_run_at =
+        now + lb_backoff_delay(js->cfg.retry_base_ms, js->cfg.retry_cap_ms, attempt);
+    if (job->rec.next_run_at <= now) job->rec.next_run_at = now + 1;
     job->rec.status = LB_JOB_RETRYING;
     set_str(&job->rec.last_error, error);
     lb_debug("jobs", "tenant=%s job=%s retries in %lld ms: %s", job->rec.tenant_id, job->rec.id,
@@ -633,8 +614,7 @@ void lb_job_record(lb_job *job, const char *name, const char *value)
 {
     int i;
     for (i = 0; i < job->nsteps; i++)
-        if (strcmp(job->steps[i].name, name) == 0)
-            break;
+        if (strcmp(job->steps[i].name, name) == 0) break;
     if (i == LB_JOBS_MAX_STEPS) {
         end(job, LB_JOB_FAILED, "too many steps");
         return;
@@ -662,8 +642,7 @@ static void ob_done(lb_ob_call *call, const lb_http_response *res)
     lb_job *j = call->data;
     j->in_call = 0;
     if (res->status == 0 && res->error == LB_ECLOSED) { /* the queue let go of the call */
-        if (!j->js->closing)
-            lb_job_retry(j, "the call was cancelled");
+        if (!j->js->closing) lb_job_retry(j, "the call was cancelled");
         return;
     }
     if (res->status >= 200 && res->status < 300 && j->permission != NULL)
@@ -690,13 +669,11 @@ void lb_job_lever(lb_job *job, const char *permission, const char *method, const
     va_start(ap, path_fmt);
     int nargs = 0;
     for (const char *p = path_fmt; *p && nargs < 4; p++)
-        if (p[0] == '%' && p[1] == 's')
-            args[nargs++] = va_arg(ap, const char *);
+        if (p[0] == '%' && p[1] == 's') args[nargs++] = va_arg(ap, const char *);
     va_end(ap);
     lb_lever_req_init(&job->lreq, &auth, method, query, path_fmt, args[0], args[1], args[2],
                       args[3]);
-    if (body != NULL)
-        lb_lever_req_json(&job->lreq, body);
+    if (body != NULL) lb_lever_req_json(&job->lreq, body);
     job->permission = permission;
     job->done = done;
     job->in_call = 1;
@@ -769,8 +746,7 @@ static const lb_job_kind *kind_of(lb_jobs *js, yajl_val action)
     const char *type = lb_json_get_str(action, "type");
     for (size_t s = 0; type != NULL && s < js->nsets; s++)
         for (size_t i = 0; i < js->nkinds[s]; i++)
-            if (strcmp(js->kinds[s][i].type, type) == 0)
-                return &js->kinds[s][i];
+            if (strcmp(js->kinds[s][i].type, type) == 0) return &js->kinds[s][i];
     return NULL;
 }
 
@@ -782,8 +758,7 @@ static void job_free(lb_job *j)
     }
     call_reset(j);
     lb_free(j->chain);
-    if (j->action)
-        yajl_tree_free(j->action);
+    if (j->action) yajl_tree_free(j->action);
     lb_job_rec_free(&j->rec);
     lb_free(j);
 }
@@ -817,8 +792,7 @@ static lb_job *job_new(lb_jobs *js, const lb_job_rec *r)
 void lb_jobs_add(lb_jobs *js, const lb_job_rec *recs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (js->closing || lb_map_get(&js->jobs, recs[i].id) != NULL)
-            continue;
+        if (js->closing || lb_map_get(&js->jobs, recs[i].id) != NULL) continue;
         if (js->jobs.count >= LB_JOBS_MAX) {
             lb_error("jobs", "more than %d unfinished jobs: tenant=%s job=%s waits for a restart",
                      LB_JOBS_MAX, recs[i].tenant_id, recs[i].id);
@@ -831,8 +805,7 @@ void lb_jobs_add(lb_jobs *js, const lb_job_rec *recs, size_t n)
             continue;
         }
         lb_job *tail = j->chain ? lb_map_get(&js->chains, j->chain) : NULL;
-        if (j->chain != NULL)
-            lb_map_put(&js->chains, j->chain, j);
+        if (j->chain != NULL) lb_map_put(&js->chains, j->chain, j);
         if (tail != NULL) {
             tail->chain_next = j;
             j->state = J_BLOCKED;
@@ -847,8 +820,7 @@ static int notify_make(lb_jobs *js, const char *tenant, const char *type, const 
                        const char *id, lb_job_rec *rec)
 {
     memset(rec, 0, sizeof(*rec));
-    if (js == NULL || js->cfg.events_url == NULL || js->cfg.events_key_len == 0)
-        return 0;
+    if (js == NULL || js->cfg.events_url == NULL || js->cfg.events_key_len == 0) return 0;
     int64_t at = now_ms();
     if (at <= js->notify_last)
         at = js->notify_last + 1; /* strictly later: the order survives a restart */
@@ -865,8 +837,7 @@ int lb_jobs_notify(lb_jobs *js, const char *tenant, const char *type, const char
 
 void lb_jobs_notify_done(lb_jobs *js, const lb_store_op *op, lb_job_rec *rec)
 {
-    if (js != NULL && op->status == 0 && rec->action != NULL)
-        lb_jobs_add(js, rec, 1);
+    if (js != NULL && op->status == 0 && rec->action != NULL) lb_jobs_add(js, rec, 1);
     lb_job_rec_free(rec);
     memset(rec, 0, sizeof(*rec));
 }
@@ -895,24 +866,20 @@ int lb_jobs_load(lb_jobs *js)
     load_ctx ctx = {.op = {.kind = LB_STORE_JOB_LOAD_ACTIVE, .cb = load_cb}};
     ctx.op.data = &ctx;
     int rc = lb_store_submit(js->store, &ctx.op);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     while (!ctx.done)
         uv_run(js->loop, UV_RUN_ONCE);
-    if (ctx.op.status != 0)
-        return ctx.op.status;
+    if (ctx.op.status != 0) return ctx.op.status;
     lb_jobs_add(js, ctx.op.job_load_active.recs, ctx.op.job_load_active.count);
     lb_info("jobs", "resumed %zu unfinished job(s)", ctx.op.job_load_active.count);
     lb_job_recs_free(ctx.op.job_load_active.recs, ctx.op.job_load_active.count);
 
     load_ctx fc = {.op = {.kind = LB_STORE_JOB_FAILED_COUNTS, .cb = load_cb}};
     fc.op.data = &fc;
-    if ((rc = lb_store_submit(js->store, &fc.op)) != 0)
-        return rc;
+    if ((rc = lb_store_submit(js->store, &fc.op)) != 0) return rc;
     while (!fc.done)
         uv_run(js->loop, UV_RUN_ONCE);
-    if (fc.op.status != 0)
-        return fc.op.status;
+    if (fc.op.status != 0) return fc.op.status;
     for (size_t i = 0; i < fc.op.job_failed_counts.n; i++)
         tenant_get(js, fc.op.job_failed_counts.tenants[i])->failed =
             fc.op.job_failed_counts.counts[i];
@@ -924,8 +891,7 @@ int lb_jobs_load(lb_jobs *js)
 void lb_jobs_tenant_resume(lb_jobs *js, const char *tenant)
 {
     jtenant *t = lb_map_get(&js->tenants, tenant);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     lb_job *list = t->waiting;
     t->waiting = NULL;
     /* Keep their order: the list is newest first. */
@@ -955,8 +921,7 @@ static void cancel_job(lb_job *j)
         call_reset(j);
     }
     jtenant *t = j->t;
-    if (j->state == J_SLEEPING)
-        lb_heap_remove(&js->sleepers, &j->sleep);
+    if (j->state == J_SLEEPING) lb_heap_remove(&js->sleepers, &j->sleep);
     if (j->state == J_DUE || j->state == J_WAITING) {
         lb_job **pp = j->state == J_DUE ? &t->head : &t->waiting;
         lb_job *prev = NULL;
@@ -966,8 +931,7 @@ static void cancel_job(lb_job *j)
         }
         if (*pp == j) {
             *pp = j->next;
-            if (j->state == J_DUE && t->tail == j)
-                t->tail = prev;
+            if (j->state == J_DUE && t->tail == j) t->tail = prev;
         }
     }
     j->chain_next = NULL; /* its successors are cancelled too */
@@ -997,8 +961,7 @@ static void cancel_tenant(lb_jobs *js, const char *tenant, int notify)
     lb_job **list = lb_malloc(cap * sizeof(*list));
     for (size_t i = 0; i < js->jobs.cap; i++) {
         lb_job *j = js->jobs.slots[i].key ? js->jobs.slots[i].value : NULL;
-        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0 || is_notify(j) != notify)
-            continue;
+        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0 || is_notify(j) != notify) continue;
         if (n == cap) {
             cap *= 2;
             list = lb_realloc(list, cap * sizeof(*list));
@@ -1015,8 +978,7 @@ void lb_jobs_tenant_backlog(lb_jobs *js, const char *tenant, size_t *queued, siz
     *queued = *retrying = 0;
     for (size_t i = 0; i < js->jobs.cap; i++) {
         lb_job *j = js->jobs.slots[i].key ? js->jobs.slots[i].value : NULL;
-        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0)
-            continue;
+        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0) continue;
         if (j->rec.status == LB_JOB_RETRYING)
             (*retrying)++;
         else
@@ -1058,12 +1020,9 @@ int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_clien
     js->ob = ob;
     js->http = http;
     js->cfg = *cfg;
-    if (js->cfg.max_running <= 0)
-        js->cfg.max_running = 1024;
-    if (js->cfg.max_running_tenant <= 0)
-        js->cfg.max_running_tenant = 64;
-    if (js->cfg.max_running_notify <= 0)
-        js->cfg.max_running_notify = 64;
+    if (js->cfg.max_running <= 0) js->cfg.max_running = 1024;
+    if (js->cfg.max_running_tenant <= 0) js->cfg.max_running_tenant = 64;
+    if (js->cfg.max_running_notify <= 0) js->cfg.max_running_notify = 64;
     if (js->cfg.events_url != NULL)
         lb_metrics_declare_counter("leverbridge_platform_events_total",
                                    "Events sent to the platform, by type and result.");
@@ -1099,8 +1058,7 @@ static void timer_closed_cb(uv_handle_t *h)
 
 static void maybe_closed(lb_jobs *js)
 {
-    if (!js->closing || js->writes > 0 || js->timer.data != NULL)
-        return;
+    if (!js->closing || js->writes > 0 || js->timer.data != NULL) return;
     for (size_t i = 0; i < js->tenants.cap; i++) {
         jtenant *t = js->tenants.slots[i].key ? js->tenants.slots[i].value : NULL;
         if (t != NULL) {
@@ -1115,8 +1073,7 @@ static void maybe_closed(lb_jobs *js)
     void (*cb)(void *) = js->close_cb;
     void *data = js->close_data;
     lb_free(js);
-    if (cb != NULL)
-        cb(data);
+    if (cb != NULL) cb(data);
 }
 
 void lb_jobs_close(lb_jobs *js, void (*cb)(void *data), void *data)
@@ -1128,8 +1085,7 @@ void lb_jobs_close(lb_jobs *js, void (*cb)(void *data), void *data)
      * start; here their calls stop and their memory goes. */
     for (size_t i = 0; i < js->jobs.cap; i++) {
         lb_job *j = js->jobs.slots[i].key ? js->jobs.slots[i].value : NULL;
-        if (j == NULL)
-            continue;
+        if (j == NULL) continue;
         if (j->in_call) {
             if (j->hcall != NULL)
                 lb_http_call_cancel(j->hcall);
@@ -1137,11 +1093,9 @@ void lb_jobs_close(lb_jobs *js, void (*cb)(void *data), void *data)
                 lb_outbound_cancel(&j->ob);
             call_reset(j);
         }
-        if (j->state == J_SLEEPING)
-            lb_heap_remove(&js->sleepers, &j->sleep);
+        if (j->state == J_SLEEPING) lb_heap_remove(&js->sleepers, &j->sleep);
         j->state = J_DONE;
-        if (j->writes == 0)
-            job_free(j);
+        if (j->writes == 0) job_free(j);
     }
     uv_close((uv_handle_t *)&js->timer, timer_closed_cb);
 }

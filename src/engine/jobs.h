@@ -93,7 +93,7 @@ typedef struct {
 
 typedef struct {
     uint64_t started, succeeded, failed, retried, skipped, cancelled;
-    size_t active;   /* in memory: queued, running, retrying, waiting */
+    size_t active; /* in memory: queued, running, retrying, waiting */
     size_t running;
     size_t retrying; /* waiting for their retry time */
 } lb_jobs_stats;

@@ -19,15 +19,15 @@ struct lb_ob_tenant {
     lb_outbound *ob;
     lb_rl rl;
     int unlimited;
-    lb_ob_call *head, *tail;  /* FIFO of queued calls */
+    lb_ob_call *head, *tail; /* FIFO of queued calls */
     size_t count;
-    lb_ob_tenant *ring_next;  /* round-robin queue link */
+    lb_ob_tenant *ring_next; /* round-robin queue link */
     int in_ring;
-    lb_heap_node sleep;       /* in ob->sleepers while waiting for a token */
-    int64_t hold_until_us;    /* nothing before this (429) */
-    int64_t hold_began_us;    /* start of the current throttling episode */
-    unsigned episodes_429;    /* consecutive throttling episodes */
-    int64_t refill_ms;        /* ceiling of a hold without Retry-After */
+    lb_heap_node sleep;    /* in ob->sleepers while waiting for a token */
+    int64_t hold_until_us; /* nothing before this (429) */
+    int64_t hold_began_us; /* start of the current throttling episode */
+    unsigned episodes_429; /* consecutive throttling episodes */
+    int64_t refill_ms;     /* ceiling of a hold without Retry-After */
     int paused;
     int removed;
     size_t inflight;
@@ -59,8 +59,7 @@ static int64_t now_us(void)
 
 static void ring_push(lb_outbound *ob, lb_ob_tenant *t)
 {
-    if (t->in_ring || t->paused || t->count == 0 || lb_heap_contains(&t->sleep))
-        return;
+    if (t->in_ring || t->paused || t->count == 0 || lb_heap_contains(&t->sleep)) return;
     t->in_ring = 1;
     t->ring_next = NULL;
     if (ob->ring_tail)
@@ -73,27 +72,23 @@ static void ring_push(lb_outbound *ob, lb_ob_tenant *t)
 static lb_ob_tenant *ring_pop(lb_outbound *ob)
 {
     lb_ob_tenant *t = ob->ring_head;
-    if (t == NULL)
-        return NULL;
+    if (t == NULL) return NULL;
     ob->ring_head = t->ring_next;
-    if (ob->ring_head == NULL)
-        ob->ring_tail = NULL;
+    if (ob->ring_head == NULL) ob->ring_tail = NULL;
     t->in_ring = 0;
     return t;
 }
 
 static void ring_remove(lb_outbound *ob, lb_ob_tenant *t)
 {
-    if (!t->in_ring)
-        return;
+    if (!t->in_ring) return;
     lb_ob_tenant **pp = &ob->ring_head, *prev = NULL;
     while (*pp != t) {
         prev = *pp;
         pp = &(*pp)->ring_next;
     }
     *pp = t->ring_next;
-    if (ob->ring_tail == t)
-        ob->ring_tail = prev;
+    if (ob->ring_tail == t) ob->ring_tail = prev;
     t->in_ring = 0;
 }
 
@@ -113,8 +108,7 @@ static void fifo_push_front(lb_ob_tenant *t, lb_ob_call *c)
 {
     c->next = t->head;
     t->head = c;
-    if (t->tail == NULL)
-        t->tail = c;
+    if (t->tail == NULL) t->tail = c;
     t->count++;
     t->ob->stats.queued++;
 }
@@ -122,11 +116,9 @@ static void fifo_push_front(lb_ob_tenant *t, lb_ob_call *c)
 static lb_ob_call *fifo_pop(lb_ob_tenant *t)
 {
     lb_ob_call *c = t->head;
-    if (c == NULL)
-        return NULL;
+    if (c == NULL) return NULL;
     t->head = c->next;
-    if (t->head == NULL)
-        t->tail = NULL;
+    if (t->head == NULL) t->tail = NULL;
     t->count--;
     t->ob->stats.queued--;
     c->next = NULL;
@@ -191,9 +183,8 @@ static lb_metric *code_counter(int status)
 
 static lb_metric *request_seconds(void)
 {
-    return lb_metrics_histogram("leverbridge_lever_request_seconds",
-                                "Duration of calls to Lever.", "", lb_metrics_latency_bounds,
-                                lb_metrics_latency_nbounds);
+    return lb_metrics_histogram("leverbridge_lever_request_seconds", "Duration of calls to Lever.",
+                                "", lb_metrics_latency_bounds, lb_metrics_latency_nbounds);
 }
 
 static void record(lb_outbound *ob, const lb_http_response *res)
@@ -217,10 +208,8 @@ int64_t lb_outbound_refill_ms(double rate, int burst)
         burst = 20;
     }
     double ms = (burst > 1 ? burst : 1) * 1000.0 / rate;
-    if (ms < LB_OUTBOUND_REFILL_MIN_MS)
-        return LB_OUTBOUND_REFILL_MIN_MS;
-    if (ms > LB_OUTBOUND_REFILL_MAX_MS)
-        return LB_OUTBOUND_REFILL_MAX_MS;
+    if (ms < LB_OUTBOUND_REFILL_MIN_MS) return LB_OUTBOUND_REFILL_MIN_MS;
+    if (ms > LB_OUTBOUND_REFILL_MAX_MS) return LB_OUTBOUND_REFILL_MAX_MS;
     return (int64_t)ceil(ms);
 }
 
@@ -229,10 +218,8 @@ int64_t lb_outbound_hold_ms(const char *retry_after, int64_t now_ms, unsigned ep
 {
     int64_t ms;
     if (retry_after != NULL && lb_http_retry_after_ms(retry_after, now_ms, &ms) == 0) {
-        if (ms < LB_OUTBOUND_HOLD_MIN_MS)
-            ms = LB_OUTBOUND_HOLD_MIN_MS;
-        if (ms > LB_OUTBOUND_HOLD_MAX_MS)
-            ms = LB_OUTBOUND_HOLD_MAX_MS;
+        if (ms < LB_OUTBOUND_HOLD_MIN_MS) ms = LB_OUTBOUND_HOLD_MIN_MS;
+        if (ms > LB_OUTBOUND_HOLD_MAX_MS) ms = LB_OUTBOUND_HOLD_MAX_MS;
         return ms;
     }
     unsigned attempt = episodes > 0 ? episodes - 1 : 0;
@@ -264,16 +251,13 @@ static void http_done(const lb_http_response *res, void *data)
                                                (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
                                                t->episodes_429, t->refill_ms);
             lb_debug("outbound", "429 for tenant %s: holding %lld ms", t->id, (long long)hold);
-            if (!t->unlimited)
-                lb_rl_hold(&t->rl, (double)now / 1000.0, (double)hold);
-            if (now + hold * 1000 > t->hold_until_us)
-                t->hold_until_us = now + hold * 1000;
+            if (!t->unlimited) lb_rl_hold(&t->rl, (double)now / 1000.0, (double)hold);
+            if (now + hold * 1000 > t->hold_until_us) t->hold_until_us = now + hold * 1000;
         }
         fifo_push_front(t, call);
         sleep_until(ob, t, t->hold_until_us);
     } else {
-        if (res->status != 429)
-            t->episodes_429 = 0;
+        if (res->status != 429) t->episodes_429 = 0;
         call->cb(call, res); /* a 429 arrives here only when removed or closing */
     }
     if (t->removed && t->inflight == 0 && t->count == 0) {
@@ -385,8 +369,7 @@ lb_ob_tenant *lb_outbound_tenant(lb_outbound *ob, const char *tenant_id, double 
         t = LB_NEW(lb_ob_tenant);
         t->id = lb_strdup(tenant_id);
         t->ob = ob;
-        if (rate > 0)
-            lb_rl_init(&t->rl, rate, margin(burst));
+        if (rate > 0) lb_rl_init(&t->rl, rate, margin(burst));
         lb_map_put(&ob->tenants, t->id, t);
     } else if (rate > 0) {
         if (t->unlimited)
@@ -427,23 +410,19 @@ static void cancel_queued(lb_ob_tenant *t)
 void lb_outbound_tenant_remove(lb_outbound *ob, const char *tenant_id)
 {
     lb_ob_tenant *t = lb_map_del(&ob->tenants, tenant_id);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     t->removed = 1;
     ring_remove(ob, t);
     lb_heap_remove(&ob->sleepers, &t->sleep);
     cancel_queued(t);
-    if (t->inflight == 0)
-        tenant_free(ob, t);
+    if (t->inflight == 0) tenant_free(ob, t);
 }
 
 int lb_outbound_submit(lb_ob_tenant *t, lb_ob_call *call)
 {
     lb_outbound *ob = t->ob;
-    if (ob->closing || t->removed)
-        return LB_ECLOSED;
-    if (t->count >= LB_OUTBOUND_QUEUE_MAX)
-        return LB_ETOOBIG;
+    if (ob->closing || t->removed) return LB_ECLOSED;
+    if (t->count >= LB_OUTBOUND_QUEUE_MAX) return LB_ETOOBIG;
     call->tenant = t;
     call->http = NULL;
     call->requeues = 0;
@@ -472,15 +451,12 @@ int lb_outbound_cancel(lb_ob_call *call)
         prev = *pp;
         pp = &(*pp)->next;
     }
-    if (*pp == NULL)
-        return 0;
+    if (*pp == NULL) return 0;
     *pp = call->next;
-    if (t->tail == call)
-        t->tail = prev;
+    if (t->tail == call) t->tail = prev;
     t->count--;
     t->ob->stats.queued--;
-    if (t->count == 0)
-        ring_remove(t->ob, t);
+    if (t->count == 0) ring_remove(t->ob, t);
     return 1;
 }
 
@@ -497,8 +473,7 @@ static void timer_closed_cb(uv_handle_t *h)
     lb_map_free(&ob->tenants);
     lb_heap_free(&ob->sleepers);
     lb_free(ob);
-    if (cb != NULL)
-        cb(data);
+    if (cb != NULL) cb(data);
 }
 
 void lb_outbound_close(lb_outbound *ob, void (*cb)(void *data), void *data)

@@ -58,16 +58,16 @@ struct lb_ob_call {
     lb_ob_call *next;
     lb_ob_tenant *tenant;
     lb_http_call *http;
-    uint64_t queued_ns;  /* when submitted, for the scheduling delay */
-    int64_t sent_us;     /* when handed to the HTTP client (monotonic) */
-    int requeues;        /* 429s absorbed */
+    uint64_t queued_ns; /* when submitted, for the scheduling delay */
+    int64_t sent_us;    /* when handed to the HTTP client (monotonic) */
+    int requeues;       /* 429s absorbed */
 };
 
 typedef struct {
-    uint64_t dispatched;     /* calls handed to the HTTP client */
-    uint64_t throttled;      /* 429s absorbed */
-    uint64_t queued;         /* calls waiting now, all tenants */
-    double delay_sum_s;      /* sum of scheduling delays */
+    uint64_t dispatched; /* calls handed to the HTTP client */
+    uint64_t throttled;  /* 429s absorbed */
+    uint64_t queued;     /* calls waiting now, all tenants */
+    double delay_sum_s;  /* sum of scheduling delays */
 } lb_outbound_stats;
 
 int lb_outbound_new(uv_loop_t *loop, lb_http_client *client, lb_outbound **out);

@@ -25,18 +25,18 @@ typedef struct {
     lb_provision *p;
     lb_heap_node wake;
     step step;
-    int busy;             /* a call or a write is in flight */
-    int restart;          /* start again when the current step returns */
+    int busy;    /* a call or a write is in flight */
+    int restart; /* start again when the current step returns */
     int forgotten;
     char *stale[MAX_STALE]; /* webhook ids at our URL, to delete */
     int nstale;
     lb_ob_call call;
     lb_lever_req req;
     lb_store_op op;
-    lb_hook_rec rec;      /* the row being written */
-    lb_job_rec notify;    /* its event (webhook.active, .failed), written with it */
-    lb_hook next;         /* what memory becomes once it is written */
-    int then_check;       /* after the write: schedule a check, else nothing */
+    lb_hook_rec rec;   /* the row being written */
+    lb_job_rec notify; /* its event (webhook.active, .failed), written with it */
+    lb_hook next;      /* what memory becomes once it is written */
+    int then_check;    /* after the write: schedule a check, else nothing */
 } pv;
 
 struct lb_provision {
@@ -50,7 +50,7 @@ struct lb_provision {
     lb_heap wakes;
     uv_timer_t timer;
     int closing;
-    int busy;             /* tenants with something in flight */
+    int busy; /* tenants with something in flight */
     void (*close_cb)(void *);
     void *close_data;
 };
@@ -96,8 +96,7 @@ static lb_hook *hook_of(pv *v)
 static void run(pv *v)
 {
     lb_hook *h = hook_of(v);
-    if (h == NULL || v->forgotten)
-        return;
+    if (h == NULL || v->forgotten) return;
     if (h->status == LB_HOOK_PENDING)
         attempt(v);
     else if (h->status == LB_HOOK_ACTIVE)
@@ -154,8 +153,7 @@ static void pv_free(pv *v)
 
 static void set_busy(pv *v, int busy)
 {
-    if (v->busy == busy)
-        return;
+    if (v->busy == busy) return;
     v->busy = busy;
     v->p->busy += busy ? 1 : -1;
 }
@@ -167,8 +165,7 @@ static int returned(pv *v)
     set_busy(v, 0);
     lb_provision *p = v->p;
     if (v->forgotten || p->closing) {
-        if (v->forgotten)
-            pv_free(v);
+        if (v->forgotten) pv_free(v);
         maybe_closed(p);
         return 0;
     }
@@ -196,11 +193,9 @@ static void written(lb_store_op *op)
         lb_error("provision", "tenant %s: hook state not stored: %s", v->tenant,
                  lb_strerror(status));
     lb_hook_clear(&v->next);
-    if (!returned(v))
-        return;
+    if (!returned(v)) return;
     h = hook_of(v);
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     if (status != 0) {
         wake_at(v, lb_time_now_ms() + v->p->cfg.retry_base_ms);
     } else if (h->status == LB_HOOK_ACTIVE) {
@@ -219,8 +214,7 @@ static void hook_event(pv *v)
     lb_hook_status was = h != NULL ? h->status : LB_HOOK_NONE;
     lb_hook_status now = v->next.status;
     memset(&v->notify, 0, sizeof(v->notify));
-    if (now == was || (now != LB_HOOK_ACTIVE && now != LB_HOOK_FAILED))
-        return;
+    if (now == was || (now != LB_HOOK_ACTIVE && now != LB_HOOK_FAILED)) return;
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     if (now == LB_HOOK_ACTIVE) {
@@ -235,9 +229,9 @@ static void hook_event(pv *v)
     yajl_gen_get_buf(g, &buf, &len);
     char *data = lb_strndup((const char *)buf, len);
     yajl_gen_free(g);
-    if (lb_jobs_notify(v->p->cfg.jobs, v->tenant, now == LB_HOOK_ACTIVE ? "webhook.active"
-                                                                       : "webhook.failed",
-                       data, &v->notify)) {
+    if (lb_jobs_notify(v->p->cfg.jobs, v->tenant,
+                       now == LB_HOOK_ACTIVE ? "webhook.active" : "webhook.failed", data,
+                       &v->notify)) {
         v->op.notify = &v->notify;
         v->op.nnotify = 1;
     }
@@ -289,8 +283,7 @@ static void note_permission(pv *v, const lb_http_response *res)
 {
     const char *perm = step_permission(v->step);
     lb_jobs_env *env = &v->p->env;
-    if (perm == NULL || env->lever_permission == NULL)
-        return;
+    if (perm == NULL || env->lever_permission == NULL) return;
     if (res->status >= 200 && res->status < 300)
         env->lever_permission(env->data, v->tenant, perm, 1);
     else if (lb_lever_classify(res) == LB_LEVER_FORBIDDEN)
@@ -301,8 +294,7 @@ static void failed(pv *v, const lb_http_response *res, const char *what)
 {
     lb_provision *p = v->p;
     lb_hook *h = hook_of(v);
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     char msg[ERR_MAX - 64], err[ERR_MAX];
     lb_lever_describe(res, msg, sizeof(msg));
     snprintf(err, sizeof(err), "%s: %s", what, msg);
@@ -318,8 +310,7 @@ static void failed(pv *v, const lb_http_response *res, const char *what)
         v->next.attempts++;
         int64_t next = now + lb_backoff_delay(p->cfg.retry_base_ms, p->cfg.retry_cap_ms,
                                               (unsigned)(v->next.attempts - 1));
-        if (next <= now)
-            next = now + 1;
+        if (next <= now) next = now + 1;
         if (next >= v->next.deadline_at) {
             v->next.status = LB_HOOK_FAILED;
             v->next.next_attempt_at = 0;
@@ -343,7 +334,7 @@ static void failed(pv *v, const lb_http_response *res, const char *what)
  * no usable connection (a reconnect restarts provisioning) or a full queue
  * (a retry is scheduled). */
 static int lever_send(pv *v, const char *method, const char *query, yajl_gen body, lb_ob_cb done,
-                const char *path_fmt, const char *arg)
+                      const char *path_fmt, const char *arg)
 {
     lb_provision *p = v->p;
     lb_lever_auth auth = {0};
@@ -351,8 +342,7 @@ static int lever_send(pv *v, const char *method, const char *query, yajl_gen bod
         return LB_ENOTFOUND; /* no usable connection: a reconnect restarts us */
     lb_lever_req_free(&v->req);
     lb_lever_req_init(&v->req, &auth, method, query, path_fmt, arg);
-    if (body != NULL)
-        lb_lever_req_json(&v->req, body);
+    if (body != NULL) lb_lever_req_json(&v->req, body);
     memset(&v->call, 0, sizeof(v->call));
     v->call.req = v->req.http;
     v->call.cb = done;
@@ -388,8 +378,7 @@ static void delete_next(pv *v);
 static void create(pv *v)
 {
     lb_hook *h = hook_of(v);
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     char url[1024];
     lb_provision_hook_url(v->p, h->id, url, sizeof(url));
     yajl_gen g = lb_json_gen_new();
@@ -402,11 +391,9 @@ static void create(pv *v)
 static void create_done(lb_ob_call *call, const lb_http_response *res)
 {
     pv *v = call->data;
-    if (!call_returned(v, res))
-        return;
+    if (!call_returned(v, res)) return;
     lb_hook *h = hook_of(v);
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     if (lb_lever_classify(res) != LB_LEVER_OK) {
         failed(v, res, "creating the webhook");
         return;
@@ -422,8 +409,7 @@ static void create_done(lb_ob_call *call, const lb_http_response *res)
     lb_hook_copy(&v->next, h);
     lb_free(v->next.lever_webhook_id);
     v->next.lever_webhook_id = id;
-    if (v->next.signature_token)
-        lb_free(v->next.signature_token);
+    if (v->next.signature_token) lb_free(v->next.signature_token);
     v->next.signature_token = token;
     v->next.status = LB_HOOK_ACTIVE;
     v->next.next_attempt_at = 0;
@@ -438,8 +424,7 @@ static void create_done(lb_ob_call *call, const lb_http_response *res)
 static void delete_done(lb_ob_call *call, const lb_http_response *res)
 {
     pv *v = call->data;
-    if (!call_returned(v, res))
-        return;
+    if (!call_returned(v, res)) return;
     lb_lever_outcome o = lb_lever_classify(res);
     if (o != LB_LEVER_OK && o != LB_LEVER_NOT_FOUND) {
         failed(v, res, "deleting the earlier webhook");
@@ -463,11 +448,9 @@ static void delete_next(pv *v)
 static void list_done(lb_ob_call *call, const lb_http_response *res)
 {
     pv *v = call->data;
-    if (!call_returned(v, res))
-        return;
+    if (!call_returned(v, res)) return;
     lb_hook *h = hook_of(v);
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     if (lb_lever_classify(res) != LB_LEVER_OK) {
         failed(v, res, v->step == S_CHECK ? "checking the webhook" : "listing webhooks");
         return;
@@ -546,8 +529,7 @@ int lb_provision_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_conns
     p->ob = ob;
     p->conns = conns;
     p->cfg = *cfg;
-    if (p->cfg.check_ms <= 0)
-        p->cfg.check_ms = LB_PROVISION_CHECK_MS;
+    if (p->cfg.check_ms <= 0) p->cfg.check_ms = LB_PROVISION_CHECK_MS;
     p->env = *env;
     lb_map_init(&p->tenants);
     lb_heap_init(&p->wakes);
@@ -561,8 +543,7 @@ void lb_provision_resume(lb_provision *p)
 {
     for (size_t i = 0; i < p->conns->by_tenant.cap; i++) {
         lb_conn *c = p->conns->by_tenant.slots[i].key ? p->conns->by_tenant.slots[i].value : NULL;
-        if (c == NULL || c->hook == NULL || c->status != LB_CONN_CONNECTED)
-            continue;
+        if (c == NULL || c->hook == NULL || c->status != LB_CONN_CONNECTED) continue;
         pv *v = pv_get(p, c->tenant_id);
         const lb_hook *h = c->hook;
         if (h->status == LB_HOOK_PENDING)
@@ -587,8 +568,7 @@ void lb_provision_start(lb_provision *p, const char *tenant)
 void lb_provision_kick(lb_provision *p, const char *tenant)
 {
     pv *v = pv_get(p, tenant);
-    if (v->busy || v->forgotten)
-        return;
+    if (v->busy || v->forgotten) return;
     lb_heap_remove(&p->wakes, &v->wake);
     run(v);
 }
@@ -596,12 +576,10 @@ void lb_provision_kick(lb_provision *p, const char *tenant)
 void lb_provision_forget(lb_provision *p, const char *tenant)
 {
     pv *v = lb_map_del(&p->tenants, tenant);
-    if (v == NULL)
-        return;
+    if (v == NULL) return;
     v->forgotten = 1;
     lb_heap_remove(&p->wakes, &v->wake);
-    if (!v->busy)
-        pv_free(v);
+    if (!v->busy) pv_free(v);
 }
 
 static void timer_closed_cb(uv_handle_t *h)
@@ -613,20 +591,17 @@ static void timer_closed_cb(uv_handle_t *h)
 
 static void maybe_closed(lb_provision *p)
 {
-    if (!p->closing || p->busy > 0 || p->timer.data != NULL)
-        return;
+    if (!p->closing || p->busy > 0 || p->timer.data != NULL) return;
     for (size_t i = 0; i < p->tenants.cap; i++) {
         pv *v = p->tenants.slots[i].key ? p->tenants.slots[i].value : NULL;
-        if (v != NULL)
-            pv_free(v);
+        if (v != NULL) pv_free(v);
     }
     lb_map_free(&p->tenants);
     lb_heap_free(&p->wakes);
     void (*cb)(void *) = p->close_cb;
     void *data = p->close_data;
     lb_free(p);
-    if (cb != NULL)
-        cb(data);
+    if (cb != NULL) cb(data);
 }
 
 /* Calls in flight are cancelled (the outbound queue completes them with

@@ -29,12 +29,12 @@
 typedef struct lb_provision lb_provision;
 
 typedef struct {
-    const char *public_url;   /* hook URLs: <public_url>/hooks/lever/<id> */
-    int64_t deadline_ms;      /* WEBHOOK_DEADLINE */
-    int64_t retry_base_ms;    /* PROVISION_RETRY_BASE */
-    int64_t retry_cap_ms;     /* PROVISION_RETRY_CAP */
-    int64_t check_ms;         /* LB_PROVISION_CHECK_MS unless a test says otherwise */
-    lb_jobs *jobs;            /* where the hook's platform events go; NULL: none */
+    const char *public_url; /* hook URLs: <public_url>/hooks/lever/<id> */
+    int64_t deadline_ms;    /* WEBHOOK_DEADLINE */
+    int64_t retry_base_ms;  /* PROVISION_RETRY_BASE */
+    int64_t retry_cap_ms;   /* PROVISION_RETRY_CAP */
+    int64_t check_ms;       /* LB_PROVISION_CHECK_MS unless a test says otherwise */
+    lb_jobs *jobs;          /* where the hook's platform events go; NULL: none */
 } lb_provision_config;
 
 int lb_provision_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_conns *conns,

@@ -21,8 +21,7 @@ double lb_rl_wait(const lb_rl *rl, double now)
 double lb_rl_acquire(lb_rl *rl, double now)
 {
     double wait = lb_rl_wait(rl, now);
-    if (wait > 0)
-        return wait;
+    if (wait > 0) return wait;
     rl->tat = (rl->tat > now ? rl->tat : now) + rl->interval;
     return 0;
 }
@@ -30,6 +29,5 @@ double lb_rl_acquire(lb_rl *rl, double now)
 void lb_rl_hold(lb_rl *rl, double now, double hold)
 {
     double tat = now + hold + rl->tau;
-    if (tat > rl->tat)
-        rl->tat = tat;
+    if (tat > rl->tat) rl->tat = tat;
 }

@@ -8,12 +8,9 @@
 #define UNCLOSED_SHOWN 16
 
 static const char *const names[LB_TPL_NVARS] = {
-    [LB_TPL_CANDIDATE_NAME] = "candidate.name",
-    [LB_TPL_CANDIDATE_EMAIL] = "candidate.email",
-    [LB_TPL_ASSESSMENT] = "assessment",
-    [LB_TPL_SCORE] = "score",
-    [LB_TPL_MAX_SCORE] = "max_score",
-    [LB_TPL_REPORT_URL] = "report_url",
+    [LB_TPL_CANDIDATE_NAME] = "candidate.name", [LB_TPL_CANDIDATE_EMAIL] = "candidate.email",
+    [LB_TPL_ASSESSMENT] = "assessment",         [LB_TPL_SCORE] = "score",
+    [LB_TPL_MAX_SCORE] = "max_score",           [LB_TPL_REPORT_URL] = "report_url",
     [LB_TPL_INVITATION_URL] = "invitation_url",
 };
 
@@ -27,7 +24,7 @@ typedef struct {
     size_t start; /* offset of "{{" */
     size_t end;   /* offset just past "}}", or of the end of text when unclosed */
     int closed;
-    int var;      /* lb_template_var, or -1 when unknown */
+    int var; /* lb_template_var, or -1 when unknown */
 } token;
 
 static int var_of(const char *name, size_t len)
@@ -39,8 +36,7 @@ static int var_of(const char *name, size_t len)
     while (len > 0 && name[len - 1] == ' ')
         len--;
     for (int i = 0; i < LB_TPL_NVARS; i++)
-        if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0)
-            return i;
+        if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0) return i;
     return -1;
 }
 
@@ -48,8 +44,7 @@ static int var_of(const char *name, size_t len)
 static int next_token(const char *text, size_t *pos, token *t)
 {
     const char *open = strstr(text + *pos, "{{");
-    if (open == NULL)
-        return 0;
+    if (open == NULL) return 0;
     t->start = (size_t)(open - text);
     const char *close = strstr(open + 2, "}}");
     if (close == NULL) {
@@ -70,21 +65,17 @@ int lb_template_check(const char *text, char *bad, size_t badlen)
     size_t pos = 0;
     token t;
     while (next_token(text, &pos, &t)) {
-        if (t.var >= 0)
-            continue;
+        if (t.var >= 0) continue;
         size_t n = t.end - t.start;
-        if (!t.closed && n > 2 + UNCLOSED_SHOWN)
-            n = 2 + UNCLOSED_SHOWN;
+        if (!t.closed && n > 2 + UNCLOSED_SHOWN) n = 2 + UNCLOSED_SHOWN;
         if (badlen > 0) {
-            if (n > badlen - 1)
-                n = badlen - 1;
+            if (n > badlen - 1) n = badlen - 1;
             memcpy(bad, text + t.start, n);
             bad[n] = '\0';
         }
         return LB_EINVAL;
     }
-    if (badlen > 0)
-        bad[0] = '\0';
+    if (badlen > 0) bad[0] = '\0';
     return 0;
 }
 
@@ -94,8 +85,7 @@ unsigned lb_template_uses(const char *text)
     size_t pos = 0;
     token t;
     while (next_token(text, &pos, &t))
-        if (t.var >= 0)
-            used |= 1u << t.var;
+        if (t.var >= 0) used |= 1u << t.var;
     return used;
 }
 
@@ -118,11 +108,9 @@ static int put(char *out, size_t cap, size_t *len, const char *s, size_t n)
 
 int lb_template_render(const char *text, const lb_template_values *vals, char *out, size_t size)
 {
-    if (size == 0)
-        return LB_ETOOBIG;
+    if (size == 0) return LB_ETOOBIG;
     size_t cap = size - 1;
-    if (cap > LB_TEMPLATE_OUT_MAX)
-        cap = LB_TEMPLATE_OUT_MAX;
+    if (cap > LB_TEMPLATE_OUT_MAX) cap = LB_TEMPLATE_OUT_MAX;
     size_t len = 0, pos = 0, done = 0;
     int rc = 0;
     token t;
@@ -137,8 +125,7 @@ int lb_template_render(const char *text, const lb_template_values *vals, char *o
         }
         done = t.end;
     }
-    if (rc == 0)
-        rc = put(out, cap, &len, text + done, strlen(text + done));
+    if (rc == 0) rc = put(out, cap, &len, text + done, strlen(text + done));
     out[len] = '\0';
     return rc != 0 ? rc : (int)len;
 }

@@ -40,8 +40,8 @@ struct lb_http_client {
     lb_http_client_config cfg;
     lb_http_call *calls;
     size_t inflight;
-    sock_ctx *socks;  /* polls not yet closing */
-    int open_polls;   /* polls not yet freed */
+    sock_ctx *socks; /* polls not yet closing */
+    int open_polls;  /* polls not yet freed */
     unsigned closing : 1;
     unsigned timer_closed : 1;
     void (*close_cb)(void *);
@@ -80,8 +80,7 @@ static void sock_close(lb_http_client *c, sock_ctx *s)
         s->prev->next = s->next;
     else
         c->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    if (s->next) s->next->prev = s->prev;
     uv_poll_stop(&s->poll);
     uv_close((uv_handle_t *)&s->poll, poll_close_cb);
 }
@@ -94,10 +93,8 @@ static void poll_cb(uv_poll_t *p, int status, int events)
     if (status < 0)
         flags = CURL_CSELECT_ERR;
     else {
-        if (events & UV_READABLE)
-            flags |= CURL_CSELECT_IN;
-        if (events & UV_WRITABLE)
-            flags |= CURL_CSELECT_OUT;
+        if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
     }
     int running;
     curl_multi_socket_action(c->multi, s->fd, flags, &running);
@@ -111,8 +108,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int action, void *userp, void
     (void)easy;
     if (action == CURL_POLL_REMOVE) {
         if (s != NULL) {
-            if (!c->closing)
-                curl_multi_assign(c->multi, fd, NULL);
+            if (!c->closing) curl_multi_assign(c->multi, fd, NULL);
             sock_close(c, s);
         }
         return 0;
@@ -127,17 +123,14 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int action, void *userp, void
         }
         s->poll.data = s;
         s->next = c->socks;
-        if (c->socks)
-            c->socks->prev = s;
+        if (c->socks) c->socks->prev = s;
         c->socks = s;
         c->open_polls++;
         curl_multi_assign(c->multi, fd, s);
     }
     int events = 0;
-    if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
-        events |= UV_READABLE;
-    if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
-        events |= UV_WRITABLE;
+    if (action == CURL_POLL_IN || action == CURL_POLL_INOUT) events |= UV_READABLE;
+    if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT) events |= UV_WRITABLE;
     uv_poll_start(&s->poll, events, poll_cb);
     return 0;
 }
@@ -177,8 +170,7 @@ static size_t write_fn(char *ptr, size_t size, size_t n, void *userdata)
 static char *header_value(const char *line, size_t len, const char *name)
 {
     size_t nl = strlen(name);
-    if (len <= nl + 1 || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
-        return NULL;
+    if (len <= nl + 1 || strncasecmp(line, name, nl) != 0 || line[nl] != ':') return NULL;
     const char *v = line + nl + 1;
     const char *end = line + len;
     while (v < end && (*v == ' ' || *v == '\t'))
@@ -214,15 +206,13 @@ static void call_unlink(lb_http_call *call)
         call->prev->next = call->next;
     else
         c->calls = call->next;
-    if (call->next)
-        call->next->prev = call->prev;
+    if (call->next) call->next->prev = call->prev;
     c->inflight--;
 }
 
 static void call_destroy(lb_http_call *call)
 {
-    if (call->client->multi != NULL)
-        curl_multi_remove_handle(call->client->multi, call->easy);
+    if (call->client->multi != NULL) curl_multi_remove_handle(call->client->multi, call->easy);
     curl_easy_cleanup(call->easy);
     curl_slist_free_all(call->headers);
     lb_strbuf_free(&call->body);
@@ -259,8 +249,7 @@ static void check_multi_info(lb_http_client *c)
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read(c->multi, &left)) != NULL) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
+        if (msg->msg != CURLMSG_DONE) continue;
         lb_http_call *call;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
         CURLcode rc = msg->data.result;
@@ -272,8 +261,7 @@ static void check_multi_info(lb_http_client *c)
         res.tls_setup = tls_setup_error(rc);
         if (rc != CURLE_OK) {
             res.error_text = call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc);
-            if (rc == CURLE_WRITE_ERROR && call->body.failed)
-                res.error_text = "response too large";
+            if (rc == CURLE_WRITE_ERROR && call->body.failed) res.error_text = "response too large";
             status = 0;
         }
         res.status = (int)status;
@@ -287,20 +275,16 @@ static void check_multi_info(lb_http_client *c)
         curl_multi_remove_handle(c->multi, call->easy);
         call->cb(&res, call->data);
         call_destroy(call);
-        if (c->closing)
-            return;
+        if (c->closing) return;
     }
 }
 
 int lb_http_client_start(lb_http_client *c, const lb_http_request *req, lb_http_call_cb cb,
                          void *data, lb_http_call **out)
 {
-    if (c->closing)
-        return LB_ECLOSED;
-    if (req->url == NULL || req->method == NULL || cb == NULL)
-        return LB_EINVAL;
-    if (c->inflight >= (size_t)c->cfg.max_inflight)
-        return LB_ETOOBIG;
+    if (c->closing) return LB_ECLOSED;
+    if (req->url == NULL || req->method == NULL || cb == NULL) return LB_EINVAL;
+    if (c->inflight >= (size_t)c->cfg.max_inflight) return LB_ETOOBIG;
     lb_http_call *call = LB_NEW(lb_http_call);
     call->client = c;
     call->cb = cb;
@@ -344,8 +328,7 @@ int lb_http_client_start(lb_http_client *c, const lb_http_request *req, lb_http_
         }
     }
     call->next = c->calls;
-    if (c->calls)
-        c->calls->prev = call;
+    if (c->calls) c->calls->prev = call;
     c->calls = call;
     c->inflight++;
     if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
@@ -353,8 +336,7 @@ int lb_http_client_start(lb_http_client *c, const lb_http_request *req, lb_http_
         call_destroy(call);
         return LB_EIO;
     }
-    if (out != NULL)
-        *out = call;
+    if (out != NULL) *out = call;
     return 0;
 }
 
@@ -379,14 +361,10 @@ int lb_http_client_new(uv_loop_t *loop, const lb_http_client_config *cfg, lb_htt
     lb_http_client *c = LB_NEW(lb_http_client);
     c->loop = loop;
     c->cfg = *cfg;
-    if (c->cfg.max_inflight <= 0)
-        c->cfg.max_inflight = 256;
-    if (c->cfg.connect_timeout_ms <= 0)
-        c->cfg.connect_timeout_ms = 5000;
-    if (c->cfg.timeout_ms <= 0)
-        c->cfg.timeout_ms = 30000;
-    if (c->cfg.max_response == 0)
-        c->cfg.max_response = 1024 * 1024;
+    if (c->cfg.max_inflight <= 0) c->cfg.max_inflight = 256;
+    if (c->cfg.connect_timeout_ms <= 0) c->cfg.connect_timeout_ms = 5000;
+    if (c->cfg.timeout_ms <= 0) c->cfg.timeout_ms = 30000;
+    if (c->cfg.max_response == 0) c->cfg.max_response = 1024 * 1024;
     c->multi = curl_multi_init();
     if (c->multi == NULL) {
         lb_free(c);
@@ -412,13 +390,11 @@ static void timer_close_cb(uv_handle_t *h)
 
 static void maybe_freed(lb_http_client *c)
 {
-    if (!c->closing || !c->timer_closed || c->open_polls > 0)
-        return;
+    if (!c->closing || !c->timer_closed || c->open_polls > 0) return;
     void (*cb)(void *) = c->close_cb;
     void *data = c->close_data;
     lb_free(c);
-    if (cb != NULL)
-        cb(data);
+    if (cb != NULL) cb(data);
 }
 
 void lb_http_client_close(lb_http_client *c, void (*cb)(void *data), void *data)
@@ -442,21 +418,18 @@ void lb_http_client_close(lb_http_client *c, void (*cb)(void *data), void *data)
 
 int lb_http_retry_after_ms(const char *value, int64_t now_ms, int64_t *ms)
 {
-    if (value == NULL || *value == '\0')
-        return LB_EPARSE;
+    if (value == NULL || *value == '\0') return LB_EPARSE;
     if (isdigit((unsigned char)*value)) {
         char *end;
         long long secs = strtoll(value, &end, 10);
         while (isspace((unsigned char)*end))
             end++;
-        if (*end != '\0' || secs < 0 || secs > 100000000)
-            return LB_EPARSE;
+        if (*end != '\0' || secs < 0 || secs > 100000000) return LB_EPARSE;
         *ms = secs * 1000;
         return 0;
     }
     time_t t = curl_getdate(value, NULL);
-    if (t == (time_t)-1)
-        return LB_EPARSE;
+    if (t == (time_t)-1) return LB_EPARSE;
     int64_t d = (int64_t)t * 1000 - now_ms;
     *ms = d > 0 ? d : 0;
     return 0;

@@ -19,37 +19,37 @@ typedef struct lb_http_client lb_http_client;
 typedef struct lb_http_call lb_http_call;
 
 typedef struct {
-    int max_inflight;         /* LEVERBRIDGE_MAX_INFLIGHT */
-    long connect_timeout_ms;  /* default 5 s */
-    long timeout_ms;          /* whole call; default 30 s */
-    size_t max_response;      /* default 1 MiB */
+    int max_inflight;        /* LEVERBRIDGE_MAX_INFLIGHT */
+    long connect_timeout_ms; /* default 5 s */
+    long timeout_ms;         /* whole call; default 30 s */
+    size_t max_response;     /* default 1 MiB */
 } lb_http_client_config;
 
 typedef struct {
-    const char *method;       /* "GET", "POST", "PUT", "DELETE" */
+    const char *method; /* "GET", "POST", "PUT", "DELETE" */
     const char *url;
     const char *const *headers; /* "Name: value" strings, NULL-terminated, or NULL */
-    const char *body;         /* copied; NULL for none */
+    const char *body;           /* copied; NULL for none */
     size_t body_len;
-    const char *userpwd;      /* Basic auth "user:password", or NULL */
-    long timeout_ms;          /* 0: the client's default */
+    const char *userpwd; /* Basic auth "user:password", or NULL */
+    long timeout_ms;     /* 0: the client's default */
 } lb_http_request;
 
 typedef struct {
-    int status;               /* HTTP status; 0 when no response arrived */
-    int error;                /* 0; a transport failure: its CURLcode (> 0); or,
-                                 for a call that never went out (from the
-                                 outbound queue), a negative code:
-                                 LB_ECLOSED when cancelled or closing, else
-                                 why it could not start */
-    const char *error_text;   /* words for error, or NULL */
-    int tls_setup;            /* 1: the failure is TLS setup (CA bundle, certificate),
-                                 which retrying will not mend */
-    const char *body;         /* NUL-terminated, "" when empty */
+    int status;             /* HTTP status; 0 when no response arrived */
+    int error;              /* 0; a transport failure: its CURLcode (> 0); or,
+                               for a call that never went out (from the
+                               outbound queue), a negative code:
+                               LB_ECLOSED when cancelled or closing, else
+                               why it could not start */
+    const char *error_text; /* words for error, or NULL */
+    int tls_setup;          /* 1: the failure is TLS setup (CA bundle, certificate),
+                               which retrying will not mend */
+    const char *body;       /* NUL-terminated, "" when empty */
     size_t body_len;
-    const char *retry_after;  /* the Retry-After header value, or NULL */
-    const char *location;     /* the Location header value, or NULL */
-    double seconds;           /* total time */
+    const char *retry_after; /* the Retry-After header value, or NULL */
+    const char *location;    /* the Location header value, or NULL */
+    double seconds;          /* total time */
 } lb_http_response;
 
 /* Runs once per call on the loop thread. The response lives until it returns. */

@@ -12,8 +12,8 @@ char *lb_http_error_body(const char *code, const char *message, const char *fiel
 
 void lb_http_respond_error(lb_http_req *req, int status, const char *code, const char *message,
                            const char *field);
-void lb_http_respond_error_ex(lb_http_req *req, int status, const char *code,
-                              const char *message, const char *field, const char *extra_headers);
+void lb_http_respond_error_ex(lb_http_req *req, int status, const char *code, const char *message,
+                              const char *field, const char *extra_headers);
 /* Answers with the generator's buffer and frees the generator afterwards. */
 void lb_http_respond_json(lb_http_req *req, int status, yajl_gen g);
 /* A body that outlives the request (static or owned elsewhere). */

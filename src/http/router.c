@@ -19,8 +19,8 @@ typedef struct {
 typedef struct route {
     struct route *next;
     char *method;
-    char *pattern;    /* as registered: the metrics label */
-    char *storage;    /* segment texts point here */
+    char *pattern; /* as registered: the metrics label */
+    char *storage; /* segment texts point here */
     segment segs[MAX_SEGMENTS];
     int nsegs;
     lb_route_fn fn;
@@ -62,24 +62,20 @@ void lb_router_set_guard(lb_router *r, lb_route_guard fn, void *data)
     r->guard_data = data;
 }
 
-int lb_router_add(lb_router *r, const char *method, const char *pattern, lb_route_fn fn,
-                  void *data)
+int lb_router_add(lb_router *r, const char *method, const char *pattern, lb_route_fn fn, void *data)
 {
-    if (pattern[0] != '/')
-        return LB_EINVAL;
+    if (pattern[0] != '/') return LB_EINVAL;
     route *rt = LB_NEW(route);
     rt->storage = lb_strdup(pattern);
     char *p = rt->storage + 1;
     int nparams = 0;
     while (*p != '\0') {
-        if (rt->nsegs == MAX_SEGMENTS)
-            goto bad;
+        if (rt->nsegs == MAX_SEGMENTS) goto bad;
         char *end = strchr(p, '/');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         segment *sg = &rt->segs[rt->nsegs++];
         if (len >= 2 && p[0] == '{' && p[len - 1] == '}') {
-            if (++nparams > LB_HTTP_MAX_PARAMS)
-                goto bad;
+            if (++nparams > LB_HTTP_MAX_PARAMS) goto bad;
             sg->is_param = 1;
             sg->text = p + 1;
             sg->len = len - 2;
@@ -88,8 +84,7 @@ int lb_router_add(lb_router *r, const char *method, const char *pattern, lb_rout
             sg->text = p;
             sg->len = len;
         }
-        if (end == NULL)
-            break;
+        if (end == NULL) break;
         *end = '\0';
         p = end + 1;
     }
@@ -108,12 +103,9 @@ bad:
 
 static int hexval(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
@@ -122,32 +114,27 @@ static int split(const char *path, const char **segs, size_t *lens)
 {
     int n = 0;
     const char *p = path;
-    if (*p != '/')
-        return -1;
+    if (*p != '/') return -1;
     p++;
     for (;;) {
-        if (n == MAX_SEGMENTS)
-            return -1;
+        if (n == MAX_SEGMENTS) return -1;
         const char *end = strchr(p, '/');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         segs[n] = p;
         lens[n] = len;
         n++;
-        if (end == NULL)
-            return n;
+        if (end == NULL) return n;
         p = end + 1;
     }
 }
 
 static int match(const route *rt, const char **segs, const size_t *lens, int n)
 {
-    if (rt->nsegs != n && !(rt->nsegs == 0 && n == 1 && lens[0] == 0))
-        return 0;
+    if (rt->nsegs != n && !(rt->nsegs == 0 && n == 1 && lens[0] == 0)) return 0;
     for (int i = 0; i < rt->nsegs; i++) {
         const segment *sg = &rt->segs[i];
         if (sg->is_param) {
-            if (lens[i] == 0)
-                return 0;
+            if (lens[i] == 0) return 0;
         } else if (sg->len != lens[i] || memcmp(sg->text, segs[i], lens[i]) != 0) {
             return 0;
         }
@@ -162,8 +149,7 @@ static int bind_params(const route *rt, lb_http_req *req, const char **segs, con
     size_t used = 0;
     req->nparams = 0;
     for (int i = 0; i < rt->nsegs; i++) {
-        if (!rt->segs[i].is_param)
-            continue;
+        if (!rt->segs[i].is_param) continue;
         char *out = buf + used;
         size_t o = 0;
         for (size_t j = 0; j < lens[i]; j++) {
@@ -171,13 +157,11 @@ static int bind_params(const route *rt, lb_http_req *req, const char **segs, con
             if (ch == '%') {
                 int hi = j + 2 < lens[i] ? hexval(segs[i][j + 1]) : -1;
                 int lo = hi >= 0 ? hexval(segs[i][j + 2]) : -1;
-                if (lo < 0)
-                    return LB_EINVAL;
+                if (lo < 0) return LB_EINVAL;
                 ch = (char)(hi * 16 + lo);
                 j += 2;
             }
-            if (ch == '\0' || used + o + 1 >= size)
-                return LB_EINVAL;
+            if (ch == '\0' || used + o + 1 >= size) return LB_EINVAL;
             out[o++] = ch;
         }
         out[o] = '\0';
@@ -194,8 +178,7 @@ static int bind_params(const route *rt, lb_http_req *req, const char **segs, con
  * headers; lb_http_respond drops the body. */
 static int method_matches(const route *rt, const lb_http_req *req)
 {
-    if (strcmp(rt->method, req->method_name) == 0)
-        return 1;
+    if (strcmp(rt->method, req->method_name) == 0) return 1;
     return strcmp(req->method_name, "HEAD") == 0 && strcmp(rt->method, "GET") == 0;
 }
 
@@ -214,16 +197,14 @@ static route *find(lb_router *r, lb_http_req *req)
     lb_strbuf ab;
     lb_strbuf_init_fixed(&ab, allow, sizeof(allow));
     for (route *rt = r->routes; rt != NULL; rt = rt->next) {
-        if (!match(rt, segs, lens, n))
-            continue;
+        if (!match(rt, segs, lens, n)) continue;
         if (!method_matches(rt, req)) {
             if (ab.len == 0)
                 lb_strbuf_cat(&ab, "Allow: ");
             else
                 lb_strbuf_cat(&ab, ", ");
             lb_strbuf_cat(&ab, rt->method);
-            if (strcmp(rt->method, "GET") == 0)
-                lb_strbuf_cat(&ab, ", HEAD");
+            if (strcmp(rt->method, "GET") == 0) lb_strbuf_cat(&ab, ", HEAD");
             continue;
         }
         req->route = rt->pattern;
@@ -247,14 +228,12 @@ static route *find(lb_router *r, lb_http_req *req)
 void lb_router_dispatch(lb_http_req *req, void *router)
 {
     route *rt = find(router, req);
-    if (rt != NULL)
-        rt->fn(req, rt->data);
+    if (rt != NULL) rt->fn(req, rt->data);
 }
 
 int lb_router_check(lb_http_req *req, void *router)
 {
     lb_router *r = router;
-    if (find(r, req) == NULL)
-        return 0;
+    if (find(r, req) == NULL) return 0;
     return r->guard != NULL ? r->guard(req, r->guard_data) : 1;
 }

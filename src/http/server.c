@@ -52,32 +52,32 @@ struct lb_http_conn {
     lb_http_conn *qprev, *qnext; /* on srv->queues[q] unless q is Q_NONE */
     conn_queue q;
     conn_state state;
-    int handles;          /* open libuv handles (tcp, timer) */
-    int in_process;       /* inside process(): respond must not recurse */
+    int handles;    /* open libuv handles (tcp, timer) */
+    int in_process; /* inside process(): respond must not recurse */
     unsigned reading : 1;
     unsigned keep_alive : 1;
-    unsigned owes : 1;    /* a handler owes lb_http_respond() for req */
+    unsigned owes : 1;     /* a handler owes lb_http_respond() for req */
     unsigned in_field : 1; /* the last header span was a field name */
     unsigned expect_continue : 1;
     unsigned expect_pending : 1; /* paused at headers: ask cfg.check first */
     unsigned req_ready : 1;      /* req's path, query and method are set */
     unsigned saw_version : 1;    /* the request line had an HTTP version */
-    uint64_t base_off;    /* stream offset of rbuf[0], to see where spans start */
-    uint64_t method_end;  /* stream offset just past the method */
-    uint64_t url_end;     /* stream offset just past the URL so far */
-    int read_err;         /* EOF or error read while C_HANDLING, acted on after */
-    int err_status;       /* a limit was hit: answer this and close */
+    uint64_t base_off;           /* stream offset of rbuf[0], to see where spans start */
+    uint64_t method_end;         /* stream offset just past the method */
+    uint64_t url_end;            /* stream offset just past the URL so far */
+    int read_err;                /* EOF or error read while C_HANDLING, acted on after */
+    int err_status;              /* a limit was hit: answer this and close */
     const char *err_code;
     const char *err_msg;
 
     lb_http_req req;
-    lb_strbuf head;       /* url, header names and values */
+    lb_strbuf head; /* url, header names and values */
     size_t url_len;
     hdr_span hdrs[LB_HTTP_MAX_HEADERS];
     int nhdrs;
     lb_strbuf body;
 
-    size_t rlen;          /* unparsed bytes at the start of rbuf */
+    size_t rlen; /* unparsed bytes at the start of rbuf */
     char rbuf[READ_BUF_SIZE];
 };
 
@@ -88,15 +88,15 @@ struct lb_http_server {
     lb_http_handler handler;
     void *handler_data;
     lb_http_conn *conns;
-    size_t nconns;   /* linked, closing ones included (until their close_cb) */
-    size_t nclosing; /* of those, already closing: they hold no slot */
-    queue queues[3]; /* by conn_queue; Q_NONE unused */
+    size_t nconns;             /* linked, closing ones included (until their close_cb) */
+    size_t nclosing;           /* of those, already closing: they hold no slot */
+    queue queues[3];           /* by conn_queue; Q_NONE unused */
     uint64_t refused_unlogged; /* refusals since the last summary line */
     int64_t refused_logged_ms;
     int port;
     unsigned listening : 1;
-    unsigned paused : 1;   /* accepting nothing yet (lb_http_server_serve) */
-    unsigned waiting : 1;  /* a connection came while paused: libuv holds it */
+    unsigned paused : 1;  /* accepting nothing yet (lb_http_server_serve) */
+    unsigned waiting : 1; /* a connection came while paused: libuv holds it */
     unsigned draining : 1;
     unsigned closing : 1;
     void (*drain_cb)(void *);
@@ -154,9 +154,9 @@ static void record_metrics(const lb_http_req *req, int status)
         lb_strbuf_reset(&b);
         lb_strbuf_cat(&b, "route=");
         lb_strbuf_json_str(&b, route, strlen(route));
-        slot->latency = lb_metrics_histogram(
-            "leverbridge_http_request_seconds", "Time from complete headers to response.", labels,
-            lb_metrics_latency_bounds, lb_metrics_latency_nbounds);
+        slot->latency = lb_metrics_histogram("leverbridge_http_request_seconds",
+                                             "Time from complete headers to response.", labels,
+                                             lb_metrics_latency_bounds, lb_metrics_latency_nbounds);
     }
     lb_metric_add(slot->count, 1);
     if (req->start_ns != 0)
@@ -183,8 +183,7 @@ static void timer_cb(uv_timer_t *t)
 
 static void queue_unlink(lb_http_conn *c)
 {
-    if (c->q == Q_NONE)
-        return;
+    if (c->q == Q_NONE) return;
     queue *q = &c->srv->queues[c->q];
     if (c->qprev)
         c->qprev->qnext = c->qnext;
@@ -202,11 +201,9 @@ static void queue_unlink(lb_http_conn *c)
  * got there, is kept: a request stays as old as its first byte). */
 static void queue_move(lb_http_conn *c, conn_queue qi)
 {
-    if (c->q == qi)
-        return;
+    if (c->q == qi) return;
     queue_unlink(c);
-    if (qi == Q_NONE)
-        return;
+    if (qi == Q_NONE) return;
     queue *q = &c->srv->queues[qi];
     c->qprev = q->tail;
     c->qnext = NULL;
@@ -227,14 +224,25 @@ static void set_state(lb_http_conn *c, conn_state st)
     c->state = st;
     int64_t ms = 0;
     switch (st) {
-    case C_IDLE: ms = cfg->idle_timeout_ms; queue_move(c, Q_IDLE); break;
-    case C_HEADERS: ms = cfg->header_timeout_ms; queue_move(c, Q_BUSY); break;
-    case C_BODY: ms = cfg->body_timeout_ms; queue_move(c, Q_BUSY); break;
+    case C_IDLE:
+        ms = cfg->idle_timeout_ms;
+        queue_move(c, Q_IDLE);
+        break;
+    case C_HEADERS:
+        ms = cfg->header_timeout_ms;
+        queue_move(c, Q_BUSY);
+        break;
+    case C_BODY:
+        ms = cfg->body_timeout_ms;
+        queue_move(c, Q_BUSY);
+        break;
     case C_LINGER: /* until the answer is out */
         ms = cfg->idle_timeout_ms;
         queue_move(c, Q_IDLE);
         break;
-    default: queue_move(c, Q_NONE); break;
+    default:
+        queue_move(c, Q_NONE);
+        break;
     }
     if (ms > 0)
         uv_timer_start(&c->timer, timer_cb, (uint64_t)ms, 0);
@@ -261,8 +269,7 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     lb_http_conn *c = stream->data;
     (void)buf;
-    if (nread == 0)
-        return;
+    if (nread == 0) return;
     if (nread < 0) {
         /* Reading goes on while a handler works (so that no request costs
          * an epoll_ctl to stop and restart it), but the end of the input
@@ -276,24 +283,20 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (c->state == C_LINGER)
-        return;
+    if (c->state == C_LINGER) return;
     c->rlen += (size_t)nread;
-    if (c->state == C_IDLE)
-        set_state(c, C_HEADERS);
+    if (c->state == C_IDLE) set_state(c, C_HEADERS);
     process(c);
 }
 
 static void read_start(lb_http_conn *c)
 {
     if (c->read_err != 0) { /* the input ended while a handler worked */
-        if (c->state != C_HANDLING)
-            conn_close(c);
+        if (c->state != C_HANDLING) conn_close(c);
         return;
     }
     if (!c->reading && c->state != C_CLOSED) {
-        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
-            c->reading = 1;
+        if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0) c->reading = 1;
     }
 }
 
@@ -352,10 +355,8 @@ static int on_method(llhttp_t *p, const char *at, size_t len)
 /* llhttp skips runs of spaces in the request line: RFC 9112 (3) allows one. */
 static int on_url_span(lb_http_conn *c, const char *at, size_t len)
 {
-    if (len == 0)
-        return 0;
-    if (c->url_len == 0 && span_off(c, at) != c->method_end + 1)
-        return bad_request_line(c);
+    if (len == 0) return 0;
+    if (c->url_len == 0 && span_off(c, at) != c->method_end + 1) return bad_request_line(c);
     c->url_end = span_off(c, at) + len;
     return 0;
 }
@@ -364,10 +365,8 @@ static int on_version(llhttp_t *p, const char *at, size_t len)
 {
     lb_http_conn *c = p->data;
     /* the span starts after "HTTP/": exactly one space after the URL */
-    if (len == 0)
-        return 0;
-    if (!c->saw_version && span_off(c, at) != c->url_end + 6)
-        return bad_request_line(c);
+    if (len == 0) return 0;
+    if (!c->saw_version && span_off(c, at) != c->url_end + 6) return bad_request_line(c);
     c->saw_version = 1;
     return 0;
 }
@@ -375,8 +374,7 @@ static int on_version(llhttp_t *p, const char *at, size_t len)
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     lb_http_conn *c = p->data;
-    if (on_url_span(c, at, len) != 0)
-        return -1;
+    if (on_url_span(c, at, len) != 0) return -1;
     if (c->url_len + len > LB_HTTP_MAX_URL)
         return limit(c, 414, "uri_too_long", "The request URL is too long.");
     if (lb_strbuf_add(&c->head, at, len) != 0)
@@ -455,8 +453,7 @@ static int check_transfer_coding(lb_http_conn *c)
     int chunked = 0;
     for (int i = 0; i < c->nhdrs; i++) {
         const hdr_span *h = &c->hdrs[i];
-        if (strcasecmp(c->head.data + h->name_off, "transfer-encoding") != 0)
-            continue;
+        if (strcasecmp(c->head.data + h->name_off, "transfer-encoding") != 0) continue;
         const char *v = c->head.data + h->val_off, *end = v + h->val_len;
         while (v < end) {
             while (v < end && (*v == ' ' || *v == '\t' || *v == ','))
@@ -467,8 +464,7 @@ static int check_transfer_coding(lb_http_conn *c)
             const char *te = v;
             while (te > t && (te[-1] == ' ' || te[-1] == '\t'))
                 te--;
-            if (te == t)
-                continue; /* empty list element */
+            if (te == t) continue; /* empty list element */
             if ((size_t)(te - t) != 7 || strncasecmp(t, "chunked", 7) != 0)
                 return limit(c, 501, "not_implemented",
                              "Only the chunked transfer coding is supported.");
@@ -483,12 +479,10 @@ static int on_headers_complete(llhttp_t *p)
 {
     lb_http_conn *c = p->data;
     lb_http_server *s = c->srv;
-    if (!c->saw_version)
-        return bad_request_line(c); /* "GET /" alone: HTTP/0.9 is not served */
+    if (!c->saw_version) return bad_request_line(c); /* "GET /" alone: HTTP/0.9 is not served */
     if (p->http_major != 1)
         return limit(c, 505, "http_version_not_supported", "Only HTTP/1.0 and 1.1 are served.");
-    if ((p->flags & F_CHUNKED) && check_transfer_coding(c) != 0)
-        return -1;
+    if ((p->flags & F_CHUNKED) && check_transfer_coding(c) != 0) return -1;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > s->cfg.max_body)
         return limit(c, 413, "payload_too_large", "The request body is too large.");
     size_t n;
@@ -539,8 +533,7 @@ const char *lb_http_req_header(const lb_http_req *req, const char *name, size_t 
     for (int i = 0; i < c->nhdrs; i++) {
         const hdr_span *h = &c->hdrs[i];
         if (strcasecmp(c->head.data + h->name_off, name) == 0) {
-            if (len != NULL)
-                *len = h->val_len;
+            if (len != NULL) *len = h->val_len;
             return c->head.data + h->val_off;
         }
     }
@@ -550,8 +543,7 @@ const char *lb_http_req_header(const lb_http_req *req, const char *name, size_t 
 const char *lb_http_req_param(const lb_http_req *req, const char *name)
 {
     for (int i = 0; i < req->nparams; i++)
-        if (strcmp(req->params[i].name, name) == 0)
-            return req->params[i].value;
+        if (strcmp(req->params[i].name, name) == 0) return req->params[i].value;
     return NULL;
 }
 
@@ -559,8 +551,7 @@ const char *lb_http_req_param(const lb_http_req *req, const char *name)
 static void req_prepare(lb_http_conn *c)
 {
     lb_http_req *r = &c->req;
-    if (c->req_ready)
-        return;
+    if (c->req_ready) return;
     c->req_ready = 1;
     char *url = c->head.data;
     char *q = memchr(url, '?', c->url_len);
@@ -627,8 +618,7 @@ static void dispatch(lb_http_conn *c)
     r->route = NULL;
     r->nparams = 0;
     c->owes = 1;
-    if (c->srv->draining)
-        c->keep_alive = 0;
+    if (c->srv->draining) c->keep_alive = 0;
     c->srv->handler(r, c->srv->handler_data);
 }
 
@@ -637,8 +627,7 @@ static void process(lb_http_conn *c)
 {
     c->in_process++;
     while (c->rlen > 0 && (c->state == C_HEADERS || c->state == C_BODY || c->state == C_IDLE)) {
-        if (c->state == C_IDLE)
-            set_state(c, C_HEADERS);
+        if (c->state == C_IDLE) set_state(c, C_HEADERS);
         if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > WRITE_QUEUE_HIGH)
             break; /* the client is not reading its answers: wait */
         llhttp_errno_t err = llhttp_execute(&c->parser, c->rbuf, c->rlen);
@@ -655,8 +644,7 @@ static void process(lb_http_conn *c)
             c->base_off += used;
             if (c->expect_pending) { /* paused at the headers, not at the end */
                 c->expect_pending = 0;
-                if (!may_continue(c))
-                    break; /* answered: the connection lingers closed */
+                if (!may_continue(c)) break; /* answered: the connection lingers closed */
                 llhttp_resume(&c->parser);
                 continue;
             }
@@ -706,11 +694,9 @@ static void write_cb(uv_write_t *w, int status)
 {
     write_req *wr = (write_req *)w;
     lb_http_conn *c = wr->conn;
-    if (wr->free_body != NULL)
-        wr->free_body(wr->free_arg);
+    if (wr->free_body != NULL) wr->free_body(wr->free_arg);
     lb_free(wr);
-    if (c->state == C_CLOSED)
-        return;
+    if (c->state == C_CLOSED) return;
     if (status < 0) {
         conn_close(c);
         return;
@@ -752,21 +738,17 @@ static void send_raw(lb_http_conn *c, const char *head, size_t hlen, const void 
     int n = 0;
     if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
         n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
-        if (n == UV_EAGAIN || n == UV_ENOSYS)
-            n = 0;
+        if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
         if (n < 0) {
-            if (free_body != NULL)
-                free_body(free_arg);
+            if (free_body != NULL) free_body(free_arg);
             conn_close(c);
             return;
         }
     }
     size_t sent = (size_t)n;
     if (sent == hlen + blen) {
-        if (free_body != NULL)
-            free_body(free_arg);
-        if (c->state == C_LINGER)
-            after_response(c);
+        if (free_body != NULL) free_body(free_arg);
+        if (c->state == C_LINGER) after_response(c);
         return;
     }
     /* Queue the rest: the unsent part of the head is copied, the body is not. */
@@ -780,13 +762,10 @@ static void send_raw(lb_http_conn *c, const char *head, size_t hlen, const void 
     size_t bskip = sent > hlen ? sent - hlen : 0;
     uv_buf_t rest[2];
     unsigned nrest = 0;
-    if (hrest > 0)
-        rest[nrest++] = uv_buf_init(wr->head, (unsigned)hrest);
-    if (blen > bskip)
-        rest[nrest++] = uv_buf_init((char *)body + bskip, (unsigned)(blen - bskip));
+    if (hrest > 0) rest[nrest++] = uv_buf_init(wr->head, (unsigned)hrest);
+    if (blen > bskip) rest[nrest++] = uv_buf_init((char *)body + bskip, (unsigned)(blen - bskip));
     if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, rest, nrest, write_cb) != 0) {
-        if (free_body != NULL)
-            free_body(free_arg);
+        if (free_body != NULL) free_body(free_arg);
         lb_free(wr);
         conn_close(c);
     }
@@ -805,8 +784,8 @@ static void cat_uint(lb_strbuf *b, uint64_t v)
 }
 
 /* The head without printf: it is formatted for every response. */
-static size_t format_head(lb_http_conn *c, char *head, size_t size, int status,
-                          const char *ctype, const char *extra, size_t blen)
+static size_t format_head(lb_http_conn *c, char *head, size_t size, int status, const char *ctype,
+                          const char *extra, size_t blen)
 {
     lb_strbuf b;
     lb_strbuf_init_fixed(&b, head, size);
@@ -831,8 +810,7 @@ static size_t format_head(lb_http_conn *c, char *head, size_t size, int status,
         cat_uint(&b, (uint64_t)blen);
         lb_strbuf_cat(&b, "\r\n");
     }
-    if (extra != NULL)
-        lb_strbuf_cat(&b, extra);
+    if (extra != NULL) lb_strbuf_cat(&b, extra);
     if (!c->keep_alive)
         lb_strbuf_cat(&b, "Connection: close\r\n");
     else if (llhttp_get_http_minor(&c->parser) == 0)
@@ -848,17 +826,14 @@ void lb_http_respond(lb_http_req *req, int status, const char *content_type,
     lb_http_conn *c = req->conn;
     if (!c->owes) {
         lb_error("http", "response without a pending request (status %d) ignored", status);
-        if (free_body != NULL)
-            free_body(free_arg);
+        if (free_body != NULL) free_body(free_arg);
         return;
     }
     c->owes = 0;
     record_metrics(req, status);
     if (c->state == C_CLOSED) { /* the client went away while we worked */
-        if (free_body != NULL)
-            free_body(free_arg);
-        if (c->handles == 0)
-            conn_free(c);
+        if (free_body != NULL) free_body(free_arg);
+        if (c->handles == 0) conn_free(c);
         return;
     }
     char head[2048];
@@ -870,15 +845,13 @@ void lb_http_respond(lb_http_req *req, int status, const char *content_type,
                                        "Content-Length: 0\r\nConnection: close\r\n\r\n";
         memcpy(head, fallback, sizeof(fallback) - 1);
         hlen = sizeof(fallback) - 1;
-        if (free_body != NULL)
-            free_body(free_arg);
+        if (free_body != NULL) free_body(free_arg);
         body = NULL;
         len = 0;
         free_body = NULL;
     }
     if (req->method == HTTP_HEAD) {
-        if (free_body != NULL)
-            free_body(free_arg);
+        if (free_body != NULL) free_body(free_arg);
         body = NULL;
         len = 0;
         free_body = NULL;
@@ -897,8 +870,7 @@ void lb_http_respond(lb_http_req *req, int status, const char *content_type,
 
 static void send_error_and_close(lb_http_conn *c, int status, const char *code, const char *msg)
 {
-    if (c->state == C_HANDLING)
-        return; /* a handler owes the answer; it will close after it */
+    if (c->state == C_HANDLING) return; /* a handler owes the answer; it will close after it */
     c->keep_alive = 0;
     c->owes = 1;
     c->req.route = NULL;
@@ -926,29 +898,24 @@ static void conn_close_cb(uv_handle_t *h)
 {
     lb_http_conn *c = h->data;
     lb_http_server *s = c->srv;
-    if (--c->handles > 0)
-        return;
+    if (--c->handles > 0) return;
     s->nclosing--;
     if (c->prev)
         c->prev->next = c->next;
     else
         s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     s->nconns--;
     /* A handler that still owes a response may still read the request: the
      * connection is freed when it answers. */
-    if (!c->owes)
-        conn_free(c);
+    if (!c->owes) conn_free(c);
     /* Either may run user code that frees the server: each is a last act. */
-    if (!maybe_closed(s))
-        maybe_drained(s);
+    if (!maybe_closed(s)) maybe_drained(s);
 }
 
 static void conn_close(lb_http_conn *c)
 {
-    if (c->state == C_CLOSED)
-        return;
+    if (c->state == C_CLOSED) return;
     c->state = C_CLOSED;
     c->srv->nclosing++;
     queue_unlink(c);
@@ -961,8 +928,7 @@ static void conn_close(lb_http_conn *c)
 static void conn_link(lb_http_server *s, lb_http_conn *c)
 {
     c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
+    if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->nconns++;
 }
@@ -1002,20 +968,18 @@ static int make_room(lb_http_server *s)
         v = s->queues[Q_BUSY].head;
         reason = "slow";
     }
-    if (v == NULL)
-        return UV_EAGAIN;
+    if (v == NULL) return UV_EAGAIN;
     char labels[32];
     snprintf(labels, sizeof(labels), "reason=\"%s\"", reason);
     lb_metric_add(lb_metrics_counter("leverbridge_http_connections_evicted_total",
-                                     "Connections closed at MAX_CONNECTIONS to make room.",
-                                     labels),
+                                     "Connections closed at MAX_CONNECTIONS to make room.", labels),
                   1);
     if (v->q == Q_BUSY && uv_stream_get_write_queue_size((uv_stream_t *)&v->tcp) == 0) {
         v->keep_alive = 0;
         size_t blen;
         char *body = lb_http_error_body(
-            "unavailable", "The server is at its connection limit and this request was the slowest.",
-            NULL, &blen);
+            "unavailable",
+            "The server is at its connection limit and this request was the slowest.", NULL, &blen);
         char head[512];
         size_t hlen = format_head(v, head, sizeof(head), 503, "application/json", NULL, blen);
         if (hlen > 0) {
@@ -1054,8 +1018,7 @@ static void on_connection(uv_stream_t *server, int status)
     int refuse = uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || s->draining;
     /* Closing connections hold no slot: their close callbacks come later in
      * this loop iteration. */
-    if (!refuse && s->nconns - s->nclosing > (size_t)s->cfg.max_connections &&
-        make_room(s) != 0) {
+    if (!refuse && s->nconns - s->nclosing > (size_t)s->cfg.max_connections && make_room(s) != 0) {
         refused(s);
         refuse = 1;
     }
@@ -1080,8 +1043,7 @@ static void on_connection(uv_stream_t *server, int status)
 
 void lb_http_server_serve(lb_http_server *s)
 {
-    if (!s->paused)
-        return;
+    if (!s->paused) return;
     s->paused = 0;
     if (s->waiting) {
         s->waiting = 0;
@@ -1089,15 +1051,13 @@ void lb_http_server_serve(lb_http_server *s)
     }
 }
 
-int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
-                         lb_http_handler handler, void *data, lb_http_server **out)
+int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg, lb_http_handler handler,
+                         void *data, lb_http_server **out)
 {
     struct sockaddr_storage addr;
     int rc = uv_ip4_addr(cfg->host, cfg->port, (struct sockaddr_in *)&addr);
-    if (rc != 0)
-        rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) rc = uv_ip6_addr(cfg->host, cfg->port, (struct sockaddr_in6 *)&addr);
+    if (rc != 0) return rc;
     lb_http_server *s = LB_NEW(lb_http_server);
     s->loop = loop;
     s->cfg = *cfg;
@@ -1124,8 +1084,7 @@ int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
     uv_tcp_init(loop, &s->listener);
     s->listener.data = s;
     rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
     if (rc != 0) {
         /* Nothing else is open: close the listener and free in its callback. */
         s->closing = 1;
@@ -1160,8 +1119,7 @@ static void listener_closed_cb(uv_handle_t *h)
 {
     lb_http_server *s = h->data;
     s->listening = 0;
-    if (!maybe_closed(s))
-        maybe_drained(s);
+    if (!maybe_closed(s)) maybe_drained(s);
 }
 
 static void stop_listening(lb_http_server *s)
@@ -1182,13 +1140,11 @@ static void maybe_drained(lb_http_server *s)
 /* Frees the server once nothing is open; 1 when it did. */
 static int maybe_closed(lb_http_server *s)
 {
-    if (!s->closing || s->nconns > 0 || s->listening)
-        return 0;
+    if (!s->closing || s->nconns > 0 || s->listening) return 0;
     void (*cb)(void *) = s->close_cb;
     void *data = s->close_data;
     lb_free(s);
-    if (cb != NULL)
-        cb(data);
+    if (cb != NULL) cb(data);
     return 1;
 }
 
@@ -1200,8 +1156,7 @@ void lb_http_server_drain(lb_http_server *s, void (*cb)(void *data), void *data)
     stop_listening(s);
     for (lb_http_conn *c = s->conns, *next; c != NULL; c = next) {
         next = c->next;
-        if (c->state == C_IDLE)
-            conn_close(c);
+        if (c->state == C_IDLE) conn_close(c);
     }
     maybe_drained(s);
 }

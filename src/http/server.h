@@ -52,17 +52,17 @@ typedef struct {
  * call until lb_http_respond() returns. All strings are NUL-terminated. */
 typedef struct lb_http_req {
     lb_http_conn *conn;
-    int method;               /* llhttp_method_t */
-    const char *method_name;  /* "GET" */
-    const char *path;         /* raw path, without the query */
-    const char *query;        /* after '?', "" when none */
-    const char *body;         /* "" when none */
+    int method;              /* llhttp_method_t */
+    const char *method_name; /* "GET" */
+    const char *path;        /* raw path, without the query */
+    const char *query;       /* after '?', "" when none */
+    const char *body;        /* "" when none */
     size_t body_len;
-    const char *route;        /* set by the router: the matched pattern */
+    const char *route; /* set by the router: the matched pattern */
     lb_http_param params[LB_HTTP_MAX_PARAMS];
     int nparams;
-    uint64_t start_ns;        /* uv_hrtime() when the headers were complete */
-    void *ctx;                /* the handler's own per-request data */
+    uint64_t start_ns;              /* uv_hrtime() when the headers were complete */
+    void *ctx;                      /* the handler's own per-request data */
     char pbuf[LB_HTTP_PARAM_BYTES]; /* decoded parameter values */
 } lb_http_req;
 
@@ -92,8 +92,8 @@ typedef struct {
 } lb_http_server_config;
 
 /* Binds and listens. 0, or a negative libuv code with nothing left open. */
-int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg,
-                         lb_http_handler handler, void *data, lb_http_server **out);
+int lb_http_server_start(uv_loop_t *loop, const lb_http_server_config *cfg, lb_http_handler handler,
+                         void *data, lb_http_server **out);
 /* Starts accepting on a server started paused (a no-op otherwise). */
 void lb_http_server_serve(lb_http_server *s);
 /* The port actually bound (useful with port 0). */

@@ -19,8 +19,7 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     size_t len;
     unsigned char lo = 0x80, hi = 0xBF; /* bounds of the second byte */
 
-    if (c < 0x80)
-        return 1;
+    if (c < 0x80) return 1;
     if (c >= 0xC2 && c <= 0xDF)
         len = 2;
     else if (c >= 0xE0 && c <= 0xEF) {
@@ -38,11 +37,9 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     } else {
         return 0;
     }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
     for (size_t i = 2; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
+        if ((s[i] & 0xC0) != 0x80) return 0;
     }
     return len;
 }
@@ -56,8 +53,7 @@ static int hex4(const char *p, unsigned *out)
                      : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
                      : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
                                             : 16u;
-        if (d == 16)
-            return -1;
+        if (d == 16) return -1;
         v = v * 16 + d;
     }
     *out = v;
@@ -71,13 +67,10 @@ static int hex4(const char *p, unsigned *out)
 static const char *check_escape(const char *buf, size_t len, size_t *i)
 {
     unsigned v, w;
-    if (len - *i < 5 || hex4(buf + *i + 1, &v) != 0)
-        return NULL; /* malformed: yajl reports it */
+    if (len - *i < 5 || hex4(buf + *i + 1, &v) != 0) return NULL; /* malformed: yajl reports it */
     *i += 4;
-    if (v == 0)
-        return "\\u0000 in a string is not allowed";
-    if (v >= 0xDC00 && v <= 0xDFFF)
-        return "a lone low surrogate escape is not allowed";
+    if (v == 0) return "\\u0000 in a string is not allowed";
+    if (v >= 0xDC00 && v <= 0xDFFF) return "a lone low surrogate escape is not allowed";
     if (v >= 0xD800 && v <= 0xDBFF) {
         if (len - *i < 7 || buf[*i + 1] != '\\' || buf[*i + 2] != 'u' ||
             hex4(buf + *i + 3, &w) != 0 || w < 0xDC00 || w > 0xDFFF)
@@ -91,8 +84,7 @@ static const char *check_escape(const char *buf, size_t len, size_t *i)
  * request. */
 static void set_err(char *err, size_t errlen, const char *msg)
 {
-    if (err == NULL || errlen == 0)
-        return;
+    if (err == NULL || errlen == 0) return;
     size_t n = strnlen(msg, errlen - 1);
     memcpy(err, msg, n);
     err[n] = '\0';
@@ -108,25 +100,21 @@ static const char *prescan(const char *buf, size_t len)
 
     for (size_t i = 0; i < len; i++) {
         char c = buf[i];
-        if (c == '\0')
-            return "NUL byte in input"; /* yajl_tree_parse would stop there */
+        if (c == '\0') return "NUL byte in input"; /* yajl_tree_parse would stop there */
         if ((unsigned char)c >= 0x80) {
             /* yajl lets overlong forms and encoded surrogates through. */
             size_t l = utf8_seq((const unsigned char *)buf + i, len - i);
-            if (l == 0)
-                return "invalid UTF-8";
+            if (l == 0) return "invalid UTF-8";
             i += l - 1;
             continue;
         }
         if (in_str) {
             if (c == '\\') {
-                if (i + 1 >= len)
-                    return NULL; /* unterminated: yajl reports it */
+                if (i + 1 >= len) return NULL; /* unterminated: yajl reports it */
                 i++;
                 if (buf[i] == 'u') {
                     const char *why = check_escape(buf, len, &i);
-                    if (why != NULL)
-                        return why;
+                    if (why != NULL) return why;
                 }
             } else if (c == '"') {
                 in_str = 0;
@@ -139,13 +127,11 @@ static const char *prescan(const char *buf, size_t len)
             break;
         case '[':
         case '{':
-            if (++depth > LB_JSON_MAX_DEPTH)
-                return "nesting too deep";
+            if (++depth > LB_JSON_MAX_DEPTH) return "nesting too deep";
             break;
         case ']':
         case '}':
-            if (depth > 0)
-                depth--;
+            if (depth > 0) depth--;
             break;
         case '/':
             return "comments are not allowed";
@@ -175,8 +161,7 @@ yajl_val lb_json_parse(const char *buf, size_t len, char *err, size_t errlen)
     ebuf[0] = '\0';
     yajl_val v = yajl_tree_parse(copy, ebuf, sizeof(ebuf));
     lb_free(copy);
-    if (v != NULL)
-        return v;
+    if (v != NULL) return v;
 
     /* yajl's verbose message quotes the input on later lines: keep the
      * first line only, so that logs never carry request bytes. */
@@ -192,11 +177,9 @@ yajl_val lb_json_parse(const char *buf, size_t len, char *err, size_t errlen)
 
 yajl_val lb_json_get(yajl_val obj, const char *key)
 {
-    if (!YAJL_IS_OBJECT(obj) || key == NULL)
-        return NULL;
+    if (!YAJL_IS_OBJECT(obj) || key == NULL) return NULL;
     for (size_t i = 0; i < obj->u.object.len; i++) {
-        if (strcmp(obj->u.object.keys[i], key) == 0)
-            return obj->u.object.values[i];
+        if (strcmp(obj->u.object.keys[i], key) == 0) return obj->u.object.values[i];
     }
     return NULL;
 }
@@ -222,10 +205,8 @@ yajl_val lb_json_get_array(yajl_val obj, const char *key)
 int lb_json_get_int(yajl_val obj, const char *key, int64_t *out)
 {
     yajl_val v = lb_json_get(obj, key);
-    if (v == NULL)
-        return LB_ENOTFOUND;
-    if (!YAJL_IS_INTEGER(v))
-        return LB_EINVAL;
+    if (v == NULL) return LB_ENOTFOUND;
+    if (!YAJL_IS_INTEGER(v)) return LB_EINVAL;
     *out = (int64_t)v->u.number.i;
     return 0;
 }
@@ -233,8 +214,7 @@ int lb_json_get_int(yajl_val obj, const char *key, int64_t *out)
 int lb_json_get_bool(yajl_val obj, const char *key, int *out)
 {
     yajl_val v = lb_json_get(obj, key);
-    if (v == NULL)
-        return LB_ENOTFOUND;
+    if (v == NULL) return LB_ENOTFOUND;
     if (YAJL_IS_TRUE(v))
         *out = 1;
     else if (YAJL_IS_FALSE(v))
@@ -281,8 +261,7 @@ static void gen_string(yajl_gen g, const char *s, size_t n)
     size_t k = 0;
     while (k < n) {
         size_t l = utf8_seq(p + k, n - k);
-        if (l == 0)
-            break;
+        if (l == 0) break;
         k += l;
     }
     if (k == n) {
@@ -359,8 +338,7 @@ void lb_json_kv_double(yajl_gen g, const char *key, double val)
     int n = 0;
     for (int prec = 15; prec <= 17; prec++) {
         n = snprintf(num, sizeof(num), "%.*g", prec, val);
-        if (strtod(num, NULL) == val)
-            break;
+        if (strtod(num, NULL) == val) break;
     }
     yajl_gen_number(g, num, (size_t)n);
 }

@@ -15,18 +15,13 @@
 lb_lever_outcome lb_lever_classify(const lb_http_response *res)
 {
     int s = res->status;
-    if (s >= 200 && s < 300)
-        return LB_LEVER_OK;
+    if (s >= 200 && s < 300) return LB_LEVER_OK;
     if (s == 0 && res->tls_setup)
         return LB_LEVER_FAILED; /* no CA bundle, bad certificate: retrying will not help */
-    if (s == 0 || s >= 500 || s == 408 || s == 429)
-        return LB_LEVER_RETRY;
-    if (s == 401)
-        return LB_LEVER_REAUTH;
-    if (s == 403)
-        return LB_LEVER_FORBIDDEN;
-    if (s == 404)
-        return LB_LEVER_NOT_FOUND;
+    if (s == 0 || s >= 500 || s == 408 || s == 429) return LB_LEVER_RETRY;
+    if (s == 401) return LB_LEVER_REAUTH;
+    if (s == 403) return LB_LEVER_FORBIDDEN;
+    if (s == 404) return LB_LEVER_NOT_FOUND;
     return LB_LEVER_FAILED;
 }
 
@@ -51,8 +46,7 @@ void lb_lever_describe(const lb_http_response *res, char *buf, size_t size)
         snprintf(buf, size, "Lever answered %d: %s", res->status, msg);
     else
         snprintf(buf, size, "Lever answered %d", res->status);
-    if (v != NULL)
-        yajl_tree_free(v);
+    if (v != NULL) yajl_tree_free(v);
 }
 
 /* ---- requests ------------------------------------------------------------ */
@@ -131,11 +125,9 @@ void lb_lever_req_free(lb_lever_req *r)
 {
     lb_free(r->url);
     lb_free(r->body);
-    if (r->userpwd)
-        sodium_memzero(r->userpwd, strlen(r->userpwd));
+    if (r->userpwd) sodium_memzero(r->userpwd, strlen(r->userpwd));
     lb_free(r->userpwd);
-    if (r->auth_header)
-        sodium_memzero(r->auth_header, strlen(r->auth_header));
+    if (r->auth_header) sodium_memzero(r->auth_header, strlen(r->auth_header));
     lb_free(r->auth_header);
     memset(r, 0, sizeof(*r));
 }
@@ -146,8 +138,7 @@ void lb_lever_note_body(yajl_gen g, const char *text, int secret)
 {
     yajl_gen_map_open(g);
     lb_json_kv_str(g, "value", text);
-    if (secret)
-        lb_json_kv_bool(g, "secret", 1);
+    if (secret) lb_json_kv_bool(g, "secret", 1);
     yajl_gen_map_close(g);
 }
 
@@ -199,12 +190,9 @@ static char *dup_str(yajl_val v)
 /* A field that may be a string id or an object with an "id". */
 static char *dup_id(yajl_val v)
 {
-    if (v == NULL)
-        return NULL;
-    if (YAJL_IS_STRING(v))
-        return lb_strdup(v->u.string);
-    if (YAJL_IS_OBJECT(v))
-        return dup_str(lb_json_get(v, "id"));
+    if (v == NULL) return NULL;
+    if (YAJL_IS_STRING(v)) return lb_strdup(v->u.string);
+    if (YAJL_IS_OBJECT(v)) return dup_str(lb_json_get(v, "id"));
     return NULL;
 }
 
@@ -212,8 +200,7 @@ static yajl_val parse_data(const char *body, size_t len, yajl_val *root)
 {
     char err[64];
     *root = lb_json_parse(body, len, err, sizeof(err));
-    if (*root == NULL)
-        return NULL;
+    if (*root == NULL) return NULL;
     yajl_val data = lb_json_get(*root, "data");
     return data != NULL ? data : *root;
 }
@@ -224,8 +211,7 @@ int lb_lever_parse_opportunity(const char *body, size_t len, lb_lever_opportunit
     yajl_val root;
     yajl_val d = parse_data(body, len, &root);
     if (d == NULL || !YAJL_IS_OBJECT(d)) {
-        if (root)
-            yajl_tree_free(root);
+        if (root) yajl_tree_free(root);
         return LB_EPARSE;
     }
     o->id = dup_str(lb_json_get(d, "id"));
@@ -243,8 +229,7 @@ int lb_lever_parse_opportunity(const char *body, size_t len, lb_lever_opportunit
             yajl_val a = apps->u.array.values[i];
             /* Expanded applications carry "posting"; bare ones are ids. */
             char *p = YAJL_IS_OBJECT(a) ? dup_id(lb_json_get(a, "posting")) : NULL;
-            if (p != NULL)
-                o->postings[o->npostings++] = p;
+            if (p != NULL) o->postings[o->npostings++] = p;
         }
     }
     yajl_tree_free(root);
@@ -269,8 +254,7 @@ int lb_lever_parse_page(const char *body, size_t len, lb_lever_page *p)
     memset(p, 0, sizeof(*p));
     char err[64];
     yajl_val root = lb_json_parse(body, len, err, sizeof(err));
-    if (root == NULL)
-        return LB_EPARSE;
+    if (root == NULL) return LB_EPARSE;
     /* {"data":[...]} or, for /tags and /stages in older docs, a bare array. */
     yajl_val data = YAJL_IS_ARRAY(root) ? root : lb_json_get(root, "data");
     if (data == NULL || !YAJL_IS_ARRAY(data)) {
@@ -280,8 +264,7 @@ int lb_lever_parse_page(const char *body, size_t len, lb_lever_page *p)
     p->items = lb_calloc(data->u.array.len ? data->u.array.len : 1, sizeof(lb_lever_item));
     for (size_t i = 0; i < data->u.array.len; i++) {
         yajl_val it = data->u.array.values[i];
-        if (!YAJL_IS_OBJECT(it))
-            continue;
+        if (!YAJL_IS_OBJECT(it)) continue;
         lb_lever_item *x = &p->items[p->count++];
         x->id = dup_str(lb_json_get(it, "id"));
         x->text = dup_str(lb_json_get(it, "text"));
@@ -313,10 +296,8 @@ int lb_lever_parse_note_id(const char *body, size_t len, char **id)
     yajl_val root;
     yajl_val d = parse_data(body, len, &root);
     *id = d ? dup_str(lb_json_get(d, "noteId")) : NULL;
-    if (*id == NULL && d != NULL)
-        *id = dup_str(lb_json_get(d, "id"));
-    if (root)
-        yajl_tree_free(root);
+    if (*id == NULL && d != NULL) *id = dup_str(lb_json_get(d, "id"));
+    if (root) yajl_tree_free(root);
     return *id ? 0 : LB_EPARSE;
 }
 
@@ -331,8 +312,7 @@ int lb_lever_parse_webhook(const char *body, size_t len, char **id, char **token
     *id = d ? dup_str(lb_json_get(d, "id")) : NULL;
     yajl_val conf = d ? lb_json_get(d, "configuration") : NULL;
     *token = conf ? dup_str(lb_json_get(conf, "signatureToken")) : NULL;
-    if (root)
-        yajl_tree_free(root);
+    if (root) yajl_tree_free(root);
     if (*id == NULL || *token == NULL) {
         lb_free(*id);
         lb_free(*token);

@@ -71,7 +71,7 @@ void lb_lever_webhook_body(yajl_gen g, const char *url, const char *event);
 typedef struct {
     char *id;
     char *name;
-    char *email;        /* the first of emails[] */
+    char *email; /* the first of emails[] */
     char *stage_id;
     char *candidate_id; /* contact */
     char **postings;    /* posting ids of its applications */
@@ -94,7 +94,7 @@ typedef struct {
 typedef struct {
     lb_lever_item *items;
     size_t count;
-    char *next;  /* NULL at the end (absent hasNext means the end) */
+    char *next; /* NULL at the end (absent hasNext means the end) */
 } lb_lever_page;
 
 int lb_lever_parse_page(const char *body, size_t len, lb_lever_page *out);
@@ -117,16 +117,16 @@ typedef struct {
     const char *token;
     const char *event;
     const char *signature;
-    char triggered_at[24];  /* as sent: the signature covers this text */
+    char triggered_at[24]; /* as sent: the signature covers this text */
     int64_t triggered_ms;
-    yajl_val data;          /* "data", or NULL */
+    yajl_val data; /* "data", or NULL */
     const char *opportunity_id;
 } lb_lever_delivery;
 
 typedef enum {
     LB_DELIVERY_OK,
-    LB_DELIVERY_NOT_JSON,      /* not a JSON object */
-    LB_DELIVERY_MISSING,       /* a required field is absent or malformed: see *field */
+    LB_DELIVERY_NOT_JSON, /* not a JSON object */
+    LB_DELIVERY_MISSING,  /* a required field is absent or malformed: see *field */
     LB_DELIVERY_BAD_SIGNATURE,
 } lb_lever_delivery_result;
 

@@ -31,8 +31,7 @@ const char *lb_hook_status_name(lb_hook_status s)
 static int parse_name(const char *s, const char *const *names, int n)
 {
     for (int i = 0; s != NULL && i < n; i++)
-        if (strcmp(s, names[i]) == 0)
-            return i;
+        if (strcmp(s, names[i]) == 0) return i;
     return 0;
 }
 
@@ -108,8 +107,7 @@ void lb_conns_free(lb_conns *cs)
     size_t pos = 0;
     lb_conn *c;
     while ((c = lb_map_next(&cs->by_tenant, &pos)) != NULL) {
-        if (c->hook)
-            hook_free(c->hook);
+        if (c->hook) hook_free(c->hook);
         lb_conn_clear(c);
         lb_free(c);
     }
@@ -158,16 +156,14 @@ lb_conn *lb_conns_apply(lb_conns *cs, const lb_conn *src)
     lb_conn_clear(c);
     lb_conn_copy(c, src);
     c->hook = hook;
-    if (src->hook != NULL)
-        lb_conns_apply_hook(cs, src->hook);
+    if (src->hook != NULL) lb_conns_apply_hook(cs, src->hook);
     return c;
 }
 
 void lb_conns_remove(lb_conns *cs, const char *tenant)
 {
     lb_conn *c = lb_map_del(&cs->by_tenant, tenant);
-    if (c == NULL)
-        return;
+    if (c == NULL) return;
     if (c->hook != NULL) {
         lb_map_del(&cs->hooks, c->hook->id);
         hook_free(c->hook);
@@ -194,8 +190,7 @@ static uint8_t *seal_str(const lb_conns *cs, const char *ctx, const char *plain,
 /* Opens to a NUL-terminated lb_malloc'd string, or NULL. */
 static char *open_str(const lb_conns *cs, const char *ctx, const uint8_t *sealed, size_t len)
 {
-    if (sealed == NULL || len == 0)
-        return NULL;
+    if (sealed == NULL || len == 0) return NULL;
     char *out = lb_malloc(len + 1);
     long n = lb_open(cs->key, ctx, sealed, len, (uint8_t *)out);
     if (n < 0) {
@@ -220,10 +215,8 @@ void lb_conn_to_rec(const lb_conns *cs, const lb_conn *c, lb_conn_rec *rec)
         const char *vals[] = {c->api_key, c->access_token, c->refresh_token};
         int first = 1;
         for (int i = 0; i < 3; i++) {
-            if (vals[i] == NULL)
-                continue;
-            if (!first)
-                lb_strbuf_cat(&b, ",");
+            if (vals[i] == NULL) continue;
+            if (!first) lb_strbuf_cat(&b, ",");
             first = 0;
             lb_strbuf_json_str(&b, keys[i], strlen(keys[i]));
             lb_strbuf_cat(&b, ":");
@@ -241,8 +234,7 @@ void lb_conn_to_rec(const lb_conns *cs, const lb_conn *c, lb_conn_rec *rec)
     lb_strbuf_init(&m, 64 * 1024);
     lb_strbuf_cat(&m, "[");
     for (size_t i = 0; i < c->nmissing; i++) {
-        if (i > 0)
-            lb_strbuf_cat(&m, ",");
+        if (i > 0) lb_strbuf_cat(&m, ",");
         lb_strbuf_json_str(&m, c->missing[i], strlen(c->missing[i]));
     }
     lb_strbuf_cat(&m, "]");
@@ -310,15 +302,14 @@ void lb_conns_load(lb_conns *cs, const lb_conn_rec *conns, size_t nconns, const 
         c.token_expires_at = r->token_expires_at;
         if (r->permissions_missing != NULL) {
             char err[32];
-            yajl_val m = lb_json_parse(r->permissions_missing, strlen(r->permissions_missing),
-                                       err, sizeof(err));
-            for (size_t k = 0; m && YAJL_IS_ARRAY(m) && k < m->u.array.len &&
-                               c.nmissing < LB_PERMISSIONS_MAX;
+            yajl_val m = lb_json_parse(r->permissions_missing, strlen(r->permissions_missing), err,
+                                       sizeof(err));
+            for (size_t k = 0;
+                 m && YAJL_IS_ARRAY(m) && k < m->u.array.len && c.nmissing < LB_PERMISSIONS_MAX;
                  k++)
                 if (YAJL_IS_STRING(m->u.array.values[k]))
                     c.missing[c.nmissing++] = lb_strdup(m->u.array.values[k]->u.string);
-            if (m != NULL)
-                yajl_tree_free(m);
+            if (m != NULL) yajl_tree_free(m);
         }
         c.permissions_checked_at = r->permissions_checked_at;
         c.connected_at = r->connected_at;

@@ -23,7 +23,7 @@ typedef struct lb_hook {
     char id[LB_HOOK_ID_MAX + 1];
     char tenant_id[LB_TENANT_ID_MAX + 1];
     char *lever_webhook_id;
-    char *signature_token;     /* in the clear; NULL until the webhook exists */
+    char *signature_token; /* in the clear; NULL until the webhook exists */
     lb_hook_status status;
     int attempts;
     int64_t next_attempt_at;
@@ -38,7 +38,7 @@ typedef struct lb_conn {
     char tenant_id[LB_TENANT_ID_MAX + 1];
     lb_conn_status status;
     lb_auth_kind auth;
-    char *api_key;             /* in the clear */
+    char *api_key; /* in the clear */
     char *access_token;
     char *refresh_token;
     int64_t token_expires_at;
@@ -47,17 +47,17 @@ typedef struct lb_conn {
     int64_t permissions_checked_at;
     int64_t connected_at;
     int64_t updated_at;
-    lb_hook *hook;             /* NULL: none */
+    lb_hook *hook; /* NULL: none */
     /* Not stored: */
-    int64_t refreshed_at;      /* last OAuth refresh (or connect) */
-    int64_t refresh_retry_at;  /* a failed refresh is retried then */
-    int64_t refresh_401_at;    /* the last refresh a 401 asked for */
-    int64_t token_ttl_ms;      /* lifetime of the access token; 0: unknown */
+    int64_t refreshed_at;     /* last OAuth refresh (or connect) */
+    int64_t refresh_retry_at; /* a failed refresh is retried then */
+    int64_t refresh_401_at;   /* the last refresh a 401 asked for */
+    int64_t token_ttl_ms;     /* lifetime of the access token; 0: unknown */
 } lb_conn;
 
 typedef struct lb_conns {
-    lb_map by_tenant;          /* tenant id -> lb_conn */
-    lb_map hooks;              /* hook id -> lb_hook */
+    lb_map by_tenant; /* tenant id -> lb_conn */
+    lb_map hooks;     /* hook id -> lb_hook */
     const lb_master_key *key;
 } lb_conns;
 
@@ -96,7 +96,7 @@ void lb_hook_clear(lb_hook *h);
 void lb_conns_count(const lb_conns *cs, size_t conns[3], size_t hooks[4]);
 
 const char *lb_conn_status_name(lb_conn_status s);
-const char *lb_auth_name(lb_auth_kind a);    /* NULL for none */
+const char *lb_auth_name(lb_auth_kind a); /* NULL for none */
 const char *lb_hook_status_name(lb_hook_status s);
 
 #endif

@@ -31,8 +31,7 @@ lb_tenant *lb_tenants_get(const lb_tenants *ts, const char *id)
 
 static int cmp_key(int64_t ca, const char *ida, int64_t cb, const char *idb)
 {
-    if (ca != cb)
-        return ca < cb ? -1 : 1;
+    if (ca != cb) return ca < cb ? -1 : 1;
     return strcmp(ida, idb);
 }
 
@@ -104,8 +103,7 @@ lb_tenant *lb_tenants_apply(lb_tenants *ts, const lb_tenant_rec *rec)
 void lb_tenants_remove(lb_tenants *ts, const char *id)
 {
     lb_tenant *t = lb_map_del(&ts->by_id, id);
-    if (t == NULL)
-        return;
+    if (t == NULL) return;
     order_remove(ts, t);
     lb_free(t->name);
     lb_free(t);
@@ -123,8 +121,7 @@ int lb_tenants_page(const lb_tenants *ts, const char *cursor, lb_tenant **out, s
     if (cursor != NULL) {
         char *us;
         long long ca = strtoll(cursor, &us, 10);
-        if (us == cursor || *us != '_' || !lb_tenant_id_valid(us + 1))
-            return LB_EINVAL;
+        if (us == cursor || *us != '_' || !lb_tenant_id_valid(us + 1)) return LB_EINVAL;
         /* Everything strictly older than the cursor's item. */
         size_t lo = 0, hi = ts->count;
         while (lo < hi) {
@@ -155,8 +152,7 @@ int lb_tenant_id_valid(const char *id)
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-'))
             return 0;
-        if (n == LB_TENANT_ID_MAX)
-            return 0;
+        if (n == LB_TENANT_ID_MAX) return 0;
     }
     /* "." and ".." would name directories wherever an id meets a path. */
     return n > 0 && strcmp(id, ".") != 0 && strcmp(id, "..") != 0;

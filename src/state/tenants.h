@@ -18,7 +18,7 @@ typedef struct lb_tenant {
     int lever_burst;   /* 0: the configured default */
     int64_t created_at;
     int64_t updated_at;
-    size_t pos;        /* index in lb_tenants.order */
+    size_t pos; /* index in lb_tenants.order */
 } lb_tenant;
 
 typedef struct lb_tenants {

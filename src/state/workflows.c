@@ -31,8 +31,7 @@ static int fail(verr *e, const char *field, const char *msg)
 }
 
 /* Every key of obj must be one of `known`. */
-static int only_known(verr *e, yajl_val obj, const char *prefix, const char *const *known,
-                      size_t n)
+static int only_known(verr *e, yajl_val obj, const char *prefix, const char *const *known, size_t n)
 {
     for (size_t i = 0; i < obj->u.object.len; i++) {
         const char *k = obj->u.object.keys[i];
@@ -51,8 +50,7 @@ static int only_known(verr *e, yajl_val obj, const char *prefix, const char *con
 static int id_string(verr *e, yajl_val obj, const char *key, const char *field, int required)
 {
     yajl_val v = lb_json_get(obj, key);
-    if (v == NULL)
-        return required ? fail(e, field, "This field is required.") : 0;
+    if (v == NULL) return required ? fail(e, field, "This field is required.") : 0;
     if (!YAJL_IS_STRING(v) || v->u.string[0] == '\0' || strlen(v->u.string) > ID_MAX_BYTES)
         return fail(e, field, "Expected a non-empty string of at most 200 bytes.");
     return 0;
@@ -61,31 +59,23 @@ static int id_string(verr *e, yajl_val obj, const char *key, const char *field, 
 static int number(verr *e, yajl_val obj, const char *key, const char *field)
 {
     yajl_val v = lb_json_get(obj, key);
-    if (v != NULL && !YAJL_IS_NUMBER(v))
-        return fail(e, field, "Expected a number.");
+    if (v != NULL && !YAJL_IS_NUMBER(v)) return fail(e, field, "Expected a number.");
     return 0;
 }
 
 static int check_trigger(verr *e, yajl_val t)
 {
-    if (t == NULL)
-        return fail(e, "trigger", "This field is required.");
-    if (!YAJL_IS_OBJECT(t))
-        return fail(e, "trigger", "Expected an object.");
+    if (t == NULL) return fail(e, "trigger", "This field is required.");
+    if (!YAJL_IS_OBJECT(t)) return fail(e, "trigger", "Expected an object.");
     const char *ev = lb_json_get_str(t, "event");
-    if (lb_json_get(t, "event") == NULL)
-        return fail(e, "trigger.event", "This field is required.");
-    if (ev == NULL)
-        return fail(e, "trigger.event", "Expected a string.");
+    if (lb_json_get(t, "event") == NULL) return fail(e, "trigger.event", "This field is required.");
+    if (ev == NULL) return fail(e, "trigger.event", "Expected a string.");
     if (strcmp(ev, "stage_changed") == 0) {
         static const char *const known[] = {"event", "to_stage", "from_stage", "postings"};
         int rc = only_known(e, t, "trigger.", known, LB_COUNTOF(known));
-        if (rc == 0)
-            rc = id_string(e, t, "to_stage", "trigger.to_stage", 1);
-        if (rc == 0)
-            rc = id_string(e, t, "from_stage", "trigger.from_stage", 0);
-        if (rc != 0)
-            return rc;
+        if (rc == 0) rc = id_string(e, t, "to_stage", "trigger.to_stage", 1);
+        if (rc == 0) rc = id_string(e, t, "from_stage", "trigger.from_stage", 0);
+        if (rc != 0) return rc;
         yajl_val p = lb_json_get(t, "postings");
         if (p != NULL) {
             if (!YAJL_IS_ARRAY(p) || p->u.array.len == 0 || p->u.array.len > 100)
@@ -105,12 +95,9 @@ static int check_trigger(verr *e, yajl_val t)
     if (strcmp(ev, "assessment_completed") == 0) {
         static const char *const known[] = {"event", "assessment", "min_score", "max_score"};
         int rc = only_known(e, t, "trigger.", known, LB_COUNTOF(known));
-        if (rc == 0)
-            rc = id_string(e, t, "assessment", "trigger.assessment", 0);
-        if (rc == 0)
-            rc = number(e, t, "min_score", "trigger.min_score");
-        if (rc == 0)
-            rc = number(e, t, "max_score", "trigger.max_score");
+        if (rc == 0) rc = id_string(e, t, "assessment", "trigger.assessment", 0);
+        if (rc == 0) rc = number(e, t, "min_score", "trigger.min_score");
+        if (rc == 0) rc = number(e, t, "max_score", "trigger.max_score");
         yajl_val lo = lb_json_get(t, "min_score"), hi = lb_json_get(t, "max_score");
         if (rc == 0 && lo && hi && YAJL_GET_DOUBLE(lo) > YAJL_GET_DOUBLE(hi))
             return fail(e, "trigger.min_score", "min_score is above max_score.");
@@ -146,8 +133,7 @@ static int check_action(verr *e, yajl_val a, size_t i)
     if (strcmp(type, "add_note") == 0) {
         static const char *const known[] = {"type", "text", "secret"};
         int rc = only_known(e, a, p, known, LB_COUNTOF(known));
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         snprintf(f, sizeof(f), "%stext", p);
         yajl_val t = lb_json_get(a, "text");
         if (t == NULL || !YAJL_IS_STRING(t) || t->u.string[0] == '\0' ||
@@ -167,15 +153,15 @@ static int check_action(verr *e, yajl_val a, size_t i)
     if (strcmp(type, "add_tags") == 0) {
         static const char *const known[] = {"type", "tags"};
         int rc = only_known(e, a, p, known, LB_COUNTOF(known));
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         snprintf(f, sizeof(f), "%stags", p);
         yajl_val t = lb_json_get(a, "tags");
         if (t == NULL || !YAJL_IS_ARRAY(t) || t->u.array.len == 0 || t->u.array.len > MAX_TAGS)
             return fail(e, f, "Expected a non-empty array of at most 50 tags.");
         for (size_t k = 0; k < t->u.array.len; k++) {
             yajl_val x = t->u.array.values[k];
-            if (!YAJL_IS_STRING(x) || x->u.string[0] == '\0' || strlen(x->u.string) > ID_MAX_BYTES) {
+            if (!YAJL_IS_STRING(x) || x->u.string[0] == '\0' ||
+                strlen(x->u.string) > ID_MAX_BYTES) {
                 snprintf(f, sizeof(f), "%stags[%zu]", p, k);
                 return fail(e, f, "Expected a non-empty string of at most 200 bytes.");
             }
@@ -199,29 +185,23 @@ int lb_workflow_validate(yajl_val body, lb_template_check_fn check_template, cha
         return fail(&e, "", "The workflow must be a JSON object.");
     static const char *const known[] = {"name", "enabled", "trigger", "actions"};
     int rc = only_known(&e, body, "", known, LB_COUNTOF(known));
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     yajl_val name = lb_json_get(body, "name");
-    if (name == NULL)
-        return fail(&e, "name", "This field is required.");
+    if (name == NULL) return fail(&e, "name", "This field is required.");
     if (!YAJL_IS_STRING(name) || name->u.string[0] == '\0' ||
         strlen(name->u.string) > NAME_MAX_BYTES)
         return fail(&e, "name", "Expected a non-empty string of at most 200 bytes.");
     yajl_val en = lb_json_get(body, "enabled");
     if (en != NULL && !YAJL_IS_TRUE(en) && !YAJL_IS_FALSE(en))
         return fail(&e, "enabled", "Expected true or false.");
-    if ((rc = check_trigger(&e, lb_json_get(body, "trigger"))) != 0)
-        return rc;
+    if ((rc = check_trigger(&e, lb_json_get(body, "trigger"))) != 0) return rc;
     yajl_val actions = lb_json_get(body, "actions");
-    if (actions == NULL)
-        return fail(&e, "actions", "This field is required.");
+    if (actions == NULL) return fail(&e, "actions", "This field is required.");
     if (!YAJL_IS_ARRAY(actions) || actions->u.array.len == 0)
         return fail(&e, "actions", "Expected a non-empty array of actions.");
-    if (actions->u.array.len > LB_WF_MAX_ACTIONS)
-        return fail(&e, "actions", "At most 20 actions.");
+    if (actions->u.array.len > LB_WF_MAX_ACTIONS) return fail(&e, "actions", "At most 20 actions.");
     for (size_t i = 0; i < actions->u.array.len; i++)
-        if ((rc = check_action(&e, actions->u.array.values[i], i)) != 0)
-            return rc;
+        if ((rc = check_action(&e, actions->u.array.values[i], i)) != 0) return rc;
     return 0;
 }
 
@@ -235,8 +215,7 @@ void lb_workflows_init(lb_workflows *ws)
 
 static void wf_free(lb_workflow *w)
 {
-    if (w->tree)
-        yajl_tree_free(w->tree);
+    if (w->tree) yajl_tree_free(w->tree);
     lb_free(w->body);
     lb_free(w);
 }
@@ -276,8 +255,7 @@ static void unlink_wf(lb_workflows *ws, lb_workflow *w)
     if (head == w) {
         /* The map's key is the head's tenant_id: re-key on the next one. */
         lb_map_del(&ws->by_tenant, w->tenant_id);
-        if (w->next != NULL)
-            lb_map_put(&ws->by_tenant, w->next->tenant_id, w->next);
+        if (w->next != NULL) lb_map_put(&ws->by_tenant, w->next->tenant_id, w->next);
         return;
     }
     for (lb_workflow *p = head; p != NULL; p = p->next) {
@@ -294,7 +272,7 @@ static void parse(lb_workflow *w)
     const char *ev = lb_json_get_str(t, "event");
     w->trigger = ev && strcmp(ev, "assessment_completed") == 0 ? LB_TRIGGER_ASSESSMENT_COMPLETED
                  : ev && strcmp(ev, "assessment_expired") == 0 ? LB_TRIGGER_ASSESSMENT_EXPIRED
-                                                                 : LB_TRIGGER_STAGE_CHANGED;
+                                                               : LB_TRIGGER_STAGE_CHANGED;
     w->to_stage = lb_json_get_str(t, "to_stage");
     w->from_stage = lb_json_get_str(t, "from_stage");
     w->assessment = lb_json_get_str(t, "assessment");
@@ -309,8 +287,7 @@ static void parse(lb_workflow *w)
 
 static int before(const lb_workflow *a, const lb_workflow *b)
 {
-    if (a->created_at != b->created_at)
-        return a->created_at < b->created_at;
+    if (a->created_at != b->created_at) return a->created_at < b->created_at;
     return strcmp(a->id, b->id) < 0;
 }
 
@@ -333,8 +310,7 @@ lb_workflow *lb_workflows_apply(lb_workflows *ws, const lb_workflow_rec *rec)
          * their cursors use. */
         lb_workflow *head = lb_map_get(&ws->by_tenant, w->tenant_id);
         if (head == NULL || before(w, head)) {
-            if (head != NULL)
-                lb_map_del(&ws->by_tenant, head->tenant_id);
+            if (head != NULL) lb_map_del(&ws->by_tenant, head->tenant_id);
             w->next = head;
             lb_map_put(&ws->by_tenant, w->tenant_id, w);
         } else {
@@ -360,8 +336,7 @@ lb_workflow *lb_workflows_apply(lb_workflows *ws, const lb_workflow_rec *rec)
 void lb_workflows_remove(lb_workflows *ws, const char *id)
 {
     lb_workflow *w = lb_map_get(&ws->by_id, id);
-    if (w == NULL)
-        return;
+    if (w == NULL) return;
     unlink_wf(ws, w);
     lb_map_del(&ws->by_id, id);
     wf_free(w);

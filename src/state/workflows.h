@@ -24,22 +24,22 @@ typedef enum {
 typedef struct lb_workflow {
     char id[LB_WORKFLOW_ID_MAX + 1];
     char tenant_id[LB_TENANT_ID_MAX + 1];
-    char *body;               /* the stored JSON */
-    yajl_val tree;            /* body parsed */
+    char *body;    /* the stored JSON */
+    yajl_val tree; /* body parsed */
     int enabled;
     lb_trigger trigger;
     const char *to_stage, *from_stage, *assessment; /* into tree, NULL when unset */
-    yajl_val postings;        /* array or NULL */
+    yajl_val postings;                              /* array or NULL */
     int has_min, has_max;
     double min_score, max_score;
-    yajl_val actions;         /* array */
+    yajl_val actions; /* array */
     int64_t created_at, updated_at;
     struct lb_workflow *next; /* the tenant's list, oldest first */
 } lb_workflow;
 
 typedef struct lb_workflows {
-    lb_map by_id;             /* workflow id -> lb_workflow */
-    lb_map by_tenant;         /* tenant id -> first lb_workflow */
+    lb_map by_id;     /* workflow id -> lb_workflow */
+    lb_map by_tenant; /* tenant id -> first lb_workflow */
 } lb_workflows;
 
 void lb_workflows_init(lb_workflows *ws);

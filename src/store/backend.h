@@ -55,8 +55,8 @@ void lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop);
  * set, having been run again on their own. Updates the statistics, calls
  * on_commit, then each op's callback. Readiness is not touched: see
  * lb_store__health. Loop thread. */
-void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds,
-                        int committed, int error);
+void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds, int committed,
+                        int error);
 
 /* What the backend learnt about writing: 0 after a write committed (a
  * batch with writes, or the backend's own probe), else the code of the

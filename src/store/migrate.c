@@ -107,7 +107,8 @@ static const char schema_v2[] = "CREATE TABLE meta ("
                                 " updated_at INTEGER NOT NULL);";
 
 /* Version 3: the jobs list of a tenant, newest first, without a sort. */
-static const char schema_v3[] = "CREATE INDEX jobs_tenant_created ON jobs(tenant_id, created_at, id);";
+static const char schema_v3[] =
+    "CREATE INDEX jobs_tenant_created ON jobs(tenant_id, created_at, id);";
 
 /* Version 4: events in arrival order, without the unique index for Lever
  * deliveries. Their keys hold 48 random characters: in a unique B-tree each

@@ -373,8 +373,10 @@ static int check_notify(const lb_store_op *op)
     case LB_STORE_CONN_DELETE:
     case LB_STORE_HOOK_PUT:
     case LB_STORE_INVITATION_UPDATE:
-    case LB_STORE_JOB_UPDATE: break;
-    default: return LB_EINVAL;
+    case LB_STORE_JOB_UPDATE:
+        break;
+    default:
+        return LB_EINVAL;
     }
     if (op->notify == NULL || op->nnotify > LB_STORE_NOTIFY_MAX) return LB_EINVAL;
     for (size_t i = 0; i < op->nnotify; i++)
@@ -406,8 +408,8 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_INVITATION_CLAIM] = {check_invitation_claim, clear_invitation_claim,
                                    discard_invitation_claim},
     [LB_STORE_INVITATION_UPDATE] = {check_invitation_update, NULL, NULL},
-    [LB_STORE_INVITATION_GET] = {check_invitation_get, clear_invitation_get,
-                                 discard_invitation_get, 1},
+    [LB_STORE_INVITATION_GET] = {check_invitation_get, clear_invitation_get, discard_invitation_get,
+                                 1},
     [LB_STORE_JOB_FAILED_COUNTS] = {NULL, clear_job_failed_counts, discard_job_failed_counts, 1},
     [LB_STORE_PRUNE] = {check_prune, clear_prune, clear_prune},
     [LB_STORE_STATS_PUT] = {check_stats_put, NULL, NULL},
@@ -533,8 +535,7 @@ int lb_store_open(uv_loop_t *loop, const char *url, const lb_store_options *opt,
                   char *err, size_t errlen)
 {
     lb_store_options o = opt ? *opt : (lb_store_options){0};
-    if (o.lever_dedupe_ms <= 0)
-        o.lever_dedupe_ms = LB_STORE_LEVER_DEDUPE_DEFAULT_MS;
+    if (o.lever_dedupe_ms <= 0) o.lever_dedupe_ms = LB_STORE_LEVER_DEDUPE_DEFAULT_MS;
     *out = NULL;
     if (err != NULL && errlen > 0) err[0] = '\0';
     if (strncmp(url, "sqlite:", 7) == 0) {
@@ -604,8 +605,8 @@ void lb_store__health(lb_store *s, int error)
     s->write_error = error;
 }
 
-void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds,
-                        int committed, int error)
+void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds, int committed,
+                        int error)
 {
     if (error == 0) error = LB_EIO;
     s->stats.last_commit_seconds = seconds;

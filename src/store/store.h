@@ -73,14 +73,14 @@ typedef struct {
     char tenant_id[LB_TENANT_ID_MAX + 1];
     char *event_id;
     char *workflow_id;
-    char *action;          /* JSON object: {"type":..., ...} */
+    char *action; /* JSON object: {"type":..., ...} */
     char *opportunity_id;
     char *last_error;
-    char *steps;           /* JSON object: results of finished steps */
-    int seq;               /* order among its event's jobs */
-    int status;            /* lb_job_status */
+    char *steps; /* JSON object: results of finished steps */
+    int seq;     /* order among its event's jobs */
+    int status;  /* lb_job_status */
     int attempts;
-    int64_t next_run_at;   /* ms; 0: now */
+    int64_t next_run_at; /* ms; 0: now */
     int64_t created_at;
     int64_t updated_at;
 } lb_job_rec;
@@ -93,12 +93,12 @@ void lb_job_recs_free(lb_job_rec *recs, size_t count);
  * lb_malloc'd; lb_conn_rec_free releases them. */
 typedef struct {
     char tenant_id[LB_TENANT_ID_MAX + 1];
-    char *status;               /* "disconnected", "connected", "needs_reauth" */
-    char *auth;                 /* "api_key", "oauth", or NULL */
-    uint8_t *secret;            /* sealed credentials, or NULL */
+    char *status;    /* "disconnected", "connected", "needs_reauth" */
+    char *auth;      /* "api_key", "oauth", or NULL */
+    uint8_t *secret; /* sealed credentials, or NULL */
     size_t secret_len;
     int64_t token_expires_at;
-    char *permissions_missing;  /* JSON array, or NULL */
+    char *permissions_missing; /* JSON array, or NULL */
     int64_t permissions_checked_at;
     int64_t connected_at;
     int64_t updated_at;
@@ -113,7 +113,7 @@ typedef struct {
     char *lever_webhook_id;
     uint8_t *signature_token;
     size_t token_len;
-    char *status;               /* "none", "pending", "active", "failed" */
+    char *status; /* "none", "pending", "active", "failed" */
     int attempts;
     int64_t next_attempt_at;
     int64_t deadline_at;
@@ -131,12 +131,12 @@ void lb_hook_rec_free(lb_hook_rec *r);
 typedef struct {
     char id[LB_EVENT_ID_MAX + 1];
     char tenant_id[LB_TENANT_ID_MAX + 1];
-    const char *source;         /* "lever", "platform" */
+    const char *source; /* "lever", "platform" */
     const char *type;
     const char *dedupe_key;
-    const char *status;         /* "accepted", "ignored" */
+    const char *status; /* "accepted", "ignored" */
     const char *opportunity_id;
-    const char *payload;        /* JSON */
+    const char *payload; /* JSON */
     int64_t received_at;
 } lb_event_rec;
 
@@ -145,7 +145,7 @@ typedef struct {
 typedef struct {
     char id[LB_WORKFLOW_ID_MAX + 1];
     char tenant_id[LB_TENANT_ID_MAX + 1];
-    char *body;        /* the workflow as JSON */
+    char *body; /* the workflow as JSON */
     int enabled;
     int64_t created_at;
     int64_t updated_at;
@@ -172,10 +172,10 @@ typedef struct {
     char tenant_id[LB_TENANT_ID_MAX + 1];
     char *opportunity_id;
     char *assessment;
-    char *job_id;          /* the send_assessment job that owns it */
-    char *invitation_id;   /* the platform's, once invited */
+    char *job_id;        /* the send_assessment job that owns it */
+    char *invitation_id; /* the platform's, once invited */
     char *url;
-    char *note_id;         /* the Lever status note, once written */
+    char *note_id; /* the Lever status note, once written */
     int64_t created_at;
 } lb_invitation_rec;
 

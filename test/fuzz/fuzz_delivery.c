@@ -25,8 +25,7 @@ static void gen_val(yajl_gen g, yajl_val v, const char *skip)
     } else if (YAJL_IS_OBJECT(v)) {
         yajl_gen_map_open(g);
         for (size_t i = 0; i < v->u.object.len; i++) {
-            if (skip != NULL && strcmp(v->u.object.keys[i], skip) == 0)
-                continue;
+            if (skip != NULL && strcmp(v->u.object.keys[i], skip) == 0) continue;
             lb_json_key(g, v->u.object.keys[i]);
             gen_val(g, v->u.object.values[i], NULL);
         }
@@ -52,13 +51,11 @@ static char *rebuild(yajl_val tree, const char *sig, size_t *len)
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     for (size_t i = 0; i < tree->u.object.len; i++) {
-        if (strcmp(tree->u.object.keys[i], "signature") == 0)
-            continue;
+        if (strcmp(tree->u.object.keys[i], "signature") == 0) continue;
         lb_json_key(g, tree->u.object.keys[i]);
         gen_val(g, tree->u.object.values[i], NULL);
     }
-    if (sig != NULL)
-        lb_json_kv_str(g, "signature", sig);
+    if (sig != NULL) lb_json_kv_str(g, "signature", sig);
     yajl_gen_map_close(g);
     const unsigned char *buf;
     size_t n;
@@ -71,8 +68,8 @@ static char *rebuild(yajl_val tree, const char *sig, size_t *len)
 
 static void check_zeroed(const lb_lever_delivery *d)
 {
-    LB_FUZZ_CHECK(d->tree == NULL && d->token == NULL && d->signature == NULL &&
-                  d->event == NULL && d->data == NULL && d->opportunity_id == NULL);
+    LB_FUZZ_CHECK(d->tree == NULL && d->token == NULL && d->signature == NULL && d->event == NULL &&
+                  d->data == NULL && d->opportunity_id == NULL);
 }
 
 static void check_ok(const lb_lever_delivery *d, const char *key)
@@ -177,8 +174,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char err[128];
         yajl_val v = lb_json_parse((const char *)data, size, err, sizeof(err));
         LB_FUZZ_CHECK(v == NULL || !YAJL_IS_OBJECT(v));
-        if (v != NULL)
-            yajl_tree_free(v);
+        if (v != NULL) yajl_tree_free(v);
         break;
     }
     case LB_DELIVERY_MISSING:

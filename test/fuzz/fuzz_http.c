@@ -92,8 +92,7 @@ static int check(lb_http_req *req, void *data)
 {
     (void)data;
     LB_FUZZ_CHECK(req->path != NULL && req->query != NULL && req->method_name != NULL);
-    if (strstr(req->path, "deny") == NULL)
-        return 1;
+    if (strstr(req->path, "deny") == NULL) return 1;
     lb_http_respond(req, 403, "text/plain", NULL, "no\n", 3, NULL, NULL);
     return 0;
 }
@@ -128,9 +127,9 @@ static uint64_t now_ms(void)
 /* The client's side of one input. */
 typedef struct {
     int fd;
-    int eof;          /* the server closed (or reset) its side */
-    size_t got;       /* response bytes read */
-    char head[16];    /* their first bytes */
+    int eof;       /* the server closed (or reset) its side */
+    size_t got;    /* response bytes read */
+    char head[16]; /* their first bytes */
     uint64_t deadline;
 } client;
 
@@ -144,8 +143,7 @@ static void pump(client *c)
         if (n > 0) {
             if (c->got < sizeof(c->head))
                 memcpy(c->head + c->got, buf,
-                       (size_t)n < sizeof(c->head) - c->got ? (size_t)n
-                                                            : sizeof(c->head) - c->got);
+                       (size_t)n < sizeof(c->head) - c->got ? (size_t)n : sizeof(c->head) - c->got);
             c->got += (size_t)n;
         } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             c->eof = 1;
@@ -180,8 +178,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setup();
         ready = 1;
     }
-    if (size < 2)
-        return 0;
+    if (size < 2) return 0;
     size_t split = ((size_t)data[0] | (size_t)data[1] << 8) % (size - 1);
     data += 2;
     size -= 2;
@@ -205,8 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(c.fd);
 
     /* Whatever came back is HTTP/1.1 responses. */
-    if (c.got > 0)
-        LB_FUZZ_CHECK(memcmp(c.head, "HTTP/1.1 ", c.got < 9 ? c.got : 9) == 0);
+    if (c.got > 0) LB_FUZZ_CHECK(memcmp(c.head, "HTTP/1.1 ", c.got < 9 ? c.got : 9) == 0);
     /* Deferred answers are all given (the timer ran) before the connection
      * could close: nothing of this input is left on the loop but the
      * listener. */

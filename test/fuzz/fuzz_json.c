@@ -37,11 +37,9 @@ static int utf8_ok(const char *s)
         } else {
             return 0;
         }
-        if (u[1] < lo || u[1] > hi)
-            return 0;
+        if (u[1] < lo || u[1] > hi) return 0;
         for (size_t i = 2; i < len; i++)
-            if ((u[i] & 0xC0) != 0x80)
-                return 0;
+            if ((u[i] & 0xC0) != 0x80) return 0;
         u += len;
     }
     return 1;
@@ -51,8 +49,7 @@ static int utf8_ok(const char *s)
 static yajl_val first(yajl_val obj, const char *key)
 {
     for (size_t i = 0; i < obj->u.object.len; i++)
-        if (strcmp(obj->u.object.keys[i], key) == 0)
-            return obj->u.object.values[i];
+        if (strcmp(obj->u.object.keys[i], key) == 0) return obj->u.object.values[i];
     return NULL;
 }
 
@@ -104,8 +101,7 @@ static size_t walk(yajl_val v)
             LB_FUZZ_CHECK(utf8_ok(v->u.object.keys[i]));
             check_getters(v, v->u.object.keys[i]);
             size_t d = walk(v->u.object.values[i]);
-            if (d > depth)
-                depth = d;
+            if (d > depth) depth = d;
         }
         for (size_t k = 0; k < sizeof(probe_keys) / sizeof(probe_keys[0]); k++)
             check_getters(v, probe_keys[k]);
@@ -115,13 +111,11 @@ static size_t walk(yajl_val v)
     if (YAJL_IS_ARRAY(v)) {
         for (size_t i = 0; i < v->u.array.len; i++) {
             size_t d = walk(v->u.array.values[i]);
-            if (d > depth)
-                depth = d;
+            if (d > depth) depth = d;
         }
         return depth + 1;
     }
-    if (YAJL_IS_NUMBER(v))
-        LB_FUZZ_CHECK(v->u.number.r != NULL && *v->u.number.r != '\0');
+    if (YAJL_IS_NUMBER(v)) LB_FUZZ_CHECK(v->u.number.r != NULL && *v->u.number.r != '\0');
     return 0;
 }
 
@@ -156,16 +150,12 @@ static void gen(yajl_gen g, yajl_val v)
 
 static int same(yajl_val a, yajl_val b)
 {
-    if (a->type != b->type)
-        return 0;
-    if (YAJL_IS_STRING(a))
-        return strcmp(a->u.string, b->u.string) == 0;
+    if (a->type != b->type) return 0;
+    if (YAJL_IS_STRING(a)) return strcmp(a->u.string, b->u.string) == 0;
     if (YAJL_IS_NUMBER(a))
-        return strcmp(a->u.number.r, b->u.number.r) == 0 &&
-               a->u.number.flags == b->u.number.flags;
+        return strcmp(a->u.number.r, b->u.number.r) == 0 && a->u.number.flags == b->u.number.flags;
     if (YAJL_IS_OBJECT(a)) {
-        if (a->u.object.len != b->u.object.len)
-            return 0;
+        if (a->u.object.len != b->u.object.len) return 0;
         for (size_t i = 0; i < a->u.object.len; i++)
             if (strcmp(a->u.object.keys[i], b->u.object.keys[i]) != 0 ||
                 !same(a->u.object.values[i], b->u.object.values[i]))
@@ -173,11 +163,9 @@ static int same(yajl_val a, yajl_val b)
         return 1;
     }
     if (YAJL_IS_ARRAY(a)) {
-        if (a->u.array.len != b->u.array.len)
-            return 0;
+        if (a->u.array.len != b->u.array.len) return 0;
         for (size_t i = 0; i < a->u.array.len; i++)
-            if (!same(a->u.array.values[i], b->u.array.values[i]))
-                return 0;
+            if (!same(a->u.array.values[i], b->u.array.values[i])) return 0;
         return 1;
     }
     return 1;

@@ -57,16 +57,16 @@
 #include <unistd.h>
 
 #define DRIVE_TENANTS_MAX 10000
-#define DRIVE_JOBS_MAX 1000000      /* per tenant */
-#define DRIVE_DELAYS_MAX 20000000   /* delay samples kept; more are only counted */
-#define DRIVE_INSERT_BATCH 1000     /* jobs per LB_STORE_JOB_INSERT */
+#define DRIVE_JOBS_MAX 1000000    /* per tenant */
+#define DRIVE_DELAYS_MAX 20000000 /* delay samples kept; more are only counted */
+#define DRIVE_INSERT_BATCH 1000   /* jobs per LB_STORE_JOB_INSERT */
 #define DRIVE_ERRORS_MAX 5
 #define LATE_ID "late"
 
 /* ---- options ------------------------------------------------------------- */
 
 typedef struct {
-    const char *lever_url;   /* API root, no trailing '/' */
+    const char *lever_url; /* API root, no trailing '/' */
     const char *key_prefix;
     const char *opportunity;
     const char *tag;
@@ -119,8 +119,7 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 {
     char *end;
     long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < lo || v > hi)
-        return -1;
+    if (*s == '\0' || *end != '\0' || v < lo || v > hi) return -1;
     *out = (int)v;
     return 0;
 }
@@ -156,8 +155,7 @@ static int parse_options(int argc, char **argv, options *o)
         } else {
             flag = 0;
         }
-        if (flag)
-            continue;
+        if (flag) continue;
         if (v == NULL) {
             fprintf(stderr, "engine-drive: %s needs a value\n", a);
             return -1;
@@ -178,8 +176,7 @@ static int parse_options(int argc, char **argv, options *o)
         else if (strcmp(a, "--order") == 0) {
             o->by_tenant = strcmp(v, "tenant") == 0;
             rc = o->by_tenant || strcmp(v, "interleaved") == 0 ? 0 : -1;
-        }
-        else if (strcmp(a, "--tenants") == 0)
+        } else if (strcmp(a, "--tenants") == 0)
             rc = parse_int(v, 1, DRIVE_TENANTS_MAX, &o->tenants);
         else if (strcmp(a, "--jobs") == 0)
             rc = parse_int(v, 1, DRIVE_JOBS_MAX, &o->jobs);
@@ -226,10 +223,8 @@ static int parse_options(int argc, char **argv, options *o)
         fprintf(stderr, "engine-drive: --retry-base must not exceed --retry-cap\n");
         return -1;
     }
-    if (o->max_running == 0)
-        o->max_running = o->max_inflight * 4;
-    if (o->max_running_tenant == 0)
-        o->max_running_tenant = o->burst * 2;
+    if (o->max_running == 0) o->max_running = o->max_inflight * 4;
+    if (o->max_running_tenant == 0) o->max_running_tenant = o->burst * 2;
     return 0;
 }
 
@@ -293,22 +288,19 @@ static drive D;
 
 static dtenant *tenant_of(const char *id)
 {
-    if (strcmp(id, LATE_ID) == 0)
-        return D.o.late ? &D.tenants[D.o.tenants] : NULL;
-    if (id[0] != 't')
-        return NULL;
+    if (strcmp(id, LATE_ID) == 0) return D.o.late ? &D.tenants[D.o.tenants] : NULL;
+    if (id[0] != 't') return NULL;
     int i;
-    if (parse_int(id + 1, 0, D.o.tenants - 1, &i) != 0)
-        return NULL;
+    if (parse_int(id + 1, 0, D.o.tenants - 1, &i) != 0) return NULL;
     return &D.tenants[i];
 }
 
 /* ---- the seam: lb_http_client_start, wrapped at link time --------------------- */
 
-int __real_lb_http_client_start(lb_http_client *c, const lb_http_request *req,
-                                lb_http_call_cb cb, void *data, lb_http_call **out);
-int __wrap_lb_http_client_start(lb_http_client *c, const lb_http_request *req,
-                                lb_http_call_cb cb, void *data, lb_http_call **out);
+int __real_lb_http_client_start(lb_http_client *c, const lb_http_request *req, lb_http_call_cb cb,
+                                void *data, lb_http_call **out);
+int __wrap_lb_http_client_start(lb_http_client *c, const lb_http_request *req, lb_http_call_cb cb,
+                                void *data, lb_http_call **out);
 
 static lb_http_call_cb outbound_cb; /* the outbound's completion callback */
 
@@ -326,14 +318,12 @@ static void wrapped_cb(const lb_http_response *res, void *data)
         D.resp_ok++;
         if (t != NULL) {
             t->ok++;
-            if (t->first_done_ns == 0)
-                t->first_done_ns = now;
+            if (t->first_done_ns == 0) t->first_done_ns = now;
             t->last_done_ns = now;
         }
     } else if (res->status == 429) {
         D.resp_429++;
-        if (t != NULL)
-            t->r429++;
+        if (t != NULL) t->r429++;
     } else if (res->status >= 500) {
         D.resp_5xx++;
     } else if (res->status == 0) {
@@ -344,18 +334,16 @@ static void wrapped_cb(const lb_http_response *res, void *data)
     outbound_cb(res, data);
 }
 
-int __wrap_lb_http_client_start(lb_http_client *c, const lb_http_request *req,
-                                lb_http_call_cb cb, void *data, lb_http_call **out)
+int __wrap_lb_http_client_start(lb_http_client *c, const lb_http_request *req, lb_http_call_cb cb,
+                                void *data, lb_http_call **out)
 {
-    if (outbound_cb == NULL)
-        outbound_cb = cb;
+    if (outbound_cb == NULL) outbound_cb = cb;
     if (cb != outbound_cb) { /* not the outbound's: not measured */
         return __real_lb_http_client_start(c, req, cb, data, out);
     }
     uint64_t now = uv_hrtime();
     int rc = __real_lb_http_client_start(c, req, wrapped_cb, data, out);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     const lb_ob_call *call = data;
     double delay = (double)(now - call->queued_ns) / 1e9;
     dtenant *t = call_tenant(data);
@@ -370,8 +358,7 @@ int __wrap_lb_http_client_start(lb_http_client *c, const lb_http_request *req,
     }
     if (t != NULL) {
         t->dispatched++;
-        if (t->first_dispatch_ns == 0)
-            t->first_dispatch_ns = now;
+        if (t->first_dispatch_ns == 0) t->first_dispatch_ns = now;
     }
     return 0;
 }
@@ -384,8 +371,7 @@ static int env_auth(void *data, const char *tenant, lb_lever_auth *auth)
 {
     (void)data;
     dtenant *t = tenant_of(tenant);
-    if (t == NULL)
-        return LB_ENOTFOUND;
+    if (t == NULL) return LB_ENOTFOUND;
     auth->api_url = D.o.lever_url;
     auth->api_key = t->key;
     return 0;
@@ -403,8 +389,7 @@ static void env_permission(void *data, const char *tenant, const char *permissio
     (void)data;
     (void)tenant;
     (void)permission;
-    if (!granted)
-        n_forbidden++;
+    if (!granted) n_forbidden++;
 }
 
 static void env_rate(void *data, const char *tenant, double *rate, int *burst)
@@ -447,13 +432,11 @@ static void upsert_tenants(void)
         ops[i].tenant_upsert.rec.lever_rate = D.o.rate;
         ops[i].tenant_upsert.rec.lever_burst = D.o.burst;
         int rc = lb_store_submit(D.store, &ops[i]);
-        if (rc != 0)
-            die("tenant upsert", rc);
+        if (rc != 0) die("tenant upsert", rc);
     }
     wait_ops(&done, D.ntenants);
     for (int i = 0; i < D.ntenants; i++)
-        if (ops[i].status != 0)
-            die("tenant upsert", ops[i].status);
+        if (ops[i].status != 0) die("tenant upsert", ops[i].status);
     lb_free(ops);
 }
 
@@ -497,16 +480,14 @@ static void late_inserted(lb_store_op *op)
 static void late_timer_cb(uv_timer_t *t)
 {
     (void)t;
-    if (D.closing)
-        return;
+    if (D.closing) return;
     job_rec(&D.late_rec, LATE_ID, 0);
     D.late_op = (lb_store_op){.kind = LB_STORE_JOB_INSERT, .cb = late_inserted};
     D.late_op.job_insert.recs = &D.late_rec;
     D.late_op.job_insert.count = 1;
     D.late_insert_ns = uv_hrtime();
     int rc = lb_store_submit(D.store, &D.late_op);
-    if (rc != 0)
-        die("late job insert", rc);
+    if (rc != 0) die("late job insert", rc);
 }
 
 static void deadline_cb(uv_timer_t *t)
@@ -520,12 +501,10 @@ static void deadline_cb(uv_timer_t *t)
 static void check_cb(uv_check_t *c)
 {
     (void)c;
-    if (D.closing || (D.o.late && !D.late_added))
-        return;
+    if (D.closing || (D.o.late && !D.late_added)) return;
     lb_jobs_stats js;
     lb_jobs_stats_get(D.jobs, &js);
-    if (js.succeeded + js.failed + js.skipped + js.cancelled >= D.expected)
-        begin_close();
+    if (js.succeeded + js.failed + js.skipped + js.cancelled >= D.expected) begin_close();
 }
 
 static void store_closed_cb(void *data)
@@ -537,14 +516,12 @@ static void store_closed_cb(void *data)
 static void part_closed_cb(void *data)
 {
     (void)data;
-    if (++D.closed_parts == 3)
-        lb_store_close(D.store, store_closed_cb, NULL);
+    if (++D.closed_parts == 3) lb_store_close(D.store, store_closed_cb, NULL);
 }
 
 static void begin_close(void)
 {
-    if (D.closing)
-        return;
+    if (D.closing) return;
     D.closing = 1;
     D.end_ns = uv_hrtime();
     lb_outbound_stats_get(D.ob, &D.ob_stats);
@@ -583,32 +560,25 @@ static void read_store(void)
         const char *status = (const char *)sqlite3_column_text(q, 1);
         int attempts = sqlite3_column_int(q, 2);
         const char *err = (const char *)sqlite3_column_text(q, 3);
-        if (attempts > D.attempts_max)
-            D.attempts_max = attempts;
+        if (attempts > D.attempts_max) D.attempts_max = attempts;
         D.attempts_sum += (uint64_t)attempts;
-        if (attempts > 1)
-            D.retried_jobs++;
+        if (attempts > 1) D.retried_jobs++;
         if (strcmp(status, "succeeded") == 0) {
             D.st_succeeded++;
-            if (t)
-                t->succeeded++;
+            if (t) t->succeeded++;
         } else if (strcmp(status, "failed") == 0) {
             D.st_failed++;
-            if (t)
-                t->failed++;
+            if (t) t->failed++;
         } else {
             D.st_other++;
-            if (t)
-                t->other++;
+            if (t) t->other++;
         }
-        if (t && attempts > t->max_attempts)
-            t->max_attempts = attempts;
+        if (t && attempts > t->max_attempts) t->max_attempts = attempts;
         if (*err && strcmp(status, "succeeded") != 0 && D.nerrors < DRIVE_ERRORS_MAX) {
             int seen = 0;
             for (int i = 0; i < D.nerrors; i++)
                 seen |= strcmp(D.errors[i], err) == 0;
-            if (!seen)
-                D.errors[D.nerrors++] = lb_strdup(err);
+            if (!seen) D.errors[D.nerrors++] = lb_strdup(err);
         }
     }
     sqlite3_finalize(q);
@@ -624,11 +594,9 @@ static int cmp_float(const void *a, const void *b)
 /* Nearest rank, in ms. */
 static double pct_ms(double p)
 {
-    if (D.ndelays == 0)
-        return 0;
+    if (D.ndelays == 0) return 0;
     size_t k = (size_t)ceil(p * (double)D.ndelays);
-    if (k < 1)
-        k = 1;
+    if (k < 1) k = 1;
     return (double)D.delays[k - 1] * 1000.0;
 }
 
@@ -662,8 +630,7 @@ static void write_samples(void)
 
 static void print_results(void)
 {
-    if (D.dispatch_at != NULL)
-        write_samples();
+    if (D.dispatch_at != NULL) write_samples();
     qsort(D.delays, D.ndelays, sizeof(*D.delays), cmp_float);
     double sum = 0;
     for (size_t i = 0; i < D.ndelays; i++)
@@ -812,8 +779,7 @@ static void print_results(void)
 int main(int argc, char **argv)
 {
     lb_alloc_install();
-    if (parse_options(argc, argv, &D.o) != 0)
-        return 2;
+    if (parse_options(argc, argv, &D.o) != 0) return 2;
     lb_log_set_level(D.o.log_level);
     if (lb_http_client_global_init() != 0) {
         fprintf(stderr, "engine-drive: libcurl failed to initialise\n");
@@ -852,8 +818,7 @@ int main(int argc, char **argv)
         D.expected += (uint64_t)t->njobs;
     }
     D.delays_cap = D.expected * 2 + 1024;
-    if (D.delays_cap > DRIVE_DELAYS_MAX)
-        D.delays_cap = DRIVE_DELAYS_MAX;
+    if (D.delays_cap > DRIVE_DELAYS_MAX) D.delays_cap = DRIVE_DELAYS_MAX;
     D.delays = lb_malloc(D.delays_cap * sizeof(*D.delays));
     if (D.o.samples_file != NULL) {
         D.dispatch_at = lb_malloc(D.delays_cap * sizeof(*D.dispatch_at));
@@ -878,21 +843,17 @@ int main(int argc, char **argv)
         ops[b].job_insert.recs = &recs[first];
         ops[b].job_insert.count = n;
         rc = lb_store_submit(D.store, &ops[b]);
-        if (rc != 0)
-            die("job insert", rc);
+        if (rc != 0) die("job insert", rc);
     }
     wait_ops(&done, (int)nops);
     for (size_t b = 0; b < nops; b++)
-        if (ops[b].status != 0)
-            die("job insert", ops[b].status);
+        if (ops[b].status != 0) die("job insert", ops[b].status);
     lb_free(ops);
 
     /* The engine, wired as main.c wires it. */
     lb_http_client_config cc = {.max_inflight = D.o.max_inflight};
-    if ((rc = lb_http_client_new(&D.loop, &cc, &D.client)) != 0)
-        die("http client", rc);
-    if ((rc = lb_outbound_new(&D.loop, D.client, &D.ob)) != 0)
-        die("outbound", rc);
+    if ((rc = lb_http_client_new(&D.loop, &cc, &D.client)) != 0) die("http client", rc);
+    if ((rc = lb_outbound_new(&D.loop, D.client, &D.ob)) != 0) die("outbound", rc);
     lb_jobs_config jc = {.retry_base_ms = D.o.retry_base_ms,
                          .retry_cap_ms = D.o.retry_cap_ms,
                          .max_age_ms = D.o.max_age_ms,
@@ -913,8 +874,7 @@ int main(int argc, char **argv)
     uv_update_time(&D.loop);
     D.t0_ns = uv_hrtime();
     D.start_epoch_ms = lb_time_now_ms();
-    if (D.o.late)
-        uv_timer_start(&D.late_timer, late_timer_cb, (uint64_t)D.o.late_after_ms, 0);
+    if (D.o.late) uv_timer_start(&D.late_timer, late_timer_cb, (uint64_t)D.o.late_after_ms, 0);
     if (D.o.by_tenant) {
         for (int i = 0; i < D.o.tenants; i++)
             lb_jobs_add(D.jobs, &recs[(size_t)i * (size_t)D.o.jobs], (size_t)D.o.jobs);
@@ -931,8 +891,7 @@ int main(int argc, char **argv)
 
     uv_run(&D.loop, UV_RUN_DEFAULT);
     D.loop_closed = uv_loop_close(&D.loop) == 0;
-    if (!D.loop_closed)
-        fprintf(stderr, "engine-drive: uv_loop_close: handles left open\n");
+    if (!D.loop_closed) fprintf(stderr, "engine-drive: uv_loop_close: handles left open\n");
 
     read_store();
     print_results();

@@ -90,8 +90,8 @@ static int page_bounds(lb_http_req *req, void *const *items, size_t n, id_of_fn 
         char *e;
         unsigned long long pos = v[0] == '[' ? strtoull(v + 1, &e, 10) : 0;
         size_t vl = strlen(v);
-        if (v[0] != '[' || e == v + 1 || e[0] != ',' || e[1] != '"' || vl < 4 ||
-            v[vl - 1] != ']' || v[vl - 2] != '"' || (size_t)(e + 2 - v) > vl - 2) {
+        if (v[0] != '[' || e == v + 1 || e[0] != ',' || e[1] != '"' || vl < 4 || v[vl - 1] != ']' ||
+            v[vl - 2] != '"' || (size_t)(e + 2 - v) > vl - 2) {
             bad_request(req, "Invalid offset");
             return -1;
         }
@@ -132,12 +132,11 @@ typedef void (*gen_item_fn)(yajl_gen g, const void *item, const void *ctx);
 
 /* Answers the page of items that limit and offset ask for, in Lever's
  * envelope ({"data":[...],"hasNext","next"}), or 400 when they are bad. */
-static void respond_page(lb_http_req *req, const item_vec *items, id_of_fn id_of,
-                         gen_item_fn gen, const void *ctx)
+static void respond_page(lb_http_req *req, const item_vec *items, id_of_fn id_of, gen_item_fn gen,
+                         const void *ctx)
 {
     size_t start, end;
-    if (page_bounds(req, items->v, items->n, id_of, &start, &end) != 0)
-        return;
+    if (page_bounds(req, items->v, items->n, id_of, &start, &end) != 0) return;
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_key(g, "data");
@@ -227,8 +226,7 @@ static int parse_expand(const lb_http_req *req)
     const char *cur = req->query, *end = req->query + strlen(req->query);
     char name[32], val[FILTER_VALUE_SIZE];
     while (sim_form_next(&cur, end, name, sizeof(name), val, sizeof(val))) {
-        if (strcmp(name, "expand") != 0)
-            continue;
+        if (strcmp(name, "expand") != 0) continue;
         char *save = NULL;
         for (char *w = strtok_r(val, ",", &save); w != NULL; w = strtok_r(NULL, ",", &save)) {
             if (strcmp(w, "applications") == 0)
@@ -260,8 +258,7 @@ typedef struct {
 static int filter_has(const filter_set *f, const char *x, int nocase)
 {
     for (int i = 0; i < f->n; i++)
-        if ((nocase ? strcasecmp(f->v[i], x) : strcmp(f->v[i], x)) == 0)
-            return 1;
+        if ((nocase ? strcasecmp(f->v[i], x) : strcmp(f->v[i], x)) == 0) return 1;
     return 0;
 }
 
@@ -269,8 +266,7 @@ static int parse_ms(const char *v, int64_t *out)
 {
     char *e;
     long long x = strtoll(v, &e, 10);
-    if (*e != '\0' || v[0] == '\0')
-        return -1;
+    if (*e != '\0' || v[0] == '\0') return -1;
     *out = x;
     return 0;
 }
@@ -320,57 +316,46 @@ static int parse_opp_filter(lb_http_req *req, opp_filter *f)
             bad_request(req, msg);
             return -1;
         }
-        if (strcmp(name, "archived") == 0)
-            f->archived = strcmp(val, "true") == 0;
+        if (strcmp(name, "archived") == 0) f->archived = strcmp(val, "true") == 0;
     }
     return 0;
 }
 
 static int opp_matches(const opp_filter *f, const lv_opp *o)
 {
-    if (f->stage.n && (o->stage == NULL || !filter_has(&f->stage, o->stage, 0)))
-        return 0;
+    if (f->stage.n && (o->stage == NULL || !filter_has(&f->stage, o->stage, 0))) return 0;
     if (f->posting.n) {
         int hit = 0;
         for (size_t i = 0; i < o->apps.n && !hit; i++)
             hit = filter_has(&f->posting, o->apps.v[i].posting, 0);
-        if (!hit)
-            return 0;
+        if (!hit) return 0;
     }
     if (f->tag.n) {
         int hit = 0;
         for (size_t i = 0; i < o->tags.n && !hit; i++)
             hit = filter_has(&f->tag, o->tags.v[i], 0);
-        if (!hit)
-            return 0;
+        if (!hit) return 0;
     }
     if (f->email.n) {
         int hit = 0;
         for (size_t i = 0; i < o->emails.n && !hit; i++)
             hit = filter_has(&f->email, o->emails.v[i], 1);
-        if (!hit)
-            return 0;
+        if (!hit) return 0;
     }
-    if (f->contact.n && !filter_has(&f->contact, o->contact, 0))
-        return 0;
-    if (f->archived >= 0 && (o->archived != 0) != (f->archived != 0))
-        return 0;
-    if (o->updated < f->upd_start || o->updated > f->upd_end)
-        return 0;
-    if (o->created < f->cr_start || o->created > f->cr_end)
-        return 0;
+    if (f->contact.n && !filter_has(&f->contact, o->contact, 0)) return 0;
+    if (f->archived >= 0 && (o->archived != 0) != (f->archived != 0)) return 0;
+    if (o->updated < f->upd_start || o->updated > f->upd_end) return 0;
+    if (o->created < f->cr_start || o->created > f->cr_end) return 0;
     return 1;
 }
 
 static void h_opps_list(lb_http_req *req, lv_call *c)
 {
     opp_filter filter, *f = &filter;
-    if (parse_opp_filter(req, f) != 0)
-        return;
+    if (parse_opp_filter(req, f) != 0) return;
     item_vec items = {0};
     for (size_t i = 0; i < c->a->opps.n; i++)
-        if (opp_matches(f, c->a->opps.v[i]))
-            SIM_PUSH(items, c->a->opps.v[i]);
+        if (opp_matches(f, c->a->opps.v[i])) SIM_PUSH(items, c->a->opps.v[i]);
     opp_gen_ctx ctx = {c->a, parse_expand(req)};
     respond_page(req, &items, opp_id, gen_opp, &ctx);
     SIM_VEC_FREE(items);
@@ -379,8 +364,7 @@ static void h_opps_list(lb_http_req *req, lv_call *c)
 static lv_opp *opp_param(lb_http_req *req, lv_call *c)
 {
     lv_opp *o = lv_opp_find(c->a, lb_http_req_param(req, "id"));
-    if (o == NULL)
-        not_found(req, "Opportunity");
+    if (o == NULL) not_found(req, "Opportunity");
     return o;
 }
 
@@ -397,15 +381,13 @@ static void respond_opp(lb_http_req *req, lv_call *c, lv_opp *o, int status)
 static void h_opp_get(lb_http_req *req, lv_call *c)
 {
     lv_opp *o = opp_param(req, c);
-    if (o != NULL)
-        respond_opp(req, c, o, 200);
+    if (o != NULL) respond_opp(req, c, o, 200);
 }
 
 static void h_apps_list(lb_http_req *req, lv_call *c)
 {
     lv_opp *o = opp_param(req, c);
-    if (o == NULL)
-        return;
+    if (o == NULL) return;
     item_vec items = {0};
     for (size_t i = 0; i < o->apps.n; i++)
         SIM_PUSH(items, &o->apps.v[i]);
@@ -416,8 +398,7 @@ static void h_apps_list(lb_http_req *req, lv_call *c)
 static void h_app_get(lb_http_req *req, lv_call *c)
 {
     lv_opp *o = opp_param(req, c);
-    if (o == NULL)
-        return;
+    if (o == NULL) return;
     const char *id = lb_http_req_param(req, "app");
     for (size_t i = 0; i < o->apps.n; i++) {
         if (strcmp(o->apps.v[i].id, id) == 0) {
@@ -438,8 +419,7 @@ static void h_app_get(lb_http_req *req, lv_call *c)
 static void h_notes_list(lb_http_req *req, lv_call *c)
 {
     lv_opp *o = opp_param(req, c);
-    if (o == NULL)
-        return;
+    if (o == NULL) return;
     item_vec items = {0};
     for (size_t i = 0; i < o->notes.n; i++)
         SIM_PUSH(items, &o->notes.v[i]);
@@ -451,8 +431,7 @@ static lv_note *note_param(lb_http_req *req, lv_opp *o)
 {
     const char *id = lb_http_req_param(req, "note");
     for (size_t i = 0; i < o->notes.n; i++)
-        if (strcmp(o->notes.v[i].id, id) == 0)
-            return &o->notes.v[i];
+        if (strcmp(o->notes.v[i].id, id) == 0) return &o->notes.v[i];
     not_found(req, "Note");
     return NULL;
 }
@@ -471,18 +450,15 @@ static void h_note_get(lb_http_req *req, lv_call *c)
 {
     lv_opp *o = opp_param(req, c);
     lv_note *n = o ? note_param(req, o) : NULL;
-    if (n != NULL)
-        respond_note(req, n);
+    if (n != NULL) respond_note(req, n);
 }
 
 static void h_note_create(lb_http_req *req, lv_call *c)
 {
     lv_opp *o = opp_param(req, c);
-    if (o == NULL)
-        return;
+    if (o == NULL) return;
     yajl_val body = sim_body_json(req, bad_request);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     const char *value = sim_json_str(body, "value");
     int64_t score = 0;
     int rc_score = lb_json_get_int(body, "score", &score);
@@ -515,11 +491,9 @@ static void h_note_update(lb_http_req *req, lv_call *c)
 {
     lv_opp *o = opp_param(req, c);
     lv_note *n = o ? note_param(req, o) : NULL;
-    if (n == NULL)
-        return;
+    if (n == NULL) return;
     yajl_val body = sim_body_json(req, bad_request);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     yajl_val values = lb_json_get_array(body, "values");
     const char *value = NULL;
     if (values != NULL && values->u.array.len > 0)
@@ -543,11 +517,9 @@ static void h_note_update(lb_http_req *req, lv_call *c)
 static void change_tags(lb_http_req *req, lv_call *c, int add)
 {
     lv_opp *o = opp_param(req, c);
-    if (o == NULL)
-        return;
+    if (o == NULL) return;
     yajl_val body = sim_body_json(req, bad_request);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     yajl_val tags = lb_json_get_array(body, "tags");
     int ok = tags != NULL;
     for (size_t i = 0; ok && i < tags->u.array.len; i++)
@@ -588,11 +560,9 @@ static void h_remove_tags(lb_http_req *req, lv_call *c)
 static void h_stage_put(lb_http_req *req, lv_call *c)
 {
     lv_opp *o = opp_param(req, c);
-    if (o == NULL)
-        return;
+    if (o == NULL) return;
     yajl_val body = sim_body_json(req, bad_request);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     const char *stage = sim_json_str(body, "stage");
     if (stage == NULL || lv_stage_find(c->a, stage) == NULL) {
         bad_request(req, stage == NULL ? "stage is required" : "Invalid stage");
@@ -603,8 +573,10 @@ static void h_stage_put(lb_http_req *req, lv_call *c)
             o->stage = lb_strdup(stage);
             char user[FILTER_VALUE_SIZE];
             int has_user = sim_query_get(req, "perform_as", user, sizeof(user));
-            lv_change ch = {.to = lb_strdup(stage), .index = lv_stage_index(c->a, stage),
-                            .at = now, .user = has_user ? lb_strdup(user) : NULL};
+            lv_change ch = {.to = lb_strdup(stage),
+                            .index = lv_stage_index(c->a, stage),
+                            .at = now,
+                            .user = has_user ? lb_strdup(user) : NULL};
             SIM_PUSH(o->changes, ch);
             o->advanced = now;
         }
@@ -728,8 +700,7 @@ static void h_hooks_list(lb_http_req *req, lv_call *c)
 static void h_hook_create(lb_http_req *req, lv_call *c)
 {
     yajl_val body = sim_body_json(req, bad_request);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     char msg[128];
     lv_webhook *w = YAJL_IS_OBJECT(body) ? lv_seed_hook(c->a, body, 1, msg, sizeof(msg)) : NULL;
     if (w == NULL) {
@@ -744,8 +715,7 @@ static void h_hook_create(lb_http_req *req, lv_call *c)
             lb_json_key(g, "data");
         }
         lv_gen_hook(g, w, 1);
-        if (c->a->webhook_nested)
-            yajl_gen_map_close(g);
+        if (c->a->webhook_nested) yajl_gen_map_close(g);
         yajl_gen_map_close(g);
         sim_respond_json(req, 201, g);
     }
@@ -755,8 +725,7 @@ static void h_hook_create(lb_http_req *req, lv_call *c)
 static void h_hooks_update(lb_http_req *req, lv_call *c)
 {
     yajl_val body = sim_body_json(req, bad_request);
-    if (body == NULL)
-        return;
+    if (body == NULL) return;
     yajl_val list = lb_json_get_array(body, "data");
     const char *err = list == NULL ? "data must be a list of webhooks" : NULL;
     int missing = 0;
@@ -802,8 +771,7 @@ static void h_hooks_update(lb_http_req *req, lv_call *c)
         yajl_val conf = lb_json_get(o, "configuration");
         if (YAJL_IS_OBJECT(conf)) {
             yajl_val cond = lb_json_get(conf, "conditions");
-            if (w->conditions)
-                yajl_tree_free(w->conditions);
+            if (w->conditions) yajl_tree_free(w->conditions);
             w->conditions = YAJL_IS_OBJECT(cond) ? sim_json_clone(cond) : NULL;
         }
         w->updated = now;
@@ -838,10 +806,8 @@ static void h_hook_delete(lb_http_req *req, lv_call *c)
 
 static int bucket_take(lv_bucket *b, double rate, int burst)
 {
-    if (rate <= 0)
-        return 1;
-    if (burst < 1)
-        burst = 1;
+    if (rate <= 0) return 1;
+    if (burst < 1) burst = 1;
     uint64_t now = uv_hrtime();
     if (!b->init) {
         b->tokens = burst;
@@ -849,8 +815,7 @@ static int bucket_take(lv_bucket *b, double rate, int burst)
         b->init = 1;
     }
     b->tokens += (double)(now - b->last_ns) / 1e9 * rate;
-    if (b->tokens > burst)
-        b->tokens = burst;
+    if (b->tokens > burst) b->tokens = burst;
     b->last_ns = now;
     if (b->tokens >= 1) {
         b->tokens -= 1;

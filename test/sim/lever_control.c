@@ -19,8 +19,7 @@ lv_account *lv_control_account(lv_sim *s, lb_http_req *req, yajl_val body, int c
 {
     char name[256];
     const char *n = YAJL_IS_OBJECT(body) ? sim_json_str(body, "account") : NULL;
-    if (n == NULL && sim_query_get(req, "account", name, sizeof(name)) && name[0] != '\0')
-        n = name;
+    if (n == NULL && sim_query_get(req, "account", name, sizeof(name)) && name[0] != '\0') n = name;
     return lv_account_get(s, n ? n : "default", create);
 }
 
@@ -97,13 +96,11 @@ lv_key *lv_key_put(lv_sim *s, const char *def_account, yajl_val o, char *msg, si
         lb_map_put(&s->keys, k->key, k);
         SIM_PUSH(s->key_list, k);
     } else {
-        if (pv || ex)
-            k->perms = perms;
+        if (pv || ex) k->perms = perms;
         if (sim_json_str(o, "account") != NULL)
             k->account = lv_account_get(s, sim_json_str(o, "account"), 1);
     }
-    if (kind != NULL)
-        k->postings = strcmp(kind, "postings") == 0;
+    if (kind != NULL) k->postings = strcmp(kind, "postings") == 0;
     double d;
     int64_t n;
     if (sim_json_num(o, "rate", &d))
@@ -122,8 +119,7 @@ static void r_keys_post(lb_http_req *req, void *data)
 {
     lv_sim *s = data;
     yajl_val b = sim_body_json(req, ctl_bad);
-    if (b == NULL)
-        return;
+    if (b == NULL) return;
     size_t count;
     int single;
     yajl_val list = body_list(b, "keys", &count, &single);
@@ -185,8 +181,7 @@ static void create_objects(lb_http_req *req, lv_sim *s, kind k)
 {
     static const char *const plural[] = {"stages", "postings", "opportunities", "webhooks"};
     yajl_val b = sim_body_json(req, ctl_bad);
-    if (b == NULL)
-        return;
+    if (b == NULL) return;
     size_t count;
     int single;
     yajl_val list = body_list(b, plural[k], &count, &single);
@@ -202,26 +197,23 @@ static void create_objects(lb_http_req *req, lv_sim *s, kind k)
         switch (k) {
         case K_STAGES: {
             lv_stage *st = lv_seed_stage(a, o, msg, sizeof(msg));
-            if ((ok = st != NULL))
-                lv_gen_stage(g, st);
+            if ((ok = st != NULL)) lv_gen_stage(g, st);
             break;
         }
         case K_POSTINGS: {
             lv_posting *p = lv_seed_posting(a, o, msg, sizeof(msg));
-            if ((ok = p != NULL))
-                lv_gen_posting(g, p);
+            if ((ok = p != NULL)) lv_gen_posting(g, p);
             break;
         }
         case K_OPPS: {
             lv_opp *op = lv_seed_opp(a, o, msg, sizeof(msg));
-            if ((ok = op != NULL))
-                lv_gen_opp(g, a, op, LV_EXPAND_APPS);
+            if ((ok = op != NULL)) lv_gen_opp(g, a, op, LV_EXPAND_APPS);
             break;
         }
         case K_HOOKS: {
-            lv_webhook *w =
-                YAJL_IS_OBJECT(o) ? lv_seed_hook(a, o, sim_json_bool(o, "api", 0), msg, sizeof(msg))
-                                  : NULL;
+            lv_webhook *w = YAJL_IS_OBJECT(o)
+                                ? lv_seed_hook(a, o, sim_json_bool(o, "api", 0), msg, sizeof(msg))
+                                : NULL;
             if ((ok = w != NULL)) {
                 lv_gen_hook(g, w, 1);
             }
@@ -265,8 +257,7 @@ static void r_seed(lb_http_req *req, void *data)
 {
     lv_sim *s = data;
     yajl_val b = sim_body_json(req, ctl_bad);
-    if (b == NULL)
-        return;
+    if (b == NULL) return;
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     char msg[200];
@@ -313,15 +304,12 @@ static void r_config_post(lb_http_req *req, void *data)
 {
     lv_sim *s = data;
     yajl_val b = sim_body_json(req, ctl_bad);
-    if (b == NULL)
-        return;
+    if (b == NULL) return;
     lv_account *a = lv_control_account(s, req, b, 1);
     double d;
     int64_t n;
-    if (sim_json_num(b, "rate", &d) && d >= 0)
-        s->rate = d;
-    if (lb_json_get_int(b, "burst", &n) == 0 && n >= 1)
-        s->burst = (int)n;
+    if (sim_json_num(b, "rate", &d) && d >= 0) s->rate = d;
+    if (lb_json_get_int(b, "burst", &n) == 0 && n >= 1) s->burst = (int)n;
     yajl_val ra = lb_json_get(b, "retry_after");
     if (ra != NULL) {
         lb_free(s->retry_after_429);

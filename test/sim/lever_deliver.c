@@ -67,8 +67,7 @@ static char *render(const lv_delivery *d, size_t *len)
     size_t delivered = 0, failed = 0;
     for (size_t i = 0; i < d->sends.n; i++) {
         const lv_send *x = &d->sends.v[i];
-        if (x->st != S_DONE)
-            continue;
+        if (x->st != S_DONE) continue;
         if (x->status >= 200 && x->status < 300)
             delivered++;
         else
@@ -88,9 +87,10 @@ static char *render(const lv_delivery *d, size_t *len)
         lb_json_kv_str(g, "webhook_id", x->webhook_id);
         lb_json_kv_str(g, "url", x->url);
         lb_json_kv_str(g, "event", x->event);
-        lb_json_kv_str(g, "state", x->st == S_DONE      ? "done"
-                                   : x->st == S_PENDING ? "pending"
-                                                        : "running");
+        lb_json_kv_str(g, "state",
+                       x->st == S_DONE      ? "done"
+                       : x->st == S_PENDING ? "pending"
+                                            : "running");
         if (x->status)
             lb_json_kv_int(g, "status", x->status);
         else
@@ -143,8 +143,7 @@ static void delivery_unlink(lv_delivery *d)
         d->prev->nextd = d->nextd;
     else
         s->deliveries = d->nextd;
-    if (d->nextd)
-        d->nextd->prev = d->prev;
+    if (d->nextd) d->nextd->prev = d->prev;
 }
 
 static void finish(lv_delivery *d)
@@ -183,8 +182,7 @@ static void attempt_over(lv_delivery *d, lv_send *x)
     } else {
         x->st = S_DONE;
         d->done++;
-        if (ok)
-            d->s->deliveries_sent++;
+        if (ok) d->s->deliveries_sent++;
     }
 }
 
@@ -198,8 +196,8 @@ static void send_done_cb(const lb_http_response *res, void *data)
     lb_free(x->error);
     lb_free(x->response);
     x->error = res->error ? lb_strdup(res->error_text ? res->error_text : "transport error") : NULL;
-    x->response = lb_strndup(res->body, res->body_len < RESPONSE_KEEP ? res->body_len
-                                                                      : RESPONSE_KEEP);
+    x->response =
+        lb_strndup(res->body, res->body_len < RESPONSE_KEEP ? res->body_len : RESPONSE_KEEP);
     x->ms = res->seconds * 1000;
     lb_debug("lever-sim", "delivery %s to %s: %d", d->id, x->url, x->status);
     attempt_over(d, x);
@@ -237,8 +235,7 @@ static void timer_cb(uv_timer_t *t)
 
 static void pump(lv_delivery *d)
 {
-    if (d->s->app.stopping)
-        return;
+    if (d->s->app.stopping) return;
     uint64_t now = sim_mono_ms();
     if (d->waiting > 0) {
         for (size_t i = 0; i < d->sends.n && d->running < (size_t)d->parallel; i++) {
@@ -308,8 +305,7 @@ static void build_send(lv_send *x, const target *t, const payload_opts *o)
         lb_free(msg);
         char hex[65];
         lb_hex_encode(mac, sizeof(mac), hex);
-        if (o->tamper)
-            hex[0] = hex[0] == '0' ? '1' : '0';
+        if (o->tamper) hex[0] = hex[0] == '0' ? '1' : '0';
         x->signature = lb_strdup(hex);
     }
     if (o->raw != NULL) {
@@ -356,8 +352,7 @@ static void r_deliver(lb_http_req *req, void *data)
 {
     lv_sim *s = data;
     yajl_val b = sim_body_json(req, ctl_bad);
-    if (b == NULL)
-        return;
+    if (b == NULL) return;
     if (!YAJL_IS_OBJECT(b)) {
         yajl_tree_free(b);
         ctl_bad(req, "The body must be an object");
@@ -374,16 +369,11 @@ static void r_deliver(lb_http_req *req, void *data)
     int64_t count = 1, n;
     int parallel = 1, retries = 0;
     int64_t retry_delay = 200, timeout = 10000;
-    if (lb_json_get_int(b, "count", &n) == 0)
-        count = n;
-    if (lb_json_get_int(b, "parallel", &n) == 0)
-        parallel = n >= 1 && n <= 64 ? (int)n : 0;
-    if (lb_json_get_int(b, "retries", &n) == 0)
-        retries = n >= 0 && n <= 10 ? (int)n : -1;
-    if (lb_json_get_int(b, "retry_delay_ms", &n) == 0)
-        retry_delay = n;
-    if (lb_json_get_int(b, "timeout_ms", &n) == 0)
-        timeout = n;
+    if (lb_json_get_int(b, "count", &n) == 0) count = n;
+    if (lb_json_get_int(b, "parallel", &n) == 0) parallel = n >= 1 && n <= 64 ? (int)n : 0;
+    if (lb_json_get_int(b, "retries", &n) == 0) retries = n >= 0 && n <= 10 ? (int)n : -1;
+    if (lb_json_get_int(b, "retry_delay_ms", &n) == 0) retry_delay = n;
+    if (lb_json_get_int(b, "timeout_ms", &n) == 0) timeout = n;
     yajl_val dv = lb_json_get(b, "data");
 
     if (a == NULL) {
@@ -391,8 +381,8 @@ static void r_deliver(lb_http_req *req, void *data)
     } else if (!a->deliveries_enabled) {
         status = 409, msg = "Webhook deliveries are switched off in this account (the "
                             "\"Candidate state change\" toggle).";
-    } else if (count < 1 || count > MAX_SENDS || parallel == 0 || retries < 0 ||
-               retry_delay < 0 || timeout < 1) {
+    } else if (count < 1 || count > MAX_SENDS || parallel == 0 || retries < 0 || retry_delay < 0 ||
+               timeout < 1) {
         status = 400, msg = "count 1..100000, parallel 1..64, retries 0..10, retry_delay_ms >= "
                             "0, timeout_ms >= 1";
     } else if (dv != NULL && !YAJL_IS_OBJECT(dv)) {
@@ -429,8 +419,7 @@ static void r_deliver(lb_http_req *req, void *data)
                 SIM_PUSH(targets, t);
             }
         }
-        if (targets.n == 0)
-            status = 404, msg = "No webhook subscribed to this event.";
+        if (targets.n == 0) status = 404, msg = "No webhook subscribed to this event.";
     }
     for (size_t i = 0; status == 0 && i < targets.n; i++)
         if (!sim_url_is_loopback(targets.v[i].url))
@@ -478,8 +467,7 @@ static void r_deliver(lb_http_req *req, void *data)
     uv_timer_init(&s->app.loop, &d->timer);
     d->timer.data = d;
     d->nextd = s->deliveries;
-    if (s->deliveries)
-        s->deliveries->prev = d;
+    if (s->deliveries) s->deliveries->prev = d;
     s->deliveries = d;
     if (async) {
         yajl_gen g = lb_json_gen_new();
@@ -506,24 +494,19 @@ static void r_deliveries(lb_http_req *req, void *data)
     lb_strbuf b;
     lb_strbuf_init(&b, (size_t)1 << 30);
     int first = 1;
-    if (!one)
-        lb_strbuf_cat(&b, "{\"data\":[");
+    if (!one) lb_strbuf_cat(&b, "{\"data\":[");
     for (size_t i = 0; i < s->finished.n; i++) {
         const char *r = s->finished.v[i];
-        if (one && strncmp(r, needle, strlen(needle)) != 0)
-            continue;
-        if (!first)
-            lb_strbuf_cat(&b, ",");
+        if (one && strncmp(r, needle, strlen(needle)) != 0) continue;
+        if (!first) lb_strbuf_cat(&b, ",");
         lb_strbuf_cat(&b, r);
         first = 0;
     }
     for (lv_delivery *d = s->deliveries; d != NULL; d = d->nextd) {
-        if (one && strcmp(d->id, id) != 0)
-            continue;
+        if (one && strcmp(d->id, id) != 0) continue;
         size_t len;
         char *r = render(d, &len);
-        if (!first)
-            lb_strbuf_cat(&b, ",");
+        if (!first) lb_strbuf_cat(&b, ",");
         lb_strbuf_add(&b, r, len);
         lb_free(r);
         first = 0;
@@ -533,8 +516,7 @@ static void r_deliveries(lb_http_req *req, void *data)
         sim_control_error(req, 404, "not_found", "No such delivery.");
         return;
     }
-    if (!one)
-        lb_strbuf_cat(&b, "]}");
+    if (!one) lb_strbuf_cat(&b, "]}");
     size_t len;
     char *body = lb_strbuf_steal(&b, &len);
     sim_respond(req, 200, "application/json", NULL, body, len, lb_free, body);

@@ -20,8 +20,8 @@
 #define ACCESS_SWEEP_AT 50000
 #define PARAM_SIZE 2048
 /* What a grant without a requested scope holds (the client's default). */
-#define ALL_SCOPES \
-    "opportunities:write:admin applications:read:admin notes:write:admin stages:read:admin " \
+#define ALL_SCOPES                                                                                 \
+    "opportunities:write:admin applications:read:admin notes:write:admin stages:read:admin "       \
     "postings:read:admin tags:read:admin webhooks:write:admin offline_access"
 
 static const char *const audiences[] = {"https://api.lever.co/v1/",
@@ -50,8 +50,7 @@ static void page(lb_http_req *req, int status, const char *text)
 static int has_ctl(const char *s)
 {
     for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return 1;
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) return 1;
     return 0;
 }
 
@@ -166,8 +165,7 @@ static void r_authorize(lb_http_req *req, void *data)
 static void copy_cut(char *dst, size_t size, const char *src)
 {
     size_t n = strlen(src);
-    if (n >= size)
-        n = size - 1;
+    if (n >= size) n = size - 1;
     memcpy(dst, src, n);
     dst[n] = '\0';
 }
@@ -197,8 +195,7 @@ static void basic_client(lb_http_req *req, char *id, size_t idsz, char *secret, 
 {
     size_t n;
     const char *h = lb_http_req_header(req, "authorization", &n);
-    if (h == NULL || n < 7 || strncasecmp(h, "Basic ", 6) != 0)
-        return;
+    if (h == NULL || n < 7 || strncasecmp(h, "Basic ", 6) != 0) return;
     char buf[1024];
     size_t olen = 0;
     if (sodium_base642bin((unsigned char *)buf, sizeof(buf) - 1, h + 6, n - 6, NULL, &olen, NULL,
@@ -206,8 +203,7 @@ static void basic_client(lb_http_req *req, char *id, size_t idsz, char *secret, 
         return;
     buf[olen] = '\0';
     char *colon = strchr(buf, ':');
-    if (colon == NULL)
-        return;
+    if (colon == NULL) return;
     *colon = '\0';
     copy_cut(id, idsz, buf);
     copy_cut(secret, ssz, colon + 1);
@@ -219,8 +215,7 @@ static void sweep_access(lv_sim *s)
     sim_strv dead = {0};
     for (size_t i = 0; i < s->access.cap; i++) {
         lv_access *t = s->access.slots[i].key ? s->access.slots[i].value : NULL;
-        if (t != NULL && t->expires_ms + 3600 * 1000 < now)
-            SIM_PUSH(dead, t->token);
+        if (t != NULL && t->expires_ms + 3600 * 1000 < now) SIM_PUSH(dead, t->token);
     }
     for (size_t i = 0; i < dead.n; i++) {
         lv_access *t = lb_map_del(&s->access, dead.v[i]);
@@ -231,8 +226,7 @@ static void sweep_access(lv_sim *s)
 
 static void issue(lb_http_req *req, lv_sim *s, lv_grant *gr)
 {
-    if (s->access.count >= ACCESS_SWEEP_AT)
-        sweep_access(s);
+    if (s->access.count >= ACCESS_SWEEP_AT) sweep_access(s);
     char tok[49];
     sim_random_chars(tok, 48);
     lv_access *t = LB_NEW(lv_access);
@@ -244,8 +238,7 @@ static void issue(lb_http_req *req, lv_sim *s, lv_grant *gr)
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_kv_str(g, "access_token", t->token);
-    if (gr->refresh != NULL)
-        lb_json_kv_str(g, "refresh_token", gr->refresh);
+    if (gr->refresh != NULL) lb_json_kv_str(g, "refresh_token", gr->refresh);
     lb_json_kv_str(g, "token_type", "Bearer");
     if (gr->scope != NULL)
         lb_json_kv_str(g, "scope", gr->scope);
@@ -296,8 +289,7 @@ static void r_token(lb_http_req *req, void *data)
     int has_code = param(&p, "code", code, sizeof(code));
     int has_redirect = param(&p, "redirect_uri", redirect, sizeof(redirect));
     int has_refresh = param(&p, "refresh_token", refresh, sizeof(refresh));
-    if (p.json != NULL)
-        yajl_tree_free(p.json);
+    if (p.json != NULL) yajl_tree_free(p.json);
 
     lv_client *c = lb_map_get(&s->clients, client_id);
     if (grant_type[0] == '\0') {
@@ -339,8 +331,7 @@ static void r_token(lb_http_req *req, void *data)
         gr->created = gr->refreshed = lb_time_now_ms();
         SIM_PUSH(s->grant_list, gr);
         lb_map_put(&s->grants, gr->id, gr);
-        if (gr->offline)
-            new_refresh(s, gr);
+        if (gr->offline) new_refresh(s, gr);
         lb_debug("lever-sim", "token: grant %s for %s", gr->id, c->client_id);
         issue(req, s, gr);
     } else if (strcmp(grant_type, "refresh_token") == 0) {
@@ -354,8 +345,7 @@ static void r_token(lb_http_req *req, void *data)
             return;
         }
         if (gr->refresh == NULL || strcmp(gr->refresh, refresh) != 0) {
-            if (c->reuse_detection)
-                gr->revoked = 1;
+            if (c->reuse_detection) gr->revoked = 1;
             invalid_grant(req, c, "Unknown or invalid refresh token. (rotated)");
             return;
         }
@@ -421,8 +411,7 @@ static void gen_grant(yajl_gen g, lv_sim *s, const lv_grant *gr)
     int64_t live = 0, now = lb_time_now_ms();
     for (size_t i = 0; i < s->access.cap; i++) {
         const lv_access *t = s->access.slots[i].key ? s->access.slots[i].value : NULL;
-        if (t != NULL && t->grant == gr && t->expires_ms > now)
-            live++;
+        if (t != NULL && t->grant == gr && t->expires_ms > now) live++;
     }
     lb_json_kv_int(g, "live_access_tokens", live);
     yajl_gen_map_close(g);
@@ -461,8 +450,7 @@ static void r_oauth_post(lb_http_req *req, void *data)
 {
     lv_sim *s = data;
     yajl_val b = sim_body_json(req, ctl_bad);
-    if (b == NULL)
-        return;
+    if (b == NULL) return;
     const char *id = sim_json_str(b, "client_id");
     const char *secret = sim_json_str(b, "client_secret");
     const char *msg = NULL;
@@ -510,12 +498,9 @@ static void r_oauth_post(lb_http_req *req, void *data)
             if (YAJL_IS_STRING(uris->u.array.values[i]))
                 SIM_PUSH(c->redirect_uris, lb_strdup(uris->u.array.values[i]->u.string));
     }
-    if (lb_json_get(b, "permissions") || lb_json_get(b, "except"))
-        c->default_perms = perms;
-    if (sim_json_num(b, "access_ttl", &d))
-        c->access_ttl_ms = (int64_t)(d * 1000);
-    if (lb_json_get_int(b, "access_ttl_ms", &n) == 0)
-        c->access_ttl_ms = n;
+    if (lb_json_get(b, "permissions") || lb_json_get(b, "except")) c->default_perms = perms;
+    if (sim_json_num(b, "access_ttl", &d)) c->access_ttl_ms = (int64_t)(d * 1000);
+    if (lb_json_get_int(b, "access_ttl_ms", &n) == 0) c->access_ttl_ms = n;
     c->deny = sim_json_bool(b, "deny", c->deny);
     c->check_audience = sim_json_bool(b, "check_audience", c->check_audience);
     c->reuse_detection = sim_json_bool(b, "reuse_detection", c->reuse_detection);
@@ -527,10 +512,8 @@ static void r_oauth_post(lb_http_req *req, void *data)
         lb_free(c->account);
         c->account = lb_strdup(acct);
     }
-    if (sim_json_num(b, "rate", &d))
-        c->rate = d;
-    if (lb_json_get_int(b, "burst", &n) == 0)
-        c->burst = (int)n;
+    if (sim_json_num(b, "rate", &d)) c->rate = d;
+    if (lb_json_get_int(b, "burst", &n) == 0) c->burst = (int)n;
     const char *aud = sim_json_str(b, "audience");
     if (aud != NULL) {
         lb_free(s->audience);
@@ -542,15 +525,13 @@ static void r_oauth_post(lb_http_req *req, void *data)
     int expire = sim_json_bool(b, "expire_access_tokens", 0);
     for (size_t i = 0; i < s->grant_list.n; i++) {
         lv_grant *gr = s->grant_list.v[i];
-        if (gr->client == c && (revoke_all || (one && strcmp(one, gr->id) == 0)))
-            gr->revoked = 1;
+        if (gr->client == c && (revoke_all || (one && strcmp(one, gr->id) == 0))) gr->revoked = 1;
     }
     if (expire) {
         int64_t past = lb_time_now_ms() - 1;
         for (size_t i = 0; i < s->access.cap; i++) {
             lv_access *t = s->access.slots[i].key ? s->access.slots[i].value : NULL;
-            if (t != NULL && t->grant->client == c)
-                t->expires_ms = past;
+            if (t != NULL && t->grant->client == c) t->expires_ms = past;
         }
     }
     yajl_tree_free(b);

@@ -41,16 +41,26 @@ static void not_found(lb_http_req *req, void *data)
 static const char *code_for(int status)
 {
     switch (status) {
-    case 400: return "BadRequestError";
-    case 401: return "UnauthorizedError";
-    case 403: return "ForbiddenError";
-    case 404: return "ResourceNotFound";
-    case 429: return "TooManyRequests";
-    case 500: return "InternalServerError";
-    case 502: return "BadGateway";
-    case 503: return "ServiceUnavailable";
-    case 504: return "GatewayTimeout";
-    default: return "Error";
+    case 400:
+        return "BadRequestError";
+    case 401:
+        return "UnauthorizedError";
+    case 403:
+        return "ForbiddenError";
+    case 404:
+        return "ResourceNotFound";
+    case 429:
+        return "TooManyRequests";
+    case 500:
+        return "InternalServerError";
+    case 502:
+        return "BadGateway";
+    case 503:
+        return "ServiceUnavailable";
+    case 504:
+        return "GatewayTimeout";
+    default:
+        return "Error";
     }
 }
 
@@ -74,8 +84,7 @@ static void on_response(sim_app *app, lb_http_req *req, sim_rctx *rc, int status
 {
     (void)app;
     (void)req;
-    if (rc->stats != NULL)
-        lv_stats_status(rc->stats, status);
+    if (rc->stats != NULL) lv_stats_status(rc->stats, status);
 }
 
 static void on_shutdown(sim_app *app)
@@ -95,8 +104,7 @@ static int load_seed(lv_sim *s, const char *path)
     char buf[65536];
     size_t n;
     while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-        if (lb_strbuf_add(&b, buf, n) != 0)
-            break;
+        if (lb_strbuf_add(&b, buf, n) != 0) break;
     fclose(f);
     char err[200];
     yajl_val doc = b.failed ? NULL : lb_json_parse(b.data, b.len, err, sizeof(err));
@@ -117,12 +125,15 @@ static int load_seed(lv_sim *s, const char *path)
 int main(int argc, char **argv)
 {
     static lv_sim s;
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},  {"rate", required_argument, NULL, 'r'},
-        {"burst", required_argument, NULL, 'b'},   {"seed", required_argument, NULL, 's'},
-        {"audience", required_argument, NULL, 'a'}, {"log-max", required_argument, NULL, 'm'},
-        {"log-level", required_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"rate", required_argument, NULL, 'r'},
+                                         {"burst", required_argument, NULL, 'b'},
+                                         {"seed", required_argument, NULL, 's'},
+                                         {"audience", required_argument, NULL, 'a'},
+                                         {"log-max", required_argument, NULL, 'm'},
+                                         {"log-level", required_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     sim_options so = {.listen = "127.0.0.1:0", .log_max = 100000, .with_client = 1};
     const char *seed = NULL;
     lb_log_level level = LB_LOG_WARN;
@@ -134,7 +145,9 @@ int main(int argc, char **argv)
     lb_alloc_install();
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'l': so.listen = optarg; break;
+        case 'l':
+            so.listen = optarg;
+            break;
         case 'r':
             rate = strtod(optarg, &end);
             if (*end != '\0' || rate < 0) {
@@ -149,17 +162,27 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 's': seed = optarg; break;
-        case 'a': s.audience = lb_strdup(optarg); break;
-        case 'm': so.log_max = (size_t)strtoull(optarg, NULL, 10); break;
+        case 's':
+            seed = optarg;
+            break;
+        case 'a':
+            s.audience = lb_strdup(optarg);
+            break;
+        case 'm':
+            so.log_max = (size_t)strtoull(optarg, NULL, 10);
+            break;
         case 'v':
             if (lb_log_level_parse(optarg, &level) != 0) {
                 fprintf(stderr, "lever-sim: --log-level: debug, info, warn or error\n");
                 return 2;
             }
             break;
-        case 'h': fputs(usage, stdout); return 0;
-        default: fputs(usage, stderr); return 2;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
         }
     }
     lb_log_set_level(level);
@@ -182,10 +205,8 @@ int main(int argc, char **argv)
     lv_oauth_register(&s);
     lv_control_register(&s);
     lv_deliver_register(&s);
-    if (seed != NULL && load_seed(&s, seed) != 0)
-        return 2;
-    if (sim_app_start(&s.app, &so) != 0)
-        return 2;
+    if (seed != NULL && load_seed(&s, seed) != 0) return 2;
+    if (sim_app_start(&s.app, &so) != 0) return 2;
     int rc = sim_app_run(&s.app);
 
     lv_sim_free(&s);

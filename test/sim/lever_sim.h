@@ -140,11 +140,11 @@ typedef struct {
 
 typedef struct {
     char *key;
-    int postings;     /* a Postings API key */
+    int postings; /* a Postings API key */
     uint64_t perms;
     lv_account *account;
-    double rate;      /* < 0: the global default */
-    int burst;        /* < 0: the global default */
+    double rate; /* < 0: the global default */
+    int burst;   /* < 0: the global default */
     int revoked;
     lv_bucket bucket;
     lv_stats stats;
@@ -167,7 +167,7 @@ typedef struct {
     lv_account *account;
     uint64_t perms;
     char *scope;
-    char *refresh;       /* the current refresh token, or NULL */
+    char *refresh;        /* the current refresh token, or NULL */
     sim_strv old_refresh; /* rotated ones (keys of lv_sim.refresh) */
     int revoked, offline;
     int64_t created, refreshed;
@@ -203,21 +203,21 @@ typedef struct lv_sim {
     lb_map clients;
     SIM_VEC(lv_client *) client_list;
     SIM_VEC(lv_grant *) grant_list;
-    lb_map grants;   /* id -> grant */
-    lb_map access;   /* token -> lv_access (owned) */
-    lb_map refresh;  /* refresh token (current or rotated) -> grant */
-    lb_map codes;    /* code -> lv_code (owned) */
-    double rate;     /* default for keys and grants; 0: unlimited */
+    lb_map grants;  /* id -> grant */
+    lb_map access;  /* token -> lv_access (owned) */
+    lb_map refresh; /* refresh token (current or rotated) -> grant */
+    lb_map codes;   /* code -> lv_code (owned) */
+    double rate;    /* default for keys and grants; 0: unlimited */
     int burst;
     char *retry_after_429; /* Retry-After on rate-limit 429s, or NULL */
     char *audience;        /* expected audience */
     uint64_t unauthenticated;
     uint64_t grant_seq;
-    lv_delivery *deliveries;    /* running */
-    sim_strv finished;          /* rendered results of finished deliveries */
+    lv_delivery *deliveries; /* running */
+    sim_strv finished;       /* rendered results of finished deliveries */
     uint64_t delivery_seq;
     uint64_t deliveries_sent;
-    SIM_VEC(void *) owned;      /* route data, freed at exit */
+    SIM_VEC(void *) owned; /* route data, freed at exit */
 } lv_sim;
 
 /* ---- lever_state.c ------------------------------------------------------------ */

@@ -58,8 +58,7 @@ int lv_perm_find(const char *words)
     }
     norm[o] = '\0';
     for (int i = 0; i < LV_P_COUNT; i++)
-        if (strcasecmp(norm, lv_perm_names[i]) == 0)
-            return i;
+        if (strcasecmp(norm, lv_perm_names[i]) == 0) return i;
     return -1;
 }
 
@@ -98,10 +97,8 @@ static int perms_list(yajl_val v, uint64_t *out, char *bad, size_t badsz)
 int lv_perms_parse(yajl_val v, yajl_val except, uint64_t *out, char *bad, size_t badsz)
 {
     uint64_t p = LV_PERMS_ALL, x = 0;
-    if (v != NULL && perms_list(v, &p, bad, badsz) != 0)
-        return -1;
-    if (except != NULL && perms_list(except, &x, bad, badsz) != 0)
-        return -1;
+    if (v != NULL && perms_list(v, &p, bad, badsz) != 0) return -1;
+    if (except != NULL && perms_list(except, &x, bad, badsz) != 0) return -1;
     *out = p & ~x;
     return 0;
 }
@@ -110,8 +107,7 @@ void lv_perms_gen(yajl_gen g, uint64_t perms)
 {
     yajl_gen_array_open(g);
     for (int i = 0; i < LV_P_COUNT; i++)
-        if (perms & LV_PERM(i))
-            lb_json_str(g, lv_perm_names[i]);
+        if (perms & LV_PERM(i)) lb_json_str(g, lv_perm_names[i]);
     yajl_gen_array_close(g);
 }
 
@@ -131,23 +127,19 @@ uint64_t lv_scope_perms(const char *scope, int *offline)
         memcpy(word, s, n);
         word[n] = '\0';
         s = e;
-        if (n == 0)
-            continue;
+        if (n == 0) continue;
         if (strcmp(word, "offline_access") == 0) {
             *offline = 1;
             continue;
         }
         char *c1 = strchr(word, ':');
-        if (c1 == NULL)
-            continue;
+        if (c1 == NULL) continue;
         *c1 = '\0';
         char *action = c1 + 1;
         char *c2 = strchr(action, ':');
-        if (c2 != NULL)
-            *c2 = '\0';
+        if (c2 != NULL) *c2 = '\0';
         int write = strcmp(action, "write") == 0;
-        if (!write && strcmp(action, "read") != 0)
-            continue;
+        if (!write && strcmp(action, "read") != 0) continue;
         if (strcmp(word, "opportunities") == 0) {
             p |= LV_PERM(LV_P_FIND_OPP) | LV_PERM(LV_P_FIND_ALL_OPPS) | LV_PERM(LV_P_FIND_CAND) |
                  LV_PERM(LV_P_FIND_ALL_CANDS);
@@ -186,8 +178,7 @@ void lv_stats_count(lv_stats *st, int accepted)
     uint64_t now = sim_mono_ms();
     int64_t wall = lb_time_now_ms();
     st->requests++;
-    if (st->first_ms == 0)
-        st->first_ms = wall;
+    if (st->first_ms == 0) st->first_ms = wall;
     st->last_ms = wall;
     sim_window_add(&st->all, now);
     if (accepted)
@@ -240,8 +231,7 @@ char *lv_new_id(void)
 lv_account *lv_account_get(lv_sim *s, const char *name, int create)
 {
     lv_account *a = lb_map_get(&s->accounts, name);
-    if (a != NULL || !create)
-        return a;
+    if (a != NULL || !create) return a;
     a = LB_NEW(lv_account);
     a->name = lb_strdup(name);
     a->deliveries_enabled = 1;
@@ -266,8 +256,7 @@ lv_stage *lv_stage_find(lv_account *a, const char *id)
 int lv_stage_index(lv_account *a, const char *id)
 {
     for (size_t i = 0; i < a->stages.n; i++)
-        if (strcmp(a->stages.v[i]->id, id) == 0)
-            return (int)i;
+        if (strcmp(a->stages.v[i]->id, id) == 0) return (int)i;
     return -1;
 }
 
@@ -280,8 +269,7 @@ lv_webhook *lv_hook_find(lv_account *a, const char *id, size_t *index)
 {
     for (size_t i = 0; i < a->hooks.n; i++)
         if (strcmp(a->hooks.v[i]->id, id) == 0) {
-            if (index != NULL)
-                *index = i;
+            if (index != NULL) *index = i;
             return a->hooks.v[i];
         }
     return NULL;
@@ -293,8 +281,7 @@ void lv_hook_free(lv_webhook *w)
     lb_free(w->url);
     lb_free(w->event);
     lb_free(w->token);
-    if (w->conditions)
-        yajl_tree_free(w->conditions);
+    if (w->conditions) yajl_tree_free(w->conditions);
     lb_free(w);
 }
 
@@ -345,8 +332,7 @@ static void account_free(lv_account *a)
         lb_free(p->id);
         lb_free(p->text);
         lb_free(p->state);
-        if (p->extra)
-            yajl_tree_free(p->extra);
+        if (p->extra) yajl_tree_free(p->extra);
         lb_free(p);
     }
     SIM_VEC_FREE(a->postings);
@@ -612,8 +598,7 @@ void lv_gen_posting(yajl_gen g, const lv_posting *p)
             int skip = 0;
             for (size_t j = 0; j < LB_COUNTOF(own); j++)
                 skip |= strcmp(k, own[j]) == 0;
-            if (skip)
-                continue;
+            if (skip) continue;
             has_categories |= strcmp(k, "categories") == 0;
             lb_json_key(g, k);
             sim_json_emit(g, p->extra->u.object.values[i]);
@@ -644,8 +629,7 @@ void lv_gen_hook(yajl_gen g, const lv_webhook *w, int with_token)
         lb_json_key(g, "conditions");
         sim_json_emit(g, w->conditions);
     }
-    if (with_token)
-        lb_json_kv_str(g, "signatureToken", w->token);
+    if (with_token) lb_json_kv_str(g, "signatureToken", w->token);
     yajl_gen_map_close(g);
     yajl_gen_map_close(g);
 }
@@ -667,11 +651,9 @@ static char *id_or_new(yajl_val o)
 static int64_t time_member(yajl_val o, const char *key, int64_t def)
 {
     int64_t v;
-    if (lb_json_get_int(o, key, &v) == 0)
-        return v;
+    if (lb_json_get_int(o, key, &v) == 0) return v;
     const char *s = sim_json_str(o, key);
-    if (s != NULL && lb_time_parse(s, strlen(s), &v) == 0)
-        return v;
+    if (s != NULL && lb_time_parse(s, strlen(s), &v) == 0) return v;
     return def;
 }
 
@@ -728,8 +710,7 @@ static lv_stage *stage_ref(lv_account *a, const char *ref)
 {
     lv_stage *st = lv_stage_find(a, ref);
     for (size_t i = 0; st == NULL && i < a->stages.n; i++)
-        if (strcmp(a->stages.v[i]->text, ref) == 0)
-            st = a->stages.v[i];
+        if (strcmp(a->stages.v[i]->text, ref) == 0) st = a->stages.v[i];
     return st;
 }
 
@@ -737,8 +718,7 @@ static lv_posting *posting_ref(lv_account *a, const char *ref)
 {
     lv_posting *p = lv_posting_find(a, ref);
     for (size_t i = 0; p == NULL && i < a->postings.n; i++)
-        if (strcmp(a->postings.v[i]->text, ref) == 0)
-            p = a->postings.v[i];
+        if (strcmp(a->postings.v[i]->text, ref) == 0) p = a->postings.v[i];
     return p;
 }
 
@@ -746,19 +726,16 @@ static int strv_member(sim_strv *out, yajl_val o, const char *key, const char *s
 {
     yajl_val v = lb_json_get(o, key);
     if (v != NULL && !YAJL_IS_NULL(v)) {
-        if (!YAJL_IS_ARRAY(v))
-            return -1;
+        if (!YAJL_IS_ARRAY(v)) return -1;
         for (size_t i = 0; i < v->u.array.len; i++) {
             yajl_val e = v->u.array.values[i];
             const char *s = YAJL_IS_STRING(e) ? e->u.string : sim_json_str(e, "value");
-            if (s == NULL)
-                return -1;
+            if (s == NULL) return -1;
             sim_strv_add_unique(out, s);
         }
     }
     const char *one = single ? sim_json_str(o, single) : NULL;
-    if (one != NULL)
-        sim_strv_add_unique(out, one);
+    if (one != NULL) sim_strv_add_unique(out, one);
     return 0;
 }
 
@@ -775,8 +752,8 @@ lv_note *lv_note_add(lv_opp *o, const char *value, int api)
 
 static void app_add(lv_opp *o, const char *posting, const char *id, int64_t created)
 {
-    lv_app ap = {.id = id ? lb_strdup(id) : lv_new_id(), .posting = lb_strdup(posting),
-                 .created = created};
+    lv_app ap = {
+        .id = id ? lb_strdup(id) : lv_new_id(), .posting = lb_strdup(posting), .created = created};
     SIM_PUSH(o->apps, ap);
 }
 
@@ -827,8 +804,8 @@ lv_opp *lv_seed_opp(lv_account *a, yajl_val o, char *msg, size_t msz)
         op->stage = lb_strdup(a->stages.v[0]->id);
     }
     if (op->stage != NULL) {
-        lv_change c = {.to = lb_strdup(op->stage), .index = lv_stage_index(a, op->stage),
-                       .at = op->advanced};
+        lv_change c = {
+            .to = lb_strdup(op->stage), .index = lv_stage_index(a, op->stage), .at = op->advanced};
         SIM_PUSH(op->changes, c);
     }
     yajl_val apps = lb_json_get_array(o, "applications");
@@ -871,8 +848,7 @@ lv_opp *lv_seed_opp(lv_account *a, yajl_val o, char *msg, size_t msz)
     }
     SIM_PUSH(a->opps, op);
     lb_map_put(&a->opp_by_id, op->id, op);
-    if (strcmp(op->candidate_id, op->id) != 0)
-        lb_map_put(&a->opp_by_id, op->candidate_id, op);
+    if (strcmp(op->candidate_id, op->id) != 0) lb_map_put(&a->opp_by_id, op->candidate_id, op);
     return op;
 bad:
     opp_free(op);
@@ -906,8 +882,7 @@ lv_webhook *lv_seed_hook(lv_account *a, yajl_val o, int api, char *msg, size_t m
             snprintf(msg, msz, "configuration.conditions must be an object");
             return NULL;
         }
-        if (YAJL_IS_NULL(cond))
-            cond = NULL;
+        if (YAJL_IS_NULL(cond)) cond = NULL;
     }
     char *id = api ? lv_new_id() : id_or_new(o);
     if (lv_hook_find(a, id, NULL) != NULL) {
@@ -920,8 +895,7 @@ lv_webhook *lv_seed_hook(lv_account *a, yajl_val o, int api, char *msg, size_t m
     w->url = lb_strdup(url);
     w->event = lb_strdup(event);
     const char *tok = api ? NULL : sim_json_str(o, "signatureToken");
-    if (tok == NULL && conf != NULL && !api)
-        tok = sim_json_str(conf, "signatureToken");
+    if (tok == NULL && conf != NULL && !api) tok = sim_json_str(conf, "signatureToken");
     if (tok != NULL) {
         w->token = lb_strdup(tok);
     } else {
@@ -939,9 +913,9 @@ lv_webhook *lv_seed_hook(lv_account *a, yajl_val o, int api, char *msg, size_t m
 void lv_generate(lv_account *a, int64_t stages, int64_t postings, int64_t opps)
 {
     static const char *const names[] = {
-        "New lead",         "Reached out",      "Responded",  "New applicant",
-        "Recruiter screen", "Phone interview",  "Assessment", "On-site interview",
-        "Reference check",  "Offer",            "Hired",
+        "New lead",         "Reached out",     "Responded",  "New applicant",
+        "Recruiter screen", "Phone interview", "Assessment", "On-site interview",
+        "Reference check",  "Offer",           "Hired",
     };
     char msg[128], text[96];
     for (int64_t i = 0; i < stages; i++) {
@@ -953,8 +927,7 @@ void lv_generate(lv_account *a, int64_t stages, int64_t postings, int64_t opps)
                       sizeof(msg));
     }
     for (int64_t i = 0; i < postings; i++) {
-        snprintf(text, sizeof(text), "Software Engineer %llu",
-                 (unsigned long long)++a->gen_seq);
+        snprintf(text, sizeof(text), "Software Engineer %llu", (unsigned long long)++a->gen_seq);
         lv_seed_posting(a, &(struct yajl_val_s){.type = yajl_t_string, .u.string = text}, msg,
                         sizeof(msg));
     }
@@ -975,8 +948,7 @@ void lv_generate(lv_account *a, int64_t stages, int64_t postings, int64_t opps)
             lv_change c = {.to = lb_strdup(op->stage), .index = 0, .at = now};
             SIM_PUSH(op->changes, c);
         }
-        if (a->postings.n > 0)
-            app_add(op, a->postings.v[(size_t)i % a->postings.n]->id, NULL, now);
+        if (a->postings.n > 0) app_add(op, a->postings.v[(size_t)i % a->postings.n]->id, NULL, now);
         SIM_PUSH(a->opps, op);
         lb_map_put(&a->opp_by_id, op->id, op);
     }
@@ -992,8 +964,7 @@ static void gen_ids_open(yajl_gen out, const char *key)
 
 static void gen_ids_close(yajl_gen out)
 {
-    if (out != NULL)
-        yajl_gen_array_close(out);
+    if (out != NULL) yajl_gen_array_close(out);
 }
 
 int lv_seed_doc(lv_sim *s, yajl_val doc, yajl_gen out, char *msg, size_t msz)
@@ -1004,13 +975,11 @@ int lv_seed_doc(lv_sim *s, yajl_val doc, yajl_gen out, char *msg, size_t msz)
     }
     const char *acct = sim_json_str(doc, "account");
     lv_account *a = lv_account_get(s, acct ? acct : "default", 1);
-    if (out != NULL)
-        lb_json_kv_str(out, "account", a->name);
+    if (out != NULL) lb_json_kv_str(out, "account", a->name);
     static const char *const kinds[] = {"stages", "postings", "opportunities", "webhooks"};
     for (size_t k = 0; k < LB_COUNTOF(kinds); k++) {
         yajl_val list = lb_json_get(doc, kinds[k]);
-        if (list == NULL)
-            continue;
+        if (list == NULL) continue;
         if (!YAJL_IS_ARRAY(list)) {
             snprintf(msg, msz, "%s must be a list", kinds[k]);
             return -1;
@@ -1041,10 +1010,8 @@ int lv_seed_doc(lv_sim *s, yajl_val doc, yajl_gen out, char *msg, size_t msz)
                 break;
             }
             }
-            if (id == NULL)
-                return -1;
-            if (out != NULL)
-                lb_json_str(out, id);
+            if (id == NULL) return -1;
+            if (out != NULL) lb_json_str(out, id);
         }
         gen_ids_close(out);
     }
@@ -1069,10 +1036,8 @@ int lv_seed_doc(lv_sim *s, yajl_val doc, yajl_gen out, char *msg, size_t msz)
         gen_ids_open(out, "keys");
         for (size_t i = 0; i < keys->u.array.len; i++) {
             lv_key *k = lv_key_put(s, a->name, keys->u.array.values[i], msg, msz);
-            if (k == NULL)
-                return -1;
-            if (out != NULL)
-                lb_json_str(out, k->key);
+            if (k == NULL) return -1;
+            if (out != NULL) lb_json_str(out, k->key);
         }
         gen_ids_close(out);
     }

@@ -146,10 +146,8 @@ static int opt_str(yajl_val o, const char *key, const char **out)
 {
     yajl_val v = lb_json_get(o, key);
     *out = NULL;
-    if (v == NULL || YAJL_IS_NULL(v))
-        return 0;
-    if (!YAJL_IS_STRING(v))
-        return -1;
+    if (v == NULL || YAJL_IS_NULL(v)) return 0;
+    if (!YAJL_IS_STRING(v)) return -1;
     *out = v->u.string;
     return 0;
 }
@@ -258,8 +256,7 @@ static void r_invite(lb_http_req *req, void *data)
     v->requests = 1;
     yajl_tree_free(b);
     SIM_PUSH(p->list, v);
-    if (v->key != NULL)
-        lb_map_put(&p->by_key, v->key, v);
+    if (v->key != NULL) lb_map_put(&p->by_key, v->key, v);
     lb_debug("platform-sim", "invitation %s for %s", v->id, v->tenant);
     respond_invitation(req, v, 0);
 }
@@ -353,8 +350,7 @@ static void r_list(lb_http_req *req, void *data)
     size_t count = 0;
     for (size_t i = 0; i < p->list.n; i++) {
         const invitation *v = p->list.v[i];
-        if (by_tenant && strcmp(v->tenant, tenant) != 0)
-            continue;
+        if (by_tenant && strcmp(v->tenant, tenant) != 0) continue;
         count++;
         yajl_gen_map_open(g);
         lb_json_kv_str(g, "invitation_id", v->id);
@@ -403,8 +399,7 @@ static void r_config(lb_http_req *req, void *data)
     platform *p = data;
     if (req->body_len > 0) {
         yajl_val b = sim_body_json(req, ctl_bad);
-        if (b == NULL)
-            return;
+        if (b == NULL) return;
         const char *t = sim_json_str(b, "token");
         if (t != NULL && t[0] != '\0') {
             lb_free(p->token);
@@ -438,11 +433,13 @@ static const char usage[] =
 int main(int argc, char **argv)
 {
     static platform p;
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},     {"token", required_argument, NULL, 't'},
-        {"public-url", required_argument, NULL, 'u'}, {"log-max", required_argument, NULL, 'm'},
-        {"log-level", required_argument, NULL, 'v'},  {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"token", required_argument, NULL, 't'},
+                                         {"public-url", required_argument, NULL, 'u'},
+                                         {"log-max", required_argument, NULL, 'm'},
+                                         {"log-level", required_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     sim_options so = {.listen = "127.0.0.1:0", .log_max = 100000};
     const char *token = "platform-token", *url = "https://assess.example.test/i";
     lb_log_level level = LB_LOG_WARN;
@@ -451,18 +448,30 @@ int main(int argc, char **argv)
     lb_alloc_install();
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'l': so.listen = optarg; break;
-        case 't': token = optarg; break;
-        case 'u': url = optarg; break;
-        case 'm': so.log_max = (size_t)strtoull(optarg, NULL, 10); break;
+        case 'l':
+            so.listen = optarg;
+            break;
+        case 't':
+            token = optarg;
+            break;
+        case 'u':
+            url = optarg;
+            break;
+        case 'm':
+            so.log_max = (size_t)strtoull(optarg, NULL, 10);
+            break;
         case 'v':
             if (lb_log_level_parse(optarg, &level) != 0) {
                 fprintf(stderr, "platform-sim: --log-level: debug, info, warn or error\n");
                 return 2;
             }
             break;
-        case 'h': fputs(usage, stdout); return 0;
-        default: fputs(usage, stderr); return 2;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
         }
     }
     if (token[0] == '\0') {
@@ -480,8 +489,8 @@ int main(int argc, char **argv)
     p.require_key = 1;
     lb_map_init(&p.by_key);
 
-    sim_hooks hooks = {.name = "platform-sim", .fault_respond = fault_respond,
-                       .not_found = not_found};
+    sim_hooks hooks = {
+        .name = "platform-sim", .fault_respond = fault_respond, .not_found = not_found};
     sim_app_init(&p.app, &hooks, &p);
     lb_router *r = p.app.router;
     lb_router_add(r, "POST", "/invitations", r_invite, &p);
@@ -492,8 +501,7 @@ int main(int argc, char **argv)
     lb_router_add(r, "DELETE", "/_sim/events", r_events_clear, &p);
     lb_router_add(r, "GET", "/_sim/config", r_config, &p);
     lb_router_add(r, "POST", "/_sim/config", r_config, &p);
-    if (sim_app_start(&p.app, &so) != 0)
-        return 2;
+    if (sim_app_start(&p.app, &so) != 0) return 2;
     int rc = sim_app_run(&p.app);
     clear(&p);
     events_clear(&p);

@@ -36,15 +36,13 @@ void sim_strv_free(sim_strv *s)
 int sim_strv_index(const sim_strv *s, const char *x)
 {
     for (size_t i = 0; i < s->n; i++)
-        if (strcmp(s->v[i], x) == 0)
-            return (int)i;
+        if (strcmp(s->v[i], x) == 0) return (int)i;
     return -1;
 }
 
 void sim_strv_add_unique(sim_strv *s, const char *x)
 {
-    if (sim_strv_index(s, x) < 0)
-        SIM_PUSH(*s, lb_strdup(x));
+    if (sim_strv_index(s, x) < 0) SIM_PUSH(*s, lb_strdup(x));
 }
 
 void sim_window_add(sim_window *w, uint64_t now_ms)
@@ -70,8 +68,7 @@ void sim_window_add(sim_window *w, uint64_t now_ms)
     }
     w->t[(w->head + w->n) % w->cap] = now_ms;
     w->n++;
-    if (w->n > w->max)
-        w->max = w->n;
+    if (w->n > w->max) w->max = w->n;
 }
 
 void sim_window_free(sim_window *w)
@@ -100,8 +97,7 @@ void sim_uuid(char out[37])
 
 void sim_random_chars(char *out, size_t n)
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     for (size_t i = 0; i < n; i++)
         out[i] = alphabet[randombytes_uniform((uint32_t)(sizeof(alphabet) - 1))];
     out[n] = '\0';
@@ -110,12 +106,10 @@ void sim_random_chars(char *out, size_t n)
 int sim_parse_listen(const char *s, char **host, int *port)
 {
     const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon == s || colon[1] == '\0')
-        return LB_EINVAL;
+    if (colon == NULL || colon == s || colon[1] == '\0') return LB_EINVAL;
     char *end;
     long p = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || p < 0 || p > 65535)
-        return LB_EINVAL;
+    if (*end != '\0' || p < 0 || p > 65535) return LB_EINVAL;
     const char *h = s;
     size_t hl = (size_t)(colon - s);
     if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
@@ -132,21 +126,17 @@ int sim_url_is_loopback(const char *url)
     CURLU *u = curl_url();
     char *scheme = NULL, *host = NULL;
     int ok = 0;
-    if (u == NULL)
-        return 0;
-    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
-        goto out;
+    if (u == NULL) return 0;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) goto out;
     if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
         goto out;
-    if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)
-        goto out;
+    if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) goto out;
     if (strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0) {
         ok = 1;
     } else {
         struct in_addr a;
-        if (inet_pton(AF_INET, host, &a) == 1)
-            ok = (ntohl(a.s_addr) >> 24) == 127;
+        if (inet_pton(AF_INET, host, &a) == 1) ok = (ntohl(a.s_addr) >> 24) == 127;
     }
 out:
     curl_free(scheme);
@@ -159,12 +149,9 @@ out:
 
 static int hexval(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
@@ -179,11 +166,9 @@ static void decode(const char *p, const char *end, char *out, size_t size)
             c = (char)(hexval(p[0]) * 16 + hexval(p[1]));
             p += 2;
         }
-        if (o + 1 < size)
-            out[o++] = c;
+        if (o + 1 < size) out[o++] = c;
     }
-    if (size > 0)
-        out[o] = '\0';
+    if (size > 0) out[o] = '\0';
 }
 
 int sim_form_next(const char **cur, const char *end, char *name, size_t nsz, char *val, size_t vsz)
@@ -196,8 +181,7 @@ int sim_form_next(const char **cur, const char *end, char *name, size_t nsz, cha
         return 0;
     }
     const char *amp = memchr(p, '&', (size_t)(end - p));
-    if (amp == NULL)
-        amp = end;
+    if (amp == NULL) amp = end;
     const char *eq = memchr(p, '=', (size_t)(amp - p));
     decode(p, eq ? eq : amp, name, nsz);
     decode(eq ? eq + 1 : amp, amp, val, vsz);
@@ -210,10 +194,8 @@ int sim_form_get(const char *s, size_t len, const char *name, char *val, size_t 
     const char *cur = s, *end = s + len;
     char n[128];
     while (sim_form_next(&cur, end, n, sizeof(n), val, vsz))
-        if (strcmp(n, name) == 0)
-            return 1;
-    if (vsz > 0)
-        val[0] = '\0';
+        if (strcmp(n, name) == 0) return 1;
+    if (vsz > 0) val[0] = '\0';
     return 0;
 }
 
@@ -225,8 +207,7 @@ int sim_query_get(const lb_http_req *req, const char *name, char *val, size_t vs
 int sim_query_flag(const lb_http_req *req, const char *name)
 {
     char v[16];
-    if (!sim_query_get(req, name, v, sizeof(v)))
-        return 0;
+    if (!sim_query_get(req, name, v, sizeof(v))) return 0;
     return strcmp(v, "0") != 0 && strcasecmp(v, "false") != 0 && strcasecmp(v, "no") != 0;
 }
 
@@ -254,8 +235,7 @@ void sim_json_emit(yajl_gen g, yajl_val v)
 
 yajl_val sim_json_clone(yajl_val v)
 {
-    if (v == NULL)
-        return NULL;
+    if (v == NULL) return NULL;
     yajl_gen g = lb_json_gen_new();
     sim_json_emit(g, v);
     const unsigned char *buf;
@@ -275,8 +255,7 @@ const char *sim_json_str(yajl_val obj, const char *key)
 int sim_json_num(yajl_val obj, const char *key, double *out)
 {
     yajl_val v = lb_json_get(obj, key);
-    if (v == NULL || v->type != yajl_t_number)
-        return 0;
+    if (v == NULL || v->type != yajl_t_number) return 0;
     *out = strtod(v->u.number.r, NULL);
     return 1;
 }
@@ -326,8 +305,7 @@ static char *dup_or_null(const char *s)
 
 static void log_add(sim_app *app, lb_http_req *req, sim_rctx *rc, int status)
 {
-    if (app->log_cap == 0)
-        return;
+    if (app->log_cap == 0) return;
     sim_logent *e;
     if (app->log_n < app->log_cap) {
         e = &app->log[(app->log_head + app->log_n) % app->log_cap];
@@ -349,7 +327,8 @@ static void log_add(sim_app *app, lb_http_req *req, sim_rctx *rc, int status)
     e->principal = dup_or_null(rc->principal);
     e->note = dup_or_null(rc->note);
     if (req->body_len > 0)
-        e->body = lb_strndup(req->body, req->body_len > LOG_BODY_MAX ? LOG_BODY_MAX : req->body_len);
+        e->body =
+            lb_strndup(req->body, req->body_len > LOG_BODY_MAX ? LOG_BODY_MAX : req->body_len);
     size_t n;
     const char *ua = lb_http_req_header(req, "user-agent", &n);
     e->user_agent = ua ? lb_strndup(ua, n) : NULL;
@@ -381,10 +360,8 @@ const char *sim_fault_headers(const sim_fault *f, char *buf, size_t size)
 {
     lb_strbuf b;
     lb_strbuf_init_fixed(&b, buf, size);
-    if (f->retry_after != NULL)
-        lb_strbuf_printf(&b, "Retry-After: %s\r\n", f->retry_after);
-    if (f->location != NULL)
-        lb_strbuf_printf(&b, "Location: %s\r\n", f->location);
+    if (f->retry_after != NULL) lb_strbuf_printf(&b, "Retry-After: %s\r\n", f->retry_after);
+    if (f->location != NULL) lb_strbuf_printf(&b, "Location: %s\r\n", f->location);
     return b.len > 0 && !b.failed ? buf : NULL;
 }
 
@@ -396,12 +373,9 @@ void sim_respond(lb_http_req *req, int status, const char *content_type, const c
     if (rc != NULL) {
         sim_app *app = rc->app;
         lb_debug(app->hooks.name, "%s %s%s%s -> %d (%s)", req->method_name, req->path,
-                 req->query[0] ? "?" : "", req->query, status,
-                 rc->principal ? rc->principal : "-");
-        if (app->hooks.on_response != NULL)
-            app->hooks.on_response(app, req, rc, status);
-        if (!rc->control)
-            log_add(app, req, rc, status);
+                 req->query[0] ? "?" : "", req->query, status, rc->principal ? rc->principal : "-");
+        if (app->hooks.on_response != NULL) app->hooks.on_response(app, req, rc, status);
+        if (!rc->control) log_add(app, req, rc, status);
         rctx_free(rc);
     }
     lb_http_respond(req, status, content_type, extra_headers, body, len, free_body, free_arg);
@@ -457,8 +431,7 @@ typedef struct {
 static void walk_cb(uv_handle_t *h, void *arg)
 {
     walk_ctx *w = arg;
-    if (h->type == UV_TCP && h->data == w->conn && !uv_is_closing(h))
-        w->found = h;
+    if (h->type == UV_TCP && h->data == w->conn && !uv_is_closing(h)) w->found = h;
 }
 
 void sim_reset_conn(sim_app *app, lb_http_req *req)
@@ -474,8 +447,7 @@ void sim_reset_conn(sim_app *app, lb_http_req *req)
         lb_warn("sim", "reset fault: connection handle not found, answering 502 instead");
     }
     sim_rctx *rc = req->ctx;
-    if (rc != NULL && rc->note == NULL)
-        rc->note = lb_strdup("reset");
+    if (rc != NULL && rc->note == NULL) rc->note = lb_strdup("reset");
     /* The write fails on the shut socket and the server closes it. */
     sim_respond_copy(req, 502, "text/plain", NULL, "reset", 5);
 }
@@ -504,8 +476,7 @@ static void fault_strings_free(sim_fault *f)
 static void fault_finish(sim_app *app, lb_http_req *req, const sim_fault *f)
 {
     sim_rctx *rc = req->ctx;
-    if (rc != NULL && rc->note == NULL && (f->reset || f->status))
-        rc->note = lb_strdup("fault");
+    if (rc != NULL && rc->note == NULL && (f->reset || f->status)) rc->note = lb_strdup("fault");
     if (f->reset)
         sim_reset_conn(app, req);
     else if (f->status != 0)
@@ -528,8 +499,7 @@ static void delay_fire(sim_delay *d)
         d->prev->next = d->next;
     else
         app->delays = d->next;
-    if (d->next)
-        d->next->prev = d->prev;
+    if (d->next) d->next->prev = d->prev;
     uv_timer_stop(&d->timer);
     fault_finish(app, d->req, &d->snap);
     uv_close((uv_handle_t *)&d->timer, delay_close_cb);
@@ -565,8 +535,7 @@ static void fault_apply(sim_app *app, lb_http_req *req, sim_fault *f)
     uv_timer_init(&app->loop, &d->timer);
     d->timer.data = d;
     d->next = app->delays;
-    if (app->delays)
-        app->delays->prev = d;
+    if (app->delays) app->delays->prev = d;
     app->delays = d;
     uv_timer_start(&d->timer, delay_cb, (uint64_t)f->delay_ms, 0);
 }
@@ -575,18 +544,15 @@ static sim_fault *fault_match(sim_app *app, const lb_http_req *req)
 {
     for (size_t i = 0; i < app->faults.n; i++) {
         sim_fault *f = app->faults.v[i];
-        if (f->remaining == 0)
-            continue;
+        if (f->remaining == 0) continue;
         if (f->path_prefix && strncmp(req->path, f->path_prefix, strlen(f->path_prefix)) != 0)
             continue;
-        if (f->method && strcasecmp(req->method_name, f->method) != 0)
-            continue;
+        if (f->method && strcasecmp(req->method_name, f->method) != 0) continue;
         if (f->probability > 0 && f->probability < 1 &&
             (double)randombytes_uniform(1000000) >= f->probability * 1e6)
             continue;
         f->hits++;
-        if (f->remaining > 0)
-            f->remaining--;
+        if (f->remaining > 0) f->remaining--;
         return f;
     }
     return NULL;
@@ -715,8 +681,7 @@ static void r_faults_post(lb_http_req *req, void *data)
 {
     sim_app *app = data;
     yajl_val doc = sim_body_json(req, control_bad);
-    if (doc == NULL)
-        return;
+    if (doc == NULL) return;
     yajl_val list = doc;
     if (YAJL_IS_OBJECT(doc) && lb_json_get_array(doc, "faults") != NULL)
         list = lb_json_get_array(doc, "faults");
@@ -785,10 +750,8 @@ static void r_requests_get(lb_http_req *req, void *data)
     char v[256];
     uint64_t since = 0;
     size_t limit = (size_t)-1;
-    if (sim_query_get(req, "since", v, sizeof(v)))
-        since = strtoull(v, NULL, 10);
-    if (sim_query_get(req, "limit", v, sizeof(v)))
-        limit = (size_t)strtoull(v, NULL, 10);
+    if (sim_query_get(req, "since", v, sizeof(v))) since = strtoull(v, NULL, 10);
+    if (sim_query_get(req, "limit", v, sizeof(v))) limit = (size_t)strtoull(v, NULL, 10);
     char prefix[256] = "";
     sim_query_get(req, "path_prefix", prefix, sizeof(prefix));
     size_t plen = strlen(prefix);
@@ -799,8 +762,7 @@ static void r_requests_get(lb_http_req *req, void *data)
     size_t count = 0;
     for (size_t i = 0; i < app->log_n && count < limit; i++) {
         const sim_logent *e = &app->log[(app->log_head + i) % app->log_cap];
-        if (e->seq <= since || (plen && strncmp(e->path, prefix, plen) != 0))
-            continue;
+        if (e->seq <= since || (plen && strncmp(e->path, prefix, plen) != 0)) continue;
         count++;
         yajl_gen_map_open(g);
         lb_json_kv_int(g, "seq", (int64_t)e->seq);
@@ -829,8 +791,7 @@ static void r_requests_get(lb_http_req *req, void *data)
     yajl_gen_array_close(g);
     lb_json_kv_int(g, "last_seq", (int64_t)app->log_seq);
     yajl_gen_map_close(g);
-    if (sim_query_flag(req, "clear"))
-        sim_log_clear(app);
+    if (sim_query_flag(req, "clear")) sim_log_clear(app);
     sim_respond_json(req, 200, g);
 }
 
@@ -857,8 +818,7 @@ static void peek_auth(lb_http_req *req, sim_rctx *rc)
 {
     size_t n;
     const char *h = lb_http_req_header(req, "authorization", &n);
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     if (n > 6 && strncasecmp(h, "Basic ", 6) == 0) {
         const char *b64 = h + 6;
         while (*b64 == ' ')
@@ -870,8 +830,7 @@ static void peek_auth(lb_http_req *req, sim_rctx *rc)
                               sodium_base64_VARIANT_ORIGINAL) == 0) {
             out[olen] = '\0';
             char *colon = memchr(out, ':', olen);
-            if (colon != NULL)
-                *colon = '\0';
+            if (colon != NULL) *colon = '\0';
             snprintf(rc->auth, sizeof(rc->auth), "basic");
             rc->cred = lb_strdup(out);
         } else {
@@ -899,8 +858,7 @@ void sim_dispatch(sim_app *app, lb_http_req *req)
      * until we return, so it can be logged. */
     if (req->route == NULL && rc != NULL && req->ctx == rc) {
         req->ctx = NULL;
-        if (!rc->control)
-            log_add(app, req, rc, 404);
+        if (!rc->control) log_add(app, req, rc, 404);
         rctx_free(rc);
     }
 }
@@ -932,8 +890,7 @@ static void lag_cb(uv_timer_t *t)
 {
     sim_lag *lag = t->data;
     uint64_t now = uv_hrtime();
-    if (now > lag->due_ns && now - lag->due_ns > lag->max_ns)
-        lag->max_ns = now - lag->due_ns;
+    if (now > lag->due_ns && now - lag->due_ns > lag->max_ns) lag->max_ns = now - lag->due_ns;
     lag->due_ns = now + LAG_TICK_MS * 1000000ull;
 }
 
@@ -982,19 +939,16 @@ static void server_closed_cb(void *data)
 {
     sim_app *app = data;
     app->server = NULL;
-    if (app->client != NULL)
-        lb_http_client_close(app->client, client_closed_cb, app);
+    if (app->client != NULL) lb_http_client_close(app->client, client_closed_cb, app);
 }
 
 static void signal_cb(uv_signal_t *sig, int signum)
 {
     sim_app *app = sig->data;
     (void)signum;
-    if (app->stopping)
-        return;
+    if (app->stopping) return;
     app->stopping = 1;
-    if (app->hooks.on_shutdown != NULL)
-        app->hooks.on_shutdown(app);
+    if (app->hooks.on_shutdown != NULL) app->hooks.on_shutdown(app);
     while (app->delays != NULL)
         delay_fire(app->delays);
     uv_close((uv_handle_t *)&app->sigterm, NULL);
@@ -1006,8 +960,12 @@ static void signal_cb(uv_signal_t *sig, int signum)
 int sim_app_start(sim_app *app, const sim_options *opt)
 {
     static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "PATCH"};
-    static const char *const catchall[] = {"/", "/{a}", "/{a}/{b}", "/{a}/{b}/{c}",
-                                           "/{a}/{b}/{c}/{d}", "/v1/{a}/{b}/{c}/{d}",
+    static const char *const catchall[] = {"/",
+                                           "/{a}",
+                                           "/{a}/{b}",
+                                           "/{a}/{b}/{c}",
+                                           "/{a}/{b}/{c}/{d}",
+                                           "/v1/{a}/{b}/{c}/{d}",
                                            "/_sim/{a}/{b}/{c}/{d}"};
     lb_router *r = app->router;
     lb_router_add(r, "GET", "/_sim/health", r_health, app);
@@ -1022,12 +980,13 @@ int sim_app_start(sim_app *app, const sim_options *opt)
             lb_router_add(r, methods[m], catchall[p], app->hooks.not_found, app->data);
 
     app->log_cap = opt->log_max;
-    if (app->log_cap > 0)
-        app->log = lb_calloc(app->log_cap, sizeof(sim_logent));
+    if (app->log_cap > 0) app->log = lb_calloc(app->log_cap, sizeof(sim_logent));
 
     if (opt->with_client) {
-        lb_http_client_config cc = {.max_inflight = 1024, .connect_timeout_ms = 5000,
-                                    .timeout_ms = 30000, .max_response = 64 * 1024};
+        lb_http_client_config cc = {.max_inflight = 1024,
+                                    .connect_timeout_ms = 5000,
+                                    .timeout_ms = 30000,
+                                    .max_response = 64 * 1024};
         if (lb_http_client_new(&app->loop, &cc, &app->client) != 0) {
             fprintf(stderr, "%s: cannot create the HTTP client\n", app->hooks.name);
             return LB_EIO;
@@ -1071,8 +1030,7 @@ int sim_app_run(sim_app *app)
 {
     uv_run(&app->loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&app->loop);
-    if (rc != 0)
-        lb_error("sim", "loop closed with handles still open: %s", uv_strerror(rc));
+    if (rc != 0) lb_error("sim", "loop closed with handles still open: %s", uv_strerror(rc));
     lb_router_free(app->router);
     sim_faults_clear(app);
     SIM_VEC_FREE(app->faults);

@@ -24,24 +24,24 @@
 
 /* ---- small containers ---------------------------------------------------- */
 
-#define SIM_VEC(T) \
-    struct { \
-        T *v; \
-        size_t n, cap; \
+#define SIM_VEC(T)                                                                                 \
+    struct {                                                                                       \
+        T *v;                                                                                      \
+        size_t n, cap;                                                                             \
     }
-#define SIM_PUSH(vec, item) \
-    do { \
-        if ((vec).n == (vec).cap) { \
-            (vec).cap = (vec).cap ? (vec).cap * 2 : 8; \
-            (vec).v = lb_realloc((vec).v, (vec).cap * sizeof(*(vec).v)); \
-        } \
-        (vec).v[(vec).n++] = (item); \
+#define SIM_PUSH(vec, item)                                                                        \
+    do {                                                                                           \
+        if ((vec).n == (vec).cap) {                                                                \
+            (vec).cap = (vec).cap ? (vec).cap * 2 : 8;                                             \
+            (vec).v = lb_realloc((vec).v, (vec).cap * sizeof(*(vec).v));                           \
+        }                                                                                          \
+        (vec).v[(vec).n++] = (item);                                                               \
     } while (0)
-#define SIM_VEC_FREE(vec) \
-    do { \
-        lb_free((vec).v); \
-        (vec).v = NULL; \
-        (vec).n = (vec).cap = 0; \
+#define SIM_VEC_FREE(vec)                                                                          \
+    do {                                                                                           \
+        lb_free((vec).v);                                                                          \
+        (vec).v = NULL;                                                                            \
+        (vec).n = (vec).cap = 0;                                                                   \
     } while (0)
 
 typedef SIM_VEC(char *) sim_strv;
@@ -82,16 +82,16 @@ typedef struct sim_app sim_app;
 
 typedef struct sim_fault {
     char *id;
-    char *path_prefix;   /* NULL: any path (outside /_sim) */
-    char *method;        /* NULL: any method */
-    int status;          /* 0: no status (delay only, then normal handling) */
-    int reset;           /* close the connection without answering */
-    int64_t remaining;   /* -1: unlimited */
-    double probability;  /* 0 or 1: every matching request */
-    char *retry_after;   /* Retry-After value, or NULL */
-    char *location;      /* Location value (for 3xx), or NULL */
-    char *body;          /* body override, or NULL */
-    char *content_type;  /* with body */
+    char *path_prefix;  /* NULL: any path (outside /_sim) */
+    char *method;       /* NULL: any method */
+    int status;         /* 0: no status (delay only, then normal handling) */
+    int reset;          /* close the connection without answering */
+    int64_t remaining;  /* -1: unlimited */
+    double probability; /* 0 or 1: every matching request */
+    char *retry_after;  /* Retry-After value, or NULL */
+    char *location;     /* Location value (for 3xx), or NULL */
+    char *body;         /* body override, or NULL */
+    char *content_type; /* with body */
     int64_t delay_ms;
     uint64_t hits;
 } sim_fault;
@@ -99,13 +99,13 @@ typedef struct sim_fault {
 /* Per request; owned by the request from sim_handle() to sim_respond(). */
 typedef struct sim_rctx {
     sim_app *app;
-    int64_t ts_ms;      /* wall clock at arrival */
-    char auth[8];       /* "basic", "bearer" or "" */
-    char *cred;         /* the key (basic user) or token (bearer) as sent */
-    char *principal;    /* what the app resolved the credentials to, or NULL */
-    char *note;         /* extra word for the log ("fault", "rate_limited"...) */
-    void *stats;        /* app data for on_response */
-    int control;        /* a /_sim route: not logged */
+    int64_t ts_ms;   /* wall clock at arrival */
+    char auth[8];    /* "basic", "bearer" or "" */
+    char *cred;      /* the key (basic user) or token (bearer) as sent */
+    char *principal; /* what the app resolved the credentials to, or NULL */
+    char *note;      /* extra word for the log ("fault", "rate_limited"...) */
+    void *stats;     /* app data for on_response */
+    int control;     /* a /_sim route: not logged */
 } sim_rctx;
 
 typedef struct {
@@ -126,7 +126,7 @@ typedef struct {
     int64_t ts_ms;
     double ms;
     int status;
-    const char *method;  /* static */
+    const char *method; /* static */
     char *path, *query, *auth, *cred, *principal, *note, *body, *user_agent, *extra;
     char *webhook_id; /* the webhook-id header (Standard Webhooks), or NULL */
 } sim_logent;
@@ -144,18 +144,18 @@ struct sim_app {
     void *data;
     SIM_VEC(sim_fault *) faults;
     uint64_t fault_seq;
-    sim_logent *log;        /* ring of log_cap entries */
+    sim_logent *log; /* ring of log_cap entries */
     size_t log_cap, log_head, log_n;
     uint64_t log_seq;
-    sim_delay *delays;      /* requests waiting on a fault's delay */
+    sim_delay *delays; /* requests waiting on a fault's delay */
     sim_lag lag;
     int stopping;
 };
 
 typedef struct {
-    const char *listen;     /* "host:port" */
-    size_t log_max;         /* request log entries kept */
-    int with_client;        /* create an outbound HTTP client */
+    const char *listen; /* "host:port" */
+    size_t log_max;     /* request log entries kept */
+    int with_client;    /* create an outbound HTTP client */
     uint64_t max_body;
 } sim_options;
 
@@ -204,8 +204,7 @@ void sim_reset_conn(sim_app *app, lb_http_req *req);
 /* Iterates "a=b&c=d" (query string or form body), percent-decoding and
  * turning '+' into ' '. Values longer than the buffers are cut. 1 with a
  * pair, 0 at the end. */
-int sim_form_next(const char **cur, const char *end, char *name, size_t nsz, char *val,
-                  size_t vsz);
+int sim_form_next(const char **cur, const char *end, char *name, size_t nsz, char *val, size_t vsz);
 /* First value of name in s[0..len): 1 when present. */
 int sim_form_get(const char *s, size_t len, const char *name, char *val, size_t vsz);
 int sim_query_get(const lb_http_req *req, const char *name, char *val, size_t vsz);

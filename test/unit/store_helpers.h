@@ -236,7 +236,8 @@ static inline int64_t raw_int(fixture *f, const char *sql)
         PGconn *c = PQconnectdb(f->url);
         if (PQstatus(c) != CONNECTION_OK) fail_msg("PostgreSQL: %s", PQerrorMessage(c));
         PGresult *r = PQexec(c, sql);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) fail_msg("raw_int %s: %s", sql, PQerrorMessage(c));
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            fail_msg("raw_int %s: %s", sql, PQerrorMessage(c));
         int64_t v = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
         PQclear(r);
         PQfinish(c);

@@ -38,8 +38,8 @@ static void durations(void **state)
     assert_int_equal(lb_duration_parse("", &ms), LB_EPARSE);
     assert_int_equal(lb_duration_parse("s", &ms), LB_EPARSE);
     /* plain decimal numbers only: no leading zero, exponent, hex or spaces */
-    static const char *const bad[] = {"01h", "00", "0030m", "1e3s", "0x10s", "1.s",
-                                      ".5s", "1 s", "inf", "1.5.5s"};
+    static const char *const bad[] = {"01h", "00",  "0030m", "1e3s", "0x10s",
+                                      "1.s", ".5s", "1 s",   "inf",  "1.5.5s"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(lb_duration_parse(bad[i], &ms), LB_EPARSE);
     assert_int_equal(lb_duration_parse("0", &ms), 0);
@@ -87,10 +87,16 @@ static void times(void **state)
     assert_int_equal(lb_time_parse(bad, strlen(bad), &ms), LB_EPARSE);
     /* real calendar dates only: month lengths and leap years */
     static const char *const not_dates[] = {
-        "2026-02-30T00:00:00Z", "2026-02-29T00:00:00Z", "2100-02-29T00:00:00Z",
-        "2026-04-31T00:00:00Z", "2026-11-31T12:00:00.000Z", "2026-00-10T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2026-02-29T00:00:00Z",
+        "2100-02-29T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-11-31T12:00:00.000Z",
+        "2026-00-10T00:00:00Z",
         /* the year floor: nothing before 1970 (times are ms since then) */
-        "0000-01-01T00:00:00Z", "1969-12-31T23:59:59.999Z", "1970-01-01T00:30:00+01:00",
+        "0000-01-01T00:00:00Z",
+        "1969-12-31T23:59:59.999Z",
+        "1970-01-01T00:30:00+01:00",
     };
     for (size_t i = 0; i < sizeof(not_dates) / sizeof(not_dates[0]); i++)
         assert_int_equal(lb_time_parse(not_dates[i], strlen(not_dates[i]), &ms), LB_EPARSE);

@@ -38,8 +38,7 @@ static int group_setup(void **state)
 static int tmp_setup(void **state)
 {
     char *dir = strdup("/tmp/lb-test-crypto-XXXXXX");
-    if (dir == NULL || mkdtemp(dir) == NULL)
-        return -1;
+    if (dir == NULL || mkdtemp(dir) == NULL) return -1;
     *state = dir;
     return 0;
 }
@@ -47,15 +46,13 @@ static int tmp_setup(void **state)
 static void rm_tree(const char *path)
 {
     struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
+    if (lstat(path, &st) != 0) return;
     if (S_ISDIR(st.st_mode)) {
         DIR *d = opendir(path);
         if (d != NULL) {
             struct dirent *e;
             while ((e = readdir(d)) != NULL) {
-                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-                    continue;
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
                 char sub[4096];
                 snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
                 rm_tree(sub);
@@ -125,8 +122,7 @@ static void test_hmac_rfc4231(void **state)
          "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
         {k20_aa, 20, d50_dd, 50,
          "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"},
-        {k25, 25, d50_cd, 50,
-         "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"},
+        {k25, 25, d50_cd, 50, "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"},
         {k20_0c, 20, "Test With Truncation", 20, "a3b6167473100ee06e0c796c2955552b"},
         {k131, 131, "Test Using Larger Than Block-Size Key - Hash Key First", 54,
          "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
@@ -170,10 +166,9 @@ static void test_lever_signature_valid(void **state)
     assert_int_equal(sig_ok(SIG_KEY, SIG_TOKEN, SIG_TA, upper), 1);
     /* Second vector, short key:
      * hmac.new(b"kkkkkkk", b"tok" b"1", hashlib.sha256).hexdigest() */
-    assert_int_equal(
-        sig_ok("kkkkkkk", "tok", "1",
-               "b59100bd8938e41742af9ddedac57c154c5fc71a5d54b9f78b5d0920ac61e55b"),
-        1);
+    assert_int_equal(sig_ok("kkkkkkk", "tok", "1",
+                            "b59100bd8938e41742af9ddedac57c154c5fc71a5d54b9f78b5d0920ac61e55b"),
+                     1);
     /* Inputs are not NUL-terminated: lengths rule. */
     assert_int_equal(lb_lever_signature_ok(SIG_KEY "xyz", strlen(SIG_KEY), SIG_TOKEN "!",
                                            strlen(SIG_TOKEN), SIG_TA "0", strlen(SIG_TA),
@@ -425,10 +420,9 @@ static void test_key_load_configured(void **state)
     char path[512];
     snprintf(path, sizeof(path), "%s/master.key", dir);
 
-    assert_int_equal(
-        lb_key_load("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", path,
-                    &k, err, sizeof(err)),
-        0);
+    assert_int_equal(lb_key_load("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+                                 path, &k, err, sizeof(err)),
+                     0);
     assert_int_equal(k.key[31], 31);
     /* The configured value wins: no file is created. */
     assert_int_equal(access(path, F_OK), -1);
@@ -563,8 +557,8 @@ static void test_token_load(void **state)
     assert_int_equal(lb_token_load(NULL, path, &tok, err, sizeof(err)), 0);
     assert_non_null(tok);
     assert_int_equal(strlen(tok), 43); /* 32 bytes, base64url, no padding */
-    assert_int_equal(strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-                     43);
+    assert_int_equal(
+        strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), 43);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);

@@ -53,12 +53,12 @@ typedef struct {
     int nnotes;
     int opp_reads, note_posts, note_lists, note_puts;
     char put_id[16], put_value[1024];
-    int note_post_fail;      /* 503s before success (the note IS created first) */
+    int note_post_fail; /* 503s before success (the note IS created first) */
     /* fake platform */
     int platform_calls;
-    int platform_503;        /* 503s before success */
-    int platform_status;     /* non-zero: answer this with an error body */
-    int invitations;         /* distinct idempotency keys */
+    int platform_503;    /* 503s before success */
+    int platform_status; /* non-zero: answer this with an error body */
+    int invitations;     /* distinct idempotency keys */
     char keys[8][64];
     char last_auth[128], last_body[2048];
 } fixture;
@@ -118,8 +118,7 @@ static void notes_list(lb_http_req *req, void *data)
     f->note_lists++;
     int start = 0;
     const char *off = strstr(req->query, "offset=");
-    if (off != NULL)
-        start = atoi(off + 7 + 3); /* "off" + number, as the fake sends it */
+    if (off != NULL) start = atoi(off + 7 + 3); /* "off" + number, as the fake sends it */
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_key(g, "data");
@@ -189,13 +188,12 @@ static void invitations_post(lb_http_req *req, void *data)
     }
     int i;
     for (i = 0; i < f->invitations; i++)
-        if (strlen(f->keys[i]) == len && memcmp(f->keys[i], key, len) == 0)
-            break;
+        if (strlen(f->keys[i]) == len && memcmp(f->keys[i], key, len) == 0) break;
     if (i == f->invitations)
         snprintf(f->keys[f->invitations++], sizeof(f->keys[0]), "%.*s", (int)len, key);
     char b[256];
-    snprintf(b, sizeof(b), "{\"invitation_id\":\"inv_%d\",\"url\":\"https://assess.test/i/inv_%d\"}",
-             i, i);
+    snprintf(b, sizeof(b),
+             "{\"invitation_id\":\"inv_%d\",\"url\":\"https://assess.test/i/inv_%d\"}", i, i);
     respond(req, 201, b);
 }
 
@@ -241,8 +239,11 @@ static void engine_open(fixture *f)
     lb_http_client_config cc = {.max_inflight = 16, .timeout_ms = 5000};
     assert_int_equal(lb_http_client_new(&f->loop, &cc, &f->client), 0);
     assert_int_equal(lb_outbound_new(&f->loop, f->client, &f->ob), 0);
-    lb_jobs_config jc = {.retry_base_ms = 5, .retry_cap_ms = 20, .max_age_ms = 60000,
-                         .max_running = 8, .max_running_tenant = 4,
+    lb_jobs_config jc = {.retry_base_ms = 5,
+                         .retry_cap_ms = 20,
+                         .max_age_ms = 60000,
+                         .max_running = 8,
+                         .max_running_tenant = 4,
                          .platform_url = f->platform_on ? f->platform : NULL,
                          .platform_token = f->platform_on ? "ptok" : NULL};
     lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, f};
@@ -297,10 +298,15 @@ static int setup(void **state)
     lb_router_add(f->router, "POST", "/v1/opportunities/{opp}/notes", notes_post, f);
     lb_router_add(f->router, "PUT", "/v1/opportunities/{opp}/notes/{note}", note_put, f);
     lb_router_add(f->router, "POST", "/platform/invitations", invitations_post, f);
-    lb_http_server_config sc = {.host = "127.0.0.1", .port = 0, .max_body = 65536,
-                                .header_timeout_ms = 5000, .body_timeout_ms = 5000,
-                                .idle_timeout_ms = 5000, .max_connections = 100};
-    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv), 0);
+    lb_http_server_config sc = {.host = "127.0.0.1",
+                                .port = 0,
+                                .max_body = 65536,
+                                .header_timeout_ms = 5000,
+                                .body_timeout_ms = 5000,
+                                .idle_timeout_ms = 5000,
+                                .max_connections = 100};
+    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv),
+                     0);
     int port = lb_http_server_port(f->srv);
     snprintf(f->api, sizeof(f->api), "http://127.0.0.1:%d/v1", port);
     snprintf(f->platform, sizeof(f->platform), "http://127.0.0.1:%d/platform/", port);
@@ -353,8 +359,7 @@ static void insert(fixture *f, lb_job_rec *recs, size_t n, int add)
     op.job_insert.count = n;
     run_op(f, &op);
     assert_int_equal(op.status, 0);
-    if (add)
-        lb_jobs_add(f->jobs, recs, n);
+    if (add) lb_jobs_add(f->jobs, recs, n);
 }
 
 static void run_until_ended(fixture *f, uint64_t ended)
@@ -363,8 +368,7 @@ static void run_until_ended(fixture *f, uint64_t ended)
     uint64_t t0 = uv_hrtime();
     for (;;) {
         lb_jobs_stats_get(f->jobs, &st);
-        if (st.succeeded + st.failed + st.skipped + st.cancelled >= ended)
-            break;
+        if (st.succeeded + st.failed + st.skipped + st.cancelled >= ended) break;
         assert_true(uv_hrtime() - t0 < 10ull * 1000 * 1000 * 1000);
         uv_run(&f->loop, UV_RUN_ONCE);
     }
@@ -390,10 +394,8 @@ static void row(fixture *f, const char *id, char *status, char *err, size_t errl
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     strcpy(status, (const char *)sqlite3_column_text(q, 0));
-    if (err != NULL)
-        snprintf(err, errlen, "%s", (const char *)sqlite3_column_text(q, 1));
-    if (steps != NULL)
-        snprintf(steps, stepslen, "%s", (const char *)sqlite3_column_text(q, 2));
+    if (err != NULL) snprintf(err, errlen, "%s", (const char *)sqlite3_column_text(q, 1));
+    if (steps != NULL) snprintf(steps, stepslen, "%s", (const char *)sqlite3_column_text(q, 2));
     sqlite3_finalize(q);
     sqlite3_close(db);
 }
@@ -402,8 +404,7 @@ static void expect_job(fixture *f, const char *id, const char *status, const cha
 {
     char st[16], err[512];
     row(f, id, st, err, sizeof(err), NULL, 0);
-    if (strcmp(st, status) != 0)
-        fail_msg("job %s: %s (%s), expected %s", id, st, err, status);
+    if (strcmp(st, status) != 0) fail_msg("job %s: %s (%s), expected %s", id, st, err, status);
     if (err_part != NULL && strstr(err, err_part) == NULL)
         fail_msg("job %s: error \"%s\" lacks \"%s\"", id, err, err_part);
 }
@@ -492,7 +493,8 @@ static void send_whole(void **state)
     /* the status note, once, and the invitation row complete */
     assert_int_equal(f->note_posts, 1);
     assert_int_equal(f->note_lists, 0); /* nothing to look for on a first try */
-    assert_string_equal(f->notes[0].value, "Assessment js-senior sent: https://assess.test/i/inv_0");
+    assert_string_equal(f->notes[0].value,
+                        "Assessment js-senior sent: https://assess.test/i/inv_0");
     assert_int_equal(f->notes[0].secret, 0);
     lb_invitation_rec inv;
     assert_int_equal(invitation(f, "o1", "js-senior", &inv), 0);

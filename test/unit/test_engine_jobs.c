@@ -35,8 +35,8 @@ typedef struct {
     lb_jobs *jobs;
     char api[64];
     /* fake Lever */
-    int flaky_left;       /* 503s before success for opportunity "flaky" */
-    int auth_ok;          /* 0: 401 for opportunity "auth" */
+    int flaky_left; /* 503s before success for opportunity "flaky" */
+    int auth_ok;    /* 0: 401 for opportunity "auth" */
     int calls;
     int step_a_calls;
     char stages[16][16];
@@ -66,7 +66,8 @@ static void add_tags(lb_http_req *req, void *data)
         static const char b[] = "{\"code\":\"Forbidden\",\"message\":\"Ask a Super Admin\"}";
         lb_http_respond_static(req, 403, "application/json", NULL, b, sizeof(b) - 1);
     } else if (strcmp(opp, "gone") == 0) {
-        static const char b[] = "{\"code\":\"ResourceNotFound\",\"message\":\"No such opportunity\"}";
+        static const char b[] =
+            "{\"code\":\"ResourceNotFound\",\"message\":\"No such opportunity\"}";
         lb_http_respond_static(req, 404, "application/json", NULL, b, sizeof(b) - 1);
     } else if (strcmp(opp, "auth") == 0 && !f->auth_ok) {
         lb_http_respond_static(req, 401, "application/json", NULL, "{}", 2);
@@ -99,8 +100,7 @@ static void move_stage(lb_http_req *req, void *data)
     if (f->nstages < 16)
         snprintf(f->stages[f->nstages++], sizeof(f->stages[0]), "%s", stage ? stage : "?");
     yajl_tree_free(v);
-    if (++f->inflight > f->max_inflight)
-        f->max_inflight = f->inflight;
+    if (++f->inflight > f->max_inflight) f->max_inflight = f->inflight;
     delayed *d = LB_NEW(delayed);
     d->req = req;
     d->f = f;
@@ -113,7 +113,8 @@ static void step_a(lb_http_req *req, void *data)
 {
     fixture *f = data;
     f->step_a_calls++;
-    lb_http_respond_static(req, 200, "application/json", NULL, "{\"data\":{\"noteId\":\"n1\"}}", 24);
+    lb_http_respond_static(req, 200, "application/json", NULL, "{\"data\":{\"noteId\":\"n1\"}}",
+                           24);
 }
 
 /* ---- a two-step kind: A (recorded), then B ------------------------------- */
@@ -157,8 +158,7 @@ static int env_auth(void *data, const char *tenant, lb_lever_auth *auth)
 {
     fixture *f = data;
     (void)tenant;
-    if (f->reauth)
-        return LB_EIO;
+    if (f->reauth) return LB_EIO;
     auth->api_url = f->api;
     auth->api_key = "key";
     return 0;
@@ -201,8 +201,11 @@ static void engine_open(fixture *f, int64_t max_age)
     lb_http_client_config cc = {.max_inflight = 16, .timeout_ms = 5000};
     assert_int_equal(lb_http_client_new(&f->loop, &cc, &f->client), 0);
     assert_int_equal(lb_outbound_new(&f->loop, f->client, &f->ob), 0);
-    lb_jobs_config jc = {.retry_base_ms = 10, .retry_cap_ms = 40, .max_age_ms = max_age,
-                         .max_running = 8, .max_running_tenant = 4};
+    lb_jobs_config jc = {.retry_base_ms = 10,
+                         .retry_cap_ms = 40,
+                         .max_age_ms = max_age,
+                         .max_running = 8,
+                         .max_running_tenant = 4};
     lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, f};
     assert_int_equal(lb_jobs_new(&f->loop, f->store, f->ob, f->client, &jc, &env, &f->jobs), 0);
     lb_jobs_register(f->jobs, kinds, 4);
@@ -231,10 +234,8 @@ static int setup(void **state)
     fixture *f = LB_NEW(fixture);
     F = f;
     for (size_t i = 0; i < lb_action_nkinds; i++) {
-        if (strcmp(lb_action_kinds[i].type, "add_tags") == 0)
-            kinds[0] = lb_action_kinds[i];
-        if (strcmp(lb_action_kinds[i].type, "move_stage") == 0)
-            kinds[1] = lb_action_kinds[i];
+        if (strcmp(lb_action_kinds[i].type, "add_tags") == 0) kinds[0] = lb_action_kinds[i];
+        if (strcmp(lb_action_kinds[i].type, "move_stage") == 0) kinds[1] = lb_action_kinds[i];
     }
     kinds[2] = (lb_job_kind){"two_steps", two_run, 0};
     /* move_stage run as notify_platform jobs are: one chain per tenant */
@@ -248,10 +249,15 @@ static int setup(void **state)
     lb_router_add(f->router, "POST", "/v1/opportunities/{opp}/addTags", add_tags, f);
     lb_router_add(f->router, "PUT", "/v1/opportunities/{opp}/stage", move_stage, f);
     lb_router_add(f->router, "POST", "/v1/opportunities/{opp}/notes", step_a, f);
-    lb_http_server_config sc = {.host = "127.0.0.1", .port = 0, .max_body = 65536,
-                                .header_timeout_ms = 5000, .body_timeout_ms = 5000,
-                                .idle_timeout_ms = 5000, .max_connections = 100};
-    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv), 0);
+    lb_http_server_config sc = {.host = "127.0.0.1",
+                                .port = 0,
+                                .max_body = 65536,
+                                .header_timeout_ms = 5000,
+                                .body_timeout_ms = 5000,
+                                .idle_timeout_ms = 5000,
+                                .max_connections = 100};
+    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv),
+                     0);
     snprintf(f->api, sizeof(f->api), "http://127.0.0.1:%d/v1", lb_http_server_port(f->srv));
     engine_open(f, 60000);
     *state = f;
@@ -328,8 +334,7 @@ static void run_until_ended(fixture *f, uint64_t ended)
     uint64_t t0 = uv_hrtime();
     for (;;) {
         lb_jobs_stats_get(f->jobs, &st);
-        if (st.succeeded + st.failed + st.skipped + st.cancelled >= ended)
-            break;
+        if (st.succeeded + st.failed + st.skipped + st.cancelled >= ended) break;
         assert_true(uv_hrtime() - t0 < 10ull * 1000 * 1000 * 1000);
         uv_run(&f->loop, UV_RUN_ONCE);
     }
@@ -356,8 +361,7 @@ static void row(fixture *f, const char *id, char *status, int *attempts, char *e
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     strcpy(status, (const char *)sqlite3_column_text(q, 0));
     *attempts = sqlite3_column_int(q, 1);
-    if (err != NULL)
-        snprintf(err, errlen, "%s", (const char *)sqlite3_column_text(q, 2));
+    if (err != NULL) snprintf(err, errlen, "%s", (const char *)sqlite3_column_text(q, 2));
     sqlite3_finalize(q);
     sqlite3_close(db);
 }
@@ -427,7 +431,8 @@ static void unauthorized_waits_then_resumes(void **state)
 {
     fixture *f = *state;
     upsert_tenant(f);
-    lb_job_rec r[2] = {job("job_401", TAGS, "auth", NULL, 0), job("job_after", TAGS, "o2", NULL, 0)};
+    lb_job_rec r[2] = {job("job_401", TAGS, "auth", NULL, 0),
+                       job("job_after", TAGS, "o2", NULL, 0)};
     insert(f, r, 1);
     for (int i = 0; i < 200 && f->unauthorized_calls == 0; i++)
         uv_run(&f->loop, UV_RUN_ONCE);
@@ -483,8 +488,7 @@ static void chain_runs_in_order(void **state)
     assert_int_equal(f->nstages, 4);
     int pos[3] = {-1, -1, -1};
     for (int i = 0; i < 4; i++)
-        if (f->stages[i][0] == 's')
-            pos[f->stages[i][1] - '0'] = i;
+        if (f->stages[i][0] == 's') pos[f->stages[i][1] - '0'] = i;
     assert_true(pos[0] < pos[1] && pos[1] < pos[2]);
     assert_int_equal(f->max_inflight, 2); /* the chain, one at a time, beside the other event */
 }
@@ -566,12 +570,10 @@ static void notify_kinds_chain_per_tenant(void **state)
 {
     fixture *f = *state;
     upsert_tenant(f);
-    lb_job_rec r[3] = {job("job_s1", "{\"type\":\"serial_stage\",\"stage\":\"s1\"}", "o1",
-                           NULL, 0),
-                       job("job_s2", "{\"type\":\"serial_stage\",\"stage\":\"s2\"}", "o2",
-                           NULL, 0),
-                       job("job_s3", "{\"type\":\"serial_stage\",\"stage\":\"s3\"}", "o3",
-                           NULL, 0)};
+    lb_job_rec r[3] = {
+        job("job_s1", "{\"type\":\"serial_stage\",\"stage\":\"s1\"}", "o1", NULL, 0),
+        job("job_s2", "{\"type\":\"serial_stage\",\"stage\":\"s2\"}", "o2", NULL, 0),
+        job("job_s3", "{\"type\":\"serial_stage\",\"stage\":\"s3\"}", "o3", NULL, 0)};
     insert(f, r, 3);
     lb_jobs_tenant_cancel(f->jobs, "acme");
     run_until_ended(f, 3);

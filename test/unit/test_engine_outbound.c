@@ -26,7 +26,7 @@ typedef struct {
     lb_http_client *client;
     lb_outbound *ob;
     char url[64];
-    int throttle;          /* answer 429 this many times */
+    int throttle; /* answer 429 this many times */
     const char *retry_after_hdr;
     int served;
     uint64_t served_ns[MAX_CALLS];
@@ -50,8 +50,7 @@ static void handler(lb_http_req *req, void *data)
         lb_http_respond_static(req, 429, "application/json", f->retry_after_hdr, "{}", 2);
         return;
     }
-    if (f->served < MAX_CALLS)
-        f->served_ns[f->served] = uv_hrtime();
+    if (f->served < MAX_CALLS) f->served_ns[f->served] = uv_hrtime();
     f->served++;
     lb_http_respond_static(req, 200, "application/json", NULL, "{\"ok\":true}", 11);
 }
@@ -62,10 +61,15 @@ static int setup(void **state)
     uv_loop_init(&f->loop);
     f->router = lb_router_new();
     lb_router_add(f->router, "GET", "/x", handler, f);
-    lb_http_server_config sc = {.host = "127.0.0.1", .port = 0, .max_body = 65536,
-                                .header_timeout_ms = 5000, .body_timeout_ms = 5000,
-                                .idle_timeout_ms = 5000, .max_connections = 1000};
-    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv), 0);
+    lb_http_server_config sc = {.host = "127.0.0.1",
+                                .port = 0,
+                                .max_body = 65536,
+                                .header_timeout_ms = 5000,
+                                .body_timeout_ms = 5000,
+                                .idle_timeout_ms = 5000,
+                                .max_connections = 1000};
+    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv),
+                     0);
     snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d/x", lb_http_server_port(f->srv));
     lb_http_client_config cc = {.max_inflight = 64, .timeout_ms = 5000};
     assert_int_equal(lb_http_client_new(&f->loop, &cc, &f->client), 0);
@@ -196,16 +200,16 @@ static void throttled_call_is_retried(void **state)
 static void hold_bounds(void **state)
 {
     (void)state;
-    assert_int_equal(lb_outbound_hold_ms("0", 0, 1, 2000), 1000);     /* clamped up */
-    assert_int_equal(lb_outbound_hold_ms("3", 0, 1, 2000), 3000);     /* not by the refill */
+    assert_int_equal(lb_outbound_hold_ms("0", 0, 1, 2000), 1000);      /* clamped up */
+    assert_int_equal(lb_outbound_hold_ms("3", 0, 1, 2000), 3000);      /* not by the refill */
     assert_int_equal(lb_outbound_hold_ms("9999", 0, 1, 2000), 300000); /* clamped down */
     /* Without Retry-After, never longer than the bucket's refill time. */
     for (unsigned n = 1; n < 40; n++) {
         int64_t h = lb_outbound_hold_ms(NULL, 0, n, 2000);
         assert_true(h >= 250 && h <= 2000);
     }
-    assert_int_equal(lb_outbound_refill_ms(10, 20), 2000);  /* Lever's defaults */
-    assert_int_equal(lb_outbound_refill_ms(0, 0), 2000);    /* unlimited: Lever's defaults */
+    assert_int_equal(lb_outbound_refill_ms(10, 20), 2000);    /* Lever's defaults */
+    assert_int_equal(lb_outbound_refill_ms(0, 0), 2000);      /* unlimited: Lever's defaults */
     assert_int_equal(lb_outbound_refill_ms(1000, 100), 1000); /* at least 1 s */
     assert_int_equal(lb_outbound_refill_ms(0.1, 20), 60000);  /* at most 1 min */
 }

@@ -44,9 +44,9 @@ static void check_names_the_first_bad_placeholder(void **state)
         {"{{score}} {{nope}} {{also_bad}}", "{{nope}}"},
         {"{{}}", "{{}}"},
         {"{{ }}", "{{ }}"},
-        {"{{Score}}", "{{Score}}"},                       /* names are case-sensitive */
+        {"{{Score}}", "{{Score}}"}, /* names are case-sensitive */
         {"{{candidate .name}}", "{{candidate .name}}"},
-        {"score {{score", "{{score"},                     /* unclosed */
+        {"score {{score", "{{score"}, /* unclosed */
         {"{{score}} then {{ unclosed and a long tail after it", "{{ unclosed and a "},
         {"{{{score}}}", "{{{score}}"},
         {"{{a {{score}}", "{{a {{score}}"},
@@ -61,7 +61,8 @@ static void check_bounds_the_report(void **state)
 {
     (void)state;
     char bad[8];
-    assert_int_equal(lb_template_check("{{a_very_long_unknown_name}}", bad, sizeof(bad)), LB_EINVAL);
+    assert_int_equal(lb_template_check("{{a_very_long_unknown_name}}", bad, sizeof(bad)),
+                     LB_EINVAL);
     assert_string_equal(bad, "{{a_ver");
     /* No buffer: only the verdict. */
     assert_int_equal(lb_template_check("{{x}}", NULL, 0), LB_EINVAL);
@@ -105,7 +106,8 @@ static void render_fills_values(void **state)
     assert_string_equal(out, "Ada Lovelace scored 87/100: https://r.example/1");
     assert_int_equal(n, (int)strlen(out));
     /* Absent values render empty; text around placeholders is kept. */
-    assert_true(lb_template_render("[{{invitation_url}}] {{assessment}}", &v, out, sizeof(out)) >= 0);
+    assert_true(lb_template_render("[{{invitation_url}}] {{assessment}}", &v, out, sizeof(out)) >=
+                0);
     assert_string_equal(out, "[] js-senior");
     /* Unknown or unclosed placeholders are copied as written. */
     lb_template_render("{{nope}} {{score} x", &v, out, sizeof(out));

@@ -76,10 +76,15 @@ static int setup(void **state)
     lb_router_add(f->router, "GET", "/busy", busy, f);
     lb_router_add(f->router, "GET", "/big", big, f);
     lb_router_add(f->router, "GET", "/slow", slow, f);
-    lb_http_server_config sc = {.host = "127.0.0.1", .port = 0, .max_body = 65536,
-                                .header_timeout_ms = 5000, .body_timeout_ms = 5000,
-                                .idle_timeout_ms = 5000, .max_connections = 100};
-    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv), 0);
+    lb_http_server_config sc = {.host = "127.0.0.1",
+                                .port = 0,
+                                .max_body = 65536,
+                                .header_timeout_ms = 5000,
+                                .body_timeout_ms = 5000,
+                                .idle_timeout_ms = 5000,
+                                .max_connections = 100};
+    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv),
+                     0);
     snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%d", lb_http_server_port(f->srv));
     lb_http_client_config cc = {.max_inflight = 4, .timeout_ms = 2000, .max_response = 1024};
     assert_int_equal(lb_http_client_new(&f->loop, &cc, &f->client), 0);
@@ -98,8 +103,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     int closed = 0;
-    if (f->client)
-        lb_http_client_close(f->client, closed_cb, &closed);
+    if (f->client) lb_http_client_close(f->client, closed_cb, &closed);
     lb_http_server_close(f->srv, closed_cb, &closed);
     uv_close((uv_handle_t *)&f->delay, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -124,8 +128,7 @@ static void done_cb(const lb_http_response *res, void *data)
     f->status[s->i] = res->status;
     f->error[s->i] = res->error;
     snprintf(f->body[s->i], sizeof(f->body[0]), "%.*s", (int)res->body_len, res->body);
-    if (res->retry_after)
-        snprintf(f->retry_after, sizeof(f->retry_after), "%s", res->retry_after);
+    if (res->retry_after) snprintf(f->retry_after, sizeof(f->retry_after), "%s", res->retry_after);
     f->done++;
     f->slots[s->i] = NULL;
     lb_free(s);
@@ -136,7 +139,10 @@ static int start(fixture *f, int i, const char *method, const char *path, const 
     char url[128];
     snprintf(url, sizeof(url), "%s%s", f->base, path);
     static const char *const hdrs[] = {"Content-Type: application/json", NULL};
-    lb_http_request req = {.method = method, .url = url, .headers = hdrs, .body = body,
+    lb_http_request req = {.method = method,
+                           .url = url,
+                           .headers = hdrs,
+                           .body = body,
                            .body_len = body ? strlen(body) : 0};
     slot *s = LB_NEW(slot);
     s->f = f;
@@ -270,11 +276,11 @@ static void retry_after_parsing(void **state)
     assert_int_equal(lb_http_retry_after_ms("0", 0, &ms), 0);
     assert_int_equal(ms, 0);
     /* Wed, 21 Oct 2015 07:28:00 GMT = 1445412480 */
-    assert_int_equal(lb_http_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT",
-                                            1445412480000 - 5000, &ms), 0);
+    assert_int_equal(
+        lb_http_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480000 - 5000, &ms), 0);
     assert_int_equal(ms, 5000);
-    assert_int_equal(lb_http_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT",
-                                            1445412480000 + 5000, &ms), 0);
+    assert_int_equal(
+        lb_http_retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", 1445412480000 + 5000, &ms), 0);
     assert_int_equal(ms, 0); /* in the past */
     assert_int_equal(lb_http_retry_after_ms("soon", 0, &ms), LB_EPARSE);
     assert_int_equal(lb_http_retry_after_ms("12abc", 0, &ms), LB_EPARSE);

@@ -41,7 +41,7 @@ static void req_init(lb_http_req *req, const char *method, const char *path)
 {
     memset(req, 0, sizeof(*req));
     req->method_name = method;
-    req->method = strcmp(method, "HEAD") == 0 ? HTTP_HEAD
+    req->method = strcmp(method, "HEAD") == 0  ? HTTP_HEAD
                   : strcmp(method, "GET") == 0 ? HTTP_GET
                                                : HTTP_POST;
     req->path = path;

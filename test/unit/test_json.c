@@ -23,21 +23,18 @@ static void refused(const char *s, size_t len, const char *want)
     char err[128];
     memset(err, 'x', sizeof(err));
     yajl_val v = lb_json_parse(s, len, err, sizeof(err));
-    if (v != NULL)
-        fail_msg("accepted: %.*s", (int)len, s);
+    if (v != NULL) fail_msg("accepted: %.*s", (int)len, s);
     assert_true(strlen(err) > 0);
     assert_true(strlen(err) < sizeof(err));
     assert_null(strchr(err, '\n'));
-    if (want != NULL && strstr(err, want) == NULL)
-        fail_msg("error \"%s\" lacks \"%s\"", err, want);
+    if (want != NULL && strstr(err, want) == NULL) fail_msg("error \"%s\" lacks \"%s\"", err, want);
 }
 
 static void accepted(const char *s)
 {
     char err[128];
     yajl_val v = parse(s, err, sizeof(err));
-    if (v == NULL)
-        fail_msg("refused (%s): %s", err, s);
+    if (v == NULL) fail_msg("refused (%s): %s", err, s);
     yajl_tree_free(v);
 }
 
@@ -101,7 +98,10 @@ static void test_depth_limit(void **state)
 static void test_comments_refused(void **state)
 {
     static const char *bad[] = {
-        "{\"a\":1 /* c */}", "// x\n{}", "{\"a\":1}// trailing", "[1,/**/2]",
+        "{\"a\":1 /* c */}",
+        "// x\n{}",
+        "{\"a\":1}// trailing",
+        "[1,/**/2]",
         "{\"a\":\"\\\\\"/}", /* the string ends at the second quote */
         "/",
     };
@@ -141,15 +141,34 @@ static void test_nul_refused(void **state)
 static void test_garbage_refused(void **state)
 {
     static const char *bad[] = {
-        "", "   ", "{", "}", "[1,]", "{\"a\":}", "{'a':1}", "{\"a\":1}x", "{\"a\":1}{}",
-        "nul", "tru", "01", "1.", "-", "\"unterminated", "{\"a\" 1}", "[1 2]",
-        "{\"a\":1,}", "\"\\x\"", "\"tab\there\"", "NaN", "[Infinity]",
-        "\"\xff\"",                /* invalid UTF-8 */
-        "\"\xc0\xaf\"",            /* overlong '/' */
-        "{\"\xe2\x82\":1}",        /* truncated sequence in a key */
-        "\"\xed\xa0\x80\"",        /* UTF-16 surrogate encoded */
-        "\"\xf4\x90\x80\x80\"",    /* above U+10FFFF */
-        "[\"a\",\xc3\xa9]",           /* non-ASCII outside a string */
+        "",
+        "   ",
+        "{",
+        "}",
+        "[1,]",
+        "{\"a\":}",
+        "{'a':1}",
+        "{\"a\":1}x",
+        "{\"a\":1}{}",
+        "nul",
+        "tru",
+        "01",
+        "1.",
+        "-",
+        "\"unterminated",
+        "{\"a\" 1}",
+        "[1 2]",
+        "{\"a\":1,}",
+        "\"\\x\"",
+        "\"tab\there\"",
+        "NaN",
+        "[Infinity]",
+        "\"\xff\"",             /* invalid UTF-8 */
+        "\"\xc0\xaf\"",         /* overlong '/' */
+        "{\"\xe2\x82\":1}",     /* truncated sequence in a key */
+        "\"\xed\xa0\x80\"",     /* UTF-16 surrogate encoded */
+        "\"\xf4\x90\x80\x80\"", /* above U+10FFFF */
+        "[\"a\",\xc3\xa9]",     /* non-ASCII outside a string */
     };
     for (size_t i = 0; i < LB_COUNTOF(bad); i++) {
         char err[128] = "";
@@ -373,8 +392,7 @@ static void test_gen_roundtrip(void **state)
 
     char err[128];
     yajl_val v = lb_json_parse((const char *)out, len, err, sizeof(err));
-    if (v == NULL)
-        fail_msg("%s: %.*s", err, (int)len, out);
+    if (v == NULL) fail_msg("%s: %.*s", err, (int)len, out);
     int64_t i;
     int b;
     assert_string_equal(lb_json_get_str(v, "s"),
@@ -434,7 +452,12 @@ static void test_surrogate_escapes(void **state)
 static void test_gen_replaces_ill_formed_utf8(void **state)
 {
     (void)state;
-    const char *bad[] = {"a\xC0\xAF" "b", "a\xED\xA0\x80" "b", "a\xF4\x90\x80\x80" "b"};
+    const char *bad[] = {"a\xC0\xAF"
+                         "b",
+                         "a\xED\xA0\x80"
+                         "b",
+                         "a\xF4\x90\x80\x80"
+                         "b"};
     for (size_t i = 0; i < 3; i++) {
         yajl_gen g = lb_json_gen_new();
         lb_json_str(g, bad[i]);

@@ -19,18 +19,21 @@ static lb_http_response resp(int status, const char *body)
 static void classify(void **state)
 {
     (void)state;
-    int cases[][2] = {{200, LB_LEVER_OK},        {201, LB_LEVER_OK},       {204, LB_LEVER_OK},
-                      {0, LB_LEVER_RETRY},        {500, LB_LEVER_RETRY},    {503, LB_LEVER_RETRY},
-                      {408, LB_LEVER_RETRY},      {429, LB_LEVER_RETRY},    {401, LB_LEVER_REAUTH},
-                      {403, LB_LEVER_FORBIDDEN},  {404, LB_LEVER_NOT_FOUND}, {400, LB_LEVER_FAILED},
-                      {422, LB_LEVER_FAILED},     {301, LB_LEVER_FAILED}};
+    int cases[][2] = {{200, LB_LEVER_OK},        {201, LB_LEVER_OK},        {204, LB_LEVER_OK},
+                      {0, LB_LEVER_RETRY},       {500, LB_LEVER_RETRY},     {503, LB_LEVER_RETRY},
+                      {408, LB_LEVER_RETRY},     {429, LB_LEVER_RETRY},     {401, LB_LEVER_REAUTH},
+                      {403, LB_LEVER_FORBIDDEN}, {404, LB_LEVER_NOT_FOUND}, {400, LB_LEVER_FAILED},
+                      {422, LB_LEVER_FAILED},    {301, LB_LEVER_FAILED}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         lb_http_response r = resp(cases[i][0], "");
         assert_int_equal(lb_lever_classify(&r), cases[i][1]);
     }
     /* No CA bundle or a certificate that does not verify: the same every
      * time, so not a retry, and the words say what to fix. */
-    lb_http_response tls = {.status = 0, .error = 60, .tls_setup = 1, .body = "",
+    lb_http_response tls = {.status = 0,
+                            .error = 60,
+                            .tls_setup = 1,
+                            .body = "",
                             .error_text = "SSL certificate problem: self-signed certificate"};
     assert_int_equal(lb_lever_classify(&tls), LB_LEVER_FAILED);
     char buf[256];
@@ -61,7 +64,8 @@ static void requests(void **state)
     lb_lever_auth key = {.api_url = "http://127.0.0.1:9/v1", .api_key = "k3y"};
     lb_lever_req r;
     lb_lever_req_init(&r, &key, "GET", "expand=applications", "/opportunities/%s", "a b/c");
-    assert_string_equal(r.http.url, "http://127.0.0.1:9/v1/opportunities/a%20b%2Fc?expand=applications");
+    assert_string_equal(r.http.url,
+                        "http://127.0.0.1:9/v1/opportunities/a%20b%2Fc?expand=applications");
     assert_string_equal(r.http.userpwd, "k3y:");
     assert_null(r.http.headers[0]);
     lb_lever_req_free(&r);
@@ -177,8 +181,9 @@ static void webhook_created(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(classify), cmocka_unit_test(describe), cmocka_unit_test(requests),
-        cmocka_unit_test(bodies),   cmocka_unit_test(opportunity), cmocka_unit_test(pages),
+        cmocka_unit_test(classify),        cmocka_unit_test(describe),
+        cmocka_unit_test(requests),        cmocka_unit_test(bodies),
+        cmocka_unit_test(opportunity),     cmocka_unit_test(pages),
         cmocka_unit_test(webhook_created),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

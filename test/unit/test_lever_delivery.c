@@ -52,8 +52,8 @@ static char *body_of(const char *token, const char *ta, const char *sig, const c
 
 #define Q(s) "\"" s "\""
 
-static lb_lever_delivery_result parse_with(const char *body, const char *key,
-                                           lb_lever_delivery *d, const char **field)
+static lb_lever_delivery_result parse_with(const char *body, const char *key, lb_lever_delivery *d,
+                                           const char **field)
 {
     return lb_lever_delivery_parse(body, strlen(body), key, d, field);
 }
@@ -67,8 +67,7 @@ static void expect_refused(const char *body, size_t len, const char *key,
     const char *field = "unset";
     memset(&d, 0x5a, sizeof(d));
     lb_lever_delivery_result r = lb_lever_delivery_parse(body, len, key, &d, &field);
-    if (r != want)
-        fail_msg("result %d, want %d, for: %.*s", (int)r, (int)want, (int)len, body);
+    if (r != want) fail_msg("result %d, want %d, for: %.*s", (int)r, (int)want, (int)len, body);
     assert_null(d.tree);
     assert_null(d.token);
     assert_null(d.signature);
@@ -78,8 +77,7 @@ static void expect_refused(const char *body, size_t len, const char *key,
     if (want_field == NULL) {
         assert_null(field);
     } else {
-        if (field == NULL)
-            fail_msg("no field, want \"%s\", for: %.*s", want_field, (int)len, body);
+        if (field == NULL) fail_msg("no field, want \"%s\", for: %.*s", want_field, (int)len, body);
         assert_string_equal(field, want_field);
     }
 }
@@ -160,8 +158,7 @@ static void valid_edge_values(void **state)
     char upper[65];
     snprintf(upper, sizeof(upper), "%s", SIG);
     for (char *p = upper; *p; p++)
-        if (*p >= 'a' && *p <= 'f')
-            *p = (char)(*p - 'a' + 'A');
+        if (*p >= 'a' && *p <= 'f') *p = (char)(*p - 'a' + 'A');
     char quoted[80];
     snprintf(quoted, sizeof(quoted), "\"%s\"", upper);
     body = body_of(Q(TOKEN), TA, quoted, Q("e"), DATA);
@@ -230,12 +227,12 @@ static void tampered(void **state)
 {
     (void)state;
     /* token: one character changed */
-    bad_signature(body_of(Q("X7vK2mXpL9sTn4RbW8cYd1Fh6JgE3uZa5HkN0oPqVrStUwXy"), TA, Q(SIG),
-                          Q("e"), DATA));
+    bad_signature(
+        body_of(Q("X7vK2mXpL9sTn4RbW8cYd1Fh6JgE3uZa5HkN0oPqVrStUwXy"), TA, Q(SIG), Q("e"), DATA));
     /* token: one character more / less */
     bad_signature(body_of(Q(TOKEN "z"), TA, Q(SIG), Q("e"), DATA));
-    bad_signature(body_of(Q("Q7vK2mXpL9sTn4RbW8cYd1Fh6JgE3uZa5HkN0oPqVrStUwX"), TA, Q(SIG),
-                          Q("e"), DATA));
+    bad_signature(
+        body_of(Q("Q7vK2mXpL9sTn4RbW8cYd1Fh6JgE3uZa5HkN0oPqVrStUwX"), TA, Q(SIG), Q("e"), DATA));
     /* triggeredAt: one more millisecond, a leading zero, as text */
     bad_signature(body_of(Q(TOKEN), "1717171717172", Q(SIG), Q("e"), DATA));
     bad_signature(body_of(Q(TOKEN), Q("01717171717171"), Q(SIG), Q("e"), DATA));
@@ -280,8 +277,7 @@ static void wrong_key(void **state)
     expect_refused(body, strlen(body), NULL, LB_DELIVERY_BAD_SIGNATURE, NULL);
     expect_refused(body, strlen(body), "", LB_DELIVERY_BAD_SIGNATURE, NULL);
     expect_refused(body, strlen(body), KEY "x", LB_DELIVERY_BAD_SIGNATURE, NULL);
-    expect_refused(body, strlen(body), "whsec-3f9a2c-not-32-byte", LB_DELIVERY_BAD_SIGNATURE,
-                   NULL);
+    expect_refused(body, strlen(body), "whsec-3f9a2c-not-32-byte", LB_DELIVERY_BAD_SIGNATURE, NULL);
     /* The delivery's own token is not the key. */
     expect_refused(body, strlen(body), TOKEN, LB_DELIVERY_BAD_SIGNATURE, NULL);
 }
@@ -315,28 +311,28 @@ static void triggered_at_field(void **state)
 {
     (void)state;
     const char *bad[] = {
-        NULL,                       /* absent */
+        NULL, /* absent */
         "null",
         "true",
-        "-1",                       /* negative */
+        "-1", /* negative */
         "-1717171717171",
         "\"-1717171717171\"",
-        "1717171717171.0",          /* float */
+        "1717171717171.0", /* float */
         "1717171717171.5",
-        "1.717171717171e12",        /* exponent */
+        "1.717171717171e12", /* exponent */
         "1717171717171e0",
         "\"1717171717171.0\"",
-        "\"abc\"",                  /* non-numeric */
+        "\"abc\"", /* non-numeric */
         "\"\"",
         "\" 1717171717171\"",
         "\"1717171717171 \"",
         "\"+1717171717171\"",
         "\"0x1A\"",
         "\"1717171717171ms\"",
-        "\"١٢٣\"",                  /* Arabic-Indic digits */
-        "1234567890123456789",      /* 19 digits: beyond the accepted range */
+        "\"١٢٣\"",             /* Arabic-Indic digits */
+        "1234567890123456789", /* 19 digits: beyond the accepted range */
         "\"1234567890123456789\"",
-        "9223372036854775808",      /* INT64_MAX + 1 */
+        "9223372036854775808", /* INT64_MAX + 1 */
         "99999999999999999999999999999999",
         "\"99999999999999999999999999999999\"",
         "[1717171717171]",

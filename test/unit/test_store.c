@@ -34,11 +34,12 @@ static void test_bad_urls(void **state)
                      LB_EIO);
     assert_null(s);
     assert_non_null(strstr(err, "cannot connect to PostgreSQL"));
-    assert_int_equal(lb_store_open(&f->loop, "host=/nonexistent-dir dbname=db", NULL, &s, err,
-                                   sizeof(err)),
-                     LB_EIO);
+    assert_int_equal(
+        lb_store_open(&f->loop, "host=/nonexistent-dir dbname=db", NULL, &s, err, sizeof(err)),
+        LB_EIO);
     assert_null(s);
-    assert_int_equal(lb_store_open(&f->loop, "mysql://h/db", NULL, &s, err, sizeof(err)), LB_EINVAL);
+    assert_int_equal(lb_store_open(&f->loop, "mysql://h/db", NULL, &s, err, sizeof(err)),
+                     LB_EINVAL);
     assert_int_equal(lb_store_open(&f->loop, "sqlite:", NULL, &s, err, sizeof(err)), LB_EINVAL);
     int rc = lb_store_open(&f->loop, "sqlite:/nonexistent-dir/x/y.db", NULL, &s, err, sizeof(err));
     assert_true(rc < 0);

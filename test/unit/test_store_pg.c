@@ -38,7 +38,8 @@ static void test_migrates_once(void **state)
     lb_store *second = NULL;
     open_second(f, &second); /* finds the schema current: nothing to do */
     const int last = lb_store_pg_migrations[lb_store_pg_migration_count - 1].version;
-    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"), lb_store_pg_migration_count);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM schema_version"),
+                     lb_store_pg_migration_count);
     assert_int_equal(raw_int(f, "SELECT max(version) FROM schema_version"), last);
     close_other(f, second);
     fx_close(f);
