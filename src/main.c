@@ -41,8 +41,8 @@ typedef struct {
     lb_config cfg;
     lb_master_key key;
     char *admin_token;
-    uint8_t events_key[LB_NOTIFY_KEY_MAX]; /* PLATFORM_EVENTS_SECRET decoded */
-    size_t events_key_len;                 /* 0: events to the platform off */
+    uint8_t events_key[LB_PLATFORM_KEY_MAX]; /* PLATFORM_EVENTS_SECRET decoded */
+    size_t events_key_len;                   /* 0: events to the platform off */
     lb_store *store;
     lb_tenants tenants;
     lb_conns conns;
@@ -229,8 +229,8 @@ static void load_secrets(app *a)
 static void load_events_key(app *a)
 {
     if (a->cfg.platform_events_secret == NULL) return;
-    if (lb_notify_secret_decode(a->cfg.platform_events_secret, a->events_key, &a->events_key_len) !=
-        0)
+    if (lb_platform_secret_decode(a->cfg.platform_events_secret, a->events_key,
+                                  &a->events_key_len) != 0)
         die(2, "LEVERBRIDGE_PLATFORM_EVENTS_SECRET: expected whsec_ and the base64 of "
                "16 to 64 bytes");
     sodium_memzero(a->cfg.platform_events_secret, strlen(a->cfg.platform_events_secret));

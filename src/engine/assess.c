@@ -7,6 +7,7 @@
 #include "core/time.h"
 #include "engine/template.h"
 #include "json/json.h"
+#include "platform/platform.h"
 
 #include <inttypes.h>
 #include <sodium.h>
@@ -430,35 +431,12 @@ static void send_stored(lb_job *job, lb_store_op *op, int live)
         lb_job_record(job, "stored", "1");
 }
 
-/* The platform's words for a failure: its error message when it sent one. */
-static void platform_describe(const lb_http_response *res, char *buf, size_t size)
-{
-    if (res->status == 0) {
-        snprintf(buf, size, "platform unreachable: %s",
-                 res->error_text ? res->error_text : "no response");
-        return;
-    }
-    char err[64];
-    yajl_val v = lb_json_parse(res->body, res->body_len, err, sizeof(err));
-    const char *msg = lb_json_get_str(lb_json_get_obj(v, "error"), "message");
-    if (msg == NULL) msg = lb_json_get_str(v, "message");
-    if (msg != NULL && *msg != '\0')
-        snprintf(buf, size, "platform answered %d: %.400s", res->status, msg);
-    else
-        snprintf(buf, size, "platform answered %d", res->status);
-    if (v != NULL) yajl_tree_free(v);
-}
-
 static void send_invited(lb_job *job, const lb_http_response *res)
 {
     int s = res->status;
     if (s == 200 || s == 201) {
-        char err[64];
-        yajl_val v = lb_json_parse(res->body, res->body_len, err, sizeof(err));
-        const char *id = lb_json_get_str(v, "invitation_id");
-        const char *url = lb_json_get_str(v, "url");
-        if (id == NULL || *id == '\0' || url == NULL || *url == '\0') {
-            if (v != NULL) yajl_tree_free(v);
+        char *id, *url;
+        if (lb_platform_invitation_parse(res->body, res->body_len, &id, &url) != 0) {
             lb_job_finish(job, LB_JOB_FAILED, "the platform's answer has no invitation_id and url");
             return;
         }
@@ -467,7 +445,8 @@ static void send_invited(lb_job *job, const lb_http_response *res)
         lb_json_kv_str(g, "invitation_id", id);
         lb_json_kv_str(g, "url", url);
         yajl_gen_map_close(g);
-        yajl_tree_free(v);
+        lb_free(id);
+        lb_free(url);
         char *rec = gen_steal(g);
         yajl_gen_free(g);
         lb_job_record(job, "invitation", rec);
@@ -475,8 +454,8 @@ static void send_invited(lb_job *job, const lb_http_response *res)
         return;
     }
     char msg[MSG_MAX];
-    platform_describe(res, msg, sizeof(msg));
-    if (s == 0 || s >= 500 || s == 408 || s == 429)
+    lb_platform_describe(s, res->error_text, res->body, res->body_len, msg, sizeof(msg));
+    if (lb_platform_transient(s))
         lb_job_retry(job, msg);
     else
         lb_job_finish(job, LB_JOB_FAILED, msg);
@@ -490,51 +469,19 @@ static void send_invite(lb_job *job, const char *assessment)
         lb_job_finish(job, LB_JOB_FAILED, "the recorded opportunity is unreadable");
         return;
     }
-    yajl_gen g = lb_json_gen_new();
-    yajl_gen_map_open(g);
-    lb_json_kv_str(g, "tenant_id", lb_job_tenant(job));
-    lb_json_kv_str(g, "assessment", assessment);
-    lb_json_key(g, "candidate");
-    yajl_gen_map_open(g);
-    const char *name = lb_json_get_str(o, "name");
-    lb_json_kv_str(g, "name", name ? name : "");
-    lb_json_kv_str(g, "email", lb_json_get_str(o, "email"));
-    yajl_gen_map_close(g);
-    lb_json_key(g, "lever");
-    yajl_gen_map_open(g);
-    lb_json_kv_str(g, "opportunity_id", lb_job_opportunity(job));
-    const char *cand = lb_json_get_str(o, "candidate_id");
-    const char *posting = lb_json_get_str(o, "posting_id");
-    if (cand != NULL) lb_json_kv_str(g, "candidate_id", cand);
-    if (posting != NULL) lb_json_kv_str(g, "posting_id", posting);
-    yajl_gen_map_close(g);
-    yajl_gen_map_close(g);
-    yajl_tree_free(o);
-
-    size_t ulen = strlen(cfg->platform_url);
-    while (ulen > 0 && cfg->platform_url[ulen - 1] == '/')
-        ulen--;
-    char url[URL_MAX];
-    snprintf(url, sizeof(url), "%.*s/invitations", (int)ulen, cfg->platform_url);
-    size_t alen = strlen(cfg->platform_token) + 32;
-    char *auth = lb_malloc(alen);
-    snprintf(auth, alen, "Authorization: Bearer %s", cfg->platform_token);
-    char idem[64 + LB_JOB_ID_MAX];
-    snprintf(idem, sizeof(idem), "Idempotency-Key: %s", lb_job_id(job));
-    const char *headers[] = {auth, idem, "Content-Type: application/json",
-                             "Accept: application/json", NULL};
-    const unsigned char *body;
     size_t blen;
-    yajl_gen_get_buf(g, &body, &blen);
-    lb_http_request req = {.method = "POST",
-                           .url = url,
-                           .headers = headers,
-                           .body = (const char *)body,
-                           .body_len = blen};
+    char *body = lb_platform_invite_body(lb_job_tenant(job), assessment, lb_json_get_str(o, "name"),
+                                         lb_json_get_str(o, "email"), lb_job_opportunity(job),
+                                         lb_json_get_str(o, "candidate_id"),
+                                         lb_json_get_str(o, "posting_id"), &blen);
+    yajl_tree_free(o);
+    lb_platform_call c;
+    lb_platform_invite_call(&c, cfg->platform_url, cfg->platform_token, lb_job_id(job));
+    lb_http_request req = {
+        .method = "POST", .url = c.url, .headers = c.headers, .body = body, .body_len = blen};
     lb_job_http(job, &req, send_invited); /* curl copied what it needs */
-    yajl_gen_free(g);
-    sodium_memzero(auth, strlen(auth));
-    lb_free(auth);
+    lb_platform_call_clear(&c);
+    lb_free(body);
 }
 
 static void send_opportunity_read(lb_job *job, const lb_http_response *res)

@@ -7,67 +7,17 @@
 #include "core/time.h"
 #include "crypto/crypto.h"
 #include "json/json.h"
+#include "platform/platform.h"
 
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
-#define PREFIX "whsec_"
 #define URL_MAX 2048
 #define ERR_MAX 512
 /* A delivery's whole call, connect included. */
 #define CALL_TIMEOUT_MS 15000
-
-int lb_notify_secret_decode(const char *secret, uint8_t *key, size_t *len)
-{
-    size_t plen = strlen(PREFIX);
-    if (secret == NULL || strncmp(secret, PREFIX, plen) != 0) return LB_EINVAL;
-    const char *b64 = secret + plen;
-    size_t n = strlen(b64);
-    uint8_t buf[LB_NOTIFY_KEY_MAX + 4];
-    size_t got = 0;
-    const char *end = NULL;
-    /* Standard base64, with or without its padding. */
-    if (sodium_base642bin(buf, sizeof(buf), b64, n, NULL, &got, &end,
-                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
-        end != b64 + n) {
-        if (sodium_base642bin(buf, sizeof(buf), b64, n, NULL, &got, &end,
-                              sodium_base64_VARIANT_ORIGINAL_NO_PADDING) != 0 ||
-            end != b64 + n) {
-            sodium_memzero(buf, sizeof(buf));
-            return LB_EINVAL;
-        }
-    }
-    if (got < LB_NOTIFY_KEY_MIN || got > LB_NOTIFY_KEY_MAX) {
-        sodium_memzero(buf, sizeof(buf));
-        return LB_EINVAL;
-    }
-    memcpy(key, buf, got);
-    sodium_memzero(buf, sizeof(buf));
-    *len = got;
-    return 0;
-}
-
-void lb_notify_sign(const uint8_t *key, size_t keylen, const char *id, int64_t timestamp,
-                    const char *body, size_t body_len, char out[LB_NOTIFY_SIG_SIZE])
-{
-    char ts[24];
-    int tn = snprintf(ts, sizeof(ts), "%" PRId64, timestamp);
-    crypto_auth_hmacsha256_state st;
-    uint8_t mac[crypto_auth_hmacsha256_BYTES];
-    crypto_auth_hmacsha256_init(&st, key, keylen);
-    crypto_auth_hmacsha256_update(&st, (const uint8_t *)id, strlen(id));
-    crypto_auth_hmacsha256_update(&st, (const uint8_t *)".", 1);
-    crypto_auth_hmacsha256_update(&st, (const uint8_t *)ts, (unsigned long long)tn);
-    crypto_auth_hmacsha256_update(&st, (const uint8_t *)".", 1);
-    crypto_auth_hmacsha256_update(&st, (const uint8_t *)body, body_len);
-    crypto_auth_hmacsha256_final(&st, mac);
-    sodium_memzero(&st, sizeof(st));
-    memcpy(out, "v1,", 3);
-    sodium_bin2base64(out + 3, LB_NOTIFY_SIG_SIZE - 3, mac, sizeof(mac),
-                      sodium_base64_VARIANT_ORIGINAL);
-}
 
 void lb_notify_rec(lb_job_rec *rec, const char *tenant, const char *type, const char *data,
                    int64_t created_at, const char *event_id)
@@ -201,9 +151,9 @@ static void notify_run(lb_job *job)
         return;
     }
     int64_t ts = lb_time_now_ms() / 1000;
-    char sig[LB_NOTIFY_SIG_SIZE];
-    lb_notify_sign(cfg->events_key, cfg->events_key_len, id, ts, body, blen, sig);
-    char h_id[32 + LB_NOTIFY_ID_MAX], h_ts[48], h_sig[32 + LB_NOTIFY_SIG_SIZE];
+    char sig[LB_PLATFORM_SIG_SIZE];
+    lb_platform_sign(cfg->events_key, cfg->events_key_len, id, ts, body, blen, sig);
+    char h_id[32 + LB_NOTIFY_ID_MAX], h_ts[48], h_sig[32 + LB_PLATFORM_SIG_SIZE];
     snprintf(h_id, sizeof(h_id), "webhook-id: %s", id);
     snprintf(h_ts, sizeof(h_ts), "webhook-timestamp: %" PRId64, ts);
     snprintf(h_sig, sizeof(h_sig), "webhook-signature: %s", sig);

@@ -15,30 +15,14 @@
 #define LB_ENGINE_NOTIFY_H
 
 #include "engine/jobs.h"
+#include "platform/platform.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Longest signing key accepted (bytes, after base64 decoding). */
-#define LB_NOTIFY_KEY_MAX 64
-/* Shortest: the Standard Webhooks spec asks for 24 to 64 bytes; 16 is let
- * through for keys made by hand. */
-#define LB_NOTIFY_KEY_MIN 16
-/* "v1," + base64 of 32 bytes + NUL. */
-#define LB_NOTIFY_SIG_SIZE 48
 /* Longest event type and event id. */
 #define LB_NOTIFY_TYPE_MAX 40
 #define LB_NOTIFY_ID_MAX 40
-
-/* Decodes a `whsec_<base64>` secret into key[LB_NOTIFY_KEY_MAX]: 0 and *len,
- * or LB_EINVAL (no prefix, not base64, shorter than LB_NOTIFY_KEY_MIN or
- * longer than LB_NOTIFY_KEY_MAX bytes). */
-int lb_notify_secret_decode(const char *secret, uint8_t *key, size_t *len);
-
-/* The `webhook-signature` value of a delivery: "v1," and the base64 of
- * HMAC-SHA256(key, id "." timestamp "." body). */
-void lb_notify_sign(const uint8_t *key, size_t keylen, const char *id, int64_t timestamp,
-                    const char *body, size_t body_len, char out[LB_NOTIFY_SIG_SIZE]);
 
 /* Fills rec (zeroed first) with a queued notify_platform job of the tenant
  * for an event of `type` with `data` (a JSON object's text; NULL: {}) made
