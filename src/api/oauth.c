@@ -42,7 +42,7 @@
 
 /* Loop-thread state of the OAuth module. */
 static struct {
-    lb_map used;       /* nonce -> expiry (as a heap-allocated int64) */
+    lb_map used;       /* nonce -> used_nonce (the key lives in it) */
     lb_map refreshing; /* tenant -> refresh ctx */
     uint8_t state_key[32];
     uv_timer_t retry;
@@ -136,23 +136,32 @@ static const char *check_state(const char *state, char *tenant, size_t tsize, ch
     return NULL;
 }
 
+/* A state's nonce seen by the callback, until the state would have expired. */
+typedef struct {
+    int64_t expires;
+    char nonce[];
+} used_nonce;
+
 static void remember_nonce(const char *nonce)
 {
     int64_t now = lb_time_now_ms();
-    /* Forget what expired, so the set stays bounded by ten minutes of use. */
-    for (size_t i = 0; i < oa.used.cap; i++) {
-        lb_map_slot *s = &oa.used.slots[i];
-        if (s->key != NULL && *(int64_t *)s->value < now) {
-            char *k = (char *)s->key;
-            void *v = lb_map_del(&oa.used, k);
-            lb_free(v);
-            lb_free(k);
-            i = (size_t)-1; /* the table shifted: start again */
-        }
+    /* Forget what expired, so the set stays bounded by ten minutes of use:
+     * found in one walk, removed after it. */
+    size_t n = 0, pos = 0;
+    used_nonce **gone = lb_malloc((oa.used.count + 1) * sizeof(*gone));
+    used_nonce *u;
+    while ((u = lb_map_next(&oa.used, &pos)) != NULL)
+        if (u->expires < now) gone[n++] = u;
+    for (size_t i = 0; i < n; i++) {
+        lb_map_del(&oa.used, gone[i]->nonce);
+        lb_free(gone[i]);
     }
-    int64_t *exp = lb_malloc(sizeof(*exp));
-    *exp = now + STATE_TTL_MS;
-    lb_map_put(&oa.used, lb_strdup(nonce), exp);
+    lb_free(gone);
+    size_t len = strlen(nonce);
+    u = lb_malloc(sizeof(*u) + len + 1);
+    u->expires = now + STATE_TTL_MS;
+    memcpy(u->nonce, nonce, len + 1);
+    lb_map_put(&oa.used, u->nonce, u);
 }
 
 /* ---- POST /v1/tenants/{tenant}/lever/oauth ----------------------------------- */
@@ -417,10 +426,10 @@ static void refresh_start(lb_api *api, lb_conn *c)
 static void retry_cb(uv_timer_t *t)
 {
     lb_api *api = t->data;
-    for (size_t i = 0; i < api->conns->by_tenant.cap; i++) {
-        lb_conn *c =
-            api->conns->by_tenant.slots[i].key ? api->conns->by_tenant.slots[i].value : NULL;
-        if (c != NULL && c->refresh_retry_at > 0 && c->refresh_retry_at <= lb_time_now_ms()) {
+    size_t pos = 0;
+    lb_conn *c;
+    while ((c = lb_map_next(&api->conns->by_tenant, &pos)) != NULL) {
+        if (c->refresh_retry_at > 0 && c->refresh_retry_at <= lb_time_now_ms()) {
             c->refresh_retry_at = 0;
             refresh_start(api, c);
         }
@@ -761,15 +770,14 @@ void lb_api_oauth_close(void)
 
 void lb_api_oauth_free(void)
 {
-    for (size_t i = 0; i < oa.used.cap; i++) {
-        if (oa.used.slots[i].key != NULL) {
-            lb_free((char *)oa.used.slots[i].key);
-            lb_free(oa.used.slots[i].value);
-        }
-    }
+    size_t pos = 0;
+    void *v;
+    while ((v = lb_map_next(&oa.used, &pos)) != NULL)
+        lb_free(v);
     lb_map_free(&oa.used);
-    for (size_t i = 0; i < oa.refreshing.cap; i++)
-        if (oa.refreshing.slots[i].key != NULL) token_call_free(oa.refreshing.slots[i].value);
+    pos = 0;
+    while ((v = lb_map_next(&oa.refreshing, &pos)) != NULL)
+        token_call_free(v);
     lb_map_free(&oa.refreshing);
     sodium_memzero(oa.state_key, sizeof(oa.state_key));
 }

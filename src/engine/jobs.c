@@ -959,9 +959,10 @@ static void cancel_tenant(lb_jobs *js, const char *tenant, int notify)
     /* Collect first: ending a job changes the map. */
     size_t n = 0, cap = 64;
     lb_job **list = lb_malloc(cap * sizeof(*list));
-    for (size_t i = 0; i < js->jobs.cap; i++) {
-        lb_job *j = js->jobs.slots[i].key ? js->jobs.slots[i].value : NULL;
-        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0 || is_notify(j) != notify) continue;
+    size_t pos = 0;
+    lb_job *j;
+    while ((j = lb_map_next(&js->jobs, &pos)) != NULL) {
+        if (strcmp(j->rec.tenant_id, tenant) != 0 || is_notify(j) != notify) continue;
         if (n == cap) {
             cap *= 2;
             list = lb_realloc(list, cap * sizeof(*list));
@@ -976,9 +977,10 @@ static void cancel_tenant(lb_jobs *js, const char *tenant, int notify)
 void lb_jobs_tenant_backlog(lb_jobs *js, const char *tenant, size_t *queued, size_t *retrying)
 {
     *queued = *retrying = 0;
-    for (size_t i = 0; i < js->jobs.cap; i++) {
-        lb_job *j = js->jobs.slots[i].key ? js->jobs.slots[i].value : NULL;
-        if (j == NULL || strcmp(j->rec.tenant_id, tenant) != 0) continue;
+    size_t pos = 0;
+    lb_job *j;
+    while ((j = lb_map_next(&js->jobs, &pos)) != NULL) {
+        if (strcmp(j->rec.tenant_id, tenant) != 0) continue;
         if (j->rec.status == LB_JOB_RETRYING)
             (*retrying)++;
         else
@@ -1059,12 +1061,11 @@ static void timer_closed_cb(uv_handle_t *h)
 static void maybe_closed(lb_jobs *js)
 {
     if (!js->closing || js->writes > 0 || js->timer.data != NULL) return;
-    for (size_t i = 0; i < js->tenants.cap; i++) {
-        jtenant *t = js->tenants.slots[i].key ? js->tenants.slots[i].value : NULL;
-        if (t != NULL) {
-            lb_free(t->id);
-            lb_free(t);
-        }
+    size_t pos = 0;
+    jtenant *t;
+    while ((t = lb_map_next(&js->tenants, &pos)) != NULL) {
+        lb_free(t->id);
+        lb_free(t);
     }
     lb_map_free(&js->tenants);
     lb_map_free(&js->jobs);
@@ -1083,9 +1084,9 @@ void lb_jobs_close(lb_jobs *js, void (*cb)(void *data), void *data)
     js->close_data = data;
     /* Unfinished jobs stay in the store as they are and resume at the next
      * start; here their calls stop and their memory goes. */
-    for (size_t i = 0; i < js->jobs.cap; i++) {
-        lb_job *j = js->jobs.slots[i].key ? js->jobs.slots[i].value : NULL;
-        if (j == NULL) continue;
+    size_t pos = 0;
+    lb_job *j;
+    while ((j = lb_map_next(&js->jobs, &pos)) != NULL) {
         if (j->in_call) {
             if (j->hcall != NULL)
                 lb_http_call_cancel(j->hcall);

@@ -541,9 +541,10 @@ int lb_provision_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_conns
 
 void lb_provision_resume(lb_provision *p)
 {
-    for (size_t i = 0; i < p->conns->by_tenant.cap; i++) {
-        lb_conn *c = p->conns->by_tenant.slots[i].key ? p->conns->by_tenant.slots[i].value : NULL;
-        if (c == NULL || c->hook == NULL || c->status != LB_CONN_CONNECTED) continue;
+    size_t pos = 0;
+    lb_conn *c;
+    while ((c = lb_map_next(&p->conns->by_tenant, &pos)) != NULL) {
+        if (c->hook == NULL || c->status != LB_CONN_CONNECTED) continue;
         pv *v = pv_get(p, c->tenant_id);
         const lb_hook *h = c->hook;
         if (h->status == LB_HOOK_PENDING)
@@ -592,10 +593,10 @@ static void timer_closed_cb(uv_handle_t *h)
 static void maybe_closed(lb_provision *p)
 {
     if (!p->closing || p->busy > 0 || p->timer.data != NULL) return;
-    for (size_t i = 0; i < p->tenants.cap; i++) {
-        pv *v = p->tenants.slots[i].key ? p->tenants.slots[i].value : NULL;
-        if (v != NULL) pv_free(v);
-    }
+    size_t pos = 0;
+    pv *v;
+    while ((v = lb_map_next(&p->tenants, &pos)) != NULL)
+        pv_free(v);
     lb_map_free(&p->tenants);
     lb_heap_free(&p->wakes);
     void (*cb)(void *) = p->close_cb;
@@ -611,10 +612,10 @@ void lb_provision_close(lb_provision *p, void (*cb)(void *data), void *data)
     p->closing = 1;
     p->close_cb = cb;
     p->close_data = data;
-    for (size_t i = 0; i < p->tenants.cap; i++) {
-        pv *v = p->tenants.slots[i].key ? p->tenants.slots[i].value : NULL;
-        if (v != NULL && v->busy && v->step != S_WRITE && lb_outbound_cancel(&v->call))
-            set_busy(v, 0);
+    size_t pos = 0;
+    pv *v;
+    while ((v = lb_map_next(&p->tenants, &pos)) != NULL) {
+        if (v->busy && v->step != S_WRITE && lb_outbound_cancel(&v->call)) set_busy(v, 0);
     }
     uv_close((uv_handle_t *)&p->timer, timer_closed_cb);
 }
