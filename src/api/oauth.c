@@ -386,7 +386,7 @@ static void refresh_done(token_call *tc, const lb_http_response *res)
         save_conn(tc, refresh_saved); /* stored before the new token is used */
         return;
     }
-    if (res->status == 0 || res->status >= 500 || res->status == 429) {
+    if (lb_lever_classify(res) == LB_LEVER_RETRY) { /* transient, as for every Lever call */
         lb_warn("oauth", "tenant %s: token refresh failed (%d %s); retrying", tc->tenant,
                 res->status, res->error_text ? res->error_text : "");
         refresh_failed_later(api, tc->tenant);
@@ -574,7 +574,7 @@ static void connected_saved(lb_store_op *op)
 static void exchange_done(token_call *tc, const lb_http_response *res)
 {
     lb_api *api = tc->api;
-    if (res->status == 0 || res->status >= 500) {
+    if (lb_lever_classify(res) == LB_LEVER_RETRY) {
         page(tc->req, 502, "Not connected", "Lever could not be reached; try again.");
         token_call_free(tc);
         return;

@@ -212,3 +212,26 @@ def test_callback_page_without_a_link_started_by_admin_or_failed(bridge, lever):
     assert r.status == 400
     body = check_page_style(bridge, r)
     assert "/connect/" not in body and "Back" in body
+
+
+def test_a_408_on_refresh_is_retried_not_reauth(bridge, lever):
+    """A refresh that Lever answers 408 is transient, as for every other
+    call (lb_lever_classify: 0, 5xx, 408, 429): the connection stays
+    connected and the refresh is tried again later (30 s). Before, a 408
+    marked it needs_reauth at once."""
+    lever.ctl("POST", "/_sim/oauth", {"client_id": "cid", "access_ttl": 3600}, expect=200)
+    cb, _ = authorize(bridge, lever)
+    assert bridge.get(cb).status == 200
+    wait_for(lambda: connection(bridge)["webhook"]["status"] == "active", what="active")
+    lever.ctl("POST", "/_sim/oauth", {"client_id": "cid", "expire_access_tokens": True},
+              expect=200)
+    for status in (408,):
+        lever.fault(path_prefix="/oauth/token", status=status, count=1)
+        since = lever.requests_log()["last_seq"]
+        assert call(bridge, "POST", "/v1/tenants/acme/lever/webhook/provision").status == 202
+        wait_for(lambda: [r for r in lever.requests_log(since=since)["data"]
+                          if r["path"] == "/oauth/token" and r["status"] == status],
+                 what="the refresh answered %d" % status)
+        time.sleep(0.5)  # what the server does with the answer
+        assert connection(bridge)["status"] == "connected", (status, connection(bridge))
+        lever.clear_faults()
