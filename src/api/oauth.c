@@ -323,6 +323,16 @@ static void after_refresh(token_call *tc, int ok)
     token_call_free(tc);
 }
 
+static void refresh_not_stored(token_call *tc, int status)
+{
+    lb_error("oauth", "tenant %s: rotated tokens not stored: %s", tc->tenant, lb_strerror(status));
+    /* The new refresh token is lost with this memory: Lever has already
+     * rotated it, so the connection needs a new authorization. */
+    lb_conn *c = lb_conns_get(tc->api->conns, tc->tenant);
+    if (c != NULL) c->status = LB_CONN_NEEDS_REAUTH;
+    after_refresh(tc, 0);
+}
+
 static void refresh_saved(lb_store_op *op)
 {
     token_call *tc = op->data;
@@ -333,16 +343,12 @@ static void refresh_saved(lb_store_op *op)
         after_refresh(tc, 1);
         return;
     }
-    lb_error("oauth", "tenant %s: rotated tokens not stored: %s", tc->tenant,
-             lb_strerror(op->status));
-    /* The new refresh token is lost with this memory: Lever has already
-     * rotated it, so the connection needs a new authorization. */
-    lb_conn *c = lb_conns_get(tc->api->conns, tc->tenant);
-    if (c != NULL) c->status = LB_CONN_NEEDS_REAUTH;
-    after_refresh(tc, 0);
+    refresh_not_stored(tc, op->status);
 }
 
-static void save_conn(token_call *tc, lb_store_op_cb cb)
+/* Submits tc->next; 0, and cb runs later; or the submit's error, and cb is
+ * never called (the caller answers it). */
+static int save_conn(token_call *tc, lb_store_op_cb cb)
 {
     lb_conn_to_rec(tc->api->conns, &tc->next, &tc->rec);
     tc->op.kind = LB_STORE_CONN_PUT;
@@ -353,10 +359,7 @@ static void save_conn(token_call *tc, lb_store_op_cb cb)
     lb_api_conn_event(tc->api, tc->tenant, old ? old->status : LB_CONN_DISCONNECTED,
                       tc->next.status, &tc->notify);
     lb_api_notify_attach(&tc->op, &tc->notify);
-    if (lb_store_submit(tc->api->store, &tc->op) != 0) {
-        tc->op.status = LB_EIO;
-        cb(&tc->op);
-    }
+    return lb_store_submit(tc->api->store, &tc->op);
 }
 
 static void mark_needs_reauth(lb_api *api, const char *tenant, const char *why)
@@ -383,7 +386,12 @@ static void refresh_done(token_call *tc, const lb_http_response *res)
         return;
     }
     if (res->status >= 200 && res->status < 300 && parse_tokens(res, &tc->next) == 0) {
-        save_conn(tc, refresh_saved); /* stored before the new token is used */
+        int rc = save_conn(tc, refresh_saved); /* stored before the new token is used */
+        if (rc != 0) {
+            tc->op.status = rc;
+            lb_jobs_notify_done(api->jobs, &tc->op, &tc->notify); /* drops the records */
+            refresh_not_stored(tc, rc);
+        }
         return;
     }
     if (lb_lever_classify(res) == LB_LEVER_RETRY) { /* transient, as for every Lever call */
