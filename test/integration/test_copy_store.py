@@ -4,49 +4,30 @@ delivery sent again is still a duplicate, and a non-empty target is refused.
 PostgreSQL runs only (integration.postgres): the copy goes to a schema of
 its own on the suite's cluster."""
 
-import hashlib
-import hmac
 import json
 import os
 import subprocess
-import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, PG_URL, Conn, binary, clean_env, pg_url_for
+from conftest import (
+    JSON,
+    PG_URL,
+    Conn,
+    binary,
+    call,
+    clean_env,
+    lever_delivery,
+    pg_url_for,
+    wait_for,
+)
 from simutil import LeverSim
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="PostgreSQL backend only")
 
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
-
-
-def call(server, method, path, body=None):
-    h = dict(AUTH)
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = json.dumps(body).encode()
-    return server.get(path, headers=h, method=method, body=raw)
-
-
-def wait_for(fn, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
 
 def deliver(s, path, key, token, opp="O1"):
-    now = int(time.time() * 1000)
-    sig = hmac.new(key.encode(), (token + str(now)).encode(), hashlib.sha256).hexdigest()
-    body = json.dumps({"event": "candidateStageChange", "triggeredAt": now, "token": token,
-                       "signature": sig, "data": {"opportunityId": opp, "toStageId": "S2",
-                                                  "fromStageId": "S1"}}).encode()
+    body = lever_delivery(key, token, opp=opp)
     with Conn(s.port, timeout=5) as c:
         c.request("POST", path, JSON, body)
         return c.read_response()

@@ -18,33 +18,17 @@ import urllib.parse
 
 import pytest
 
-from conftest import ADMIN_TOKEN, binary, clean_env
+from conftest import JSON, binary, call, clean_env, lever_delivery
+from conftest import wait_for as _wait_for
 from simutil import LeverSim, PlatformSim
-
-AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
-PLATFORM_TOKEN = "plat-secret"
-KEY = bytes(range(1, 33))
-SECRET = "whsec_" + base64.b64encode(KEY).decode()
-
-
-def call(server, method, path, body=None):
-    h = dict(AUTH)
-    raw = b""
-    if body is not None:
-        h.update(JSON)
-        raw = json.dumps(body).encode()
-    return server.get(path, headers=h, method=method, body=raw)
 
 
 def wait_for(fn, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
+    return _wait_for(fn, timeout, what)
+
+PLATFORM_TOKEN = "plat-secret"
+KEY = bytes(range(1, 33))
+SECRET = "whsec_" + base64.b64encode(KEY).decode()
 
 
 def verify(delivery):
@@ -147,13 +131,8 @@ def connect(server, lever):
 
 def deliver(server, opp, to_stage, from_stage="S1"):
     token = hashlib.sha1(str(time.time_ns()).encode()).hexdigest() + "x" * 8
-    now = int(time.time() * 1000)
-    sig = hmac.new(server.hook_token.encode(), (token + str(now)).encode(),
-                   hashlib.sha256).hexdigest()
-    body = {"event": "candidateStageChange", "triggeredAt": now, "token": token,
-            "signature": sig, "data": {"opportunityId": opp, "toStageId": to_stage,
-                                       "fromStageId": from_stage}}
-    r = server.get(server.hook_path, method="POST", body=json.dumps(body).encode(), headers=JSON)
+    body = lever_delivery(server.hook_token, token, opp=opp, to=to_stage, frm=from_stage)
+    r = server.get(server.hook_path, method="POST", body=body, headers=JSON)
     assert r.status == 200, r
 
 
@@ -387,7 +366,6 @@ def test_webhook_failed_when_provisioning_gives_up(make_server, lever, platform)
     assert c["webhook"]["status"] == "failed"
     assert e["data"]["last_error"] == c["webhook"]["last_error"]
     assert e["data"]["attempts"] == c["webhook"]["attempts"]
-
 
 
 def test_deleting_the_tenant_stops_its_events(bridge, lever, platform):
