@@ -97,6 +97,8 @@ enum {
     Q_STATS_PUT,
     Q_STATS_FORGET,
     Q_STATS_LOAD,
+    Q_EVENT_INSERT_STAGE,
+    Q_RECONCILED_COUNTS,
     Q_COUNT
 };
 
@@ -191,6 +193,34 @@ static const char *const q_sql[Q_COUNT] = {
         " SELECT i.id, CASE WHEN i.id IS NULL THEN COALESCE((SELECT event_id FROM k),"
         " (SELECT id FROM events WHERE tenant_id = $2::text AND source = $3::text"
         " AND dedupe_key = $5::text)) END FROM (SELECT (SELECT id FROM ins) AS id) i",
+    /* Q_EVENT_INSERT for an event that reports a stage change (store.h,
+     * event_insert.stage_id): the change already an event of the other
+     * source counts as a duplicate too. $11 stage, $12..$13 the window of
+     * the other event's received_at, $14 its source, $15..$16 the window
+     * of a reconcile event's triggeredAt (the CASE keeps the cast to rows
+     * that leverbridge wrote). */
+    [Q_EVENT_INSERT_STAGE] =
+        "WITH k AS ((SELECT event_id FROM event_keys WHERE tenant_id = $2::text"
+        " AND source = $3::text AND dedupe_key = $5::text)"
+        " UNION ALL (SELECT id FROM events WHERE tenant_id = $2::text"
+        " AND received_at BETWEEN $12::bigint AND $13::bigint AND source = $14::text"
+        " AND opportunity_id = $7::text AND (source <> 'lever' OR status = 'accepted')"
+        " AND payload->'data'->>'toStageId' = $11::text"
+        " AND CASE WHEN source = 'reconcile' THEN (payload->>'triggeredAt')::bigint"
+        " BETWEEN $15::bigint AND $16::bigint ELSE true END LIMIT 1)),"
+        " ins AS (INSERT INTO events(id, tenant_id, source, type, dedupe_key, status,"
+        " opportunity_id, payload, received_at)"
+        " SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::json,"
+        " $9::bigint WHERE NOT EXISTS (SELECT 1 FROM k)"
+        " ON CONFLICT (tenant_id, source, dedupe_key) DO NOTHING RETURNING id),"
+        " h AS (UPDATE hooks SET last_delivery_at = $9::bigint WHERE id = $10::text"
+        " AND COALESCE(last_delivery_at, 0) < $9::bigint AND EXISTS (SELECT 1 FROM ins))"
+        " SELECT i.id, CASE WHEN i.id IS NULL THEN COALESCE((SELECT event_id FROM k LIMIT 1),"
+        " (SELECT id FROM events WHERE tenant_id = $2::text AND source = $3::text"
+        " AND dedupe_key = $5::text)) END FROM (SELECT (SELECT id FROM ins) AS id) i",
+    [Q_RECONCILED_COUNTS] = "SELECT tenant_id, received_at / 3600000, count(*) FROM events"
+                            " WHERE source = 'reconcile' AND received_at >= $1::bigint"
+                            " GROUP BY 1, 2 ORDER BY 1, 2",
     /* Updates only the tenant's own workflow: an id of another tenant's is
      * a conflict, as the primary key makes it in SQLite. */
     [Q_WF_PUT] = "INSERT INTO workflows(id, tenant_id, body, enabled, created_at, updated_at)"
@@ -840,7 +870,9 @@ static void build_event_insert(pg_store *s, lb_store_op *op, int i)
 {
     const lb_event_rec *e = op->event_insert.event;
     int64_t now = lb_time_now_ms();
-    pcall *c = call_add(s, Q_EVENT_INSERT, i);
+    int64_t received = e->received_at > 0 ? e->received_at : now;
+    const char *stage = e->opportunity_id ? op->event_insert.stage_id : NULL;
+    pcall *c = call_add(s, stage ? Q_EVENT_INSERT_STAGE : Q_EVENT_INSERT, i);
     p_text(c, e->id);
     p_text(c, e->tenant_id);
     p_text(c, e->source);
@@ -849,8 +881,18 @@ static void build_event_insert(pg_store *s, lb_store_op *op, int i)
     p_text(c, e->status);
     p_text(c, e->opportunity_id);
     p_text(c, e->payload);
-    p_i64(c, e->received_at > 0 ? e->received_at : now);
+    p_i64(c, received);
     p_text(c, op->event_insert.hook_id);
+    if (stage != NULL) {
+        int64_t w = op->event_insert.stage_window_ms, at = op->event_insert.changed_at;
+        int lever = strcmp(e->source, "lever") == 0;
+        p_text(c, stage);
+        p_i64(c, lever ? received - w : at - w);
+        p_i64(c, lever ? INT64_MAX : at + w);
+        p_text(c, lever ? "reconcile" : "lever");
+        p_i64(c, lever ? received - w : INT64_MIN);
+        p_i64(c, lever ? received + w : INT64_MAX);
+    }
     for (size_t k = 0; k < op->event_insert.njobs; k++) {
         c = call_add(s, Q_JOB_INSERT_EVENT, i);
         job_params(c, &op->event_insert.jobs[k], now);
@@ -1162,6 +1204,27 @@ static int parse_stats_load(pg_store *s, lb_store_op *op, PGresult **r)
     return 0;
 }
 
+static void build_reconciled_counts(pg_store *s, lb_store_op *op, int i)
+{
+    p_i64(call_add(s, Q_RECONCILED_COUNTS, i), op->reconciled_counts.since);
+}
+
+static int parse_reconciled_counts(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    size_t n = (size_t)PQntuples(r[0]);
+    if (n > LB_STORE_HOUR_COUNTS_MAX) return LB_ETOOBIG;
+    op->reconciled_counts.recs = n > 0 ? lb_calloc(n, sizeof(lb_hour_count_rec)) : NULL;
+    op->reconciled_counts.count = n;
+    for (size_t k = 0; k < n; k++) {
+        lb_hour_count_rec *rec = &op->reconciled_counts.recs[k];
+        val_id(r[0], (int)k, 0, rec->tenant_id, LB_TENANT_ID_MAX);
+        rec->hour = val_i64(r[0], (int)k, 1);
+        int64_t v = val_i64(r[0], (int)k, 2);
+        rec->count = v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    }
+    return 0;
+}
+
 typedef struct {
     void (*build)(pg_store *s, lb_store_op *op, int i);
     int (*parse)(pg_store *s, lb_store_op *op, PGresult **r);
@@ -1195,6 +1258,7 @@ static const kind_impl kinds[LB_STORE_OP_KIND_END] = {
     [LB_STORE_PRUNE] = {build_prune, parse_prune},
     [LB_STORE_STATS_PUT] = {build_stats_put, parse_ok},
     [LB_STORE_STATS_LOAD] = {build_stats_load, parse_stats_load},
+    [LB_STORE_RECONCILED_COUNTS] = {build_reconciled_counts, parse_reconciled_counts},
 };
 
 /* ---- the connection (store thread; the opening thread at open) ----------- */

@@ -152,6 +152,22 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
     [ST_STATS_FORGET] = "DELETE FROM stats_hourly WHERE hour < ?1",
     [ST_STATS_LOAD] = "SELECT tenant_id, hour, accepted, duplicate, refused, succeeded, failed"
                       " FROM stats_hourly WHERE hour >= ?1 ORDER BY tenant_id, hour",
+    /* A stage change seen twice (store.h, event_insert.stage_id): a
+     * delivery after a reconciliation pass, and the other way round. Both
+     * read the tenant's events of a window through events_tenant_received. */
+    [ST_EVENT_STAGE_RECONCILED] =
+        "SELECT id FROM events WHERE tenant_id = ?1 AND received_at >= ?2"
+        " AND source = 'reconcile' AND opportunity_id = ?3"
+        " AND json_extract(payload, '$.data.toStageId') = ?4"
+        " AND json_extract(payload, '$.triggeredAt') BETWEEN ?5 AND ?6 LIMIT 1",
+    [ST_EVENT_STAGE_DELIVERED] =
+        "SELECT id FROM events WHERE tenant_id = ?1 AND received_at BETWEEN ?2 AND ?3"
+        " AND source = 'lever' AND status = 'accepted' AND opportunity_id = ?4"
+        " AND json_extract(payload, '$.data.toStageId') = ?5 LIMIT 1",
+    [ST_RECONCILED_COUNTS] = "SELECT tenant_id, received_at / 3600000, count(*) FROM events"
+                             " WHERE source = 'reconcile' AND received_at >= ?1"
+                             " GROUP BY tenant_id, received_at / 3600000"
+                             " ORDER BY tenant_id, received_at / 3600000",
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -580,6 +596,38 @@ int lb_sq_recent_load(sq_store *s, char *err, size_t errlen)
     return 0;
 }
 
+/* event_insert.stage_id's rule (store.h): 1 with existing_id when the
+ * change is already an event of the other source, 0 when not, or a
+ * negative code. */
+static int stage_duplicate(sq_store *s, const lb_event_rec *e, int lever, int64_t received,
+                           lb_store_op *op)
+{
+    const char *stage = op->event_insert.stage_id;
+    int64_t w = op->event_insert.stage_window_ms;
+    if (stage == NULL || e->opportunity_id == NULL) return 0;
+    sqlite3_stmt *q = stmt(s, lever ? ST_EVENT_STAGE_RECONCILED : ST_EVENT_STAGE_DELIVERED);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, e->tenant_id);
+    if (lever) {
+        sqlite3_bind_int64(q, 2, received - w);
+        bind_text(q, 3, e->opportunity_id);
+        bind_text(q, 4, stage);
+        sqlite3_bind_int64(q, 5, received - w);
+        sqlite3_bind_int64(q, 6, received + w);
+    } else {
+        int64_t at = op->event_insert.changed_at;
+        sqlite3_bind_int64(q, 2, at - w);
+        sqlite3_bind_int64(q, 3, at + w);
+        bind_text(q, 4, e->opportunity_id);
+        bind_text(q, 5, stage);
+    }
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) column_id(q, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+    done_with(q);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return op_failed(s, rc, "event insert");
+    return rc == SQLITE_ROW;
+}
+
 static int run_event_insert(sq_store *s, lb_store_op *op)
 {
     const lb_event_rec *e = op->event_insert.event;
@@ -612,6 +660,12 @@ static int run_event_insert(sq_store *s, lb_store_op *op)
         done_with(k);
         if (krc == SQLITE_ROW) return 0;
         if (krc != SQLITE_DONE) return op_failed(s, krc, "event insert");
+    }
+    int seen = stage_duplicate(s, e, lever, received, op);
+    if (seen < 0) return seen;
+    if (seen) {
+        op->event_insert.duplicate = 1;
+        return 0;
     }
     sqlite3_stmt *q = stmt(s, lever ? ST_EVENT_INSERT : ST_EVENT_INSERT_UNIQUE);
     if (q == NULL) return LB_EIO;
@@ -1047,6 +1101,34 @@ static int run_stats_load(sq_store *s, lb_store_op *op)
     return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "stats load");
 }
 
+static int run_reconciled_counts(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_RECONCILED_COUNTS);
+    if (q == NULL) return LB_EIO;
+    sqlite3_bind_int64(q, 1, op->reconciled_counts.since);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->reconciled_counts.count == LB_STORE_HOUR_COUNTS_MAX) {
+            done_with(q);
+            return LB_ETOOBIG;
+        }
+        if (op->reconciled_counts.count == cap) {
+            cap = cap ? cap * 2 : 64;
+            op->reconciled_counts.recs =
+                lb_realloc(op->reconciled_counts.recs, cap * sizeof(lb_hour_count_rec));
+        }
+        lb_hour_count_rec *r = &op->reconciled_counts.recs[op->reconciled_counts.count++];
+        memset(r, 0, sizeof(*r));
+        column_id(q, 0, r->tenant_id, LB_TENANT_ID_MAX);
+        r->hour = sqlite3_column_int64(q, 1);
+        int64_t v = sqlite3_column_int64(q, 2);
+        r->count = v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    }
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "reconciled counts");
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
@@ -1075,6 +1157,7 @@ static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_PRUNE] = run_prune,
     [LB_STORE_STATS_PUT] = run_stats_put,
     [LB_STORE_STATS_LOAD] = run_stats_load,
+    [LB_STORE_RECONCILED_COUNTS] = run_reconciled_counts,
 };
 
 int lb_sq_run(sq_store *s, lb_store_op *op)

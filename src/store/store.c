@@ -364,6 +364,18 @@ static void discard_stats_load(lb_store_op *op)
     clear_stats_load(op);
 }
 
+static void clear_reconciled_counts(lb_store_op *op)
+{
+    op->reconciled_counts.recs = NULL;
+    op->reconciled_counts.count = 0;
+}
+
+static void discard_reconciled_counts(lb_store_op *op)
+{
+    lb_free(op->reconciled_counts.recs);
+    clear_reconciled_counts(op);
+}
+
 /* The notify_platform jobs a write may carry (store.h, lb_store_op.notify). */
 static int check_notify(const lb_store_op *op)
 {
@@ -374,6 +386,7 @@ static int check_notify(const lb_store_op *op)
     case LB_STORE_HOOK_PUT:
     case LB_STORE_INVITATION_UPDATE:
     case LB_STORE_JOB_UPDATE:
+    case LB_STORE_META_PUT:
         break;
     default:
         return LB_EINVAL;
@@ -414,6 +427,7 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_PRUNE] = {check_prune, clear_prune, clear_prune},
     [LB_STORE_STATS_PUT] = {check_stats_put, NULL, NULL},
     [LB_STORE_STATS_LOAD] = {NULL, clear_stats_load, discard_stats_load, 1},
+    [LB_STORE_RECONCILED_COUNTS] = {NULL, clear_reconciled_counts, discard_reconciled_counts, 1},
 };
 
 void lb_workflow_rec_free(lb_workflow_rec *r)

@@ -194,6 +194,15 @@ typedef struct {
     int64_t hour;
     uint32_t count[LB_STATS_KINDS];
 } lb_stats_rec;
+/* Reconcile events of one tenant in one hour (LB_STORE_RECONCILED_COUNTS). */
+typedef struct {
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    int64_t hour; /* ms since the epoch / 1h */
+    uint32_t count;
+} lb_hour_count_rec;
+/* Most rows LB_STORE_RECONCILED_COUNTS returns; more is LB_ETOOBIG. */
+#define LB_STORE_HOUR_COUNTS_MAX 1000000
+
 /* Most rows one stats operation writes. */
 #define LB_STORE_STATS_MAX 4096
 
@@ -225,6 +234,7 @@ typedef enum {
     LB_STORE_PRUNE,
     LB_STORE_STATS_PUT,
     LB_STORE_STATS_LOAD,
+    LB_STORE_RECONCILED_COUNTS,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -244,8 +254,8 @@ struct lb_store_op {
     /* Platform events (api.md "Events to the platform"): notify_platform
      * jobs inserted in the same transaction as this write, and only when it
      * succeeds (job_insert's rules; a failing insert fails the op). Allowed
-     * on CONN_PUT, CONN_DELETE, HOOK_PUT, INVITATION_UPDATE and JOB_UPDATE
-     * (LB_EINVAL elsewhere); at most LB_STORE_NOTIFY_MAX. Read during the
+     * on CONN_PUT, CONN_DELETE, HOOK_PUT, INVITATION_UPDATE, JOB_UPDATE and
+     * META_PUT (LB_EINVAL elsewhere); at most LB_STORE_NOTIFY_MAX. Read during the
      * op, not kept; once op->status is 0 the caller hands them to the
      * engine (lb_jobs_add). NULL/0: none. */
     const lb_job_rec *notify;
@@ -331,12 +341,30 @@ struct lb_store_op {
          * For source "lever", only events received within the last
          * lever_dedupe_ms (lb_store_options) count: the caller refuses
          * older deliveries as stale before they get here.
-         * hook_id (optional) gets last_delivery_at = event.received_at. */
+         * hook_id (optional) gets last_delivery_at = event.received_at.
+         *
+         * stage_id (optional, candidateStageChange events): the stage the
+         * event reports the opportunity moved into, so that a change is one
+         * event whether a delivery, a reconciliation pass or both saw it
+         * (api.md "Reconciliation"). The payload of such events has
+         * data.toStageId, and a "reconcile" one has triggeredAt = the
+         * change's time in Lever (ms). With stage_id set, the event is a
+         * duplicate (of the id in existing_id) when
+         *   source "lever": a "reconcile" event of the same tenant,
+         *     opportunity and stage exists whose triggeredAt lies within
+         *     stage_window_ms of this event's received_at;
+         *   source "reconcile": an accepted "lever" event of the same
+         *     tenant, opportunity and stage was received within
+         *     stage_window_ms of this event's triggeredAt (changed_at).
+         * changed_at: the change's time for a "reconcile" event. */
         struct {
             const lb_event_rec *event;
             const lb_job_rec *jobs;
             size_t njobs;
             const char *hook_id;
+            const char *stage_id;
+            int64_t changed_at;
+            int64_t stage_window_ms;
             int duplicate;
             char existing_id[LB_EVENT_ID_MAX + 1];
         } event_insert;
@@ -445,6 +473,14 @@ struct lb_store_op {
             lb_stats_rec *recs;
             size_t count;
         } stats_load;
+        /* The events of source "reconcile" received at or after `since`
+         * (ms), counted per tenant and hour (received_at / 1h), ordered by
+         * tenant and hour. out: recs (lb_free), count. */
+        struct {
+            int64_t since;
+            lb_hour_count_rec *recs;
+            size_t count;
+        } reconciled_counts;
     };
     lb_store_op *next; /* private to the store: queue link */
 };

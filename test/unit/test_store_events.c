@@ -257,6 +257,89 @@ static void test_results_unique_by_index(void **state)
 
 /* ---- retention (LB_STORE_PRUNE) ----------------------------------------------- */
 
+/* A stage change seen by a delivery and by a reconciliation pass is one
+ * event, whichever comes first, within the window; outside it, or for
+ * another stage or opportunity, two. */
+static void stage_event(ereq *e, const char *source, const char *key, const char *opp,
+                        const char *payload, int64_t received, const char *stage,
+                        int64_t changed_at)
+{
+    ereq_init(e, "t1", source, key, received);
+    e->ev.opportunity_id = opp;
+    e->ev.payload = payload;
+    e->r.op.event_insert.stage_id = stage;
+    e->r.op.event_insert.changed_at = changed_at;
+    e->r.op.event_insert.stage_window_ms = 5 * 60 * 1000;
+}
+
+static void test_stage_change_one_event(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    tenants(f);
+    int64_t now = lb_time_now_ms();
+    char lever_s1[128], rec_s1[160], rec_old[160];
+    snprintf(lever_s1, sizeof(lever_s1), "{\"data\":{\"toStageId\":\"s1\"},\"triggeredAt\":%lld}",
+             (long long)now);
+    snprintf(rec_s1, sizeof(rec_s1), "{\"data\":{\"toStageId\":\"s1\"},\"triggeredAt\":%lld}",
+             (long long)(now - 60000));
+    snprintf(rec_old, sizeof(rec_old), "{\"data\":{\"toStageId\":\"s1\"},\"triggeredAt\":%lld}",
+             (long long)(now - 3600000));
+    /* A delivery first, then a pass finding the same change: a duplicate. */
+    ereq d, r;
+    stage_event(&d, "lever", "h:tok1", "o1", lever_s1, now, "s1", 0);
+    assert_int_equal(insert_one(f, &d), 0);
+    assert_false(d.r.op.event_insert.duplicate);
+    stage_event(&r, "reconcile", "o1:s1:1", "o1", rec_s1, now + 1000, "s1", now - 60000);
+    assert_int_equal(insert_one(f, &r), 0);
+    assert_true(r.r.op.event_insert.duplicate);
+    assert_string_equal(r.r.op.event_insert.existing_id, d.ev.id);
+    /* Another stage, another opportunity: events of their own. */
+    ereq r2, r3;
+    stage_event(&r2, "reconcile", "o1:s2:1", "o1", rec_s1, now + 1000, "s2", now - 60000);
+    assert_int_equal(insert_one(f, &r2), 0);
+    assert_false(r2.r.op.event_insert.duplicate);
+    stage_event(&r3, "reconcile", "o2:s1:1", "o2", rec_s1, now + 1000, "s1", now - 60000);
+    assert_int_equal(insert_one(f, &r3), 0);
+    assert_false(r3.r.op.event_insert.duplicate);
+    /* A pass first, then a late delivery of that change: a duplicate. */
+    ereq late;
+    stage_event(&late, "lever", "h:tok2", "o2", lever_s1, now + 2000, "s1", 0);
+    assert_int_equal(insert_one(f, &late), 0);
+    assert_true(late.r.op.event_insert.duplicate);
+    assert_string_equal(late.r.op.event_insert.existing_id, r3.ev.id);
+    /* A change an hour old is not the one a delivery now reports. */
+    ereq old, fresh;
+    stage_event(&old, "reconcile", "o3:s1:1", "o3", rec_old, now, "s1", now - 3600000);
+    assert_int_equal(insert_one(f, &old), 0);
+    assert_false(old.r.op.event_insert.duplicate);
+    stage_event(&fresh, "lever", "h:tok3", "o3", lever_s1, now + 3000, "s1", 0);
+    assert_int_equal(insert_one(f, &fresh), 0);
+    assert_false(fresh.r.op.event_insert.duplicate);
+    /* The same reconcile key twice (two passes): the unique index. */
+    ereq again;
+    stage_event(&again, "reconcile", "o3:s1:1", "o3", rec_old, now + 5000, "s1", now - 3600000);
+    assert_int_equal(insert_one(f, &again), 0);
+    assert_true(again.r.op.event_insert.duplicate);
+    assert_string_equal(again.r.op.event_insert.existing_id, old.ev.id);
+
+    /* Reconcile events per tenant and hour. */
+    treq c = {0};
+    c.op.kind = LB_STORE_RECONCILED_COUNTS;
+    c.op.cb = treq_cb;
+    c.op.data = &c;
+    c.op.reconciled_counts.since = now - 7 * 24 * 3600000LL;
+    assert_int_equal(run_op(f, &c), 0);
+    uint32_t total = 0;
+    for (size_t i = 0; i < c.op.reconciled_counts.count; i++) {
+        assert_string_equal(c.op.reconciled_counts.recs[i].tenant_id, "t1");
+        total += c.op.reconciled_counts.recs[i].count;
+    }
+    assert_int_equal(total, 3);
+    lb_free(c.op.reconciled_counts.recs);
+    fx_close(f);
+}
+
 static size_t prune(fixture *f, int64_t before, unsigned limit, size_t *events)
 {
     treq r;
@@ -388,6 +471,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lever_rolled_back_op_is_no_duplicate, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_results_unique_by_index, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_stage_change_one_event, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions_past_candidates, fx_setup,
                                         fx_teardown),
