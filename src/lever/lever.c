@@ -8,6 +8,7 @@
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <string.h>
 
 #define URL_MAX 4096
@@ -247,6 +248,115 @@ void lb_lever_opportunity_free(lb_lever_opportunity *o)
         lb_free(o->postings[i]);
     lb_free(o->postings);
     memset(o, 0, sizeof(*o));
+}
+
+static int64_t time_of(yajl_val v)
+{
+    if (v == NULL) return 0;
+    if (YAJL_IS_INTEGER(v)) return YAJL_GET_INTEGER(v);
+    if (YAJL_IS_DOUBLE(v)) return (int64_t)YAJL_GET_DOUBLE(v);
+    return 0;
+}
+
+static void brief_changes(lb_lever_opp_brief *o, yajl_val changes, int64_t since)
+{
+    if (changes == NULL || !YAJL_IS_ARRAY(changes)) return;
+    size_t n = changes->u.array.len, first = n, kept = 0;
+    /* Lever lists them oldest first; keep the newest LB_LEVER_CHANGES_MAX at
+     * or after since. */
+    for (size_t i = n; i-- > 0;) {
+        yajl_val c = changes->u.array.values[i];
+        if (!YAJL_IS_OBJECT(c) || time_of(lb_json_get(c, "updatedAt")) < since) break;
+        if (kept == LB_LEVER_CHANGES_MAX) break;
+        first = i;
+        kept++;
+    }
+    if (kept == 0) return;
+    o->changes = lb_calloc(kept, sizeof(*o->changes));
+    for (size_t i = first; i < n; i++) {
+        yajl_val c = changes->u.array.values[i];
+        char *to = dup_id(lb_json_get(c, "toStageId"));
+        if (to == NULL) continue;
+        lb_lever_stage_change *x = &o->changes[o->nchanges++];
+        x->to_stage = to;
+        x->at = time_of(lb_json_get(c, "updatedAt"));
+        yajl_val prev = i > 0 ? changes->u.array.values[i - 1] : NULL;
+        x->from_stage =
+            prev && YAJL_IS_OBJECT(prev) ? dup_id(lb_json_get(prev, "toStageId")) : NULL;
+    }
+}
+
+int lb_lever_parse_opp_page(const char *body, size_t len, int64_t since, lb_lever_opp_page *p)
+{
+    memset(p, 0, sizeof(*p));
+    char err[64];
+    yajl_val root = lb_json_parse(body, len, err, sizeof(err));
+    yajl_val data = root ? lb_json_get(root, "data") : NULL;
+    if (data == NULL || !YAJL_IS_ARRAY(data)) {
+        if (root) yajl_tree_free(root);
+        return LB_EPARSE;
+    }
+    p->items = lb_calloc(data->u.array.len ? data->u.array.len : 1, sizeof(*p->items));
+    for (size_t i = 0; i < data->u.array.len; i++) {
+        yajl_val it = data->u.array.values[i];
+        char *id = YAJL_IS_OBJECT(it) ? dup_str(lb_json_get(it, "id")) : NULL;
+        if (id == NULL) continue;
+        lb_lever_opp_brief *o = &p->items[p->count++];
+        o->id = id;
+        o->candidate_id = dup_id(lb_json_get(it, "contact"));
+        o->stage_id = dup_id(lb_json_get(it, "stage"));
+        yajl_val a = lb_json_get(it, "archived");
+        o->archived = a != NULL && !YAJL_IS_NULL(a) && !YAJL_IS_FALSE(a);
+        brief_changes(o, lb_json_get(it, "stageChanges"), since);
+    }
+    int more = 0;
+    if (lb_json_get_bool(root, "hasNext", &more) == 0 && more)
+        p->next = dup_str(lb_json_get(root, "next"));
+    yajl_tree_free(root);
+    return 0;
+}
+
+void lb_lever_opp_page_free(lb_lever_opp_page *p)
+{
+    for (size_t i = 0; i < p->count; i++) {
+        lb_lever_opp_brief *o = &p->items[i];
+        for (size_t k = 0; k < o->nchanges; k++) {
+            lb_free(o->changes[k].to_stage);
+            lb_free(o->changes[k].from_stage);
+        }
+        lb_free(o->changes);
+        lb_free(o->id);
+        lb_free(o->candidate_id);
+        lb_free(o->stage_id);
+    }
+    lb_free(p->items);
+    lb_free(p->next);
+    memset(p, 0, sizeof(*p));
+}
+
+int lb_lever_offset_query(char *q, size_t size, const char *next)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(q);
+    const char *pre = n > 0 ? "&offset=" : "offset=";
+    size_t plen = strlen(pre);
+    if (n + plen >= size) return LB_ETOOBIG;
+    memcpy(q + n, pre, plen + 1);
+    n += plen;
+    for (const unsigned char *c = (const unsigned char *)next; *c; c++) {
+        int safe = isalnum(*c) || *c == '-' || *c == '.' || *c == '_' || *c == '~' ||
+                   (*c == '%' && isxdigit(c[1]) && isxdigit(c[2]));
+        if (n + (safe ? 1 : 3) >= size) return LB_ETOOBIG;
+        if (safe) {
+            q[n++] = (char)*c;
+        } else {
+            q[n++] = '%';
+            q[n++] = hex[*c >> 4];
+            q[n++] = hex[*c & 15];
+        }
+    }
+    q[n] = '\0';
+    return 0;
 }
 
 int lb_lever_parse_page(const char *body, size_t len, lb_lever_page *p)

@@ -81,6 +81,43 @@ typedef struct {
 int lb_lever_parse_opportunity(const char *body, size_t len, lb_lever_opportunity *out);
 void lb_lever_opportunity_free(lb_lever_opportunity *o);
 
+/* One page of GET /opportunities as reconciliation and backfill read it:
+ * per opportunity its id, contact, current stage, whether it is archived,
+ * and the entries of its stageChanges at or after `since` (ms), each with
+ * the stage it left (the entry before it; NULL for the first), oldest
+ * first, at most LB_LEVER_CHANGES_MAX (the newest ones). Strings
+ * lb_malloc'd; free with lb_lever_opp_page_free. */
+#define LB_LEVER_CHANGES_MAX 32
+
+typedef struct {
+    char *to_stage;
+    char *from_stage;
+    int64_t at;
+} lb_lever_stage_change;
+
+typedef struct {
+    char *id;
+    char *candidate_id;
+    char *stage_id;
+    int archived;
+    lb_lever_stage_change *changes;
+    size_t nchanges;
+} lb_lever_opp_brief;
+
+typedef struct {
+    lb_lever_opp_brief *items;
+    size_t count;
+    char *next; /* NULL at the end */
+} lb_lever_opp_page;
+
+int lb_lever_parse_opp_page(const char *body, size_t len, int64_t since, lb_lever_opp_page *out);
+void lb_lever_opp_page_free(lb_lever_opp_page *p);
+
+/* Appends "&offset=<next>" to q (size bytes), percent-encoding what is not
+ * already safe in a query (Lever's own `next` passes unchanged). 0, or
+ * LB_ETOOBIG when it does not fit. */
+int lb_lever_offset_query(char *q, size_t size, const char *next);
+
 /* One page of a list: {"data":[...],"next":"...","hasNext":true}. Items are
  * kept as {id, text, url, event} strings, enough for stages, postings and
  * webhooks. lb_malloc'd; free with lb_lever_page_free. */

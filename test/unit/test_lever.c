@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "json/json.h"
 #include "lever/lever.h"
+#include "core/error.h"
 
 #include <string.h>
 
@@ -178,13 +179,51 @@ static void webhook_created(void **state)
     lb_free(id);
 }
 
+static void opp_pages(void **state)
+{
+    (void)state;
+    const char *body =
+        "{\"data\":[{\"id\":\"o1\",\"contact\":\"c1\",\"stage\":{\"id\":\"s3\"},\"archived\":null,"
+        "\"stageChanges\":[{\"toStageId\":\"s1\",\"updatedAt\":100},"
+        "{\"toStageId\":\"s2\",\"updatedAt\":200},{\"toStageId\":\"s3\",\"updatedAt\":300}]},"
+        "{\"id\":\"o2\",\"stage\":\"s1\",\"archived\":{\"archivedAt\":5},\"stageChanges\":[]},"
+        "{\"name\":\"no id\"}],\"hasNext\":true,\"next\":\"%5B1%5D\"}";
+    lb_lever_opp_page p;
+    assert_int_equal(lb_lever_parse_opp_page(body, strlen(body), 150, &p), 0);
+    assert_int_equal(p.count, 2);
+    assert_string_equal(p.items[0].id, "o1");
+    assert_string_equal(p.items[0].candidate_id, "c1");
+    assert_string_equal(p.items[0].stage_id, "s3");
+    assert_false(p.items[0].archived);
+    /* only the changes at or after 150, each with the stage it left */
+    assert_int_equal(p.items[0].nchanges, 2);
+    assert_string_equal(p.items[0].changes[0].to_stage, "s2");
+    assert_string_equal(p.items[0].changes[0].from_stage, "s1");
+    assert_int_equal(p.items[0].changes[0].at, 200);
+    assert_string_equal(p.items[0].changes[1].to_stage, "s3");
+    assert_string_equal(p.items[0].changes[1].from_stage, "s2");
+    assert_true(p.items[1].archived);
+    assert_int_equal(p.items[1].nchanges, 0);
+    assert_string_equal(p.next, "%5B1%5D");
+    lb_lever_opp_page_free(&p);
+    assert_int_equal(lb_lever_parse_opp_page("{\"data\":3}", 10, 0, &p), LB_EPARSE);
+    /* offsets: Lever's own pass unchanged, anything else percent-encoded */
+    char q[64] = "limit=100";
+    assert_int_equal(lb_lever_offset_query(q, sizeof(q), "%5B1%5D"), 0);
+    assert_string_equal(q, "limit=100&offset=%5B1%5D");
+    char q2[64] = "";
+    assert_int_equal(lb_lever_offset_query(q2, sizeof(q2), "a b&c"), 0);
+    assert_string_equal(q2, "offset=a%20b%26c");
+    char q3[12] = "limit=100";
+    assert_int_equal(lb_lever_offset_query(q3, sizeof(q3), "xyz"), LB_ETOOBIG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(classify),        cmocka_unit_test(describe),
-        cmocka_unit_test(requests),        cmocka_unit_test(bodies),
-        cmocka_unit_test(opportunity),     cmocka_unit_test(pages),
-        cmocka_unit_test(webhook_created),
+        cmocka_unit_test(classify),  cmocka_unit_test(describe),        cmocka_unit_test(requests),
+        cmocka_unit_test(bodies),    cmocka_unit_test(opportunity),     cmocka_unit_test(pages),
+        cmocka_unit_test(opp_pages), cmocka_unit_test(webhook_created),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
