@@ -17,10 +17,12 @@
 #include "engine/notify.h"
 #include "engine/outbound.h"
 #include "engine/provision.h"
+#include "engine/reconcile.h"
 #include "http/client.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "state/connections.h"
+#include "state/missed.h"
 #include "state/stats.h"
 #include "state/tenants.h"
 #include "state/workflows.h"
@@ -51,6 +53,8 @@ typedef struct {
     lb_outbound *outbound;
     lb_jobs *jobs;
     lb_provision *provision;
+    lb_reconcile *reconcile;
+    lb_missed missed;
     lb_pruner *pruner; /* NULL with RETENTION=0 */
     lb_stats *stats;
     int engine_open; /* engine parts not yet closed */
@@ -102,6 +106,8 @@ static void engine_closed_cb(void *data)
     a->stats = NULL;
     a->api.stats = NULL;
     a->provision = NULL;
+    a->reconcile = NULL;
+    a->api.reconcile = NULL;
     a->outbound = NULL;
     a->client = NULL;
     if (a->store != NULL)
@@ -117,7 +123,8 @@ static void server_closed_cb(void *data)
     a->api.server = NULL;
     /* Jobs and provisioning first (their calls stop), then the queue, then
      * the client. */
-    a->engine_open = 5 + (a->pruner != NULL);
+    a->engine_open = 6 + (a->pruner != NULL);
+    lb_reconcile_close(a->reconcile, engine_closed_cb, a);
     if (a->pruner != NULL) lb_pruner_close(a->pruner, engine_closed_cb, a);
     lb_stats_close(a->stats, engine_closed_cb, a);
     lb_jobs_close(a->jobs, engine_closed_cb, a);
@@ -293,6 +300,12 @@ static void start_engine(app *a)
         die(1, "cannot start hook provisioning");
     a->api.provision = a->provision;
     lb_provision_resume(a->provision);
+    lb_reconcile_config rc_cfg = {
+        .interval_ms = a->cfg.reconcile_interval_ms, .jobs = a->jobs, .missed = &a->missed};
+    if (lb_reconcile_new(&a->loop, a->store, a->outbound, &a->conns, &a->workflows, &rc_cfg, &env,
+                         &a->reconcile) != 0)
+        die(1, "cannot start reconciliation");
+    a->api.reconcile = a->reconcile;
     int rc = lb_jobs_load(a->jobs);
     if (rc != 0) {
         char err[256];
@@ -361,6 +374,20 @@ static void load_state(app *a)
     }
     lb_stats_load(a->stats, sop.stats_load.recs, sop.stats_load.count, now);
     lb_free(sop.stats_load.recs);
+    lb_missed_init(&a->missed, now);
+    a->api.missed = &a->missed;
+    lb_store_op mop = {.kind = LB_STORE_RECONCILED_COUNTS,
+                       .reconciled_counts.since =
+                           (now / LB_HOUR_MS - LB_MISSED_HOURS + 1) * LB_HOUR_MS};
+    rc = store_run(a, &mop);
+    if (rc != 0) {
+        char err[256];
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load reconciliation counts: %s",
+                 lb_strerror(rc));
+        die(2, err);
+    }
+    lb_missed_load(&a->missed, mop.reconciled_counts.recs, mop.reconciled_counts.count, now);
+    lb_free(mop.reconciled_counts.recs);
     lb_info("main", "loaded %zu tenant(s), %zu connection(s), %zu workflow(s)", a->tenants.count,
             a->conns.by_tenant.count, a->workflows.by_id.count);
 }
@@ -495,6 +522,7 @@ int main(int argc, char **argv)
     lb_tenants_free(&a.tenants);
     lb_conns_free(&a.conns);
     lb_workflows_free(&a.workflows);
+    lb_missed_free(&a.missed);
     lb_api_catalog_free();
     lb_api_oauth_free();
     lb_metrics_reset();

@@ -25,6 +25,8 @@ typedef struct lb_conn lb_conn;
 typedef struct lb_tenant lb_tenant;
 typedef struct lb_tenants lb_tenants;
 typedef struct lb_stats lb_stats;
+typedef struct lb_reconcile lb_reconcile;
+typedef struct lb_missed lb_missed;
 
 /* List paging (api.md "Lists"). */
 #define LB_API_LIMIT_DEFAULT 50
@@ -44,6 +46,8 @@ typedef struct lb_api {
     lb_provision *provision;
     lb_http_client *http;
     lb_stats *stats; /* the console's hourly counts */
+    lb_reconcile *reconcile;
+    lb_missed *missed; /* changes found only by reconciliation */
     const lb_master_key *key;
     const char *admin_token;
     int draining;
@@ -64,6 +68,7 @@ void lb_api_lever_register(lb_api *api, lb_router *r);
 void lb_api_workflows_register(lb_api *api, lb_router *r);
 void lb_api_events_register(lb_api *api, lb_router *r);
 void lb_api_results_register(lb_api *api, lb_router *r);
+void lb_api_reconcile_register(lb_api *api, lb_router *r);
 void lb_api_catalog_register(lb_api *api, lb_router *r);
 void lb_api_oauth_register(lb_api *api, lb_router *r);
 /* At shutdown: closes the OAuth module's timer (before the loop ends), then

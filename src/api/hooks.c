@@ -11,10 +11,12 @@
 #include "core/time.h"
 #include "crypto/crypto.h"
 #include "engine/jobs.h"
+#include "engine/reconcile.h"
 #include "http/response.h"
 #include "json/json.h"
 #include "state/connections.h"
 #include "state/match.h"
+#include "state/missed.h"
 #include "state/stats.h"
 #include "store/store.h"
 
@@ -190,8 +192,16 @@ static void lever_hook(lb_http_req *req, void *data)
 
     /* One allocation: the strings the event points to follow the struct. */
     size_t typelen = strnlen(dl.event, 64);
+    /* A change that a reconciliation pass may have made an event of
+     * already (store.h, event_insert.stage_id): only checked while the
+     * tenant's passes made one recently, so ingest pays nothing otherwise. */
+    const char *to_stage = lb_json_get_str(dl.data, "toStageId");
+    int check_stage = to_stage != NULL && dl.opportunity_id != NULL && api->missed != NULL &&
+                      strcmp(dl.event, "candidateStageChange") == 0 &&
+                      lb_missed_recent(api->missed, hook->tenant_id, now, LB_RECONCILE_WINDOW_MS);
     size_t room = strlen(hook->id) + 1 + strlen(dl.token) + 1 + req->body_len + 1 +
-                  (dl.opportunity_id ? strlen(dl.opportunity_id) + 1 : 0) + typelen + 1;
+                  (dl.opportunity_id ? strlen(dl.opportunity_id) + 1 : 0) + typelen + 1 +
+                  (check_stage ? strlen(to_stage) + 1 : 0);
     delivery *d = lb_calloc(1, sizeof(*d) + room);
     d->api = api;
     d->req = req;
@@ -207,7 +217,12 @@ static void lever_hook(lb_http_req *req, void *data)
         p = put(p, dl.opportunity_id, strlen(dl.opportunity_id), '\0');
     }
     d->event.type = p; /* Lever's event name */
-    put(p, dl.event, typelen, '\0');
+    p = put(p, dl.event, typelen, '\0');
+    if (check_stage) {
+        d->op.event_insert.stage_id = p;
+        d->op.event_insert.stage_window_ms = LB_RECONCILE_WINDOW_MS;
+        put(p, to_stage, strlen(to_stage), '\0');
+    }
     d->ignored = strcmp(dl.event, "candidateStageChange") != 0;
     lb_sortable_id_buf(d->event.id, sizeof(d->event.id), "ev_", lb_time_now_ms(), 12);
     memcpy(d->event.tenant_id, hook->tenant_id, sizeof(d->event.tenant_id));

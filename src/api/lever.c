@@ -12,9 +12,11 @@
 #include "engine/jobs.h"
 #include "engine/outbound.h"
 #include "engine/provision.h"
+#include "engine/reconcile.h"
 #include "http/response.h"
 #include "json/json.h"
 #include "state/connections.h"
+#include "state/missed.h"
 #include "state/tenants.h"
 
 #include <sodium.h>
@@ -285,6 +287,10 @@ void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t)
     lb_json_kv_str(g, "last_error", h ? h->last_error : NULL);
     lb_json_kv_time(g, "active_since", h && h->status == LB_HOOK_ACTIVE ? h->active_since : 0);
     lb_json_kv_time(g, "last_delivery_at", h ? h->last_delivery_at : 0);
+    lb_json_kv_int(g, "missed",
+                   api->missed ? lb_missed_count(api->missed, t->id, lb_time_now_ms()) : 0);
+    lb_json_kv_time(g, "reconciled_at",
+                    api->reconcile ? lb_reconcile_done_at(api->reconcile, t->id) : 0);
     lb_json_kv_str(g, "warning", api->cfg->public_url_warning);
     yajl_gen_map_close(g);
     lb_json_key(g, "rate");
@@ -717,6 +723,7 @@ void lb_api_lever_forget(lb_api *api, const char *tenant)
     if (c == NULL) return;
     lb_jobs_tenant_cancel(api->jobs, tenant);
     lb_provision_forget(api->provision, tenant);
+    if (api->reconcile != NULL) lb_reconcile_forget(api->reconcile, tenant);
     lb_lever_auth auth = {.api_url = api->cfg->lever_api_url};
     if (c->auth == LB_AUTH_API_KEY)
         auth.api_key = c->api_key;

@@ -9,6 +9,7 @@
 #include "engine/jobs.h"
 #include "http/response.h"
 #include "json/json.h"
+#include "state/missed.h"
 #include "state/stats.h"
 #include "state/tenants.h"
 #include "state/workflows.h"
@@ -237,6 +238,7 @@ static void delete_done(lb_store_op *op)
                                   -(long)lb_jobs_tenant_failed(ctx->api->jobs, id));
         lb_workflows_remove_tenant(ctx->api->workflows, id);
         lb_stats_forget(ctx->api->stats, id);
+        if (ctx->api->missed != NULL) lb_missed_forget(ctx->api->missed, id);
         lb_tenants_remove(ctx->api->tenants, id);
         lb_info("api", "tenant %s deleted", id);
         yajl_gen g = lb_json_gen_new();

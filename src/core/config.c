@@ -77,6 +77,8 @@ static const opt opts[] = {
     {"MAX_CONNECTIONS", T_INT, O(max_connections), "10000", 1, 1e6, "open client connections"},
     {"WEBHOOK_CHECK_INTERVAL", T_DUR, O(webhook_check_ms), "6h", 100, 1e12,
      "how often an active hook is looked up in Lever"},
+    {"RECONCILE_INTERVAL", T_DUR, O(reconcile_interval_ms), "10m", 0, 1e12,
+     "how often Lever is polled for missed stage changes; 0 turns it off"},
 };
 #undef O
 

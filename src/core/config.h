@@ -45,6 +45,7 @@ typedef struct {
     int64_t drain_timeout_ms;
     int max_connections;
     int64_t webhook_check_ms;
+    int64_t reconcile_interval_ms; /* 0: reconciliation off */
     /* Derived, not a setting: why Lever cannot deliver to PUBLIC_URL (a real
      * Lever host with a loopback or plain-http PUBLIC_URL), or NULL. */
     char *public_url_warning;

@@ -473,6 +473,38 @@ describe("connect page and console", { timeout: 120000 }, () => {
     await page.close();
   });
 
+  test("a change only reconciliation found: both pages say Lever is not delivering", async () => {
+    const p = S.page;
+    assert.equal(await p.locator("#missed-warning").count(), 0);
+    let r = await sim("POST", "/_sim/config", { deliveries_enabled: false });
+    assert.equal(r.status, 200, r.text);
+    r = await sim("POST", "/_sim/opportunities", { id: "opp-bob", name: "Bob", email: "bob@example.com",
+                                                   stage: "st-applied", posting: "po-js" });
+    assert.equal(r.status, 201, r.text);
+    r = await http(S.sim.base, "PUT", "/v1/opportunities/opp-bob/stage", { stage: "st-phone" });
+    assert.equal(r.status, 401); // the Data API needs the key
+    const put = await fetch(S.sim.base + "/v1/opportunities/opp-bob/stage", {
+      method: "PUT", body: JSON.stringify({ stage: "st-phone" }),
+      headers: { "Content-Type": "application/json",
+                 Authorization: "Basic " + Buffer.from("key-good:").toString("base64") } });
+    assert.equal(put.status, 200);
+    r = await http(S.server.base, "POST", "/v1/tenants/acme/lever/reconcile", undefined, ADMIN);
+    assert.equal(r.status, 202, r.text);
+    const warn = p.locator("#missed-warning", { hasText: "Candidate state change" });
+    await warn.waitFor({ state: "visible" });
+    await p.locator("#missed-warning", { hasText: "1 stage change of the last 7 days" }).waitFor();
+    await shot("17-missed-warning");
+    const page = await S.context.newPage();
+    await page.goto(S.server.base + "/console");
+    await page.fill("#admin-token", ADMIN);
+    await page.press("#admin-token", "Enter");
+    const acme = page.locator("#tenants tbody tr", { hasText: "Acme" });
+    await acme.locator(".missed", { hasText: "Lever is not delivering: 1 missed" }).waitFor();
+    assert.equal(await page.locator("#tenants tbody tr", { hasText: "Beta" }).locator(".missed").count(), 0);
+    await shot("18-console-missed", page);
+    await page.close();
+  });
+
   test("no page error, CSP violation or request to another host", () => {
     assert.deepEqual(S.problems, []);
   });

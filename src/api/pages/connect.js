@@ -101,6 +101,15 @@
         hs.appendChild(alertBox("error", "Lever did not accept the webhook.",
           [w.last_error || "", "Check the key's webhook permissions, then set it up again."]));
       }
+      if (w.missed > 0) {
+        var box = alertBox("warn", "Lever is not delivering stage changes.",
+          [w.missed + (w.missed === 1 ? " stage change" : " stage changes") +
+           " of the last 7 days reached us only by polling Lever, minutes late.",
+           "In Lever, open Settings > Integrations and API > Webhooks and switch on " +
+           "\u201cCandidate state change\u201d."]);
+        box.id = "missed-warning";
+        hs.appendChild(box);
+      }
     }
     var hint = c.status === "connected" && (w.status === "pending" || w.status === "active") &&
       !w.last_delivery_at;

@@ -133,6 +133,10 @@
         } else if (w.last_error) {
           hook.appendChild(el("span", {class: "small bad-text", text: " " + w.last_error}));
         }
+        if (w.missed > 0) {
+          hook.appendChild(el("span", {class: "small bad-text missed", text: " Lever is not delivering: " +
+            w.missed + " missed in 7 days (\u201cCandidate state change\u201d toggle off?)"}));
+        }
         var name = el("span", null, el("strong", {text: t.name}), el("br"),
           el("code", {class: "small", text: t.id}));
         var nfailed = b.failed || 0;
