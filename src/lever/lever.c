@@ -222,6 +222,8 @@ int lb_lever_parse_opportunity(const char *body, size_t len, lb_lever_opportunit
         o->email = dup_str(emails->u.array.values[0]);
     o->stage_id = dup_id(lb_json_get(d, "stage"));
     o->candidate_id = dup_id(lb_json_get(d, "contact"));
+    yajl_val arch = lb_json_get(d, "archived");
+    o->archived = arch != NULL && (YAJL_IS_OBJECT(arch) || YAJL_IS_TRUE(arch));
     yajl_val apps = lb_json_get(d, "applications");
     if (apps && YAJL_IS_ARRAY(apps) && apps->u.array.len > 0) {
         size_t n = apps->u.array.len < 64 ? apps->u.array.len : 64;

@@ -76,6 +76,7 @@ typedef struct {
     char *candidate_id; /* contact */
     char **postings;    /* posting ids of its applications */
     size_t npostings;
+    int archived; /* 1 when "archived" is an object (Lever: null when not) */
 } lb_lever_opportunity;
 
 int lb_lever_parse_opportunity(const char *body, size_t len, lb_lever_opportunity *out);

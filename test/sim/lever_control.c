@@ -248,6 +248,30 @@ static void r_opps_post(lb_http_req *req, void *data)
     create_objects(req, data, K_OPPS);
 }
 
+/* POST /_sim/opportunities/{id}: a recruiter's move or archive (lv_opp_update). */
+static void r_opp_update(lb_http_req *req, void *data)
+{
+    lv_sim *s = data;
+    yajl_val b = sim_body_json(req, ctl_bad);
+    if (b == NULL) return;
+    lv_account *a = lv_control_account(s, req, b, 0);
+    lv_opp *o = a != NULL ? lv_opp_find(a, lb_http_req_param(req, "id")) : NULL;
+    char msg[200];
+    if (o == NULL) {
+        sim_control_error(req, 404, "not_found", "No such opportunity.");
+    } else if (lv_opp_update(a, o, b, msg, sizeof(msg)) != 0) {
+        ctl_bad(req, msg);
+    } else {
+        yajl_gen g = lb_json_gen_new();
+        yajl_gen_map_open(g);
+        lb_json_key(g, "data");
+        lv_gen_opp(g, a, o, LV_EXPAND_APPS);
+        yajl_gen_map_close(g);
+        sim_respond_json(req, 200, g);
+    }
+    yajl_tree_free(b);
+}
+
 static void r_hooks_post(lb_http_req *req, void *data)
 {
     create_objects(req, data, K_HOOKS);
@@ -536,6 +560,7 @@ void lv_control_register(lv_sim *s)
     lb_router_add(r, "POST", "/_sim/stages", r_stages_post, s);
     lb_router_add(r, "POST", "/_sim/postings", r_postings_post, s);
     lb_router_add(r, "POST", "/_sim/opportunities", r_opps_post, s);
+    lb_router_add(r, "POST", "/_sim/opportunities/{id}", r_opp_update, s);
     lb_router_add(r, "POST", "/_sim/webhooks", r_hooks_post, s);
     lb_router_add(r, "POST", "/_sim/seed", r_seed, s);
     lb_router_add(r, "GET", "/_sim/config", r_config_get, s);

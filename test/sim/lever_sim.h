@@ -249,6 +249,10 @@ void lv_gen_hook(yajl_gen g, const lv_webhook *w, int with_token);
 lv_stage *lv_seed_stage(lv_account *a, yajl_val o, char *msg, size_t msz);
 lv_posting *lv_seed_posting(lv_account *a, yajl_val o, char *msg, size_t msz);
 lv_opp *lv_seed_opp(lv_account *a, yajl_val o, char *msg, size_t msz);
+/* What a recruiter does in Lever's screens: {"stage"?: id or text (a change
+ * appends a stageChanges entry, "user"? as its userId), "archived"?: bool or
+ * {"reason"}}. 0, or -1 with msg (nothing changed). */
+int lv_opp_update(lv_account *a, lv_opp *o, yajl_val body, char *msg, size_t msz);
 /* api: made through POST /v1/webhooks (fresh id and token; changeable through
  * the API); otherwise "id" and "signatureToken" may be given. */
 lv_webhook *lv_seed_hook(lv_account *a, yajl_val o, int api, char *msg, size_t msz);

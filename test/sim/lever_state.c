@@ -855,6 +855,43 @@ bad:
     return NULL;
 }
 
+int lv_opp_update(lv_account *a, lv_opp *o, yajl_val body, char *msg, size_t msz)
+{
+    int64_t now = lb_time_now_ms();
+    const char *stage = sim_json_str(body, "stage");
+    yajl_val arch = lb_json_get(body, "archived");
+    lv_stage *st = stage != NULL ? stage_ref(a, stage) : NULL;
+    if (stage != NULL && st == NULL) {
+        snprintf(msg, msz, "unknown stage %s", stage);
+        return -1;
+    }
+    if (arch != NULL && !YAJL_IS_TRUE(arch) && !YAJL_IS_FALSE(arch) && !YAJL_IS_OBJECT(arch)) {
+        snprintf(msg, msz, "archived must be true, false or {\"reason\"}");
+        return -1;
+    }
+    if (st != NULL && (o->stage == NULL || strcmp(o->stage, st->id) != 0)) {
+        lb_free(o->stage);
+        o->stage = lb_strdup(st->id);
+        const char *user = sim_json_str(body, "user");
+        lv_change c = {.to = lb_strdup(st->id),
+                       .index = lv_stage_index(a, st->id),
+                       .at = now,
+                       .user = user ? lb_strdup(user) : NULL};
+        SIM_PUSH(o->changes, c);
+        o->advanced = now;
+    }
+    if (arch != NULL) {
+        lb_free(o->archive_reason);
+        o->archive_reason = NULL;
+        o->archived = !YAJL_IS_FALSE(arch);
+        o->archived_at = o->archived ? now : 0;
+        const char *reason = YAJL_IS_OBJECT(arch) ? sim_json_str(arch, "reason") : NULL;
+        if (reason != NULL) o->archive_reason = lb_strdup(reason);
+    }
+    o->updated = now;
+    return 0;
+}
+
 lv_webhook *lv_seed_hook(lv_account *a, yajl_val o, int api, char *msg, size_t msz)
 {
     const char *url = sim_json_str(o, "url");

@@ -120,9 +120,16 @@ static void opportunity(void **state)
     assert_int_equal(o.npostings, 2);
     assert_string_equal(o.postings[0], "p1");
     assert_string_equal(o.postings[1], "p2");
+    assert_int_equal(o.archived, 0);
     lb_lever_opportunity_free(&o);
-    const char *sparse = "{\"data\":{\"id\":\"o2\"}}";
+    const char *archived = "{\"data\":{\"id\":\"o3\",\"archived\":{\"archivedAt\":1,"
+                           "\"reason\":\"r1\"}}}";
+    assert_int_equal(lb_lever_parse_opportunity(archived, strlen(archived), &o), 0);
+    assert_int_equal(o.archived, 1);
+    lb_lever_opportunity_free(&o);
+    const char *sparse = "{\"data\":{\"id\":\"o2\",\"archived\":null}}";
     assert_int_equal(lb_lever_parse_opportunity(sparse, strlen(sparse), &o), 0);
+    assert_int_equal(o.archived, 0);
     assert_null(o.name);
     assert_null(o.email);
     lb_lever_opportunity_free(&o);
