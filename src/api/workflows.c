@@ -110,13 +110,14 @@ static void store_put(lb_api *api, lb_http_req *req, const char *tenant, const c
 
 /* ---- checking ids against Lever ------------------------------------------ */
 
-#define MAX_REFS (3 + 100 + LB_WF_MAX_ACTIONS) /* to, from, postings, moves */
+/* to, from, postings, moves with their only_from */
+#define MAX_REFS (3 + 100 + LB_WF_MAX_ACTIONS * (1 + LB_WF_ONLY_FROM_MAX))
 
 /* One id of the body that Lever must know: a stage or a posting. */
 typedef struct {
     int kind;          /* LB_API_STAGES or LB_API_POSTINGS */
     const char *value; /* inside the body tree */
-    char field[48];
+    char field[64];
 } ref;
 
 typedef struct wf_check wf_check;
@@ -174,9 +175,14 @@ static void collect_refs(wf_check *k)
     for (size_t i = 0; a != NULL && YAJL_IS_ARRAY(a) && i < a->u.array.len; i++) {
         const char *type = lb_json_get_str(a->u.array.values[i], "type");
         if (type != NULL && strcmp(type, "move_stage") == 0) {
-            char f[48];
+            char f[64];
             snprintf(f, sizeof(f), "actions[%zu].stage", i);
             add_ref(k, LB_API_STAGES, lb_json_get_str(a->u.array.values[i], "stage"), f);
+            yajl_val only = lb_json_get(a->u.array.values[i], "only_from");
+            for (size_t j = 0; only != NULL && YAJL_IS_ARRAY(only) && j < only->u.array.len; j++) {
+                snprintf(f, sizeof(f), "actions[%zu].only_from[%zu]", i, j);
+                add_ref(k, LB_API_STAGES, YAJL_GET_STRING(only->u.array.values[j]), f);
+            }
         }
     }
 }

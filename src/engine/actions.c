@@ -1,8 +1,12 @@
 #include "engine/actions.h"
 
+#include "core/alloc.h"
+#include "core/error.h"
 #include "engine/assess.h"
 #include "json/json.h"
+#include "state/guard.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* ---- add_tags: POST /opportunities/:id/addTags {"tags":[...]} ------------- */
@@ -35,18 +39,140 @@ static void add_tags_run(lb_job *job)
 
 /* ---- move_stage: PUT /opportunities/:id/stage {"stage":id} ---------------- */
 
+/* Just before the PUT the opportunity is read: a move to the stage it is
+ * in ends succeeded without a write, and a guard that no longer holds
+ * (only_from; for a move that a result fired, the stage recorded with the
+ * invitation) ends it skipped with stage_changed_meanwhile. The invitation's
+ * stage is recorded as step "guard" ("" when unknown) before the read. */
+
+static yajl_val move_context(lb_job *job)
+{
+    return lb_json_get_obj(lb_job_action(job), "context");
+}
+
+static int move_by_result(lb_job *job)
+{
+    return lb_guard_by_result(lb_json_get_str(move_context(job), "event"));
+}
+
+static void move_read(lb_job *job, const lb_http_response *res)
+{
+    if (lb_lever_classify(res) != LB_LEVER_OK) {
+        lb_job_lever_failed(job, res);
+        return;
+    }
+    lb_lever_opportunity o;
+    if (lb_lever_parse_opportunity(res->body, res->body_len, &o) != 0) {
+        lb_job_retry(job, "Lever's opportunity could not be read");
+        return;
+    }
+    yajl_val action = lb_job_action(job);
+    lb_guard_opp g = {o.stage_id, o.archived, (const char *const *)o.postings, o.npostings};
+    lb_guard_move_outcome out =
+        lb_guard_move(&g, action, move_by_result(job), lb_job_step(job, "guard"));
+    lb_lever_opportunity_free(&o);
+    if (out == LB_GUARD_ALREADY) {
+        lb_job_finish(job, LB_JOB_SUCCEEDED, NULL);
+        return;
+    }
+    if (out == LB_GUARD_SKIP) {
+        lb_job_finish(job, LB_JOB_SKIPPED, "stage_changed_meanwhile");
+        return;
+    }
+    yajl_gen g2 = lb_json_gen_new();
+    lb_lever_stage_body(g2, lb_json_get_str(action, "stage"));
+    lb_job_lever(job, "update an opportunity's stage", "PUT", NULL, g2, call_done,
+                 "/opportunities/%s/stage", lb_job_opportunity(job));
+    yajl_gen_free(g2);
+}
+
+/* An invitation read of a move: the op and the strings it reads. */
+typedef struct {
+    lb_store_op op; /* first: the callback gets &op */
+    char *opp, *assessment;
+} guard_op;
+
+static void move_guard_read(lb_job *job, lb_store_op *op, int live)
+{
+    guard_op *c = (guard_op *)op;
+    int st = op->status;
+    char *stage = NULL;
+    if (st == 0) {
+        stage = op->invitation_get.rec.stage_id ? lb_strdup(op->invitation_get.rec.stage_id) : NULL;
+        lb_invitation_rec_free(&op->invitation_get.rec);
+    }
+    lb_free(c->opp);
+    lb_free(c->assessment);
+    lb_free(c);
+    if (live) {
+        if (st != 0 && st != LB_ENOTFOUND)
+            lb_job_retry(job, "the store could not read the invitation");
+        else
+            lb_job_record(job, "guard", stage ? stage : "");
+    }
+    lb_free(stage);
+}
+
 static void move_stage_run(lb_job *job)
 {
-    const char *stage = lb_json_get_str(lb_job_action(job), "stage");
+    yajl_val action = lb_job_action(job);
+    const char *stage = lb_json_get_str(action, "stage");
     if (stage == NULL || *stage == '\0') {
         lb_job_finish(job, LB_JOB_FAILED, "move_stage needs a stage");
         return;
     }
-    yajl_gen g = lb_json_gen_new();
-    lb_lever_stage_body(g, stage);
-    lb_job_lever(job, "update an opportunity's stage", "PUT", NULL, g, call_done,
-                 "/opportunities/%s/stage", lb_job_opportunity(job));
-    yajl_gen_free(g);
+    const char *assessment = lb_json_get_str(move_context(job), "assessment");
+    if (lb_json_get(action, "only_from") == NULL && move_by_result(job) && assessment != NULL &&
+        lb_job_step(job, "guard") == NULL) {
+        guard_op *c = LB_NEW(guard_op);
+        c->opp = lb_strdup(lb_job_opportunity(job) ? lb_job_opportunity(job) : "");
+        c->assessment = lb_strdup(assessment);
+        c->op.kind = LB_STORE_INVITATION_GET;
+        snprintf(c->op.invitation_get.tenant_id, sizeof(c->op.invitation_get.tenant_id), "%s",
+                 lb_job_tenant(job));
+        c->op.invitation_get.opportunity_id = c->opp;
+        c->op.invitation_get.assessment = c->assessment;
+        if (lb_job_store(job, &c->op, move_guard_read) != 0) {
+            lb_free(c->opp);
+            lb_free(c->assessment);
+            lb_free(c);
+            lb_job_retry(job, "the store is not taking operations");
+        }
+        return;
+    }
+    lb_job_lever(job, "find an opportunity", "GET", NULL, NULL, move_read, "/opportunities/%s",
+                 lb_job_opportunity(job));
+}
+
+/* ---- check_stage: the gate of a delayed workflow, when it is due ---------- */
+
+static void stage_checked(lb_job *job, const lb_http_response *res)
+{
+    if (lb_lever_classify(res) != LB_LEVER_OK) {
+        lb_job_lever_failed(job, res);
+        return;
+    }
+    lb_lever_opportunity o;
+    if (lb_lever_parse_opportunity(res->body, res->body_len, &o) != 0) {
+        lb_job_retry(job, "Lever's opportunity could not be read");
+        return;
+    }
+    yajl_val action = lb_job_action(job);
+    lb_guard_opp g = {o.stage_id, o.archived, (const char *const *)o.postings, o.npostings};
+    const char *why = lb_guard_trigger(&g, lb_json_get_str(action, "to_stage"),
+                                       lb_json_get(action, "postings"), "moved_on");
+    lb_lever_opportunity_free(&o);
+    if (why == NULL)
+        lb_job_finish(job, LB_JOB_SUCCEEDED, NULL);
+    else
+        lb_job_skip_workflow(job, why);
+}
+
+static void check_stage_run(lb_job *job)
+{
+    int postings = lb_json_get(lb_job_action(job), "postings") != NULL;
+    lb_job_lever(job, "find an opportunity", "GET", postings ? "expand=applications" : NULL, NULL,
+                 stage_checked, "/opportunities/%s", lb_job_opportunity(job));
 }
 
 /* ---- check_postings: the gate of a workflow with a postings filter --------- */
@@ -83,8 +209,12 @@ static void check_postings_run(lb_job *job)
 }
 
 const lb_job_kind lb_action_kinds[] = {
-    {"check_postings", check_postings_run, 0}, {"add_tags", add_tags_run, 0},
-    {"move_stage", move_stage_run, 0},         {"send_assessment", lb_assess_send_run, 0},
-    {"add_note", lb_assess_add_note_run, 0},   {"update_status_note", lb_assess_update_note_run, 0},
+    {"check_postings", check_postings_run, 0},
+    {"check_stage", check_stage_run, 0},
+    {"add_tags", add_tags_run, 0},
+    {"move_stage", move_stage_run, 0},
+    {"send_assessment", lb_assess_send_run, 0},
+    {"add_note", lb_assess_add_note_run, 0},
+    {"update_status_note", lb_assess_update_note_run, 0},
 };
 const size_t lb_action_nkinds = sizeof(lb_action_kinds) / sizeof(lb_action_kinds[0]);

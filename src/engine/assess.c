@@ -110,7 +110,7 @@ void lb_assess_outcome_text(char *buf, size_t size, const char *assessment, cons
 typedef struct {
     lb_store_op op; /* first: the callback gets &op */
     lb_invitation_rec rec;
-    char *opp, *assessment, *invitation_id, *url, *note_id;
+    char *opp, *assessment, *invitation_id, *url, *note_id, *stage_id;
     lb_job_rec notify; /* invitation.sent, written with the invitation */
 } inv_op;
 
@@ -126,6 +126,7 @@ static void inv_op_free(inv_op *c)
     lb_free(c->invitation_id);
     lb_free(c->url);
     lb_free(c->note_id);
+    lb_free(c->stage_id);
     lb_job_rec_free(&c->notify);
     lb_free(c);
 }
@@ -156,9 +157,11 @@ static void sent_event(lb_job *job, inv_op *c)
 
 /* Submits one invitation op (CLAIM, UPDATE or GET) of the job's
  * (tenant, opportunity, assessment). On a refused submission the job
- * retries. */
-static void inv_submit(lb_job *job, int kind, const char *assessment, const char *invitation_id,
-                       const char *url, const char *note_id, lb_job_store_cb done)
+ * retries. stage_id: the stage recorded with the invitation (UPDATE; NULL
+ * keeps the stored one). */
+static void inv_submit_at(lb_job *job, int kind, const char *assessment, const char *invitation_id,
+                          const char *url, const char *note_id, const char *stage_id,
+                          lb_job_store_cb done)
 {
     inv_op *c = LB_NEW(inv_op);
     c->opp = lb_strdup(lb_job_opportunity(job));
@@ -166,6 +169,7 @@ static void inv_submit(lb_job *job, int kind, const char *assessment, const char
     c->invitation_id = dup_or_null(invitation_id);
     c->url = dup_or_null(url);
     c->note_id = dup_or_null(note_id);
+    c->stage_id = stage_id != NULL && *stage_id != '\0' ? lb_strdup(stage_id) : NULL;
     snprintf(c->rec.tenant_id, sizeof(c->rec.tenant_id), "%s", lb_job_tenant(job));
     c->rec.opportunity_id = c->opp;
     c->rec.assessment = c->assessment;
@@ -173,6 +177,7 @@ static void inv_submit(lb_job *job, int kind, const char *assessment, const char
     c->rec.invitation_id = c->invitation_id;
     c->rec.url = c->url;
     c->rec.note_id = c->note_id;
+    c->rec.stage_id = c->stage_id;
     c->op.kind = kind;
     if (kind == LB_STORE_INVITATION_CLAIM) {
         c->op.invitation_claim.rec = &c->rec;
@@ -188,6 +193,12 @@ static void inv_submit(lb_job *job, int kind, const char *assessment, const char
         inv_op_free(c);
         lb_job_retry(job, "the store is not taking operations");
     }
+}
+
+static void inv_submit(lb_job *job, int kind, const char *assessment, const char *invitation_id,
+                       const char *url, const char *note_id, lb_job_store_cb done)
+{
+    inv_submit_at(job, kind, assessment, invitation_id, url, note_id, NULL, done);
 }
 
 /* ---- notes: create once -------------------------------------------------- */
@@ -501,6 +512,8 @@ static void send_opportunity_read(lb_job *job, const lb_http_response *res)
     lb_json_kv_str(g, "email", o.email);
     if (o.candidate_id != NULL) lb_json_kv_str(g, "candidate_id", o.candidate_id);
     if (o.npostings > 0) lb_json_kv_str(g, "posting_id", o.postings[0]);
+    /* Stored with the invitation: the guard of the moves its result fires. */
+    if (o.stage_id != NULL) lb_json_kv_str(g, "stage_id", o.stage_id);
     yajl_gen_map_close(g);
     lb_lever_opportunity_free(&o);
     char *rec = gen_steal(g);
@@ -548,11 +561,14 @@ void lb_assess_send_run(lb_job *job)
         yajl_val inv = step_json(job, "invitation");
         const char *id = lb_json_get_str(inv, "invitation_id");
         const char *url = lb_json_get_str(inv, "url");
+        yajl_val o = step_json(job, "opportunity");
         if (id == NULL || url == NULL)
             lb_job_finish(job, LB_JOB_FAILED, "the recorded invitation is unreadable");
         else
-            inv_submit(job, LB_STORE_INVITATION_UPDATE, assessment, id, url, NULL, send_stored);
+            inv_submit_at(job, LB_STORE_INVITATION_UPDATE, assessment, id, url, NULL,
+                          lb_json_get_str(o, "stage_id"), send_stored);
         if (inv != NULL) yajl_tree_free(inv);
+        if (o != NULL) yajl_tree_free(o);
     } else if (lb_job_step(job, "note") == NULL) {
         note_run(job);
     } else {

@@ -17,7 +17,7 @@ typedef struct {
     int64_t now;
 } builder;
 
-static void add_job(builder *b, const lb_workflow *w, yajl_gen action)
+static void add_job(builder *b, const lb_workflow *w, yajl_gen action, int64_t due)
 {
     if (b->over || b->n == LB_EVENT_JOBS_MAX) {
         b->over = 1;
@@ -41,21 +41,30 @@ static void add_job(builder *b, const lb_workflow *w, yajl_gen action)
     r->opportunity_id = b->opportunity ? lb_strdup(b->opportunity) : NULL;
     r->seq = (int)b->n;
     r->status = LB_JOB_QUEUED;
+    r->next_run_at = due;
     r->created_at = b->now;
     b->n++;
 }
 
-/* The workflow's actions, each with the context. */
+/* The workflow's actions, each with the context, after its gate: a
+ * delayed workflow starts with check_stage (the opportunity read again when
+ * due: still in to_stage, not archived, and, with postings, applied to one
+ * of them), an undelayed one with postings with check_postings. Every job
+ * of a delayed workflow is due at the event's time + the delay. */
 static void add_actions(builder *b, const lb_workflow *w, yajl_val context)
 {
-    if (w->postings != NULL) {
+    int64_t due = w->delay_ms > 0 ? b->now + w->delay_ms : 0;
+    if (w->delay_ms > 0 || w->postings != NULL) {
         yajl_gen g = lb_json_gen_new();
         yajl_gen_map_open(g);
-        lb_json_kv_str(g, "type", "check_postings");
-        lb_json_key(g, "postings");
-        lb_json_value(g, w->postings);
+        lb_json_kv_str(g, "type", w->delay_ms > 0 ? "check_stage" : "check_postings");
+        if (w->delay_ms > 0) lb_json_kv_str(g, "to_stage", w->to_stage);
+        if (w->postings != NULL) {
+            lb_json_key(g, "postings");
+            lb_json_value(g, w->postings);
+        }
         yajl_gen_map_close(g);
-        add_job(b, w, g);
+        add_job(b, w, g, due);
         yajl_gen_free(g);
     }
     for (size_t i = 0; i < w->actions->u.array.len; i++) {
@@ -69,7 +78,7 @@ static void add_actions(builder *b, const lb_workflow *w, yajl_val context)
         lb_json_key(g, "context");
         lb_json_value(g, context);
         yajl_gen_map_close(g);
-        add_job(b, w, g);
+        add_job(b, w, g, due);
         yajl_gen_free(g);
     }
 }
@@ -139,11 +148,22 @@ int lb_workflows_derive(const lb_workflows *ws, const char *tenant, const char *
     yajl_val context = lb_json_parse((const char *)buf, len, err, sizeof(err));
     yajl_gen_free(g);
 
-    for (const lb_workflow *w = first; w != NULL; w = w->next) {
-        if (!w->enabled) continue;
-        if (stage ? stage_matches(w, data) : result_matches(w, t, data))
-            add_actions(&b, w, context);
+    /* The event's jobs form one chain: the workflows' jobs go in the order
+     * of their due times (shortest delay first, then oldest workflow), so a
+     * delayed workflow never holds back one due earlier. */
+    const lb_workflow *hit[LB_WF_MAX_PER_TENANT];
+    size_t nhit = 0;
+    for (const lb_workflow *w = first; w != NULL && nhit < LB_COUNTOF(hit); w = w->next) {
+        if (!w->enabled || !(stage ? stage_matches(w, data) : result_matches(w, t, data))) continue;
+        size_t at = nhit++;
+        while (at > 0 && hit[at - 1]->delay_ms > w->delay_ms) {
+            hit[at] = hit[at - 1];
+            at--;
+        }
+        hit[at] = w;
     }
+    for (size_t i = 0; i < nhit; i++)
+        add_actions(&b, hit[i], context);
     if (context != NULL) yajl_tree_free(context);
     if (b.over) {
         lb_job_recs_free(b.recs, b.n);
@@ -163,9 +183,10 @@ typedef struct {
     size_t jobs;
 } shape;
 
-static size_t jobs_of(yajl_val actions, yajl_val postings)
+static size_t jobs_of(yajl_val actions, yajl_val postings, int64_t delay_ms)
 {
-    return (actions && YAJL_IS_ARRAY(actions) ? actions->u.array.len : 0) + (postings != NULL);
+    return (actions && YAJL_IS_ARRAY(actions) ? actions->u.array.len : 0) +
+           (postings != NULL || delay_ms > 0);
 }
 
 static int same(const char *a, const char *b)
@@ -208,8 +229,9 @@ size_t lb_workflows_jobs_bound(const lb_workflows *ws, const char *tenant, yajl_
     for (const lb_workflow *w = lb_workflows_of(ws, tenant); w != NULL && n < cap; w = w->next) {
         if (!w->enabled || (replacing != NULL && strcmp(w->id, replacing) == 0)) continue;
         int stage = w->trigger == LB_TRIGGER_STAGE_CHANGED;
-        sh[n++] = (shape){w->trigger, stage ? w->to_stage : w->assessment,
-                          stage ? w->from_stage : NULL, jobs_of(w->actions, w->postings)};
+        sh[n++] =
+            (shape){w->trigger, stage ? w->to_stage : w->assessment, stage ? w->from_stage : NULL,
+                    jobs_of(w->actions, w->postings, w->delay_ms)};
     }
     int enabled = 1;
     if (with != NULL) lb_json_get_bool(with, "enabled", &enabled);
@@ -223,7 +245,8 @@ size_t lb_workflows_jobs_bound(const lb_workflows *ws, const char *tenant, yajl_
         int stage = trig == LB_TRIGGER_STAGE_CHANGED;
         sh[n++] = (shape){trig, lb_json_get_str(t, stage ? "to_stage" : "assessment"),
                           stage ? lb_json_get_str(t, "from_stage") : NULL,
-                          jobs_of(lb_json_get(with, "actions"), lb_json_get(t, "postings"))};
+                          jobs_of(lb_json_get(with, "actions"), lb_json_get(t, "postings"),
+                                  lb_workflow_delay(t))};
     }
     size_t bound = 0;
     for (size_t i = 0; i < n; i++) {

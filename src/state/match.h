@@ -4,6 +4,10 @@
  * the jobs of one event run in order (seq). A workflow with a postings
  * filter starts with a check_postings job that reads the opportunity and,
  * when it applied to none of the postings, skips the workflow's other jobs.
+ * A workflow with a trigger delay starts with a check_stage job instead
+ * (postings included), and all its jobs are due at the event's time plus
+ * the delay (next_run_at); the workflows' jobs are ordered by delay, so a
+ * delayed one never holds back the event's other jobs.
  * Loop thread only. */
 #ifndef LB_STATE_MATCH_H
 #define LB_STATE_MATCH_H

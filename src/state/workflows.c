@@ -3,6 +3,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "json/json.h"
 
 #include <stdio.h>
@@ -71,11 +72,17 @@ static int check_trigger(verr *e, yajl_val t)
     if (lb_json_get(t, "event") == NULL) return fail(e, "trigger.event", "This field is required.");
     if (ev == NULL) return fail(e, "trigger.event", "Expected a string.");
     if (strcmp(ev, "stage_changed") == 0) {
-        static const char *const known[] = {"event", "to_stage", "from_stage", "postings"};
+        static const char *const known[] = {"event", "to_stage", "from_stage", "postings", "delay"};
         int rc = only_known(e, t, "trigger.", known, LB_COUNTOF(known));
         if (rc == 0) rc = id_string(e, t, "to_stage", "trigger.to_stage", 1);
         if (rc == 0) rc = id_string(e, t, "from_stage", "trigger.from_stage", 0);
         if (rc != 0) return rc;
+        yajl_val d = lb_json_get(t, "delay");
+        int64_t ms;
+        if (d != NULL && (!YAJL_IS_STRING(d) || lb_duration_parse(d->u.string, &ms) != 0 ||
+                          ms < 0 || ms > LB_WF_DELAY_MAX_MS))
+            return fail(e, "trigger.delay",
+                        "Expected a duration such as \"30m\" (ms, s, m, h, d), from 0 to 7d.");
         yajl_val p = lb_json_get(t, "postings");
         if (p != NULL) {
             if (!YAJL_IS_ARRAY(p) || p->u.array.len == 0 || p->u.array.len > 100)
@@ -169,10 +176,25 @@ static int check_action(verr *e, yajl_val a, size_t i)
         return 0;
     }
     if (strcmp(type, "move_stage") == 0) {
-        static const char *const known[] = {"type", "stage"};
+        static const char *const known[] = {"type", "stage", "only_from"};
         int rc = only_known(e, a, p, known, LB_COUNTOF(known));
         snprintf(f, sizeof(f), "%sstage", p);
-        return rc == 0 ? id_string(e, a, "stage", f, 1) : rc;
+        if (rc == 0) rc = id_string(e, a, "stage", f, 1);
+        if (rc != 0) return rc;
+        yajl_val o = lb_json_get(a, "only_from");
+        snprintf(f, sizeof(f), "%sonly_from", p);
+        if (o == NULL || (YAJL_IS_STRING(o) && strcmp(o->u.string, "any") == 0)) return 0;
+        if (!YAJL_IS_ARRAY(o) || o->u.array.len == 0 || o->u.array.len > LB_WF_ONLY_FROM_MAX)
+            return fail(e, f, "Expected \"any\" or a non-empty array of at most 50 stage ids.");
+        for (size_t k = 0; k < o->u.array.len; k++) {
+            yajl_val x = o->u.array.values[k];
+            if (!YAJL_IS_STRING(x) || x->u.string[0] == '\0' ||
+                strlen(x->u.string) > ID_MAX_BYTES) {
+                snprintf(f, sizeof(f), "%sonly_from[%zu]", p, k);
+                return fail(e, f, "Expected a stage id.");
+            }
+        }
+        return 0;
     }
     return fail(e, f, "Expected one of send_assessment, add_note, add_tags, move_stage.");
 }
@@ -203,6 +225,14 @@ int lb_workflow_validate(yajl_val body, lb_template_check_fn check_template, cha
     for (size_t i = 0; i < actions->u.array.len; i++)
         if ((rc = check_action(&e, actions->u.array.values[i], i)) != 0) return rc;
     return 0;
+}
+
+int64_t lb_workflow_delay(yajl_val trigger)
+{
+    const char *d = lb_json_get_str(trigger, "delay");
+    int64_t ms = 0;
+    if (d == NULL || lb_duration_parse(d, &ms) != 0 || ms < 0) return 0;
+    return ms > LB_WF_DELAY_MAX_MS ? LB_WF_DELAY_MAX_MS : ms;
 }
 
 /* ---- registry ---------------------------------------------------------- */
@@ -277,6 +307,7 @@ static void parse(lb_workflow *w)
     w->from_stage = lb_json_get_str(t, "from_stage");
     w->assessment = lb_json_get_str(t, "assessment");
     w->postings = lb_json_get(t, "postings");
+    w->delay_ms = lb_workflow_delay(t);
     yajl_val lo = lb_json_get(t, "min_score"), hi = lb_json_get(t, "max_score");
     w->has_min = lo != NULL && YAJL_IS_NUMBER(lo);
     w->has_max = hi != NULL && YAJL_IS_NUMBER(hi);

@@ -14,6 +14,10 @@
 
 #define LB_WF_MAX_ACTIONS 20
 #define LB_WF_MAX_PER_TENANT 1000
+/* The longest trigger.delay (api.md: 0 to 7d). */
+#define LB_WF_DELAY_MAX_MS (7LL * 24 * 60 * 60 * 1000)
+/* Most stage ids in a move's only_from. */
+#define LB_WF_ONLY_FROM_MAX 50
 
 typedef enum {
     LB_TRIGGER_STAGE_CHANGED,
@@ -30,6 +34,7 @@ typedef struct lb_workflow {
     lb_trigger trigger;
     const char *to_stage, *from_stage, *assessment; /* into tree, NULL when unset */
     yajl_val postings;                              /* array or NULL */
+    int64_t delay_ms;                               /* stage_changed: trigger.delay */
     int has_min, has_max;
     double min_score, max_score;
     yajl_val actions; /* array */
@@ -53,6 +58,9 @@ typedef int (*lb_template_check_fn)(const char *text, char *bad, size_t badlen);
  * sentence in msg. Note templates are checked with check_template. */
 int lb_workflow_validate(yajl_val body, lb_template_check_fn check_template, char *field,
                          size_t flen, char *msg, size_t mlen);
+
+/* A trigger's "delay" in ms (0 when absent or not valid). */
+int64_t lb_workflow_delay(yajl_val trigger);
 
 /* Inserts or replaces from a committed record (the body must validate). */
 lb_workflow *lb_workflows_apply(lb_workflows *ws, const lb_workflow_rec *rec);

@@ -59,8 +59,9 @@ static const table tables[] = {
      " next_run_at, last_error, steps, created_at, updated_at",
      14, 0, "created_at, id", 0},
     {"invitations",
-     "tenant_id, opportunity_id, assessment, job_id, invitation_id, url, note_id, created_at", 8, 0,
-     "tenant_id, opportunity_id, assessment", 0},
+     "tenant_id, opportunity_id, assessment, job_id, invitation_id, url, note_id, created_at,"
+     " stage_id",
+     9, 0, "tenant_id, opportunity_id, assessment", 0},
     {"event_keys", "tenant_id, source, dedupe_key, event_id", 4, 0, "tenant_id, source, dedupe_key",
      1},
 };

@@ -173,6 +173,11 @@ static const char schema_v6[] = "CREATE TABLE stats_hourly ("
                                 " PRIMARY KEY (tenant_id, hour)) WITHOUT ROWID;"
                                 "CREATE INDEX stats_hourly_hour ON stats_hourly(hour);";
 
+/* Version 7: the stage an opportunity was in when its invitation was sent,
+ * the default guard of a move that its result fires (api.md "Guarded stage
+ * moves"). NULL for invitations sent before: their moves are unguarded. */
+static const char schema_v7[] = "ALTER TABLE invitations ADD COLUMN stage_id TEXT;";
+
 const lb_store_migration lb_store_migrations[] = {
     {1, "initial schema", schema_v1, NULL},
     {2, "meta table", schema_v2, NULL},
@@ -180,6 +185,7 @@ const lb_store_migration lb_store_migrations[] = {
     {4, "events in arrival order, Lever keys out of the unique index", schema_v4, NULL},
     {5, "retention: pruning indexes, keys of pruned results", schema_v5, NULL},
     {6, "hourly counts for the console", schema_v6, NULL},
+    {7, "invitations: the stage at sending, for guarded moves", schema_v7, NULL},
     /* {3, "what it changes", "ALTER TABLE ...;", NULL}, */
 };
 const size_t lb_store_migration_count =

@@ -252,10 +252,11 @@ static const char *const q_sql[Q_COUNT] = {
                      " created_at) VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint)"
                      " ON CONFLICT DO NOTHING",
     [Q_INV_GET] = "SELECT opportunity_id, assessment, job_id, invitation_id, url, note_id,"
-                  " created_at FROM invitations WHERE tenant_id = $1::text"
+                  " created_at, stage_id FROM invitations WHERE tenant_id = $1::text"
                   " AND opportunity_id = $2::text AND assessment = $3::text",
     [Q_INV_UPDATE] = "UPDATE invitations SET invitation_id = COALESCE($4::text, invitation_id),"
-                     " url = COALESCE($5::text, url), note_id = COALESCE($6::text, note_id)"
+                     " url = COALESCE($5::text, url), note_id = COALESCE($6::text, note_id),"
+                     " stage_id = COALESCE($7::text, stage_id)"
                      " WHERE tenant_id = $1::text AND opportunity_id = $2::text"
                      " AND assessment = $3::text",
     [Q_JOB_FAILED_COUNTS] = "SELECT tenant_id, count(*) FROM jobs WHERE status = 'failed'"
@@ -1080,6 +1081,7 @@ static int inv_read(const PGresult *r, const char *tenant, lb_invitation_rec *ou
     out->url = val_dup_or_null(r, 0, 4);
     out->note_id = val_dup_or_null(r, 0, 5);
     out->created_at = val_i64(r, 0, 6);
+    out->stage_id = val_dup_or_null(r, 0, 7);
     return 0;
 }
 
@@ -1111,6 +1113,7 @@ static void build_invitation_update(pg_store *s, lb_store_op *op, int i)
     p_text(c, v->invitation_id);
     p_text(c, v->url);
     p_text(c, v->note_id);
+    p_text(c, v->stage_id);
 }
 
 static void build_invitation_get(pg_store *s, lb_store_op *op, int i)

@@ -141,9 +141,14 @@ static const char schema_v2[] =
     " PRIMARY KEY (tenant_id, hour));"
     "CREATE INDEX stats_hourly_hour ON stats_hourly(hour);";
 
+/* Version 3: as SQLite's version 7, the stage an opportunity was in when its
+ * invitation was sent (guarded moves). */
+static const char schema_v3[] = "ALTER TABLE invitations ADD COLUMN stage_id text;";
+
 const lb_store_pg_migration lb_store_pg_migrations[] = {
     {1, "initial schema (SQLite versions 1-5)", schema_v1},
     {2, "hourly counts for the console (SQLite version 6)", schema_v2},
+    {3, "invitations: the stage at sending (SQLite version 7)", schema_v3},
     /* {3, "what it changes", "ALTER TABLE ...;"}, */
 };
 const size_t lb_store_pg_migration_count =

@@ -119,12 +119,13 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
                    "status, attempts, next_run_at, last_error, steps, created_at, updated_at FROM "
                    "jobs WHERE tenant_id = ?1 AND id = ?2",
     [ST_INV_GET] = "SELECT opportunity_id, assessment, job_id, invitation_id, url, note_id,"
-                   " created_at FROM invitations"
+                   " created_at, stage_id FROM invitations"
                    " WHERE tenant_id = ?1 AND opportunity_id = ?2 AND assessment = ?3",
     [ST_INV_INSERT] = "INSERT INTO invitations(tenant_id, opportunity_id, assessment, job_id,"
                       " created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_INV_UPDATE] = "UPDATE invitations SET invitation_id = COALESCE(?4, invitation_id),"
-                      " url = COALESCE(?5, url), note_id = COALESCE(?6, note_id)"
+                      " url = COALESCE(?5, url), note_id = COALESCE(?6, note_id),"
+                      " stage_id = COALESCE(?7, stage_id)"
                       " WHERE tenant_id = ?1 AND opportunity_id = ?2 AND assessment = ?3",
     [ST_JOB_FAILED_COUNTS] = "SELECT tenant_id, count(*) FROM jobs WHERE status = 'failed'"
                              " GROUP BY tenant_id",
@@ -940,6 +941,7 @@ static int inv_read(sq_store *s, const char *tenant, const char *opp, const char
         out->url = column_strdup_or_null(q, 4);
         out->note_id = column_strdup_or_null(q, 5);
         out->created_at = sqlite3_column_int64(q, 6);
+        out->stage_id = column_strdup_or_null(q, 7);
     }
     done_with(q);
     if (rc == SQLITE_DONE) return LB_ENOTFOUND;
@@ -981,6 +983,7 @@ static int run_invitation_update(sq_store *s, lb_store_op *op)
     bind_text(q, 4, r->invitation_id);
     bind_text(q, 5, r->url);
     bind_text(q, 6, r->note_id);
+    bind_text(q, 7, r->stage_id);
     int rc = sqlite3_step(q);
     done_with(q);
     if (rc != SQLITE_DONE) return op_failed(s, rc, "invitation update");

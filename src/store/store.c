@@ -473,7 +473,9 @@ void lb_invitation_rec_free(lb_invitation_rec *r)
     lb_free(r->invitation_id);
     lb_free(r->url);
     lb_free(r->note_id);
+    lb_free(r->stage_id);
     r->opportunity_id = r->assessment = r->job_id = r->invitation_id = r->url = r->note_id = NULL;
+    r->stage_id = NULL;
 }
 
 void lb_conn_rec_free(lb_conn_rec *r)

@@ -175,7 +175,8 @@ typedef struct {
     char *job_id;        /* the send_assessment job that owns it */
     char *invitation_id; /* the platform's, once invited */
     char *url;
-    char *note_id; /* the Lever status note, once written */
+    char *note_id;  /* the Lever status note, once written */
+    char *stage_id; /* the opportunity's stage when the invitation was sent */
     int64_t created_at;
 } lb_invitation_rec;
 
@@ -430,7 +431,8 @@ struct lb_store_op {
             int owned;
             lb_invitation_rec existing;
         } invitation_claim;
-        /* Sets invitation_id, url and note_id (NULL keeps the stored value). */
+        /* Sets invitation_id, url, note_id and stage_id (NULL keeps the
+         * stored value). */
         struct {
             const lb_invitation_rec *rec;
         } invitation_update;

@@ -109,6 +109,15 @@ static void move_stage(lb_http_req *req, void *data)
     uv_timer_start(&d->timer, delayed_cb, 20, 0);
 }
 
+/* move_stage reads the opportunity first: it is in no stage a test moves
+ * it to. */
+static void get_opportunity(lb_http_req *req, void *data)
+{
+    (void)data;
+    static const char b[] = "{\"data\":{\"id\":\"o\",\"stage\":\"s_none\",\"archived\":null}}";
+    lb_http_respond_static(req, 200, "application/json", NULL, b, sizeof(b) - 1);
+}
+
 static void step_a(lb_http_req *req, void *data)
 {
     fixture *f = data;
@@ -248,6 +257,7 @@ static int setup(void **state)
     f->router = lb_router_new();
     lb_router_add(f->router, "POST", "/v1/opportunities/{opp}/addTags", add_tags, f);
     lb_router_add(f->router, "PUT", "/v1/opportunities/{opp}/stage", move_stage, f);
+    lb_router_add(f->router, "GET", "/v1/opportunities/{opp}", get_opportunity, f);
     lb_router_add(f->router, "POST", "/v1/opportunities/{opp}/notes", step_a, f);
     lb_http_server_config sc = {.host = "127.0.0.1",
                                 .port = 0,

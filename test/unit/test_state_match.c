@@ -10,7 +10,9 @@
 #include <cmocka.h>
 
 #include "core/error.h"
+#include "core/time.h"
 #include "json/json.h"
+#include "state/guard.h"
 #include "state/match.h"
 
 static int nwf;
@@ -113,11 +115,143 @@ static void test_bound(void **state)
     lb_workflows_free(&ws);
 }
 
+/* A delayed workflow's jobs are due at the event's time + the delay, start
+ * with a check_stage gate, and come after an undelayed workflow's in the
+ * event's chain; the gate counts in the bound. */
+static void test_delay(void **state)
+{
+    (void)state;
+    lb_workflows ws;
+    lb_workflows_init(&ws);
+    add(&ws,
+        "{\"event\":\"stage_changed\",\"to_stage\":\"S2\",\"delay\":\"30m\","
+        "\"postings\":[\"P1\"]}",
+        2, 1);
+    char delayed[16], prompt[16];
+    snprintf(delayed, sizeof(delayed), "wf_%d", nwf);
+    add(&ws, STAGE, 1, 1);
+    snprintf(prompt, sizeof(prompt), "wf_%d", nwf);
+    yajl_val data = parse("{\"opportunityId\":\"O1\",\"toStageId\":\"S2\",\"fromStageId\":\"S1\"}");
+    lb_job_rec *jobs;
+    size_t n;
+    int64_t before = lb_time_now_ms();
+    assert_int_equal(lb_workflows_derive(&ws, "acme", "ev_1", "stage_changed", data, &jobs, &n), 0);
+    int64_t after = lb_time_now_ms();
+    assert_int_equal(n, 4);
+    assert_string_equal(jobs[0].workflow_id, prompt); /* undelayed first */
+    assert_int_equal(jobs[0].next_run_at, 0);
+    assert_non_null(strstr(jobs[1].action, "\"type\":\"check_stage\""));
+    assert_non_null(strstr(jobs[1].action, "\"to_stage\":\"S2\""));
+    assert_non_null(strstr(jobs[1].action, "\"postings\":[\"P1\"]"));
+    for (size_t i = 1; i < 4; i++) {
+        assert_string_equal(jobs[i].workflow_id, delayed);
+        assert_int_equal(jobs[i].seq, (int)i);
+        assert_true(jobs[i].next_run_at >= before + 30 * 60000 &&
+                    jobs[i].next_run_at <= after + 30 * 60000);
+    }
+    lb_job_recs_free(jobs, n);
+    yajl_tree_free(data);
+    assert_int_equal(lb_workflows_jobs_bound(&ws, "acme", NULL, NULL), 4);
+    lb_workflows_free(&ws);
+}
+
+static void test_validate_delay_and_only_from(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        const char *field; /* NULL: valid */
+    } cases[] = {
+        {"{\"event\":\"stage_changed\",\"to_stage\":\"S\",\"delay\":\"2s\"}", NULL},
+        {"{\"event\":\"stage_changed\",\"to_stage\":\"S\",\"delay\":\"0\"}", NULL},
+        {"{\"event\":\"stage_changed\",\"to_stage\":\"S\",\"delay\":\"7d\"}", NULL},
+        {"{\"event\":\"stage_changed\",\"to_stage\":\"S\",\"delay\":\"8d\"}", "trigger.delay"},
+        {"{\"event\":\"stage_changed\",\"to_stage\":\"S\",\"delay\":30}", "trigger.delay"},
+        {"{\"event\":\"stage_changed\",\"to_stage\":\"S\",\"delay\":\"soon\"}", "trigger.delay"},
+        {"{\"event\":\"assessment_expired\",\"delay\":\"1m\"}", "trigger.delay"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[512], field[128] = "", msg[256];
+        snprintf(body, sizeof(body),
+                 "{\"name\":\"w\",\"trigger\":%s,\"actions\":[{\"type\":\"add_tags\","
+                 "\"tags\":[\"t\"]}]}",
+                 cases[i].body);
+        yajl_val v = parse(body);
+        int rc = lb_workflow_validate(v, NULL, field, sizeof(field), msg, sizeof(msg));
+        if (cases[i].field == NULL) {
+            assert_int_equal(rc, 0);
+        } else {
+            assert_int_equal(rc, LB_EINVAL);
+            assert_string_equal(field, cases[i].field);
+        }
+        yajl_tree_free(v);
+    }
+    static const struct {
+        const char *only_from;
+        const char *field;
+    } moves[] = {
+        {"\"any\"", NULL},
+        {"[\"S1\",\"S2\"]", NULL},
+        {"\"some\"", "actions[0].only_from"},
+        {"[]", "actions[0].only_from"},
+        {"[\"S1\",7]", "actions[0].only_from[1]"},
+    };
+    for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++) {
+        char body[512], field[128] = "", msg[256];
+        snprintf(body, sizeof(body),
+                 "{\"name\":\"w\",\"trigger\":{\"event\":\"assessment_completed\"},"
+                 "\"actions\":[{\"type\":\"move_stage\",\"stage\":\"S3\",\"only_from\":%s}]}",
+                 moves[i].only_from);
+        yajl_val v = parse(body);
+        int rc = lb_workflow_validate(v, NULL, field, sizeof(field), msg, sizeof(msg));
+        if (moves[i].field == NULL) {
+            assert_int_equal(rc, 0);
+        } else {
+            assert_int_equal(rc, LB_EINVAL);
+            assert_string_equal(field, moves[i].field);
+        }
+        yajl_tree_free(v);
+    }
+}
+
+static void test_guards(void **state)
+{
+    (void)state;
+    const char *const posts[] = {"P1"};
+    lb_guard_opp o = {"S2", 0, posts, 1};
+    yajl_val want = parse("[\"P9\",\"P1\"]"), other = parse("[\"P9\"]");
+    assert_null(lb_guard_trigger(&o, "S2", NULL, "moved_on"));
+    assert_null(lb_guard_trigger(&o, "S2", want, "moved_on"));
+    assert_string_equal(lb_guard_trigger(&o, "S3", want, "moved_on"), "moved_on");
+    assert_string_equal(lb_guard_trigger(&o, "S2", other, "moved_on"), "postings_not_matched");
+    o.archived = 1;
+    assert_string_equal(lb_guard_trigger(&o, "S3", want, "moved_on"), "archived");
+    o.archived = 0;
+    yajl_val plain = parse("{\"stage\":\"S3\"}");
+    yajl_val listed = parse("{\"stage\":\"S3\",\"only_from\":[\"S1\",\"S2\"]}");
+    yajl_val elsewhere = parse("{\"stage\":\"S3\",\"only_from\":[\"S1\"]}");
+    yajl_val any = parse("{\"stage\":\"S3\",\"only_from\":\"any\"}");
+    yajl_val here = parse("{\"stage\":\"S2\",\"only_from\":[\"S1\"]}");
+    assert_int_equal(lb_guard_move(&o, plain, 0, "S1"), LB_GUARD_MOVE); /* not by a result */
+    assert_int_equal(lb_guard_move(&o, plain, 1, "S2"), LB_GUARD_MOVE);
+    assert_int_equal(lb_guard_move(&o, plain, 1, "S1"), LB_GUARD_SKIP);
+    assert_int_equal(lb_guard_move(&o, plain, 1, NULL), LB_GUARD_MOVE);
+    assert_int_equal(lb_guard_move(&o, plain, 1, ""), LB_GUARD_MOVE);
+    assert_int_equal(lb_guard_move(&o, listed, 1, "S1"), LB_GUARD_MOVE);
+    assert_int_equal(lb_guard_move(&o, elsewhere, 0, NULL), LB_GUARD_SKIP);
+    assert_int_equal(lb_guard_move(&o, any, 1, "S1"), LB_GUARD_MOVE);
+    assert_int_equal(lb_guard_move(&o, here, 1, "S1"), LB_GUARD_ALREADY);
+    yajl_val all[] = {want, other, plain, listed, elsewhere, any, here};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        yajl_tree_free(all[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_never_drops),
-        cmocka_unit_test(test_bound),
+        cmocka_unit_test(test_never_drops), cmocka_unit_test(test_bound),
+        cmocka_unit_test(test_delay),       cmocka_unit_test(test_validate_delay_and_only_from),
+        cmocka_unit_test(test_guards),
     };
     return cmocka_run_group_tests_name("state_match", tests, NULL, NULL);
 }
