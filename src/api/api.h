@@ -66,6 +66,7 @@ void lb_api_tenants_register(lb_api *api, lb_router *r);
 void lb_api_hooks_register(lb_api *api, lb_router *r);
 void lb_api_lever_register(lb_api *api, lb_router *r);
 void lb_api_workflows_register(lb_api *api, lb_router *r);
+void lb_api_dryrun_register(lb_api *api, lb_router *r);
 void lb_api_events_register(lb_api *api, lb_router *r);
 void lb_api_results_register(lb_api *api, lb_router *r);
 void lb_api_reconcile_register(lb_api *api, lb_router *r);

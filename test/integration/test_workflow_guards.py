@@ -313,3 +313,106 @@ def _ms(t):
     import calendar
     base, frac = t.rstrip("Z").split(".")
     return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) * 1000 + int(frac)
+
+
+# ---- dry run ------------------------------------------------------------------------------
+
+
+def dry_run(server, wf, opp, tenant="acme"):
+    return call(server, "POST", "/v1/tenants/%s/workflows/%s/dry-run" % (tenant, wf),
+                {"opportunity_id": opp})
+
+
+def counts(server):
+    return (len(all_pages(server, "/v1/tenants/acme/events?limit=200")),
+            len(all_pages(server, "/v1/tenants/acme/jobs?limit=200")))
+
+
+def test_dry_run_reads_and_writes_nothing(connected, lever, platform):
+    s = connected
+    w = add_workflow(s, {"name": "invite", "enabled": False,
+                         "trigger": {"event": "stage_changed", "to_stage": "S2", "delay": "1h",
+                                     "postings": ["P1"]},
+                         "actions": SEND + [
+                             {"type": "move_stage", "stage": "S3", "only_from": ["S2"]},
+                             {"type": "move_stage", "stage": "S4", "only_from": ["S2"]},
+                             {"type": "move_stage", "stage": "S3"}]})
+    recruiter(lever, "O1", stage="S2")
+    before = counts(s)
+    since = last_seq(lever)
+    r = dry_run(s, w["id"], "O1")
+    assert r.status == 200, r
+    assert r.json() == {"matches": True, "reason": "in_to_stage", "actions": [
+        {"type": "send_assessment", "outcome": "would_run", "reason": "not_invited"},
+        {"type": "add_tags", "outcome": "would_run", "reason": "adds_tags"},
+        {"type": "move_stage", "outcome": "would_run", "reason": "moves"},
+        # after the first move the candidate would be in S3, not S2
+        {"type": "move_stage", "outcome": "would_skip", "reason": "stage_changed_meanwhile"},
+        {"type": "move_stage", "outcome": "would_run", "reason": "already_in_stage"}]}
+    log = lever.requests_log(since=since, limit=1000)["data"]
+    assert [(e["method"], e["path"]) for e in log] == [("GET", "/v1/opportunities/O1")]
+    assert counts(s) == before
+    assert invitations(platform) == [] and stage_of(lever, "O1") == "S2"
+    # Elsewhere, archived, another posting: no match, every action would be skipped.
+    recruiter(lever, "O2", stage="S3")
+    recruiter(lever, "O3", stage="S2", archived=True)
+    for opp, why in (("O2", "not_in_to_stage"), ("O3", "archived")):
+        r = dry_run(s, w["id"], opp)
+        assert r.status == 200, r
+        assert (r.json()["matches"], r.json()["reason"]) == (False, why)
+        assert {(a["outcome"], a["reason"]) for a in r.json()["actions"]} == {("would_skip", why)}
+    w2 = add_workflow(s, {"name": "go", "trigger": {"event": "stage_changed", "to_stage": "S2",
+                                                    "postings": ["P2"]}, "actions": SEND})
+    r = dry_run(s, w2["id"], "O1")
+    assert (r.json()["matches"], r.json()["reason"]) == (False, "postings_not_matched")
+    assert writes(lever, since) == [] and counts(s) == before
+
+
+def test_dry_run_sees_the_ledger_and_the_guard(connected, lever):
+    s = connected
+    add_workflow(s, {"name": "invite", "trigger": {"event": "stage_changed", "to_stage": "S2"},
+                     "actions": SEND})
+    adv = add_workflow(s, {"name": "advance", "trigger": {"event": "assessment_completed",
+                                                          "assessment": "js-senior"},
+                           "actions": [{"type": "add_note", "text": "{{score}}"},
+                                       {"type": "move_stage", "stage": "S3"}]})
+    invite(s, lever, "O1")
+    w = [x for x in all_pages(s, "/v1/tenants/acme/workflows") if x["name"] == "invite"][0]
+    r = dry_run(s, w["id"], "O1")
+    assert r.json()["actions"][0] == {"type": "send_assessment", "outcome": "would_skip",
+                                      "reason": "already_invited"}
+    r = dry_run(s, adv["id"], "O1")
+    assert r.json() == {"matches": True, "reason": "result_trigger", "actions": [
+        {"type": "add_note", "outcome": "would_run", "reason": "writes_note"},
+        {"type": "move_stage", "outcome": "would_run", "reason": "moves"}]}
+    recruiter(lever, "O1", stage="S4")
+    r = dry_run(s, adv["id"], "O1")
+    assert r.json()["actions"][1] == {"type": "move_stage", "outcome": "would_skip",
+                                      "reason": "stage_changed_meanwhile"}
+
+
+def test_dry_run_errors(connected, lever):
+    s = connected
+    w = add_workflow(s, {"name": "w", "trigger": {"event": "stage_changed", "to_stage": "S2"},
+                         "actions": SEND})
+    r = dry_run(s, "wf_nope", "O1")
+    assert r.status == 404 and r.json()["error"]["field"] == "id", r
+    r = dry_run(s, w["id"], "O_unknown")
+    assert r.status == 404, r
+    assert r.json()["error"] == {"code": "not_found", "field": "opportunity_id",
+                                 "message": r.json()["error"]["message"]}
+    for body in ({}, {"opportunity_id": 7}, {"opportunity_id": "O1", "x": 1}):
+        r = call(s, "POST", "/v1/tenants/acme/workflows/%s/dry-run" % w["id"], body)
+        assert r.status == 400 and r.json()["error"]["code"] == "invalid_request", r
+    lever.fault(path_prefix="/v1/opportunities/O1", method="GET", status=503)
+    r = dry_run(s, w["id"], "O1")
+    assert r.status == 502 and r.json()["error"]["code"] == "lever_unavailable", r
+    lever.clear_faults()
+    # A tenant without a connection: 409.
+    assert call(s, "PUT", "/v1/tenants/solo", {"name": "Solo"}).status == 201
+    r = call(s, "POST", "/v1/tenants/solo/workflows",
+             {"name": "w", "trigger": {"event": "assessment_expired"},
+              "actions": [{"type": "add_tags", "tags": ["expired"]}]})
+    assert r.status == 201, r
+    r = dry_run(s, r.json()["id"], "O1", tenant="solo")
+    assert r.status == 409 and r.json()["error"]["code"] == "not_connected", r
