@@ -294,6 +294,7 @@
       if (t.from_stage) s += " from " + label(st.stages, t.from_stage);
       if (t.postings && t.postings.length)
         s += " (postings: " + t.postings.map(function (p) { return label(st.postings, p); }).join(", ") + ")";
+      if (t.delay && t.delay !== "0") s += ", after " + t.delay;
       return s;
     }
     var a = EVENT_TEXT[t.event] || t.event;
@@ -305,9 +306,70 @@
 
   function actionsText(actions) {
     return (actions || []).map(function (a) {
-      if (a.type === "move_stage") return "Move to " + label(st.stages, a.stage);
+      if (a.type === "move_stage") return "Move to " + label(st.stages, a.stage) + guardText(a.only_from);
       return LB.actionText(a);
     }).join("; ");
+  }
+
+  function guardText(only) {
+    if (only === "any") return " (always)";
+    if (only && only.length) return " (only from " + only.map(function (s) { return label(st.stages, s); }).join(", ") + ")";
+    return "";
+  }
+
+  var REASON_TEXT = {
+    in_to_stage: "the candidate is in the trigger's stage", not_in_to_stage: "the candidate is not in the trigger's stage",
+    archived: "the candidate is archived", postings_not_matched: "the candidate applied to none of the postings",
+    result_trigger: "as if a matching result arrived now", not_invited: "not invited yet",
+    already_invited: "already invited", platform_not_configured: "no assessment platform is configured",
+    no_email: "the candidate has no email address", moves: "moves the candidate",
+    already_in_stage: "already in that stage: nothing to write",
+    stage_changed_meanwhile: "the candidate is not in a stage the move starts from",
+    writes_note: "writes the note", adds_tags: "adds the tags"};
+
+  function reasonText(r) {
+    return REASON_TEXT[r] || r;
+  }
+
+  /* A dry run for one candidate: what the workflow would do now; nothing is written. */
+  function dryRun(w, input, out, btn) {
+    var opp = input.value.trim();
+    if (!opp) {
+      out.textContent = "Enter a Lever opportunity id.";
+      input.focus();
+      return;
+    }
+    btn.disabled = true;
+    out.textContent = "Asking Lever…";
+    call("POST", "/workflows/" + encodeURIComponent(w.id) + "/dry-run", {opportunity_id: opp}).then(function (res) {
+      btn.disabled = st.expired;
+      LB.clear(out);
+      if (res.status !== 200) {
+        if (res.status !== 401) out.textContent = LB.message(res);
+        return;
+      }
+      var r = res.body;
+      out.appendChild(el("p", {class: "dry-match", text: (r.matches ? "Matches: " : "Does not match: ") + reasonText(r.reason)}));
+      var ol = el("ol", {class: "dry-actions"});
+      (r.actions || []).forEach(function (a, i) {
+        var text = actionsText([w.actions[i] || {type: a.type}]);
+        ol.appendChild(el("li", {attrs: {"data-outcome": a.outcome}},
+          LB.badge(a.outcome === "would_run" ? "Would run" : "Would skip", a.outcome === "would_run" ? "ok" : "muted"),
+          " " + text + ": " + reasonText(a.reason)));
+      });
+      out.appendChild(ol);
+    });
+  }
+
+  function dryRunBox(w) {
+    var id = "wf-dry-" + w.id;
+    var input = el("input", {attrs: {type: "text", id: id, placeholder: "Lever opportunity id"}});
+    var out = el("div", {class: "dry-result", attrs: {role: "status", "aria-live": "polite"}});
+    var btn = el("button", {text: "Dry run", class: "secondary", attrs: {type: "button",
+      "aria-label": "Dry run " + w.name}, on: {click: function () { dryRun(w, input, out, btn); }}});
+    return el("div", {class: "dry-run"},
+      el("label", {text: "Try on one candidate (nothing is written)", attrs: {for: id}}),
+      el("div", {class: "row"}, input, btn), out);
   }
 
   function loadWorkflows() {
@@ -339,7 +401,8 @@
             attrs: {type: "button", "aria-label": (w.enabled ? "Disable " : "Enable ") + w.name},
             on: {click: function () { toggle(w); }}}),
           el("button", {text: "Delete", class: "danger", attrs: {type: "button", "aria-label": "Delete " + w.name},
-            on: {click: function () { removeWorkflow(w); }}}))));
+            on: {click: function () { removeWorkflow(w); }}})),
+        dryRunBox(w)));
     });
     box.appendChild(ul);
   }
@@ -415,6 +478,25 @@
         inputs.stage = el("select", {class: "stage", attrs: {"data-value": v.stage || ""}});
         stageOptions(inputs.stage, v.stage, "Choose a stage");
         fields.appendChild(field("wf-act-" + n + "-stage", "Stage", inputs.stage));
+        var only = v.only_from;
+        inputs.guard = el("select", null,
+          el("option", {text: "Default: after a result, only from the stage the invitation was sent in", attrs: {value: ""}}),
+          el("option", {text: "Always (no check)", attrs: {value: "any"}}),
+          el("option", {text: "Only from these stages", attrs: {value: "list"}}));
+        inputs.guard.value = only === "any" ? "any" : only && only.length ? "list" : "";
+        fields.appendChild(field("wf-act-" + n + "-guard", "Move only if the candidate is still", inputs.guard));
+        inputs.from = el("fieldset", {class: "only-from"}, el("legend", {text: "Stages the move starts from"}));
+        st.stages.forEach(function (sg, k) {
+          var cid = "wf-act-" + n + "-from-" + k;
+          inputs.from.appendChild(el("div", {class: "check"},
+            el("input", {attrs: {type: "checkbox", id: cid, value: sg.id,
+              checked: Array.isArray(only) && only.indexOf(sg.id) >= 0}}),
+            el("label", {text: sg.text || sg.id, attrs: {for: cid}})));
+        });
+        var showFrom = function () { inputs.from.hidden = inputs.guard.value !== "list"; };
+        inputs.guard.addEventListener("change", showFrom);
+        showFrom();
+        fields.appendChild(inputs.from);
       }
     }
     type.addEventListener("change", render);
@@ -431,7 +513,14 @@
         out.tags = inputs.tags.value.split(",").map(function (s) { return s.trim(); })
           .filter(function (s) { return s; });
       }
-      if (type.value === "move_stage") out.stage = inputs.stage.value;
+      if (type.value === "move_stage") {
+        out.stage = inputs.stage.value;
+        if (inputs.guard.value === "any") out.only_from = "any";
+        if (inputs.guard.value === "list") {
+          out.only_from = Array.prototype.filter.call(inputs.from.querySelectorAll("input"),
+            function (c) { return c.checked; }).map(function (c) { return c.value; });
+        }
+      }
       return out;
     };
     li._focus = function () { (fields.querySelector("input, textarea, select") || type).focus(); };
@@ -461,6 +550,7 @@
     $("wf-name").value = w ? w.name : "";
     $("wf-event").value = t.event;
     $("wf-assessment").value = t.assessment || "";
+    $("wf-delay").value = t.delay || "";
     $("wf-min-score").value = t.min_score !== undefined ? t.min_score : "";
     $("wf-max-score").value = t.max_score !== undefined ? t.max_score : "";
     $("wf-enabled").checked = w ? !!w.enabled : true;
@@ -497,6 +587,8 @@
       var posts = Array.prototype.filter.call(document.querySelectorAll("#wf-postings input"),
         function (c) { return c.checked; }).map(function (c) { return c.value; });
       if (posts.length) trigger.postings = posts;
+      var delay = $("wf-delay").value.trim();
+      if (delay) trigger.delay = delay;
     } else {
       var a = $("wf-assessment").value.trim();
       if (a) trigger.assessment = a;
@@ -519,6 +611,7 @@
     }
     var map = {"name": "wf-name", "trigger.event": "wf-event", "trigger.to_stage": "wf-to-stage",
                "trigger.from_stage": "wf-from-stage", "trigger.assessment": "wf-assessment",
+               "trigger.delay": "wf-delay",
                "trigger.min_score": "wf-min-score", "trigger.max_score": "wf-max-score",
                "actions": "wf-add-action", "enabled": "wf-enabled"};
     return map[f] ? $(map[f]) : null;
