@@ -565,7 +565,13 @@ void lb_job_retry(lb_job *job, const char *error)
 {
     lb_jobs *js = job->js;
     int64_t now = now_ms();
-    if (now - job->rec.created_at >= js->cfg.max_age_ms) {
+    /* The age counts from when the job was due: a delayed job's due time
+     * rides in its context (state/match.c). */
+    int64_t since = job->rec.created_at, due;
+    if (lb_json_get_int(lb_json_get_obj(job->action, "context"), "due_at", &due) == 0 &&
+        due > since)
+        since = due;
+    if (now - since >= js->cfg.max_age_ms) {
         char msg[ERROR_MAX];
         snprintf(msg, sizeof(msg), "gave up after %d attempts: %s", job->rec.attempts,
                  error ? error : "");

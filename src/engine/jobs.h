@@ -193,7 +193,8 @@ void lb_job_finish(lb_job *job, int status, const char *error);
  * from the same workflow too (a workflow's filter did not match). */
 void lb_job_skip_workflow(lb_job *job, const char *reason);
 /* A transient failure: retried after a full-jitter backoff, or failed once
- * the job is older than max_age. */
+ * the job is older than max_age (counted from its context's "due_at" when
+ * it was delayed). */
 void lb_job_retry(lb_job *job, const char *error);
 /* Applies api.md's mapping to a Lever answer that is not a success: 5xx,
  * 408 and transport failures retry; 401 makes the job wait for the

@@ -46,6 +46,21 @@ static void add_job(builder *b, const lb_workflow *w, yajl_gen action, int64_t d
     b->n++;
 }
 
+/* The context object into g; a delayed workflow's jobs carry their due time
+ * as "due_at" (ms), from which JOB_MAX_AGE counts (engine/jobs.c). */
+static void put_context(yajl_gen g, yajl_val context, int64_t due)
+{
+    lb_json_key(g, "context");
+    yajl_gen_map_open(g);
+    for (size_t k = 0; context != NULL && YAJL_IS_OBJECT(context) && k < context->u.object.len;
+         k++) {
+        lb_json_key(g, context->u.object.keys[k]);
+        lb_json_value(g, context->u.object.values[k]);
+    }
+    if (due > 0) lb_json_kv_int(g, "due_at", due);
+    yajl_gen_map_close(g);
+}
+
 /* The workflow's actions, each with the context, after its gate: a
  * delayed workflow starts with check_stage (the opportunity read again when
  * due: still in to_stage, not archived, and, with postings, applied to one
@@ -63,6 +78,7 @@ static void add_actions(builder *b, const lb_workflow *w, yajl_val context)
             lb_json_key(g, "postings");
             lb_json_value(g, w->postings);
         }
+        if (due > 0) put_context(g, NULL, due);
         yajl_gen_map_close(g);
         add_job(b, w, g, due);
         yajl_gen_free(g);
@@ -75,8 +91,7 @@ static void add_actions(builder *b, const lb_workflow *w, yajl_val context)
             lb_json_key(g, a->u.object.keys[k]);
             lb_json_value(g, a->u.object.values[k]);
         }
-        lb_json_key(g, "context");
-        lb_json_value(g, context);
+        put_context(g, context, due);
         yajl_gen_map_close(g);
         add_job(b, w, g, due);
         yajl_gen_free(g);

@@ -483,6 +483,28 @@ static void too_old_fails(void **state)
     assert_non_null(strstr(err, "gave up after 1 attempts"));
 }
 
+/* A delayed job's age counts from its due time (context.due_at): made 60 s
+ * ago but due now, it retries instead of failing. */
+static void delayed_age_counts_from_due(void **state)
+{
+    fixture *f = *state;
+    upsert_tenant(f);
+    f->flaky_left = 3;
+    char action[160];
+    snprintf(action, sizeof(action),
+             "{\"type\":\"add_tags\",\"tags\":[\"x\"],\"context\":{\"due_at\":%lld}}",
+             (long long)lb_time_now_ms());
+    lb_job_rec r = job("job_due", action, "flaky", NULL, 0);
+    r.created_at = lb_time_now_ms() - 60000; /* max age is 60 s */
+    insert(f, &r, 1);
+    run_until_ended(f, 1);
+    char st[16];
+    int attempts;
+    row(f, "job_due", st, &attempts, NULL, 0);
+    assert_string_equal(st, "succeeded");
+    assert_int_equal(attempts, 4);
+}
+
 static void chain_runs_in_order(void **state)
 {
     fixture *f = *state;
@@ -607,6 +629,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(error_mapping, setup, teardown),
         cmocka_unit_test_setup_teardown(unauthorized_waits_then_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(too_old_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(delayed_age_counts_from_due, setup, teardown),
         cmocka_unit_test_setup_teardown(chain_runs_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(restart_resumes_and_skips_recorded_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel_tenant, setup, teardown),

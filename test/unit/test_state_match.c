@@ -146,6 +146,7 @@ static void test_delay(void **state)
     for (size_t i = 1; i < 4; i++) {
         assert_string_equal(jobs[i].workflow_id, delayed);
         assert_int_equal(jobs[i].seq, (int)i);
+        assert_non_null(strstr(jobs[i].action, "\"due_at\":"));
         assert_true(jobs[i].next_run_at >= before + 30 * 60000 &&
                     jobs[i].next_run_at <= after + 30 * 60000);
     }
