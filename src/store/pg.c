@@ -68,6 +68,7 @@ enum {
     Q_JOB_INSERT,
     Q_JOB_INSERT_EVENT,
     Q_JOB_UPDATE,
+    Q_FAILURE_TAG_JOB,
     Q_JOB_ACTIVE,
     Q_CONN_PUT,
     Q_CONN_DELETE,
@@ -118,15 +119,17 @@ enum {
 
 static const char *const q_sql[Q_COUNT] = {
     [Q_TENANT_UPSERT] =
-        "INSERT INTO tenants(id, name, api_addon, lever_rate, lever_burst, created_at, updated_at)"
-        " VALUES ($1::text, $2::text, $3::smallint, $4::float8, $5::int, $6::bigint, $6::bigint)"
+        "INSERT INTO tenants(id, name, api_addon, lever_rate, lever_burst, created_at, updated_at,"
+        " failure_tag)"
+        " VALUES ($1::text, $2::text, $3::smallint, $4::float8, $5::int, $6::bigint, $6::bigint,"
+        " $7::text)"
         " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, api_addon = EXCLUDED.api_addon,"
         " lever_rate = EXCLUDED.lever_rate, lever_burst = EXCLUDED.lever_burst,"
-        " updated_at = EXCLUDED.updated_at"
+        " updated_at = EXCLUDED.updated_at, failure_tag = EXCLUDED.failure_tag"
         " RETURNING created_at, updated_at, xmax = 0",
     [Q_TENANT_DELETE] = "DELETE FROM tenants WHERE id = $1::text",
-    [Q_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at, updated_at"
-                     " FROM tenants ORDER BY id",
+    [Q_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at, updated_at,"
+                     " failure_tag FROM tenants ORDER BY id",
     [Q_META_GET] = "SELECT value FROM meta WHERE key = $1::text",
     [Q_META_PUT] =
         "INSERT INTO meta(key, value, updated_at) VALUES ($1::text, $2::bytea, $3::bigint)"
@@ -140,6 +143,16 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_JOB_UPDATE] = "UPDATE jobs SET status = $2::text, attempts = $3::int,"
                      " next_run_at = $4::bigint, last_error = $5::text, steps = $6::json,"
                      " updated_at = $7::bigint WHERE id = $1::text",
+    /* job_update's tag job: the failure-tag ledger's row for a new (tenant,
+     * opportunity, tag $14) while the updated job ($15) exists, and the job
+     * only when that row was written. */
+    [Q_FAILURE_TAG_JOB] =
+        "WITH l AS (INSERT INTO failure_tags(tenant_id, opportunity_id, tag, job_id, created_at)"
+        " SELECT $2::text, $6::text, $14::text, $1::text, $13::bigint"
+        " WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $15::text)"
+        " ON CONFLICT (tenant_id, opportunity_id, tag) DO NOTHING RETURNING 1)"
+        " INSERT INTO jobs(" JOB_COLS ") SELECT " JOB_VALS " WHERE EXISTS (SELECT 1 FROM l)"
+        " RETURNING id",
     [Q_JOB_ACTIVE] =
         "SELECT " JOB_COLS " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
         " ORDER BY created_at, event_id NULLS FIRST, seq",
@@ -618,6 +631,7 @@ static void build_tenant_upsert(pg_store *s, lb_store_op *op, int i)
      * op failed) records the same. */
     if (t->updated_at <= 0) t->updated_at = lb_time_now_ms();
     p_i64(c, t->updated_at);
+    p_text(c, t->failure_tag);
 }
 
 static int parse_tenant_upsert(pg_store *s, lb_store_op *op, PGresult **r)
@@ -658,6 +672,7 @@ static int parse_tenant_load_all(pg_store *s, lb_store_op *op, PGresult **r)
         t->lever_burst = val_int(r[0], k, 4);
         t->created_at = val_i64(r[0], k, 5);
         t->updated_at = val_i64(r[0], k, 6);
+        t->failure_tag = val_dup_or_null(r[0], k, 7);
     }
     op->tenant_load_all.recs = recs;
     op->tenant_load_all.count = (size_t)n;
@@ -729,11 +744,24 @@ static void build_job_update(pg_store *s, lb_store_op *op, int i)
     p_text(c, j->last_error);
     p_text(c, j->steps);
     p_i64(c, j->updated_at > 0 ? j->updated_at : lb_time_now_ms());
+    if (op->job_update.tag_job != NULL) {
+        c = call_add(s, Q_FAILURE_TAG_JOB, i);
+        job_params(c, op->job_update.tag_job, lb_time_now_ms());
+        p_text(c, op->job_update.tag);
+        p_text(c, j->id);
+    }
 }
 
 static int parse_updated(pg_store *s, lb_store_op *op, PGresult **r)
 {
     return affected(r[0]) > 0 ? 0 : LB_ENOTFOUND;
+}
+
+static int parse_job_update(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (affected(r[0]) == 0) return LB_ENOTFOUND;
+    if (op->job_update.tag_job != NULL) op->job_update.tag_added = PQntuples(r[1]) == 1;
+    return 0;
 }
 
 static void job_read(const PGresult *r, int k, lb_job_rec *j)
@@ -1237,7 +1265,7 @@ static const kind_impl kinds[LB_STORE_OP_KIND_END] = {
     [LB_STORE_META_GET] = {build_meta_get, parse_meta_get},
     [LB_STORE_META_PUT] = {build_meta_put, parse_ok},
     [LB_STORE_JOB_INSERT] = {build_job_insert, parse_ok},
-    [LB_STORE_JOB_UPDATE] = {build_job_update, parse_updated},
+    [LB_STORE_JOB_UPDATE] = {build_job_update, parse_job_update},
     [LB_STORE_JOB_LOAD_ACTIVE] = {build_job_load_active, parse_job_load_active},
     [LB_STORE_CONN_PUT] = {build_conn_put, parse_ok},
     [LB_STORE_CONN_DELETE] = {build_conn_delete, parse_ok},

@@ -141,9 +141,22 @@ static const char schema_v2[] =
     " PRIMARY KEY (tenant_id, hour));"
     "CREATE INDEX stats_hourly_hour ON stats_hourly(hour);";
 
+/* Version 3: failures visible in Lever, as SQLite's version 7: the
+ * tenant's tag and the ledger that makes it once per opportunity. */
+static const char schema_v3[] =
+    "ALTER TABLE tenants ADD COLUMN failure_tag text;"
+    "CREATE TABLE failure_tags ("
+    " tenant_id text COLLATE \"C\" NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " opportunity_id text COLLATE \"C\" NOT NULL,"
+    " tag text COLLATE \"C\" NOT NULL,"
+    " job_id text NOT NULL,"
+    " created_at bigint NOT NULL,"
+    " PRIMARY KEY (tenant_id, opportunity_id, tag));";
+
 const lb_store_pg_migration lb_store_pg_migrations[] = {
     {1, "initial schema (SQLite versions 1-5)", schema_v1},
     {2, "hourly counts for the console (SQLite version 6)", schema_v2},
+    {3, "failure tags: each tenant tag and its ledger (SQLite version 7)", schema_v3},
     /* {3, "what it changes", "ALTER TABLE ...;"}, */
 };
 const size_t lb_store_pg_migration_count =
