@@ -29,6 +29,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "store/fault.h"
 #include "store/pg_migrate.h"
 
 #include <libpq-fe.h>
@@ -374,6 +375,10 @@ typedef struct {
     size_t *nc;        /* its number of calls */
     char *skip;        /* failed alone: not sent again */
     size_t capops;
+    /* Tests only (fault.h), for the batch being run: the op to fail alone
+     * (SIZE_MAX: none), and whether its transaction must fail. */
+    size_t fault_op;
+    int fault_commit;
 } pg_store;
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -1501,9 +1506,13 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
             int64_t now = lb_time_now_ms();
             for (size_t k = 0; k < op->nnotify; k++)
                 job_params(call_add(s, Q_JOB_INSERT, (int)i), &op->notify[k], now);
+            /* Fault injection: an error of the op's own, after its work. */
+            if (i == s->fault_op) call_add(s, -1, (int)i)->sql = "SELECT 1/0";
         }
         s->nc[i] = s->ncalls - s->first[i];
     }
+    /* Fault injection: an error of the transaction's, before COMMIT. */
+    if (s->fault_commit && !read_only) call_add(s, -1, -1)->sql = "SELECT 1/0";
     call_add(s, -1, -1)->sql = "COMMIT";
 
     if (PQenterPipelineMode(c) != 1) return ATTEMPT_FAILED;
@@ -1572,7 +1581,7 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
     }
     if (level_op) {
         *failed = opi;
-        s->ops[opi]->status = mapped;
+        s->ops[opi]->status = opi == s->fault_op ? LB_EIO : mapped;
         return ATTEMPT_OP_FAILED;
     }
     *code = mapped == UV_ENOSPC ? UV_ENOSPC : LB_EIO;
@@ -1631,6 +1640,8 @@ static void rerun_reads(pg_store *s, batch *b)
 
 static void run_batch(pg_store *s, batch *b)
 {
+    const lb_store_op *fail_op;
+    lb_store__fault_batch(b->head, &fail_op, &s->fault_commit);
     double t0 = mono_seconds();
     b->committed = 0;
     b->error = LB_EIO;
@@ -1638,6 +1649,7 @@ static void run_batch(pg_store *s, batch *b)
     for (lb_store_op *op = b->head; op != NULL; op = op->next)
         b->wrote |= !lb_store__op_readonly(op->kind);
     if (!ensure_conn(s)) {
+        s->fault_commit = 0;
         for (lb_store_op *op = b->head; op != NULL; op = op->next)
             op->status = LB_EIO;
         b->wrote = 1; /* readiness follows the database */
@@ -1648,10 +1660,14 @@ static void run_batch(pg_store *s, batch *b)
     plans_check(s);
     ops_room(s, b->count);
     size_t n = 0;
-    for (lb_store_op *op = b->head; op != NULL; op = op->next)
+    for (lb_store_op *op = b->head; op != NULL; op = op->next) {
+        if (op == fail_op) s->fault_op = n;
         s->ops[n++] = op;
+    }
     int code = LB_EIO;
     int rc = run_ops(s, n, 0, &code);
+    s->fault_op = SIZE_MAX; /* reads run again are not failed again */
+    s->fault_commit = 0;
     if (rc == ATTEMPT_COMMITTED) {
         b->committed = 1;
     } else {
@@ -1918,6 +1934,7 @@ int lb_store_pg_open(uv_loop_t *loop, const char *conninfo, const lb_store_optio
     PQclear(sc);
 
     pg_store *s = LB_NEW(pg_store);
+    s->fault_op = SIZE_MAX;
     lb_store__init(&s->base, &pg_vtable, loop);
     s->conn = c;
     s->conninfo = lb_strdup(conninfo);

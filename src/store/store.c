@@ -5,6 +5,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "store/fault.h"
 
 #include <math.h>
 #include <sodium.h>
@@ -617,8 +618,12 @@ int lb_store_submit(lb_store *s, lb_store_op *op)
     if (k->clear != NULL) k->clear(op);
     op->status = 0;
     op->next = NULL;
+    lb_store__fault_submit(op, 0); /* tests only (fault.h): may pick op to fail */
     rc = s->vt->submit(s, op);
-    if (rc != 0) return rc;
+    if (rc != 0) {
+        lb_store__fault_submit(op, 1);
+        return rc;
+    }
     s->stats.pending++;
     return 0;
 }
