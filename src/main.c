@@ -279,8 +279,9 @@ static void start_engine(app *a)
                          .events_url = a->events_key_len ? a->cfg.platform_events_url : NULL,
                          .events_key = a->events_key,
                          .events_key_len = a->events_key_len};
-    lb_jobs_env env = {lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_permission,
-                       lb_api_tenant_rate, &a->api};
+    lb_jobs_env env = {
+        lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_permission, lb_api_tenant_rate,
+        &a->api,           lb_api_tenant_failure_tag};
     if (lb_http_client_new(&a->loop, &cc, &a->client) != 0 ||
         lb_outbound_new(&a->loop, a->client, &a->outbound) != 0 ||
         lb_jobs_new(&a->loop, a->store, a->outbound, a->client, &jc, &env, &a->jobs) != 0)
@@ -436,9 +437,9 @@ static int copy_store_main(int argc, char **argv)
     /* (the target is not printed: its URL may hold a password) */
     printf("leverbridge: copied %s to PostgreSQL: %zu tenant(s), %zu connection(s), %zu hook(s), "
            "%zu workflow(s), %zu event(s), %zu job(s), %zu invitation(s), %zu meta row(s), "
-           "%zu pruned result key(s)%s\n",
+           "%zu pruned result key(s), %zu failure tag(s)%s\n",
            from, st.tenants, st.connections, st.hooks, st.workflows, st.events, st.jobs,
-           st.invitations, st.meta, st.event_keys,
+           st.invitations, st.meta, st.event_keys, st.failure_tags,
            st.skipped ? " (some duplicate Lever keys kept once)" : "");
     return 0;
 }

@@ -118,6 +118,8 @@ int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth);
 void lb_api_lever_unauthorized(void *data, const char *tenant);
 void lb_api_lever_permission(void *data, const char *tenant, const char *permission, int granted);
 void lb_api_tenant_rate(void *data, const char *tenant, double *rate, int *burst);
+/* The tenant's failure tag, or NULL (lb_jobs_env.failure_tag). */
+const char *lb_api_tenant_failure_tag(void *data, const char *tenant);
 
 /* Writes a tenant's <connection> object (api.md) into g. */
 void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t);

@@ -50,8 +50,12 @@ static void dry_run(lb_http_req *req, void *data)
         yajl_tree_free(body);
         return;
     }
-    lb_jobs_env env = {lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_permission,
-                       lb_api_tenant_rate, api};
+    lb_jobs_env env = {lb_api_lever_auth,
+                       lb_api_lever_unauthorized,
+                       lb_api_lever_permission,
+                       lb_api_tenant_rate,
+                       api,
+                       NULL}; /* a dry run fails no job */
     int rc = lb_dryrun_start(api->outbound, api->store, &env, w, opp->u.string,
                              api->cfg->platform_url != NULL, done, req);
     yajl_tree_free(body);

@@ -31,6 +31,7 @@ typedef struct {
     lb_api *api;
     lb_http_req *req;
     char *name;
+    char *failure_tag;
 } tenant_ctx;
 
 /* ---- rendering ---------------------------------------------------------- */
@@ -41,6 +42,7 @@ static void tenant_json(lb_api *api, yajl_gen g, const lb_tenant *t)
     lb_json_kv_str(g, "id", t->id);
     lb_json_kv_str(g, "name", t->name);
     lb_json_kv_bool(g, "api_addon", t->api_addon);
+    lb_json_kv_str(g, "failure_tag", t->failure_tag);
     lb_json_kv_time(g, "created_at", t->created_at);
     lb_json_kv_time(g, "updated_at", t->updated_at);
     lb_json_key(g, "lever");
@@ -74,6 +76,7 @@ static void put_done(lb_store_op *op)
         respond_tenant(ctx->api, ctx->req, op->tenant_upsert.created ? 201 : 200, t);
     }
     lb_free(ctx->name);
+    lb_free(ctx->failure_tag);
     lb_free(ctx);
 }
 
@@ -83,12 +86,38 @@ static int bad_field(lb_http_req *req, const char *field, const char *msg)
     return LB_EINVAL;
 }
 
+/* failure_tag: absent keeps the current one, null turns it off, else a
+ * string of 1..LB_FAILURE_TAG_MAX bytes without control characters (a tag
+ * as Lever shows it). 0 and *out (lb_malloc'd or NULL), or LB_EINVAL
+ * answered. */
+static int parse_failure_tag(lb_http_req *req, yajl_val body, const lb_tenant *cur, char **out)
+{
+    yajl_val v = lb_json_get(body, "failure_tag");
+    *out = NULL;
+    if (v == NULL) {
+        if (cur != NULL && cur->failure_tag != NULL) *out = lb_strdup(cur->failure_tag);
+        return 0;
+    }
+    if (YAJL_IS_NULL(v)) return 0;
+    size_t n = YAJL_IS_STRING(v) ? strlen(v->u.string) : 0;
+    int ok = n >= 1 && n <= LB_FAILURE_TAG_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        if ((unsigned char)v->u.string[i] < 0x20 || v->u.string[i] == 0x7f) ok = 0;
+    if (!ok)
+        return bad_field(req, "failure_tag",
+                         "failure_tag must be null or a string of 1 to 100 bytes without "
+                         "control characters.");
+    *out = lb_strdup(v->u.string);
+    return 0;
+}
+
 /* Validates the body against the tenant's current values (absent fields keep
  * them; a new tenant starts from the defaults). */
 static int parse_tenant(lb_http_req *req, yajl_val body, const lb_tenant *cur, lb_tenant_rec *rec,
                         char **name)
 {
-    static const char *const known[] = {"name", "api_addon", "lever_rate", "lever_burst"};
+    static const char *const known[] = {"name", "api_addon", "lever_rate", "lever_burst",
+                                        "failure_tag"};
     for (size_t i = 0; i < body->u.object.len; i++) {
         const char *k = body->u.object.keys[i];
         size_t j = 0;
@@ -158,7 +187,10 @@ static void tenant_put(lb_http_req *req, void *data)
     if (body == NULL) return;
     tenant_ctx *ctx = LB_NEW(tenant_ctx);
     lb_tenant_rec *rec = &ctx->op.tenant_upsert.rec;
-    int rc = parse_tenant(req, body, lb_tenants_get(api->tenants, id), rec, &ctx->name);
+    const lb_tenant *cur = lb_tenants_get(api->tenants, id);
+    int rc = parse_tenant(req, body, cur, rec, &ctx->name);
+    if (rc == 0 && (rc = parse_failure_tag(req, body, cur, &ctx->failure_tag)) != 0)
+        lb_free(ctx->name);
     yajl_tree_free(body);
     if (rc != 0) {
         lb_free(ctx);
@@ -166,6 +198,7 @@ static void tenant_put(lb_http_req *req, void *data)
     }
     memcpy(rec->id, id, strlen(id) + 1);
     rec->name = ctx->name;
+    rec->failure_tag = ctx->failure_tag;
     ctx->api = api;
     ctx->req = req;
     ctx->op.kind = LB_STORE_TENANT_UPSERT;
@@ -174,8 +207,16 @@ static void tenant_put(lb_http_req *req, void *data)
     if ((rc = lb_store_submit(api->store, &ctx->op)) != 0) {
         store_failed(req, rc);
         lb_free(ctx->name);
+        lb_free(ctx->failure_tag);
         lb_free(ctx);
     }
+}
+
+const char *lb_api_tenant_failure_tag(void *data, const char *tenant)
+{
+    lb_api *api = data;
+    const lb_tenant *t = lb_tenants_get(api->tenants, tenant);
+    return t != NULL ? t->failure_tag : NULL;
 }
 
 /* ---- GET /v1/tenants/{tenant}, GET /v1/tenants ---------------------------- */

@@ -37,6 +37,26 @@ static void add_tags_run(lb_job *job)
     yajl_gen_free(g);
 }
 
+/* ---- failure_tag: the tenant's tag on a failed job's opportunity ---------- */
+
+/* api.md "Failures visible in Lever": made by the engine when a job fails
+ * for good (jobs.c), never by a workflow. Its own failure tags nothing
+ * (LB_JOB_KIND_NO_FAILURE_TAG). */
+static void failure_tag_run(lb_job *job)
+{
+    const char *tag = lb_json_get_str(lb_job_action(job), "tag");
+    if (tag == NULL || *tag == '\0') {
+        lb_job_finish(job, LB_JOB_FAILED, "failure_tag needs a tag");
+        return;
+    }
+    const char *list[1] = {tag};
+    yajl_gen g = lb_json_gen_new();
+    lb_lever_tags_body(g, list, 1);
+    lb_job_lever(job, "add opportunity tags", "POST", NULL, g, call_done,
+                 "/opportunities/%s/addTags", lb_job_opportunity(job));
+    yajl_gen_free(g);
+}
+
 /* ---- move_stage: PUT /opportunities/:id/stage {"stage":id} ---------------- */
 
 /* Just before the PUT the opportunity is read: a move to the stage it is
@@ -216,5 +236,6 @@ const lb_job_kind lb_action_kinds[] = {
     {"send_assessment", lb_assess_send_run, 0},
     {"add_note", lb_assess_add_note_run, 0},
     {"update_status_note", lb_assess_update_note_run, 0},
+    {"failure_tag", failure_tag_run, LB_JOB_KIND_NO_FAILURE_TAG},
 };
 const size_t lb_action_nkinds = sizeof(lb_action_kinds) / sizeof(lb_action_kinds[0]);

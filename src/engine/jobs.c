@@ -8,6 +8,7 @@
 #include "core/metrics.h"
 #include "core/strbuf.h"
 #include "core/time.h"
+#include "crypto/crypto.h"
 #include "engine/backoff.h"
 #include "engine/notify.h"
 #include "json/json.h"
@@ -214,7 +215,9 @@ typedef struct {
     lb_job_rec rec;
     lb_job *job; /* NULL: nobody waits for it */
     void (*then)(lb_job *job, int status);
-    lb_job_rec notify; /* job.failed, written with the end; id "": none */
+    lb_job_rec notify;  /* job.failed, written with the end; id "": none */
+    lb_job_rec tag_job; /* the failure tag's job, written with the end; action NULL: none */
+    char *tag;
 } jwrite;
 
 static void write_done(lb_store_op *op)
@@ -229,6 +232,10 @@ static void write_done(lb_store_op *op)
     j->writes--;
     if (w->then != NULL && j->state != J_DONE && !js->closing) w->then(j, op->status);
     lb_jobs_notify_done(js, op, &w->notify);
+    /* The ledger had no row for it: this write made the tag's job. */
+    if (op->status == 0 && op->job_update.tag_added) lb_jobs_add(js, &w->tag_job, 1);
+    lb_job_rec_free(&w->tag_job);
+    lb_free(w->tag);
     lb_job_rec_free(&w->rec);
     lb_free(w);
     if (j->state == J_DONE && j->writes == 0) job_free(j);
@@ -236,8 +243,11 @@ static void write_done(lb_store_op *op)
 }
 
 /* Writes the job's state; notify (may be NULL), a job.failed event made
- * with it, is taken and inserted in the same transaction. */
-static void write_job_with(lb_job *j, void (*then)(lb_job *, int), lb_job_rec *notify)
+ * with it, is taken and inserted in the same transaction; so is tag_job
+ * (may be NULL) with its tag, the failure tag's job (store.h job_update:
+ * inserted once per opportunity and tag). */
+static void write_job_with(lb_job *j, void (*then)(lb_job *, int), lb_job_rec *notify,
+                           lb_job_rec *tag_job, char **tag)
 {
     lb_jobs *js = j->js;
     jwrite *w = LB_NEW(jwrite);
@@ -259,6 +269,14 @@ static void write_job_with(lb_job *j, void (*then)(lb_job *, int), lb_job_rec *n
         w->op.notify = &w->notify;
         w->op.nnotify = 1;
     }
+    if (tag_job != NULL && tag_job->action != NULL && tag != NULL && *tag != NULL) {
+        w->tag_job = *tag_job;
+        memset(tag_job, 0, sizeof(*tag_job));
+        w->tag = *tag;
+        *tag = NULL;
+        w->op.job_update.tag_job = &w->tag_job;
+        w->op.job_update.tag = w->tag;
+    }
     w->op.cb = write_done;
     w->op.data = w;
     int rc = lb_store_submit(js->store, &w->op);
@@ -267,6 +285,8 @@ static void write_job_with(lb_job *j, void (*then)(lb_job *, int), lb_job_rec *n
                  j->rec.id, lb_strerror(rc));
         lb_job_rec_free(&w->rec);
         lb_job_rec_free(&w->notify);
+        lb_job_rec_free(&w->tag_job);
+        lb_free(w->tag);
         lb_free(w);
         if (then != NULL) then(j, rc);
         return;
@@ -277,7 +297,7 @@ static void write_job_with(lb_job *j, void (*then)(lb_job *, int), lb_job_rec *n
 
 static void write_job(lb_job *j, void (*then)(lb_job *, int))
 {
-    write_job_with(j, then, NULL);
+    write_job_with(j, then, NULL, NULL, NULL);
 }
 
 /* A kind's own store operation: counted as a write of its job, so neither
@@ -497,6 +517,41 @@ static void failed_event(lb_job *j, lb_job_rec *out)
     lb_free(data);
 }
 
+/* The failure tag's job for a job that failed for good (api.md "Failures
+ * visible in Lever"): when the tenant has a tag, the job an opportunity
+ * and a kind that tags. 1 with *rec and *tag (lb_malloc'd) filled, else 0.
+ * Its action: {"type":"failure_tag","tag":...,"failed_job":"job_..."}. */
+static int failure_tag_job(lb_job *j, lb_job_rec *rec, char **tag)
+{
+    lb_jobs *js = j->js;
+    memset(rec, 0, sizeof(*rec));
+    *tag = NULL;
+    if (js->env.failure_tag == NULL || j->rec.opportunity_id == NULL) return 0;
+    if (is_notify(j) || (j->kind != NULL && (j->kind->flags & LB_JOB_KIND_NO_FAILURE_TAG) != 0))
+        return 0;
+    const char *t = js->env.failure_tag(js->env.data, j->rec.tenant_id);
+    if (t == NULL || *t == '\0') return 0;
+    int64_t now = now_ms();
+    lb_sortable_id_buf(rec->id, sizeof(rec->id), "job_", now, 12);
+    memcpy(rec->tenant_id, j->rec.tenant_id, sizeof(rec->tenant_id));
+    rec->opportunity_id = lb_strdup(j->rec.opportunity_id);
+    yajl_gen g = lb_json_gen_new();
+    yajl_gen_map_open(g);
+    lb_json_kv_str(g, "type", "failure_tag");
+    lb_json_kv_str(g, "tag", t);
+    lb_json_kv_str(g, "failed_job", j->rec.id);
+    yajl_gen_map_close(g);
+    const unsigned char *buf;
+    size_t len;
+    yajl_gen_get_buf(g, &buf, &len);
+    rec->action = lb_strndup((const char *)buf, len);
+    yajl_gen_free(g);
+    rec->status = LB_JOB_QUEUED;
+    rec->created_at = rec->updated_at = now;
+    *tag = lb_strdup(t);
+    return 1;
+}
+
 static void end(lb_job *j, int status, const char *error)
 {
     lb_jobs *js = j->js;
@@ -521,14 +576,18 @@ static void end(lb_job *j, int status, const char *error)
         js->stats.cancelled++;
         break;
     }
-    lb_job_rec notify = {0};
+    lb_job_rec notify = {0}, tag_job = {0};
+    char *tag = NULL;
     if (status == LB_JOB_FAILED) {
         lb_warn("jobs", "tenant=%s job=%s (%s) failed: %s", j->rec.tenant_id, j->rec.id,
                 j->kind ? j->kind->type : "?", error ? error : "");
         if (!is_notify(j)) failed_event(j, &notify);
+        failure_tag_job(j, &tag_job, &tag);
     }
-    write_job_with(j, NULL, &notify);
+    write_job_with(j, NULL, &notify, &tag_job, &tag);
     lb_job_rec_free(&notify);
+    lb_job_rec_free(&tag_job);
+    lb_free(tag);
     lb_map_del(&js->jobs, j->rec.id);
     j->state = J_DONE;
     chain_advance(j);

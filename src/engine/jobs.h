@@ -51,6 +51,9 @@ typedef struct {
     /* The tenant's limits (rate <= 0: unlimited). */
     void (*tenant_rate)(void *data, const char *tenant, double *rate, int *burst);
     void *data;
+    /* The tenant's failure tag (api.md "Failures visible in Lever"), valid
+     * until the callback returns, or NULL: off. NULL callback: off. */
+    const char *(*failure_tag)(void *data, const char *tenant);
 } lb_jobs_env;
 
 typedef struct {
@@ -83,6 +86,10 @@ typedef struct {
  * made; they are not cancelled with the tenant's Lever jobs (a disconnect
  * is itself an event) and their failure makes no job.failed event. */
 #define LB_JOB_KIND_NOTIFY 1
+/* LB_JOB_KIND_NO_FAILURE_TAG: a failure of the kind's jobs adds no failure
+ * tag (the failure_tag kind itself: it never tags again on its own
+ * failure). Notify jobs add none either. */
+#define LB_JOB_KIND_NO_FAILURE_TAG 2
 
 /* An action type. */
 typedef struct {

@@ -17,6 +17,7 @@ void lb_tenants_free(lb_tenants *ts)
 {
     for (size_t i = 0; i < ts->count; i++) {
         lb_free(ts->order[i]->name);
+        lb_free(ts->order[i]->failure_tag);
         lb_free(ts->order[i]);
     }
     lb_free(ts->order);
@@ -93,6 +94,8 @@ lb_tenant *lb_tenants_apply(lb_tenants *ts, const lb_tenant_rec *rec)
     }
     lb_free(t->name);
     t->name = lb_strdup(rec->name ? rec->name : "");
+    lb_free(t->failure_tag);
+    t->failure_tag = rec->failure_tag ? lb_strdup(rec->failure_tag) : NULL;
     t->api_addon = rec->api_addon;
     t->lever_rate = rec->lever_rate;
     t->lever_burst = rec->lever_burst;
@@ -106,6 +109,7 @@ void lb_tenants_remove(lb_tenants *ts, const char *id)
     if (t == NULL) return;
     order_remove(ts, t);
     lb_free(t->name);
+    lb_free(t->failure_tag);
     lb_free(t);
 }
 

@@ -16,6 +16,7 @@ typedef struct lb_tenant {
     int api_addon;
     double lever_rate; /* 0: the configured default */
     int lever_burst;   /* 0: the configured default */
+    char *failure_tag; /* api.md "Failures visible in Lever"; NULL: off */
     int64_t created_at;
     int64_t updated_at;
     size_t pos; /* index in lb_tenants.order */

@@ -9,7 +9,7 @@
  * written in one transaction: all of it or nothing. Every row of every table
  * is copied (tenants, connections, hooks, workflows, events with their
  * dedupe keys, jobs, invitations, meta with the master key check, keys of
- * pruned results), byte for byte; sealed secrets stay sealed, so the copy
+ * pruned results, the failure-tag ledger), byte for byte; sealed secrets stay sealed, so the copy
  * needs the same master key. */
 #include "store/store.h"
 
@@ -38,8 +38,8 @@ typedef struct {
 } table;
 
 static const table tables[] = {
-    {"tenants", "id, name, api_addon, lever_rate, lever_burst, created_at, updated_at", 7, 0, "id",
-     0},
+    {"tenants", "id, name, api_addon, lever_rate, lever_burst, created_at, updated_at, failure_tag",
+     8, 0, "id", 0},
     {"meta", "key, value, updated_at", 3, 1u << 1, "key", 0},
     {"connections",
      "tenant_id, status, auth, secret, token_expires_at, permissions_missing,"
@@ -64,6 +64,8 @@ static const table tables[] = {
      9, 0, "tenant_id, opportunity_id, assessment", 0},
     {"event_keys", "tenant_id, source, dedupe_key, event_id", 4, 0, "tenant_id, source, dedupe_key",
      1},
+    {"failure_tags", "tenant_id, opportunity_id, tag, job_id, created_at", 5, 0,
+     "tenant_id, opportunity_id, tag", 0},
 };
 
 static void one_line(char *s)
@@ -235,9 +237,9 @@ int lb_store_copy(const char *from, const char *to, lb_store_copy_stats *out, ch
         rc = LB_EIO;
         goto done;
     }
-    size_t *counts[] = {&out->tenants, &out->meta,        &out->connections,
-                        &out->hooks,   &out->workflows,   &out->events,
-                        &out->jobs,    &out->invitations, &out->event_keys};
+    size_t *counts[] = {&out->tenants,    &out->meta,        &out->connections, &out->hooks,
+                        &out->workflows,  &out->events,      &out->jobs,        &out->invitations,
+                        &out->event_keys, &out->failure_tags};
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]) && rc == 0; i++)
         rc = copy_table(db, pg, &tables[i], counts[i], &out->skipped, err, errlen);
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);

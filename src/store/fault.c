@@ -199,7 +199,163 @@ void lb_store__fault_batch_delay(void)
     if (ms > 0) usleep((useconds_t)ms * 1000);
 }
 
+/* ---- every backend: fail the next commit, fail op N ---------------------- */
+
+#include "store/backend.h"
+
+#include <uv.h>
+
+/* Shared by the loop (arming, submit) and the store thread (batch): under
+ * mu. Process-wide: one store per process in the server; a unit test arms
+ * the store it has open. */
+static uv_once_t st_once = UV_ONCE_INIT;
+static uv_mutex_t st_mu;
+static int st_commits;                 /* failing commits still to place */
+static long st_op_left;                /* submits until the op to fail; 0: none */
+static const lb_store_op *st_fail_op;  /* submitted, to fail alone */
+static const lb_store_op *st_fail_cmt; /* submitted: its batch's commit fails */
+static char st_path[1024];             /* LB_FAULT_STORE; "" off */
+
+static void st_init(void)
+{
+    uv_mutex_init(&st_mu);
+    const char *p = getenv("LB_FAULT_STORE");
+    if (p != NULL && p[0] != '\0' && strlen(p) < sizeof(st_path)) {
+        snprintf(st_path, sizeof(st_path), "%s", p);
+        lb_warn("store", "fault injection: commits and ops fail as %s says", st_path);
+    }
+}
+
+static void arm_locked(int commits, long op_n)
+{
+    if (commits > 0) st_commits += commits;
+    if (op_n > 0) {
+        st_op_left = op_n;
+        st_fail_op = NULL;
+    }
+}
+
+void lb_store__fault_arm(int commits, long op_n)
+{
+    uv_once(&st_once, st_init);
+    uv_mutex_lock(&st_mu);
+    arm_locked(commits, op_n);
+    uv_mutex_unlock(&st_mu);
+}
+
+void lb_store__fault_clear(void)
+{
+    uv_once(&st_once, st_init);
+    uv_mutex_lock(&st_mu);
+    st_commits = 0;
+    st_op_left = 0;
+    st_fail_op = st_fail_cmt = NULL;
+    uv_mutex_unlock(&st_mu);
+}
+
+/* The control file, when there is one: read, removed, obeyed. Loop thread,
+ * under st_mu. */
+static void read_control(void)
+{
+    if (st_path[0] == '\0' || access(st_path, F_OK) != 0) return;
+    char buf[128] = "";
+    FILE *f = fopen(st_path, "r");
+    if (f != NULL) {
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+    }
+    unlink(st_path);
+    /* words: "commit" [K], "op" N */
+    char *tok[16];
+    int ntok = 0;
+    char *save = NULL;
+    for (char *w = strtok_r(buf, " \t\r\n", &save); w != NULL && ntok < 16;
+         w = strtok_r(NULL, " \t\r\n", &save))
+        tok[ntok++] = w;
+    int commits = 0;
+    long op_n = 0;
+    for (int i = 0; i < ntok; i++) {
+        char *end = NULL;
+        long n = i + 1 < ntok ? strtol(tok[i + 1], &end, 10) : 0;
+        int has_n = end != NULL && *end == '\0' && n > 0;
+        if (strcmp(tok[i], "commit") == 0) commits += has_n ? (int)n : 1;
+        if (strcmp(tok[i], "op") == 0 && has_n) op_n = n;
+        if (has_n) i++;
+    }
+    lb_warn("store", "fault injection: %d commit(s) and op %ld from now will fail", commits, op_n);
+    arm_locked(commits, op_n);
+}
+
+void lb_store__fault_submit(const lb_store_op *op, int undo)
+{
+    uv_once(&st_once, st_init);
+    uv_mutex_lock(&st_mu);
+    if (undo) {
+        /* Not queued after all: it cannot be the one. */
+        if (st_fail_op == op) {
+            st_fail_op = NULL;
+            st_op_left = 1;
+        }
+        if (st_fail_cmt == op) {
+            st_fail_cmt = NULL;
+            st_commits++;
+        }
+        uv_mutex_unlock(&st_mu);
+        return;
+    }
+    read_control();
+    if (st_op_left > 0 && --st_op_left == 0) st_fail_op = op;
+    if (st_commits > 0 && st_fail_cmt == NULL && !lb_store__op_readonly(op->kind)) {
+        st_fail_cmt = op;
+        st_commits--;
+    }
+    uv_mutex_unlock(&st_mu);
+}
+
+void lb_store__fault_batch(const lb_store_op *head, const lb_store_op **fail_op, int *fail_commit)
+{
+    *fail_op = NULL;
+    *fail_commit = 0;
+    uv_once(&st_once, st_init);
+    uv_mutex_lock(&st_mu);
+    if (st_fail_op != NULL || st_fail_cmt != NULL) {
+        for (const lb_store_op *op = head; op != NULL; op = op->next) {
+            if (op == st_fail_op) {
+                *fail_op = op;
+                st_fail_op = NULL;
+            }
+            if (op == st_fail_cmt) {
+                *fail_commit = 1;
+                st_fail_cmt = NULL;
+            }
+        }
+    }
+    uv_mutex_unlock(&st_mu);
+    if (*fail_op != NULL)
+        lb_warn("store", "fault injection: an op of kind %d fails alone", (*fail_op)->kind);
+    if (*fail_commit) lb_warn("store", "fault injection: a batch's commit fails");
+}
+
 #else
+
+void lb_store__fault_arm(int commits, long op_n)
+{
+}
+
+void lb_store__fault_clear(void)
+{
+}
+
+void lb_store__fault_submit(const lb_store_op *op, int undo)
+{
+}
+
+void lb_store__fault_batch(const lb_store_op *head, const lb_store_op **fail_op, int *fail_commit)
+{
+    *fail_op = NULL;
+    *fail_commit = 0;
+}
 
 int lb_store__fault_install(void)
 {

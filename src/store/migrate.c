@@ -178,6 +178,19 @@ static const char schema_v6[] = "CREATE TABLE stats_hourly ("
  * moves"). NULL for invitations sent before: their moves are unguarded. */
 static const char schema_v7[] = "ALTER TABLE invitations ADD COLUMN stage_id TEXT;";
 
+/* Version 8: failures visible in Lever (api.md). The tenant's tag (NULL:
+ * off), and the ledger that makes it once per opportunity: a row per
+ * (tenant, opportunity, tag), written in the transaction of the failed
+ * job's end together with the job that adds the tag. Never pruned. */
+static const char schema_v8[] = "ALTER TABLE tenants ADD COLUMN failure_tag TEXT;"
+                                "CREATE TABLE failure_tags ("
+                                " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+                                " opportunity_id TEXT NOT NULL,"
+                                " tag TEXT NOT NULL,"
+                                " job_id TEXT NOT NULL," /* the job that adds it */
+                                " created_at INTEGER NOT NULL,"
+                                " PRIMARY KEY (tenant_id, opportunity_id, tag)) WITHOUT ROWID;";
+
 const lb_store_migration lb_store_migrations[] = {
     {1, "initial schema", schema_v1, NULL},
     {2, "meta table", schema_v2, NULL},
@@ -186,6 +199,7 @@ const lb_store_migration lb_store_migrations[] = {
     {5, "retention: pruning indexes, keys of pruned results", schema_v5, NULL},
     {6, "hourly counts for the console", schema_v6, NULL},
     {7, "invitations: the stage at sending, for guarded moves", schema_v7, NULL},
+    {8, "failure tags: each tenant tag and its ledger", schema_v8, NULL},
     /* {3, "what it changes", "ALTER TABLE ...;", NULL}, */
 };
 const size_t lb_store_migration_count =

@@ -29,6 +29,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "store/fault.h"
 #include "store/pg_migrate.h"
 
 #include <libpq-fe.h>
@@ -68,6 +69,7 @@ enum {
     Q_JOB_INSERT,
     Q_JOB_INSERT_EVENT,
     Q_JOB_UPDATE,
+    Q_FAILURE_TAG_JOB,
     Q_JOB_ACTIVE,
     Q_CONN_PUT,
     Q_CONN_DELETE,
@@ -118,15 +120,17 @@ enum {
 
 static const char *const q_sql[Q_COUNT] = {
     [Q_TENANT_UPSERT] =
-        "INSERT INTO tenants(id, name, api_addon, lever_rate, lever_burst, created_at, updated_at)"
-        " VALUES ($1::text, $2::text, $3::smallint, $4::float8, $5::int, $6::bigint, $6::bigint)"
+        "INSERT INTO tenants(id, name, api_addon, lever_rate, lever_burst, created_at, updated_at,"
+        " failure_tag)"
+        " VALUES ($1::text, $2::text, $3::smallint, $4::float8, $5::int, $6::bigint, $6::bigint,"
+        " $7::text)"
         " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, api_addon = EXCLUDED.api_addon,"
         " lever_rate = EXCLUDED.lever_rate, lever_burst = EXCLUDED.lever_burst,"
-        " updated_at = EXCLUDED.updated_at"
+        " updated_at = EXCLUDED.updated_at, failure_tag = EXCLUDED.failure_tag"
         " RETURNING created_at, updated_at, xmax = 0",
     [Q_TENANT_DELETE] = "DELETE FROM tenants WHERE id = $1::text",
-    [Q_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at, updated_at"
-                     " FROM tenants ORDER BY id",
+    [Q_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at, updated_at,"
+                     " failure_tag FROM tenants ORDER BY id",
     [Q_META_GET] = "SELECT value FROM meta WHERE key = $1::text",
     [Q_META_PUT] =
         "INSERT INTO meta(key, value, updated_at) VALUES ($1::text, $2::bytea, $3::bigint)"
@@ -140,6 +144,16 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_JOB_UPDATE] = "UPDATE jobs SET status = $2::text, attempts = $3::int,"
                      " next_run_at = $4::bigint, last_error = $5::text, steps = $6::json,"
                      " updated_at = $7::bigint WHERE id = $1::text",
+    /* job_update's tag job: the failure-tag ledger's row for a new (tenant,
+     * opportunity, tag $14) while the updated job ($15) exists, and the job
+     * only when that row was written. */
+    [Q_FAILURE_TAG_JOB] =
+        "WITH l AS (INSERT INTO failure_tags(tenant_id, opportunity_id, tag, job_id, created_at)"
+        " SELECT $2::text, $6::text, $14::text, $1::text, $13::bigint"
+        " WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $15::text)"
+        " ON CONFLICT (tenant_id, opportunity_id, tag) DO NOTHING RETURNING 1)"
+        " INSERT INTO jobs(" JOB_COLS ") SELECT " JOB_VALS " WHERE EXISTS (SELECT 1 FROM l)"
+        " RETURNING id",
     [Q_JOB_ACTIVE] =
         "SELECT " JOB_COLS " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
         " ORDER BY created_at, event_id NULLS FIRST, seq",
@@ -362,6 +376,10 @@ typedef struct {
     size_t *nc;        /* its number of calls */
     char *skip;        /* failed alone: not sent again */
     size_t capops;
+    /* Tests only (fault.h), for the batch being run: the op to fail alone
+     * (SIZE_MAX: none), and whether its transaction must fail. */
+    size_t fault_op;
+    int fault_commit;
 } pg_store;
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -619,6 +637,7 @@ static void build_tenant_upsert(pg_store *s, lb_store_op *op, int i)
      * op failed) records the same. */
     if (t->updated_at <= 0) t->updated_at = lb_time_now_ms();
     p_i64(c, t->updated_at);
+    p_text(c, t->failure_tag);
 }
 
 static int parse_tenant_upsert(pg_store *s, lb_store_op *op, PGresult **r)
@@ -659,6 +678,7 @@ static int parse_tenant_load_all(pg_store *s, lb_store_op *op, PGresult **r)
         t->lever_burst = val_int(r[0], k, 4);
         t->created_at = val_i64(r[0], k, 5);
         t->updated_at = val_i64(r[0], k, 6);
+        t->failure_tag = val_dup_or_null(r[0], k, 7);
     }
     op->tenant_load_all.recs = recs;
     op->tenant_load_all.count = (size_t)n;
@@ -730,11 +750,24 @@ static void build_job_update(pg_store *s, lb_store_op *op, int i)
     p_text(c, j->last_error);
     p_text(c, j->steps);
     p_i64(c, j->updated_at > 0 ? j->updated_at : lb_time_now_ms());
+    if (op->job_update.tag_job != NULL) {
+        c = call_add(s, Q_FAILURE_TAG_JOB, i);
+        job_params(c, op->job_update.tag_job, lb_time_now_ms());
+        p_text(c, op->job_update.tag);
+        p_text(c, j->id);
+    }
 }
 
 static int parse_updated(pg_store *s, lb_store_op *op, PGresult **r)
 {
     return affected(r[0]) > 0 ? 0 : LB_ENOTFOUND;
+}
+
+static int parse_job_update(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (affected(r[0]) == 0) return LB_ENOTFOUND;
+    if (op->job_update.tag_job != NULL) op->job_update.tag_added = PQntuples(r[1]) == 1;
+    return 0;
 }
 
 static void job_read(const PGresult *r, int k, lb_job_rec *j)
@@ -1240,7 +1273,7 @@ static const kind_impl kinds[LB_STORE_OP_KIND_END] = {
     [LB_STORE_META_GET] = {build_meta_get, parse_meta_get},
     [LB_STORE_META_PUT] = {build_meta_put, parse_ok},
     [LB_STORE_JOB_INSERT] = {build_job_insert, parse_ok},
-    [LB_STORE_JOB_UPDATE] = {build_job_update, parse_updated},
+    [LB_STORE_JOB_UPDATE] = {build_job_update, parse_job_update},
     [LB_STORE_JOB_LOAD_ACTIVE] = {build_job_load_active, parse_job_load_active},
     [LB_STORE_CONN_PUT] = {build_conn_put, parse_ok},
     [LB_STORE_CONN_DELETE] = {build_conn_delete, parse_ok},
@@ -1476,9 +1509,13 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
             int64_t now = lb_time_now_ms();
             for (size_t k = 0; k < op->nnotify; k++)
                 job_params(call_add(s, Q_JOB_INSERT, (int)i), &op->notify[k], now);
+            /* Fault injection: an error of the op's own, after its work. */
+            if (i == s->fault_op) call_add(s, -1, (int)i)->sql = "SELECT 1/0";
         }
         s->nc[i] = s->ncalls - s->first[i];
     }
+    /* Fault injection: an error of the transaction's, before COMMIT. */
+    if (s->fault_commit && !read_only) call_add(s, -1, -1)->sql = "SELECT 1/0";
     call_add(s, -1, -1)->sql = "COMMIT";
 
     if (PQenterPipelineMode(c) != 1) return ATTEMPT_FAILED;
@@ -1547,7 +1584,7 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
     }
     if (level_op) {
         *failed = opi;
-        s->ops[opi]->status = mapped;
+        s->ops[opi]->status = opi == s->fault_op ? LB_EIO : mapped;
         return ATTEMPT_OP_FAILED;
     }
     *code = mapped == UV_ENOSPC ? UV_ENOSPC : LB_EIO;
@@ -1606,6 +1643,8 @@ static void rerun_reads(pg_store *s, batch *b)
 
 static void run_batch(pg_store *s, batch *b)
 {
+    const lb_store_op *fail_op;
+    lb_store__fault_batch(b->head, &fail_op, &s->fault_commit);
     double t0 = mono_seconds();
     b->committed = 0;
     b->error = LB_EIO;
@@ -1613,6 +1652,7 @@ static void run_batch(pg_store *s, batch *b)
     for (lb_store_op *op = b->head; op != NULL; op = op->next)
         b->wrote |= !lb_store__op_readonly(op->kind);
     if (!ensure_conn(s)) {
+        s->fault_commit = 0;
         for (lb_store_op *op = b->head; op != NULL; op = op->next)
             op->status = LB_EIO;
         b->wrote = 1; /* readiness follows the database */
@@ -1623,10 +1663,14 @@ static void run_batch(pg_store *s, batch *b)
     plans_check(s);
     ops_room(s, b->count);
     size_t n = 0;
-    for (lb_store_op *op = b->head; op != NULL; op = op->next)
+    for (lb_store_op *op = b->head; op != NULL; op = op->next) {
+        if (op == fail_op) s->fault_op = n;
         s->ops[n++] = op;
+    }
     int code = LB_EIO;
     int rc = run_ops(s, n, 0, &code);
+    s->fault_op = SIZE_MAX; /* reads run again are not failed again */
+    s->fault_commit = 0;
     if (rc == ATTEMPT_COMMITTED) {
         b->committed = 1;
     } else {
@@ -1893,6 +1937,7 @@ int lb_store_pg_open(uv_loop_t *loop, const char *conninfo, const lb_store_optio
     PQclear(sc);
 
     pg_store *s = LB_NEW(pg_store);
+    s->fault_op = SIZE_MAX;
     lb_store__init(&s->base, &pg_vtable, loop);
     s->conn = c;
     s->conninfo = lb_strdup(conninfo);

@@ -145,10 +145,23 @@ static const char schema_v2[] =
  * invitation was sent (guarded moves). */
 static const char schema_v3[] = "ALTER TABLE invitations ADD COLUMN stage_id text;";
 
+/* Version 4: failures visible in Lever, as SQLite's version 8: the
+ * tenant's tag and the ledger that makes it once per opportunity. */
+static const char schema_v4[] =
+    "ALTER TABLE tenants ADD COLUMN failure_tag text;"
+    "CREATE TABLE failure_tags ("
+    " tenant_id text COLLATE \"C\" NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " opportunity_id text COLLATE \"C\" NOT NULL,"
+    " tag text COLLATE \"C\" NOT NULL,"
+    " job_id text NOT NULL,"
+    " created_at bigint NOT NULL,"
+    " PRIMARY KEY (tenant_id, opportunity_id, tag));";
+
 const lb_store_pg_migration lb_store_pg_migrations[] = {
     {1, "initial schema (SQLite versions 1-5)", schema_v1},
     {2, "hourly counts for the console (SQLite version 6)", schema_v2},
     {3, "invitations: the stage at sending (SQLite version 7)", schema_v3},
+    {4, "failure tags: each tenant tag and its ledger (SQLite version 8)", schema_v4},
     /* {3, "what it changes", "ALTER TABLE ...;"}, */
 };
 const size_t lb_store_pg_migration_count =

@@ -136,8 +136,9 @@ static double mono_seconds(void)
 
 /* Runs one op in its own savepoint: a failing op is rolled back alone. Sets
  * *lost when SQLite rolled back the whole transaction (it does so on some
- * I/O, full-disk and RAISE(ROLLBACK) errors): the batch is then void. */
-static int run_one(sq_store *s, lb_store_op *op, int *lost)
+ * I/O, full-disk and RAISE(ROLLBACK) errors): the batch is then void.
+ * fault (tests only, fault.h): the op fails with LB_EIO once it has run. */
+static int run_one(sq_store *s, lb_store_op *op, int *lost, int fault)
 {
     int rc = exec_stmt(s, ST_SAVEPOINT);
     if (rc != SQLITE_DONE) {
@@ -153,6 +154,7 @@ static int run_one(sq_store *s, lb_store_op *op, int *lost)
         jobs.job_insert.count = op->nnotify;
         status = lb_sq_run(s, &jobs);
     }
+    if (status == 0 && fault) status = LB_EIO;
     if (sqlite3_get_autocommit(s->db)) {
         *lost = 1;
         return LB_EIO;
@@ -194,6 +196,9 @@ static int failure_code(sq_store *s)
 static void run_batch(sq_store *s, batch *b)
 {
     lb_store__fault_batch_delay();
+    const lb_store_op *fail_op;
+    int fail_commit;
+    lb_store__fault_batch(b->head, &fail_op, &fail_commit);
     double t0 = mono_seconds();
     b->committed = 0;
     b->error = LB_EIO;
@@ -207,11 +212,14 @@ static void run_batch(sq_store *s, batch *b)
     } else {
         int lost = 0;
         for (lb_store_op *op = b->head; op != NULL && !lost; op = op->next)
-            op->status = run_one(s, op, &lost);
+            op->status = run_one(s, op, &lost, op == fail_op);
         if (lost) {
             b->error = failure_code(s);
             lb_error(MOD, "transaction of %zu operations rolled back: %s", b->count,
                      sqlite3_errmsg(s->db));
+        } else if (fail_commit) {
+            b->error = LB_EIO;
+            lb_error(MOD, "commit of %zu operations failed: fault injection", b->count);
         } else if ((rc = exec_stmt(s, ST_COMMIT)) == SQLITE_DONE) {
             b->committed = 1;
         } else {

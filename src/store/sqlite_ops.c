@@ -16,12 +16,13 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
     [ST_ROLLBACK_TO] = "ROLLBACK TO op",
     [ST_TENANT_CREATED_AT] = "SELECT created_at FROM tenants WHERE id = ?1",
     [ST_TENANT_INSERT] = "INSERT INTO tenants(id, name, api_addon, lever_rate, lever_burst,"
-                         " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                         " created_at, updated_at, failure_tag)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
     [ST_TENANT_UPDATE] = "UPDATE tenants SET name = ?2, api_addon = ?3, lever_rate = ?4,"
-                         " lever_burst = ?5, updated_at = ?6 WHERE id = ?1",
+                         " lever_burst = ?5, updated_at = ?6, failure_tag = ?7 WHERE id = ?1",
     [ST_TENANT_DELETE] = "DELETE FROM tenants WHERE id = ?1",
     [ST_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at,"
-                      " updated_at FROM tenants ORDER BY id",
+                      " updated_at, failure_tag FROM tenants ORDER BY id",
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_PUT] = "INSERT INTO meta(key, value, updated_at) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT(key) DO UPDATE SET value = ?2, updated_at = ?3",
@@ -32,6 +33,11 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
     [ST_JOB_UPDATE] = "UPDATE jobs SET status = ?2, attempts = ?3, next_run_at = ?4,"
                       " last_error = ?5, steps = ?6, updated_at = ?7 WHERE id = ?1",
+    /* The failure-tag ledger (schema v7): a row for a new (tenant,
+     * opportunity, tag), nothing for one already tagged. */
+    [ST_FAILURE_TAG_CLAIM] = "INSERT INTO failure_tags(tenant_id, opportunity_id, tag, job_id,"
+                             " created_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+                             " ON CONFLICT(tenant_id, opportunity_id, tag) DO NOTHING",
     [ST_JOB_ACTIVE] = "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq,"
                       " status, attempts, next_run_at, last_error, steps, created_at, updated_at"
                       " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
@@ -208,6 +214,7 @@ static int run_tenant_upsert(sq_store *s, lb_store_op *op)
     else
         sqlite3_bind_null(q, 5);
     sqlite3_bind_int64(q, 6, now);
+    bind_text(q, 7, r->failure_tag);
     rc = sqlite3_step(q);
     done_with(q);
     if (rc != SQLITE_DONE) return op_failed(s, rc, "tenant upsert");
@@ -253,6 +260,7 @@ static int run_tenant_load_all(sq_store *s, lb_store_op *op)
         r->lever_burst = sqlite3_column_type(q, 4) == SQLITE_NULL ? 0 : sqlite3_column_int(q, 4);
         r->created_at = sqlite3_column_int64(q, 5);
         r->updated_at = sqlite3_column_int64(q, 6);
+        r->failure_tag = sqlite3_column_type(q, 7) == SQLITE_NULL ? NULL : column_strdup(q, 7);
     }
     if (status == 0 && rc != SQLITE_DONE) status = op_failed(s, rc, "tenant load");
     done_with(q);
@@ -336,6 +344,31 @@ static int run_job_insert(sq_store *s, lb_store_op *op)
     return 0;
 }
 
+/* job_update's tag job: the ledger's row, and the job only when the row is
+ * new (store.h). */
+static int failure_tag_claim(sq_store *s, lb_store_op *op)
+{
+    const lb_job_rec *t = op->job_update.tag_job;
+    int64_t now = lb_time_now_ms();
+    sqlite3_stmt *q = stmt(s, ST_FAILURE_TAG_CLAIM);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, t->tenant_id);
+    bind_text(q, 2, t->opportunity_id);
+    bind_text(q, 3, op->job_update.tag);
+    bind_text(q, 4, t->id);
+    sqlite3_bind_int64(q, 5, t->created_at > 0 ? t->created_at : now);
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "failure tag claim");
+    if (sqlite3_changes(s->db) == 0) return 0; /* tagged before: nothing to add */
+    lb_store_op ins = {.kind = LB_STORE_JOB_INSERT};
+    ins.job_insert.recs = t;
+    ins.job_insert.count = 1;
+    int status = run_job_insert(s, &ins);
+    if (status == 0) op->job_update.tag_added = 1;
+    return status;
+}
+
 static int run_job_update(sq_store *s, lb_store_op *op)
 {
     const lb_job_rec *r = op->job_update.rec;
@@ -351,7 +384,8 @@ static int run_job_update(sq_store *s, lb_store_op *op)
     int rc = sqlite3_step(q);
     done_with(q);
     if (rc != SQLITE_DONE) return op_failed(s, rc, "job update");
-    return sqlite3_changes(s->db) > 0 ? 0 : LB_ENOTFOUND;
+    if (sqlite3_changes(s->db) == 0) return LB_ENOTFOUND;
+    return op->job_update.tag_job != NULL ? failure_tag_claim(s, op) : 0;
 }
 
 static void job_read(sqlite3_stmt *q, lb_job_rec *r);

@@ -5,6 +5,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "store/fault.h"
 
 #include <math.h>
 #include <sodium.h>
@@ -30,6 +31,12 @@ static int check_id(const char *id)
     return n >= 1 && n <= LB_TENANT_ID_MAX ? 0 : LB_EINVAL;
 }
 
+static int check_failure_tag(const char *tag)
+{
+    size_t n = strnlen(tag, LB_FAILURE_TAG_MAX + 1);
+    return n >= 1 && n <= LB_FAILURE_TAG_MAX ? 0 : LB_EINVAL;
+}
+
 static int check_tenant_upsert(const lb_store_op *op)
 {
     const lb_tenant_rec *r = &op->tenant_upsert.rec;
@@ -37,6 +44,7 @@ static int check_tenant_upsert(const lb_store_op *op)
     if (r->api_addon != 0 && r->api_addon != 1) return LB_EINVAL;
     if (!isfinite(r->lever_rate) || r->lever_rate < 0 || r->lever_burst < 0) return LB_EINVAL;
     if (r->updated_at < 0) return LB_EINVAL;
+    if (r->failure_tag != NULL && check_failure_tag(r->failure_tag) != 0) return LB_EINVAL;
     return 0;
 }
 
@@ -111,7 +119,18 @@ static int check_job_insert(const lb_store_op *op)
 
 static int check_job_update(const lb_store_op *op)
 {
-    return op->job_update.rec != NULL ? check_job(op->job_update.rec) : LB_EINVAL;
+    if (op->job_update.rec == NULL || check_job(op->job_update.rec) != 0) return LB_EINVAL;
+    const lb_job_rec *t = op->job_update.tag_job;
+    if (t == NULL) return op->job_update.tag == NULL ? 0 : LB_EINVAL;
+    if (check_job(t) != 0 || t->action == NULL || t->opportunity_id == NULL ||
+        op->job_update.tag == NULL || check_failure_tag(op->job_update.tag) != 0)
+        return LB_EINVAL;
+    return 0;
+}
+
+static void clear_job_update(lb_store_op *op)
+{
+    op->job_update.tag_added = 0;
 }
 
 static void clear_job_load_active(lb_store_op *op)
@@ -404,7 +423,7 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_META_GET] = {check_meta_get, clear_meta_get, discard_meta_get, 1},
     [LB_STORE_META_PUT] = {check_meta_put, NULL, NULL},
     [LB_STORE_JOB_INSERT] = {check_job_insert, NULL, NULL},
-    [LB_STORE_JOB_UPDATE] = {check_job_update, NULL, NULL},
+    [LB_STORE_JOB_UPDATE] = {check_job_update, clear_job_update, clear_job_update},
     [LB_STORE_JOB_LOAD_ACTIVE] = {NULL, clear_job_load_active, discard_job_load_active, 1},
     [LB_STORE_CONN_PUT] = {check_conn_put, NULL, NULL},
     [LB_STORE_CONN_DELETE] = {check_conn_delete, NULL, NULL},
@@ -536,7 +555,8 @@ void lb_job_recs_free(lb_job_rec *recs, size_t count)
 void lb_tenant_rec_free(lb_tenant_rec *r)
 {
     lb_free(r->name);
-    r->name = NULL;
+    lb_free(r->failure_tag);
+    r->name = r->failure_tag = NULL;
 }
 
 void lb_tenant_recs_free(lb_tenant_rec *recs, size_t count)
@@ -600,8 +620,12 @@ int lb_store_submit(lb_store *s, lb_store_op *op)
     if (k->clear != NULL) k->clear(op);
     op->status = 0;
     op->next = NULL;
+    lb_store__fault_submit(op, 0); /* tests only (fault.h): may pick op to fail */
     rc = s->vt->submit(s, op);
-    if (rc != 0) return rc;
+    if (rc != 0) {
+        lb_store__fault_submit(op, 1);
+        return rc;
+    }
     s->stats.pending++;
     return 0;
 }

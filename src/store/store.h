@@ -29,19 +29,23 @@
 /* Most tenants LB_STORE_TENANT_LOAD_ALL returns; more is LB_ETOOBIG. */
 #define LB_STORE_TENANTS_MAX 1000000
 
+/* Longest failure tag (api.md "Failures visible in Lever"), in bytes. */
+#define LB_FAILURE_TAG_MAX 100
+
 /* A tenant as stored. Owner: whoever holds it; lb_tenant_rec_free releases
- * the name. Times are ms since the Unix epoch. */
+ * the name and the failure tag. Times are ms since the Unix epoch. */
 typedef struct {
     char id[LB_TENANT_ID_MAX + 1];
     char *name;
     int api_addon;     /* 0 or 1 */
     double lever_rate; /* requests/s; 0: use the configured default */
     int lever_burst;   /* 0: use the configured default */
+    char *failure_tag; /* added in Lever to a failed job's opportunity; NULL: off */
     int64_t created_at;
     int64_t updated_at;
 } lb_tenant_rec;
 
-/* Frees r->name (not r itself) and sets it to NULL. */
+/* Frees r->name and r->failure_tag (not r itself) and sets them to NULL. */
 void lb_tenant_rec_free(lb_tenant_rec *r);
 /* Frees every record's name and the array. NULL is allowed. */
 void lb_tenant_recs_free(lb_tenant_rec *recs, size_t count);
@@ -263,11 +267,13 @@ struct lb_store_op {
     size_t nnotify;
     union {
         /* Inserts or replaces the tenant rec.id.
-         * in:  rec (id, name, api_addon, lever_rate, lever_burst); updated_at
-         *      is the time to record, 0 for "now"; created_at is ignored.
+         * in:  rec (id, name, api_addon, lever_rate, lever_burst,
+         *      failure_tag); updated_at is the time to record, 0 for "now";
+         *      created_at is ignored.
          * out: created (1 inserted, 0 updated); rec.created_at as stored (kept
-         *      from the first insert), rec.updated_at as stored. rec.name is
-         *      the caller's and is never freed or replaced by the store. */
+         *      from the first insert), rec.updated_at as stored. rec.name and
+         *      rec.failure_tag are the caller's and are never freed or
+         *      replaced by the store. */
         struct {
             lb_tenant_rec rec;
             int created;
@@ -304,9 +310,19 @@ struct lb_store_op {
             size_t count;
         } job_insert;
         /* Sets status, attempts, next_run_at, last_error, steps and
-         * updated_at (0: now) of job rec->id. LB_ENOTFOUND if absent. */
+         * updated_at (0: now) of job rec->id. LB_ENOTFOUND if absent.
+         * Optional tag_job (api.md "Failures visible in Lever"): a job
+         * adding `tag` to tag_job->opportunity_id, inserted in the same
+         * transaction only when the failure-tag ledger has no row yet for
+         * (tag_job->tenant_id, its opportunity, tag); the row is written
+         * with it, so a tenant's opportunity gets a tag's job once. A row
+         * already there is not an error: out tag_added is 1 when the job
+         * was inserted, else 0. A failing insert fails the op. */
         struct {
             const lb_job_rec *rec;
+            const lb_job_rec *tag_job;
+            const char *tag;
+            int tag_added;
         } job_update;
         /* out: every queued, running or retrying job, oldest first (by
          * created_at, then seq), lb_malloc'd: free with lb_job_recs_free. */
@@ -454,8 +470,9 @@ struct lb_store_op {
          * jobs (succeeded, failed, skipped, cancelled) last updated before
          * `before` (ms), then up to `limit` events received before it that
          * no job refers to any more. Kept whatever their age: the invitation
-         * ledger, the ids of results (a result posted again is still a
-         * duplicate), and Lever deliveries inside the store's dedupe window.
+         * and failure-tag ledgers, the ids of results (a result posted again
+         * is still a duplicate), and Lever deliveries inside the store's
+         * dedupe window.
          * out: how many of each went. */
         struct {
             int64_t before;
@@ -522,6 +539,7 @@ int lb_store_backup(const char *url, const char *path, uint64_t *pages, char *er
  * already had (a Lever key SQLite held twice, outside its window). */
 typedef struct {
     size_t tenants, meta, connections, hooks, workflows, events, jobs, invitations, event_keys;
+    size_t failure_tags;
     size_t skipped;
 } lb_store_copy_stats;
 

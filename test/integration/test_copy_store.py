@@ -60,24 +60,31 @@ def test_copy_store_round_trip(make_server, tmp_path):
         env = {"LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
                "LEVERBRIDGE_DB": sqlite_url}
         s = make_server(env=env, data_dir=data)
-        assert call(s, "PUT", "/v1/tenants/acme", {"name": "Acme", "api_addon": True}).status == 201
+        assert call(s, "PUT", "/v1/tenants/acme", {"name": "Acme", "api_addon": True,
+                                                   "failure_tag": "lb:failed"}).status == 201
         assert call(s, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"}).status == 200
         c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" else None)(
             call(s, "GET", "/v1/tenants/acme/lever").json()), what="webhook active")
         key = [h for h in lever.state()["webhooks"]
                if h["url"] == c["webhook"]["url"]][0]["signatureToken"]
         path = c["webhook"]["url"].split(str(s.port), 1)[1]
+        # the move fails (Lever refuses it): the failure tag's ledger has a
+        # row to copy
+        lever.fault(path_prefix="/v1/opportunities/O1/stage", method="PUT", status=400)
         wf = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"},
-              "actions": [{"type": "add_tags", "tags": ["seen"]}]}
+              "actions": [{"type": "add_tags", "tags": ["seen"]},
+                          {"type": "move_stage", "stage": "S2"}]}
         r = call(s, "POST", "/v1/tenants/acme/workflows", wf)
         assert r.status == 201, r
         wf_id = r.json()["id"]
         r = deliver(s, path, key, "tok-1" + "k" * 40)
         assert r.status == 200 and r.json()["status"] == "accepted", r
         ev = r.json()["event"]
-        wait_for(lambda: all(j["status"] == "succeeded" for j in
-                             call(s, "GET", "/v1/tenants/acme/jobs").json()["data"]),
-                 what="the event's job")
+        def statuses(server):
+            return sorted((j["action"]["type"], j["status"]) for j in
+                          call(server, "GET", "/v1/tenants/acme/jobs").json()["data"])
+        want = [("add_tags", "succeeded"), ("failure_tag", "succeeded"), ("move_stage", "failed")]
+        wait_for(lambda: statuses(s) == want, what="the event's jobs and the failure tag")
         before = {p: call(s, "GET", p).json() for p in
                   ("/v1/tenants/acme", "/v1/tenants/acme/workflows", "/v1/tenants/acme/lever",
                    "/v1/tenants/acme/events/" + ev)}
@@ -88,6 +95,7 @@ def test_copy_store_round_trip(make_server, tmp_path):
         assert p.returncode == 0, p.stderr.decode()
         out = p.stdout.decode()
         assert "1 tenant(s)" in out and "1 hook(s)" in out and "1 event(s)" in out, out
+        assert "1 failure tag(s)" in out, out
         assert "postgres" not in out.split("to PostgreSQL")[1], out  # no URL (password) echoed
 
         # Again onto the same, now full, target: refused, nothing changed.
@@ -105,6 +113,10 @@ def test_copy_store_round_trip(make_server, tmp_path):
         assert r.json()["event"] == ev
         r = deliver(s2, path, key, "tok-2" + "k" * 40)  # and new ones are taken
         assert r.status == 200 and r.json()["status"] == "accepted", r
+        # the ledger came along: the new failed move on O1 adds no second tag
+        wait_for(lambda: statuses(s2).count(("move_stage", "failed")) == 2,
+                 what="the second move failed")
+        assert [t for t, _ in statuses(s2)].count("failure_tag") == 1
 
 
 def test_copy_store_refuses_a_running_source(make_server, tmp_path):

@@ -859,7 +859,7 @@ int main(int argc, char **argv)
                          .max_age_ms = D.o.max_age_ms,
                          .max_running = D.o.max_running,
                          .max_running_tenant = D.o.max_running_tenant};
-    lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, NULL};
+    lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, NULL, NULL};
     if ((rc = lb_jobs_new(&D.loop, D.store, D.ob, D.client, &jc, &env, &D.jobs)) != 0)
         die("jobs", rc);
     lb_jobs_register(D.jobs, lb_action_kinds, lb_action_nkinds);

@@ -246,7 +246,7 @@ static void engine_open(fixture *f)
                          .max_running_tenant = 4,
                          .platform_url = f->platform_on ? f->platform : NULL,
                          .platform_token = f->platform_on ? "ptok" : NULL};
-    lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, f};
+    lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, f, NULL};
     assert_int_equal(lb_jobs_new(&f->loop, f->store, f->ob, f->client, &jc, &env, &f->jobs), 0);
     lb_jobs_register(f->jobs, lb_action_kinds, lb_action_nkinds);
 }

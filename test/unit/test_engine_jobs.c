@@ -215,7 +215,7 @@ static void engine_open(fixture *f, int64_t max_age)
                          .max_age_ms = max_age,
                          .max_running = 8,
                          .max_running_tenant = 4};
-    lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, f};
+    lb_jobs_env env = {env_auth, env_unauthorized, env_permission, env_rate, f, NULL};
     assert_int_equal(lb_jobs_new(&f->loop, f->store, f->ob, f->client, &jc, &env, &f->jobs), 0);
     lb_jobs_register(f->jobs, kinds, 4);
 }

@@ -461,6 +461,151 @@ static void test_prune_in_bounded_batches(void **state)
     fx_close(f);
 }
 
+/* ---- failure tags (api.md "Failures visible in Lever") --------------------------- */
+
+static lb_job_rec plain_job(const char *id, const char *tenant, const char *opp, const char *action)
+{
+    lb_job_rec j;
+    memset(&j, 0, sizeof(j));
+    snprintf(j.id, sizeof(j.id), "%s", id);
+    snprintf(j.tenant_id, sizeof(j.tenant_id), "%s", tenant);
+    j.opportunity_id = (char *)opp;
+    j.action = (char *)action;
+    j.status = LB_JOB_QUEUED;
+    j.created_at = 1000;
+    return j;
+}
+
+static int insert_jobs(fixture *f, lb_job_rec *recs, size_t n)
+{
+    treq r;
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_JOB_INSERT;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.job_insert.recs = recs;
+    r.op.job_insert.count = n;
+    return run_op(f, &r);
+}
+
+/* A failed job's end carrying its tag job. */
+typedef struct {
+    treq r;
+    lb_job_rec rec, tag;
+} fail_req;
+
+static void fail_req_init(fail_req *q, const char *tenant, const char *job, const char *opp,
+                          const char *tag_job, const char *tag)
+{
+    memset(q, 0, sizeof(*q));
+    q->rec = plain_job(job, tenant, opp, "{\"type\":\"add_note\"}");
+    q->rec.status = LB_JOB_FAILED;
+    q->rec.last_error = (char *)"refused";
+    q->tag = plain_job(tag_job, tenant, opp, "{\"type\":\"failure_tag\",\"tag\":\"lb:failed\"}");
+    q->r.op.kind = LB_STORE_JOB_UPDATE;
+    q->r.op.cb = treq_cb;
+    q->r.op.data = &q->r;
+    q->r.op.job_update.rec = &q->rec;
+    q->r.op.job_update.tag_job = &q->tag;
+    q->r.op.job_update.tag = tag;
+}
+
+static void test_failure_tag_once_per_opportunity(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    tenants(f);
+
+    /* The tenant's tag is stored, loaded, and cleared by NULL. */
+    treq u;
+    treq_upsert(&u, "t1", "T1", 2);
+    u.op.tenant_upsert.rec.failure_tag = (char *)"lb:failed";
+    assert_int_equal(run_op(f, &u), 0);
+    treq l;
+    treq_load_all(&l);
+    assert_int_equal(run_op(f, &l), 0);
+    assert_int_equal(l.op.tenant_load_all.count, 2);
+    assert_string_equal(l.op.tenant_load_all.recs[0].failure_tag, "lb:failed");
+    assert_null(l.op.tenant_load_all.recs[1].failure_tag);
+    lb_tenant_recs_free(l.op.tenant_load_all.recs, l.op.tenant_load_all.count);
+
+    const char *a = "{\"type\":\"add_note\"}";
+    lb_job_rec jobs[4] = {plain_job("job_a", "t1", "O1", a), plain_job("job_b", "t1", "O1", a),
+                          plain_job("job_c", "t1", "O2", a), plain_job("job_d", "t2", "O1", a)};
+    assert_int_equal(insert_jobs(f, jobs, 4), 0);
+
+    /* One batch: two failures on O1 (one tag job), one on O2, one of
+     * another tenant's O1, and the end of a job that is not there. */
+    fail_req q[5];
+    fail_req_init(&q[0], "t1", "job_a", "O1", "job_ta", "lb:failed");
+    fail_req_init(&q[1], "t1", "job_b", "O1", "job_tb", "lb:failed");
+    fail_req_init(&q[2], "t1", "job_c", "O2", "job_tc", "lb:failed");
+    fail_req_init(&q[3], "t2", "job_d", "O1", "job_td", "lb:failed");
+    fail_req_init(&q[4], "t1", "job_gone", "O3", "job_tg", "lb:failed");
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(lb_store_submit(f->store, &q[i].r.op), 0);
+    run_loop(f);
+    int want_added[5] = {1, 0, 1, 1, 0};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(q[i].r.calls, 1);
+        assert_int_equal(q[i].r.op.status, i == 4 ? LB_ENOTFOUND : 0);
+        assert_int_equal(q[i].r.op.job_update.tag_added, want_added[i]);
+    }
+    /* Later, again on O1 (a retried job that failed again): nothing new. */
+    fail_req again;
+    fail_req_init(&again, "t1", "job_a", "O1", "job_ta2", "lb:failed");
+    assert_int_equal(run_op(f, &again.r), 0);
+    assert_int_equal(again.r.op.job_update.tag_added, 0);
+    /* Another tag on the same opportunity is its own. */
+    fail_req other;
+    fail_req_init(&other, "t1", "job_b", "O1", "job_tb2", "other-tag");
+    assert_int_equal(run_op(f, &other.r), 0);
+    assert_int_equal(other.r.op.job_update.tag_added, 1);
+
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs WHERE status = 'failed'"), 4);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs WHERE id IN ('job_ta', 'job_tc',"
+                                " 'job_td', 'job_tb2') AND status = 'queued'"),
+                     4);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs WHERE id IN ('job_tb', 'job_tg',"
+                                " 'job_ta2')"),
+                     0);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM failure_tags"), 4);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM failure_tags WHERE tenant_id = 't1'"
+                                " AND opportunity_id = 'O1' AND tag = 'lb:failed'"
+                                " AND job_id = 'job_ta'"),
+                     1);
+
+    /* Input rules: a tag job needs its tag, a bounded one, and an
+     * opportunity; a tag needs a tag job. */
+    fail_req bad;
+    fail_req_init(&bad, "t1", "job_a", "O1", "job_x", NULL);
+    assert_int_equal(lb_store_submit(f->store, &bad.r.op), LB_EINVAL);
+    char longtag[LB_FAILURE_TAG_MAX + 2];
+    memset(longtag, 'x', sizeof(longtag) - 1);
+    longtag[sizeof(longtag) - 1] = '\0';
+    fail_req_init(&bad, "t1", "job_a", "O1", "job_x", longtag);
+    assert_int_equal(lb_store_submit(f->store, &bad.r.op), LB_EINVAL);
+    fail_req_init(&bad, "t1", "job_a", "O1", "job_x", "");
+    assert_int_equal(lb_store_submit(f->store, &bad.r.op), LB_EINVAL);
+    fail_req_init(&bad, "t1", "job_a", "O1", "job_x", "lb:failed");
+    bad.tag.opportunity_id = NULL;
+    assert_int_equal(lb_store_submit(f->store, &bad.r.op), LB_EINVAL);
+    fail_req_init(&bad, "t1", "job_a", "O1", "job_x", "lb:failed");
+    bad.r.op.job_update.tag_job = NULL;
+    assert_int_equal(lb_store_submit(f->store, &bad.r.op), LB_EINVAL);
+    treq_upsert(&u, "t1", "T1", 3);
+    u.op.tenant_upsert.rec.failure_tag = longtag;
+    assert_int_equal(lb_store_submit(f->store, &u.op), LB_EINVAL);
+
+    /* The ledger goes with its tenant. */
+    treq d;
+    treq_delete(&d, "t1");
+    assert_int_equal(run_op(f, &d), 0);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM failure_tags"), 1);
+    assert_db_intact(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +623,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_keeps_what_exactly_once_needs, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_prune_in_bounded_batches, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_failure_tag_once_per_opportunity, fx_setup,
+                                        fx_teardown),
     };
     return cmocka_run_group_tests_name("store_events", tests, NULL, NULL);
 }
