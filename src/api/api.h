@@ -78,8 +78,8 @@ void lb_api_oauth_close(void);
 void lb_api_oauth_free(void);
 /* OAuth connections: 0 when the access token may be used now (a refresh may
  * start in the background); a 401: 1 when a refresh started instead. */
-int lb_api_oauth_usable(lb_api *api, lb_conn *c);
-int lb_api_oauth_unauthorized(lb_api *api, lb_conn *c);
+int lb_api_oauth_usable(lb_api *api, const lb_conn *c);
+int lb_api_oauth_unauthorized(lb_api *api, const lb_conn *c);
 /* Stores a connection row (taking it) and, when notify is not NULL and
  * made, its event in the same transaction (taking it too); memory was
  * already changed. */

@@ -131,9 +131,7 @@ static void written(lb_store_op *op)
         lb_stats_add(api->stats, d->event.tenant_id, LB_STAT_DUPLICATE, lb_time_now_ms());
         answer(d->req, "duplicate", op->event_insert.existing_id);
     } else {
-        lb_hook *h = lb_conns_hook(api->conns, d->hook_id);
-        if (h != NULL && d->event.received_at > h->last_delivery_at)
-            h->last_delivery_at = d->event.received_at;
+        lb_conns_hook_delivered(api->conns, d->hook_id, d->event.received_at);
         if (d->njobs > 0) lb_jobs_add(api->jobs, d->jobs, d->njobs);
         count(d->ignored ? R_IGNORED : R_ACCEPTED);
         if (!d->ignored)
@@ -147,7 +145,7 @@ static void lever_hook(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     const char *id = lb_http_req_param(req, "hook");
-    lb_hook *hook = id ? lb_conns_hook(api->conns, id) : NULL;
+    const lb_hook *hook = id ? lb_conns_hook(api->conns, id) : NULL;
     if (hook == NULL || hook->signature_token == NULL) {
         reject(api, NULL, req, 404, R_NOT_FOUND, "not_found", "No such hook.", NULL);
         return;

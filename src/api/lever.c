@@ -31,7 +31,7 @@
 int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth)
 {
     lb_api *api = data;
-    lb_conn *c = lb_conns_get(api->conns, tenant);
+    const lb_conn *c = lb_conns_get(api->conns, tenant);
     if (c == NULL || c->status != LB_CONN_CONNECTED) return LB_ENOTFOUND;
     auth->api_url = api->cfg->lever_api_url;
     if (c->auth == LB_AUTH_API_KEY && c->api_key != NULL) {
@@ -89,8 +89,8 @@ static void saved(lb_store_op *op)
     if (--w->pending > 0) return;
     lb_jobs_notify_done(w->api->jobs, &w->op, &w->notify);
     if (!w->failed) {
-        lb_conn *c = lb_conns_apply(w->api->conns, &w->next);
-        if (w->with_hook) c->hook = lb_conns_apply_hook(w->api->conns, &w->hook);
+        lb_conns_apply(w->api->conns, &w->next);
+        if (w->with_hook) lb_conns_apply_hook(w->api->conns, &w->hook);
     } else {
         lb_error("api", "tenant %s: connection not stored: %s", w->next.tenant_id,
                  lb_strerror(w->failed));
@@ -132,7 +132,7 @@ static int conn_write_submit(lb_api *api, conn_write *w)
 void lb_api_lever_unauthorized(void *data, const char *tenant)
 {
     lb_api *api = data;
-    lb_conn *c = lb_conns_get(api->conns, tenant);
+    const lb_conn *c = lb_conns_get(api->conns, tenant);
     if (c == NULL || c->status != LB_CONN_CONNECTED) return;
     if (c->auth == LB_AUTH_OAUTH && lb_api_oauth_unauthorized(api, c))
         return; /* a refresh runs; the waiting jobs resume after it */
@@ -147,7 +147,7 @@ void lb_api_lever_unauthorized(void *data, const char *tenant)
      * stop using the credentials now; the store follows. Submitted first so
      * that the write sees the change and carries its event. */
     if (conn_write_submit(api, w) != 0) conn_write_free(w);
-    c->status = LB_CONN_NEEDS_REAUTH;
+    lb_conns_stop(api->conns, tenant);
 }
 
 int lb_api_conn_event(lb_api *api, const char *tenant, int was, int now, lb_job_rec *rec)
@@ -228,7 +228,7 @@ void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec, lb_job_rec *notify)
 void lb_api_lever_permission(void *data, const char *tenant, const char *permission, int granted)
 {
     lb_api *api = data;
-    lb_conn *c = lb_conns_get(api->conns, tenant);
+    const lb_conn *c = lb_conns_get(api->conns, tenant);
     if (c == NULL) return;
     size_t at = c->nmissing;
     for (size_t i = 0; i < c->nmissing; i++)
@@ -719,7 +719,7 @@ static void disconnected(lb_store_op *op)
 
 void lb_api_lever_forget(lb_api *api, const char *tenant)
 {
-    lb_conn *c = lb_conns_get(api->conns, tenant);
+    const lb_conn *c = lb_conns_get(api->conns, tenant);
     if (c == NULL) return;
     lb_jobs_tenant_cancel(api->jobs, tenant);
     lb_provision_forget(api->provision, tenant);

@@ -314,7 +314,7 @@ static void after_refresh(token_call *tc, int ok)
 {
     lb_api *api = tc->api;
     lb_map_del(&oa.refreshing, tc->tenant);
-    lb_conn *c = lb_conns_get(api->conns, tc->tenant);
+    const lb_conn *c = lb_conns_get(api->conns, tc->tenant);
     if (ok && c != NULL) {
         lb_jobs_tenant_resume(api->jobs, tc->tenant);
         if (c->hook != NULL && c->hook->status == LB_HOOK_PENDING)
@@ -328,8 +328,7 @@ static void refresh_not_stored(token_call *tc, int status)
     lb_error("oauth", "tenant %s: rotated tokens not stored: %s", tc->tenant, lb_strerror(status));
     /* The new refresh token is lost with this memory: Lever has already
      * rotated it, so the connection needs a new authorization. */
-    lb_conn *c = lb_conns_get(tc->api->conns, tc->tenant);
-    if (c != NULL) c->status = LB_CONN_NEEDS_REAUTH;
+    lb_conns_stop(tc->api->conns, tc->tenant);
     after_refresh(tc, 0);
 }
 
@@ -338,8 +337,8 @@ static void refresh_saved(lb_store_op *op)
     token_call *tc = op->data;
     lb_jobs_notify_done(tc->api->jobs, op, &tc->notify);
     if (op->status == 0 && lb_conns_get(tc->api->conns, tc->tenant) != NULL) {
-        lb_conn *c = lb_conns_apply(tc->api->conns, &tc->next);
-        c->refreshed_at = lb_time_now_ms();
+        lb_conns_apply(tc->api->conns, &tc->next);
+        lb_conns_set_refreshed(tc->api->conns, tc->tenant, lb_time_now_ms());
         after_refresh(tc, 1);
         return;
     }
@@ -364,12 +363,12 @@ static int save_conn(token_call *tc, lb_store_op_cb cb)
 
 static void mark_needs_reauth(lb_api *api, const char *tenant, const char *why)
 {
-    lb_conn *c = lb_conns_get(api->conns, tenant);
+    const lb_conn *c = lb_conns_get(api->conns, tenant);
     if (c == NULL) return;
     lb_warn("oauth", "tenant %s: %s; the connection needs re-authorization", tenant, why);
     lb_job_rec notify;
     lb_api_conn_event(api, tenant, c->status, LB_CONN_NEEDS_REAUTH, &notify);
-    c->status = LB_CONN_NEEDS_REAUTH; /* stop using the tokens now */
+    lb_conns_stop(api->conns, tenant); /* stop using the tokens now */
     lb_conn next;
     lb_conn_copy(&next, c);
     lb_conn_rec rec;
@@ -406,7 +405,7 @@ static void refresh_done(token_call *tc, const lb_http_response *res)
 }
 
 /* Starts one refresh for the tenant unless one runs. */
-static void refresh_start(lb_api *api, lb_conn *c)
+static void refresh_start(lb_api *api, const lb_conn *c)
 {
     if (lb_map_get(&oa.refreshing, c->tenant_id) != NULL || c->refresh_token == NULL ||
         !enabled(api))
@@ -435,10 +434,10 @@ static void retry_cb(uv_timer_t *t)
 {
     lb_api *api = t->data;
     size_t pos = 0;
-    lb_conn *c;
-    while ((c = lb_map_next(&api->conns->by_tenant, &pos)) != NULL) {
+    const lb_conn *c;
+    while ((c = lb_conns_next(api->conns, &pos)) != NULL) {
         if (c->refresh_retry_at > 0 && c->refresh_retry_at <= lb_time_now_ms()) {
-            c->refresh_retry_at = 0;
+            lb_conns_set_refresh_retry(api->conns, c->tenant_id, 0);
             refresh_start(api, c);
         }
     }
@@ -446,15 +445,14 @@ static void retry_cb(uv_timer_t *t)
 
 static void refresh_failed_later(lb_api *api, const char *tenant)
 {
-    lb_conn *c = lb_conns_get(api->conns, tenant);
-    if (c == NULL) return;
-    c->refresh_retry_at = lb_time_now_ms() + REFRESH_RETRY_MS;
+    if (lb_conns_get(api->conns, tenant) == NULL) return;
+    lb_conns_set_refresh_retry(api->conns, tenant, lb_time_now_ms() + REFRESH_RETRY_MS);
     if (oa.retry_open) uv_timer_start(&oa.retry, retry_cb, REFRESH_RETRY_MS, 0);
 }
 
 /* Called by lb_api_lever_auth for OAuth connections: 0 when the access
  * token may be used now. */
-int lb_api_oauth_usable(lb_api *api, lb_conn *c)
+int lb_api_oauth_usable(lb_api *api, const lb_conn *c)
 {
     int64_t now = lb_time_now_ms();
     if (c->access_token == NULL) return LB_ENOTFOUND;
@@ -468,13 +466,13 @@ int lb_api_oauth_usable(lb_api *api, lb_conn *c)
 
 /* A 401 on an OAuth connection: refresh once; a second 401 soon after a
  * refresh means the grant is gone. 1 when a refresh was started. */
-int lb_api_oauth_unauthorized(lb_api *api, lb_conn *c)
+int lb_api_oauth_unauthorized(lb_api *api, const lb_conn *c)
 {
     int64_t now = lb_time_now_ms();
     if (c->refresh_401_at > 0 && now - c->refresh_401_at < 60000)
         return 0; /* the token a 401 refreshed got a 401 too */
-    c->refresh_401_at = now;
-    c->token_expires_at = now; /* the token is no good: don't hand it out */
+    /* the token is no good: don't hand it out */
+    lb_conns_set_refresh_401(api->conns, c->tenant_id, now);
     refresh_start(api, c);
     return lb_map_get(&oa.refreshing, c->tenant_id) != NULL;
 }
@@ -564,9 +562,9 @@ static void connected_saved(lb_store_op *op)
         token_call_free(tc);
         return;
     }
-    lb_conn *c = lb_conns_apply(api->conns, &tc->next);
-    c->hook = lb_conns_apply_hook(api->conns, &tc->hook);
-    c->refreshed_at = lb_time_now_ms();
+    lb_conns_apply(api->conns, &tc->next);
+    lb_conns_apply_hook(api->conns, &tc->hook);
+    lb_conns_set_refreshed(api->conns, tc->tenant, lb_time_now_ms());
     lb_info("oauth", "tenant %s: Lever connected by OAuth", tc->tenant);
     lb_jobs_tenant_resume(api->jobs, tc->tenant);
     lb_provision_start(api->provision, tc->tenant);

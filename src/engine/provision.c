@@ -87,15 +87,15 @@ static void wake_at(pv *v, int64_t when)
     arm(v->p);
 }
 
-static lb_hook *hook_of(pv *v)
+static const lb_hook *hook_of(pv *v)
 {
-    lb_conn *c = lb_conns_get(v->p->conns, v->tenant);
+    const lb_conn *c = lb_conns_get(v->p->conns, v->tenant);
     return c != NULL ? c->hook : NULL;
 }
 
 static void run(pv *v)
 {
-    lb_hook *h = hook_of(v);
+    const lb_hook *h = hook_of(v);
     if (h == NULL || v->forgotten) return;
     if (h->status == LB_HOOK_PENDING)
         attempt(v);
@@ -185,7 +185,7 @@ static void written(lb_store_op *op)
     int status = op->status;
     lb_jobs_notify_done(v->p->cfg.jobs, op, &v->notify);
     lb_hook_rec_free(&v->rec);
-    lb_hook *h = hook_of(v);
+    const lb_hook *h = hook_of(v);
     int applies = status == 0 && h != NULL && !v->forgotten && strcmp(h->id, v->next.id) == 0;
     if (applies) /* memory follows the store before anything else runs */
         lb_conns_apply_hook(v->p->conns, &v->next);
@@ -293,7 +293,7 @@ static void note_permission(pv *v, const lb_http_response *res)
 static void failed(pv *v, const lb_http_response *res, const char *what)
 {
     lb_provision *p = v->p;
-    lb_hook *h = hook_of(v);
+    const lb_hook *h = hook_of(v);
     if (h == NULL) return;
     char msg[ERR_MAX - 64], err[ERR_MAX];
     lb_lever_describe(res, msg, sizeof(msg));
@@ -377,7 +377,7 @@ static void delete_next(pv *v);
 
 static void create(pv *v)
 {
-    lb_hook *h = hook_of(v);
+    const lb_hook *h = hook_of(v);
     if (h == NULL) return;
     char url[1024];
     lb_provision_hook_url(v->p, h->id, url, sizeof(url));
@@ -392,7 +392,7 @@ static void create_done(lb_ob_call *call, const lb_http_response *res)
 {
     pv *v = call->data;
     if (!call_returned(v, res)) return;
-    lb_hook *h = hook_of(v);
+    const lb_hook *h = hook_of(v);
     if (h == NULL) return;
     if (lb_lever_classify(res) != LB_LEVER_OK) {
         failed(v, res, "creating the webhook");
@@ -449,7 +449,7 @@ static void list_done(lb_ob_call *call, const lb_http_response *res)
 {
     pv *v = call->data;
     if (!call_returned(v, res)) return;
-    lb_hook *h = hook_of(v);
+    const lb_hook *h = hook_of(v);
     if (h == NULL) return;
     if (lb_lever_classify(res) != LB_LEVER_OK) {
         failed(v, res, v->step == S_CHECK ? "checking the webhook" : "listing webhooks");

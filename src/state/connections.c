@@ -115,14 +115,19 @@ void lb_conns_free(lb_conns *cs)
     lb_map_free(&cs->hooks);
 }
 
-lb_conn *lb_conns_get(const lb_conns *cs, const char *tenant)
+const lb_conn *lb_conns_get(const lb_conns *cs, const char *tenant)
 {
     return lb_map_get(&cs->by_tenant, tenant);
 }
 
-lb_hook *lb_conns_hook(const lb_conns *cs, const char *hook_id)
+const lb_hook *lb_conns_hook(const lb_conns *cs, const char *hook_id)
 {
     return lb_map_get(&cs->hooks, hook_id);
+}
+
+const lb_conn *lb_conns_next(const lb_conns *cs, size_t *pos)
+{
+    return lb_map_next(&cs->by_tenant, pos);
 }
 
 static lb_conn *conn_slot(lb_conns *cs, const char *tenant)
@@ -136,7 +141,7 @@ static lb_conn *conn_slot(lb_conns *cs, const char *tenant)
     return c;
 }
 
-lb_hook *lb_conns_apply_hook(lb_conns *cs, const lb_hook *h)
+const lb_hook *lb_conns_apply_hook(lb_conns *cs, const lb_hook *h)
 {
     lb_conn *c = conn_slot(cs, h->tenant_id);
     if (c->hook != NULL) {
@@ -149,7 +154,7 @@ lb_hook *lb_conns_apply_hook(lb_conns *cs, const lb_hook *h)
     return c->hook;
 }
 
-lb_conn *lb_conns_apply(lb_conns *cs, const lb_conn *src)
+const lb_conn *lb_conns_apply(lb_conns *cs, const lb_conn *src)
 {
     lb_conn *c = conn_slot(cs, src->tenant_id);
     lb_hook *hook = c->hook;
@@ -170,6 +175,38 @@ void lb_conns_remove(lb_conns *cs, const char *tenant)
     }
     lb_conn_clear(c);
     lb_free(c);
+}
+
+void lb_conns_stop(lb_conns *cs, const char *tenant)
+{
+    lb_conn *c = lb_map_get(&cs->by_tenant, tenant);
+    if (c != NULL) c->status = LB_CONN_NEEDS_REAUTH;
+}
+
+void lb_conns_set_refreshed(lb_conns *cs, const char *tenant, int64_t at)
+{
+    lb_conn *c = lb_map_get(&cs->by_tenant, tenant);
+    if (c != NULL) c->refreshed_at = at;
+}
+
+void lb_conns_set_refresh_retry(lb_conns *cs, const char *tenant, int64_t at)
+{
+    lb_conn *c = lb_map_get(&cs->by_tenant, tenant);
+    if (c != NULL) c->refresh_retry_at = at;
+}
+
+void lb_conns_set_refresh_401(lb_conns *cs, const char *tenant, int64_t at)
+{
+    lb_conn *c = lb_map_get(&cs->by_tenant, tenant);
+    if (c == NULL) return;
+    c->refresh_401_at = at;
+    c->token_expires_at = at;
+}
+
+void lb_conns_hook_delivered(lb_conns *cs, const char *hook_id, int64_t at)
+{
+    lb_hook *h = lb_map_get(&cs->hooks, hook_id);
+    if (h != NULL && at > h->last_delivery_at) h->last_delivery_at = at;
 }
 
 /* ---- sealing ----------------------------------------------------------- */

@@ -64,8 +64,12 @@ typedef struct lb_conns {
 void lb_conns_init(lb_conns *cs, const lb_master_key *key);
 void lb_conns_free(lb_conns *cs);
 
-lb_conn *lb_conns_get(const lb_conns *cs, const char *tenant);
-lb_hook *lb_conns_hook(const lb_conns *cs, const char *hook_id);
+/* Reads. Nothing outside state/ writes a connection's or a hook's fields:
+ * it changes them through the functions below. */
+const lb_conn *lb_conns_get(const lb_conns *cs, const char *tenant);
+const lb_hook *lb_conns_hook(const lb_conns *cs, const char *hook_id);
+/* The next connection after *pos (start at 0), or NULL after the last. */
+const lb_conn *lb_conns_next(const lb_conns *cs, size_t *pos);
 
 /* Takes rows loaded from the store, opening their sealed secrets. A row that
  * does not open is logged and loaded without its secret (needs_reauth). */
@@ -80,10 +84,30 @@ void lb_hook_to_rec(const lb_conns *cs, const lb_hook *h, lb_hook_rec *rec);
 
 /* Replaces the tenant's connection with a copy of c (its hook is kept unless
  * c->hook is set, then replaced by a copy). Returns the stored one. */
-lb_conn *lb_conns_apply(lb_conns *cs, const lb_conn *c);
+const lb_conn *lb_conns_apply(lb_conns *cs, const lb_conn *c);
 /* Replaces the tenant's hook with a copy of h. */
-lb_hook *lb_conns_apply_hook(lb_conns *cs, const lb_hook *h);
+const lb_hook *lb_conns_apply_hook(lb_conns *cs, const lb_hook *h);
 void lb_conns_remove(lb_conns *cs, const char *tenant);
+
+/* Changes in memory only. Each is a no-op for a tenant (or hook) that is not
+ * there.
+ *
+ * lb_conns_stop: the tenant's credentials are not handed out from now on
+ * (status needs_reauth), in this same turn of the loop, so that calls in
+ * flight stop using them. It is the one change made before its store
+ * write: the caller submits the row that says so (or, when Lever rotated a
+ * refresh token that could not be stored, the stored row is no longer
+ * usable anyway). */
+void lb_conns_stop(lb_conns *cs, const char *tenant);
+/* OAuth refresh bookkeeping, never stored: the last refresh (or connect);
+ * when a failed refresh is retried (0: not waiting); a 401 asked for a
+ * refresh at `at`, and the access token counts as expired from then. */
+void lb_conns_set_refreshed(lb_conns *cs, const char *tenant, int64_t at);
+void lb_conns_set_refresh_retry(lb_conns *cs, const char *tenant, int64_t at);
+void lb_conns_set_refresh_401(lb_conns *cs, const char *tenant, int64_t at);
+/* A delivery to the hook, received at `at`, was stored (the time is kept
+ * in memory only; it only ever grows). */
+void lb_conns_hook_delivered(lb_conns *cs, const char *hook_id, int64_t at);
 
 /* Deep copies and frees for working copies. */
 void lb_conn_copy(lb_conn *dst, const lb_conn *src);
