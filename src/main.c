@@ -13,6 +13,8 @@
 #include "core/time.h"
 #include "crypto/crypto.h"
 #include "engine/actions.h"
+#include "engine/catalog.h"
+#include "engine/credentials.h"
 #include "engine/jobs.h"
 #include "engine/notify.h"
 #include "engine/outbound.h"
@@ -55,7 +57,9 @@ typedef struct {
     lb_provision *provision;
     lb_reconcile *reconcile;
     lb_missed missed;
-    lb_pruner *pruner; /* NULL with RETENTION=0 */
+    lb_cred *cred;       /* closed with the store, freed after the loop */
+    lb_catalog *catalog; /* freed after the loop */
+    lb_pruner *pruner;   /* NULL with RETENTION=0 */
     lb_stats *stats;
     int engine_open; /* engine parts not yet closed */
     lb_router *router;
@@ -93,7 +97,7 @@ static void store_closed_cb(void *data)
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->drain_timer, NULL);
-    lb_api_oauth_close();
+    lb_cred_close(a->cred);
     lb_info("main", "stopped");
 }
 
@@ -279,11 +283,22 @@ static void start_engine(app *a)
                          .events_url = a->events_key_len ? a->cfg.platform_events_url : NULL,
                          .events_key = a->events_key,
                          .events_key_len = a->events_key_len};
-    lb_jobs_env env = {
-        lb_api_lever_auth, lb_api_lever_unauthorized, lb_api_lever_permission, lb_api_tenant_rate,
-        &a->api,           lb_api_tenant_failure_tag};
+    lb_cred_config crc = {.lever_api_url = a->cfg.lever_api_url,
+                          .lever_auth_url = a->cfg.lever_auth_url,
+                          .client_id = a->cfg.lever_client_id,
+                          .client_secret = a->cfg.lever_client_secret,
+                          .public_url = a->cfg.public_url,
+                          .webhook_deadline_ms = a->cfg.webhook_deadline_ms,
+                          .lever_rate = a->cfg.lever_rate,
+                          .lever_burst = a->cfg.lever_burst};
+    lb_jobs_env env;
     if (lb_http_client_new(&a->loop, &cc, &a->client) != 0 ||
         lb_outbound_new(&a->loop, a->client, &a->outbound) != 0 ||
+        lb_cred_new(&a->loop, a->store, &a->conns, &a->tenants, a->outbound, a->client, &a->key,
+                    &crc, &a->cred) != 0)
+        die(1, "cannot start the outbound engine");
+    lb_cred_env(a->cred, &env);
+    if (lb_catalog_new(a->outbound, &a->conns, &env, &a->catalog) != 0 ||
         lb_jobs_new(&a->loop, a->store, a->outbound, a->client, &jc, &env, &a->jobs) != 0)
         die(1, "cannot start the outbound engine");
     lb_jobs_register(a->jobs, lb_action_kinds, lb_action_nkinds);
@@ -291,6 +306,8 @@ static void start_engine(app *a)
     a->api.jobs = a->jobs;
     a->api.outbound = a->outbound;
     a->api.http = a->client;
+    a->api.cred = a->cred;
+    a->api.catalog = a->catalog;
     lb_provision_config pc = {.public_url = a->cfg.public_url,
                               .deadline_ms = a->cfg.webhook_deadline_ms,
                               .retry_base_ms = a->cfg.provision_retry_base_ms,
@@ -307,6 +324,7 @@ static void start_engine(app *a)
                          &a->reconcile) != 0)
         die(1, "cannot start reconciliation");
     a->api.reconcile = a->reconcile;
+    lb_cred_attach(a->cred, a->jobs, a->provision, a->catalog, a->reconcile);
     int rc = lb_jobs_load(a->jobs);
     if (rc != 0) {
         char err[256];
@@ -524,8 +542,8 @@ int main(int argc, char **argv)
     lb_conns_free(&a.conns);
     lb_workflows_free(&a.workflows);
     lb_missed_free(&a.missed);
-    lb_api_catalog_free();
-    lb_api_oauth_free();
+    lb_catalog_free(a.catalog);
+    lb_cred_free(a.cred);
     lb_metrics_reset();
     lb_http_client_global_cleanup();
     lb_free(a.admin_token);

@@ -5,6 +5,7 @@
 
 #include "core/config.h"
 #include "crypto/crypto.h"
+#include "engine/catalog.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "lever/lever.h"
@@ -27,6 +28,8 @@ typedef struct lb_tenants lb_tenants;
 typedef struct lb_stats lb_stats;
 typedef struct lb_reconcile lb_reconcile;
 typedef struct lb_missed lb_missed;
+typedef struct lb_cred lb_cred;
+typedef struct lb_catalog lb_catalog;
 
 /* List paging (api.md "Lists"). */
 #define LB_API_LIMIT_DEFAULT 50
@@ -44,6 +47,8 @@ typedef struct lb_api {
     lb_workflows *workflows;
     lb_outbound *outbound;
     lb_provision *provision;
+    lb_cred *cred;       /* a tenant's Lever credentials (engine/credentials.h) */
+    lb_catalog *catalog; /* stages and postings (engine/catalog.h) */
     lb_http_client *http;
     lb_stats *stats; /* the console's hourly counts */
     lb_reconcile *reconcile;
@@ -72,54 +77,8 @@ void lb_api_results_register(lb_api *api, lb_router *r);
 void lb_api_reconcile_register(lb_api *api, lb_router *r);
 void lb_api_catalog_register(lb_api *api, lb_router *r);
 void lb_api_oauth_register(lb_api *api, lb_router *r);
-/* At shutdown: closes the OAuth module's timer (before the loop ends), then
- * frees its memory (after). */
-void lb_api_oauth_close(void);
-void lb_api_oauth_free(void);
-/* OAuth connections: 0 when the access token may be used now (a refresh may
- * start in the background); a 401: 1 when a refresh started instead. */
-int lb_api_oauth_usable(lb_api *api, const lb_conn *c);
-int lb_api_oauth_unauthorized(lb_api *api, const lb_conn *c);
-/* Stores a connection row (taking it) and, when notify is not NULL and
- * made, its event in the same transaction (taking it too); memory was
- * already changed. */
-void lb_api_store_conn_rec(lb_api *api, lb_conn_rec *rec, lb_job_rec *notify);
-/* Platform events of connections: the event (if any) of the tenant's
- * connection going from status `was` to `now` (lb_conn_status), made with
- * lb_jobs_notify into rec: 1 made, 0 none (rec zeroed). */
-int lb_api_conn_event(lb_api *api, const char *tenant, int was, int now, lb_job_rec *rec);
-/* Puts rec (if made) on op as its notify_platform job. */
-void lb_api_notify_attach(lb_store_op *op, lb_job_rec *rec);
-/* Frees the stages/postings cache (at exit). */
-void lb_api_catalog_free(void);
-void lb_api_lever_cache_drop(lb_api *api, const char *tenant);
-/* The tenant's stages (LB_API_STAGES) or postings (LB_API_POSTINGS), as
- * GET .../lever/stages answers them: {"data":[{"id","text"}...]}, from the
- * 5-minute cache or one fetch through the rate limit; refresh fetches again
- * unless the cached list is younger than 2 s. cb runs once, maybe before
- * this returns: status 200 with the body (valid during the call only), or
- * an error status, code and message (409 not_connected, 502
- * lever_unavailable, 503 unavailable). Returns 0; LB_ENOTFOUND when the
- * tenant is not connected, LB_ETOOBIG when too many wait: then cb never
- * runs. */
-enum { LB_API_STAGES = 0, LB_API_POSTINGS = 1 };
-typedef void (*lb_api_catalog_cb)(void *data, int status, const char *code, const char *msg,
-                                  const char *body, size_t len);
-int lb_api_catalog_get(lb_api *api, const char *tenant, int kind, int refresh, lb_api_catalog_cb cb,
-                       void *data);
-/* Disconnects the tenant in memory: cancels its jobs and provisioning, asks
- * Lever (best effort, through the rate limit) to delete its webhook. The
- * caller has already removed the store rows. */
-void lb_api_lever_forget(lb_api *api, const char *tenant);
-
-/* The job engine's questions about a tenant's Lever connection
- * (lb_jobs_env, with the lb_api as data). */
-int lb_api_lever_auth(void *data, const char *tenant, lb_lever_auth *auth);
-void lb_api_lever_unauthorized(void *data, const char *tenant);
-void lb_api_lever_permission(void *data, const char *tenant, const char *permission, int granted);
-void lb_api_tenant_rate(void *data, const char *tenant, double *rate, int *burst);
-/* The tenant's failure tag, or NULL (lb_jobs_env.failure_tag). */
-const char *lb_api_tenant_failure_tag(void *data, const char *tenant);
+/* The kinds of the engine's catalog, by the names the routes use. */
+enum { LB_API_STAGES = LB_CATALOG_STAGES, LB_API_POSTINGS = LB_CATALOG_POSTINGS };
 
 /* Writes a tenant's <connection> object (api.md) into g. */
 void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t);

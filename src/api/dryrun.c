@@ -5,6 +5,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "engine/credentials.h"
 #include "engine/dryrun.h"
 #include "http/response.h"
 #include "json/json.h"
@@ -50,12 +51,9 @@ static void dry_run(lb_http_req *req, void *data)
         yajl_tree_free(body);
         return;
     }
-    lb_jobs_env env = {lb_api_lever_auth,
-                       lb_api_lever_unauthorized,
-                       lb_api_lever_permission,
-                       lb_api_tenant_rate,
-                       api,
-                       NULL}; /* a dry run fails no job */
+    lb_jobs_env env;
+    lb_cred_env(api->cred, &env);
+    env.failure_tag = NULL; /* a dry run fails no job */
     int rc = lb_dryrun_start(api->outbound, api->store, &env, w, opp->u.string,
                              api->cfg->platform_url != NULL, done, req);
     yajl_tree_free(body);

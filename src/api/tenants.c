@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "engine/credentials.h"
 #include "engine/jobs.h"
 #include "http/response.h"
 #include "json/json.h"
@@ -212,13 +213,6 @@ static void tenant_put(lb_http_req *req, void *data)
     }
 }
 
-const char *lb_api_tenant_failure_tag(void *data, const char *tenant)
-{
-    lb_api *api = data;
-    const lb_tenant *t = lb_tenants_get(api->tenants, tenant);
-    return t != NULL ? t->failure_tag : NULL;
-}
-
 /* ---- GET /v1/tenants/{tenant}, GET /v1/tenants ---------------------------- */
 
 static void tenant_get(lb_http_req *req, void *data)
@@ -273,7 +267,7 @@ static void delete_done(lb_store_op *op)
     } else if (op->status != 0) {
         store_failed(ctx->req, op->status);
     } else {
-        lb_api_lever_forget(ctx->api, id);
+        lb_cred_forget(ctx->api->cred, id);
         lb_jobs_tenant_cancel_events(ctx->api->jobs, id); /* their rows went with it */
         lb_jobs_tenant_failed_add(ctx->api->jobs, id,
                                   -(long)lb_jobs_tenant_failed(ctx->api->jobs, id));

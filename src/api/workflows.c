@@ -229,7 +229,7 @@ static void ask(wf_check *k, int kind, int refresh)
     k->pending++;
     k->asks[kind].check = k;
     k->asks[kind].kind = kind;
-    int rc = lb_api_catalog_get(k->api, k->tenant, kind, refresh, list_cb, &k->asks[kind]);
+    int rc = lb_catalog_get(k->api->catalog, k->tenant, kind, refresh, list_cb, &k->asks[kind]);
     if (rc == 0) return;
     k->pending--;
     if (!k->failed) {
