@@ -68,44 +68,62 @@ static void tick_cb(uv_timer_t *t)
     (void)t;
 }
 
-/* Runs the loop until *flag is set (at most 5 s). */
-static void run_until(fixture *f, const int *flag)
-{
-    uv_timer_t tick;
-    uv_timer_init(&f->loop, &tick);
-    uv_timer_start(&tick, tick_cb, 5, 5);
-    int64_t deadline = lb_time_now_ms() + 5000;
-    while (!*flag && lb_time_now_ms() < deadline)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&tick, NULL);
-    uv_run(&f->loop, UV_RUN_NOWAIT);
-    assert_true(*flag);
-}
-
-static void run_until_held(fixture *f)
-{
-    uv_timer_t tick;
-    uv_timer_init(&f->loop, &tick);
-    uv_timer_start(&tick, tick_cb, 5, 5);
-    int64_t deadline = lb_time_now_ms() + 5000;
-    while (f->held == NULL && lb_time_now_ms() < deadline)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&tick, NULL);
-    uv_run(&f->loop, UV_RUN_NOWAIT);
-    assert_non_null(f->held);
-}
-
-/* Lets the loop run for ms (answers in flight arrive). */
-static void run_for(fixture *f, int ms)
+/* Runs the loop for ms, or until *flag is set or a token call is held
+ * (whichever is asked for, when not NULL). */
+static void run(fixture *f, const int *flag, int for_held, int ms)
 {
     uv_timer_t tick;
     uv_timer_init(&f->loop, &tick);
     uv_timer_start(&tick, tick_cb, 5, 5);
     int64_t until = lb_time_now_ms() + ms;
-    while (lb_time_now_ms() < until)
+    while (!(flag != NULL && *flag) && !(for_held && f->held != NULL) && lb_time_now_ms() < until)
         uv_run(&f->loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&tick, NULL);
     uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+static void run_until(fixture *f, const int *flag)
+{
+    run(f, flag, 0, 5000);
+    assert_true(*flag);
+}
+
+static void run_until_held(fixture *f)
+{
+    run(f, NULL, 1, 5000);
+    assert_non_null(f->held);
+}
+
+/* Runs the loop until the tenant's refresh has ended (its tokens stored
+ * and applied, or its failure handled). */
+static void run_while_refreshing(fixture *f)
+{
+    int64_t until = lb_time_now_ms() + 5000;
+    while (lb_cred_refreshing(f->cred, "acme") && lb_time_now_ms() < until)
+        run(f, NULL, 0, 5);
+    assert_false(lb_cred_refreshing(f->cred, "acme"));
+}
+
+static void sync_done(lb_store_op *op)
+{
+    (*(int *)op->data)++;
+}
+
+/* Waits for every store write submitted before (the store answers in
+ * order). */
+static void sync_store(fixture *f)
+{
+    int done = 0;
+    lb_store_op op = {.kind = LB_STORE_META_GET, .meta_get.key = "none", .cb = sync_done};
+    op.data = &done;
+    assert_int_equal(lb_store_submit(f->store, &op), 0);
+    run_until(f, &done);
+}
+
+/* Lets the loop run for ms (answers in flight arrive). */
+static void run_for(fixture *f, int ms)
+{
+    run(f, NULL, 0, ms);
 }
 
 static void store_done(lb_store_op *op)
@@ -272,7 +290,7 @@ static void test_refresh_single_flight(void **state)
     run_for(f, 30);
     assert_int_equal(f->token_calls, 1); /* one refresh however many asked */
     answer(f, 200, tokens);
-    run_for(f, 100);
+    run_while_refreshing(f);
     assert_false(lb_cred_refreshing(f->cred, "acme"));
     assert_string_equal(conn(f)->access_token, "at2");
     assert_string_equal(conn(f)->refresh_token, "rt2"); /* the rotated one, stored */
@@ -291,7 +309,7 @@ static void retried_after(fixture *f, int status)
     assert_int_equal(lb_cred_auth(f->cred, "acme", &auth), 0);
     run_until_held(f);
     answer(f, status, "{}");
-    run_for(f, 20);
+    run_while_refreshing(f);
     /* transient: retried by the timer (50 ms here), the connection as it was */
     assert_false(lb_cred_refreshing(f->cred, "acme"));
     assert_int_equal(conn(f)->status, LB_CONN_CONNECTED);
@@ -303,7 +321,7 @@ static void retried_after(fixture *f, int status)
     assert_int_equal(f->token_calls, 2);
     assert_int_equal(conn(f)->refresh_retry_at, 0);
     answer(f, 200, tokens);
-    run_for(f, 100);
+    run_while_refreshing(f);
     assert_string_equal(conn(f)->access_token, "at2");
 }
 
@@ -325,7 +343,7 @@ static void test_refresh_refused(void **state)
     assert_int_equal(lb_cred_auth(f->cred, "acme", &auth), 0);
     run_until_held(f);
     answer(f, 400, "{\"error\":\"invalid_grant\"}");
-    run_for(f, 100);
+    run_while_refreshing(f);
     assert_int_equal(conn(f)->status, LB_CONN_NEEDS_REAUTH);
     assert_int_equal(lb_cred_auth(f->cred, "acme", &auth), LB_ENOTFOUND);
     char st[32];
@@ -368,7 +386,7 @@ static void test_401_oauth_refreshes_once(void **state)
     assert_int_equal(lb_cred_auth(f->cred, "acme", &auth), UV_EAGAIN);
     run_until_held(f);
     answer(f, 200, tokens);
-    run_for(f, 100);
+    run_while_refreshing(f);
     assert_int_equal(lb_cred_auth(f->cred, "acme", &auth), 0);
     assert_string_equal(auth.access_token, "at2");
     /* the refreshed token gets a 401 too, within a minute: the grant is gone */
@@ -389,20 +407,20 @@ static void test_missing_permissions(void **state)
     connect_conn(f, "acme", LB_AUTH_API_KEY, 0);
     lb_cred_permission(f->cred, "acme", "find all stages", 0);
     assert_int_equal(conn(f)->nmissing, 0); /* memory follows the store */
-    run_for(f, 100);
+    sync_store(f);
     assert_int_equal(conn(f)->nmissing, 1);
     assert_string_equal(conn(f)->missing[0], "find all stages");
     int64_t updated = conn(f)->updated_at;
     lb_cred_permission(f->cred, "acme", "find all stages", 0); /* already listed */
     lb_cred_permission(f->cred, "acme", "find a stage", 1);    /* never missing */
-    run_for(f, 50);
+    sync_store(f);
     assert_int_equal(conn(f)->nmissing, 1);
     assert_int_equal(conn(f)->updated_at, updated);
     lb_cred_permission(f->cred, "acme", "find all stages", 1); /* fixed in Lever */
-    run_for(f, 100);
+    sync_store(f);
     assert_int_equal(conn(f)->nmissing, 0);
     lb_cred_permission(f->cred, "nobody", "find all stages", 0); /* not connected: nothing */
-    run_for(f, 20);
+    sync_store(f);
     assert_null(lb_conns_get(&f->conns, "nobody"));
 }
 
@@ -421,7 +439,7 @@ static void test_forget_drops_refresh_in_flight(void **state)
     /* connected again before the old refresh answers: it must not win */
     connect_conn(f, "acme", LB_AUTH_API_KEY, 0);
     answer(f, 200, tokens);
-    run_for(f, 100);
+    run_while_refreshing(f);
     assert_false(lb_cred_refreshing(f->cred, "acme"));
     assert_int_equal(conn(f)->auth, LB_AUTH_API_KEY);
     assert_null(conn(f)->access_token);
