@@ -9,6 +9,7 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "lever/lever.h"
+#include "state/links.h"
 #include "store/store.h"
 
 #include <uv.h>
@@ -54,6 +55,7 @@ typedef struct lb_api {
     lb_reconcile *reconcile;
     lb_missed *missed; /* changes found only by reconciliation */
     const lb_master_key *key;
+    lb_links links; /* connect links' key, derived from key by lb_api_register */
     const char *admin_token;
     int draining;
 } lb_api;
@@ -107,20 +109,16 @@ void lb_api_page_asset_href(const char *name, char *out, size_t size);
  * (styles and scripts from this origin only), no referrer, no framing. */
 extern const char lb_api_page_headers[];
 /* When req carries a connect link's token (Authorization: Bearer) that is
- * valid now: 1 with its expiry (ms). Otherwise 0. */
+ * valid now: 1 with its expiry (ms). Otherwise 0. (common.c) */
 int lb_api_connect_grant_expiry(lb_api *api, lb_http_req *req, int64_t *expiry);
 /* The connect page URL of the tenant's link that expires at `expiry`: the
- * same link that was minted then (links are not stored, only MAC'd). */
+ * same link that was minted then (links are not stored, only MAC'd).
+ * (common.c) */
 void lb_api_connect_url(lb_api *api, const char *tenant, int64_t expiry, char *out, size_t size);
 /* GET /openapi.json (openapi.c). */
 void lb_api_openapi_register(lb_api *api, lb_router *r);
 /* 1 when req's If-None-Match names the quoted hash (or is "*"). */
 int lb_api_etag_match(const lb_http_req *req, const char *hash);
-/* Checks a connect link's token (len bytes, not NUL-terminated): 0 when it is
- * valid, with its tenant copied into tenant; LB_EINVAL when it is not one
- * this server issued for an existing tenant; UV_ETIMEDOUT when it expired
- * (tenant is set). Constant time in the MAC. */
-int lb_api_connect_check(lb_api *api, const char *token, size_t len, char *tenant, size_t size);
 
 /* The tenant named by the route's {tenant}, or NULL after answering 404. */
 lb_tenant *lb_api_tenant_or_404(lb_api *api, lb_http_req *req);

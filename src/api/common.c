@@ -6,8 +6,11 @@
 #include "json/json.h"
 
 #include "core/error.h"
+#include "core/time.h"
+#include "state/links.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -49,8 +52,9 @@ int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags)
     if (tok != NULL && lb_secure_equal(tok, tlen, api->admin_token, strlen(api->admin_token)))
         return 1;
     char granted[LB_TENANT_ID_MAX + 1];
-    int rc =
-        tok != NULL ? lb_api_connect_check(api, tok, tlen, granted, sizeof(granted)) : LB_EINVAL;
+    int rc = tok != NULL ? lb_links_check(&api->links, api->tenants, tok, tlen, lb_time_now_ms(),
+                                          granted, sizeof(granted), NULL)
+                         : LB_EINVAL;
     if (rc == UV_ETIMEDOUT) {
         unauthorized(req, "This connect link has expired; ask for a new one.");
         return 0;
@@ -72,6 +76,28 @@ int lb_api_require_tenant(lb_api *api, lb_http_req *req, int flags)
         return 0;
     }
     return 1;
+}
+
+int lb_api_connect_grant_expiry(lb_api *api, lb_http_req *req, int64_t *expiry)
+{
+    size_t tlen = 0;
+    const char *tok = bearer(req, &tlen);
+    char tenant[LB_TENANT_ID_MAX + 1];
+    return tok != NULL && lb_links_check(&api->links, api->tenants, tok, tlen, lb_time_now_ms(),
+                                         tenant, sizeof(tenant), expiry) == 0;
+}
+
+void lb_api_connect_url(lb_api *api, const char *tenant, int64_t expiry, char *out, size_t size)
+{
+    const lb_tenant *t = lb_tenants_get(api->tenants, tenant);
+    lb_tenant gone = {.created_at = -1}; /* a link that no longer verifies */
+    if (t == NULL) {
+        snprintf(gone.id, sizeof(gone.id), "%s", tenant);
+        t = &gone;
+    }
+    char token[LB_LINK_TOKEN_MAX + 1];
+    lb_links_token(&api->links, t, expiry, token);
+    snprintf(out, size, "%s/connect/%s", api->cfg->public_url, token);
 }
 
 yajl_val lb_api_json_body(lb_http_req *req)

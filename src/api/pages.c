@@ -12,6 +12,7 @@
 #include "api/api.h"
 
 #include "api/pages.h"
+#include "core/time.h"
 #include "http/response.h"
 
 #include <stdio.h>
@@ -60,8 +61,8 @@ static void connect_page(lb_http_req *req, void *data)
     lb_api *api = data;
     const char *token = lb_http_req_param(req, "token");
     char tenant[LB_TENANT_ID_MAX + 1];
-    int ok = token != NULL &&
-             lb_api_connect_check(api, token, strlen(token), tenant, sizeof(tenant)) == 0;
+    int ok = token != NULL && lb_links_check(&api->links, api->tenants, token, strlen(token),
+                                             lb_time_now_ms(), tenant, sizeof(tenant), NULL) == 0;
     html(req, ok ? 200 : 403, ok ? "connect.html" : "expired.html");
 }
 

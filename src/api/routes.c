@@ -31,6 +31,7 @@ static void (*const groups[])(lb_api *api, lb_router *r) = {
 
 int lb_api_register(lb_api *api, lb_router *r)
 {
+    lb_links_init(&api->links, api->key);
     lb_router_set_guard(r, expect_guard, api);
     for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
         groups[i](api, r);

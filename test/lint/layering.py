@@ -48,10 +48,8 @@ for mod in sorted(os.listdir(src)):
                            % (mod, name, n, mod, m.group(1), ", ".join(sorted(allowed - {mod})) or "nothing"))
 # Inside src/api/ the files call down and into helpers, never round in a
 # circle: file A uses file B when A names an lb_api_ function (or table)
-# that B defines. One known knot is left out: common.c's tenant check asks
-# connect.c whether a connect link's token is valid, while connect.c's
-# route uses common.c's helpers (docs/internals/modules.md).
-KNOWN = {("common.c", "connect.c")}
+# that B defines. No exceptions.
+KNOWN = set()
 api = os.path.join(src, "api")
 defined, names = {}, {}
 for name in sorted(os.listdir(api)) if os.path.isdir(api) else []:
