@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "loop_helpers.h"
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/time.h"
@@ -251,45 +253,21 @@ static void engine_open(fixture *f)
     lb_jobs_register(f->jobs, lb_action_kinds, lb_action_nkinds);
 }
 
-static void count_cb(void *data)
-{
-    (*(int *)data)++;
-}
-
 static void engine_close(fixture *f)
 {
-    int n = 0;
-    lb_jobs_close(f->jobs, count_cb, &n);
-    lb_outbound_close(f->ob, count_cb, &n);
-    lb_http_client_close(f->client, count_cb, &n);
-    while (n < 3)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    lb_store_close(f->store, count_cb, &n);
-    while (n < 4)
-        uv_run(&f->loop, UV_RUN_ONCE);
-}
-
-static void store_done(lb_store_op *op)
-{
-    (*(int *)op->data)++;
+    lbt_engine_close(&f->loop, f->jobs, f->ob, f->client, f->store);
 }
 
 static void run_op(fixture *f, lb_store_op *op)
 {
-    int done = 0;
-    op->cb = store_done;
-    op->data = &done;
-    assert_int_equal(lb_store_submit(f->store, op), 0);
-    while (!done)
-        uv_run(&f->loop, UV_RUN_ONCE);
+    lbt_store_run(&f->loop, f->store, op);
 }
 
 static int setup(void **state)
 {
     fixture *f = LB_NEW(fixture);
     uv_loop_init(&f->loop);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/lbassess-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    lbt_tmpdir(f->dir, sizeof(f->dir), "lbassess");
     snprintf(f->path, sizeof(f->path), "%s/db", f->dir);
     snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
     f->router = lb_router_new();
@@ -298,16 +276,7 @@ static int setup(void **state)
     lb_router_add(f->router, "POST", "/v1/opportunities/{opp}/notes", notes_post, f);
     lb_router_add(f->router, "PUT", "/v1/opportunities/{opp}/notes/{note}", note_put, f);
     lb_router_add(f->router, "POST", "/platform/invitations", invitations_post, f);
-    lb_http_server_config sc = {.host = "127.0.0.1",
-                                .port = 0,
-                                .max_body = 65536,
-                                .header_timeout_ms = 5000,
-                                .body_timeout_ms = 5000,
-                                .idle_timeout_ms = 5000,
-                                .max_connections = 100};
-    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv),
-                     0);
-    int port = lb_http_server_port(f->srv);
+    int port = lbt_server_start(&f->loop, f->router, 100, &f->srv);
     snprintf(f->api, sizeof(f->api), "http://127.0.0.1:%d/v1", port);
     snprintf(f->platform, sizeof(f->platform), "http://127.0.0.1:%d/platform/", port);
     f->platform_on = 1;
@@ -326,13 +295,11 @@ static int teardown(void **state)
     fixture *f = *state;
     engine_close(f);
     int n = 0;
-    lb_http_server_close(f->srv, count_cb, &n);
+    lb_http_server_close(f->srv, lbt_count_cb, &n);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     lb_router_free(f->router);
-    char cmd[200];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    assert_int_equal(system(cmd), 0);
+    lbt_rmdir(f->dir);
     lb_free(f);
     return 0;
 }

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "loop_helpers.h"
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/time.h"
@@ -126,15 +128,10 @@ static void run_for(fixture *f, int ms)
     run(f, NULL, 0, ms);
 }
 
-static void store_done(lb_store_op *op)
-{
-    (*(int *)op->data)++;
-}
-
 static void store_run(fixture *f, lb_store_op *op)
 {
     int done = 0;
-    op->cb = store_done;
+    op->cb = lbt_store_done;
     op->data = &done;
     assert_int_equal(lb_store_submit(f->store, op), 0);
     run_until(f, &done);
@@ -192,32 +189,18 @@ static void connect_conn(fixture *f, const char *tenant, lb_auth_kind auth, int6
 
 /* ---- fixture ----------------------------------------------------------- */
 
-static void count_cb(void *data)
-{
-    (*(int *)data)++;
-}
-
 static int setup(void **state)
 {
     fixture *f = LB_NEW(fixture);
     uv_loop_init(&f->loop);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/lbcred-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    lbt_tmpdir(f->dir, sizeof(f->dir), "lbcred");
     snprintf(f->url, sizeof(f->url), "sqlite:%s/db", f->dir);
     char err[256];
     assert_int_equal(lb_store_open(&f->loop, f->url, NULL, &f->store, err, sizeof(err)), 0);
     f->router = lb_router_new();
     lb_router_add(f->router, "POST", "/oauth/token", token, f);
-    lb_http_server_config sc = {.host = "127.0.0.1",
-                                .port = 0,
-                                .max_body = 65536,
-                                .header_timeout_ms = 5000,
-                                .body_timeout_ms = 5000,
-                                .idle_timeout_ms = 5000,
-                                .max_connections = 100};
-    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv),
-                     0);
-    snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%d", lb_http_server_port(f->srv));
+    int port = lbt_server_start(&f->loop, f->router, 100, &f->srv);
+    snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%d", port);
     lb_http_client_config cc = {.max_inflight = 16, .timeout_ms = 5000};
     assert_int_equal(lb_http_client_new(&f->loop, &cc, &f->client), 0);
     assert_int_equal(lb_outbound_new(&f->loop, f->client, &f->ob), 0);
@@ -244,22 +227,20 @@ static int teardown(void **state)
     fixture *f = *state;
     if (f->held != NULL) answer(f, 503, "{}");
     int n = 0;
-    lb_outbound_close(f->ob, count_cb, &n);
-    lb_http_client_close(f->client, count_cb, &n);
-    lb_http_server_close(f->srv, count_cb, &n);
+    lb_outbound_close(f->ob, lbt_count_cb, &n);
+    lb_http_client_close(f->client, lbt_count_cb, &n);
+    lb_http_server_close(f->srv, lbt_count_cb, &n);
     lb_cred_close(f->cred);
     while (n < 3)
         uv_run(&f->loop, UV_RUN_ONCE);
-    lb_store_close(f->store, count_cb, &n);
+    lb_store_close(f->store, lbt_count_cb, &n);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(n, 4);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     lb_cred_free(f->cred);
     lb_conns_free(&f->conns);
     lb_router_free(f->router);
-    char cmd[200];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    assert_int_equal(system(cmd), 0);
+    lbt_rmdir(f->dir);
     lb_free(f);
     return 0;
 }

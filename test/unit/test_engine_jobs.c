@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "loop_helpers.h"
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/time.h"
@@ -220,22 +222,9 @@ static void engine_open(fixture *f, int64_t max_age)
     lb_jobs_register(f->jobs, kinds, 4);
 }
 
-static void count_cb(void *data)
-{
-    (*(int *)data)++;
-}
-
 static void engine_close(fixture *f)
 {
-    int n = 0;
-    lb_jobs_close(f->jobs, count_cb, &n);
-    lb_outbound_close(f->ob, count_cb, &n);
-    lb_http_client_close(f->client, count_cb, &n);
-    while (n < 3)
-        uv_run(&f->loop, UV_RUN_ONCE);
-    lb_store_close(f->store, count_cb, &n);
-    while (n < 4)
-        uv_run(&f->loop, UV_RUN_ONCE);
+    lbt_engine_close(&f->loop, f->jobs, f->ob, f->client, f->store);
 }
 
 static int setup(void **state)
@@ -250,8 +239,7 @@ static int setup(void **state)
     /* move_stage run as notify_platform jobs are: one chain per tenant */
     kinds[3] = (lb_job_kind){"serial_stage", kinds[1].run, LB_JOB_KIND_NOTIFY};
     uv_loop_init(&f->loop);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/lbjobs-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    lbt_tmpdir(f->dir, sizeof(f->dir), "lbjobs");
     snprintf(f->path, sizeof(f->path), "%s/db", f->dir);
     snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
     f->router = lb_router_new();
@@ -259,16 +247,8 @@ static int setup(void **state)
     lb_router_add(f->router, "PUT", "/v1/opportunities/{opp}/stage", move_stage, f);
     lb_router_add(f->router, "GET", "/v1/opportunities/{opp}", get_opportunity, f);
     lb_router_add(f->router, "POST", "/v1/opportunities/{opp}/notes", step_a, f);
-    lb_http_server_config sc = {.host = "127.0.0.1",
-                                .port = 0,
-                                .max_body = 65536,
-                                .header_timeout_ms = 5000,
-                                .body_timeout_ms = 5000,
-                                .idle_timeout_ms = 5000,
-                                .max_connections = 100};
-    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv),
-                     0);
-    snprintf(f->api, sizeof(f->api), "http://127.0.0.1:%d/v1", lb_http_server_port(f->srv));
+    int port = lbt_server_start(&f->loop, f->router, 100, &f->srv);
+    snprintf(f->api, sizeof(f->api), "http://127.0.0.1:%d/v1", port);
     engine_open(f, 60000);
     *state = f;
     return 0;
@@ -279,47 +259,34 @@ static int teardown(void **state)
     fixture *f = *state;
     engine_close(f);
     int n = 0;
-    lb_http_server_close(f->srv, count_cb, &n);
+    lb_http_server_close(f->srv, lbt_count_cb, &n);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     lb_router_free(f->router);
-    char cmd[200];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-    assert_int_equal(system(cmd), 0);
+    lbt_rmdir(f->dir);
     lb_free(f);
     return 0;
 }
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static void store_done(lb_store_op *op)
-{
-    (*(int *)op->data)++;
-}
-
 /* Inserts jobs durably, as the webhook path does, then hands them over. */
 static void insert(fixture *f, lb_job_rec *recs, size_t n)
 {
-    int done = 0;
-    lb_store_op op = {.kind = LB_STORE_JOB_INSERT, .cb = store_done, .data = &done};
+    lb_store_op op = {.kind = LB_STORE_JOB_INSERT};
     op.job_insert.recs = recs;
     op.job_insert.count = n;
-    assert_int_equal(lb_store_submit(f->store, &op), 0);
-    while (!done)
-        uv_run(&f->loop, UV_RUN_ONCE);
+    lbt_store_run(&f->loop, f->store, &op);
     assert_int_equal(op.status, 0);
     lb_jobs_add(f->jobs, recs, n);
 }
 
 static void upsert_tenant(fixture *f)
 {
-    int done = 0;
-    lb_store_op op = {.kind = LB_STORE_TENANT_UPSERT, .cb = store_done, .data = &done};
+    lb_store_op op = {.kind = LB_STORE_TENANT_UPSERT};
     snprintf(op.tenant_upsert.rec.id, sizeof(op.tenant_upsert.rec.id), "acme");
     op.tenant_upsert.rec.name = "Acme";
-    assert_int_equal(lb_store_submit(f->store, &op), 0);
-    while (!done)
-        uv_run(&f->loop, UV_RUN_ONCE);
+    lbt_store_run(&f->loop, f->store, &op);
 }
 
 static lb_job_rec job(const char *id, const char *action, const char *opp, const char *event,
@@ -535,13 +502,10 @@ static void restart_resumes_and_skips_recorded_steps(void **state)
     r[0].status = LB_JOB_RUNNING;
     r[0].attempts = 1;
     r[0].steps = "{\"a\":\"n0\"}";
-    int done = 0;
-    lb_store_op op = {.kind = LB_STORE_JOB_INSERT, .cb = store_done, .data = &done};
+    lb_store_op op = {.kind = LB_STORE_JOB_INSERT};
     op.job_insert.recs = r;
     op.job_insert.count = 2;
-    assert_int_equal(lb_store_submit(f->store, &op), 0);
-    while (!done)
-        uv_run(&f->loop, UV_RUN_ONCE);
+    lbt_store_run(&f->loop, f->store, &op);
     /* a new engine on the same store, as at start-up */
     engine_close(f);
     engine_open(f, 60000);

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "loop_helpers.h"
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "engine/outbound.h"
@@ -61,16 +63,8 @@ static int setup(void **state)
     uv_loop_init(&f->loop);
     f->router = lb_router_new();
     lb_router_add(f->router, "GET", "/x", handler, f);
-    lb_http_server_config sc = {.host = "127.0.0.1",
-                                .port = 0,
-                                .max_body = 65536,
-                                .header_timeout_ms = 5000,
-                                .body_timeout_ms = 5000,
-                                .idle_timeout_ms = 5000,
-                                .max_connections = 1000};
-    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv),
-                     0);
-    snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d/x", lb_http_server_port(f->srv));
+    int port = lbt_server_start(&f->loop, f->router, 1000, &f->srv);
+    snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d/x", port);
     lb_http_client_config cc = {.max_inflight = 64, .timeout_ms = 5000};
     assert_int_equal(lb_http_client_new(&f->loop, &cc, &f->client), 0);
     assert_int_equal(lb_outbound_new(&f->loop, f->client, &f->ob), 0);
@@ -78,18 +72,13 @@ static int setup(void **state)
     return 0;
 }
 
-static void count_cb(void *data)
-{
-    (*(int *)data)++;
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
     int closed = 0;
-    lb_http_client_close(f->client, count_cb, &closed);
-    lb_outbound_close(f->ob, count_cb, &closed);
-    lb_http_server_close(f->srv, count_cb, &closed);
+    lb_http_client_close(f->client, lbt_count_cb, &closed);
+    lb_outbound_close(f->ob, lbt_count_cb, &closed);
+    lb_http_server_close(f->srv, lbt_count_cb, &closed);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(closed, 3);
     assert_int_equal(uv_loop_close(&f->loop), 0);

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "loop_helpers.h"
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "http/client.h"
@@ -76,16 +78,8 @@ static int setup(void **state)
     lb_router_add(f->router, "GET", "/busy", busy, f);
     lb_router_add(f->router, "GET", "/big", big, f);
     lb_router_add(f->router, "GET", "/slow", slow, f);
-    lb_http_server_config sc = {.host = "127.0.0.1",
-                                .port = 0,
-                                .max_body = 65536,
-                                .header_timeout_ms = 5000,
-                                .body_timeout_ms = 5000,
-                                .idle_timeout_ms = 5000,
-                                .max_connections = 100};
-    assert_int_equal(lb_http_server_start(&f->loop, &sc, lb_router_dispatch, f->router, &f->srv),
-                     0);
-    snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%d", lb_http_server_port(f->srv));
+    int port = lbt_server_start(&f->loop, f->router, 100, &f->srv);
+    snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%d", port);
     lb_http_client_config cc = {.max_inflight = 4, .timeout_ms = 2000, .max_response = 1024};
     assert_int_equal(lb_http_client_new(&f->loop, &cc, &f->client), 0);
     uv_timer_init(&f->loop, &f->delay);
@@ -94,17 +88,12 @@ static int setup(void **state)
     return 0;
 }
 
-static void closed_cb(void *data)
-{
-    (*(int *)data)++;
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
     int closed = 0;
-    if (f->client) lb_http_client_close(f->client, closed_cb, &closed);
-    lb_http_server_close(f->srv, closed_cb, &closed);
+    if (f->client) lb_http_client_close(f->client, lbt_count_cb, &closed);
+    lb_http_server_close(f->srv, lbt_count_cb, &closed);
     uv_close((uv_handle_t *)&f->delay, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_int_equal(closed, f->client ? 2 : 1);
@@ -240,7 +229,7 @@ static void close_with_calls_in_flight(void **state)
     assert_int_equal(start(f, 1, "POST", "/echo", "{}"), 0);
     uv_run(&f->loop, UV_RUN_NOWAIT);
     int closed = 0;
-    lb_http_client_close(f->client, closed_cb, &closed);
+    lb_http_client_close(f->client, lbt_count_cb, &closed);
     f->client = NULL;
     while (f->held != NULL || closed == 0)
         uv_run(&f->loop, UV_RUN_ONCE);
