@@ -42,6 +42,9 @@
 # usage: bench/ingest.sh [--db postgres]   (from anywhere; builds build-bench if needed)
 #        --db postgres: leverbridge on SQLite, then on a throwaway PostgreSQL
 #        (test/pg/pg.sh, pinned to the server core), then nginx, in one run
+#        REFERENCES=0 with --db postgres: PostgreSQL alone (no reference runs)
+#        PG_CONF='name = value; ...': settings added to the cluster's
+#        postgresql.conf (test/pg/pg.sh, LB_PG_CONF); PG_PIN=0: not pinned
 # env:   DURATION=10 WARMUP=2 CONNECTIONS=64 THREADS=1 SERVER_CPU=0 CLIENT_CPU=1
 #        BODIES_PER_SEC=100000 (distinct deliveries prepared per second of run;
 #        leverbridge exhausting them fails the run, nginx just starts over)
@@ -56,8 +59,11 @@ case "${1:-}" in
 *) echo "usage: bench/ingest.sh [--db sqlite|postgres]" >&2; exit 2 ;;
 esac
 # --db postgres: the SQLite backend first, then PostgreSQL, then nginx
+# (REFERENCES=0: PostgreSQL alone, for iterating; not a figure to report)
 BACKENDS=sqlite
 [ "$DB" = postgres ] && BACKENDS="sqlite postgres"
+REFERENCES=${REFERENCES:-1}
+[ "$DB" = postgres ] && [ "$REFERENCES" = 0 ] && BACKENDS=postgres
 
 # ---- knobs -------------------------------------------------------------------
 DURATION=${DURATION:-10}
@@ -146,7 +152,8 @@ PG_STARTED=0
 if [ "$DB" = postgres ]; then
     PG_DIR="$TMP/pg"
     chmod 711 "$TMP" # searchable by the server's user (pg.sh: lbtest when run as root)
-    PG_URL=$(sh "$ROOT/test/pg/pg.sh" start "$PG_DIR") || die "cannot start PostgreSQL (test/pg/pg.sh)"
+    PG_URL=$(LB_PG_CONF="${PG_CONF:-}" sh "$ROOT/test/pg/pg.sh" start "$PG_DIR") ||
+        die "cannot start PostgreSQL (test/pg/pg.sh)"
     PG_STARTED=1
     [ "${PG_PIN:-1}" = 0 ] || taskset -a -p -c "$SERVER_CPU" "$(head -n1 "$PG_DIR/data/postmaster.pid")" >/dev/null
 fi
@@ -352,8 +359,18 @@ fi
 [ "$WRAPS" = 0 ] || die "leverbridge went through all warm-up deliveries: raise BODIES_PER_SEC"
 LB_SENT=$REQUESTS
 LB_T0=$(thread_ticks "$LB_PID")
+WAL_SQL="SELECT wal_records, wal_fpi, wal_bytes, wal_write, wal_sync FROM pg_stat_wal"
+[ "$name" = postgres ] && WAL0=$(psql -X -At -F ' ' -d "$PG_URL" -c "$WAL_SQL")
 run_wrk leverbridge "$LB_PORT" "$TMP/run.txt" "$DURATION" "$LB_PID"
 LB_T1=$(thread_ticks "$LB_PID")
+if [ "$name" = postgres ]; then
+    # the WAL of the measured run, per delivery: records, full-page images,
+    # bytes; and the server's WAL writes and syncs (fsyncs) per second
+    WAL1=$(psql -X -At -F ' ' -d "$PG_URL" -c "$WAL_SQL")
+    PG_WAL=$(echo "$WAL0 $WAL1" | awk -v n="$REQUESTS" -v d="$DURATION" '{
+        printf "%.2f records, %.3f full-page images, %.0f bytes per delivery; %.0f writes/s, %.0f syncs/s",
+            ($6 - $1) / n, ($7 - $2) / n, ($8 - $3) / n, ($9 - $4) / d, ($10 - $5) / d }')
+fi
 LB_RUN_REQUESTS=$REQUESTS
 [ "$WRAPS" = 0 ] || die "leverbridge went through all $((DURATION * BODIES_PER_SEC)) deliveries: raise BODIES_PER_SEC"
 LB_RPS=$RPS LB_P50=$P50_US LB_P99=$P99_US LB_CPU=$CPU_PCT
@@ -415,7 +432,7 @@ declare -g "${name}_RPS=$LB_RPS" "${name}_P50=$LB_P50" "${name}_P99=$LB_P99" "${
     "${name}_ACCEPTED=$ACCEPTED" "${name}_COMMITS=$COMMITS" "${name}_COMMIT_SUM=$COMMIT_SUM" \
     "${name}_STORED=$STORED" "${name}_THREADS_CPU=$LB_THREADS_CPU" "${name}_SENT=$LB_SENT" \
     "${name}_MEMORY=${LB_MEMORY:-0}" "${name}_T0=$LB_T0" "${name}_T1=$LB_T1" \
-    "${name}_RUN_REQUESTS=$LB_RUN_REQUESTS"
+    "${name}_RUN_REQUESTS=$LB_RUN_REQUESTS" "${name}_WAL=${PG_WAL:-}"
 }
 
 for backend in $BACKENDS; do
@@ -423,6 +440,18 @@ for backend in $BACKENDS; do
     # nginx gets the last run's bodies; the others' go now (they are big)
     [ "$backend" = "${BACKENDS##* }" ] || rm -f "$TMP/warmup.txt" "$TMP/run.txt"
 done
+if [ "$REFERENCES" = 0 ]; then
+    awk -v pr="$postgres_RPS" -v p5="$postgres_P50" -v p9="$postgres_P99" -v pc="$postgres_CPU" \
+        -v acc="$postgres_ACCEPTED" -v commits="$postgres_COMMITS" -v csum="$postgres_COMMIT_SUM" 'BEGIN {
+        printf "PostgreSQL alone (REFERENCES=0: no SQLite or nginx beside it)\n"
+        printf "%-12s %12s %10s %10s %10s\n", "server", "req/s", "p50 ms", "p99 ms", "CPU %"
+        printf "%-12s %12.0f %10.3f %10.3f %10d\n", "lb+postgres", pr, p5 / 1000, p9 / 1000, pc
+        printf "store: %d commits, %.1f deliveries per commit, %.2f ms per commit on average\n", commits, acc / commits, csum * 1000 / commits
+    }'
+    echo "PostgreSQL's WAL during the measured run: $postgres_WAL"
+    echo "CPU per delivery on PostgreSQL (leverbridge's threads only), us: $postgres_THREADS_CPU"
+    exit 0
+fi
 LB_RPS=$sqlite_RPS LB_P50=$sqlite_P50 LB_P99=$sqlite_P99 LB_CPU=$sqlite_CPU
 ACCEPTED=$sqlite_ACCEPTED COMMITS=$sqlite_COMMITS COMMIT_SUM=$sqlite_COMMIT_SUM
 STORED=$sqlite_STORED LB_SENT=$sqlite_SENT LB_MEMORY=$sqlite_MEMORY
@@ -482,5 +511,6 @@ if [ "$DB" = postgres ]; then
         ok_r = (pr >= 15000); ok_p = (p9 / 1000 < 20)
         printf "target >= 15000 req/s: %s; target p99 < 20 ms at %d connections: %s\n", ok_r ? "met" : "NOT met", c, ok_p ? "met" : "NOT met"
     }'
+    echo "PostgreSQL's WAL during the measured run: $postgres_WAL"
     echo "CPU per delivery on PostgreSQL (leverbridge's threads only), us: $postgres_THREADS_CPU"
 fi

@@ -9,6 +9,9 @@
 #   test/pg/pg.sh kill DIR    immediate shutdown (a crash); DIR is kept
 #   test/pg/pg.sh url DIR     prints the libpq URL of the cluster in DIR
 #
+# LB_PG_CONF (start, a new cluster only): more settings for postgresql.conf,
+# separated by ';' (bench/ingest.sh PG_CONF), after the ones below.
+#
 # As root (CI, the dev container) the server runs as the system user lbtest,
 # created here when missing; PostgreSQL refuses to run as root. Otherwise it
 # runs as the caller. Auth is "trust" on the socket: DIR is 0700 to its owner
@@ -73,6 +76,7 @@ max_connections = 200
 shared_buffers = 64MB
 log_min_messages = warning
 EOF
+        [ -z "${LB_PG_CONF:-}" ] || echo "$LB_PG_CONF" | tr ';' '\n' >>"$data/postgresql.conf"
     fi
     if ! as_user "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         as_user "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 30 start >/dev/null ||
