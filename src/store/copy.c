@@ -11,7 +11,7 @@
  * dedupe keys, jobs, invitations, meta with the master key check, keys of
  * pruned results, the failure-tag ledger), byte for byte; sealed secrets stay sealed, so the copy
  * needs the same master key. */
-#include "store/store.h"
+#include "store/backend.h"
 
 #include "core/error.h"
 #include "store/migrate.h"
@@ -68,19 +68,10 @@ static const table tables[] = {
      "tenant_id, opportunity_id, tag", 0},
 };
 
-static void one_line(char *s)
-{
-    for (char *p = s; *p; p++)
-        if (*p == '\n' || *p == '\r') *p = ' ';
-    size_t n = strlen(s);
-    while (n > 0 && s[n - 1] == ' ')
-        s[--n] = '\0';
-}
-
 static int pg_fail(PGconn *c, const char *what, char *err, size_t errlen)
 {
     snprintf(err, errlen, "%s: %s", what, PQerrorMessage(c));
-    one_line(err);
+    lb_store__one_line(err);
     return LB_EIO;
 }
 

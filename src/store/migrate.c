@@ -3,6 +3,7 @@
 #include "store/migrate.h"
 
 #include "core/error.h"
+#include "store/backend.h"
 #include "core/time.h"
 
 #include <stdio.h>
@@ -296,13 +297,7 @@ int lb_store_migrate(sqlite3 *db, const lb_store_migration *steps, size_t n, int
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) return fail(db, rc, err, errlen, "cannot read the schema version");
     if (from != NULL) *from = current;
-    if (current > latest) {
-        snprintf(err, errlen,
-                 "database schema version %d is newer than this leverbridge knows (%d):"
-                 " upgrade leverbridge",
-                 current, latest);
-        return LB_EINVAL;
-    }
+    if ((rc = lb_store__schema_check(current, latest, err, errlen)) != 0) return rc;
 
     for (size_t i = (size_t)current; i < n; i++) {
         const lb_store_migration *m = &steps[i];

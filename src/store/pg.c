@@ -3,11 +3,12 @@
  * pipeline mode: BEGIN, every op's statements, COMMIT and one Sync go out
  * together and come back in one round trip (group commit, as SQLite's).
  *
- * Threads and queues are those of the SQLite backend (sqlite.c has the
- * picture): the loop appends to `local`, an idle handle moves it to `in`
- * once per loop turn, the store thread takes `in` (at most BATCH_MAX ops),
- * runs it, appends it to `done` and wakes the loop with uv_async_send; the
- * loop completes the batches in order. docs/internals/store.md.
+ * Threads and queues are those of the SQLite backend, and the same code
+ * (store.c's hand-off; sqlite.c has the picture): the loop appends to
+ * `local`, an idle handle moves it to `in` once per loop turn, the store
+ * thread takes `in` (at most BATCH_MAX ops), runs it (pg_run), appends it
+ * to `done` and wakes the loop with uv_async_send; the loop completes the
+ * batches in order. docs/internals/store.md.
  *
  * One op failing must not fail its batch. In a pipeline the server skips
  * everything after an error up to the Sync, so ops are written not to fail
@@ -33,9 +34,6 @@
 #include "store/pg_migrate.h"
 
 #include <libpq-fe.h>
-#ifdef __linux__
-#include <sys/prctl.h>
-#endif
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,44 +320,14 @@ typedef struct {
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
  * on `done`, then the loop thread, which frees it after completing it. */
-typedef struct batch {
-    struct batch *next;
-    lb_store_op *head; /* ops in submission order, linked by next */
-    size_t count;
-    double seconds;
-    int committed;
-    int error;  /* !committed: what the writes get */
-    int wrote;  /* health counts: it wrote, lost the database, or is a probe */
-    int health; /* for lb_store__health */
-} batch;
-
 /* Owner: the caller of lb_store_open, through lb_store; freed by destroy
  * after both handles are closed and the thread is joined. */
 typedef struct {
     lb_store base; /* first */
 
-    /* Loop thread only. */
-    uv_async_t async;
-    uv_idle_t flush;
-    lb_store_op *local_head, *local_tail;
-    size_t local_count;
-    int handles_open;
-    int joined;
-
     /* Set at open, then read-only. */
-    uv_thread_t thread;
     char *conninfo;
     int64_t dedupe_ms;
-
-    /* Guarded by mu. */
-    uv_mutex_t mu;
-    uv_cond_t cond;
-    lb_store_op *in_head, *in_tail;
-    size_t in_count;
-    batch *done_head, *done_tail;
-    int stop;
-    int stopped;
-    int notify;
 
     /* The store thread only (the opening thread until it starts). */
     PGconn *conn;     /* NULL while disconnected */
@@ -384,45 +352,18 @@ typedef struct {
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int64_t mono_ms(void)
 {
-    return (int64_t)(mono_seconds() * 1000.0);
+    return (int64_t)(lb_store__mono_seconds() * 1000.0);
 }
 
-static void one_line(char *s)
-{
-    for (char *p = s; *p; p++)
-        if (*p == '\n' || *p == '\r') *p = ' ';
-    size_t n = strlen(s);
-    while (n > 0 && s[n - 1] == ' ')
-        s[--n] = '\0';
-}
-
-/* libpq's message (several lines) as one line, in buf. */
 static const char *flat(const char *msg, char *buf, size_t n)
 {
     snprintf(buf, n, "%s", msg != NULL ? msg : "");
-    one_line(buf);
+    lb_store__one_line(buf);
     return buf;
 }
 
-static void name_thread(const char *name)
-{
-#ifdef __linux__
-    prctl(PR_SET_NAME, name, 0, 0, 0);
-#else
-    (void)name;
-#endif
-}
-
-/* SQLSTATE -> LB_E*, for an op that failed alone. */
 static int map_state(const char *st)
 {
     if (st == NULL) return LB_EIO;
@@ -1327,7 +1268,7 @@ static PGconn *pg_connect(const char *conninfo, char *err, size_t errlen)
     }
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to PostgreSQL: %s", PQerrorMessage(c));
-        one_line(err);
+        lb_store__one_line(err);
         PQfinish(c);
         return NULL;
     }
@@ -1338,7 +1279,7 @@ static PGconn *pg_connect(const char *conninfo, char *err, size_t errlen)
                     " WHERE current_setting('statement_timeout') IN ('0', '0ms')") ||
         !exec_ok(c, "SET plan_cache_mode = force_custom_plan")) {
         snprintf(err, errlen, "PostgreSQL: session settings: %s", PQerrorMessage(c));
-        one_line(err);
+        lb_store__one_line(err);
         PQfinish(c);
         return NULL;
     }
@@ -1363,7 +1304,7 @@ static int prepare_all(PGconn *c, char *err, size_t errlen)
             bad = q;
             snprintf(err, errlen, "PostgreSQL: preparing statement %d: %s", q,
                      PQresultErrorMessage(r));
-            one_line(err);
+            lb_store__one_line(err);
         }
         PQclear(r);
         while ((r = PQgetResult(c)) != NULL)
@@ -1376,7 +1317,7 @@ static int prepare_all(PGconn *c, char *err, size_t errlen)
     return bad < 0 ? 0 : LB_EIO;
 fail:
     snprintf(err, errlen, "PostgreSQL: preparing statements: %s", PQerrorMessage(c));
-    one_line(err);
+    lb_store__one_line(err);
     return LB_EIO;
 }
 
@@ -1622,7 +1563,7 @@ static int run_ops(pg_store *s, size_t n, int read_only, int *code)
 /* The batch failed: its writes are void, but each read runs again on its
  * own (as if submitted just before the failed writes). Without a
  * connection, reads fail too. */
-static void rerun_reads(pg_store *s, batch *b)
+static void rerun_reads(pg_store *s, lb_store_batch *b)
 {
     for (lb_store_op *op = b->head; op != NULL; op = op->next) {
         if (!lb_store__op_readonly(op->kind)) continue;
@@ -1641,23 +1582,19 @@ static void rerun_reads(pg_store *s, batch *b)
     }
 }
 
-static void run_batch(pg_store *s, batch *b)
+static void pg_run(lb_store *base, lb_store_batch *b)
 {
+    pg_store *s = (pg_store *)base;
     const lb_store_op *fail_op;
     lb_store__fault_batch(b->head, &fail_op, &s->fault_commit);
-    double t0 = mono_seconds();
-    b->committed = 0;
-    b->error = LB_EIO;
-    b->wrote = 0;
-    for (lb_store_op *op = b->head; op != NULL; op = op->next)
-        b->wrote |= !lb_store__op_readonly(op->kind);
+    double t0 = lb_store__mono_seconds();
     if (!ensure_conn(s)) {
         s->fault_commit = 0;
         for (lb_store_op *op = b->head; op != NULL; op = op->next)
             op->status = LB_EIO;
         b->wrote = 1; /* readiness follows the database */
         b->health = LB_EIO;
-        b->seconds = mono_seconds() - t0;
+        b->seconds = lb_store__mono_seconds() - t0;
         return;
     }
     plans_check(s);
@@ -1687,7 +1624,7 @@ static void run_batch(pg_store *s, batch *b)
     for (lb_store_op *op = b->head; op != NULL && b->health == 0; op = op->next)
         if (op->status == UV_ENOSPC) b->health = UV_ENOSPC;
     if (b->wrote) s->degraded = b->health != 0;
-    b->seconds = mono_seconds() - t0;
+    b->seconds = lb_store__mono_seconds() - t0;
 }
 
 /* A small write of the store's own: a meta row written and deleted in one
@@ -1714,173 +1651,36 @@ static int probe_write(pg_store *s)
     return code;
 }
 
-static void post_batch(pg_store *s, batch *b)
-{
-    if (s->done_tail != NULL)
-        s->done_tail->next = b;
-    else
-        s->done_head = b;
-    s->done_tail = b;
-    int notify = s->notify;
-    uv_mutex_unlock(&s->mu);
-    if (notify) uv_async_send(&s->async);
-    uv_mutex_lock(&s->mu);
-}
+/* ---- the store thread's idle work and end ------------------------------- */
 
-static void thread_main(void *arg)
-{
-    pg_store *s = arg;
-    name_thread("lb-store-pg");
-    uv_mutex_lock(&s->mu);
-    for (;;) {
-        while (s->in_head == NULL && !s->stop) {
-            uint64_t wait_ms = IDLE_WAIT_MS;
-            if (s->conn == NULL) {
-                int64_t d = s->retry_at - mono_ms();
-                wait_ms = d <= 0 ? 1 : (uint64_t)d < wait_ms ? (uint64_t)d : wait_ms;
-            }
-            int rc = uv_cond_timedwait(&s->cond, &s->mu, wait_ms * 1000000ull);
-            /* Idle while the database is lost or writes fail: try to get it
-             * back. A probe that commits tells the loop (an empty batch). */
-            if (rc == UV_ETIMEDOUT && (s->degraded || s->conn == NULL) && s->in_head == NULL &&
-                !s->stop) {
-                uv_mutex_unlock(&s->mu);
-                int h = LB_EIO;
-                if (s->conn != NULL || mono_ms() >= s->retry_at) h = probe_write(s);
-                uv_mutex_lock(&s->mu);
-                if (h == 0) {
-                    s->degraded = 0;
-                    batch *p = LB_NEW(batch);
-                    p->wrote = 1;
-                    post_batch(s, p);
-                }
-            }
-        }
-        if (s->in_head == NULL) break;
-        batch *b = LB_NEW(batch);
-        b->head = s->in_head;
-        size_t n = 1;
-        lb_store_op *last = s->in_head;
-        while (n < BATCH_MAX && last->next != NULL) {
-            last = last->next;
-            n++;
-        }
-        s->in_head = last->next;
-        if (s->in_head == NULL) s->in_tail = NULL;
-        last->next = NULL;
-        s->in_count -= n;
-        b->count = n;
-        uv_mutex_unlock(&s->mu);
-
-        run_batch(s, b);
-
-        uv_mutex_lock(&s->mu);
-        post_batch(s, b);
-    }
-    uv_mutex_unlock(&s->mu);
-
-    disconnect(s);
-
-    uv_mutex_lock(&s->mu);
-    s->stopped = 1;
-    int notify = s->notify;
-    uv_mutex_unlock(&s->mu);
-    if (notify) uv_async_send(&s->async);
-}
-
-/* ---- loop side ---------------------------------------------------------- */
-
-static void update_ref(pg_store *s)
-{
-    if (s->base.stats.pending > 0 || s->base.closing)
-        uv_ref((uv_handle_t *)&s->async);
-    else
-        uv_unref((uv_handle_t *)&s->async);
-}
-
-static void flush_local(pg_store *s)
-{
-    if (s->local_head == NULL) return;
-    uv_mutex_lock(&s->mu);
-    if (s->in_tail != NULL)
-        s->in_tail->next = s->local_head;
-    else
-        s->in_head = s->local_head;
-    s->in_tail = s->local_tail;
-    s->in_count += s->local_count;
-    uv_cond_signal(&s->cond);
-    uv_mutex_unlock(&s->mu);
-    s->local_head = s->local_tail = NULL;
-    s->local_count = 0;
-}
-
-static void flush_cb(uv_idle_t *h)
-{
-    pg_store *s = h->data;
-    flush_local(s);
-    uv_idle_stop(h);
-}
-
-static void handle_closed_cb(uv_handle_t *h)
-{
-    pg_store *s = h->data;
-    if (--s->handles_open == 0) lb_store__closed(&s->base);
-}
-
-static void async_cb(uv_async_t *h)
-{
-    pg_store *s = h->data;
-    uv_mutex_lock(&s->mu);
-    batch *b = s->done_head;
-    s->done_head = s->done_tail = NULL;
-    int stopped = s->stopped;
-    uv_mutex_unlock(&s->mu);
-
-    while (b != NULL) {
-        batch *next = b->next;
-        if (b->wrote) lb_store__health(&s->base, b->health);
-        if (b->head != NULL)
-            lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed, b->error);
-        lb_free(b);
-        b = next;
-    }
-    update_ref(s);
-
-    if (stopped && !s->joined) {
-        uv_thread_join(&s->thread);
-        s->joined = 1;
-        uv_close((uv_handle_t *)&s->flush, handle_closed_cb);
-        uv_close((uv_handle_t *)&s->async, handle_closed_cb);
-    }
-}
-
-static int pg_submit(lb_store *base, lb_store_op *op)
+static uint64_t pg_idle_wait_ms(lb_store *base)
 {
     pg_store *s = (pg_store *)base;
-    if (s->local_tail != NULL)
-        s->local_tail->next = op;
-    else
-        s->local_head = op;
-    s->local_tail = op;
-    if (s->local_count++ == 0) uv_idle_start(&s->flush, flush_cb);
-    uv_ref((uv_handle_t *)&s->async);
-    return 0;
+    if (s->conn != NULL) return IDLE_WAIT_MS;
+    int64_t d = s->retry_at - mono_ms();
+    return d <= 0 ? 1 : d < IDLE_WAIT_MS ? (uint64_t)d : IDLE_WAIT_MS;
 }
 
-static void pg_close(lb_store *base)
+/* Idle while the database is lost or writes fail: try to get it back. A
+ * probe that commits tells the loop (an empty batch). */
+static void pg_idle(lb_store *base, lb_store_batch *p)
 {
     pg_store *s = (pg_store *)base;
-    flush_local(s);
-    uv_idle_stop(&s->flush);
-    update_ref(s);
-    uv_mutex_lock(&s->mu);
-    s->stop = 1;
-    uv_cond_signal(&s->cond);
-    uv_mutex_unlock(&s->mu);
+    if (!s->degraded && s->conn != NULL) return;
+    if (s->conn == NULL && mono_ms() < s->retry_at) return;
+    if (probe_write(s) != 0) return;
+    s->degraded = 0;
+    p->wrote = 1;
 }
 
-static void pg_free_struct(pg_store *s)
+static void pg_thread_end(lb_store *base)
 {
+    disconnect((pg_store *)base);
+}
+
+static void pg_destroy(lb_store *base)
+{
+    pg_store *s = (pg_store *)base;
     disconnect(s);
     calls_clear(s);
     lb_free(s->calls);
@@ -1888,8 +1688,7 @@ static void pg_free_struct(pg_store *s)
     lb_free(s->first);
     lb_free(s->nc);
     lb_free(s->skip);
-    uv_cond_destroy(&s->cond);
-    uv_mutex_destroy(&s->mu);
+    lb_store__release(&s->base);
     if (s->conninfo != NULL) {
         memset(s->conninfo, 0, strlen(s->conninfo)); /* may hold a password */
         lb_free(s->conninfo);
@@ -1897,15 +1696,14 @@ static void pg_free_struct(pg_store *s)
     lb_free(s);
 }
 
-static void pg_destroy(lb_store *base)
-{
-    pg_free_struct((pg_store *)base);
-}
-
 static const lb_store_vtable pg_vtable = {
     .name = "postgres",
-    .submit = pg_submit,
-    .close = pg_close,
+    .thread_name = "lb-store-pg",
+    .batch_max = BATCH_MAX,
+    .run = pg_run,
+    .idle_wait_ms = pg_idle_wait_ms,
+    .idle = pg_idle,
+    .thread_end = pg_thread_end,
     .destroy = pg_destroy,
 };
 
@@ -1937,57 +1735,27 @@ int lb_store_pg_open(uv_loop_t *loop, const char *conninfo, const lb_store_optio
     PQclear(sc);
 
     pg_store *s = LB_NEW(pg_store);
+    if ((rc = lb_store__init(&s->base, &pg_vtable, loop, err, errlen)) != 0) {
+        PQfinish(c);
+        lb_free(s);
+        return rc;
+    }
     s->fault_op = SIZE_MAX;
-    lb_store__init(&s->base, &pg_vtable, loop);
     s->conn = c;
     s->conninfo = lb_strdup(conninfo);
     s->dedupe_ms = opt->lever_dedupe_ms;
-    if ((rc = uv_mutex_init(&s->mu)) != 0) {
-        snprintf(err, errlen, "store: mutex: %s", uv_strerror(rc));
-        PQfinish(c);
-        lb_free(s->conninfo);
-        lb_free(s);
-        return rc;
-    }
-    if ((rc = uv_cond_init(&s->cond)) != 0) {
-        snprintf(err, errlen, "store: condition variable: %s", uv_strerror(rc));
-        uv_mutex_destroy(&s->mu);
-        PQfinish(c);
-        lb_free(s->conninfo);
-        lb_free(s);
-        return rc;
-    }
-    int health = probe_write(s);
+    const char *host = PQhost(c);
+    lb_info(MOD, "opened postgres database %s on %s (schema version %d)", PQdb(c),
+            host ? host : "?", to);
+    int health = probe_write(s); /* may lose c */
     if (health != 0) {
         s->degraded = 1;
         lb_store__health(&s->base, health);
     }
-    if ((rc = uv_thread_create(&s->thread, thread_main, s)) != 0) {
-        snprintf(err, errlen, "store: cannot start its thread: %s", uv_strerror(rc));
-        pg_free_struct(s);
+    if ((rc = lb_store__start(&s->base, err, errlen)) != 0) {
+        pg_destroy(&s->base);
         return rc;
     }
-    if ((rc = uv_async_init(loop, &s->async, async_cb)) != 0) {
-        snprintf(err, errlen, "store: uv_async_init: %s", uv_strerror(rc));
-        uv_mutex_lock(&s->mu);
-        s->stop = 1;
-        uv_cond_signal(&s->cond);
-        uv_mutex_unlock(&s->mu);
-        uv_thread_join(&s->thread);
-        pg_free_struct(s);
-        return rc;
-    }
-    s->async.data = s;
-    uv_unref((uv_handle_t *)&s->async);
-    uv_idle_init(loop, &s->flush);
-    s->flush.data = s;
-    s->handles_open = 2;
-    uv_mutex_lock(&s->mu);
-    s->notify = 1;
-    uv_mutex_unlock(&s->mu);
-
-    lb_info(MOD, "opened postgres database %s on %s (schema version %d)", PQdb(c),
-            PQhost(c) ? PQhost(c) : "?", to);
     *out = &s->base;
     return 0;
 }

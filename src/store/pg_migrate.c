@@ -4,6 +4,7 @@
 #include "store/pg_migrate.h"
 
 #include "core/error.h"
+#include "store/backend.h"
 #include "core/time.h"
 
 #include <stdio.h>
@@ -172,15 +173,6 @@ const size_t lb_store_pg_migration_count =
 #define LOCK_SQL "SELECT pg_advisory_lock(1819042151, hashtext(current_schema()))"
 #define UNLOCK_SQL "SELECT pg_advisory_unlock(1819042151, hashtext(current_schema()))"
 
-static void one_line(char *s)
-{
-    for (char *p = s; *p; p++)
-        if (*p == '\n' || *p == '\r') *p = ' ';
-    size_t n = strlen(s);
-    while (n > 0 && s[n - 1] == ' ')
-        s[--n] = '\0';
-}
-
 /* Runs sql (no parameters); 0, or LB_EIO with err set. */
 static int exec(PGconn *c, const char *sql, const char *what, char *err, size_t errlen)
 {
@@ -189,7 +181,7 @@ static int exec(PGconn *c, const char *sql, const char *what, char *err, size_t 
     int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     if (!ok) {
         snprintf(err, errlen, "%s: %s", what, PQerrorMessage(c));
-        one_line(err);
+        lb_store__one_line(err);
     }
     PQclear(r);
     return ok ? 0 : LB_EIO;
@@ -200,7 +192,7 @@ static int read_version(PGconn *c, int *v, char *err, size_t errlen)
     PGresult *r = PQexec(c, "SELECT COALESCE(max(version), 0) FROM schema_version");
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         snprintf(err, errlen, "reading the schema version: %s", PQerrorMessage(c));
-        one_line(err);
+        lb_store__one_line(err);
         PQclear(r);
         return LB_EIO;
     }
@@ -220,13 +212,7 @@ static int migrate_locked(PGconn *c, int *from, int *to, char *err, size_t errle
     if (rc != 0) return rc;
     *from = *to = v;
     int last = lb_store_pg_migrations[lb_store_pg_migration_count - 1].version;
-    if (v > last) {
-        snprintf(err, errlen,
-                 "the database has schema version %d, newer than this leverbridge knows (%d): "
-                 "upgrade leverbridge",
-                 v, last);
-        return LB_EINVAL;
-    }
+    if ((rc = lb_store__schema_check(v, last, err, errlen)) != 0) return rc;
     for (size_t i = 0; i < lb_store_pg_migration_count; i++) {
         const lb_store_pg_migration *m = &lb_store_pg_migrations[i];
         if (m->version <= v) continue;
@@ -258,7 +244,7 @@ int lb_store_pg_migrate(PGconn *conn, int *from, int *to, char *err, size_t errl
     int rc = exec(conn, LOCK_SQL, "taking the migration lock", err, errlen);
     if (rc != 0) return rc;
     rc = migrate_locked(conn, &f, &t, err, errlen);
-    char uerr[8];
+    char uerr[256];
     (void)exec(conn, UNLOCK_SQL, "unlock", uerr, sizeof(uerr));
     if (from != NULL) *from = f;
     if (to != NULL) *to = t;

@@ -16,7 +16,9 @@
  *  - loop thread, async callback: takes all of `done` (sends coalesce) and
  *    completes the batches in order.
  * The bound on all three queues together is LB_STORE_QUEUE_MAX, enforced
- * by store.c on the loop thread. */
+ * by store.c on the loop thread. The hand-off (queues, handles, the thread's
+ * wait) is store.c's, shared with the PostgreSQL backend; this file runs a
+ * batch (sq_run), probes while idle and owns the connection. */
 #include "store/sqlite_int.h"
 
 #include "core/alloc.h"
@@ -43,8 +45,10 @@
 
 /* How long a statement waits for a lock held by another connection. */
 #define BUSY_TIMEOUT_MS 5000
-/* The store thread's idle wait; it only re-checks its flags. */
-#define IDLE_WAIT_NS (1000ull * 1000 * 1000)
+/* The store thread's idle wait (and the checkpointer's); the probe's period
+ * while writes fail. */
+#define IDLE_WAIT_MS 1000
+#define IDLE_WAIT_NS (IDLE_WAIT_MS * 1000ull * 1000)
 
 /* WAL frames (pages) after which the checkpointer is woken, and after which
  * the writer checkpoints itself (a stalled checkpointer must not let the WAL
@@ -126,12 +130,6 @@ static void global_init(void)
 }
 /* ---- helpers (store thread) --------------------------------------------- */
 
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 /* ---- the batch (store thread) ------------------------------------------- */
 
 /* Runs one op in its own savepoint: a failing op is rolled back alone. Sets
@@ -169,7 +167,7 @@ static int run_one(sq_store *s, lb_store_op *op, int *lost, int fault)
  * again on its own, in a read transaction (which writes nothing, so it
  * commits whatever the disk), and sees the state from before the batch: as
  * if it had been submitted just before the failed writes. */
-static void rerun_reads(sq_store *s, batch *b)
+static void rerun_reads(sq_store *s, lb_store_batch *b)
 {
     for (lb_store_op *op = b->head; op != NULL; op = op->next) {
         if (!lb_store__op_readonly(op->kind)) continue;
@@ -193,18 +191,14 @@ static int failure_code(sq_store *s)
     return (sqlite3_errcode(s->db) & 0xff) == SQLITE_FULL ? UV_ENOSPC : LB_EIO;
 }
 
-static void run_batch(sq_store *s, batch *b)
+static void sq_run(lb_store *base, lb_store_batch *b)
 {
+    sq_store *s = (sq_store *)base;
     lb_store__fault_batch_delay();
     const lb_store_op *fail_op;
     int fail_commit;
     lb_store__fault_batch(b->head, &fail_op, &fail_commit);
-    double t0 = mono_seconds();
-    b->committed = 0;
-    b->error = LB_EIO;
-    b->wrote = 0;
-    for (lb_store_op *op = b->head; op != NULL; op = op->next)
-        b->wrote |= !lb_store__op_readonly(op->kind);
+    double t0 = lb_store__mono_seconds();
     int rc = exec_stmt(s, ST_BEGIN);
     if (rc != SQLITE_DONE) {
         b->error = failure_code(s);
@@ -237,7 +231,7 @@ static void run_batch(sq_store *s, batch *b)
     for (lb_store_op *op = b->head; op != NULL && b->health == 0; op = op->next)
         if (op->status == UV_ENOSPC) b->health = UV_ENOSPC;
     if (b->wrote) s->degraded = b->health != 0;
-    b->seconds = mono_seconds() - t0;
+    b->seconds = lb_store__mono_seconds() - t0;
 }
 
 /* A small write of the store's own, to learn whether writes succeed (at
@@ -286,17 +280,6 @@ static void close_db(sq_store *s)
     s->db = NULL;
 }
 
-/* Names the calling thread (top -H, /proc/<pid>/task/<tid>/comm), at most 15
- * characters. */
-static void name_thread(const char *name)
-{
-#ifdef __linux__
-    prctl(PR_SET_NAME, name, 0, 0, 0);
-#else
-    (void)name;
-#endif
-}
-
 /* ---- the checkpointer -------------------------------------------------- */
 
 /* The writer's WAL hook, on the store thread after each commit. */
@@ -306,10 +289,10 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
     if (frames >= CKPT_INLINE_FRAMES) {
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     } else if (frames >= CKPT_WAKE_FRAMES) {
-        uv_mutex_lock(&s->mu);
+        uv_mutex_lock(&s->base.h.mu);
         s->ckpt_wake = 1;
         uv_cond_signal(&s->ckpt_cond);
-        uv_mutex_unlock(&s->mu);
+        uv_mutex_unlock(&s->base.h.mu);
     }
     return SQLITE_OK;
 }
@@ -317,7 +300,9 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 static void ckpt_main(void *arg)
 {
     sq_store *s = arg;
-    name_thread("lb-checkpoint");
+#ifdef __linux__
+    prctl(PR_SET_NAME, "lb-checkpoint", 0, 0, 0);
+#endif
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) {
@@ -326,21 +311,21 @@ static void ckpt_main(void *arg)
     }
     if (rc != SQLITE_OK)
         lb_error(MOD, "checkpointer cannot open %s: %s", s->path, sqlite3_errstr(rc));
-    uv_mutex_lock(&s->mu);
+    uv_mutex_lock(&s->base.h.mu);
     for (;;) {
         while (!s->ckpt_wake && !s->ckpt_stop)
-            (void)uv_cond_timedwait(&s->ckpt_cond, &s->mu, IDLE_WAIT_NS);
+            (void)uv_cond_timedwait(&s->ckpt_cond, &s->base.h.mu, IDLE_WAIT_NS);
         if (s->ckpt_stop) break;
         s->ckpt_wake = 0;
-        uv_mutex_unlock(&s->mu);
+        uv_mutex_unlock(&s->base.h.mu);
         if (rc == SQLITE_OK) {
             int c = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
             if (c != SQLITE_OK && c != SQLITE_BUSY)
                 lb_warn(MOD, "checkpoint: %s", sqlite3_errmsg(db));
         }
-        uv_mutex_lock(&s->mu);
+        uv_mutex_lock(&s->base.h.mu);
     }
-    uv_mutex_unlock(&s->mu);
+    uv_mutex_unlock(&s->base.h.mu);
     sqlite3_close(db);
 }
 
@@ -361,191 +346,58 @@ static int ckpt_start(sq_store *s)
 static void ckpt_stop(sq_store *s)
 {
     if (!s->ckpt_running) return;
-    uv_mutex_lock(&s->mu);
+    uv_mutex_lock(&s->base.h.mu);
     s->ckpt_stop = 1;
     uv_cond_signal(&s->ckpt_cond);
-    uv_mutex_unlock(&s->mu);
+    uv_mutex_unlock(&s->base.h.mu);
     uv_thread_join(&s->ckpt_thread);
     uv_cond_destroy(&s->ckpt_cond);
     s->ckpt_running = 0;
 }
 
-/* Appends a finished batch to `done` and wakes the loop. Called with mu
- * held; returns with it held. */
-static void post_batch(sq_store *s, batch *b)
+/* ---- the store thread's idle work and end ------------------------------- */
+
+static uint64_t sq_idle_wait_ms(lb_store *base)
 {
-    if (s->done_tail != NULL)
-        s->done_tail->next = b;
-    else
-        s->done_head = b;
-    s->done_tail = b;
-    int notify = s->notify;
-    uv_mutex_unlock(&s->mu);
-    if (notify) uv_async_send(&s->async);
-    uv_mutex_lock(&s->mu);
+    (void)base;
+    return IDLE_WAIT_MS;
 }
 
-static void thread_main(void *arg)
+/* Idle for a second while writes fail: try one. When it commits, an empty
+ * batch (a probe) tells the loop. */
+static void sq_idle(lb_store *base, lb_store_batch *p)
 {
-    sq_store *s = arg;
-    name_thread("lb-store");
-    uv_mutex_lock(&s->mu);
-    for (;;) {
-        while (s->in_head == NULL && !s->stop) {
-            int rc = uv_cond_timedwait(&s->cond, &s->mu, IDLE_WAIT_NS);
-            /* Idle for a second while writes fail: try one. When it
-             * commits, an empty batch (a probe) tells the loop. */
-            if (rc == UV_ETIMEDOUT && s->degraded && s->in_head == NULL && !s->stop) {
-                uv_mutex_unlock(&s->mu);
-                int h = probe_write(s);
-                uv_mutex_lock(&s->mu);
-                if (h == 0) {
-                    s->degraded = 0;
-                    batch *p = LB_NEW(batch);
-                    p->wrote = 1;
-                    post_batch(s, p);
-                }
-            }
-        }
-        if (s->in_head == NULL) break; /* stopping, and nothing left */
-        batch *b = LB_NEW(batch);
-        b->head = s->in_head;
-        b->count = s->in_count;
-        s->in_head = s->in_tail = NULL;
-        s->in_count = 0;
-        uv_mutex_unlock(&s->mu);
+    sq_store *s = (sq_store *)base;
+    if (!s->degraded || probe_write(s) != 0) return;
+    s->degraded = 0;
+    p->wrote = 1;
+}
 
-        run_batch(s, b);
-
-        uv_mutex_lock(&s->mu);
-        post_batch(s, b);
-    }
-    uv_mutex_unlock(&s->mu);
-
+static void sq_thread_end(lb_store *base)
+{
+    sq_store *s = (sq_store *)base;
     close_db(s);
     ckpt_stop(s);
-
-    uv_mutex_lock(&s->mu);
-    s->stopped = 1;
-    int notify = s->notify;
-    uv_mutex_unlock(&s->mu);
-    /* The loop joins this thread before closing the handle, so the handle is
-     * alive until this call returns. */
-    if (notify) uv_async_send(&s->async);
-}
-
-/* ---- loop side ---------------------------------------------------------- */
-
-static void update_ref(sq_store *s)
-{
-    if (s->base.stats.pending > 0 || s->base.closing)
-        uv_ref((uv_handle_t *)&s->async);
-    else
-        uv_unref((uv_handle_t *)&s->async);
-}
-
-static void flush_local(sq_store *s)
-{
-    if (s->local_head == NULL) return;
-    uv_mutex_lock(&s->mu);
-    if (s->in_tail != NULL)
-        s->in_tail->next = s->local_head;
-    else
-        s->in_head = s->local_head;
-    s->in_tail = s->local_tail;
-    s->in_count += s->local_count;
-    uv_cond_signal(&s->cond);
-    uv_mutex_unlock(&s->mu);
-    s->local_head = s->local_tail = NULL;
-    s->local_count = 0;
-}
-
-static void flush_cb(uv_idle_t *h)
-{
-    sq_store *s = h->data;
-    flush_local(s);
-    uv_idle_stop(h);
-}
-
-static void handle_closed_cb(uv_handle_t *h)
-{
-    sq_store *s = h->data;
-    if (--s->handles_open == 0) lb_store__closed(&s->base);
-}
-
-static void async_cb(uv_async_t *h)
-{
-    sq_store *s = h->data;
-    uv_mutex_lock(&s->mu);
-    batch *b = s->done_head;
-    s->done_head = s->done_tail = NULL;
-    int stopped = s->stopped;
-    uv_mutex_unlock(&s->mu);
-
-    while (b != NULL) {
-        batch *next = b->next;
-        if (b->wrote) lb_store__health(&s->base, b->health);
-        if (b->head != NULL) /* else a probe: nothing to complete */
-            lb_store__complete(&s->base, b->head, b->count, b->seconds, b->committed, b->error);
-        lb_free(b);
-        b = next;
-    }
-    update_ref(s);
-
-    /* `stopped` is set after the last batch was queued, so every batch has
-     * been completed above. */
-    if (stopped && !s->joined) {
-        uv_thread_join(&s->thread);
-        s->joined = 1;
-        uv_close((uv_handle_t *)&s->flush, handle_closed_cb);
-        uv_close((uv_handle_t *)&s->async, handle_closed_cb);
-    }
-}
-
-static int sq_submit(lb_store *base, lb_store_op *op)
-{
-    sq_store *s = (sq_store *)base;
-    if (s->local_tail != NULL)
-        s->local_tail->next = op;
-    else
-        s->local_head = op;
-    s->local_tail = op;
-    if (s->local_count++ == 0) uv_idle_start(&s->flush, flush_cb);
-    uv_ref((uv_handle_t *)&s->async);
-    return 0;
-}
-
-static void sq_close(lb_store *base)
-{
-    sq_store *s = (sq_store *)base;
-    flush_local(s);
-    uv_idle_stop(&s->flush);
-    update_ref(s); /* closing: keep the loop alive until the handles close */
-    uv_mutex_lock(&s->mu);
-    s->stop = 1;
-    uv_cond_signal(&s->cond);
-    uv_mutex_unlock(&s->mu);
-}
-
-static void sq_free_struct(sq_store *s)
-{
-    if (s->lock_fd >= 0) close(s->lock_fd);
-    lb_recent_free(&s->recent);
-    uv_cond_destroy(&s->cond);
-    uv_mutex_destroy(&s->mu);
-    lb_free(s->path);
-    lb_free(s);
 }
 
 static void sq_destroy(lb_store *base)
 {
-    sq_free_struct((sq_store *)base);
+    sq_store *s = (sq_store *)base;
+    if (s->lock_fd >= 0) close(s->lock_fd);
+    lb_recent_free(&s->recent);
+    lb_store__release(&s->base);
+    lb_free(s->path);
+    lb_free(s);
 }
 
 static const lb_store_vtable sq_vtable = {
     .name = "sqlite",
-    .submit = sq_submit,
-    .close = sq_close,
+    .thread_name = "lb-store",
+    .batch_max = 0, /* all pending: memory is bounded by LB_STORE_QUEUE_MAX */
+    .run = sq_run,
+    .idle_wait_ms = sq_idle_wait_ms,
+    .idle = sq_idle,
+    .thread_end = sq_thread_end,
     .destroy = sq_destroy,
 };
 
@@ -715,31 +567,19 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
     }
 
     sq_store *s = LB_NEW(sq_store);
-    lb_store__init(&s->base, &sq_vtable, loop);
+    if ((rc = lb_store__init(&s->base, &sq_vtable, loop, err, errlen)) != 0) {
+        sqlite3_close(db);
+        if (lock_fd >= 0) close(lock_fd);
+        lb_free(s);
+        return rc;
+    }
     s->db = db;
     s->path = lb_strdup(path);
     s->lock_fd = lock_fd;
-    if ((rc = uv_mutex_init(&s->mu)) != 0) {
-        snprintf(err, errlen, "store: mutex: %s", uv_strerror(rc));
-        sqlite3_close(db);
-        if (lock_fd >= 0) close(lock_fd);
-        lb_free(s->path);
-        lb_free(s);
-        return rc;
-    }
-    if ((rc = uv_cond_init(&s->cond)) != 0) {
-        snprintf(err, errlen, "store: condition variable: %s", uv_strerror(rc));
-        uv_mutex_destroy(&s->mu);
-        sqlite3_close(db);
-        if (lock_fd >= 0) close(lock_fd);
-        lb_free(s->path);
-        lb_free(s);
-        return rc;
-    }
     lb_recent_init(&s->recent, opt->lever_dedupe_ms, 0);
     if ((rc = lb_sq_recent_load(s, err, errlen)) != 0) {
         close_db(s);
-        sq_free_struct(s);
+        sq_destroy(&s->base);
         return rc;
     }
     /* Learn now whether writes succeed, so that a full disk is named at
@@ -753,33 +593,10 @@ int lb_store_sqlite_open(uv_loop_t *loop, const char *path, const lb_store_optio
     if (strcmp(path, ":memory:") != 0 && (rc = ckpt_start(s)) != 0)
         lb_warn(MOD, "no checkpointer thread (%s): SQLite checkpoints inline", uv_strerror(rc));
     /* From here the thread owns the connection. */
-    if ((rc = uv_thread_create(&s->thread, thread_main, s)) != 0) {
-        snprintf(err, errlen, "store: cannot start its thread: %s", uv_strerror(rc));
-        ckpt_stop(s);
-        sqlite3_close(db);
-        sq_free_struct(s);
+    if ((rc = lb_store__start(&s->base, err, errlen)) != 0) {
+        sq_destroy(&s->base);
         return rc;
     }
-    /* The thread has no way to signal until `notify`: if the handle cannot
-     * be made, it is stopped and joined and nothing is left behind. */
-    if ((rc = uv_async_init(loop, &s->async, async_cb)) != 0) {
-        snprintf(err, errlen, "store: uv_async_init: %s", uv_strerror(rc));
-        uv_mutex_lock(&s->mu);
-        s->stop = 1;
-        uv_cond_signal(&s->cond);
-        uv_mutex_unlock(&s->mu);
-        uv_thread_join(&s->thread);
-        sq_free_struct(s);
-        return rc;
-    }
-    s->async.data = s;
-    uv_unref((uv_handle_t *)&s->async); /* referenced only while ops are in flight */
-    uv_idle_init(loop, &s->flush);
-    s->flush.data = s;
-    s->handles_open = 2;
-    uv_mutex_lock(&s->mu);
-    s->notify = 1;
-    uv_mutex_unlock(&s->mu);
 
     lb_info(MOD, "opened sqlite:%s (schema version %d)", path, to);
     *out = &s->base;

@@ -89,44 +89,14 @@ enum {
 
 extern const char *const lb_sq_stmt_sql[ST_COUNT];
 
-typedef struct batch {
-    struct batch *next;
-    lb_store_op *head; /* ops in submission order, linked by next */
-    size_t count;
-    double seconds; /* BEGIN to end of COMMIT (or of the failure) */
-    int committed;
-    int error;  /* !committed: what the writes get (UV_ENOSPC or LB_EIO) */
-    int wrote;  /* it had a write, or it is a probe (head NULL): health counts */
-    int health; /* for lb_store__health: 0 if the writes are on disk */
-} batch;
-
 /* Owner: the caller of lb_store_open, through lb_store; freed by destroy
  * after both handles are closed and the thread is joined. */
 typedef struct {
     lb_store base; /* first */
 
-    /* Loop thread only. */
-    uv_async_t async; /* store thread -> loop: batches done, or stopped */
-    uv_idle_t flush;  /* moves `local` to `in` before the loop polls */
-    lb_store_op *local_head, *local_tail;
-    size_t local_count;
-    int handles_open;
-    int joined;
-
     /* Set at open, then read-only. */
-    uv_thread_t thread;
     char *path;
     int lock_fd; /* holds flock(LOCK_EX) on <path>.lock while open; -1 for :memory: */
-
-    /* Guarded by mu. */
-    uv_mutex_t mu;
-    uv_cond_t cond;
-    lb_store_op *in_head, *in_tail;
-    size_t in_count;
-    batch *done_head, *done_tail;
-    int stop;    /* loop -> thread: exit once `in` is empty */
-    int stopped; /* thread -> loop: exited, connection closed */
-    int notify;  /* the async handle exists: the thread may signal it */
 
     /* The store thread only (the opening thread until it starts). */
     sqlite3 *db;

@@ -1,5 +1,8 @@
 /* The backend-independent part of the store: URL dispatch, argument checks,
- * the in-flight bound, statistics, completion and close. Loop thread only. */
+ * the in-flight bound, statistics, completion and close; and the hand-off
+ * between the loop and the store thread that every backend runs on (its
+ * thread's loop included). Loop thread, but the store thread's own part
+ * (thread_main, post_batch), marked. */
 #include "store/backend.h"
 
 #include "core/alloc.h"
@@ -9,8 +12,12 @@
 
 #include <math.h>
 #include <sodium.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Per-kind rules shared by every backend. check: is the input valid (before
  * queueing). clear: empty the outputs without freeing (they hold garbage at
@@ -599,12 +606,256 @@ int lb_store__is_pg_url(const char *url)
     return k > 0 && url[k] == '=';
 }
 
-void lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop)
+/* ---- the hand-off (docs/internals/store.md, "Threads") ------------------ */
+
+static void complete(lb_store *s, lb_store_op *head, size_t count, double seconds, int committed,
+                     int error);
+
+int lb_store__init(lb_store *s, const lb_store_vtable *vt, uv_loop_t *loop, char *err,
+                   size_t errlen)
 {
     memset(s, 0, sizeof(*s));
     s->vt = vt;
     s->loop = loop;
-    s->write_error = 0;
+    int rc = uv_mutex_init(&s->h.mu);
+    if (rc != 0) {
+        snprintf(err, errlen, "store: mutex: %s", uv_strerror(rc));
+        return rc;
+    }
+    if ((rc = uv_cond_init(&s->h.cond)) != 0) {
+        snprintf(err, errlen, "store: condition variable: %s", uv_strerror(rc));
+        uv_mutex_destroy(&s->h.mu);
+        return rc;
+    }
+    return 0;
+}
+
+void lb_store__release(lb_store *s)
+{
+    uv_cond_destroy(&s->h.cond);
+    uv_mutex_destroy(&s->h.mu);
+}
+
+double lb_store__mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void lb_store__one_line(char *s)
+{
+    for (char *p = s; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == ' ')
+        s[--n] = '\0';
+}
+
+int lb_store__schema_check(int current, int latest, char *err, size_t errlen)
+{
+    if (current <= latest) return 0;
+    snprintf(err, errlen,
+             "database schema version %d is newer than this leverbridge knows (%d): "
+             "upgrade leverbridge",
+             current, latest);
+    return LB_EINVAL;
+}
+
+/* Names the calling thread (top -H, /proc/<pid>/task/<tid>/comm), at most 15
+ * characters. */
+static void name_thread(const char *name)
+{
+#ifdef __linux__
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+#else
+    (void)name;
+#endif
+}
+
+/* Store thread: appends a finished batch to `done` and wakes the loop.
+ * Called with mu held; returns with it held. */
+static void post_batch(lb_store *s, lb_store_batch *b)
+{
+    lb_store_handoff *h = &s->h;
+    if (h->done_tail != NULL)
+        h->done_tail->next = b;
+    else
+        h->done_head = b;
+    h->done_tail = b;
+    int notify = h->notify;
+    uv_mutex_unlock(&h->mu);
+    if (notify) uv_async_send(&h->async);
+    uv_mutex_lock(&h->mu);
+}
+
+/* Store thread: waits for ops (the backend's idle work on each timeout),
+ * takes at most batch_max of them, runs them as one batch and posts it;
+ * once stopping and `in` is empty, closes the connection and says so. */
+static void thread_main(void *arg)
+{
+    lb_store *s = arg;
+    lb_store_handoff *h = &s->h;
+    name_thread(s->vt->thread_name);
+    uv_mutex_lock(&h->mu);
+    for (;;) {
+        while (h->in_head == NULL && !h->stop) {
+            uint64_t ms = s->vt->idle_wait_ms(s);
+            int rc = uv_cond_timedwait(&h->cond, &h->mu, ms * 1000000ull);
+            if (rc != UV_ETIMEDOUT || h->in_head != NULL || h->stop) continue;
+            uv_mutex_unlock(&h->mu);
+            lb_store_batch p = {0};
+            s->vt->idle(s, &p);
+            uv_mutex_lock(&h->mu);
+            if (p.wrote) {
+                lb_store_batch *b = LB_NEW(lb_store_batch);
+                *b = p;
+                post_batch(s, b);
+            }
+        }
+        if (h->in_head == NULL) break; /* stopping, and nothing left */
+        lb_store_batch *b = LB_NEW(lb_store_batch);
+        b->head = h->in_head;
+        size_t n = 1;
+        lb_store_op *last = h->in_head;
+        while ((s->vt->batch_max == 0 || n < s->vt->batch_max) && last->next != NULL) {
+            last = last->next;
+            n++;
+        }
+        h->in_head = last->next;
+        if (h->in_head == NULL) h->in_tail = NULL;
+        last->next = NULL;
+        h->in_count -= n;
+        b->count = n;
+        b->error = LB_EIO;
+        for (lb_store_op *op = b->head; op != NULL; op = op->next)
+            b->wrote |= !lb_store__op_readonly(op->kind);
+        uv_mutex_unlock(&h->mu);
+
+        s->vt->run(s, b);
+
+        uv_mutex_lock(&h->mu);
+        post_batch(s, b);
+    }
+    uv_mutex_unlock(&h->mu);
+
+    s->vt->thread_end(s);
+
+    uv_mutex_lock(&h->mu);
+    h->stopped = 1;
+    int notify = h->notify;
+    uv_mutex_unlock(&h->mu);
+    /* The loop joins this thread before closing the handle, so the handle is
+     * alive until this call returns. */
+    if (notify) uv_async_send(&h->async);
+}
+
+/* The async handle is referenced only while ops are in flight (or the store
+ * is closing): an idle store does not keep the loop alive. */
+static void update_ref(lb_store *s)
+{
+    if (s->stats.pending > 0 || s->closing)
+        uv_ref((uv_handle_t *)&s->h.async);
+    else
+        uv_unref((uv_handle_t *)&s->h.async);
+}
+
+/* Moves this turn's ops to the store thread: one lock and one wake-up. */
+static void flush_local(lb_store *s)
+{
+    lb_store_handoff *h = &s->h;
+    if (h->local_head == NULL) return;
+    uv_mutex_lock(&h->mu);
+    if (h->in_tail != NULL)
+        h->in_tail->next = h->local_head;
+    else
+        h->in_head = h->local_head;
+    h->in_tail = h->local_tail;
+    h->in_count += h->local_count;
+    uv_cond_signal(&h->cond);
+    uv_mutex_unlock(&h->mu);
+    h->local_head = h->local_tail = NULL;
+    h->local_count = 0;
+}
+
+static void flush_cb(uv_idle_t *idle)
+{
+    lb_store *s = idle->data;
+    flush_local(s);
+    uv_idle_stop(idle);
+}
+
+/* Both handles closed: the backend is destroyed, then the close callback. */
+static void handle_closed_cb(uv_handle_t *handle)
+{
+    lb_store *s = handle->data;
+    if (--s->h.handles_open > 0) return;
+    void (*cb)(void *) = s->close_cb;
+    void *data = s->close_data;
+    s->vt->destroy(s);
+    if (cb != NULL) cb(data);
+}
+
+/* Takes all of `done` (sends coalesce) and completes the batches in order. */
+static void async_cb(uv_async_t *async)
+{
+    lb_store *s = async->data;
+    lb_store_handoff *h = &s->h;
+    uv_mutex_lock(&h->mu);
+    lb_store_batch *b = h->done_head;
+    h->done_head = h->done_tail = NULL;
+    int stopped = h->stopped;
+    uv_mutex_unlock(&h->mu);
+
+    while (b != NULL) {
+        lb_store_batch *next = b->next;
+        if (b->wrote) lb_store__health(s, b->health);
+        if (b->head != NULL) /* else a probe: nothing to complete */
+            complete(s, b->head, b->count, b->seconds, b->committed, b->error);
+        lb_free(b);
+        b = next;
+    }
+    update_ref(s);
+
+    /* `stopped` is set after the last batch was queued, so every batch has
+     * been completed above. */
+    if (stopped && !h->joined) {
+        uv_thread_join(&h->thread);
+        h->joined = 1;
+        uv_close((uv_handle_t *)&h->flush, handle_closed_cb);
+        uv_close((uv_handle_t *)&h->async, handle_closed_cb);
+    }
+}
+
+int lb_store__start(lb_store *s, char *err, size_t errlen)
+{
+    lb_store_handoff *h = &s->h;
+    int rc = uv_thread_create(&h->thread, thread_main, s);
+    if (rc != 0) {
+        snprintf(err, errlen, "store: cannot start its thread: %s", uv_strerror(rc));
+        s->vt->thread_end(s);
+        return rc;
+    }
+    /* The thread has no way to signal until `notify`: if the handle cannot
+     * be made, it is stopped and joined and nothing is left behind. */
+    if ((rc = uv_async_init(s->loop, &h->async, async_cb)) != 0) {
+        snprintf(err, errlen, "store: uv_async_init: %s", uv_strerror(rc));
+        uv_mutex_lock(&h->mu);
+        h->stop = 1;
+        uv_cond_signal(&h->cond);
+        uv_mutex_unlock(&h->mu);
+        uv_thread_join(&h->thread);
+        return rc;
+    }
+    h->async.data = s;
+    uv_unref((uv_handle_t *)&h->async); /* referenced only while ops are in flight */
+    uv_idle_init(s->loop, &h->flush);
+    h->flush.data = s;
+    h->handles_open = 2;
+    uv_mutex_lock(&h->mu);
+    h->notify = 1;
+    uv_mutex_unlock(&h->mu);
+    return 0;
 }
 
 int lb_store_submit(lb_store *s, lb_store_op *op)
@@ -621,11 +872,14 @@ int lb_store_submit(lb_store *s, lb_store_op *op)
     op->status = 0;
     op->next = NULL;
     lb_store__fault_submit(op, 0); /* tests only (fault.h): may pick op to fail */
-    rc = s->vt->submit(s, op);
-    if (rc != 0) {
-        lb_store__fault_submit(op, 1);
-        return rc;
-    }
+    lb_store_handoff *h = &s->h;
+    if (h->local_tail != NULL)
+        h->local_tail->next = op;
+    else
+        h->local_head = op;
+    h->local_tail = op;
+    if (h->local_count++ == 0) uv_idle_start(&h->flush, flush_cb);
+    uv_ref((uv_handle_t *)&h->async);
     s->stats.pending++;
     return 0;
 }
@@ -645,8 +899,15 @@ void lb_store__health(lb_store *s, int error)
     s->write_error = error;
 }
 
-void lb_store__complete(lb_store *s, lb_store_op *head, size_t count, double seconds, int committed,
-                        int error)
+/* Hands a finished batch back: head..(count ops) linked by next, in
+ * submission order, each with status set. committed == 0 means the batch's
+ * transaction failed as a whole: the status of every op that writes is
+ * forced to error (UV_ENOSPC on a full disk, else LB_EIO; 0 means LB_EIO),
+ * while read-only ops (lb_store__op_readonly) keep the status the backend
+ * set, having been run again on their own. Updates the statistics, calls
+ * on_commit, then each op's callback. */
+static void complete(lb_store *s, lb_store_op *head, size_t count, double seconds, int committed,
+                     int error)
 {
     if (error == 0) error = LB_EIO;
     s->stats.last_commit_seconds = seconds;
@@ -680,15 +941,14 @@ void lb_store_close(lb_store *s, void (*cb)(void *data), void *data)
     s->closing = 1;
     s->close_cb = cb;
     s->close_data = data;
-    s->vt->close(s);
-}
-
-void lb_store__closed(lb_store *s)
-{
-    void (*cb)(void *) = s->close_cb;
-    void *data = s->close_data;
-    s->vt->destroy(s);
-    if (cb != NULL) cb(data);
+    lb_store_handoff *h = &s->h;
+    flush_local(s);
+    uv_idle_stop(&h->flush);
+    update_ref(s); /* closing: keep the loop alive until the handles close */
+    uv_mutex_lock(&h->mu);
+    h->stop = 1;
+    uv_cond_signal(&h->cond);
+    uv_mutex_unlock(&h->mu);
 }
 
 int lb_store__op_readonly(int kind)
