@@ -1,6 +1,9 @@
 /* leverbridge: wires the modules together. Start-up order: configuration,
  * secrets, store, in-memory state, outbound engine (and the jobs it resumes),
- * routes, listener, signals. Shutdown (SIGTERM/SIGINT): stop accepting, let
+ * routes, listener, signals. A PostgreSQL database that cannot be reached at
+ * start is waited for (lb_store_waiting), the listener serving only the
+ * operations routes meanwhile (/healthz 200, /readyz 503), and the
+ * start goes on once it is reached. Shutdown (SIGTERM/SIGINT): stop accepting, let
  * requests in flight finish (DRAIN_TIMEOUT at most), stop the engine (jobs
  * stay in the store and resume at the next start), close the store (it
  * commits what was submitted), close every handle, exit 0. */
@@ -21,6 +24,7 @@
 #include "engine/provision.h"
 #include "engine/reconcile.h"
 #include "http/client.h"
+#include "http/response.h"
 #include "http/router.h"
 #include "http/server.h"
 #include "state/connections.h"
@@ -63,6 +67,8 @@ typedef struct {
     lb_stats *stats;
     int engine_open; /* engine parts not yet closed */
     lb_router *router;
+    lb_router *boot; /* the operations routes, while the state is not loaded */
+    int serving;     /* the state and the routes are in place: router serves */
     lb_http_server *server;
     lb_api api;
     uv_signal_t sigterm, sigint;
@@ -172,6 +178,49 @@ static void signal_cb(uv_signal_t *sig, int signum)
 }
 
 /* ---- start-up ------------------------------------------------------------ */
+
+/* Before the state is loaded (the listener opens early only while the
+ * store waits for its database): /healthz and /metrics from the boot
+ * router, 503 unavailable for everything else, /readyz included (the store
+ * may be ready before the state is loaded). */
+static void dispatch(lb_http_req *req, void *data)
+{
+    app *a = data;
+    if (a->serving) {
+        lb_router_dispatch(req, a->router);
+    } else if (strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/metrics") == 0) {
+        lb_router_dispatch(req, a->boot);
+    } else {
+        lb_http_respond_error(req, 503, "unavailable",
+                              "The server is starting: its database is not reached yet.", NULL);
+    }
+}
+
+static int check(lb_http_req *req, void *data)
+{
+    app *a = data;
+    return a->serving ? lb_router_check(req, a->router) : 1;
+}
+
+/* The store opened without its database (PostgreSQL unreachable): serve
+ * the operations routes and run the loop until the store has reached it.
+ * A database reached but unusable (a newer schema) stops start-up. */
+static void wait_for_store(app *a)
+{
+    char err[512];
+    a->api = (lb_api){.cfg = &a->cfg, .loop = &a->loop, .store = a->store};
+    a->boot = lb_router_new();
+    lb_api_ops_register(&a->api, a->boot);
+    lb_http_server_serve(a->server);
+    lb_info("main",
+            "listening on %s:%d for /healthz and /readyz while the database is "
+            "not reached",
+            a->cfg.listen_host, lb_http_server_port(a->server));
+    int rc;
+    while ((rc = lb_store_waiting(a->store, err, sizeof(err))) > 0)
+        uv_run(&a->loop, UV_RUN_ONCE);
+    if (rc < 0) die(2, err);
+}
 
 static void sync_done_cb(lb_store_op *op)
 {
@@ -493,10 +542,10 @@ int main(int argc, char **argv)
                                 .body_timeout_ms = a.cfg.body_timeout_ms,
                                 .idle_timeout_ms = a.cfg.idle_timeout_ms,
                                 .max_connections = a.cfg.max_connections,
-                                .check = lb_router_check,
-                                .check_data = a.router,
+                                .check = check,
+                                .check_data = &a,
                                 .paused = 1};
-    rc = lb_http_server_start(&a.loop, &hc, lb_router_dispatch, a.router, &a.server);
+    rc = lb_http_server_start(&a.loop, &hc, dispatch, &a, &a.server);
     if (rc != 0) {
         snprintf(err, sizeof(err), "LEVERBRIDGE_LISTEN: cannot listen on %s: %s", a.cfg.listen,
                  uv_strerror(rc));
@@ -507,6 +556,8 @@ int main(int argc, char **argv)
     lb_store_options so = {.lever_dedupe_ms = lb_api_lever_dedupe_ms(&a.cfg)};
     if (lb_store_open(&a.loop, a.cfg.db, &so, &a.store, err, sizeof(err)) != 0) die(2, err);
     lb_store_set_on_commit(a.store, on_commit, &a);
+    int waited = lb_store_waiting(a.store, err, sizeof(err)) != 0;
+    if (waited) wait_for_store(&a);
     check_master_key(&a);
     a.api = (lb_api){.cfg = &a.cfg,
                      .loop = &a.loop,
@@ -529,7 +580,8 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
     uv_signal_start(&a.sigint, signal_cb, SIGINT);
 
-    lb_http_server_serve(a.server);
+    a.serving = 1;
+    if (!waited) lb_http_server_serve(a.server);
     lb_info("main", "leverbridge %s listening on %s:%d (public URL %s)", LB_VERSION,
             a.cfg.listen_host, lb_http_server_port(a.server), a.cfg.public_url);
     if (a.cfg.public_url_warning != NULL) lb_warn("main", "%s", a.cfg.public_url_warning);
@@ -538,6 +590,7 @@ int main(int argc, char **argv)
     rc = uv_loop_close(&a.loop);
     if (rc != 0) lb_error("main", "loop closed with handles still open: %s", uv_strerror(rc));
     lb_router_free(a.router);
+    if (a.boot != NULL) lb_router_free(a.boot);
     lb_tenants_free(&a.tenants);
     lb_conns_free(&a.conns);
     lb_workflows_free(&a.workflows);

@@ -32,6 +32,12 @@ typedef struct lb_store_batch {
     int error;  /* !committed: what the writes get (UV_ENOSPC or LB_EIO) */
     int wrote;  /* it had a write, lost the database, or is a probe: health counts */
     int health; /* for lb_store__health: 0 if the writes are durable */
+    /* A store opened waiting for its database (lb_store_waiting): 1 when
+     * the thread has reached it and migrated; negative when it cannot use
+     * it, with why in reached_err (lb_malloc'd, freed by the loop). The
+     * batch is posted for this alone when it has no ops. */
+    int reached;
+    char *reached_err;
 } lb_store_batch;
 
 typedef struct lb_store_vtable {
@@ -46,8 +52,8 @@ typedef struct lb_store_vtable {
      * before calling idle. */
     uint64_t (*idle_wait_ms)(lb_store *s);
     /* Store thread, mutex not held: the wait ended with nothing to do. To
-     * tell the loop (a probe that committed), set p->wrote and p->health;
-     * p is otherwise empty. */
+     * tell the loop (a probe that committed), set p->wrote and p->health,
+     * or p->reached; p is otherwise empty. */
     void (*idle)(lb_store *s, lb_store_batch *p);
     /* Store thread, once, after its last batch: closes the connection. */
     void (*thread_end)(lb_store *s);
@@ -93,6 +99,11 @@ struct lb_store {
      * a full disk, LB_EIO): the store is then read-only-degraded, and
      * lb_store_ready() is 0. Set through lb_store__health only. */
     int write_error;
+    /* 1 while the backend waits for its database at start (set by the
+     * backend at open; lb_store_waiting); negative: it cannot use it, with
+     * why in wait_err. Changed by a batch's `reached`. */
+    int waiting;
+    char wait_err[256];
     int closing;
     void (*close_cb)(void *data);
     void *close_data;

@@ -335,6 +335,11 @@ typedef struct {
     int64_t backoff_ms;
     int degraded; /* the last write failed: probe while idle */
     int lost_logged;
+    int migrated; /* the schema is this binary's (at open, or at first contact) */
+    int unusable; /* reached, and refused for good: no more attempts */
+    int migrate_logged;
+    int news; /* for the next batch's `reached` (lb_store_waiting) */
+    char *news_err;
     int generic_plans;      /* the session uses cached generic plans */
     int64_t plans_check_at; /* monotonic ms of the next plans_check */
     pcall *calls;           /* the batch's statements, reused */
@@ -1357,15 +1362,74 @@ static void plans_check(pg_store *s)
     }
 }
 
+/* The settings that matter, said once a connection is made at start. */
+static void warn_settings(PGconn *c)
+{
+    PGresult *sc = PQexec(c, "SHOW synchronous_commit");
+    if (PQresultStatus(sc) == PGRES_TUPLES_OK && strcmp(PQgetvalue(sc, 0, 0), "off") == 0)
+        lb_warn(MOD, "synchronous_commit is off: a delivery answered 2xx can be lost if "
+                     "PostgreSQL crashes (docs/running.md)");
+    PQclear(sc);
+}
+
+/* The first connection of a store opened waiting for its database: the
+ * migrations, which open would have run. 0; else the database answered
+ * with a schema newer than this binary (the store is unusable, and the
+ * loop is told), or a step failed (no privilege, no schema yet) or the
+ * connection broke meanwhile: tried again on the backoff, as a connection
+ * that failed. */
+static int first_contact(pg_store *s, PGconn *c, char *err, size_t errlen)
+{
+    int from = 0, to = 0;
+    int rc = lb_store_pg_migrate(c, &from, &to, err, errlen);
+    if (rc != 0) {
+        if (rc != LB_EINVAL || PQstatus(c) != CONNECTION_OK) {
+            if (!s->migrate_logged) lb_error(MOD, "%s; trying again", err);
+            s->migrate_logged = 1;
+            return rc;
+        }
+        lb_error(MOD, "%s", err);
+        s->unusable = 1;
+        s->news = rc;
+        lb_free(s->news_err);
+        s->news_err = lb_strdup(err);
+        return rc;
+    }
+    const char *host = PQhost(c);
+    lb_info(MOD, "reached postgres database %s on %s (schema version %d%s)", PQdb(c),
+            host ? host : "?", to, from != to ? ", migrated just now" : "");
+    warn_settings(c);
+    s->migrated = 1;
+    s->news = 1;
+    s->lost_logged = 0; /* "reached" said it */
+    return 0;
+}
+
+/* Moves what the loop must learn of the first contact into b. */
+static void take_news(pg_store *s, lb_store_batch *b)
+{
+    if (s->news == 0) return;
+    b->reached = s->news;
+    b->reached_err = s->news_err;
+    s->news = 0;
+    s->news_err = NULL;
+}
+
 /* Connects when disconnected and the backoff allows; 1 when connected. */
 static int ensure_conn(pg_store *s)
 {
     if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK) return 1;
     if (s->conn != NULL) disconnect(s);
+    if (s->unusable) return 0;
     int64_t now = mono_ms();
     if (now < s->retry_at) return 0;
     char err[512];
     PGconn *c = pg_connect(s->conninfo, err, sizeof(err));
+    if (c != NULL && !s->migrated && first_contact(s, c, err, sizeof(err)) != 0) {
+        PQfinish(c);
+        c = NULL;
+        if (s->unusable) return 0;
+    }
     if (c != NULL && prepare_all(c, err, sizeof(err)) != 0) {
         PQfinish(c);
         c = NULL;
@@ -1590,6 +1654,7 @@ static void pg_run(lb_store *base, lb_store_batch *b)
     double t0 = lb_store__mono_seconds();
     if (!ensure_conn(s)) {
         s->fault_commit = 0;
+        take_news(s, b);
         for (lb_store_op *op = b->head; op != NULL; op = op->next)
             op->status = LB_EIO;
         b->wrote = 1; /* readiness follows the database */
@@ -1604,6 +1669,7 @@ static void pg_run(lb_store *base, lb_store_batch *b)
         if (op == fail_op) s->fault_op = n;
         s->ops[n++] = op;
     }
+    take_news(s, b);
     int code = LB_EIO;
     int rc = run_ops(s, n, 0, &code);
     s->fault_op = SIZE_MAX; /* reads run again are not failed again */
@@ -1656,7 +1722,7 @@ static int probe_write(pg_store *s)
 static uint64_t pg_idle_wait_ms(lb_store *base)
 {
     pg_store *s = (pg_store *)base;
-    if (s->conn != NULL) return IDLE_WAIT_MS;
+    if (s->conn != NULL || s->unusable) return IDLE_WAIT_MS;
     int64_t d = s->retry_at - mono_ms();
     return d <= 0 ? 1 : d < IDLE_WAIT_MS ? (uint64_t)d : IDLE_WAIT_MS;
 }
@@ -1666,9 +1732,11 @@ static uint64_t pg_idle_wait_ms(lb_store *base)
 static void pg_idle(lb_store *base, lb_store_batch *p)
 {
     pg_store *s = (pg_store *)base;
-    if (!s->degraded && s->conn != NULL) return;
+    if (s->unusable || (!s->degraded && s->conn != NULL)) return;
     if (s->conn == NULL && mono_ms() < s->retry_at) return;
-    if (probe_write(s) != 0) return;
+    int h = probe_write(s);
+    take_news(s, p);
+    if (h != 0) return;
     s->degraded = 0;
     p->wrote = 1;
 }
@@ -1689,6 +1757,7 @@ static void pg_destroy(lb_store *base)
     lb_free(s->nc);
     lb_free(s->skip);
     lb_store__release(&s->base);
+    lb_free(s->news_err);
     if (s->conninfo != NULL) {
         memset(s->conninfo, 0, strlen(s->conninfo)); /* may hold a password */
         lb_free(s->conninfo);
@@ -1709,6 +1778,20 @@ static const lb_store_vtable pg_vtable = {
 
 /* ---- open (calling thread) ---------------------------------------------- */
 
+/* libpq checks a port's syntax only when it connects, and says so as a
+ * connection failure: "5432", "5432,5433", "" are ports; "notaport" is
+ * configuration. */
+static int ports_ok(const char *v)
+{
+    for (;;) {
+        size_t n = strspn(v, "0123456789");
+        if (n > 5 || (n > 0 && strtol(v, NULL, 10) > 65535)) return 0;
+        v += n;
+        if (*v == '\0') return 1;
+        if (*v++ != ',') return 0;
+    }
+}
+
 int lb_store_pg_open(uv_loop_t *loop, const char *conninfo, const lb_store_options *opt,
                      lb_store **out, char *err, size_t errlen)
 {
@@ -1716,23 +1799,49 @@ int lb_store_pg_open(uv_loop_t *loop, const char *conninfo, const lb_store_optio
         snprintf(err, errlen, "this libpq is not thread-safe");
         return LB_EINVAL;
     }
-    PGconn *c = pg_connect(conninfo, err, errlen);
-    if (c == NULL) return LB_EIO;
-    int from = 0, to = 0;
-    int rc = lb_store_pg_migrate(c, &from, &to, err, errlen);
-    if (rc == 0) rc = prepare_all(c, err, errlen);
-    if (rc != 0) {
-        PQfinish(c);
-        return rc;
+    /* A URL libpq cannot parse is configuration: refused now. */
+    char *perr = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &perr);
+    if (parsed == NULL) {
+        snprintf(err, errlen, "LEVERBRIDGE_DB: not a PostgreSQL URL or conninfo string: %s",
+                 perr != NULL ? perr : "out of memory");
+        lb_store__one_line(err);
+        PQfreemem(perr);
+        return LB_EINVAL;
     }
-    if (from != to)
-        lb_info(MOD, "PostgreSQL database %s migrated from schema version %d to %d", PQdb(c), from,
-                to);
-    PGresult *sc = PQexec(c, "SHOW synchronous_commit");
-    if (PQresultStatus(sc) == PGRES_TUPLES_OK && strcmp(PQgetvalue(sc, 0, 0), "off") == 0)
-        lb_warn(MOD, "synchronous_commit is off: a delivery answered 2xx can be lost if "
-                     "PostgreSQL crashes (docs/running.md)");
-    PQclear(sc);
+    const char *bad_port = NULL;
+    for (PQconninfoOption *o = parsed; o->keyword != NULL && bad_port == NULL; o++)
+        if (strcmp(o->keyword, "port") == 0 && o->val != NULL && !ports_ok(o->val))
+            bad_port = o->val;
+    if (bad_port != NULL) {
+        snprintf(err, errlen,
+                 "LEVERBRIDGE_DB: not a PostgreSQL URL or conninfo string: port \"%s\"", bad_port);
+        PQconninfoFree(parsed);
+        return LB_EINVAL;
+    }
+    PQconninfoFree(parsed);
+    /* A database that cannot be reached is waited for (lb_store_waiting);
+     * one that answers is migrated now, and refusing it stops start-up. */
+    char cerr[512];
+    PGconn *c = pg_connect(conninfo, cerr, sizeof(cerr));
+    int from = 0, to = 0, rc = 0;
+    if (c != NULL) {
+        rc = lb_store_pg_migrate(c, &from, &to, err, errlen);
+        if (rc == 0) rc = prepare_all(c, err, errlen);
+        if (rc != 0) {
+            PQfinish(c);
+            return rc;
+        }
+        if (from != to)
+            lb_info(MOD, "PostgreSQL database %s migrated from schema version %d to %d", PQdb(c),
+                    from, to);
+        warn_settings(c);
+    } else {
+        lb_error(MOD,
+                 "%s; waiting for it (retrying every %d ms at most; not ready until it is "
+                 "reached)",
+                 cerr, BACKOFF_MAX_MS);
+    }
 
     pg_store *s = LB_NEW(pg_store);
     if ((rc = lb_store__init(&s->base, &pg_vtable, loop, err, errlen)) != 0) {
@@ -1744,13 +1853,21 @@ int lb_store_pg_open(uv_loop_t *loop, const char *conninfo, const lb_store_optio
     s->conn = c;
     s->conninfo = lb_strdup(conninfo);
     s->dedupe_ms = opt->lever_dedupe_ms;
-    const char *host = PQhost(c);
-    lb_info(MOD, "opened postgres database %s on %s (schema version %d)", PQdb(c),
-            host ? host : "?", to);
-    int health = probe_write(s); /* may lose c */
-    if (health != 0) {
-        s->degraded = 1;
-        lb_store__health(&s->base, health);
+    if (c == NULL) {
+        s->base.waiting = 1;
+        s->lost_logged = 1;
+        s->backoff_ms = BACKOFF_MIN_MS;
+        s->retry_at = mono_ms() + BACKOFF_MIN_MS;
+    } else {
+        s->migrated = 1;
+        const char *host = PQhost(c);
+        lb_info(MOD, "opened postgres database %s on %s (schema version %d)", PQdb(c),
+                host ? host : "?", to);
+        int health = probe_write(s); /* may lose c */
+        if (health != 0) {
+            s->degraded = 1;
+            lb_store__health(&s->base, health);
+        }
     }
     if ((rc = lb_store__start(&s->base, err, errlen)) != 0) {
         pg_destroy(&s->base);

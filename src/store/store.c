@@ -707,7 +707,7 @@ static void thread_main(void *arg)
             lb_store_batch p = {0};
             s->vt->idle(s, &p);
             uv_mutex_lock(&h->mu);
-            if (p.wrote) {
+            if (p.wrote || p.reached) {
                 lb_store_batch *b = LB_NEW(lb_store_batch);
                 *b = p;
                 post_batch(s, b);
@@ -809,7 +809,15 @@ static void async_cb(uv_async_t *async)
 
     while (b != NULL) {
         lb_store_batch *next = b->next;
-        if (b->wrote) lb_store__health(s, b->health);
+        if (b->reached != 0 && s->waiting > 0) {
+            s->waiting = b->reached > 0 ? 0 : b->reached;
+            snprintf(s->wait_err, sizeof(s->wait_err), "%s",
+                     b->reached_err != NULL ? b->reached_err : "");
+        }
+        lb_free(b->reached_err);
+        /* While waiting for its database the store is unready anyway: the
+         * ops' failures are not news of the disk. */
+        if (b->wrote && s->waiting == 0) lb_store__health(s, b->health);
         if (b->head != NULL) /* else a probe: nothing to complete */
             complete(s, b->head, b->count, b->seconds, b->committed, b->error);
         lb_free(b);
@@ -963,7 +971,13 @@ void lb_store__op_discard(lb_store_op *op)
 
 int lb_store_ready(const lb_store *s)
 {
-    return !s->closing && s->write_error == 0;
+    return !s->closing && s->write_error == 0 && s->waiting == 0;
+}
+
+int lb_store_waiting(const lb_store *s, char *err, size_t errlen)
+{
+    if (s->waiting < 0) snprintf(err, errlen, "%s", s->wait_err);
+    return s->waiting;
 }
 
 int lb_store_write_error(const lb_store *s)

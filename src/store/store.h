@@ -570,6 +570,18 @@ void lb_store_close(lb_store *s, void (*cb)(void *data), void *data);
  * itself when the disk has space again. Reads are served meanwhile. */
 int lb_store_ready(const lb_store *s);
 
+/* 1 while the store waits for its database at start: PostgreSQL could not
+ * be reached when lb_store_open ran, which then succeeded all the same.
+ * Meanwhile every op fails with LB_EIO, lb_store_ready() is 0, and the
+ * store's thread keeps connecting with its backoff (100 ms doubling to
+ * 5 s); once it gets through it migrates the schema and this turns 0. A
+ * negative code (err gets one line): the database was reached but cannot
+ * be used (its schema is newer than this binary, a migration step
+ * failed); the store stays unusable and should be closed. 0 for a store
+ * that had its database at open (SQLite always). Loop thread; the change
+ * comes through the loop, so a caller waits with uv_run(UV_RUN_ONCE). */
+int lb_store_waiting(const lb_store *s, char *err, size_t errlen);
+
 /* 0 while writes succeed; else the code of the last write failure:
  * UV_ENOSPC (no space left on device: SQLITE_FULL) or LB_EIO. Loop
  * thread. */

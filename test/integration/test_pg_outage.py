@@ -1,4 +1,4 @@
-"""PostgreSQL lost under load (api.md "Several replicas (PostgreSQL)":
+"""PostgreSQL lost under load, and down when the server starts (api.md "Several replicas (PostgreSQL)":
 "PostgreSQL unreachable: /readyz 503, webhooks and writes 503 `unavailable`
 (never a 2xx for what is not committed); the replica reconnects with backoff
 and resumes without a restart").
@@ -19,12 +19,23 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, PG_URL, Conn, _psql
+from conftest import (
+    ADMIN_TOKEN,
+    JSON,
+    PG_URL,
+    Conn,
+    _psql,
+    binary,
+    clean_env,
+    connect_lever,
+    lever_delivery,
+    wait_for,
+)
+from simutil import LeverSim
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="PostgreSQL backend only")
 
 AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-JSON = {"Content-Type": "application/json"}
 PG_SH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pg", "pg.sh")
 
 
@@ -128,3 +139,56 @@ def test_database_stopped_under_load(make_server, own_pg):
     assert ready_after <= 5.0
     assert s.proc.poll() is None  # the same process throughout
     assert any(r[1] < down_at and r[3] == 201 for r in results)
+
+
+def test_start_with_the_database_down(make_server, own_pg):
+    """Started while PostgreSQL is down: the process waits for it (exit 2
+    is only for a URL that is not one), /healthz 200 and /readyz 503
+    meanwhile, everything else 503 `unavailable`; ready within 5 s of the
+    database starting, and a delivery is then accepted."""
+    d, url = own_pg
+    pg("kill", d)
+    with LeverSim() as lever:
+        lever.seed({"stages": [{"id": "S1", "text": "New"}, {"id": "S2", "text": "Phone"}],
+                    "opportunities": [{"id": "O1", "name": "C1", "stage": "S1"}]})
+        lever.key("good")
+        s = make_server(env={"LEVERBRIDGE_DB": url,
+                             "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port})
+        assert s.get("/healthz").status == 200
+        r = s.get("/readyz")
+        assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
+        assert status_of(s, "PUT", "/v1/tenants/early", {"name": "early"}) == 503
+        assert status_of(s, "POST", "/hooks/lever/hk_none", {"event": "x"}) == 503
+        # Still waiting after several backoff steps, the same process.
+        wait_for(lambda: "waiting for it" in s.stderr(), what="the waiting line in the log")
+        assert s.get("/readyz").status == 503 and s.proc.poll() is None
+
+        pg("start", d)
+        up_at = time.monotonic()
+        wait_for(lambda: s.get("/readyz").status == 200, timeout=5.0,
+                 what="ready within 5 s of the database")
+        ready_after = time.monotonic() - up_at
+        assert ready_after <= 5.0
+        _, path, token = connect_lever(s, lever, tenant="late")
+        body = lever_delivery(token, "tok-%d" % int(time.time() * 1000))
+        with Conn(s.port, timeout=10) as c:
+            c.request("POST", path, JSON, body)
+            r = c.read_response(timeout=10)
+        assert r.status == 200 and r.json()["status"] == "accepted", r
+        ev = r.json()["event"]
+        assert _psql(url, "SELECT count(*) FROM events WHERE id = '%s'" % ev, rows=True) == [("1",)]
+        assert s.proc.poll() is None
+        print("started with the database down: ready %.2f s after it came up" % ready_after)
+
+
+@pytest.mark.parametrize("url", ["postgres://h:notaport/db", "postgres:///db?nosuchoption=1",
+                                 "host=h nosuchkeyword=1"])
+def test_bad_url_exits_2(tmp_path, url):
+    """A URL that is not one is configuration: exit 2 at once, one line."""
+    p = subprocess.run([binary()], env=dict(clean_env(), LEVERBRIDGE_DB=url,
+                                             LEVERBRIDGE_DATA_DIR=str(tmp_path),
+                                             LEVERBRIDGE_LISTEN="127.0.0.1:0"),
+                       capture_output=True, timeout=30)
+    assert p.returncode == 2, p
+    last = p.stderr.decode().strip().splitlines()[-1]
+    assert "LEVERBRIDGE_DB" in last and "PostgreSQL URL" in last, last

@@ -28,15 +28,35 @@ static void test_bad_urls(void **state)
     fixture *f = *state;
     char err[256];
     lb_store *s = (lb_store *)0x1;
-    /* PostgreSQL that is not there: the URI form and the conninfo form. */
-    assert_int_equal(lb_store_open(&f->loop, "postgresql:///db?host=/nonexistent-dir", NULL, &s,
-                                   err, sizeof(err)),
-                     LB_EIO);
-    assert_null(s);
-    assert_non_null(strstr(err, "cannot connect to PostgreSQL"));
+    /* PostgreSQL that is not there, the URI form and the conninfo form: the
+     * store opens waiting for it (not ready, every op LB_EIO) and closes
+     * cleanly while still waiting. */
+    static const char *const absent[] = {"postgresql:///db?host=/nonexistent-dir",
+                                         "host=/nonexistent-dir dbname=db"};
+    for (size_t i = 0; i < 2; i++) {
+        s = NULL;
+        assert_int_equal(lb_store_open(&f->loop, absent[i], NULL, &s, err, sizeof(err)), 0);
+        assert_non_null(s);
+        assert_int_equal(lb_store_waiting(s, err, sizeof(err)), 1);
+        assert_int_equal(lb_store_ready(s), 0);
+        treq r;
+        treq_load_all(&r);
+        assert_int_equal(lb_store_submit(s, &r.op), 0);
+        run_loop(f);
+        assert_int_equal(r.op.status, LB_EIO);
+        f->closed = 0;
+        lb_store_close(s, fx_closed_cb, f);
+        run_loop(f);
+        assert_int_equal(f->closed, 1);
+    }
+    /* Not a URL at all: configuration, refused. */
+    s = (lb_store *)0x1;
     assert_int_equal(
-        lb_store_open(&f->loop, "host=/nonexistent-dir dbname=db", NULL, &s, err, sizeof(err)),
-        LB_EIO);
+        lb_store_open(&f->loop, "postgres://h:notaport/db", NULL, &s, err, sizeof(err)), LB_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err, "LEVERBRIDGE_DB"));
+    assert_int_equal(lb_store_open(&f->loop, "host=h nosuchkeyword=1", NULL, &s, err, sizeof(err)),
+                     LB_EINVAL);
     assert_null(s);
     assert_int_equal(lb_store_open(&f->loop, "mysql://h/db", NULL, &s, err, sizeof(err)),
                      LB_EINVAL);

@@ -2,7 +2,8 @@
  * unit.test_store_pg.postgres; every test skips on SQLite): migrations once
  * under the advisory lock, two stores on one database deduplicating a
  * delivery as replicas would, losing the connection and getting it back
- * without reopening, and reads that do not share a failed batch's fate. */
+ * without reopening, reads that do not share a failed batch's fate, and a
+ * database that cannot be reached at open waited for. */
 #include "store_helpers.h"
 
 #include "store/pg_migrate.h"
@@ -313,6 +314,52 @@ static void test_generic_plans(void **state)
     fx_close(f);
 }
 
+/* A database that cannot be reached at open (here: not created yet) is
+ * waited for: open succeeds, the store is not ready and fails every op;
+ * once the database is there the store migrates it and is ready, without
+ * being opened again. A URL that is not one is refused at open. */
+static void test_waits_for_the_database(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    char db[96], sql[200], err[256];
+    snprintf(db, sizeof(db), "%s_db", f->schema);
+    size_t n = strlen(f->url);
+    snprintf(f->url + n, sizeof(f->url) - n, "&dbname=%s", db);
+    assert_int_equal(lb_store_open(&f->loop, f->url, NULL, &f->store, err, sizeof(err)), 0);
+    assert_int_equal(lb_store_waiting(f->store, err, sizeof(err)), 1);
+    assert_int_equal(lb_store_ready(f->store), 0);
+    assert_int_equal(upsert(f, "t1", "T1", 1), LB_EIO);
+
+    /* The database first, then the fixture's schema in it: a store that
+     * connects in between finds no schema to migrate and tries again. */
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+    pg_admin_exec(f->admin, sql);
+    char in_db[1200];
+    snprintf(in_db, sizeof(in_db), "%s%sdbname=%s", f->admin, strchr(f->admin, '?') ? "&" : "?",
+             db);
+    snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", f->schema);
+    pg_admin_exec(in_db, sql);
+    int64_t t0 = now_ms();
+    assert_int_equal(wait_ready(f, 8000), 1);
+    assert_true(now_ms() - t0 < 6000); /* one backoff step (5 s at most) */
+    assert_int_equal(lb_store_waiting(f->store, err, sizeof(err)), 0);
+    assert_int_equal(upsert(f, "t1", "T1", 1), 0);
+    assert_int_equal(upsert(f, "t1", "T1 again", 1), 0);
+    fx_close(f);
+    snprintf(sql, sizeof(sql), "DROP DATABASE %s WITH (FORCE)", db);
+    pg_admin_exec(f->admin, sql);
+
+    lb_store *s = NULL;
+    assert_int_equal(
+        lb_store_open(&f->loop, "postgres://h:notaport/db", NULL, &s, err, sizeof(err)), LB_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err, "LEVERBRIDGE_DB"));
+    assert_int_equal(
+        lb_store_open(&f->loop, "postgres:///db?nosuchoption=1", NULL, &s, err, sizeof(err)),
+        LB_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -322,6 +369,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_survives_failed_commit, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_generic_plans, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_several_fail_alone, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_waits_for_the_database, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests_name("store_pg", tests, NULL, NULL);
 }
