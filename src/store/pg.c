@@ -107,7 +107,7 @@ enum {
     " next_run_at, last_error, steps, created_at, updated_at"
 #define JOB_VALS                                                                                   \
     "$1::text, $2::text, $3::text, $4::text, $5::json, $6::text, $7::int, $8::text, $9::int,"      \
-    " $10::bigint, $11::text, $12::json, $13::bigint, $13::bigint"
+    " $10::bigint, $11::text, $12::jsonb, $13::bigint, $13::bigint"
 #define EVENT_COLS                                                                                 \
     "e.id, e.tenant_id, e.source, e.type, e.status, e.opportunity_id, e.received_at,"              \
     " ARRAY(SELECT j.id FROM jobs j WHERE j.event_id = e.id ORDER BY j.seq, j.created_at, j.id"    \
@@ -140,7 +140,7 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_JOB_INSERT_EVENT] = "INSERT INTO jobs(" JOB_COLS ") SELECT " JOB_VALS
                            " WHERE EXISTS (SELECT 1 FROM events WHERE id = $14::text)",
     [Q_JOB_UPDATE] = "UPDATE jobs SET status = $2::text, attempts = $3::int,"
-                     " next_run_at = $4::bigint, last_error = $5::text, steps = $6::json,"
+                     " next_run_at = $4::bigint, last_error = $5::text, steps = $6::jsonb,"
                      " updated_at = $7::bigint WHERE id = $1::text",
     /* job_update's tag job: the failure-tag ledger's row for a new (tenant,
      * opportunity, tag $14) while the updated job ($15) exists, and the job

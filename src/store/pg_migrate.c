@@ -158,12 +158,30 @@ static const char schema_v4[] =
     " created_at bigint NOT NULL,"
     " PRIMARY KEY (tenant_id, opportunity_id, tag));";
 
+/* Version 5: jsonb where nothing depends on the JSON's text. jsonb sorts an
+ * object's keys, keeps the last of duplicate keys, respaces, and refuses
+ * the escape \u0000; a column whose text is handed back or read by
+ * leverbridge's parser (which keeps the first of duplicate keys) stays
+ * `json`, which stores it as given:
+ *  - events.payload: the delivery as Lever or the platform sent it; a
+ *    signed delivery holding \u0000 would be refused by jsonb and stored
+ *    by SQLite.
+ *  - jobs.action: GET .../jobs hands it back key by key, in its order, and
+ *    a workflow's duplicate keys (the first one counts) are copied into it.
+ *  - workflows.body: read back at start into the workflow GET answers, in
+ *    its key order, the first of duplicate keys counting.
+ * jobs.steps is written by the engine only (steps_json: unique step names,
+ * string values, looked up by name, never handed back): jsonb. */
+static const char schema_v5[] =
+    "ALTER TABLE jobs ALTER COLUMN steps TYPE jsonb USING steps::jsonb;";
+
 const lb_store_pg_migration lb_store_pg_migrations[] = {
     {1, "initial schema (SQLite versions 1-5)", schema_v1},
     {2, "hourly counts for the console (SQLite version 6)", schema_v2},
     {3, "invitations: the stage at sending (SQLite version 7)", schema_v3},
     {4, "failure tags: each tenant tag and its ledger (SQLite version 8)", schema_v4},
-    /* {3, "what it changes", "ALTER TABLE ...;"}, */
+    {5, "jobs.steps as jsonb", schema_v5},
+    /* {6, "what it changes", "ALTER TABLE ...;"}, */
 };
 const size_t lb_store_pg_migration_count =
     sizeof(lb_store_pg_migrations) / sizeof(lb_store_pg_migrations[0]);
