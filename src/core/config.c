@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 extern char **environ;
 
@@ -66,6 +67,12 @@ static const opt opts[] = {
      "Lever deliveries with older triggeredAt are refused"},
     {"RETENTION", T_DUR, O(retention_ms), "30d", 0, 1e13,
      "events and finished jobs older than this are pruned; 0 keeps all"},
+    {"NODE_ID", T_OPTSTR, O(node_id), NULL, 0, 0,
+     "this replica's name in logs, leases and /v1/cluster (default <hostname>-<pid>)"},
+    {"ADVERTISE_URL", T_URL, O(advertise_url), NULL, 0, 0,
+     "where the other replicas reach this one (default http://LISTEN; PostgreSQL only)"},
+    {"LEASE_TTL", T_DUR, O(lease_ttl_ms), "15s", 1000, 600000,
+     "how long a tenant lease lasts without renewal, 1s..10m (PostgreSQL only)"},
     {"LOG_LEVEL", T_LEVEL, O(log_level), "info", 0, 0, "debug, info, warn, error"},
     {"HEADER_TIMEOUT", T_DUR, O(header_timeout_ms), "10s", 1, 1e9,
      "time to send a request's headers"},
@@ -83,6 +90,17 @@ static const opt opts[] = {
 #undef O
 
 #define PREFIX "LEVERBRIDGE_"
+
+/* A node id: what tenant ids allow, at most LB_CONFIG_NODE_ID_MAX. */
+static int node_id_check(const char *id)
+{
+    size_t n = strlen(id);
+    if (n < 1 || n > LB_CONFIG_NODE_ID_MAX) return LB_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)id[i]) && id[i] != '.' && id[i] != '_' && id[i] != '-')
+            return LB_EINVAL;
+    return 0;
+}
 
 static void flag_name(const char *name, char *out, size_t n)
 {
@@ -358,6 +376,21 @@ int lb_config_load(lb_config *cfg, int argc, char **argv, char **envp, char *err
         cfg->public_url = lb_strdup(tmp);
     }
     public_url_check(cfg);
+    if (cfg->advertise_url == NULL) {
+        snprintf(tmp, sizeof(tmp), "http://%s", cfg->listen);
+        cfg->advertise_url = lb_strdup(tmp);
+    }
+    if (cfg->node_id == NULL) {
+        char host[256] = "";
+        if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+            snprintf(host, sizeof(host), "leverbridge");
+        snprintf(tmp, sizeof(tmp), "%.200s-%ld", host, (long)getpid());
+        cfg->node_id = lb_strdup(tmp);
+    } else if (node_id_check(cfg->node_id) != 0) {
+        snprintf(err, errlen, PREFIX "NODE_ID: expected 1 to %d of A-Z a-z 0-9 . _ -",
+                 LB_CONFIG_NODE_ID_MAX);
+        return LB_EINVAL;
+    }
     if (cfg->db == NULL) {
         snprintf(tmp, sizeof(tmp), "sqlite:%s/leverbridge.db", cfg->data_dir);
         cfg->db = lb_strdup(tmp);

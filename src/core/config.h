@@ -38,6 +38,10 @@ typedef struct {
     int64_t replay_window_ms;
     int64_t retention_ms; /* 0: keep all */
     int log_level;        /* lb_log_level */
+    /* Several replicas (api.md "Several replicas (PostgreSQL)"). */
+    char *node_id;        /* default <hostname>-<pid> */
+    char *advertise_url;  /* default http://LISTEN */
+    int64_t lease_ttl_ms; /* 1s..10m */
     /* Server limits beyond api.md's table (documented in docs/configuration.md). */
     int64_t header_timeout_ms;
     int64_t body_timeout_ms;
@@ -50,6 +54,9 @@ typedef struct {
      * Lever host with a loopback or plain-http PUBLIC_URL), or NULL. */
     char *public_url_warning;
 } lb_config;
+
+/* Longest NODE_ID: a hostname of 200 and a pid fit. */
+#define LB_CONFIG_NODE_ID_MAX 220
 
 enum { LB_CONFIG_OK = 0, LB_CONFIG_EXIT = 1 };
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void durations(void **state)
 {
@@ -235,6 +236,28 @@ static void config_defaults_and_errors(void **state)
     assert_int_equal(cfg.webhook_deadline_ms, 48LL * 3600 * 1000);
     assert_int_equal(cfg.max_body, 1048576);
     assert_int_equal(cfg.lever_burst, 20);
+    assert_string_equal(cfg.advertise_url, "http://127.0.0.1:8080");
+    assert_int_equal(cfg.lease_ttl_ms, 15000);
+    char pid[32];
+    snprintf(pid, sizeof(pid), "-%ld", (long)getpid()); /* <hostname>-<pid> */
+    assert_true(strlen(cfg.node_id) > strlen(pid) &&
+                strcmp(cfg.node_id + strlen(cfg.node_id) - strlen(pid), pid) == 0);
+    lb_config_free(&cfg);
+
+    char *env5[] = {"LEVERBRIDGE_LEASE_TTL=500ms", NULL};
+    assert_true(lb_config_load(&cfg, 1, argv0, env5, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "LEVERBRIDGE_LEASE_TTL"));
+    lb_config_free(&cfg);
+    char *env6[] = {"LEVERBRIDGE_NODE_ID=a b", NULL};
+    assert_true(lb_config_load(&cfg, 1, argv0, env6, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "LEVERBRIDGE_NODE_ID"));
+    lb_config_free(&cfg);
+    char *env7[] = {"LEVERBRIDGE_NODE_ID=pod-7", "LEVERBRIDGE_LEASE_TTL=2s",
+                    "LEVERBRIDGE_ADVERTISE_URL=http://10.0.0.7:8080/", NULL};
+    assert_int_equal(lb_config_load(&cfg, 1, argv0, env7, err, sizeof(err)), 0);
+    assert_string_equal(cfg.node_id, "pod-7");
+    assert_int_equal(cfg.lease_ttl_ms, 2000);
+    assert_string_equal(cfg.advertise_url, "http://10.0.0.7:8080");
     lb_config_free(&cfg);
 
     char *env1[] = {"LEVERBRIDGE_LISTEN=0.0.0.0:9000", "LEVERBRIDGE_RETRY_BASE=250ms", NULL};
