@@ -99,6 +99,16 @@ enum {
     Q_STATS_LOAD,
     Q_EVENT_INSERT_STAGE,
     Q_RECONCILED_COUNTS,
+    Q_JOB_ACTIVE_SOME,
+    Q_NODE_BEAT,
+    Q_NODE_FORGET,
+    Q_NODES,
+    Q_LEASES,
+    Q_DB_NOW,
+    Q_LEASE_TAKE_NEW,
+    Q_LEASE_TAKE,
+    Q_LEASE_RENEW,
+    Q_LEASE_RELEASE,
     Q_COUNT
 };
 
@@ -114,6 +124,10 @@ enum {
     " LIMIT 1000)"
 #define JOB_BEFORE " AND (created_at < $3::bigint OR (created_at = $3::bigint AND id < $4::text))"
 #define JOB_ORDER " ORDER BY created_at DESC, id DESC LIMIT $2::bigint"
+/* The database's clock in ms: the one clock every replica's leases are
+ * judged by (the transaction's start, the same for the whole batch). */
+#define DB_NOW "(extract(epoch FROM now()) * 1000)::bigint"
+#define LEASE_RET " RETURNING epoch, expires_at"
 #define NOT_REFERENCED " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id)"
 
 static const char *const q_sql[Q_COUNT] = {
@@ -301,6 +315,40 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_STATS_FORGET] = "DELETE FROM stats_hourly WHERE hour < $1::bigint",
     [Q_STATS_LOAD] = "SELECT tenant_id, hour, accepted, duplicate, refused, succeeded, failed"
                      " FROM stats_hourly WHERE hour >= $1::bigint ORDER BY tenant_id, hour",
+    [Q_JOB_ACTIVE_SOME] =
+        "SELECT " JOB_COLS " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
+        " AND created_at >= $2::bigint AND ($1::text IS NULL OR tenant_id IN"
+        " (SELECT tenant_id FROM leases WHERE node = $1::text))"
+        " ORDER BY created_at, event_id NULLS FIRST, seq",
+    /* Several replicas (docs/internals/cluster.md). */
+    [Q_NODE_BEAT] = "INSERT INTO nodes(id, advertise_url, started_at, last_seen_at)"
+                    " VALUES ($1::text, $2::text, " DB_NOW ", " DB_NOW ")"
+                    " ON CONFLICT (id) DO UPDATE SET advertise_url = EXCLUDED.advertise_url,"
+                    " last_seen_at = EXCLUDED.last_seen_at",
+    [Q_NODE_FORGET] =
+        "DELETE FROM nodes WHERE id <> $1::text AND last_seen_at < " DB_NOW " - $2::bigint",
+    [Q_NODES] = "SELECT id, advertise_url, last_seen_at, last_seen_at > " DB_NOW " - $1::bigint"
+                " FROM nodes ORDER BY id LIMIT 1001",
+    [Q_LEASES] = "SELECT t.id, l.node, l.epoch, l.expires_at,"
+                 " l.expires_at IS NULL OR l.expires_at <= " DB_NOW
+                 " FROM tenants t LEFT JOIN leases l ON l.tenant_id = t.id ORDER BY t.id",
+    [Q_DB_NOW] = "SELECT " DB_NOW,
+    /* Compare and set on the epoch; a tenant being deleted is skipped
+     * rather than failing on its foreign key. */
+    [Q_LEASE_TAKE_NEW] = "INSERT INTO leases(tenant_id, node, epoch, expires_at)"
+                         " SELECT $1::text, $2::text, 1, " DB_NOW " + $3::bigint"
+                         " WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1::text)"
+                         " ON CONFLICT (tenant_id) DO NOTHING" LEASE_RET,
+    [Q_LEASE_TAKE] = "UPDATE leases SET node = $2::text, epoch = epoch + 1,"
+                     " expires_at = " DB_NOW " + $3::bigint"
+                     " WHERE tenant_id = $1::text AND epoch = $4::bigint"
+                     " AND expires_at <= " DB_NOW LEASE_RET,
+    [Q_LEASE_RENEW] = "UPDATE leases SET expires_at = " DB_NOW " + $3::bigint"
+                      " WHERE tenant_id = $1::text AND node = $2::text AND epoch = $4::bigint"
+                      " AND $3::bigint > 0" LEASE_RET,
+    [Q_LEASE_RELEASE] = "UPDATE leases SET expires_at = " DB_NOW
+                        " WHERE tenant_id = $1::text AND node = $2::text AND epoch = $4::bigint"
+                        " AND $3::bigint > 0" LEASE_RET,
 };
 
 /* One statement of a batch: which, its parameters (text, or binary for
@@ -748,7 +796,13 @@ static lb_job_rec *jobs_read(const PGresult *r, size_t max, size_t *count)
 
 static void build_job_load_active(pg_store *s, lb_store_op *op, int i)
 {
-    call_add(s, Q_JOB_ACTIVE, i);
+    if (op->job_load_active.lease_node == NULL && op->job_load_active.created_since == 0) {
+        call_add(s, Q_JOB_ACTIVE, i);
+        return;
+    }
+    pcall *c = call_add(s, Q_JOB_ACTIVE_SOME, i);
+    p_text(c, op->job_load_active.lease_node);
+    p_i64(c, op->job_load_active.created_since);
 }
 
 static int parse_job_load_active(pg_store *s, lb_store_op *op, PGresult **r)
@@ -1207,6 +1261,82 @@ static int parse_reconciled_counts(pg_store *s, lb_store_op *op, PGresult **r)
     return 0;
 }
 
+static void build_node_beat(pg_store *s, lb_store_op *op, int i)
+{
+    pcall *c = call_add(s, Q_NODE_BEAT, i);
+    p_text(c, op->node_beat.node);
+    p_text(c, op->node_beat.advertise_url);
+    if (op->node_beat.forget_ms > 0) {
+        c = call_add(s, Q_NODE_FORGET, i);
+        p_text(c, op->node_beat.node);
+        p_i64(c, op->node_beat.forget_ms);
+    }
+}
+
+static void build_cluster_read(pg_store *s, lb_store_op *op, int i)
+{
+    p_i64(call_add(s, Q_NODES, i), op->cluster_read.live_ms);
+    call_add(s, Q_LEASES, i);
+    call_add(s, Q_DB_NOW, i);
+}
+
+static int parse_cluster_read(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    int n = PQntuples(r[0]), m = PQntuples(r[1]);
+    if ((size_t)n > LB_STORE_NODES_MAX || (size_t)m > LB_STORE_TENANTS_MAX) return LB_ETOOBIG;
+    if (PQntuples(r[2]) != 1) return LB_EIO;
+    lb_node_rec *nodes = n > 0 ? lb_calloc((size_t)n, sizeof(*nodes)) : NULL;
+    for (int k = 0; k < n; k++) {
+        val_id(r[0], k, 0, nodes[k].id, LB_NODE_ID_MAX);
+        nodes[k].advertise_url = val_dup(r[0], k, 1);
+        nodes[k].last_seen_at = val_i64(r[0], k, 2);
+        nodes[k].live = val_bool(r[0], k, 3);
+    }
+    lb_lease_rec *leases = m > 0 ? lb_calloc((size_t)m, sizeof(*leases)) : NULL;
+    for (int k = 0; k < m; k++) {
+        val_id(r[1], k, 0, leases[k].tenant_id, LB_TENANT_ID_MAX);
+        val_id(r[1], k, 1, leases[k].node, LB_NODE_ID_MAX);
+        leases[k].epoch = val_i64(r[1], k, 2);
+        leases[k].expires_at = val_i64(r[1], k, 3);
+        leases[k].expired = val_bool(r[1], k, 4);
+    }
+    op->cluster_read.nodes = nodes;
+    op->cluster_read.nnodes = (size_t)n;
+    op->cluster_read.leases = leases;
+    op->cluster_read.nleases = (size_t)m;
+    op->cluster_read.now = val_i64(r[2], 0, 0);
+    return 0;
+}
+
+static void build_lease_write(pg_store *s, lb_store_op *op, int i)
+{
+    for (size_t k = 0; k < op->lease_write.count; k++) {
+        const lb_lease_item *it = &op->lease_write.items[k];
+        int q = it->action == LB_LEASE_RENEW     ? Q_LEASE_RENEW
+                : it->action == LB_LEASE_RELEASE ? Q_LEASE_RELEASE
+                : it->epoch == 0                 ? Q_LEASE_TAKE_NEW
+                                                 : Q_LEASE_TAKE;
+        pcall *c = call_add(s, q, i);
+        p_text(c, it->tenant_id);
+        p_text(c, op->lease_write.node);
+        p_i64(c, op->lease_write.ttl_ms);
+        if (q != Q_LEASE_TAKE_NEW) p_i64(c, it->epoch);
+    }
+}
+
+static int parse_lease_write(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    for (size_t k = 0; k < op->lease_write.count; k++) {
+        lb_lease_item *it = &op->lease_write.items[k];
+        it->ok = PQntuples(r[k]) == 1;
+        if (it->ok) {
+            it->epoch = val_i64(r[k], 0, 0);
+            it->expires_at = val_i64(r[k], 0, 1);
+        }
+    }
+    return 0;
+}
+
 typedef struct {
     void (*build)(pg_store *s, lb_store_op *op, int i);
     int (*parse)(pg_store *s, lb_store_op *op, PGresult **r);
@@ -1241,6 +1371,9 @@ static const kind_impl kinds[LB_STORE_OP_KIND_END] = {
     [LB_STORE_STATS_PUT] = {build_stats_put, parse_ok},
     [LB_STORE_STATS_LOAD] = {build_stats_load, parse_stats_load},
     [LB_STORE_RECONCILED_COUNTS] = {build_reconciled_counts, parse_reconciled_counts},
+    [LB_STORE_NODE_BEAT] = {build_node_beat, parse_ok},
+    [LB_STORE_CLUSTER_READ] = {build_cluster_read, parse_cluster_read},
+    [LB_STORE_LEASE_WRITE] = {build_lease_write, parse_lease_write},
 };
 
 /* ---- the connection (store thread; the opening thread at open) ----------- */

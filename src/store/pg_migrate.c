@@ -175,13 +175,31 @@ static const char schema_v4[] =
 static const char schema_v5[] =
     "ALTER TABLE jobs ALTER COLUMN steps TYPE jsonb USING steps::jsonb;";
 
+/* Version 6: several replicas (docs/internals/cluster.md). A node's row is
+ * its heartbeat; a tenant's lease row names its holder, the epoch (bumped
+ * at every change of holder) and when it ends, by the database's clock.
+ * A lease goes with its tenant. */
+static const char schema_v6[] =
+    "CREATE TABLE nodes ("
+    " id text COLLATE \"C\" PRIMARY KEY,"
+    " advertise_url text NOT NULL,"
+    " started_at bigint NOT NULL,"
+    " last_seen_at bigint NOT NULL);"
+    "CREATE TABLE leases ("
+    " tenant_id text COLLATE \"C\" PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,"
+    " node text COLLATE \"C\" NOT NULL,"
+    " epoch bigint NOT NULL,"
+    " expires_at bigint NOT NULL);"
+    "CREATE INDEX leases_node ON leases(node);";
+
 const lb_store_pg_migration lb_store_pg_migrations[] = {
     {1, "initial schema (SQLite versions 1-5)", schema_v1},
     {2, "hourly counts for the console (SQLite version 6)", schema_v2},
     {3, "invitations: the stage at sending (SQLite version 7)", schema_v3},
     {4, "failure tags: each tenant tag and its ledger (SQLite version 8)", schema_v4},
     {5, "jobs.steps as jsonb", schema_v5},
-    /* {6, "what it changes", "ALTER TABLE ...;"}, */
+    {6, "nodes and tenant leases (several replicas)", schema_v6},
+    /* {7, "what it changes", "ALTER TABLE ...;"}, */
 };
 const size_t lb_store_pg_migration_count =
     sizeof(lb_store_pg_migrations) / sizeof(lb_store_pg_migrations[0]);

@@ -525,6 +525,18 @@ static int open_db(const char *path, sqlite3 **out, char *err, size_t errlen)
     }
 
     if (rc == SQLITE_OK) {
+        /* Nodes and leases: one process, so this connection's own (see
+         * ST_NODE_BEAT in sqlite_ops.c); no migration, gone at close. */
+        step = "nodes and leases";
+        rc = sqlite3_exec(
+            db,
+            "CREATE TEMP TABLE nodes (id TEXT PRIMARY KEY, advertise_url TEXT NOT NULL,"
+            " started_at INTEGER NOT NULL, last_seen_at INTEGER NOT NULL);"
+            "CREATE TEMP TABLE leases (tenant_id TEXT PRIMARY KEY, node TEXT NOT NULL,"
+            " epoch INTEGER NOT NULL, expires_at INTEGER NOT NULL);",
+            NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
         step = "PRAGMA foreign_keys";
         rc = pragma_text(db, step, val, sizeof(val));
         if (rc == SQLITE_OK && strcmp(val, "1") != 0) {

@@ -175,6 +175,38 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
                              " WHERE source = 'reconcile' AND received_at >= ?1"
                              " GROUP BY tenant_id, received_at / 3600000"
                              " ORDER BY tenant_id, received_at / 3600000",
+    [ST_JOB_ACTIVE_SOME] =
+        "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq,"
+        " status, attempts, next_run_at, last_error, steps, created_at, updated_at"
+        " FROM jobs WHERE status IN ('queued', 'running', 'retrying') AND created_at >= ?2"
+        " AND (?1 IS NULL OR tenant_id IN (SELECT tenant_id FROM temp.leases WHERE node = ?1))"
+        " ORDER BY created_at, event_id, seq",
+    /* Nodes and leases: temporary tables of this connection (one process
+     * holds the file, so there is one node); the same rules as pg.c's, with
+     * this process's clock as the database's (?3 / ?1: now). */
+    [ST_NODE_BEAT] =
+        "INSERT INTO temp.nodes(id, advertise_url, started_at, last_seen_at)"
+        " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
+        " advertise_url = excluded.advertise_url, last_seen_at = excluded.last_seen_at",
+    [ST_NODE_FORGET] = "DELETE FROM temp.nodes WHERE id <> ?1 AND last_seen_at < ?3 - ?2",
+    [ST_NODES] = "SELECT id, advertise_url, last_seen_at, last_seen_at > ?1 - ?2"
+                 " FROM temp.nodes ORDER BY id LIMIT 1001",
+    [ST_LEASES] = "SELECT t.id, l.node, l.epoch, l.expires_at,"
+                  " l.expires_at IS NULL OR l.expires_at <= ?1"
+                  " FROM tenants t LEFT JOIN temp.leases l ON l.tenant_id = t.id ORDER BY t.id",
+    [ST_LEASE_TAKE_NEW] = "INSERT INTO temp.leases(tenant_id, node, epoch, expires_at)"
+                          " SELECT ?1, ?2, 1, ?5 + ?3 WHERE EXISTS (SELECT 1 FROM tenants"
+                          " WHERE id = ?1) AND ?4 = 0"
+                          " ON CONFLICT(tenant_id) DO NOTHING RETURNING epoch, expires_at",
+    [ST_LEASE_TAKE] = "UPDATE temp.leases SET node = ?2, epoch = epoch + 1, expires_at = ?5 + ?3"
+                      " WHERE tenant_id = ?1 AND epoch = ?4 AND expires_at <= ?5"
+                      " RETURNING epoch, expires_at",
+    [ST_LEASE_RENEW] = "UPDATE temp.leases SET expires_at = ?5 + ?3"
+                       " WHERE tenant_id = ?1 AND node = ?2 AND epoch = ?4"
+                       " RETURNING epoch, expires_at",
+    [ST_LEASE_RELEASE] = "UPDATE temp.leases SET expires_at = ?5"
+                         " WHERE tenant_id = ?1 AND node = ?2 AND epoch = ?4 AND ?3 > 0"
+                         " RETURNING epoch, expires_at",
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -392,8 +424,13 @@ static void job_read(sqlite3_stmt *q, lb_job_rec *r);
 
 static int run_job_load_active(sq_store *s, lb_store_op *op)
 {
-    sqlite3_stmt *q = stmt(s, ST_JOB_ACTIVE);
+    int some = op->job_load_active.lease_node != NULL || op->job_load_active.created_since > 0;
+    sqlite3_stmt *q = stmt(s, some ? ST_JOB_ACTIVE_SOME : ST_JOB_ACTIVE);
     if (q == NULL) return LB_EIO;
+    if (some) {
+        bind_text(q, 1, op->job_load_active.lease_node);
+        sqlite3_bind_int64(q, 2, op->job_load_active.created_since);
+    }
     lb_job_rec *recs = NULL;
     size_t count = 0, cap = 0;
     int rc, status = 0;
@@ -1166,6 +1203,112 @@ static int run_reconciled_counts(sq_store *s, lb_store_op *op)
     return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "reconciled counts");
 }
 
+/* ---- nodes and leases (temporary tables: see ST_NODE_BEAT) -------------- */
+
+static int run_node_beat(sq_store *s, lb_store_op *op)
+{
+    int64_t now = lb_time_now_ms();
+    sqlite3_stmt *q = stmt(s, ST_NODE_BEAT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->node_beat.node);
+    bind_text(q, 2, op->node_beat.advertise_url);
+    sqlite3_bind_int64(q, 3, now);
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "node beat");
+    if (op->node_beat.forget_ms <= 0) return 0;
+    if ((q = stmt(s, ST_NODE_FORGET)) == NULL) return LB_EIO;
+    bind_text(q, 1, op->node_beat.node);
+    sqlite3_bind_int64(q, 2, op->node_beat.forget_ms);
+    sqlite3_bind_int64(q, 3, now);
+    rc = sqlite3_step(q);
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "node forget");
+}
+
+static int run_cluster_read(sq_store *s, lb_store_op *op)
+{
+    int64_t now = lb_time_now_ms();
+    op->cluster_read.now = now;
+    sqlite3_stmt *q = stmt(s, ST_NODES);
+    if (q == NULL) return LB_EIO;
+    sqlite3_bind_int64(q, 1, now);
+    sqlite3_bind_int64(q, 2, op->cluster_read.live_ms);
+    size_t cap = 0;
+    int rc, status = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->cluster_read.nnodes == LB_STORE_NODES_MAX) {
+            status = LB_ETOOBIG;
+            break;
+        }
+        op->cluster_read.nodes =
+            grow(op->cluster_read.nodes, op->cluster_read.nnodes, &cap, sizeof(lb_node_rec), 8);
+        lb_node_rec *n = &op->cluster_read.nodes[op->cluster_read.nnodes++];
+        memset(n, 0, sizeof(*n));
+        column_id(q, 0, n->id, LB_NODE_ID_MAX);
+        n->advertise_url = column_strdup(q, 1);
+        n->last_seen_at = sqlite3_column_int64(q, 2);
+        n->live = sqlite3_column_int(q, 3) != 0;
+    }
+    if (status == 0 && rc != SQLITE_DONE) status = op_failed(s, rc, "nodes");
+    done_with(q);
+    if (status != 0) return status;
+    if ((q = stmt(s, ST_LEASES)) == NULL) return LB_EIO;
+    sqlite3_bind_int64(q, 1, now);
+    cap = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (op->cluster_read.nleases == LB_STORE_TENANTS_MAX) {
+            status = LB_ETOOBIG;
+            break;
+        }
+        op->cluster_read.leases =
+            grow(op->cluster_read.leases, op->cluster_read.nleases, &cap, sizeof(lb_lease_rec), 64);
+        lb_lease_rec *l = &op->cluster_read.leases[op->cluster_read.nleases++];
+        memset(l, 0, sizeof(*l));
+        column_id(q, 0, l->tenant_id, LB_TENANT_ID_MAX);
+        if (sqlite3_column_type(q, 1) != SQLITE_NULL) column_id(q, 1, l->node, LB_NODE_ID_MAX);
+        l->epoch = sqlite3_column_int64(q, 2);
+        l->expires_at = sqlite3_column_int64(q, 3);
+        l->expired = sqlite3_column_int(q, 4) != 0;
+    }
+    if (status == 0 && rc != SQLITE_DONE) status = op_failed(s, rc, "leases");
+    done_with(q);
+    return status;
+}
+
+static int run_lease_write(sq_store *s, lb_store_op *op)
+{
+    int64_t now = lb_time_now_ms();
+    for (size_t k = 0; k < op->lease_write.count; k++) {
+        lb_lease_item *it = &op->lease_write.items[k];
+        int id = it->action == LB_LEASE_RENEW     ? ST_LEASE_RENEW
+                 : it->action == LB_LEASE_RELEASE ? ST_LEASE_RELEASE
+                 : it->epoch == 0                 ? ST_LEASE_TAKE_NEW
+                                                  : ST_LEASE_TAKE;
+        sqlite3_stmt *q = stmt(s, id);
+        if (q == NULL) return LB_EIO;
+        bind_text(q, 1, it->tenant_id);
+        bind_text(q, 2, op->lease_write.node);
+        sqlite3_bind_int64(q, 3, op->lease_write.ttl_ms);
+        sqlite3_bind_int64(q, 4, it->epoch);
+        sqlite3_bind_int64(q, 5, now);
+        int rc = sqlite3_step(q);
+        it->ok = rc == SQLITE_ROW;
+        if (it->ok) {
+            it->epoch = sqlite3_column_int64(q, 0);
+            it->expires_at = sqlite3_column_int64(q, 1);
+            rc = sqlite3_step(q);
+        }
+        done_with(q);
+        if (rc != SQLITE_DONE) {
+            for (size_t j = 0; j <= k; j++)
+                op->lease_write.items[j].ok = 0;
+            return op_failed(s, rc, "lease write");
+        }
+    }
+    return 0;
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
@@ -1195,6 +1338,9 @@ static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_STATS_PUT] = run_stats_put,
     [LB_STORE_STATS_LOAD] = run_stats_load,
     [LB_STORE_RECONCILED_COUNTS] = run_reconciled_counts,
+    [LB_STORE_NODE_BEAT] = run_node_beat,
+    [LB_STORE_CLUSTER_READ] = run_cluster_read,
+    [LB_STORE_LEASE_WRITE] = run_lease_write,
 };
 
 int lb_sq_run(sq_store *s, lb_store_op *op)

@@ -402,6 +402,84 @@ static void discard_reconciled_counts(lb_store_op *op)
     clear_reconciled_counts(op);
 }
 
+static int check_node_id(const char *id)
+{
+    if (id == NULL) return LB_EINVAL;
+    size_t n = strnlen(id, LB_NODE_ID_MAX + 1);
+    return n >= 1 && n <= LB_NODE_ID_MAX ? 0 : LB_EINVAL;
+}
+
+static int check_job_load_active(const lb_store_op *op)
+{
+    if (op->job_load_active.lease_node != NULL &&
+        check_node_id(op->job_load_active.lease_node) != 0)
+        return LB_EINVAL;
+    return op->job_load_active.created_since >= 0 ? 0 : LB_EINVAL;
+}
+
+static int check_node_beat(const lb_store_op *op)
+{
+    if (check_node_id(op->node_beat.node) != 0 || op->node_beat.advertise_url == NULL)
+        return LB_EINVAL;
+    return op->node_beat.forget_ms >= 0 ? 0 : LB_EINVAL;
+}
+
+static int check_cluster_read(const lb_store_op *op)
+{
+    return op->cluster_read.live_ms > 0 ? 0 : LB_EINVAL;
+}
+
+static void clear_cluster_read(lb_store_op *op)
+{
+    op->cluster_read.nodes = NULL;
+    op->cluster_read.nnodes = 0;
+    op->cluster_read.leases = NULL;
+    op->cluster_read.nleases = 0;
+    op->cluster_read.now = 0;
+}
+
+static void discard_cluster_read(lb_store_op *op)
+{
+    lb_node_recs_free(op->cluster_read.nodes, op->cluster_read.nnodes);
+    lb_free(op->cluster_read.leases);
+    clear_cluster_read(op);
+}
+
+static int check_lease_write(const lb_store_op *op)
+{
+    const lb_store_op *o = op;
+    if (check_node_id(o->lease_write.node) != 0 || o->lease_write.ttl_ms <= 0) return LB_EINVAL;
+    if (o->lease_write.items == NULL || o->lease_write.count == 0 ||
+        o->lease_write.count > LB_STORE_LEASE_ITEMS_MAX)
+        return LB_EINVAL;
+    for (size_t i = 0; i < o->lease_write.count; i++) {
+        const lb_lease_item *it = &o->lease_write.items[i];
+        if (check_id(it->tenant_id) != 0 || it->epoch < 0) return LB_EINVAL;
+        if (it->action != LB_LEASE_TAKE && it->action != LB_LEASE_RENEW &&
+            it->action != LB_LEASE_RELEASE)
+            return LB_EINVAL;
+        /* Ascending tenant ids: every replica locks lease rows in one order,
+         * so two batches never deadlock on them. */
+        if (i > 0 && strcmp(o->lease_write.items[i - 1].tenant_id, it->tenant_id) >= 0)
+            return LB_EINVAL;
+    }
+    return 0;
+}
+
+static void clear_lease_write(lb_store_op *op)
+{
+    for (size_t i = 0; i < op->lease_write.count; i++)
+        op->lease_write.items[i].ok = 0;
+}
+
+void lb_node_recs_free(lb_node_rec *recs, size_t count)
+{
+    if (recs == NULL) return;
+    for (size_t i = 0; i < count; i++)
+        lb_free(recs[i].advertise_url);
+    lb_free(recs);
+}
+
 /* The notify_platform jobs a write may carry (store.h, lb_store_op.notify). */
 static int check_notify(const lb_store_op *op)
 {
@@ -431,7 +509,8 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_META_PUT] = {check_meta_put, NULL, NULL},
     [LB_STORE_JOB_INSERT] = {check_job_insert, NULL, NULL},
     [LB_STORE_JOB_UPDATE] = {check_job_update, clear_job_update, clear_job_update},
-    [LB_STORE_JOB_LOAD_ACTIVE] = {NULL, clear_job_load_active, discard_job_load_active, 1},
+    [LB_STORE_JOB_LOAD_ACTIVE] = {check_job_load_active, clear_job_load_active,
+                                  discard_job_load_active, 1},
     [LB_STORE_CONN_PUT] = {check_conn_put, NULL, NULL},
     [LB_STORE_CONN_DELETE] = {check_conn_delete, NULL, NULL},
     [LB_STORE_CONN_LOAD_ALL] = {NULL, clear_conn_load_all, discard_conn_load_all, 1},
@@ -454,6 +533,9 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_STATS_PUT] = {check_stats_put, NULL, NULL},
     [LB_STORE_STATS_LOAD] = {NULL, clear_stats_load, discard_stats_load, 1},
     [LB_STORE_RECONCILED_COUNTS] = {NULL, clear_reconciled_counts, discard_reconciled_counts, 1},
+    [LB_STORE_NODE_BEAT] = {check_node_beat, NULL, NULL},
+    [LB_STORE_CLUSTER_READ] = {check_cluster_read, clear_cluster_read, discard_cluster_read, 1},
+    [LB_STORE_LEASE_WRITE] = {check_lease_write, clear_lease_write, clear_lease_write},
 };
 
 void lb_workflow_rec_free(lb_workflow_rec *r)

@@ -211,6 +211,51 @@ typedef struct {
 /* Most rows one stats operation writes. */
 #define LB_STORE_STATS_MAX 4096
 
+/* Several replicas (docs/internals/cluster.md): the nodes and the tenant
+ * leases. On PostgreSQL they are tables shared by every replica; on SQLite
+ * (one process) they are temporary tables of the store's connection, gone
+ * at close. Times are the database's clock, ms since the Unix epoch. */
+#define LB_NODE_ID_MAX 220
+/* Most items of one LB_STORE_LEASE_WRITE. */
+#define LB_STORE_LEASE_ITEMS_MAX 100000
+/* Most nodes LB_STORE_CLUSTER_READ returns. */
+#define LB_STORE_NODES_MAX 1000
+
+typedef struct {
+    char id[LB_NODE_ID_MAX + 1];
+    char *advertise_url; /* lb_malloc'd */
+    int64_t last_seen_at;
+    int live; /* seen within the read's live_ms */
+} lb_node_rec;
+
+void lb_node_recs_free(lb_node_rec *recs, size_t count);
+
+/* A tenant's lease: node "" and epoch 0 when it never had one. */
+typedef struct {
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    char node[LB_NODE_ID_MAX + 1];
+    int64_t epoch;
+    int64_t expires_at;
+    int expired; /* expires_at <= the database's now (or no lease) */
+} lb_lease_rec;
+
+typedef enum {
+    LB_LEASE_TAKE = 1, /* a lease that expired (or none): epoch + 1, this node */
+    LB_LEASE_RENEW,    /* this node's, of that epoch: expires_at = now + ttl */
+    LB_LEASE_RELEASE,  /* this node's, of that epoch: expires_at = now */
+} lb_lease_action;
+
+/* One item of LB_STORE_LEASE_WRITE: in action, tenant_id, epoch (the one
+ * read: what a take expects to replace, 0 for none; what a renew or release
+ * expects to hold); out ok (1 when done), epoch and expires_at as stored. */
+typedef struct {
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    int action;
+    int64_t epoch;
+    int64_t expires_at;
+    int ok;
+} lb_lease_item;
+
 typedef enum {
     LB_STORE_TENANT_UPSERT = 1,
     LB_STORE_TENANT_DELETE,
@@ -240,6 +285,9 @@ typedef enum {
     LB_STORE_STATS_PUT,
     LB_STORE_STATS_LOAD,
     LB_STORE_RECONCILED_COUNTS,
+    LB_STORE_NODE_BEAT,
+    LB_STORE_CLUSTER_READ,
+    LB_STORE_LEASE_WRITE,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -325,10 +373,15 @@ struct lb_store_op {
             int tag_added;
         } job_update;
         /* out: every queued, running or retrying job, oldest first (by
-         * created_at, then seq), lb_malloc'd: free with lb_job_recs_free. */
+         * created_at, then seq), lb_malloc'd: free with lb_job_recs_free.
+         * in (optional): lease_node, only the jobs of tenants whose lease
+         * names that node (NULL: every tenant's), and created_since, only
+         * jobs created at or after it (0: all). */
         struct {
             lb_job_rec *recs;
             size_t count;
+            const char *lease_node;
+            int64_t created_since;
         } job_load_active;
         /* Inserts or replaces the tenant's connection row. in: rec (read,
          * not kept); LB_ENOTFOUND for an unknown tenant. */
@@ -500,6 +553,38 @@ struct lb_store_op {
             lb_hour_count_rec *recs;
             size_t count;
         } reconciled_counts;
+        /* This node is alive: inserts or updates its row (last_seen_at =
+         * the database's now), and deletes the rows of other nodes not seen
+         * for forget_ms (> 0). */
+        struct {
+            const char *node;
+            const char *advertise_url;
+            int64_t forget_ms;
+        } node_beat;
+        /* out: every node (ordered by id; live: seen within live_ms), every
+         * tenant's lease (ordered by tenant; a tenant without one has node
+         * "", epoch 0, expired 1), and the database's now; lb_malloc'd:
+         * lb_node_recs_free(nodes, nnodes), lb_free(leases). */
+        struct {
+            int64_t live_ms;
+            lb_node_rec *nodes;
+            size_t nnodes;
+            lb_lease_rec *leases;
+            size_t nleases;
+            int64_t now;
+        } cluster_read;
+        /* Takes, renews and releases leases for node, each item on its own
+         * (compare and set on the epoch: an item whose lease moved on, or
+         * whose tenant is gone, gets ok 0). A take sets expires_at = now +
+         * ttl_ms with the database's clock. items are the caller's, read
+         * and written during the op (1..LB_STORE_LEASE_ITEMS_MAX), in strictly
+         * ascending tenant_id order (bytewise; else LB_EINVAL). */
+        struct {
+            const char *node;
+            int64_t ttl_ms;
+            lb_lease_item *items;
+            size_t count;
+        } lease_write;
     };
     lb_store_op *next; /* private to the store: queue link */
 };

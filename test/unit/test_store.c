@@ -767,6 +767,185 @@ static void test_close_from_callback(void **state)
     assert_int_equal(cb_second.calls, 0);
 }
 
+/* ---- nodes and leases (both backends: tables on PostgreSQL, temporary
+ * tables on SQLite) ------------------------------------------------------- */
+
+static void node_beat(fixture *f, const char *node)
+{
+    treq r;
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_NODE_BEAT;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.node_beat.node = node;
+    r.op.node_beat.advertise_url = "http://127.0.0.1:1";
+    r.op.node_beat.forget_ms = 3600000;
+    assert_int_equal(run_op(f, &r), 0);
+}
+
+static void cluster_read(fixture *f, treq *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->op.kind = LB_STORE_CLUSTER_READ;
+    r->op.cb = treq_cb;
+    r->op.data = r;
+    r->op.cluster_read.live_ms = 60000;
+    assert_int_equal(run_op(f, r), 0);
+}
+
+/* One lease item for node: returns its ok, and its epoch in *epoch. */
+static int lease1(fixture *f, const char *node, int action, const char *tenant, int64_t *epoch)
+{
+    lb_lease_item it;
+    memset(&it, 0, sizeof(it));
+    snprintf(it.tenant_id, sizeof(it.tenant_id), "%s", tenant);
+    it.action = action;
+    it.epoch = *epoch;
+    treq r;
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_LEASE_WRITE;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.lease_write.node = node;
+    r.op.lease_write.ttl_ms = 60000;
+    r.op.lease_write.items = &it;
+    r.op.lease_write.count = 1;
+    assert_int_equal(run_op(f, &r), 0);
+    if (it.ok) *epoch = it.epoch;
+    return it.ok;
+}
+
+static void test_leases(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    assert_int_equal(upsert(f, "a", "A", 0), 0);
+    assert_int_equal(upsert(f, "b", "B", 0), 0);
+    assert_int_equal(upsert(f, "c", "C", 0), 0);
+    node_beat(f, "n1");
+    node_beat(f, "n2");
+    treq r;
+    cluster_read(f, &r);
+    assert_int_equal(r.op.cluster_read.nnodes, 2);
+    assert_string_equal(r.op.cluster_read.nodes[0].id, "n1");
+    assert_true(r.op.cluster_read.nodes[1].live);
+    assert_string_equal(r.op.cluster_read.nodes[1].advertise_url, "http://127.0.0.1:1");
+    assert_int_equal(r.op.cluster_read.nleases, 3);
+    assert_string_equal(r.op.cluster_read.leases[0].tenant_id, "a");
+    assert_string_equal(r.op.cluster_read.leases[0].node, "");
+    assert_int_equal(r.op.cluster_read.leases[0].epoch, 0);
+    assert_true(r.op.cluster_read.leases[0].expired);
+    int64_t now = r.op.cluster_read.now;
+    assert_true(now > 0);
+    lb_node_recs_free(r.op.cluster_read.nodes, r.op.cluster_read.nnodes);
+    lb_free(r.op.cluster_read.leases);
+
+    /* n1 takes a and b in one write (ascending ids), n2 takes c */
+    lb_lease_item two[2];
+    memset(two, 0, sizeof(two));
+    snprintf(two[0].tenant_id, sizeof(two[0].tenant_id), "a");
+    snprintf(two[1].tenant_id, sizeof(two[1].tenant_id), "b");
+    two[0].action = two[1].action = LB_LEASE_TAKE;
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_LEASE_WRITE;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.lease_write.node = "n1";
+    r.op.lease_write.ttl_ms = 60000;
+    r.op.lease_write.items = two;
+    r.op.lease_write.count = 2;
+    assert_int_equal(run_op(f, &r), 0);
+    assert_true(two[0].ok && two[1].ok);
+    assert_int_equal(two[0].epoch, 1);
+    assert_true(two[0].expires_at >= now + 60000);
+    /* out of order: refused before it is queued */
+    lb_lease_item swapped[2] = {two[1], two[0]};
+    r.op.lease_write.items = swapped;
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+
+    int64_t e = 0;
+    assert_false(lease1(f, "n2", LB_LEASE_TAKE, "a", &e)); /* a has a lease */
+    e = 1;
+    assert_false(lease1(f, "n2", LB_LEASE_TAKE, "a", &e));  /* not expired */
+    assert_false(lease1(f, "n2", LB_LEASE_RENEW, "a", &e)); /* not n2's */
+    assert_true(lease1(f, "n1", LB_LEASE_RENEW, "a", &e));
+    assert_int_equal(e, 1);
+    e = 0;
+    assert_true(lease1(f, "n2", LB_LEASE_TAKE, "c", &e));
+    e = 0;
+    assert_false(lease1(f, "n2", LB_LEASE_TAKE, "zz", &e)); /* no such tenant */
+
+    /* released: expired at once, taken by another with the epoch bumped;
+     * the old holder's epoch no longer renews */
+    e = 1;
+    assert_true(lease1(f, "n1", LB_LEASE_RELEASE, "b", &e));
+    cluster_read(f, &r);
+    assert_true(r.op.cluster_read.leases[1].expired);
+    assert_string_equal(r.op.cluster_read.leases[1].node, "n1");
+    assert_false(r.op.cluster_read.leases[0].expired);
+    lb_node_recs_free(r.op.cluster_read.nodes, r.op.cluster_read.nnodes);
+    lb_free(r.op.cluster_read.leases);
+    e = 1;
+    assert_true(lease1(f, "n2", LB_LEASE_TAKE, "b", &e));
+    assert_int_equal(e, 2);
+    e = 1;
+    assert_false(lease1(f, "n1", LB_LEASE_RENEW, "b", &e));
+
+    /* the active jobs of the tenants leased to a node */
+    lb_job_rec jobs[2];
+    memset(jobs, 0, sizeof(jobs));
+    snprintf(jobs[0].id, sizeof(jobs[0].id), "job_1");
+    snprintf(jobs[0].tenant_id, sizeof(jobs[0].tenant_id), "a");
+    snprintf(jobs[1].id, sizeof(jobs[1].id), "job_2");
+    snprintf(jobs[1].tenant_id, sizeof(jobs[1].tenant_id), "c");
+    jobs[0].action = jobs[1].action = "{\"type\":\"x\"}";
+    jobs[0].created_at = 1000;
+    jobs[1].created_at = 2000;
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_JOB_INSERT;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.job_insert.recs = jobs;
+    r.op.job_insert.count = 2;
+    assert_int_equal(run_op(f, &r), 0);
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_JOB_LOAD_ACTIVE;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.job_load_active.lease_node = "n1";
+    assert_int_equal(run_op(f, &r), 0);
+    assert_int_equal(r.op.job_load_active.count, 1);
+    assert_string_equal(r.op.job_load_active.recs[0].id, "job_1");
+    lb_job_recs_free(r.op.job_load_active.recs, r.op.job_load_active.count);
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_JOB_LOAD_ACTIVE;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.job_load_active.lease_node = "n2";
+    r.op.job_load_active.created_since = 2000;
+    assert_int_equal(run_op(f, &r), 0);
+    assert_int_equal(r.op.job_load_active.count, 1);
+    assert_string_equal(r.op.job_load_active.recs[0].id, "job_2");
+    lb_job_recs_free(r.op.job_load_active.recs, r.op.job_load_active.count);
+    r.calls = 0;
+    r.op.job_load_active.created_since = 2001;
+    assert_int_equal(run_op(f, &r), 0);
+    assert_int_equal(r.op.job_load_active.count, 0);
+
+    /* a deleted tenant's lease goes with it */
+    memset(&r, 0, sizeof(r));
+    treq_delete(&r, "a");
+    assert_int_equal(run_op(f, &r), 0);
+    cluster_read(f, &r);
+    assert_int_equal(r.op.cluster_read.nleases, 2);
+    assert_string_equal(r.op.cluster_read.leases[0].tenant_id, "b");
+    assert_string_equal(r.op.cluster_read.leases[0].node, "n2");
+    assert_int_equal(r.op.cluster_read.leases[0].epoch, 2);
+    lb_node_recs_free(r.op.cluster_read.nodes, r.op.cluster_read.nnodes);
+    lb_free(r.op.cluster_read.leases);
+    fx_close(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -786,6 +965,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_completes_inflight_first, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_close_from_callback, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_meta_get_put, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_leases, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
