@@ -19,6 +19,8 @@
 #include <string.h>
 
 #define ERROR_MAX 1024
+/* Most ids remembered while a reload is in flight. */
+#define ENDED_MAX 100000
 /* How long a notify_platform job waits when max_running_notify are running. */
 #define NOTIFY_WAIT_MS 100
 
@@ -99,6 +101,9 @@ struct lb_jobs {
     int closing;
     int writes;
     lb_jobs_stats stats;
+    int reloads;    /* lb_jobs_reload ops in flight */
+    lb_map ended;   /* while one is: ids of jobs that ended or left (keys owned) */
+    int ended_full; /* more than ENDED_MAX: the reloads in flight are ignored */
     void (*close_cb)(void *);
     void *close_data;
 };
@@ -355,9 +360,40 @@ static jtenant *tenant_get(lb_jobs *js, const char *id)
     return t;
 }
 
+static int held(const lb_jobs *js, const char *tenant)
+{
+    return lb_gate_holds(js->cfg.gate, tenant);
+}
+
 static int tenant_can_run(lb_jobs *js, jtenant *t)
 {
-    return t->head != NULL && t->running < js->cfg.max_running_tenant;
+    return t->head != NULL && t->running < js->cfg.max_running_tenant && held(js, t->id);
+}
+
+/* A job left memory: a reload in flight must not bring it back. */
+static void note_ended(lb_jobs *js, const char *id)
+{
+    if (js->reloads == 0 || lb_map_get(&js->ended, id) != NULL) return;
+    if (js->ended.count >= ENDED_MAX) {
+        js->ended_full = 1;
+        return;
+    }
+    char *k = lb_strdup(id);
+    lb_map_put(&js->ended, k, k);
+}
+
+static void ended_clear(lb_jobs *js)
+{
+    size_t pos = 0;
+    char *k;
+    if (js->ended.count > 0) {
+        /* The walk reads no key, so each may go as it is passed. */
+        while ((k = lb_map_next(&js->ended, &pos)) != NULL)
+            lb_free(k);
+        lb_map_free(&js->ended);
+        lb_map_init(&js->ended);
+    }
+    js->ended_full = 0;
 }
 
 static void ring_push(lb_jobs *js, jtenant *t)
@@ -589,6 +625,7 @@ static void end(lb_job *j, int status, const char *error)
     lb_job_rec_free(&tag_job);
     lb_free(tag);
     lb_map_del(&js->jobs, j->rec.id);
+    note_ended(js, j->rec.id);
     j->state = J_DONE;
     chain_advance(j);
     if (j->writes == 0) job_free(j);
@@ -858,6 +895,7 @@ void lb_jobs_add(lb_jobs *js, const lb_job_rec *recs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (js->closing || lb_map_get(&js->jobs, recs[i].id) != NULL) continue;
+        if (!held(js, recs[i].tenant_id)) continue; /* its holder runs it */
         if (js->jobs.count >= LB_JOBS_MAX) {
             lb_error("jobs", "more than %d unfinished jobs: tenant=%s job=%s waits for a restart",
                      LB_JOBS_MAX, recs[i].tenant_id, recs[i].id);
@@ -973,6 +1011,129 @@ void lb_jobs_tenant_resume(lb_jobs *js, const char *tenant)
         rev = next;
     }
     pump(js);
+}
+
+void lb_jobs_tenant_gained(lb_jobs *js, const char *tenant)
+{
+    jtenant *t = lb_map_get(&js->tenants, tenant);
+    if (t != NULL) ring_push(js, t);
+    pump(js);
+}
+
+/* Takes the job out of every list, without writing anything. */
+static void unlink_job(lb_job *j)
+{
+    lb_jobs *js = j->js;
+    jtenant *t = j->t;
+    if (j->state == J_SLEEPING) lb_heap_remove(&js->sleepers, &j->sleep);
+    if (j->state == J_DUE || j->state == J_WAITING) {
+        lb_job **pp = j->state == J_DUE ? &t->head : &t->waiting;
+        lb_job *prev = NULL;
+        while (*pp != NULL && *pp != j) {
+            prev = *pp;
+            pp = &(*pp)->next;
+        }
+        if (*pp == j) {
+            *pp = j->next;
+            if (j->state == J_DUE && t->tail == j) t->tail = prev;
+        }
+    }
+}
+
+void lb_jobs_tenant_lost(lb_jobs *js, const char *tenant)
+{
+    size_t n = 0, cap = 64;
+    lb_job **list = lb_malloc(cap * sizeof(*list));
+    size_t pos = 0;
+    lb_job *j;
+    while ((j = lb_map_next(&js->jobs, &pos)) != NULL) {
+        if (strcmp(j->rec.tenant_id, tenant) != 0) continue;
+        if (n == cap) {
+            cap *= 2;
+            list = lb_realloc(list, cap * sizeof(*list));
+        }
+        list[n++] = j;
+    }
+    for (size_t i = 0; i < n; i++) {
+        j = list[i];
+        if (j->in_call) {
+            if (j->hcall != NULL)
+                lb_http_call_cancel(j->hcall);
+            else
+                lb_outbound_cancel(&j->ob);
+            call_reset(j);
+        }
+        release_slot(j);
+        unlink_job(j);
+        if (j->chain != NULL && lb_map_get(&js->chains, j->chain) == j)
+            lb_map_del(&js->chains, j->chain);
+        j->chain_next = NULL;
+        lb_map_del(&js->jobs, j->rec.id);
+        note_ended(js, j->rec.id);
+        j->state = J_DONE;
+        if (j->writes == 0) job_free(j);
+    }
+    lb_free(list);
+    if (n > 0) lb_info("jobs", "tenant=%s: %zu job(s) left to the lease's next holder", tenant, n);
+    pump(js);
+}
+
+typedef struct {
+    lb_store_op op;
+    lb_jobs *js;
+    char node[LB_NODE_ID_MAX + 1];
+} reload_ctx;
+
+static void reload_cb(lb_store_op *op)
+{
+    reload_ctx *c = op->data;
+    lb_jobs *js = c->js;
+    js->writes--;
+    js->reloads--;
+    if (op->status == 0) {
+        size_t taken = 0;
+        for (size_t i = 0; i < op->job_load_active.count && !js->closing && !js->ended_full; i++) {
+            const lb_job_rec *r = &op->job_load_active.recs[i];
+            if (lb_map_get(&js->ended, r->id) != NULL || lb_map_get(&js->jobs, r->id) != NULL ||
+                !held(js, r->tenant_id))
+                continue;
+            lb_jobs_add(js, r, 1);
+            taken++;
+        }
+        if (taken > 0) lb_info("jobs", "took %zu unfinished job(s) from the store", taken);
+        lb_job_recs_free(op->job_load_active.recs, op->job_load_active.count);
+    } else {
+        lb_warn("jobs", "cannot load the jobs of this node's tenants: %s", lb_strerror(op->status));
+    }
+    if (js->reloads == 0) ended_clear(js);
+    lb_free(c);
+    maybe_closed(js);
+}
+
+int lb_jobs_reload(lb_jobs *js, const char *node, int64_t since)
+{
+    if (js->closing) return LB_ECLOSED;
+    reload_ctx *c = LB_NEW(reload_ctx);
+    c->js = js;
+    snprintf(c->node, sizeof(c->node), "%s", node);
+    c->op.kind = LB_STORE_JOB_LOAD_ACTIVE;
+    c->op.job_load_active.lease_node = c->node;
+    c->op.job_load_active.created_since = since;
+    c->op.cb = reload_cb;
+    c->op.data = c;
+    int rc = lb_store_submit(js->store, &c->op);
+    if (rc != 0) {
+        lb_free(c);
+        return rc;
+    }
+    js->writes++;
+    js->reloads++;
+    return 0;
+}
+
+size_t lb_jobs_running(const lb_jobs *js)
+{
+    return (size_t)js->running;
 }
 
 static void cancel_job(lb_job *j)
@@ -1097,6 +1258,7 @@ int lb_jobs_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_http_clien
     lb_map_init(&js->jobs);
     lb_map_init(&js->tenants);
     lb_map_init(&js->chains);
+    lb_map_init(&js->ended);
     lb_heap_init(&js->sleepers);
     uv_timer_init(loop, &js->timer);
     js->timer.data = js;
@@ -1135,6 +1297,8 @@ static void maybe_closed(lb_jobs *js)
     lb_map_free(&js->tenants);
     lb_map_free(&js->jobs);
     lb_map_free(&js->chains);
+    ended_clear(js);
+    lb_map_free(&js->ended);
     lb_heap_free(&js->sleepers);
     void (*cb)(void *) = js->close_cb;
     void *data = js->close_data;

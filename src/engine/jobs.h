@@ -19,6 +19,7 @@
 #ifndef LB_ENGINE_JOBS_H
 #define LB_ENGINE_JOBS_H
 
+#include "engine/gate.h"
 #include "engine/outbound.h"
 #include "http/client.h"
 #include "lever/lever.h"
@@ -79,6 +80,10 @@ typedef struct {
     const char *events_url;
     const uint8_t *events_key;
     size_t events_key_len;
+    /* Several replicas: jobs run only for tenants the gate holds (borrowed;
+     * NULL: every tenant). Jobs of other tenants are neither kept in memory
+     * nor started: their holder runs them. */
+    const lb_gate *gate;
 } lb_jobs_config;
 
 /* A kind's flags. LB_JOB_KIND_NOTIFY (notify_platform): the tenant's jobs
@@ -142,6 +147,22 @@ void lb_jobs_tenant_cancel(lb_jobs *js, const char *tenant);
 /* Cancels the tenant's unfinished events to the platform (the tenant was
  * deleted: its rows are gone). */
 void lb_jobs_tenant_cancel_events(lb_jobs *js, const char *tenant);
+/* Several replicas (engine/gate.h). The gate now holds the tenant: its jobs
+ * may start (those in memory; the store's are brought by lb_jobs_reload). */
+void lb_jobs_tenant_gained(lb_jobs *js, const char *tenant);
+/* The gate no longer holds the tenant: its jobs leave memory at once, their
+ * calls in flight are cancelled and nothing more is written for them but
+ * the writes already submitted (the store keeps them as they were; the new
+ * holder resumes them from their recorded steps). */
+void lb_jobs_tenant_lost(lb_jobs *js, const char *tenant);
+/* Loads, without blocking, the unfinished jobs of the tenants whose lease
+ * names `node`, created at or after `since` (0: all), and takes those that
+ * the gate holds and memory does not have yet (a job that ended while the
+ * load was in flight is not taken again). 0, or a negative code. */
+int lb_jobs_reload(lb_jobs *js, const char *node, int64_t since);
+/* Jobs running now (their tenants' slots), for a drain. */
+size_t lb_jobs_running(const lb_jobs *js);
+
 /* Counts of the tenant's jobs in memory by status (queued counts waiting). */
 void lb_jobs_tenant_backlog(lb_jobs *js, const char *tenant, size_t *queued, size_t *retrying);
 /* The tenant's failed jobs (loaded at start, kept since); a retry of a

@@ -96,7 +96,7 @@ static const lb_hook *hook_of(pv *v)
 static void run(pv *v)
 {
     const lb_hook *h = hook_of(v);
-    if (h == NULL || v->forgotten) return;
+    if (h == NULL || v->forgotten || !lb_gate_holds(v->p->cfg.gate, v->tenant)) return;
     if (h->status == LB_HOOK_PENDING)
         attempt(v);
     else if (h->status == LB_HOOK_ACTIVE)
@@ -539,20 +539,42 @@ int lb_provision_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_conns
     return 0;
 }
 
+/* Wakes the tenant's provisioning when its stored hook says. */
+static void resume_one(lb_provision *p, const lb_conn *c)
+{
+    if (c->hook == NULL || c->status != LB_CONN_CONNECTED) return;
+    pv *v = pv_get(p, c->tenant_id);
+    const lb_hook *h = c->hook;
+    if (h->status == LB_HOOK_PENDING)
+        wake_at(v, h->next_attempt_at);
+    else if (h->status == LB_HOOK_ACTIVE)
+        wake_at(v, (h->checked_at > h->active_since ? h->checked_at : h->active_since) +
+                       p->cfg.check_ms);
+}
+
 void lb_provision_resume(lb_provision *p)
 {
     size_t pos = 0;
     lb_conn *c;
-    while ((c = lb_map_next(&p->conns->by_tenant, &pos)) != NULL) {
-        if (c->hook == NULL || c->status != LB_CONN_CONNECTED) continue;
-        pv *v = pv_get(p, c->tenant_id);
-        const lb_hook *h = c->hook;
-        if (h->status == LB_HOOK_PENDING)
-            wake_at(v, h->next_attempt_at);
-        else if (h->status == LB_HOOK_ACTIVE)
-            wake_at(v, (h->checked_at > h->active_since ? h->checked_at : h->active_since) +
-                           p->cfg.check_ms);
-    }
+    while ((c = lb_map_next(&p->conns->by_tenant, &pos)) != NULL)
+        resume_one(p, c);
+}
+
+void lb_provision_tenant_gained(lb_provision *p, const char *tenant)
+{
+    const lb_conn *c = lb_conns_get(p->conns, tenant);
+    if (c != NULL && !p->closing) resume_one(p, c);
+}
+
+void lb_provision_tenant_lost(lb_provision *p, const char *tenant)
+{
+    pv *v = lb_map_get(&p->tenants, tenant);
+    if (v == NULL) return;
+    lb_heap_remove(&p->wakes, &v->wake);
+    arm(p);
+    /* A write in flight completes (it records what Lever already did). */
+    if (v->busy && v->step != S_WRITE && lb_outbound_cancel(&v->call)) set_busy(v, 0);
+    v->restart = 0;
 }
 
 void lb_provision_start(lb_provision *p, const char *tenant)
@@ -560,6 +582,7 @@ void lb_provision_start(lb_provision *p, const char *tenant)
     pv *v = pv_get(p, tenant);
     v->forgotten = 0;
     lb_heap_remove(&p->wakes, &v->wake);
+    if (!lb_gate_holds(p->cfg.gate, tenant)) return; /* its holder's work */
     if (v->busy)
         v->restart = 1;
     else

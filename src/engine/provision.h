@@ -35,6 +35,7 @@ typedef struct {
     int64_t retry_cap_ms;   /* PROVISION_RETRY_CAP */
     int64_t check_ms;       /* LB_PROVISION_CHECK_MS unless a test says otherwise */
     lb_jobs *jobs;          /* where the hook's platform events go; NULL: none */
+    const lb_gate *gate;    /* tenants this replica provisions (NULL: all) */
 } lb_provision_config;
 
 int lb_provision_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_conns *conns,
@@ -50,6 +51,11 @@ void lb_provision_start(lb_provision *p, const char *tenant);
 void lb_provision_kick(lb_provision *p, const char *tenant);
 /* Forgets the tenant (its attempt in flight completes without effect). */
 void lb_provision_forget(lb_provision *p, const char *tenant);
+/* Several replicas (engine/gate.h): the gate now holds the tenant, whose
+ * hook is looked after again from its stored state; or no longer holds it:
+ * its call in flight is cancelled and nothing more is done for it here. */
+void lb_provision_tenant_gained(lb_provision *p, const char *tenant);
+void lb_provision_tenant_lost(lb_provision *p, const char *tenant);
 void lb_provision_close(lb_provision *p, void (*cb)(void *data), void *data);
 
 /* The hook's URL for a hook id into out. */
