@@ -8,6 +8,7 @@
  * stay in the store and resume at the next start), close the store (it
  * commits what was submitted), close every handle, exit 0. */
 #include "api/api.h"
+#include "cluster/cluster.h"
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -65,7 +66,8 @@ typedef struct {
     lb_catalog *catalog; /* freed after the loop */
     lb_pruner *pruner;   /* NULL with RETENTION=0 */
     lb_stats *stats;
-    int engine_open; /* engine parts not yet closed */
+    lb_cluster *cluster; /* tenant leases; disabled on SQLite */
+    int engine_open;     /* engine parts not yet closed */
     lb_router *router;
     lb_router *boot; /* the operations routes, while the state is not loaded */
     int serving;     /* the state and the routes are in place: router serves */
@@ -74,6 +76,7 @@ typedef struct {
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     int stopping;
+    int http_drained, leases_drained, finishing;
 } app;
 
 static void die(int status, const char *msg)
@@ -143,15 +146,36 @@ static void server_closed_cb(void *data)
     lb_http_client_close(a->client, engine_closed_cb, a);
 }
 
+/* The leases are released (or given up): then the server closes. */
+static void cluster_closed_cb(void *data)
+{
+    app *a = data;
+    a->cluster = NULL;
+    a->api.cluster = NULL;
+    if (a->server != NULL) lb_http_server_close(a->server, server_closed_cb, a);
+}
+
 static void finish_stop(app *a)
 {
+    if (a->finishing) return;
+    a->finishing = 1;
     uv_timer_stop(&a->drain_timer);
-    if (a->server != NULL) lb_http_server_close(a->server, server_closed_cb, a);
+    lb_cluster_close(a->cluster, cluster_closed_cb, a);
 }
 
 static void drained_cb(void *data)
 {
-    finish_stop(data);
+    app *a = data;
+    a->http_drained = 1;
+    if (a->leases_drained) finish_stop(a);
+}
+
+/* The running jobs ended and the leases went back (several replicas). */
+static void leases_drained_cb(void *data)
+{
+    app *a = data;
+    a->leases_drained = 1;
+    if (a->http_drained) finish_stop(a);
 }
 
 static void drain_timeout_cb(uv_timer_t *t)
@@ -174,6 +198,7 @@ static void signal_cb(uv_signal_t *sig, int signum)
     a->api.draining = 1;
     lb_info("main", "%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     uv_timer_start(&a->drain_timer, drain_timeout_cb, (uint64_t)a->cfg.drain_timeout_ms, 0);
+    lb_cluster_drain(a->cluster, leases_drained_cb, a);
     lb_http_server_drain(a->server, drained_cb, a);
 }
 
@@ -331,7 +356,8 @@ static void start_engine(app *a)
                          .stats = a->stats,
                          .events_url = a->events_key_len ? a->cfg.platform_events_url : NULL,
                          .events_key = a->events_key,
-                         .events_key_len = a->events_key_len};
+                         .events_key_len = a->events_key_len,
+                         .gate = lb_cluster_gate(a->cluster)};
     lb_cred_config crc = {.lever_api_url = a->cfg.lever_api_url,
                           .lever_auth_url = a->cfg.lever_auth_url,
                           .client_id = a->cfg.lever_client_id,
@@ -362,7 +388,8 @@ static void start_engine(app *a)
                               .retry_base_ms = a->cfg.provision_retry_base_ms,
                               .retry_cap_ms = a->cfg.provision_retry_cap_ms,
                               .check_ms = a->cfg.webhook_check_ms,
-                              .jobs = a->jobs};
+                              .jobs = a->jobs,
+                              .gate = lb_cluster_gate(a->cluster)};
     if (lb_provision_new(&a->loop, a->store, a->outbound, &a->conns, &pc, &env, &a->provision) != 0)
         die(1, "cannot start hook provisioning");
     a->api.provision = a->provision;
@@ -383,6 +410,21 @@ static void start_engine(app *a)
     if (a->cfg.retention_ms > 0 &&
         lb_pruner_start(&a->loop, a->store, a->cfg.retention_ms, &a->pruner) != 0)
         die(1, "cannot start the retention pruner");
+    lb_cluster_start(a->cluster, a->jobs, a->provision);
+}
+
+/* Tenant leases: shared with other replicas on PostgreSQL; on SQLite this
+ * node holds every tenant and nothing is written. */
+static void start_cluster(app *a)
+{
+    lb_cluster_config cc = {.node_id = a->cfg.node_id,
+                            .advertise_url = a->cfg.advertise_url,
+                            .ttl_ms = a->cfg.lease_ttl_ms,
+                            .enabled = strcmp(lb_store_backend(a->store), "postgres") == 0,
+                            .tenants = &a->tenants};
+    if (lb_cluster_new(&a->loop, a->store, &cc, &a->cluster) != 0)
+        die(1, "cannot start the tenant leases");
+    a->api.cluster = a->cluster;
 }
 
 /* Loads the in-memory state before anything is served. */
@@ -568,6 +610,7 @@ int main(int argc, char **argv)
                      .key = &a.key,
                      .admin_token = a.admin_token};
     load_state(&a);
+    start_cluster(&a);
     start_engine(&a);
 
     lb_api_register(&a.api, a.router);

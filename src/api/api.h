@@ -31,6 +31,7 @@ typedef struct lb_reconcile lb_reconcile;
 typedef struct lb_missed lb_missed;
 typedef struct lb_cred lb_cred;
 typedef struct lb_catalog lb_catalog;
+typedef struct lb_cluster lb_cluster;
 
 /* List paging (api.md "Lists"). */
 #define LB_API_LIMIT_DEFAULT 50
@@ -53,7 +54,8 @@ typedef struct lb_api {
     lb_http_client *http;
     lb_stats *stats; /* the console's hourly counts */
     lb_reconcile *reconcile;
-    lb_missed *missed; /* changes found only by reconciliation */
+    lb_missed *missed;   /* changes found only by reconciliation */
+    lb_cluster *cluster; /* leases (src/cluster/); NULL once closed */
     const lb_master_key *key;
     lb_links links; /* connect links' key, derived from key by lb_api_register */
     const char *admin_token;
@@ -81,6 +83,9 @@ void lb_api_catalog_register(lb_api *api, lb_router *r);
 void lb_api_oauth_register(lb_api *api, lb_router *r);
 /* The kinds of the engine's catalog, by the names the routes use. */
 enum { LB_API_STAGES = LB_CATALOG_STAGES, LB_API_POSTINGS = LB_CATALOG_POSTINGS };
+void lb_api_cluster_register(lb_api *api, lb_router *r);
+/* The tenant body's "lease" key and value (null: none known). */
+void lb_api_lease_json(lb_api *api, yajl_gen g, const char *tenant);
 
 /* Writes a tenant's <connection> object (api.md) into g. */
 void lb_api_connection_json(lb_api *api, yajl_gen g, const lb_tenant *t);

@@ -2,6 +2,7 @@
  * first; memory (lb_tenants) follows only a successful commit. */
 #include "api/api.h"
 
+#include "cluster/cluster.h"
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -48,6 +49,7 @@ static void tenant_json(lb_api *api, yajl_gen g, const lb_tenant *t)
     lb_json_kv_time(g, "updated_at", t->updated_at);
     lb_json_key(g, "lever");
     lb_api_connection_json(api, g, t);
+    lb_api_lease_json(api, g, t->id);
     yajl_gen_map_close(g);
 }
 
@@ -74,6 +76,8 @@ static void put_done(lb_store_op *op)
         store_failed(ctx->req, op->status);
     } else {
         lb_tenant *t = lb_tenants_apply(ctx->api->tenants, &op->tenant_upsert.rec);
+        if (op->tenant_upsert.created && ctx->api->cluster != NULL)
+            lb_cluster_kick(ctx->api->cluster); /* its lease, at once */
         respond_tenant(ctx->api, ctx->req, op->tenant_upsert.created ? 201 : 200, t);
     }
     lb_free(ctx->name);

@@ -102,6 +102,7 @@ enum {
     Q_JOB_ACTIVE_SOME,
     Q_NODE_BEAT,
     Q_NODE_FORGET,
+    Q_NODE_LEAVE,
     Q_NODES,
     Q_LEASES,
     Q_DB_NOW,
@@ -327,6 +328,7 @@ static const char *const q_sql[Q_COUNT] = {
                     " last_seen_at = EXCLUDED.last_seen_at",
     [Q_NODE_FORGET] =
         "DELETE FROM nodes WHERE id <> $1::text AND last_seen_at < " DB_NOW " - $2::bigint",
+    [Q_NODE_LEAVE] = "DELETE FROM nodes WHERE id = $1::text",
     [Q_NODES] = "SELECT id, advertise_url, last_seen_at, last_seen_at > " DB_NOW " - $1::bigint"
                 " FROM nodes ORDER BY id LIMIT 1001",
     [Q_LEASES] = "SELECT t.id, l.node, l.epoch, l.expires_at,"
@@ -1263,6 +1265,10 @@ static int parse_reconciled_counts(pg_store *s, lb_store_op *op, PGresult **r)
 
 static void build_node_beat(pg_store *s, lb_store_op *op, int i)
 {
+    if (op->node_beat.leave) {
+        p_text(call_add(s, Q_NODE_LEAVE, i), op->node_beat.node);
+        return;
+    }
     pcall *c = call_add(s, Q_NODE_BEAT, i);
     p_text(c, op->node_beat.node);
     p_text(c, op->node_beat.advertise_url);

@@ -189,6 +189,7 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
         " VALUES (?1, ?2, ?3, ?3) ON CONFLICT(id) DO UPDATE SET"
         " advertise_url = excluded.advertise_url, last_seen_at = excluded.last_seen_at",
     [ST_NODE_FORGET] = "DELETE FROM temp.nodes WHERE id <> ?1 AND last_seen_at < ?3 - ?2",
+    [ST_NODE_LEAVE] = "DELETE FROM temp.nodes WHERE id = ?1",
     [ST_NODES] = "SELECT id, advertise_url, last_seen_at, last_seen_at > ?1 - ?2"
                  " FROM temp.nodes ORDER BY id LIMIT 1001",
     [ST_LEASES] = "SELECT t.id, l.node, l.epoch, l.expires_at,"
@@ -1208,8 +1209,14 @@ static int run_reconciled_counts(sq_store *s, lb_store_op *op)
 static int run_node_beat(sq_store *s, lb_store_op *op)
 {
     int64_t now = lb_time_now_ms();
-    sqlite3_stmt *q = stmt(s, ST_NODE_BEAT);
+    sqlite3_stmt *q = stmt(s, op->node_beat.leave ? ST_NODE_LEAVE : ST_NODE_BEAT);
     if (q == NULL) return LB_EIO;
+    if (op->node_beat.leave) {
+        bind_text(q, 1, op->node_beat.node);
+        int rc = sqlite3_step(q);
+        done_with(q);
+        return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "node leave");
+    }
     bind_text(q, 1, op->node_beat.node);
     bind_text(q, 2, op->node_beat.advertise_url);
     sqlite3_bind_int64(q, 3, now);

@@ -555,11 +555,13 @@ struct lb_store_op {
         } reconciled_counts;
         /* This node is alive: inserts or updates its row (last_seen_at =
          * the database's now), and deletes the rows of other nodes not seen
-         * for forget_ms (> 0). */
+         * for forget_ms (> 0). leave 1: it is leaving (SIGTERM): its row is
+         * deleted instead. */
         struct {
             const char *node;
             const char *advertise_url;
             int64_t forget_ms;
+            int leave;
         } node_beat;
         /* out: every node (ordered by id; live: seen within live_ms), every
          * tenant's lease (ordered by tenant; a tenant without one has node

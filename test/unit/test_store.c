@@ -932,6 +932,21 @@ static void test_leases(void **state)
     assert_int_equal(run_op(f, &r), 0);
     assert_int_equal(r.op.job_load_active.count, 0);
 
+    /* a node that leaves is gone at once */
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_NODE_BEAT;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.node_beat.node = "n1";
+    r.op.node_beat.advertise_url = "";
+    r.op.node_beat.leave = 1;
+    assert_int_equal(run_op(f, &r), 0);
+    cluster_read(f, &r);
+    assert_int_equal(r.op.cluster_read.nnodes, 1);
+    assert_string_equal(r.op.cluster_read.nodes[0].id, "n2");
+    lb_node_recs_free(r.op.cluster_read.nodes, r.op.cluster_read.nnodes);
+    lb_free(r.op.cluster_read.leases);
+
     /* a deleted tenant's lease goes with it */
     memset(&r, 0, sizeof(r));
     treq_delete(&r, "a");
