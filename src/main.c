@@ -1,12 +1,15 @@
 /* leverbridge: wires the modules together. Start-up order: configuration,
- * secrets, store, in-memory state, outbound engine (and the jobs it resumes),
- * routes, listener, signals. A PostgreSQL database that cannot be reached at
- * start is waited for (lb_store_waiting), the listener serving only the
- * operations routes meanwhile (/healthz 200, /readyz 503), and the
- * start goes on once it is reached. Shutdown (SIGTERM/SIGINT): stop accepting, let
- * requests in flight finish (DRAIN_TIMEOUT at most), stop the engine (jobs
- * stay in the store and resume at the next start), close the store (it
- * commits what was submitted), close every handle, exit 0. */
+ * secrets, store, in-memory state, tenant leases (src/cluster/: several
+ * replicas on PostgreSQL; on SQLite this node holds every tenant), outbound
+ * engine (and the jobs it resumes), routes, listener, signals. A PostgreSQL
+ * database that cannot be reached at start is waited for
+ * (lb_store_waiting), the listener serving only the operations routes
+ * meanwhile (/healthz 200, /readyz 503), and the start goes on once it is
+ * reached. Shutdown (SIGTERM/SIGINT): stop accepting, let requests and
+ * running jobs finish (DRAIN_TIMEOUT at most), release the leases, stop the
+ * engine (jobs stay in the store and resume at the next start, here or on
+ * another replica), close the store (it commits what was submitted), close
+ * every handle, exit 0. */
 #include "api/api.h"
 #include "cluster/cluster.h"
 #include "core/alloc.h"

@@ -307,13 +307,12 @@ static void decide(lb_cluster *c)
 
     lb_lease_item *items = lb_calloc(t > 0 ? t : 1, sizeof(*items));
     size_t n = 0, keep = 0;
-    /* Renew what is this node's: held, or unexpired under its name (a
-     * previous life of the same NODE_ID; adopted). */
+    /* Renew what this node holds. A lease under its name that it does not
+     * hold (a previous process with the same NODE_ID, killed) is taken
+     * back below, with a new epoch. */
     for (size_t k = 0; k < c->nview; k++) {
         const lb_lease_rec *v = &c->view[k];
-        if (strcmp(v->node, c->node) != 0) continue;
-        int held = lb_map_get(&c->held, v->tenant_id) != NULL;
-        if (held || (!v->expired && !c->draining && lb_tenants_get(c->tenants, v->tenant_id))) {
+        if (strcmp(v->node, c->node) == 0 && lb_map_get(&c->held, v->tenant_id) != NULL) {
             add_item(items, &n, v->tenant_id, LB_LEASE_RENEW, v->epoch);
             keep++;
         }
@@ -346,13 +345,9 @@ static void decide(lb_cluster *c)
         size_t want = cap - keep, start = randombytes_uniform((uint32_t)t);
         for (size_t j = 0; j < t && want > 0; j++) {
             const lb_lease_rec *v = &c->view[(start + j) % t];
-            if (!v->expired || lb_map_get(&c->held, v->tenant_id) != NULL) continue;
-            if (strcmp(v->node, c->node) == 0 && !v->expired) continue;
+            int own = strcmp(v->node, c->node) == 0;
+            if ((!v->expired && !own) || lb_map_get(&c->held, v->tenant_id) != NULL) continue;
             if (lb_tenants_get(c->tenants, v->tenant_id) == NULL) continue;
-            int dup = 0; /* already renewed above (this node's, expired, held) */
-            for (size_t i = 0; i < n && !dup; i++)
-                dup = strcmp(items[i].tenant_id, v->tenant_id) == 0;
-            if (dup) continue;
             add_item(items, &n, v->tenant_id, LB_LEASE_TAKE, v->epoch);
             want--;
         }

@@ -344,7 +344,7 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_LEASE_TAKE] = "UPDATE leases SET node = $2::text, epoch = epoch + 1,"
                      " expires_at = " DB_NOW " + $3::bigint"
                      " WHERE tenant_id = $1::text AND epoch = $4::bigint"
-                     " AND expires_at <= " DB_NOW LEASE_RET,
+                     " AND (expires_at <= " DB_NOW " OR node = $2::text)" LEASE_RET,
     [Q_LEASE_RENEW] = "UPDATE leases SET expires_at = " DB_NOW " + $3::bigint"
                       " WHERE tenant_id = $1::text AND node = $2::text AND epoch = $4::bigint"
                       " AND $3::bigint > 0" LEASE_RET,

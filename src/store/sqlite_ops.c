@@ -200,7 +200,7 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
                           " WHERE id = ?1) AND ?4 = 0"
                           " ON CONFLICT(tenant_id) DO NOTHING RETURNING epoch, expires_at",
     [ST_LEASE_TAKE] = "UPDATE temp.leases SET node = ?2, epoch = epoch + 1, expires_at = ?5 + ?3"
-                      " WHERE tenant_id = ?1 AND epoch = ?4 AND expires_at <= ?5"
+                      " WHERE tenant_id = ?1 AND epoch = ?4 AND (expires_at <= ?5 OR node = ?2)"
                       " RETURNING epoch, expires_at",
     [ST_LEASE_RENEW] = "UPDATE temp.leases SET expires_at = ?5 + ?3"
                        " WHERE tenant_id = ?1 AND node = ?2 AND epoch = ?4"

@@ -240,7 +240,8 @@ typedef struct {
 } lb_lease_rec;
 
 typedef enum {
-    LB_LEASE_TAKE = 1, /* a lease that expired (or none): epoch + 1, this node */
+    LB_LEASE_TAKE = 1, /* a lease that expired (or none), or this node's own
+                          (a previous process of the same NODE_ID): epoch + 1 */
     LB_LEASE_RENEW,    /* this node's, of that epoch: expires_at = now + ttl */
     LB_LEASE_RELEASE,  /* this node's, of that epoch: expires_at = now */
 } lb_lease_action;

@@ -415,6 +415,11 @@ class Server:
                 env["LEVERBRIDGE_ADMIN_TOKEN"] = self.admin_token
             if PG_URL:
                 env["LEVERBRIDGE_DB"] = pg_url_for(self.data_dir)
+                # one name across restarts (as a StatefulSet's pod): a
+                # restarted server takes its own leases back at once
+                # instead of waiting for them to expire (cluster.md)
+                env["LEVERBRIDGE_NODE_ID"] = "it-" + hashlib.sha1(
+                    os.path.realpath(self.data_dir).encode()).hexdigest()[:12]
             env.update(self.extra_env)
             with open(self.stderr_path, "wb") as err:
                 self.proc = subprocess.Popen(

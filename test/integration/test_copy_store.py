@@ -35,10 +35,11 @@ def deliver(s, path, key, token, opp="O1"):
 
 def strip(v):
     """v without what a start changes by itself: the webhook's periodic
-    check time, and the port in its URL (another server, another port)."""
+    check time, the port in its URL (another server, another port), and the
+    tenant's lease (it names the process, and the backend's leases)."""
     if isinstance(v, dict):
         return {k: (x.split("/hooks/", 1)[1] if k == "url" else strip(x))
-                for k, x in v.items() if k not in ("checked_at",)}
+                for k, x in v.items() if k not in ("checked_at", "lease")}
     if isinstance(v, list):
         return [strip(x) for x in v]
     return v

@@ -870,6 +870,13 @@ static void test_leases(void **state)
     assert_false(lease1(f, "n2", LB_LEASE_RENEW, "a", &e)); /* not n2's */
     assert_true(lease1(f, "n1", LB_LEASE_RENEW, "a", &e));
     assert_int_equal(e, 1);
+    /* a node takes its own unexpired lease back (a restart with the same
+     * NODE_ID): a new epoch, and the old one no longer renews */
+    assert_true(lease1(f, "n1", LB_LEASE_TAKE, "a", &e));
+    assert_int_equal(e, 2);
+    e = 1;
+    assert_false(lease1(f, "n1", LB_LEASE_RENEW, "a", &e));
+    e = 2;
     e = 0;
     assert_true(lease1(f, "n2", LB_LEASE_TAKE, "c", &e));
     e = 0;
