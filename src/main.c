@@ -397,8 +397,10 @@ static void start_engine(app *a)
         die(1, "cannot start hook provisioning");
     a->api.provision = a->provision;
     lb_provision_resume(a->provision);
-    lb_reconcile_config rc_cfg = {
-        .interval_ms = a->cfg.reconcile_interval_ms, .jobs = a->jobs, .missed = &a->missed};
+    lb_reconcile_config rc_cfg = {.interval_ms = a->cfg.reconcile_interval_ms,
+                                  .jobs = a->jobs,
+                                  .missed = &a->missed,
+                                  .gate = lb_cluster_gate(a->cluster)};
     if (lb_reconcile_new(&a->loop, a->store, a->outbound, &a->conns, &a->workflows, &rc_cfg, &env,
                          &a->reconcile) != 0)
         die(1, "cannot start reconciliation");
@@ -413,7 +415,7 @@ static void start_engine(app *a)
     if (a->cfg.retention_ms > 0 &&
         lb_pruner_start(&a->loop, a->store, a->cfg.retention_ms, &a->pruner) != 0)
         die(1, "cannot start the retention pruner");
-    lb_cluster_start(a->cluster, a->jobs, a->provision);
+    lb_cluster_start(a->cluster, a->jobs, a->provision, a->reconcile);
 }
 
 /* Tenant leases: shared with other replicas on PostgreSQL; on SQLite this

@@ -43,6 +43,7 @@ struct lb_cluster {
     const lb_tenants *tenants;
     lb_jobs *jobs;
     lb_provision *provision;
+    lb_reconcile *reconcile;
     lb_map held; /* tenant -> lease */
 
     uv_timer_t tick; /* every ttl / 3: one cycle */
@@ -131,6 +132,7 @@ static void lose(lb_cluster *c, lease *l, const char *why)
     lb_map_del(&c->held, l->tenant);
     if (c->jobs != NULL) lb_jobs_tenant_lost(c->jobs, l->tenant);
     if (c->provision != NULL) lb_provision_tenant_lost(c->provision, l->tenant);
+    if (c->reconcile != NULL) lb_reconcile_forget(c->reconcile, l->tenant); /* its pass stops */
     lb_metric_add(c->m_lost, 1);
     lb_free(l);
     count_held(c);
@@ -698,10 +700,12 @@ int lb_cluster_new(uv_loop_t *loop, lb_store *store, const lb_cluster_config *cf
     return 0;
 }
 
-void lb_cluster_start(lb_cluster *c, lb_jobs *jobs, lb_provision *provision)
+void lb_cluster_start(lb_cluster *c, lb_jobs *jobs, lb_provision *provision,
+                      lb_reconcile *reconcile)
 {
     c->jobs = jobs;
     c->provision = provision;
+    c->reconcile = reconcile;
     if (!c->enabled) {
         lb_metric_set(c->m_held, (double)c->tenants->count);
         return;

@@ -24,6 +24,7 @@
 #include "engine/gate.h"
 #include "engine/jobs.h"
 #include "engine/provision.h"
+#include "engine/reconcile.h"
 #include "state/tenants.h"
 #include "store/store.h"
 
@@ -48,9 +49,10 @@ int lb_cluster_new(uv_loop_t *loop, lb_store *store, const lb_cluster_config *cf
                    lb_cluster **out);
 /* The gate the engine asks (valid as long as the cluster). */
 const lb_gate *lb_cluster_gate(lb_cluster *c);
-/* The parts told of leases gained and lost (either may be NULL); then the
+/* The parts told of leases gained and lost (any may be NULL); then the
  * first cycle starts. */
-void lb_cluster_start(lb_cluster *c, lb_jobs *jobs, lb_provision *provision);
+void lb_cluster_start(lb_cluster *c, lb_jobs *jobs, lb_provision *provision,
+                      lb_reconcile *reconcile);
 /* A cycle as soon as none is in flight (a tenant was just made here). */
 void lb_cluster_kick(lb_cluster *c);
 /* 1 when this node may work for tenant now. */

@@ -491,8 +491,9 @@ static void pass_start(rt *t)
     t->failed = 0;
     t->found = 0;
     t->started = lb_time_now_ms();
-    if (c == NULL || c->status != LB_CONN_CONNECTED || !has_stage_workflow(r, t->tenant, NULL)) {
-        pass_end(t); /* nothing to reconcile */
+    if (c == NULL || c->status != LB_CONN_CONNECTED || !has_stage_workflow(r, t->tenant, NULL) ||
+        !lb_gate_holds(r->cfg.gate, t->tenant)) {
+        pass_end(t); /* nothing to reconcile (here: another replica holds it) */
         return;
     }
     t->connected_at = c->connected_at;
@@ -548,7 +549,8 @@ static void tick_cb(uv_timer_t *timer)
     size_t pos = 0;
     lb_conn *c;
     while ((c = lb_map_next(&r->conns->by_tenant, &pos)) != NULL)
-        if (c->status == LB_CONN_CONNECTED && has_stage_workflow(r, c->tenant_id, NULL))
+        if (c->status == LB_CONN_CONNECTED && has_stage_workflow(r, c->tenant_id, NULL) &&
+            lb_gate_holds(r->cfg.gate, c->tenant_id))
             enqueue(r, c->tenant_id);
     start_waiting(r);
 }

@@ -44,6 +44,7 @@ typedef struct {
     int64_t interval_ms; /* RECONCILE_INTERVAL; 0: passes only on request */
     lb_jobs *jobs;       /* where events' jobs and platform events go */
     lb_missed *missed;   /* counts of changes found only by passes */
+    const lb_gate *gate; /* tenants this replica reconciles (NULL: all) */
 } lb_reconcile_config;
 
 typedef struct {
