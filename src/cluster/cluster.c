@@ -110,6 +110,13 @@ static int gate_holds(void *data, const char *tenant)
     return lb_cluster_holds(data, tenant);
 }
 
+static int64_t gate_epoch(void *data, const char *tenant)
+{
+    const lb_cluster *c = data;
+    const lease *l = c->enabled ? lb_map_get(&c->held, tenant) : NULL;
+    return l != NULL ? l->epoch : 0;
+}
+
 const lb_gate *lb_cluster_gate(lb_cluster *c)
 {
     return &c->gate;
@@ -676,8 +683,10 @@ int lb_cluster_new(uv_loop_t *loop, lb_store *store, const lb_cluster_config *cf
     c->loop = loop;
     c->store = store;
     c->gate.holds = gate_holds;
+    c->gate.epoch = gate_epoch;
     c->gate.data = c;
     snprintf(c->node, sizeof(c->node), "%s", cfg->node_id);
+    c->gate.node = c->node;
     c->advertise_url = lb_strdup(cfg->advertise_url ? cfg->advertise_url : "");
     c->ttl_ms = cfg->ttl_ms;
     c->margin_ms = lb_cluster_margin_ms(cfg->ttl_ms);

@@ -57,7 +57,8 @@ struct lb_job {
     char *chain;        /* its chain: the event id, or (notify jobs)
                            "\x1f" and the tenant; NULL: none */
     void *scratch;
-    int writes; /* store writes in flight */
+    int writes;    /* store writes in flight */
+    int64_t epoch; /* its tenant's lease when it started here (0: unfenced) */
     /* the call in flight */
     lb_ob_call ob;
     lb_lever_req lreq;
@@ -230,12 +231,19 @@ static void write_done(lb_store_op *op)
     jwrite *w = op->data;
     lb_job *j = w->job;
     lb_jobs *js = j->js;
-    if (op->status != 0)
+    /* Fenced out: another replica holds the tenant now; its work here ends. */
+    int fenced = op->status == LB_ECONFLICT && op->job_update.lease_node != NULL;
+    char tenant[LB_TENANT_ID_MAX + 1];
+    snprintf(tenant, sizeof(tenant), "%s", w->rec.tenant_id);
+    if (fenced)
+        lb_warn("jobs", "tenant=%s job=%s: write refused, the lease moved on (epoch %lld)",
+                w->rec.tenant_id, w->rec.id, (long long)op->job_update.lease_epoch);
+    else if (op->status != 0)
         lb_error("jobs", "tenant=%s job=%s: store write failed: %s", w->rec.tenant_id, w->rec.id,
                  lb_strerror(op->status));
     js->writes--;
     j->writes--;
-    if (w->then != NULL && j->state != J_DONE && !js->closing) w->then(j, op->status);
+    if (w->then != NULL && j->state != J_DONE && !js->closing && !fenced) w->then(j, op->status);
     lb_jobs_notify_done(js, op, &w->notify);
     /* The ledger had no row for it: this write made the tag's job. */
     if (op->status == 0 && op->job_update.tag_added) lb_jobs_add(js, &w->tag_job, 1);
@@ -244,6 +252,7 @@ static void write_done(lb_store_op *op)
     lb_job_rec_free(&w->rec);
     lb_free(w);
     if (j->state == J_DONE && j->writes == 0) job_free(j);
+    if (fenced && !js->closing) lb_jobs_tenant_lost(js, tenant);
     maybe_closed(js);
 }
 
@@ -268,6 +277,10 @@ static void write_job_with(lb_job *j, void (*then)(lb_job *, int), lb_job_rec *n
     w->then = then;
     w->op.kind = LB_STORE_JOB_UPDATE;
     w->op.job_update.rec = &w->rec;
+    if (j->epoch > 0) { /* fenced: refused once the lease moved on */
+        w->op.job_update.lease_node = js->cfg.gate->node;
+        w->op.job_update.lease_epoch = j->epoch;
+    }
     if (notify != NULL && notify->action != NULL) {
         w->notify = *notify;
         memset(notify, 0, sizeof(*notify));
@@ -479,6 +492,7 @@ static void release_slot(lb_job *j)
 static void start(lb_job *j)
 {
     lb_jobs *js = j->js;
+    j->epoch = lb_gate_epoch(js->cfg.gate, j->rec.tenant_id);
     j->state = J_RUNNING;
     j->t->running++;
     js->running++;

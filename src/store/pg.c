@@ -100,6 +100,7 @@ enum {
     Q_EVENT_INSERT_STAGE,
     Q_RECONCILED_COUNTS,
     Q_JOB_ACTIVE_SOME,
+    Q_JOB_UPDATE_FENCED,
     Q_NODE_BEAT,
     Q_NODE_FORGET,
     Q_NODE_LEAVE,
@@ -316,6 +317,16 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_STATS_FORGET] = "DELETE FROM stats_hourly WHERE hour < $1::bigint",
     [Q_STATS_LOAD] = "SELECT tenant_id, hour, accepted, duplicate, refused, succeeded, failed"
                      " FROM stats_hourly WHERE hour >= $1::bigint ORDER BY tenant_id, hour",
+    /* 1 written, 0 no such job; a lease moved on: SQLSTATE P0L01. */
+    [Q_JOB_UPDATE_FENCED] =
+        "WITH u AS (UPDATE jobs SET status = $2::text, attempts = $3::int,"
+        " next_run_at = $4::bigint, last_error = $5::text, steps = $6::jsonb,"
+        " updated_at = $7::bigint WHERE id = $1::text AND EXISTS (SELECT 1 FROM leases l"
+        " WHERE l.tenant_id = jobs.tenant_id AND l.node = $8::text AND l.epoch = $9::bigint)"
+        " RETURNING 1)"
+        " SELECT CASE WHEN EXISTS (SELECT 1 FROM u) THEN 1"
+        " WHEN EXISTS (SELECT 1 FROM jobs WHERE id = $1::text) THEN lb_lease_moved_on()"
+        " ELSE 0 END",
     [Q_JOB_ACTIVE_SOME] =
         "SELECT " JOB_COLS " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
         " AND created_at >= $2::bigint AND ($1::text IS NULL OR tenant_id IN"
@@ -423,6 +434,7 @@ static int map_state(const char *st)
 {
     if (st == NULL) return LB_EIO;
     if (strcmp(st, "23505") == 0) return LB_ECONFLICT; /* unique_violation */
+    if (strcmp(st, "P0L01") == 0) return LB_ECONFLICT; /* lb_lease_moved_on() */
     if (strcmp(st, "23503") == 0) return LB_ENOTFOUND; /* foreign_key_violation */
     if (strcmp(st, "53100") == 0) return UV_ENOSPC;    /* disk_full */
     if (strncmp(st, "54", 2) == 0) return LB_ETOOBIG;  /* program_limit_exceeded */
@@ -738,7 +750,8 @@ static void build_job_insert(pg_store *s, lb_store_op *op, int i)
 static void build_job_update(pg_store *s, lb_store_op *op, int i)
 {
     const lb_job_rec *j = op->job_update.rec;
-    pcall *c = call_add(s, Q_JOB_UPDATE, i);
+    int fenced = op->job_update.lease_node != NULL;
+    pcall *c = call_add(s, fenced ? Q_JOB_UPDATE_FENCED : Q_JOB_UPDATE, i);
     p_text(c, j->id);
     p_text(c, lb_job_status_name(j->status));
     p_i64(c, j->attempts);
@@ -746,6 +759,10 @@ static void build_job_update(pg_store *s, lb_store_op *op, int i)
     p_text(c, j->last_error);
     p_text(c, j->steps);
     p_i64(c, j->updated_at > 0 ? j->updated_at : lb_time_now_ms());
+    if (fenced) {
+        p_text(c, op->job_update.lease_node);
+        p_i64(c, op->job_update.lease_epoch);
+    }
     if (op->job_update.tag_job != NULL) {
         c = call_add(s, Q_FAILURE_TAG_JOB, i);
         job_params(c, op->job_update.tag_job, lb_time_now_ms());
@@ -761,7 +778,11 @@ static int parse_updated(pg_store *s, lb_store_op *op, PGresult **r)
 
 static int parse_job_update(pg_store *s, lb_store_op *op, PGresult **r)
 {
-    if (affected(r[0]) == 0) return LB_ENOTFOUND;
+    if (op->job_update.lease_node != NULL) { /* fenced: 1 written, 0 absent */
+        if (PQntuples(r[0]) != 1 || val_int(r[0], 0, 0) != 1) return LB_ENOTFOUND;
+    } else if (affected(r[0]) == 0) {
+        return LB_ENOTFOUND;
+    }
     if (op->job_update.tag_job != NULL) op->job_update.tag_added = PQntuples(r[1]) == 1;
     return 0;
 }

@@ -190,7 +190,11 @@ static const char schema_v6[] =
     " node text COLLATE \"C\" NOT NULL,"
     " epoch bigint NOT NULL,"
     " expires_at bigint NOT NULL);"
-    "CREATE INDEX leases_node ON leases(node);";
+    "CREATE INDEX leases_node ON leases(node);"
+    /* A fenced write whose lease moved on fails with this SQLSTATE, so
+     * that its transaction's other writes (its platform events) go too. */
+    "CREATE FUNCTION lb_lease_moved_on() RETURNS integer LANGUAGE plpgsql VOLATILE AS"
+    " $$BEGIN RAISE EXCEPTION 'the lease moved on' USING ERRCODE = 'P0L01'; END$$;";
 
 const lb_store_pg_migration lb_store_pg_migrations[] = {
     {1, "initial schema (SQLite versions 1-5)", schema_v1},

@@ -175,6 +175,11 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
                              " WHERE source = 'reconcile' AND received_at >= ?1"
                              " GROUP BY tenant_id, received_at / 3600000"
                              " ORDER BY tenant_id, received_at / 3600000",
+    [ST_JOB_UPDATE_FENCED] = "UPDATE jobs SET status = ?2, attempts = ?3, next_run_at = ?4,"
+                             " last_error = ?5, steps = ?6, updated_at = ?7 WHERE id = ?1"
+                             " AND EXISTS (SELECT 1 FROM temp.leases l WHERE"
+                             " l.tenant_id = jobs.tenant_id AND l.node = ?8 AND l.epoch = ?9)",
+    [ST_JOB_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
     [ST_JOB_ACTIVE_SOME] =
         "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq,"
         " status, attempts, next_run_at, last_error, steps, created_at, updated_at"
@@ -405,8 +410,13 @@ static int failure_tag_claim(sq_store *s, lb_store_op *op)
 static int run_job_update(sq_store *s, lb_store_op *op)
 {
     const lb_job_rec *r = op->job_update.rec;
-    sqlite3_stmt *q = stmt(s, ST_JOB_UPDATE);
+    int fenced = op->job_update.lease_node != NULL;
+    sqlite3_stmt *q = stmt(s, fenced ? ST_JOB_UPDATE_FENCED : ST_JOB_UPDATE);
     if (q == NULL) return LB_EIO;
+    if (fenced) {
+        bind_text(q, 8, op->job_update.lease_node);
+        sqlite3_bind_int64(q, 9, op->job_update.lease_epoch);
+    }
     bind_text(q, 1, r->id);
     bind_text(q, 2, lb_job_status_name(r->status));
     sqlite3_bind_int(q, 3, r->attempts);
@@ -417,8 +427,16 @@ static int run_job_update(sq_store *s, lb_store_op *op)
     int rc = sqlite3_step(q);
     done_with(q);
     if (rc != SQLITE_DONE) return op_failed(s, rc, "job update");
-    if (sqlite3_changes(s->db) == 0) return LB_ENOTFOUND;
-    return op->job_update.tag_job != NULL ? failure_tag_claim(s, op) : 0;
+    if (sqlite3_changes(s->db) > 0)
+        return op->job_update.tag_job != NULL ? failure_tag_claim(s, op) : 0;
+    if (!fenced) return LB_ENOTFOUND;
+    /* refused by the fence, or absent */
+    if ((q = stmt(s, ST_JOB_EXISTS)) == NULL) return LB_EIO;
+    bind_text(q, 1, r->id);
+    rc = sqlite3_step(q);
+    done_with(q);
+    if (rc == SQLITE_ROW) return LB_ECONFLICT;
+    return rc == SQLITE_DONE ? LB_ENOTFOUND : op_failed(s, rc, "job update");
 }
 
 static void job_read(sqlite3_stmt *q, lb_job_rec *r);

@@ -124,8 +124,13 @@ static int check_job_insert(const lb_store_op *op)
     return 0;
 }
 
+static int check_lease_node(const char *id);
+
 static int check_job_update(const lb_store_op *op)
 {
+    if (op->job_update.lease_node != NULL &&
+        (check_lease_node(op->job_update.lease_node) != 0 || op->job_update.lease_epoch < 1))
+        return LB_EINVAL;
     if (op->job_update.rec == NULL || check_job(op->job_update.rec) != 0) return LB_EINVAL;
     const lb_job_rec *t = op->job_update.tag_job;
     if (t == NULL) return op->job_update.tag == NULL ? 0 : LB_EINVAL;
@@ -407,6 +412,11 @@ static int check_node_id(const char *id)
     if (id == NULL) return LB_EINVAL;
     size_t n = strnlen(id, LB_NODE_ID_MAX + 1);
     return n >= 1 && n <= LB_NODE_ID_MAX ? 0 : LB_EINVAL;
+}
+
+static int check_lease_node(const char *id)
+{
+    return check_node_id(id);
 }
 
 static int check_job_load_active(const lb_store_op *op)

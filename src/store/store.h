@@ -366,12 +366,19 @@ struct lb_store_op {
          * (tag_job->tenant_id, its opportunity, tag); the row is written
          * with it, so a tenant's opportunity gets a tag's job once. A row
          * already there is not an error: out tag_added is 1 when the job
-         * was inserted, else 0. A failing insert fails the op. */
+         * was inserted, else 0. A failing insert fails the op.
+         * Fenced (several replicas): with lease_node set, only while the
+         * job's tenant's lease names lease_node with lease_epoch; once it
+         * moved on the write is refused, LB_ECONFLICT, and the platform
+         * events and the tag job it carries are not written either. NULL:
+         * unfenced. */
         struct {
             const lb_job_rec *rec;
             const lb_job_rec *tag_job;
             const char *tag;
             int tag_added;
+            const char *lease_node;
+            int64_t lease_epoch;
         } job_update;
         /* out: every queued, running or retrying job, oldest first (by
          * created_at, then seq), lb_malloc'd: free with lb_job_recs_free.

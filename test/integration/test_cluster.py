@@ -188,3 +188,62 @@ def test_sigterm_hands_the_leases_over_at_once(make_server, lever):
     assert rows == [("0",)]
     body = call(a, "GET", "/v1/cluster").json()
     assert sorted(n["id"] for n in body["nodes"]) == sorted(n for n in names if n != leaving)
+
+
+def test_a_stalled_replica_stops_and_its_successors_carry_on(make_server, lever):
+    """SIGSTOP of a holder whose tenants' jobs are retrying, for longer than
+    two TTLs: others take its tenants and finish the jobs; woken up with
+    SIGCONT, it has stopped using the leases (its deadline passed by the
+    monotonic clock) and sends nothing more for them."""
+    replicas, hooks = start_cluster(make_server, lever)
+    a = replicas["node-a"]
+    names = sorted(replicas)
+    wait_spread(a, names, within=8 * TTL_S)
+    ls = live_leases(a)
+    victim = max((n for n in names if n != "node-a"), key=lambda n: len(ls.get(n, [])))
+    mine = ls[victim]
+    lever.fault(path_prefix="/v1/opportunities", method="POST", status=503)
+    seq = lever.requests_log()["last_seq"]
+    for t in mine:
+        path, token = hooks[t]
+        r = a.get(path, headers={"Content-Type": "application/json"}, method="POST",
+                  body=lever_delivery(token, "stall-" + t, opp="O" + t[1:]))
+        assert r.status == 200 and r.json()["status"] == "accepted", r
+
+    def tried_all():
+        log = lever.requests_log(since=seq, path_prefix="/v1/opportunities")["data"]
+        tried = {e["path"] for e in log if e["note"] == "fault"}
+        return all("/v1/opportunities/O%s/addTags" % t[1:] in tried for t in mine)
+    wait_for(tried_all, timeout=4 * TTL_S, what="the holder tried every job")
+    replicas[victim].signal(signal.SIGSTOP)
+    try:
+        lever.clear_faults()
+        seq = lever.requests_log()["last_seq"]
+        wait_for(lambda: all(t in {x for n, ts in live_leases(a).items() if n != victim
+                                   for x in ts} for t in mine),
+                 timeout=4 * TTL_S, what="the stalled replica's tenants taken over")
+        for t in mine:
+            wait_for(lambda: (lambda js: js and all(j["status"] == "succeeded" for j in js))(
+                call(a, "GET", "/v1/tenants/%s/jobs" % t).json()["data"]),
+                timeout=4 * TTL_S, what="the jobs of %s succeeded" % t)
+    finally:
+        replicas[victim].signal(signal.SIGCONT)
+    woke = lever.requests_log()["last_seq"]
+    # the woken replica reads the leases again (a third of a TTL) and stays out
+    wait_for(lambda: "lease (epoch" in replicas[victim].stderr()
+             and "not renewed in time" in replicas[victim].stderr(),
+             timeout=2 * TTL_S, what="the woken replica dropping its stale leases")
+    end = time.monotonic() + 2 * TTL_S
+    while time.monotonic() < end:
+        assert all(t not in live_leases(a).get(victim, []) for t in mine)
+        time.sleep(0.2)
+    log = lever.requests_log(since=seq, path_prefix="/v1/opportunities")["data"]
+    for t in mine:
+        ok = [e for e in log if e["path"] == "/v1/opportunities/O%s/addTags" % t[1:]
+              and e["status"] == 200]
+        assert len(ok) == 1, (t, ok)
+    assert not [e for e in lever.requests_log(since=woke, path_prefix="/v1/opportunities")["data"]
+                if e["method"] == "POST"], "the woken replica called Lever again"
+    for t in mine:
+        assert all(j["status"] == "succeeded"
+                   for j in call(a, "GET", "/v1/tenants/%s/jobs" % t).json()["data"])

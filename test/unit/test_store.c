@@ -939,6 +939,48 @@ static void test_leases(void **state)
     assert_int_equal(run_op(f, &r), 0);
     assert_int_equal(r.op.job_load_active.count, 0);
 
+    /* fenced job writes: only while the tenant's lease names the node and
+     * epoch; refused (LB_ECONFLICT) with the events they carry once it
+     * moved on (c is n2's, epoch 1) */
+    lb_job_rec upd = jobs[1];
+    upd.status = LB_JOB_SUCCEEDED;
+    lb_job_rec ev = jobs[1];
+    snprintf(ev.id, sizeof(ev.id), "job_ev");
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_JOB_UPDATE;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.job_update.rec = &upd;
+    r.op.job_update.lease_node = "n1";
+    r.op.job_update.lease_epoch = 1;
+    r.op.notify = &ev;
+    r.op.nnotify = 1;
+    assert_int_equal(run_op(f, &r), LB_ECONFLICT);
+    r.calls = 0;
+    r.op.job_update.lease_node = "n2";
+    r.op.job_update.lease_epoch = 2;
+    assert_int_equal(run_op(f, &r), LB_ECONFLICT);
+    r.calls = 0;
+    r.op.notify = NULL;
+    r.op.nnotify = 0;
+    r.op.job_update.lease_epoch = 1;
+    assert_int_equal(run_op(f, &r), 0);
+    r.calls = 0;
+    snprintf(upd.id, sizeof(upd.id), "job_none");
+    assert_int_equal(run_op(f, &r), LB_ENOTFOUND);
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_JOB_GET;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    snprintf(r.op.job_get.tenant_id, sizeof(r.op.job_get.tenant_id), "c");
+    snprintf(r.op.job_get.id, sizeof(r.op.job_get.id), "job_2");
+    assert_int_equal(run_op(f, &r), 0);
+    assert_int_equal(r.op.job_get.rec.status, LB_JOB_SUCCEEDED);
+    lb_job_rec_free(&r.op.job_get.rec);
+    r.calls = 0;
+    snprintf(r.op.job_get.id, sizeof(r.op.job_get.id), "job_ev");
+    assert_int_equal(run_op(f, &r), LB_ENOTFOUND); /* the refused write's event */
+
     /* a node that leaves is gone at once */
     memset(&r, 0, sizeof(r));
     r.op.kind = LB_STORE_NODE_BEAT;
