@@ -19,7 +19,7 @@
 /* How often a drain looks whether the running jobs have ended. */
 #define DRAIN_POLL_MS 50
 /* Jobs written by other replicas are looked for back to this far before
- * the last look (their created_at is the writer's clock). */
+ * the last look (their updated_at is the writer's clock). */
 #define RELOAD_SLACK_MS 60000
 
 /* A lease this node holds. Owned by the map `held`. */

@@ -1132,7 +1132,7 @@ int lb_jobs_reload(lb_jobs *js, const char *node, int64_t since)
     snprintf(c->node, sizeof(c->node), "%s", node);
     c->op.kind = LB_STORE_JOB_LOAD_ACTIVE;
     c->op.job_load_active.lease_node = c->node;
-    c->op.job_load_active.created_since = since;
+    c->op.job_load_active.changed_since = since;
     c->op.cb = reload_cb;
     c->op.data = c;
     int rc = lb_store_submit(js->store, &c->op);

@@ -156,7 +156,7 @@ void lb_jobs_tenant_gained(lb_jobs *js, const char *tenant);
  * holder resumes them from their recorded steps). */
 void lb_jobs_tenant_lost(lb_jobs *js, const char *tenant);
 /* Loads, without blocking, the unfinished jobs of the tenants whose lease
- * names `node`, created at or after `since` (0: all), and takes those that
+ * names `node`, written at or after `since` (0: all; new, or retried), and takes those that
  * the gate holds and memory does not have yet (a job that ended while the
  * load was in flight is not taken again). 0, or a negative code. */
 int lb_jobs_reload(lb_jobs *js, const char *node, int64_t since);

@@ -329,7 +329,7 @@ static const char *const q_sql[Q_COUNT] = {
         " ELSE 0 END",
     [Q_JOB_ACTIVE_SOME] =
         "SELECT " JOB_COLS " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
-        " AND created_at >= $2::bigint AND ($1::text IS NULL OR tenant_id IN"
+        " AND updated_at >= $2::bigint AND ($1::text IS NULL OR tenant_id IN"
         " (SELECT tenant_id FROM leases WHERE node = $1::text))"
         " ORDER BY created_at, event_id NULLS FIRST, seq",
     /* Several replicas (docs/internals/cluster.md). */
@@ -819,13 +819,13 @@ static lb_job_rec *jobs_read(const PGresult *r, size_t max, size_t *count)
 
 static void build_job_load_active(pg_store *s, lb_store_op *op, int i)
 {
-    if (op->job_load_active.lease_node == NULL && op->job_load_active.created_since == 0) {
+    if (op->job_load_active.lease_node == NULL && op->job_load_active.changed_since == 0) {
         call_add(s, Q_JOB_ACTIVE, i);
         return;
     }
     pcall *c = call_add(s, Q_JOB_ACTIVE_SOME, i);
     p_text(c, op->job_load_active.lease_node);
-    p_i64(c, op->job_load_active.created_since);
+    p_i64(c, op->job_load_active.changed_since);
 }
 
 static int parse_job_load_active(pg_store *s, lb_store_op *op, PGresult **r)

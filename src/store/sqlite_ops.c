@@ -183,7 +183,7 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
     [ST_JOB_ACTIVE_SOME] =
         "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq,"
         " status, attempts, next_run_at, last_error, steps, created_at, updated_at"
-        " FROM jobs WHERE status IN ('queued', 'running', 'retrying') AND created_at >= ?2"
+        " FROM jobs WHERE status IN ('queued', 'running', 'retrying') AND updated_at >= ?2"
         " AND (?1 IS NULL OR tenant_id IN (SELECT tenant_id FROM temp.leases WHERE node = ?1))"
         " ORDER BY created_at, event_id, seq",
     /* Nodes and leases: temporary tables of this connection (one process
@@ -443,12 +443,12 @@ static void job_read(sqlite3_stmt *q, lb_job_rec *r);
 
 static int run_job_load_active(sq_store *s, lb_store_op *op)
 {
-    int some = op->job_load_active.lease_node != NULL || op->job_load_active.created_since > 0;
+    int some = op->job_load_active.lease_node != NULL || op->job_load_active.changed_since > 0;
     sqlite3_stmt *q = stmt(s, some ? ST_JOB_ACTIVE_SOME : ST_JOB_ACTIVE);
     if (q == NULL) return LB_EIO;
     if (some) {
         bind_text(q, 1, op->job_load_active.lease_node);
-        sqlite3_bind_int64(q, 2, op->job_load_active.created_since);
+        sqlite3_bind_int64(q, 2, op->job_load_active.changed_since);
     }
     lb_job_rec *recs = NULL;
     size_t count = 0, cap = 0;

@@ -424,7 +424,7 @@ static int check_job_load_active(const lb_store_op *op)
     if (op->job_load_active.lease_node != NULL &&
         check_node_id(op->job_load_active.lease_node) != 0)
         return LB_EINVAL;
-    return op->job_load_active.created_since >= 0 ? 0 : LB_EINVAL;
+    return op->job_load_active.changed_since >= 0 ? 0 : LB_EINVAL;
 }
 
 static int check_node_beat(const lb_store_op *op)

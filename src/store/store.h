@@ -383,13 +383,13 @@ struct lb_store_op {
         /* out: every queued, running or retrying job, oldest first (by
          * created_at, then seq), lb_malloc'd: free with lb_job_recs_free.
          * in (optional): lease_node, only the jobs of tenants whose lease
-         * names that node (NULL: every tenant's), and created_since, only
-         * jobs created at or after it (0: all). */
+         * names that node (NULL: every tenant's), and changed_since, only
+         * jobs written (updated_at) at or after it (0: all). */
         struct {
             lb_job_rec *recs;
             size_t count;
             const char *lease_node;
-            int64_t created_since;
+            int64_t changed_since;
         } job_load_active;
         /* Inserts or replaces the tenant's connection row. in: rec (read,
          * not kept); LB_ENOTFOUND for an unknown tenant. */

@@ -929,13 +929,13 @@ static void test_leases(void **state)
     r.op.cb = treq_cb;
     r.op.data = &r;
     r.op.job_load_active.lease_node = "n2";
-    r.op.job_load_active.created_since = 2000;
+    r.op.job_load_active.changed_since = 2000;
     assert_int_equal(run_op(f, &r), 0);
     assert_int_equal(r.op.job_load_active.count, 1);
     assert_string_equal(r.op.job_load_active.recs[0].id, "job_2");
     lb_job_recs_free(r.op.job_load_active.recs, r.op.job_load_active.count);
     r.calls = 0;
-    r.op.job_load_active.created_since = 2001;
+    r.op.job_load_active.changed_since = 2001;
     assert_int_equal(run_op(f, &r), 0);
     assert_int_equal(r.op.job_load_active.count, 0);
 
