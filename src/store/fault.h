@@ -36,7 +36,9 @@
  * server through the control file named by LB_FAULT_STORE=<path>: when the
  * file exists at a submit, it is read and removed, and its words arm the
  * faults from that submit on: "commit" (the next commit), "commit K" (the
- * next K), "op N". Built only with LB_FAULT_INJECTION; without it every
+ * next K), "op N". The ops of several replicas' upkeep (NODE_BEAT,
+ * CLUSTER_READ, LEASE_WRITE) are not counted. Built only with
+ * LB_FAULT_INJECTION; without it every
  * function below does nothing. */
 
 /* Adds commits (>= 0) failing commits, and makes the op_n-th op submitted
