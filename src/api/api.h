@@ -139,6 +139,12 @@ void lb_api_next_cursor(yajl_gen g, int more, int64_t at, const char *id);
 void lb_api_too_many_jobs(lb_http_req *req);
 /* 503 unavailable: the store refused or failed an operation. */
 void lb_api_store_unavailable(lb_http_req *req);
+/* Submits op for req: 0, or, when the store refuses it, answers 503
+ * unavailable, frees the request's context with free_ctx(ctx) (which the
+ * op's callback would otherwise have done) and returns the error. The one
+ * way the route files hand a write to the store. */
+int lb_api_submit(lb_api *api, lb_http_req *req, lb_store_op *op, void (*free_ctx)(void *ctx),
+                  void *ctx);
 
 /* Parses req's JSON body into a tree: checks Content-Type (415) and syntax
  * (400 invalid_json, with yajl's reason). On failure it has answered and

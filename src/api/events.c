@@ -51,12 +51,18 @@ static ev_ctx *ctx_new(lb_api *api, lb_http_req *req)
     return c;
 }
 
+/* Frees c and the jobs it holds, if any. */
+static void ctx_free(void *p)
+{
+    ev_ctx *c = p;
+    lb_job_recs_free(c->jobs, c->njobs);
+    lb_job_rec_free(&c->job);
+    lb_free(c);
+}
+
 static void submit(ev_ctx *c)
 {
-    if (lb_store_submit(c->api->store, &c->op) != 0) {
-        lb_api_store_unavailable(c->req);
-        lb_free(c);
-    }
+    lb_api_submit(c->api, c->req, &c->op, ctx_free, c);
 }
 
 /* A read the answer depends on failed: 503, and c is freed. 1 then. */
@@ -299,11 +305,7 @@ static void replay_loaded(lb_store_op *op)
     c->op.job_insert.count = c->njobs;
     c->op.cb = replay_inserted;
     c->op.data = c;
-    if (lb_store_submit(api->store, &c->op) != 0) {
-        lb_api_store_unavailable(c->req);
-        lb_job_recs_free(c->jobs, c->njobs);
-        lb_free(c);
-    }
+    lb_api_submit(api, c->req, &c->op, ctx_free, c);
 }
 
 static void event_replay(lb_http_req *req, void *data)
@@ -368,11 +370,7 @@ static void retry_loaded(lb_store_op *op)
     c->op.job_update.rec = &c->job;
     c->op.cb = retry_written;
     c->op.data = c;
-    if (lb_store_submit(c->api->store, &c->op) != 0) {
-        lb_api_store_unavailable(c->req);
-        lb_job_rec_free(&c->job);
-        lb_free(c);
-    }
+    lb_api_submit(c->api, c->req, &c->op, ctx_free, c);
 }
 
 static void job_retry(lb_http_req *req, void *data)

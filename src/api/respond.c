@@ -1,6 +1,7 @@
 /* Answers shared by the route files. */
 #include "api/api.h"
 
+#include "core/error.h"
 #include "core/log.h"
 #include "http/response.h"
 #include "json/json.h"
@@ -37,6 +38,18 @@ void lb_api_next_cursor(yajl_gen g, int more, int64_t at, const char *id)
 void lb_api_store_unavailable(lb_http_req *req)
 {
     lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.", NULL);
+}
+
+int lb_api_submit(lb_api *api, lb_http_req *req, lb_store_op *op, void (*free_ctx)(void *ctx),
+                  void *ctx)
+{
+    int rc = lb_store_submit(api->store, op);
+    if (rc == 0) return 0;
+    lb_warn("api", "%s %s: the store refused the operation: %s", req->method_name, req->route,
+            lb_strerror(rc));
+    free_ctx(ctx);
+    lb_api_store_unavailable(req);
+    return rc;
 }
 
 void lb_api_too_many_jobs(lb_http_req *req)

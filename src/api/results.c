@@ -54,6 +54,11 @@ static void result_free(result *r)
     lb_free(r);
 }
 
+static void result_free_cb(void *r)
+{
+    result_free(r);
+}
+
 static void answer(lb_http_req *req, int status, const char *what, const char *event)
 {
     yajl_gen g = lb_json_gen_new();
@@ -262,10 +267,7 @@ static void invitation_read(lb_store_op *op)
     r->op.event_insert.event = &r->event;
     r->op.event_insert.jobs = r->jobs;
     r->op.event_insert.njobs = r->njobs;
-    if (lb_store_submit(api->store, &r->op) != 0) {
-        lb_api_store_unavailable(r->req);
-        result_free(r);
-    }
+    lb_api_submit(api, r->req, &r->op, result_free_cb, r);
 }
 
 /* ---- route ----------------------------------------------------------------- */
@@ -312,10 +314,7 @@ static void results_post(lb_http_req *req, void *data)
     snprintf(r->op.invitation_get.tenant_id, sizeof(r->op.invitation_get.tenant_id), "%s", t->id);
     r->op.invitation_get.opportunity_id = r->opportunity;
     r->op.invitation_get.assessment = r->assessment;
-    if (lb_store_submit(api->store, &r->op) != 0) {
-        lb_api_store_unavailable(req);
-        result_free(r);
-    }
+    lb_api_submit(api, req, &r->op, result_free_cb, r);
 }
 
 void lb_api_results_register(lb_api *api, lb_router *r)

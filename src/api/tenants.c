@@ -36,6 +36,14 @@ typedef struct {
     char *failure_tag;
 } tenant_ctx;
 
+static void ctx_free(void *p)
+{
+    tenant_ctx *ctx = p;
+    lb_free(ctx->name);
+    lb_free(ctx->failure_tag);
+    lb_free(ctx);
+}
+
 /* ---- rendering ---------------------------------------------------------- */
 
 static void tenant_json(lb_api *api, yajl_gen g, const lb_tenant *t)
@@ -209,12 +217,7 @@ static void tenant_put(lb_http_req *req, void *data)
     ctx->op.kind = LB_STORE_TENANT_UPSERT;
     ctx->op.cb = put_done;
     ctx->op.data = ctx;
-    if ((rc = lb_store_submit(api->store, &ctx->op)) != 0) {
-        store_failed(req, rc);
-        lb_free(ctx->name);
-        lb_free(ctx->failure_tag);
-        lb_free(ctx);
-    }
+    lb_api_submit(api, req, &ctx->op, ctx_free, ctx);
 }
 
 /* ---- GET /v1/tenants/{tenant}, GET /v1/tenants ---------------------------- */
@@ -302,11 +305,7 @@ static void tenant_delete(lb_http_req *req, void *data)
     ctx->op.kind = LB_STORE_TENANT_DELETE;
     ctx->op.cb = delete_done;
     ctx->op.data = ctx;
-    int rc = lb_store_submit(api->store, &ctx->op);
-    if (rc != 0) {
-        store_failed(req, rc);
-        lb_free(ctx);
-    }
+    lb_api_submit(api, req, &ctx->op, ctx_free, ctx);
 }
 
 void lb_api_tenants_register(lb_api *api, lb_router *r)

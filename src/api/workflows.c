@@ -54,6 +54,13 @@ typedef struct {
     lb_workflow_rec rec;
 } wf_ctx;
 
+static void put_ctx_free(void *p)
+{
+    wf_ctx *c = p;
+    lb_workflow_rec_free(&c->rec);
+    lb_free(c);
+}
+
 static void put_done(lb_store_op *op)
 {
     wf_ctx *c = op->data;
@@ -101,11 +108,7 @@ static void store_put(lb_api *api, lb_http_req *req, const char *tenant, const c
     c->op.workflow_put.rec = &c->rec;
     c->op.cb = put_done;
     c->op.data = c;
-    if (lb_store_submit(api->store, &c->op) != 0) {
-        lb_workflow_rec_free(&c->rec);
-        lb_free(c);
-        lb_api_store_unavailable(req);
-    }
+    lb_api_submit(api, req, &c->op, put_ctx_free, c);
 }
 
 /* ---- checking ids against Lever ------------------------------------------ */
@@ -502,10 +505,7 @@ static void delete_one(lb_http_req *req, void *data)
     snprintf(c->op.workflow_delete.id, sizeof(c->op.workflow_delete.id), "%s", id);
     c->op.cb = delete_done;
     c->op.data = c;
-    if (lb_store_submit(api->store, &c->op) != 0) {
-        lb_free(c);
-        lb_api_store_unavailable(req);
-    }
+    lb_api_submit(api, req, &c->op, lb_free, c);
 }
 
 void lb_api_workflows_register(lb_api *api, lb_router *r)
