@@ -9,7 +9,8 @@
  * written in one transaction: all of it or nothing. Every row of every table
  * is copied (tenants, connections, hooks, workflows, events with their
  * dedupe keys, jobs, invitations, meta with the master key check, keys of
- * pruned results, the failure-tag ledger), byte for byte; sealed secrets stay sealed, so the copy
+ * pruned results, the failure-tag ledger,
+ * backfills), byte for byte; sealed secrets stay sealed, so the copy
  * needs the same master key. */
 #include "store/backend.h"
 
@@ -66,6 +67,10 @@ static const table tables[] = {
      1},
     {"failure_tags", "tenant_id, opportunity_id, tag, job_id, created_at", 5, 0,
      "tenant_id, opportunity_id, tag", 0},
+    {"backfills",
+     "id, tenant_id, workflow_id, status, page_offset, listed, queued, skipped, last_error,"
+     " created_at, updated_at",
+     11, 0, "created_at, id", 0},
 };
 
 static int pg_fail(PGconn *c, const char *what, char *err, size_t errlen)
@@ -228,9 +233,9 @@ int lb_store_copy(const char *from, const char *to, lb_store_copy_stats *out, ch
         rc = LB_EIO;
         goto done;
     }
-    size_t *counts[] = {&out->tenants,    &out->meta,        &out->connections, &out->hooks,
-                        &out->workflows,  &out->events,      &out->jobs,        &out->invitations,
-                        &out->event_keys, &out->failure_tags};
+    size_t *counts[] = {&out->tenants,    &out->meta,         &out->connections, &out->hooks,
+                        &out->workflows,  &out->events,       &out->jobs,        &out->invitations,
+                        &out->event_keys, &out->failure_tags, &out->backfills};
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]) && rc == 0; i++)
         rc = copy_table(db, pg, &tables[i], counts[i], &out->skipped, err, errlen);
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);

@@ -192,6 +192,27 @@ static const char schema_v8[] = "ALTER TABLE tenants ADD COLUMN failure_tag TEXT
                                 " created_at INTEGER NOT NULL,"
                                 " PRIMARY KEY (tenant_id, opportunity_id, tag)) WITHOUT ROWID;";
 
+/* Version 9: backfills (api.md "Dry run and backfill"): one row each,
+ * with the offset of the next page and the counts, written in the same
+ * transaction as each page's events, so a restart resumes at the first
+ * page not committed. No foreign key on the workflow: a backfill's record
+ * outlives its workflow. */
+static const char schema_v9[] = "CREATE TABLE backfills ("
+                                " id TEXT PRIMARY KEY NOT NULL,"
+                                " tenant_id TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+                                " workflow_id TEXT NOT NULL,"
+                                " status TEXT NOT NULL," /* running|done|failed|cancelled */
+                                " page_offset TEXT,"
+                                " listed INTEGER NOT NULL DEFAULT 0,"
+                                " queued INTEGER NOT NULL DEFAULT 0,"
+                                " skipped INTEGER NOT NULL DEFAULT 0,"
+                                " last_error TEXT,"
+                                " created_at INTEGER NOT NULL,"
+                                " updated_at INTEGER NOT NULL);"
+                                "CREATE INDEX backfills_tenant ON backfills(tenant_id, created_at);"
+                                "CREATE INDEX backfills_running ON backfills(created_at)"
+                                " WHERE status = 'running';";
+
 const lb_store_migration lb_store_migrations[] = {
     {1, "initial schema", schema_v1, NULL},
     {2, "meta table", schema_v2, NULL},
@@ -201,6 +222,7 @@ const lb_store_migration lb_store_migrations[] = {
     {6, "hourly counts for the console", schema_v6, NULL},
     {7, "invitations: the stage at sending, for guarded moves", schema_v7, NULL},
     {8, "failure tags: each tenant tag and its ledger", schema_v8, NULL},
+    {9, "backfills", schema_v9, NULL},
     /* {3, "what it changes", "ALTER TABLE ...;", NULL}, */
 };
 const size_t lb_store_migration_count =

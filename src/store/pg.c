@@ -111,6 +111,13 @@ enum {
     Q_LEASE_TAKE,
     Q_LEASE_RENEW,
     Q_LEASE_RELEASE,
+    Q_BF_INSERT,
+    Q_BF_GUARD,
+    Q_BF_PAGE,
+    Q_BF_FINISH,
+    Q_BF_ONE,
+    Q_BF_LIST,
+    Q_BF_RUNNING,
     Q_COUNT
 };
 
@@ -249,6 +256,38 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_RECONCILED_COUNTS] = "SELECT tenant_id, received_at / 3600000, count(*) FROM events"
                             " WHERE source = 'reconcile' AND received_at >= $1::bigint"
                             " GROUP BY 1, 2 ORDER BY 1, 2",
+#define BF_COLS                                                                                    \
+    "id, tenant_id, workflow_id, status, page_offset, listed, queued, skipped, last_error,"        \
+    " created_at, updated_at"
+    [Q_BF_INSERT] = "INSERT INTO backfills(id, tenant_id, workflow_id, status, created_at,"
+                    " updated_at) VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint,"
+                    " $5::bigint)",
+    /* A page of a backfill that is not running (any more) must write
+     * nothing: this fails the op alone (division by zero, 22012) before
+     * its events are inserted. */
+    [Q_BF_GUARD] = "SELECT 1 / (SELECT count(*)::int FROM backfills WHERE id = $1::text"
+                   " AND tenant_id = $2::text AND status = 'running')",
+    /* The page's counts: of its events ($7, the ids it tried), those
+     * inserted now whose opportunity is not invited to every one of the
+     * assessments $8 are queued, the rest skipped. */
+    [Q_BF_PAGE] =
+        "UPDATE backfills SET page_offset = $3::text, status = $4::text,"
+        " listed = listed + $5::bigint, queued = queued + q.n,"
+        " skipped = skipped + $5::bigint - q.n, updated_at = $6::bigint"
+        " FROM (SELECT count(*) AS n FROM events e WHERE e.id = ANY($7::text[])"
+        " AND NOT (cardinality($8::text[]) > 0 AND NOT EXISTS (SELECT 1 FROM unnest($8::text[])"
+        " a(x) WHERE NOT EXISTS (SELECT 1 FROM invitations i WHERE i.tenant_id = $2::text"
+        " AND i.opportunity_id = e.opportunity_id AND i.assessment = a.x)))) q"
+        " WHERE backfills.id = $1::text AND backfills.tenant_id = $2::text"
+        " RETURNING listed, queued, skipped",
+    [Q_BF_FINISH] = "UPDATE backfills SET status = $3::text, last_error = $4::text,"
+                    " updated_at = $5::bigint WHERE id = $1::text AND tenant_id = $2::text"
+                    " AND status = 'running'",
+    [Q_BF_ONE] = "SELECT " BF_COLS " FROM backfills WHERE tenant_id = $1::text AND id = $2::text",
+    [Q_BF_LIST] = "SELECT " BF_COLS " FROM backfills WHERE tenant_id = $1::text"
+                  " ORDER BY created_at DESC, id DESC LIMIT $2::bigint",
+    [Q_BF_RUNNING] = "SELECT " BF_COLS " FROM backfills WHERE status = 'running'"
+                     " ORDER BY created_at, id",
     /* Updates only the tenant's own workflow: an id of another tenant's is
      * a conflict, as the primary key makes it in SQLite. */
     [Q_WF_PUT] = "INSERT INTO workflows(id, tenant_id, body, enabled, created_at, updated_at)"
@@ -414,6 +453,8 @@ typedef struct {
      * (SIZE_MAX: none), and whether its transaction must fail. */
     size_t fault_op;
     int fault_commit;
+    char **scratch; /* parameters built for the batch's calls, freed with them */
+    size_t nscratch, capscratch;
 } pg_store;
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -1364,6 +1405,154 @@ static int parse_lease_write(pg_store *s, lb_store_op *op, PGresult **r)
     return 0;
 }
 
+/* ---- backfills ------------------------------------------------------------ */
+
+/* A text[] literal of v[0..n) ({"a","b"}), kept until the batch's calls
+ * are cleared. */
+static const char *text_array(pg_store *s, const char *const *v, size_t n, size_t stride)
+{
+    size_t len = 3;
+    for (size_t i = 0; i < n; i++) {
+        const char *x = *(const char *const *)((const char *)v + i * stride);
+        len += 3 + 2 * strlen(x);
+    }
+    char *out = lb_malloc(len), *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        const char *x = *(const char *const *)((const char *)v + i * stride);
+        if (i > 0) *p++ = ',';
+        *p++ = '"';
+        for (; *x; x++) {
+            if (*x == '"' || *x == '\\') *p++ = '\\';
+            *p++ = *x;
+        }
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p = '\0';
+    s->scratch = grow(s->scratch, s->nscratch, &s->capscratch, sizeof(char *), 8);
+    s->scratch[s->nscratch++] = out;
+    return out;
+}
+
+static void build_backfill_put(pg_store *s, lb_store_op *op, int i)
+{
+    const lb_backfill_rec *r = op->backfill_put.rec;
+    pcall *c = call_add(s, Q_BF_INSERT, i);
+    p_text(c, r->id);
+    p_text(c, r->tenant_id);
+    p_text(c, r->workflow_id);
+    p_text(c, r->status);
+    p_i64(c, r->created_at > 0 ? r->created_at : lb_time_now_ms());
+}
+
+static void build_backfill_page(pg_store *s, lb_store_op *op, int i)
+{
+    pcall *c = call_add(s, Q_BF_GUARD, i);
+    p_text(c, op->backfill_page.id);
+    p_text(c, op->backfill_page.tenant_id);
+    size_t n = op->backfill_page.nevents;
+    const char **ids = lb_calloc(n ? n : 1, sizeof(*ids));
+    for (size_t k = 0; k < n; k++) {
+        build_event_insert(s, &op->backfill_page.events[k], i);
+        ids[k] = op->backfill_page.events[k].event_insert.event->id;
+    }
+    c = call_add(s, Q_BF_PAGE, i);
+    p_text(c, op->backfill_page.id);
+    p_text(c, op->backfill_page.tenant_id);
+    p_text(c, op->backfill_page.done ? NULL : op->backfill_page.offset);
+    p_text(c, op->backfill_page.done ? "done" : "running");
+    p_i64(c, (int64_t)n);
+    p_i64(c, lb_time_now_ms());
+    p_text(c, text_array(s, ids, n, sizeof(*ids)));
+    p_text(c, text_array(s, (const char *const *)op->backfill_page.assessments,
+                         op->backfill_page.nassessments, sizeof(const char *)));
+    lb_free(ids);
+}
+
+static int parse_backfill_page(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    size_t k = 1; /* r[0]: the guard */
+    for (size_t e = 0; e < op->backfill_page.nevents; e++) {
+        lb_store_op *ev = &op->backfill_page.events[e];
+        ev->status = parse_event_insert(s, ev, &r[k]);
+        if (ev->status != 0) return ev->status;
+        k += 1 + ev->event_insert.njobs;
+    }
+    if (PQntuples(r[k]) != 1) return LB_ENOTFOUND;
+    op->backfill_page.listed = val_i64(r[k], 0, 0);
+    op->backfill_page.queued = val_i64(r[k], 0, 1);
+    op->backfill_page.skipped = val_i64(r[k], 0, 2);
+    return 0;
+}
+
+static void build_backfill_finish(pg_store *s, lb_store_op *op, int i)
+{
+    pcall *c = call_add(s, Q_BF_FINISH, i);
+    p_text(c, op->backfill_finish.id);
+    p_text(c, op->backfill_finish.tenant_id);
+    p_text(c, op->backfill_finish.status);
+    p_text(c, op->backfill_finish.last_error);
+    p_i64(c, lb_time_now_ms());
+}
+
+static int parse_backfill_finish(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    op->backfill_finish.changed = affected(r[0]) > 0;
+    return 0;
+}
+
+static void backfill_read(const PGresult *r, int k, lb_backfill_rec *b)
+{
+    memset(b, 0, sizeof(*b));
+    val_id(r, k, 0, b->id, LB_BACKFILL_ID_MAX);
+    val_id(r, k, 1, b->tenant_id, LB_TENANT_ID_MAX);
+    val_id(r, k, 2, b->workflow_id, LB_WORKFLOW_ID_MAX);
+    val_id(r, k, 3, b->status, LB_BACKFILL_STATUS_MAX - 1);
+    b->offset = val_dup_or_null(r, k, 4);
+    b->listed = val_i64(r, k, 5);
+    b->queued = val_i64(r, k, 6);
+    b->skipped = val_i64(r, k, 7);
+    b->last_error = val_dup_or_null(r, k, 8);
+    b->created_at = val_i64(r, k, 9);
+    b->updated_at = val_i64(r, k, 10);
+}
+
+static void build_backfill_get(pg_store *s, lb_store_op *op, int i)
+{
+    pcall *c = call_add(s, Q_BF_ONE, i);
+    p_text(c, op->backfill_get.tenant_id);
+    p_text(c, op->backfill_get.id);
+}
+
+static int parse_backfill_get(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (PQntuples(r[0]) != 1) return LB_ENOTFOUND;
+    backfill_read(r[0], 0, &op->backfill_get.rec);
+    return 0;
+}
+
+static void build_backfill_list(pg_store *s, lb_store_op *op, int i)
+{
+    if (op->backfill_list.tenant_id[0] == '\0') {
+        call_add(s, Q_BF_RUNNING, i);
+        return;
+    }
+    pcall *c = call_add(s, Q_BF_LIST, i);
+    p_text(c, op->backfill_list.tenant_id);
+    p_i64(c, (int64_t)op->backfill_list.limit);
+}
+
+static int parse_backfill_list(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    int n = PQntuples(r[0]);
+    op->backfill_list.recs = n > 0 ? lb_calloc((size_t)n, sizeof(lb_backfill_rec)) : NULL;
+    for (int k = 0; k < n; k++)
+        backfill_read(r[0], k, &op->backfill_list.recs[k]);
+    op->backfill_list.count = (size_t)n;
+    return 0;
+}
+
 typedef struct {
     void (*build)(pg_store *s, lb_store_op *op, int i);
     int (*parse)(pg_store *s, lb_store_op *op, PGresult **r);
@@ -1401,6 +1590,11 @@ static const kind_impl kinds[LB_STORE_OP_KIND_END] = {
     [LB_STORE_NODE_BEAT] = {build_node_beat, parse_ok},
     [LB_STORE_CLUSTER_READ] = {build_cluster_read, parse_cluster_read},
     [LB_STORE_LEASE_WRITE] = {build_lease_write, parse_lease_write},
+    [LB_STORE_BACKFILL_PUT] = {build_backfill_put, parse_ok},
+    [LB_STORE_BACKFILL_PAGE] = {build_backfill_page, parse_backfill_page},
+    [LB_STORE_BACKFILL_FINISH] = {build_backfill_finish, parse_backfill_finish},
+    [LB_STORE_BACKFILL_GET] = {build_backfill_get, parse_backfill_get},
+    [LB_STORE_BACKFILL_LIST] = {build_backfill_list, parse_backfill_list},
 };
 
 /* ---- the connection (store thread; the opening thread at open) ----------- */
@@ -1637,6 +1831,9 @@ static void calls_clear(pg_store *s)
     for (size_t k = 0; k < s->ncalls; k++)
         PQclear(s->calls[k].res);
     s->ncalls = 0;
+    for (size_t k = 0; k < s->nscratch; k++)
+        lb_free(s->scratch[k]);
+    s->nscratch = 0;
 }
 
 static int send_call(PGconn *c, pcall *p)
@@ -1912,6 +2109,7 @@ static void pg_destroy(lb_store *base)
     disconnect(s);
     calls_clear(s);
     lb_free(s->calls);
+    lb_free(s->scratch);
     lb_free(s->ops);
     lb_free(s->first);
     lb_free(s->nc);

@@ -196,6 +196,21 @@ static const char schema_v6[] =
     "CREATE FUNCTION lb_lease_moved_on() RETURNS integer LANGUAGE plpgsql VOLATILE AS"
     " $$BEGIN RAISE EXCEPTION 'the lease moved on' USING ERRCODE = 'P0L01'; END$$;";
 
+/* Version 7: backfills, as SQLite's version 9. */
+static const char schema_v7[] =
+    "CREATE TABLE backfills ("
+    " id text COLLATE \"C\" PRIMARY KEY,"
+    " tenant_id text COLLATE \"C\" NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    " workflow_id text NOT NULL,"
+    " status text NOT NULL,"
+    " page_offset text,"
+    " listed bigint NOT NULL DEFAULT 0, queued bigint NOT NULL DEFAULT 0,"
+    " skipped bigint NOT NULL DEFAULT 0,"
+    " last_error text,"
+    " created_at bigint NOT NULL, updated_at bigint NOT NULL);"
+    "CREATE INDEX backfills_tenant ON backfills(tenant_id, created_at);"
+    "CREATE INDEX backfills_running ON backfills(created_at) WHERE status = 'running';";
+
 const lb_store_pg_migration lb_store_pg_migrations[] = {
     {1, "initial schema (SQLite versions 1-5)", schema_v1},
     {2, "hourly counts for the console (SQLite version 6)", schema_v2},
@@ -203,7 +218,8 @@ const lb_store_pg_migration lb_store_pg_migrations[] = {
     {4, "failure tags: each tenant tag and its ledger (SQLite version 8)", schema_v4},
     {5, "jobs.steps as jsonb", schema_v5},
     {6, "nodes and tenant leases (several replicas)", schema_v6},
-    /* {7, "what it changes", "ALTER TABLE ...;"}, */
+    {7, "backfills (SQLite version 9)", schema_v7},
+    /* {8, "what it changes", "ALTER TABLE ...;"}, */
 };
 const size_t lb_store_pg_migration_count =
     sizeof(lb_store_pg_migrations) / sizeof(lb_store_pg_migrations[0]);

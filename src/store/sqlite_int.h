@@ -96,6 +96,13 @@ enum {
     ST_LEASE_TAKE,
     ST_LEASE_RENEW,
     ST_LEASE_RELEASE,
+    ST_BF_INSERT,
+    ST_BF_STATUS,
+    ST_BF_PAGE,
+    ST_BF_FINISH,
+    ST_BF_ONE,
+    ST_BF_LIST,
+    ST_BF_RUNNING,
     ST_COUNT
 };
 

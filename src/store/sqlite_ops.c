@@ -213,6 +213,23 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
     [ST_LEASE_RELEASE] = "UPDATE temp.leases SET expires_at = ?5"
                          " WHERE tenant_id = ?1 AND node = ?2 AND epoch = ?4 AND ?3 > 0"
                          " RETURNING epoch, expires_at",
+#define BF_COLS                                                                                    \
+    "id, tenant_id, workflow_id, status, page_offset, listed, queued, skipped, last_error,"        \
+    " created_at, updated_at"
+    [ST_BF_INSERT] = "INSERT INTO backfills(id, tenant_id, workflow_id, status, created_at,"
+                     " updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+    [ST_BF_STATUS] = "SELECT status FROM backfills WHERE id = ?1 AND tenant_id = ?2",
+    [ST_BF_PAGE] = "UPDATE backfills SET page_offset = ?3, status = ?4, listed = listed + ?5,"
+                   " queued = queued + ?6, skipped = skipped + ?7, updated_at = ?8"
+                   " WHERE id = ?1 AND tenant_id = ?2"
+                   " RETURNING listed, queued, skipped",
+    [ST_BF_FINISH] = "UPDATE backfills SET status = ?3, last_error = ?4, updated_at = ?5"
+                     " WHERE id = ?1 AND tenant_id = ?2 AND status = 'running'",
+    [ST_BF_ONE] = "SELECT " BF_COLS " FROM backfills WHERE tenant_id = ?1 AND id = ?2",
+    [ST_BF_LIST] = "SELECT " BF_COLS " FROM backfills WHERE tenant_id = ?1"
+                   " ORDER BY created_at DESC, id DESC LIMIT ?2",
+    [ST_BF_RUNNING] = "SELECT " BF_COLS " FROM backfills WHERE status = 'running'"
+                      " ORDER BY created_at, id",
 };
 
 /* A batch on its way back to the loop. Owner: the store thread until it is
@@ -1334,6 +1351,159 @@ static int run_lease_write(sq_store *s, lb_store_op *op)
     return 0;
 }
 
+/* ---- backfills ------------------------------------------------------------ */
+
+static int run_backfill_put(sq_store *s, lb_store_op *op)
+{
+    const lb_backfill_rec *r = op->backfill_put.rec;
+    sqlite3_stmt *q = stmt(s, ST_BF_INSERT);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, r->id);
+    bind_text(q, 2, r->tenant_id);
+    bind_text(q, 3, r->workflow_id);
+    bind_text(q, 4, r->status);
+    sqlite3_bind_int64(q, 5, r->created_at > 0 ? r->created_at : lb_time_now_ms());
+    int rc = sqlite3_step(q);
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "backfill put");
+}
+
+/* 1 when the opportunity has an invitation for every assessment (none: 0). */
+static int invited_to_all(sq_store *s, const char *tenant, const char *opp,
+                          const char *const *assessments, size_t n)
+{
+    if (n == 0 || opp == NULL) return 0;
+    for (size_t i = 0; i < n; i++) {
+        lb_invitation_rec inv;
+        int rc = inv_read(s, tenant, opp, assessments[i], &inv);
+        if (rc == LB_ENOTFOUND) return 0;
+        if (rc != 0) return rc;
+        lb_invitation_rec_free(&inv);
+    }
+    return 1;
+}
+
+static int run_backfill_page(sq_store *s, lb_store_op *op)
+{
+    const char *tenant = op->backfill_page.tenant_id;
+    sqlite3_stmt *q = stmt(s, ST_BF_STATUS);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->backfill_page.id);
+    bind_text(q, 2, tenant);
+    int rc = sqlite3_step(q);
+    int running = rc == SQLITE_ROW && column_is(q, 0, "running");
+    done_with(q);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return op_failed(s, rc, "backfill page");
+    if (!running) return LB_EINVAL; /* absent, or not running any more */
+    int64_t queued = 0, skipped = 0;
+    for (size_t i = 0; i < op->backfill_page.nevents; i++) {
+        lb_store_op *e = &op->backfill_page.events[i];
+        int st = run_event_insert(s, e);
+        e->status = st;
+        if (st != 0) return st;
+        int done = e->event_insert.duplicate;
+        if (!done) {
+            done = invited_to_all(s, tenant, e->event_insert.event->opportunity_id,
+                                  op->backfill_page.assessments, op->backfill_page.nassessments);
+            if (done < 0) return done;
+        }
+        if (done)
+            skipped++;
+        else
+            queued++;
+    }
+    q = stmt(s, ST_BF_PAGE);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->backfill_page.id);
+    bind_text(q, 2, tenant);
+    bind_text(q, 3, op->backfill_page.done ? NULL : op->backfill_page.offset);
+    bind_text(q, 4, op->backfill_page.done ? "done" : "running");
+    sqlite3_bind_int64(q, 5, (int64_t)op->backfill_page.nevents);
+    sqlite3_bind_int64(q, 6, queued);
+    sqlite3_bind_int64(q, 7, skipped);
+    sqlite3_bind_int64(q, 8, lb_time_now_ms());
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        op->backfill_page.listed = sqlite3_column_int64(q, 0);
+        op->backfill_page.queued = sqlite3_column_int64(q, 1);
+        op->backfill_page.skipped = sqlite3_column_int64(q, 2);
+        rc = sqlite3_step(q);
+    }
+    done_with(q);
+    return rc == SQLITE_DONE ? 0 : op_failed(s, rc, "backfill page");
+}
+
+static int run_backfill_finish(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_BF_FINISH);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->backfill_finish.id);
+    bind_text(q, 2, op->backfill_finish.tenant_id);
+    bind_text(q, 3, op->backfill_finish.status);
+    bind_text(q, 4, op->backfill_finish.last_error);
+    sqlite3_bind_int64(q, 5, lb_time_now_ms());
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc != SQLITE_DONE) return op_failed(s, rc, "backfill finish");
+    op->backfill_finish.changed = sqlite3_changes(s->db) > 0;
+    return 0;
+}
+
+static void backfill_read(sqlite3_stmt *q, lb_backfill_rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    column_id(q, 0, r->id, LB_BACKFILL_ID_MAX);
+    column_id(q, 1, r->tenant_id, LB_TENANT_ID_MAX);
+    column_id(q, 2, r->workflow_id, LB_WORKFLOW_ID_MAX);
+    column_id(q, 3, r->status, LB_BACKFILL_STATUS_MAX - 1);
+    r->offset = column_strdup_or_null(q, 4);
+    r->listed = sqlite3_column_int64(q, 5);
+    r->queued = sqlite3_column_int64(q, 6);
+    r->skipped = sqlite3_column_int64(q, 7);
+    r->last_error = column_strdup_or_null(q, 8);
+    r->created_at = sqlite3_column_int64(q, 9);
+    r->updated_at = sqlite3_column_int64(q, 10);
+}
+
+static int run_backfill_get(sq_store *s, lb_store_op *op)
+{
+    sqlite3_stmt *q = stmt(s, ST_BF_ONE);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->backfill_get.tenant_id);
+    bind_text(q, 2, op->backfill_get.id);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) backfill_read(q, &op->backfill_get.rec);
+    done_with(q);
+    if (rc == SQLITE_DONE) return LB_ENOTFOUND;
+    return rc == SQLITE_ROW ? 0 : op_failed(s, rc, "backfill get");
+}
+
+static int run_backfill_list(sq_store *s, lb_store_op *op)
+{
+    int all = op->backfill_list.tenant_id[0] == '\0';
+    sqlite3_stmt *q = stmt(s, all ? ST_BF_RUNNING : ST_BF_LIST);
+    if (q == NULL) return LB_EIO;
+    if (!all) {
+        bind_text(q, 1, op->backfill_list.tenant_id);
+        sqlite3_bind_int64(q, 2, (int64_t)op->backfill_list.limit);
+    }
+    lb_backfill_rec *recs = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        recs = grow(recs, n, &cap, sizeof(*recs), 8);
+        backfill_read(q, &recs[n++]);
+    }
+    done_with(q);
+    if (rc != SQLITE_DONE) {
+        lb_backfill_recs_free(recs, n);
+        return op_failed(s, rc, "backfill list");
+    }
+    op->backfill_list.recs = recs;
+    op->backfill_list.count = n;
+    return 0;
+}
+
 static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_TENANT_UPSERT] = run_tenant_upsert,
     [LB_STORE_TENANT_DELETE] = run_tenant_delete,
@@ -1366,6 +1536,11 @@ static int (*const runners[LB_STORE_OP_KIND_END])(sq_store *, lb_store_op *) = {
     [LB_STORE_NODE_BEAT] = run_node_beat,
     [LB_STORE_CLUSTER_READ] = run_cluster_read,
     [LB_STORE_LEASE_WRITE] = run_lease_write,
+    [LB_STORE_BACKFILL_PUT] = run_backfill_put,
+    [LB_STORE_BACKFILL_PAGE] = run_backfill_page,
+    [LB_STORE_BACKFILL_FINISH] = run_backfill_finish,
+    [LB_STORE_BACKFILL_GET] = run_backfill_get,
+    [LB_STORE_BACKFILL_LIST] = run_backfill_list,
 };
 
 int lb_sq_run(sq_store *s, lb_store_op *op)

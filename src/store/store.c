@@ -490,6 +490,98 @@ void lb_node_recs_free(lb_node_rec *recs, size_t count)
     lb_free(recs);
 }
 
+static int check_backfill_id(const char *id)
+{
+    size_t n = strnlen(id, LB_BACKFILL_ID_MAX + 1);
+    return n >= 1 && n <= LB_BACKFILL_ID_MAX ? 0 : LB_EINVAL;
+}
+
+static int check_backfill_put(const lb_store_op *op)
+{
+    const lb_backfill_rec *r = op->backfill_put.rec;
+    if (r == NULL || check_id(r->tenant_id) != 0 || check_backfill_id(r->id) != 0) return LB_EINVAL;
+    size_t n = strnlen(r->workflow_id, LB_WORKFLOW_ID_MAX + 1);
+    if (n < 1 || n > LB_WORKFLOW_ID_MAX || r->status[0] == '\0') return LB_EINVAL;
+    return 0;
+}
+
+static int check_backfill_page(const lb_store_op *op)
+{
+    if (check_id(op->backfill_page.tenant_id) != 0 || check_backfill_id(op->backfill_page.id) != 0)
+        return LB_EINVAL;
+    if (op->backfill_page.nevents > LB_STORE_BACKFILL_EVENTS_MAX ||
+        (op->backfill_page.nevents > 0 && op->backfill_page.events == NULL))
+        return LB_EINVAL;
+    if (op->backfill_page.nassessments > LB_STORE_BACKFILL_ASSESSMENTS_MAX ||
+        (op->backfill_page.nassessments > 0 && op->backfill_page.assessments == NULL))
+        return LB_EINVAL;
+    for (size_t i = 0; i < op->backfill_page.nassessments; i++)
+        if (op->backfill_page.assessments[i] == NULL) return LB_EINVAL;
+    for (size_t i = 0; i < op->backfill_page.nevents; i++) {
+        const lb_store_op *e = &op->backfill_page.events[i];
+        if (e->kind != LB_STORE_EVENT_INSERT || e->nnotify != 0 || check_event_insert(e) != 0 ||
+            strcmp(e->event_insert.event->tenant_id, op->backfill_page.tenant_id) != 0)
+            return LB_EINVAL;
+    }
+    return 0;
+}
+
+static void clear_backfill_page(lb_store_op *op)
+{
+    op->backfill_page.listed = op->backfill_page.queued = op->backfill_page.skipped = 0;
+    for (size_t i = 0; i < op->backfill_page.nevents; i++) {
+        op->backfill_page.events[i].status = 0;
+        clear_event_insert(&op->backfill_page.events[i]);
+    }
+}
+
+static int check_backfill_finish(const lb_store_op *op)
+{
+    if (op->backfill_finish.status == NULL) return LB_EINVAL;
+    if (check_id(op->backfill_finish.tenant_id) != 0) return LB_EINVAL;
+    return check_backfill_id(op->backfill_finish.id);
+}
+
+static void clear_backfill_finish(lb_store_op *op)
+{
+    op->backfill_finish.changed = 0;
+}
+
+static int check_backfill_get(const lb_store_op *op)
+{
+    return check_id(op->backfill_get.tenant_id);
+}
+
+static void clear_backfill_get(lb_store_op *op)
+{
+    memset(&op->backfill_get.rec, 0, sizeof(op->backfill_get.rec));
+}
+
+static void discard_backfill_get(lb_store_op *op)
+{
+    lb_backfill_rec_free(&op->backfill_get.rec);
+}
+
+static int check_backfill_list(const lb_store_op *op)
+{
+    if (op->backfill_list.tenant_id[0] == '\0') return op->backfill_list.running ? 0 : LB_EINVAL;
+    if (op->backfill_list.limit < 1 || op->backfill_list.limit > LB_STORE_LIST_MAX)
+        return LB_EINVAL;
+    return check_id(op->backfill_list.tenant_id);
+}
+
+static void clear_backfill_list(lb_store_op *op)
+{
+    op->backfill_list.recs = NULL;
+    op->backfill_list.count = 0;
+}
+
+static void discard_backfill_list(lb_store_op *op)
+{
+    lb_backfill_recs_free(op->backfill_list.recs, op->backfill_list.count);
+    clear_backfill_list(op);
+}
+
 /* The notify_platform jobs a write may carry (store.h, lb_store_op.notify). */
 static int check_notify(const lb_store_op *op)
 {
@@ -546,6 +638,12 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_NODE_BEAT] = {check_node_beat, NULL, NULL},
     [LB_STORE_CLUSTER_READ] = {check_cluster_read, clear_cluster_read, discard_cluster_read, 1},
     [LB_STORE_LEASE_WRITE] = {check_lease_write, clear_lease_write, clear_lease_write},
+    [LB_STORE_BACKFILL_PUT] = {check_backfill_put, NULL, NULL},
+    [LB_STORE_BACKFILL_PAGE] = {check_backfill_page, clear_backfill_page, clear_backfill_page},
+    [LB_STORE_BACKFILL_FINISH] = {check_backfill_finish, clear_backfill_finish,
+                                  clear_backfill_finish},
+    [LB_STORE_BACKFILL_GET] = {check_backfill_get, clear_backfill_get, discard_backfill_get, 1},
+    [LB_STORE_BACKFILL_LIST] = {check_backfill_list, clear_backfill_list, discard_backfill_list, 1},
 };
 
 void lb_workflow_rec_free(lb_workflow_rec *r)
@@ -581,6 +679,21 @@ void lb_event_rows_free(lb_event_row *rows, size_t count)
     for (size_t i = 0; i < count; i++)
         lb_event_row_free(&rows[i]);
     lb_free(rows);
+}
+
+void lb_backfill_rec_free(lb_backfill_rec *r)
+{
+    lb_free(r->offset);
+    lb_free(r->last_error);
+    r->offset = r->last_error = NULL;
+}
+
+void lb_backfill_recs_free(lb_backfill_rec *recs, size_t count)
+{
+    if (recs == NULL) return;
+    for (size_t i = 0; i < count; i++)
+        lb_backfill_rec_free(&recs[i]);
+    lb_free(recs);
 }
 
 void lb_invitation_rec_free(lb_invitation_rec *r)

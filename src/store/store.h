@@ -208,6 +208,29 @@ typedef struct {
 /* Most rows LB_STORE_RECONCILED_COUNTS returns; more is LB_ETOOBIG. */
 #define LB_STORE_HOUR_COUNTS_MAX 1000000
 
+/* A backfill (api.md "Dry run and backfill"): one workflow applied to the
+ * opportunities waiting in its stage, page by page. Strings lb_malloc'd
+ * (NULL allowed); lb_backfill_rec_free releases them. */
+#define LB_BACKFILL_ID_MAX 40
+#define LB_BACKFILL_STATUS_MAX 16
+typedef struct {
+    char id[LB_BACKFILL_ID_MAX + 1];
+    char tenant_id[LB_TENANT_ID_MAX + 1];
+    char workflow_id[LB_WORKFLOW_ID_MAX + 1];
+    char status[LB_BACKFILL_STATUS_MAX]; /* running|done|failed|cancelled */
+    char *offset;                        /* Lever's offset of the next page; NULL: the first */
+    char *last_error;
+    int64_t listed, queued, skipped;
+    int64_t created_at, updated_at;
+} lb_backfill_rec;
+
+void lb_backfill_rec_free(lb_backfill_rec *r);
+void lb_backfill_recs_free(lb_backfill_rec *recs, size_t count);
+/* Most assessments one backfill page checks the invitation ledger for. */
+#define LB_STORE_BACKFILL_ASSESSMENTS_MAX 20
+/* Most events one backfill page inserts. */
+#define LB_STORE_BACKFILL_EVENTS_MAX 100
+
 /* Most rows one stats operation writes. */
 #define LB_STORE_STATS_MAX 4096
 
@@ -289,6 +312,11 @@ typedef enum {
     LB_STORE_NODE_BEAT,
     LB_STORE_CLUSTER_READ,
     LB_STORE_LEASE_WRITE,
+    LB_STORE_BACKFILL_PUT,
+    LB_STORE_BACKFILL_PAGE,
+    LB_STORE_BACKFILL_FINISH,
+    LB_STORE_BACKFILL_GET,
+    LB_STORE_BACKFILL_LIST,
     LB_STORE_OP_KIND_END /* not a kind: one past the last */
 } lb_store_op_kind;
 
@@ -595,6 +623,62 @@ struct lb_store_op {
             lb_lease_item *items;
             size_t count;
         } lease_write;
+        /* Inserts a new backfill (rec: id, tenant_id, workflow_id, status,
+         * created_at; counts 0, no offset). LB_ECONFLICT when the id
+         * exists; LB_ENOTFOUND for an unknown tenant. */
+        struct {
+            const lb_backfill_rec *rec;
+        } backfill_put;
+        /* One page of a running backfill, all in this op's transaction:
+         * the events (ops of kind LB_STORE_EVENT_INSERT, each run as if
+         * submitted, its outputs set and its status in events[i].status;
+         * their callbacks never run), then the backfill row: offset =
+         * `offset` (the next page's; NULL with done), status "done" when
+         * `done`, listed += nevents, and of those, queued += the ones that
+         * made a new event whose opportunity is not already invited to
+         * every one of `assessments` (none: no such check), skipped += the
+         * others. Any failure rolls all of it back (op->status). LB_EINVAL
+         * when the backfill is not running (cancelled meanwhile): nothing
+         * written. out: the row's counts after the page. */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            char id[LB_BACKFILL_ID_MAX + 1];
+            const char *offset;
+            int done;
+            lb_store_op *events; /* 0..LB_STORE_BACKFILL_EVENTS_MAX */
+            size_t nevents;
+            const char *const *assessments; /* 0..LB_STORE_BACKFILL_ASSESSMENTS_MAX */
+            size_t nassessments;
+            int64_t listed, queued, skipped;
+        } backfill_page;
+        /* A running backfill ends: status (done, failed or cancelled) and
+         * last_error (NULL allowed). out: changed, 0 when it was not
+         * running (or absent). */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            char id[LB_BACKFILL_ID_MAX + 1];
+            const char *status;
+            const char *last_error;
+            int changed;
+        } backfill_finish;
+        /* out: rec (lb_backfill_rec_free); LB_ENOTFOUND when the tenant has
+         * no such backfill. */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            char id[LB_BACKFILL_ID_MAX + 1];
+            lb_backfill_rec rec;
+        } backfill_get;
+        /* The tenant's backfills, newest first, at most limit (1..
+         * LB_STORE_LIST_MAX); tenant_id "" with running: every running
+         * backfill of every tenant, oldest first, unbounded (start-up).
+         * out: recs (lb_backfill_recs_free), count. */
+        struct {
+            char tenant_id[LB_TENANT_ID_MAX + 1];
+            int running;
+            size_t limit;
+            lb_backfill_rec *recs;
+            size_t count;
+        } backfill_list;
     };
     lb_store_op *next; /* private to the store: queue link */
 };
@@ -635,6 +719,7 @@ int lb_store_backup(const char *url, const char *path, uint64_t *pages, char *er
 typedef struct {
     size_t tenants, meta, connections, hooks, workflows, events, jobs, invitations, event_keys;
     size_t failure_tags;
+    size_t backfills;
     size_t skipped;
 } lb_store_copy_stats;
 

@@ -340,6 +340,187 @@ static void test_stage_change_one_event(void **state)
     fx_close(f);
 }
 
+/* ---- backfills ---------------------------------------------------------------- */
+
+static int bf_page(fixture *f, const char *id, ereq *evs, size_t n, const char *offset, int done,
+                   treq *out)
+{
+    static const char *const assessments[] = {"js"};
+    lb_store_op *ops = lb_calloc(n ? n : 1, sizeof(*ops));
+    for (size_t i = 0; i < n; i++)
+        ops[i] = evs[i].r.op;
+    memset(out, 0, sizeof(*out));
+    out->op.kind = LB_STORE_BACKFILL_PAGE;
+    out->op.cb = treq_cb;
+    out->op.data = out;
+    snprintf(out->op.backfill_page.tenant_id, sizeof(out->op.backfill_page.tenant_id), "t1");
+    snprintf(out->op.backfill_page.id, sizeof(out->op.backfill_page.id), "%s", id);
+    out->op.backfill_page.offset = offset;
+    out->op.backfill_page.done = done;
+    out->op.backfill_page.events = ops;
+    out->op.backfill_page.nevents = n;
+    out->op.backfill_page.assessments = assessments;
+    out->op.backfill_page.nassessments = 1;
+    int rc = run_op(f, out);
+    for (size_t i = 0; i < n; i++)
+        evs[i].r.op = ops[i];
+    lb_free(ops);
+    return rc;
+}
+
+static void bf_put(fixture *f, const char *id, int64_t at)
+{
+    lb_backfill_rec rec = {.created_at = at};
+    snprintf(rec.id, sizeof(rec.id), "%s", id);
+    snprintf(rec.tenant_id, sizeof(rec.tenant_id), "t1");
+    snprintf(rec.workflow_id, sizeof(rec.workflow_id), "wf_1");
+    snprintf(rec.status, sizeof(rec.status), "running");
+    treq r = {0};
+    r.op.kind = LB_STORE_BACKFILL_PUT;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.backfill_put.rec = &rec;
+    assert_int_equal(run_op(f, &r), 0);
+}
+
+static void bf_event(ereq *e, const char *key, const char *opp)
+{
+    ereq_init(e, "t1", "backfill", key, lb_time_now_ms());
+    e->ev.opportunity_id = opp;
+    ereq_jobs(e, 1);
+}
+
+static lb_backfill_rec bf_get(fixture *f, const char *id)
+{
+    treq r = {0};
+    r.op.kind = LB_STORE_BACKFILL_GET;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    snprintf(r.op.backfill_get.tenant_id, sizeof(r.op.backfill_get.tenant_id), "t1");
+    snprintf(r.op.backfill_get.id, sizeof(r.op.backfill_get.id), "%s", id);
+    assert_int_equal(run_op(f, &r), 0);
+    return r.op.backfill_get.rec;
+}
+
+/* Pages with their counts in one transaction each; a page seen again adds
+ * no event; an opportunity already invited is skipped; a page of a
+ * backfill that is not running writes nothing. */
+static void test_backfill_pages(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    tenants(f);
+    int64_t now = lb_time_now_ms();
+    bf_put(f, "bf_1", now);
+    /* o2 is already invited to "js" */
+    lb_invitation_rec inv = {.opportunity_id = "o2", .assessment = "js", .job_id = "job_old"};
+    snprintf(inv.tenant_id, sizeof(inv.tenant_id), "t1");
+    treq c = {0};
+    c.op.kind = LB_STORE_INVITATION_CLAIM;
+    c.op.cb = treq_cb;
+    c.op.data = &c;
+    c.op.invitation_claim.rec = &inv;
+    assert_int_equal(run_op(f, &c), 0);
+    lb_invitation_rec_free(&c.op.invitation_claim.existing);
+
+    ereq p1[2];
+    bf_event(&p1[0], "bf_1:o1", "o1");
+    bf_event(&p1[1], "bf_1:o2", "o2");
+    treq r;
+    assert_int_equal(bf_page(f, "bf_1", p1, 2, "next1", 0, &r), 0);
+    assert_false(p1[0].r.op.event_insert.duplicate);
+    assert_false(p1[1].r.op.event_insert.duplicate);
+    assert_int_equal(r.op.backfill_page.listed, 2);
+    assert_int_equal(r.op.backfill_page.queued, 1);
+    assert_int_equal(r.op.backfill_page.skipped, 1);
+    lb_backfill_rec b = bf_get(f, "bf_1");
+    assert_string_equal(b.status, "running");
+    assert_string_equal(b.offset, "next1");
+    assert_string_equal(b.workflow_id, "wf_1");
+    lb_backfill_rec_free(&b);
+
+    /* o1 again (a page redone): its event is there already */
+    ereq p2[2];
+    bf_event(&p2[0], "bf_1:o1", "o1");
+    bf_event(&p2[1], "bf_1:o3", "o3");
+    assert_int_equal(bf_page(f, "bf_1", p2, 2, "next2", 0, &r), 0);
+    assert_true(p2[0].r.op.event_insert.duplicate);
+    assert_string_equal(p2[0].r.op.event_insert.existing_id, p1[0].ev.id);
+    assert_false(p2[1].r.op.event_insert.duplicate);
+    assert_int_equal(r.op.backfill_page.listed, 4);
+    assert_int_equal(r.op.backfill_page.queued, 2);
+    assert_int_equal(r.op.backfill_page.skipped, 2);
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM jobs WHERE event_id = '%s'", p2[0].ev.id);
+    assert_int_equal(raw_int(f, sql), 0);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM jobs WHERE event_id = '%s'", p2[1].ev.id);
+    assert_int_equal(raw_int(f, sql), 1);
+
+    /* the last page: done, no offset */
+    assert_int_equal(bf_page(f, "bf_1", NULL, 0, NULL, 1, &r), 0);
+    b = bf_get(f, "bf_1");
+    assert_string_equal(b.status, "done");
+    assert_null(b.offset);
+    assert_int_equal(b.listed, 4);
+    assert_int_equal(b.queued, 2);
+    assert_int_equal(b.skipped, 2);
+    lb_backfill_rec_free(&b);
+
+    /* not running any more: nothing written */
+    ereq late;
+    bf_event(&late, "bf_1:o9", "o9");
+    assert_int_equal(bf_page(f, "bf_1", &late, 1, NULL, 0, &r), LB_EINVAL);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events WHERE dedupe_key = 'bf_1:o9'"), 0);
+    assert_int_equal(bf_page(f, "bf_nope", NULL, 0, NULL, 1, &r), LB_EINVAL);
+
+    /* finish: only a running one */
+    treq fin = {0};
+    fin.op.kind = LB_STORE_BACKFILL_FINISH;
+    fin.op.cb = treq_cb;
+    fin.op.data = &fin;
+    snprintf(fin.op.backfill_finish.tenant_id, sizeof(fin.op.backfill_finish.tenant_id), "t1");
+    snprintf(fin.op.backfill_finish.id, sizeof(fin.op.backfill_finish.id), "bf_1");
+    fin.op.backfill_finish.status = "cancelled";
+    assert_int_equal(run_op(f, &fin), 0);
+    assert_false(fin.op.backfill_finish.changed);
+    bf_put(f, "bf_2", now + 1);
+    treq fin2 = fin;
+    fin2.calls = 0;
+    fin2.op.data = &fin2;
+    snprintf(fin2.op.backfill_finish.id, sizeof(fin2.op.backfill_finish.id), "bf_2");
+    fin2.op.backfill_finish.last_error = "cancelled by a test";
+    bf_put(f, "bf_3", now + 2);
+    assert_int_equal(run_op(f, &fin2), 0);
+    assert_true(fin2.op.backfill_finish.changed);
+    b = bf_get(f, "bf_2");
+    assert_string_equal(b.status, "cancelled");
+    assert_string_equal(b.last_error, "cancelled by a test");
+    lb_backfill_rec_free(&b);
+
+    /* the tenant's, newest first; every running one */
+    treq l = {0};
+    l.op.kind = LB_STORE_BACKFILL_LIST;
+    l.op.cb = treq_cb;
+    l.op.data = &l;
+    snprintf(l.op.backfill_list.tenant_id, sizeof(l.op.backfill_list.tenant_id), "t1");
+    l.op.backfill_list.limit = 10;
+    assert_int_equal(run_op(f, &l), 0);
+    assert_int_equal(l.op.backfill_list.count, 3);
+    assert_string_equal(l.op.backfill_list.recs[0].id, "bf_3");
+    assert_string_equal(l.op.backfill_list.recs[2].id, "bf_1");
+    lb_backfill_recs_free(l.op.backfill_list.recs, l.op.backfill_list.count);
+    treq all = {0};
+    all.op.kind = LB_STORE_BACKFILL_LIST;
+    all.op.cb = treq_cb;
+    all.op.data = &all;
+    all.op.backfill_list.running = 1;
+    assert_int_equal(run_op(f, &all), 0);
+    assert_int_equal(all.op.backfill_list.count, 1);
+    assert_string_equal(all.op.backfill_list.recs[0].id, "bf_3");
+    lb_backfill_recs_free(all.op.backfill_list.recs, all.op.backfill_list.count);
+    fx_close(f);
+}
+
 static size_t prune(fixture *f, int64_t before, unsigned limit, size_t *events)
 {
     treq r;
@@ -617,6 +798,7 @@ int main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_results_unique_by_index, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_stage_change_one_event, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_backfill_pages, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions_past_candidates, fx_setup,
                                         fx_teardown),
