@@ -7,20 +7,16 @@
 #include "core/map.h"
 #include "core/metrics.h"
 #include "core/time.h"
-#include "crypto/crypto.h"
-#include "json/json.h"
+#include "engine/opplist.h"
 #include "lever/lever.h"
-#include "state/match.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define QUERY_MAX 2048
-#define ERR_MAX 512
+#define QUERY_MAX 128
 #define CURSOR_KEY_PREFIX "reconcile_cursor:"
-#define PERMISSION "find all opportunities"
 
 typedef enum { S_IDLE, S_WAITING, S_CURSOR, S_LIST, S_INSERT, S_SAVE } step;
 
@@ -28,12 +24,8 @@ typedef struct rt rt;
 
 /* One change on its way to the store. Owned by its pass (rt.ops). */
 typedef struct {
-    lb_store_op op;
+    lb_stage_event e; /* e.op.data: this change */
     rt *t;
-    lb_event_rec ev;
-    lb_job_rec *jobs;
-    size_t njobs;
-    char *payload, *key, *opp, *stage;
 } change;
 
 /* One tenant's passes. Owned by the map; freed when forgotten and nothing
@@ -51,8 +43,7 @@ struct rt {
     int64_t done_at; /* the start of the last pass that completed, 0: none yet */
     char *offset;    /* the next page's, or NULL */
     size_t found;
-    lb_ob_call call;
-    lb_lever_req req;
+    lb_opp_list list;
     lb_store_op op;
     char key[sizeof(CURSOR_KEY_PREFIX) + LB_TENANT_ID_MAX];
     char value[24];
@@ -109,14 +100,8 @@ static rt *rt_get(lb_reconcile *r, const char *tenant)
 
 static void ops_free(rt *t)
 {
-    for (size_t i = 0; i < t->nops; i++) {
-        change *c = &t->ops[i];
-        lb_job_recs_free(c->jobs, c->njobs);
-        lb_free(c->payload);
-        lb_free(c->key);
-        lb_free(c->opp);
-        lb_free(c->stage);
-    }
+    for (size_t i = 0; i < t->nops; i++)
+        lb_stage_event_clear(&t->ops[i].e);
     lb_free(t->ops);
     t->ops = NULL;
     t->nops = t->pending = 0;
@@ -125,7 +110,7 @@ static void ops_free(rt *t)
 static void rt_free(rt *t)
 {
     ops_free(t);
-    lb_lever_req_free(&t->req);
+    lb_opp_list_clear(&t->list);
     lb_job_rec_free(&t->notify);
     lb_free(t->offset);
     lb_free(t);
@@ -279,16 +264,16 @@ static void inserted(lb_store_op *op)
     lb_reconcile *r = t->r;
     if (op->status != 0) {
         t->failed = 1;
-        lb_warn("reconcile", "tenant=%s opportunity=%s: event not stored: %s", t->tenant, c->opp,
+        lb_warn("reconcile", "tenant=%s opportunity=%s: event not stored: %s", t->tenant, c->e.opp,
                 lb_strerror(op->status));
     } else if (!op->event_insert.duplicate && !t->forgotten && !r->closing) {
-        if (c->njobs > 0) lb_jobs_add(r->cfg.jobs, c->jobs, c->njobs);
+        if (c->e.njobs > 0) lb_jobs_add(r->cfg.jobs, c->e.jobs, c->e.njobs);
         lb_missed_add(r->cfg.missed, t->tenant, lb_time_now_ms());
         t->found++;
         r->stats.events++;
         count_events(1);
         lb_info("reconcile", "tenant=%s opportunity=%s: stage %s not delivered by Lever: event %s",
-                t->tenant, c->opp, c->stage, c->ev.id);
+                t->tenant, c->e.opp, c->e.stage, c->e.ev.id);
     }
     if (--t->pending > 0) return;
     if (!returned(t)) return;
@@ -308,60 +293,24 @@ static void inserted(lb_store_op *op)
 static int make_change(rt *t, change *c, const lb_lever_opp_brief *o,
                        const lb_lever_stage_change *s, int64_t now)
 {
-    lb_reconcile *r = t->r;
-    memset(c, 0, sizeof(*c));
+    char key[512];
+    snprintf(key, sizeof(key), "%s:%s:%" PRId64, o->id, s->to_stage, s->at);
+    lb_stage_event_in in = {.tenant = t->tenant,
+                            .source = "reconcile",
+                            .opp = o,
+                            .to_stage = s->to_stage,
+                            .from_stage = s->from_stage,
+                            .at = s->at,
+                            .key = key,
+                            .workflows = t->r->workflows};
     c->t = t;
-    yajl_gen g = lb_json_gen_new();
-    yajl_gen_map_open(g);
-    lb_json_kv_str(g, "event", "candidateStageChange");
-    lb_json_kv_int(g, "triggeredAt", s->at);
-    lb_json_kv_str(g, "source", "reconcile");
-    lb_json_key(g, "data");
-    yajl_gen_map_open(g);
-    lb_json_kv_str(g, "opportunityId", o->id);
-    if (o->candidate_id) {
-        lb_json_kv_str(g, "candidateId", o->candidate_id);
-        lb_json_kv_str(g, "contactId", o->candidate_id);
-    }
-    lb_json_kv_str(g, "toStageId", s->to_stage);
-    if (s->from_stage) lb_json_kv_str(g, "fromStageId", s->from_stage);
-    yajl_gen_map_close(g);
-    yajl_gen_map_close(g);
-    const unsigned char *buf;
-    size_t len;
-    yajl_gen_get_buf(g, &buf, &len);
-    c->payload = lb_strndup((const char *)buf, len);
-    yajl_gen_free(g);
-    char err[64];
-    yajl_val tree = lb_json_parse(c->payload, len, err, sizeof(err));
-    if (tree == NULL) return LB_EPARSE;
-    size_t klen = strlen(o->id) + strlen(s->to_stage) + 32;
-    c->key = lb_malloc(klen);
-    snprintf(c->key, klen, "%s:%s:%" PRId64, o->id, s->to_stage, s->at);
-    c->opp = lb_strdup(o->id);
-    c->stage = lb_strdup(s->to_stage);
-    lb_sortable_id_buf(c->ev.id, sizeof(c->ev.id), "ev_", now, 12);
-    memcpy(c->ev.tenant_id, t->tenant, sizeof(c->ev.tenant_id));
-    c->ev.source = "reconcile";
-    c->ev.type = "candidateStageChange";
-    c->ev.dedupe_key = c->key;
-    c->ev.status = "accepted";
-    c->ev.opportunity_id = c->opp;
-    c->ev.payload = c->payload;
-    c->ev.received_at = now;
-    int rc = lb_workflows_derive(r->workflows, t->tenant, c->ev.id, "stage_changed",
-                                 lb_json_get(tree, "data"), &c->jobs, &c->njobs);
-    yajl_tree_free(tree);
+    int rc = lb_stage_event_make(&c->e, &in, now);
     if (rc != 0) return rc;
-    c->op.kind = LB_STORE_EVENT_INSERT;
-    c->op.cb = inserted;
-    c->op.data = c;
-    c->op.event_insert.event = &c->ev;
-    c->op.event_insert.jobs = c->jobs;
-    c->op.event_insert.njobs = c->njobs;
-    c->op.event_insert.stage_id = c->stage;
-    c->op.event_insert.changed_at = s->at;
-    c->op.event_insert.stage_window_ms = LB_RECONCILE_WINDOW_MS;
+    c->e.op.cb = inserted;
+    c->e.op.data = c;
+    c->e.op.event_insert.stage_id = c->e.stage;
+    c->e.op.event_insert.changed_at = s->at;
+    c->e.op.event_insert.stage_window_ms = LB_RECONCILE_WINDOW_MS;
     return 0;
 }
 
@@ -387,11 +336,6 @@ static void page_changes(rt *t, const lb_lever_opp_page *page)
             if (make_change(t, c, o, s, now) != 0) {
                 t->failed = 1;
                 t->nops--;
-                lb_job_recs_free(c->jobs, c->njobs);
-                lb_free(c->payload);
-                lb_free(c->key);
-                lb_free(c->opp);
-                lb_free(c->stage);
                 memset(c, 0, sizeof(*c));
             }
         }
@@ -401,7 +345,7 @@ static void page_changes(rt *t, const lb_lever_opp_page *page)
     t->pending = t->nops;
     size_t submitted = 0;
     for (size_t i = 0; i < t->nops; i++) {
-        if (lb_store_submit(r->store, &t->ops[i].op) == 0) {
+        if (lb_store_submit(r->store, &t->ops[i].e.op) == 0) {
             submitted++;
         } else {
             t->failed = 1;
@@ -421,61 +365,37 @@ static void page_changes(rt *t, const lb_lever_opp_page *page)
         pass_next(t);
 }
 
-static void listed(lb_ob_call *call, const lb_http_response *res)
+static void listed(lb_opp_list *l, int status, const char *error, lb_lever_opp_page *page)
 {
-    rt *t = call->data;
+    rt *t = l->data;
     lb_reconcile *r = t->r;
-    if (!returned(t)) return;
-    lb_lever_outcome o = lb_lever_classify(res);
-    if (r->env.lever_permission != NULL && (o == LB_LEVER_OK || o == LB_LEVER_FORBIDDEN))
-        r->env.lever_permission(r->env.data, t->tenant, PERMISSION, o == LB_LEVER_OK);
-    if (o != LB_LEVER_OK) {
-        if (o == LB_LEVER_REAUTH) r->env.lever_unauthorized(r->env.data, t->tenant);
-        char msg[ERR_MAX];
-        lb_lever_describe(res, msg, sizeof(msg));
-        pass_failed(t, msg);
+    if (!returned(t)) {
+        if (page != NULL) lb_lever_opp_page_free(page);
         return;
     }
-    lb_lever_opp_page page;
-    if (lb_lever_parse_opp_page(res->body, res->body_len, t->since, &page) != 0) {
-        pass_failed(t, "Lever's opportunity list is unreadable");
+    if (status != 0) {
+        pass_failed(t, error);
         return;
     }
     r->stats.pages++;
     lb_free(t->offset);
-    t->offset = page.next;
-    page.next = NULL;
-    page_changes(t, &page);
-    lb_lever_opp_page_free(&page);
+    t->offset = page->next;
+    page->next = NULL;
+    page_changes(t, page);
+    lb_lever_opp_page_free(page);
 }
 
 /* The next page of opportunities changed since t->since. */
 static void pass_next(rt *t)
 {
     lb_reconcile *r = t->r;
-    lb_lever_auth auth = {0};
-    if (r->env.lever_auth(r->env.data, t->tenant, &auth) != 0) {
-        pass_failed(t, "the connection cannot be used now");
-        return;
-    }
     char q[QUERY_MAX];
     snprintf(q, sizeof(q), "limit=%d&updated_at_start=%" PRId64, LB_RECONCILE_PAGE, t->since);
-    if (t->offset != NULL && lb_lever_offset_query(q, sizeof(q), t->offset) != 0) {
-        pass_failed(t, "Lever's next offset is too long");
-        return;
-    }
-    lb_lever_req_free(&t->req);
-    lb_lever_req_init(&t->req, &auth, "GET", q, "/opportunities");
-    memset(&t->call, 0, sizeof(t->call));
-    t->call.req = t->req.http;
-    t->call.cb = listed;
-    t->call.data = t;
-    double rate = 0;
-    int burst = 0;
-    r->env.tenant_rate(r->env.data, t->tenant, &rate, &burst);
+    const char *why = NULL;
     t->step = S_LIST;
-    if (lb_outbound_submit(lb_outbound_tenant(r->ob, t->tenant, rate, burst), &t->call) != 0) {
-        pass_failed(t, "the tenant's Lever queue is full");
+    if (lb_opp_list_get(&t->list, r->ob, &r->env, t->tenant, q, t->offset, t->since, listed, t,
+                        &why) != 0) {
+        pass_failed(t, why);
         return;
     }
     set_busy(t, 1);
@@ -614,7 +534,7 @@ void lb_reconcile_forget(lb_reconcile *r, const char *tenant)
         rt_free(t);
         return;
     }
-    if (t->busy && t->step == S_LIST && lb_outbound_cancel(&t->call)) {
+    if (t->busy && t->step == S_LIST && lb_opp_list_cancel(&t->list)) {
         set_busy(t, 0);
         pass_end(t);
     }
@@ -659,7 +579,7 @@ void lb_reconcile_close(lb_reconcile *r, void (*cb)(void *data), void *data)
     size_t pos = 0;
     rt *t;
     while ((t = lb_map_next(&r->tenants, &pos)) != NULL) {
-        if (t->busy && t->step == S_LIST && lb_outbound_cancel(&t->call)) {
+        if (t->busy && t->step == S_LIST && lb_opp_list_cancel(&t->list)) {
             set_busy(t, 0);
             pass_end(t);
         }

@@ -64,12 +64,13 @@ static void put_context(yajl_gen g, yajl_val context, int64_t due)
 /* The workflow's actions, each with the context, after its gate: a
  * delayed workflow starts with check_stage (the opportunity read again when
  * due: still in to_stage, not archived, and, with postings, applied to one
- * of them), an undelayed one with postings with check_postings. Every job
- * of a delayed workflow is due at the event's time + the delay. */
-static void add_actions(builder *b, const lb_workflow *w, yajl_val context)
+ * of them), an undelayed one with postings with check_postings, unless the
+ * caller knows its postings match (postings_checked). Every job of a
+ * delayed workflow is due at the event's time + the delay. */
+static void add_actions(builder *b, const lb_workflow *w, yajl_val context, int postings_checked)
 {
     int64_t due = w->delay_ms > 0 ? b->now + w->delay_ms : 0;
-    if (w->delay_ms > 0 || w->postings != NULL) {
+    if (w->delay_ms > 0 || (w->postings != NULL && !postings_checked)) {
         yajl_gen g = lb_json_gen_new();
         yajl_gen_map_open(g);
         lb_json_kv_str(g, "type", w->delay_ms > 0 ? "check_stage" : "check_postings");
@@ -122,22 +123,10 @@ static int result_matches(const lb_workflow *w, lb_trigger trigger, yajl_val dat
     return 1;
 }
 
-int lb_workflows_derive(const lb_workflows *ws, const char *tenant, const char *event_id,
-                        const char *trigger, yajl_val data, lb_job_rec **jobs, size_t *n)
+/* The context every job of an event carries (NULL when it cannot be
+ * made); the caller frees it. */
+static yajl_val make_context(int stage, const char *trigger, yajl_val data)
 {
-    *jobs = NULL;
-    *n = 0;
-    const lb_workflow *first = lb_workflows_of(ws, tenant);
-    if (first == NULL || data == NULL) return 0;
-    int stage = strcmp(trigger, "stage_changed") == 0;
-    lb_trigger t = stage                                          ? LB_TRIGGER_STAGE_CHANGED
-                   : strcmp(trigger, "assessment_completed") == 0 ? LB_TRIGGER_ASSESSMENT_COMPLETED
-                                                                  : LB_TRIGGER_ASSESSMENT_EXPIRED;
-    builder b = {.tenant = tenant,
-                 .event_id = event_id,
-                 .opportunity = lb_json_get_str(data, stage ? "opportunityId" : "opportunity_id"),
-                 .now = lb_time_now_ms()};
-    /* The context every job of this event carries. */
     yajl_gen g = lb_json_gen_new();
     yajl_gen_map_open(g);
     lb_json_kv_str(g, "event", trigger);
@@ -162,6 +151,36 @@ int lb_workflows_derive(const lb_workflows *ws, const char *tenant, const char *
     char err[64];
     yajl_val context = lb_json_parse((const char *)buf, len, err, sizeof(err));
     yajl_gen_free(g);
+    return context;
+}
+
+static int builder_end(builder *b, lb_job_rec **jobs, size_t *n)
+{
+    if (b->over) {
+        lb_job_recs_free(b->recs, b->n);
+        return LB_ETOOBIG;
+    }
+    *jobs = b->recs;
+    *n = b->n;
+    return 0;
+}
+
+int lb_workflows_derive(const lb_workflows *ws, const char *tenant, const char *event_id,
+                        const char *trigger, yajl_val data, lb_job_rec **jobs, size_t *n)
+{
+    *jobs = NULL;
+    *n = 0;
+    const lb_workflow *first = lb_workflows_of(ws, tenant);
+    if (first == NULL || data == NULL) return 0;
+    int stage = strcmp(trigger, "stage_changed") == 0;
+    lb_trigger t = stage                                          ? LB_TRIGGER_STAGE_CHANGED
+                   : strcmp(trigger, "assessment_completed") == 0 ? LB_TRIGGER_ASSESSMENT_COMPLETED
+                                                                  : LB_TRIGGER_ASSESSMENT_EXPIRED;
+    builder b = {.tenant = tenant,
+                 .event_id = event_id,
+                 .opportunity = lb_json_get_str(data, stage ? "opportunityId" : "opportunity_id"),
+                 .now = lb_time_now_ms()};
+    yajl_val context = make_context(stage, trigger, data);
 
     /* The event's jobs form one chain: the workflows' jobs go in the order
      * of their due times (shortest delay first, then oldest workflow), so a
@@ -178,15 +197,25 @@ int lb_workflows_derive(const lb_workflows *ws, const char *tenant, const char *
         hit[at] = w;
     }
     for (size_t i = 0; i < nhit; i++)
-        add_actions(&b, hit[i], context);
+        add_actions(&b, hit[i], context, 0);
     if (context != NULL) yajl_tree_free(context);
-    if (b.over) {
-        lb_job_recs_free(b.recs, b.n);
-        return LB_ETOOBIG;
-    }
-    *jobs = b.recs;
-    *n = b.n;
-    return 0;
+    return builder_end(&b, jobs, n);
+}
+
+int lb_workflow_derive_stage(const lb_workflow *w, const char *event_id, yajl_val data,
+                             int postings_checked, lb_job_rec **jobs, size_t *n)
+{
+    *jobs = NULL;
+    *n = 0;
+    if (w->trigger != LB_TRIGGER_STAGE_CHANGED || data == NULL) return LB_EINVAL;
+    builder b = {.tenant = w->tenant_id,
+                 .event_id = event_id,
+                 .opportunity = lb_json_get_str(data, "opportunityId"),
+                 .now = lb_time_now_ms()};
+    yajl_val context = make_context(1, "stage_changed", data);
+    add_actions(&b, w, context, postings_checked);
+    if (context != NULL) yajl_tree_free(context);
+    return builder_end(&b, jobs, n);
 }
 
 /* ---- the bound, checked when a workflow is saved ---- */

@@ -31,6 +31,17 @@
 int lb_workflows_derive(const lb_workflows *ws, const char *tenant, const char *event_id,
                         const char *trigger, yajl_val data, lb_job_rec **jobs, size_t *n);
 
+/* The jobs that workflow w (stage_changed, enabled or not) derives from a
+ * stage change `data` (opportunityId, toStageId, ...), as
+ * lb_workflows_derive would for it alone, without its from_stage check (a
+ * backfill applies it to opportunities already in its to_stage);
+ * postings_checked: the caller knows the opportunity applied to one of the
+ * workflow's postings, so no check_postings job comes first (a delayed
+ * workflow still starts with check_stage, which re-checks them). 0 with *jobs
+ * and *n; LB_EINVAL for another trigger; LB_ETOOBIG as above. */
+int lb_workflow_derive_stage(const lb_workflow *w, const char *event_id, yajl_val data,
+                             int postings_checked, lb_job_rec **jobs, size_t *n);
+
 /* The most jobs one event could make from the tenant's enabled workflows
  * if `with` (parsed from a body that validates; may be NULL) replaced the
  * workflow `replacing` (NULL: none): the largest sum over the workflows one
