@@ -26,6 +26,7 @@
 #include "engine/notify.h"
 #include "engine/outbound.h"
 #include "engine/provision.h"
+#include "engine/backfill.h"
 #include "engine/reconcile.h"
 #include "http/client.h"
 #include "http/response.h"
@@ -64,6 +65,7 @@ typedef struct {
     lb_jobs *jobs;
     lb_provision *provision;
     lb_reconcile *reconcile;
+    lb_backfill *backfill;
     lb_missed missed;
     lb_cred *cred;       /* closed with the store, freed after the loop */
     lb_catalog *catalog; /* freed after the loop */
@@ -124,6 +126,8 @@ static void engine_closed_cb(void *data)
     a->provision = NULL;
     a->reconcile = NULL;
     a->api.reconcile = NULL;
+    a->backfill = NULL;
+    a->api.backfill = NULL;
     a->outbound = NULL;
     a->client = NULL;
     if (a->store != NULL)
@@ -139,8 +143,9 @@ static void server_closed_cb(void *data)
     a->api.server = NULL;
     /* Jobs and provisioning first (their calls stop), then the queue, then
      * the client. */
-    a->engine_open = 6 + (a->pruner != NULL);
+    a->engine_open = 7 + (a->pruner != NULL);
     lb_reconcile_close(a->reconcile, engine_closed_cb, a);
+    lb_backfill_close(a->backfill, engine_closed_cb, a);
     if (a->pruner != NULL) lb_pruner_close(a->pruner, engine_closed_cb, a);
     lb_stats_close(a->stats, engine_closed_cb, a);
     lb_jobs_close(a->jobs, engine_closed_cb, a);
@@ -405,11 +410,22 @@ static void start_engine(app *a)
                          &a->reconcile) != 0)
         die(1, "cannot start reconciliation");
     a->api.reconcile = a->reconcile;
+    lb_backfill_config bf_cfg = {.jobs = a->jobs, .gate = lb_cluster_gate(a->cluster)};
+    if (lb_backfill_new(&a->loop, a->store, a->outbound, &a->conns, &a->workflows, &bf_cfg, &env,
+                        &a->backfill) != 0)
+        die(1, "cannot start backfills");
+    a->api.backfill = a->backfill;
     lb_cred_attach(a->cred, a->jobs, a->provision, a->catalog, a->reconcile);
+    lb_cred_attach_backfill(a->cred, a->backfill);
     int rc = lb_jobs_load(a->jobs);
     if (rc != 0) {
         char err[256];
         snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load jobs: %s", lb_strerror(rc));
+        die(2, err);
+    }
+    if ((rc = lb_backfill_load(a->backfill)) != 0) {
+        char err[256];
+        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load backfills: %s", lb_strerror(rc));
         die(2, err);
     }
     if (a->cfg.retention_ms > 0 &&

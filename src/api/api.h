@@ -28,6 +28,7 @@ typedef struct lb_tenant lb_tenant;
 typedef struct lb_tenants lb_tenants;
 typedef struct lb_stats lb_stats;
 typedef struct lb_reconcile lb_reconcile;
+typedef struct lb_backfill lb_backfill;
 typedef struct lb_missed lb_missed;
 typedef struct lb_cred lb_cred;
 typedef struct lb_catalog lb_catalog;
@@ -56,6 +57,7 @@ typedef struct lb_api {
     lb_reconcile *reconcile;
     lb_missed *missed;   /* changes found only by reconciliation */
     lb_cluster *cluster; /* leases (src/cluster/); NULL once closed */
+    lb_backfill *backfill;
     const lb_master_key *key;
     lb_links links; /* connect links' key, derived from key by lb_api_register */
     const char *admin_token;
@@ -79,6 +81,7 @@ void lb_api_dryrun_register(lb_api *api, lb_router *r);
 void lb_api_events_register(lb_api *api, lb_router *r);
 void lb_api_results_register(lb_api *api, lb_router *r);
 void lb_api_reconcile_register(lb_api *api, lb_router *r);
+void lb_api_backfill_register(lb_api *api, lb_router *r);
 void lb_api_catalog_register(lb_api *api, lb_router *r);
 void lb_api_oauth_register(lb_api *api, lb_router *r);
 /* The kinds of the engine's catalog, by the names the routes use. */

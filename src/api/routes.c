@@ -27,7 +27,7 @@ static void (*const groups[])(lb_api *api, lb_router *r) = {
     lb_api_oauth_register,   lb_api_workflows_register, lb_api_events_register,
     lb_api_results_register, lb_api_connect_register,   lb_api_pages_register,
     lb_api_openapi_register, lb_api_reconcile_register, lb_api_dryrun_register,
-    lb_api_cluster_register,
+    lb_api_cluster_register, lb_api_backfill_register,
 };
 
 int lb_api_register(lb_api *api, lb_router *r)

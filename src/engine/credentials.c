@@ -9,6 +9,7 @@
 #include "core/time.h"
 #include "engine/catalog.h"
 #include "engine/provision.h"
+#include "engine/backfill.h"
 #include "engine/reconcile.h"
 #include "json/json.h"
 
@@ -36,6 +37,7 @@ struct lb_cred {
     lb_provision *provision; /* attached; may be NULL */
     lb_catalog *catalog;     /* attached; may be NULL */
     lb_reconcile *reconcile; /* attached; may be NULL */
+    lb_backfill *backfill;   /* attached; may be NULL */
     lb_map used;             /* OAuth state nonce -> used_nonce (the key lives in it) */
     lb_map refreshing;       /* tenant -> its refresh's token_call */
     uint8_t state_key[32];   /* the OAuth states' MAC key */
@@ -1246,6 +1248,7 @@ void lb_cred_forget(lb_cred *cr, const char *tenant)
     if (cr->jobs != NULL) lb_jobs_tenant_cancel(cr->jobs, tenant);
     if (cr->provision != NULL) lb_provision_forget(cr->provision, tenant);
     if (cr->reconcile != NULL) lb_reconcile_forget(cr->reconcile, tenant);
+    if (cr->backfill != NULL) lb_backfill_forget(cr->backfill, tenant);
     /* A refresh in flight stays in the map (single flight, freed at exit
      * if its answer never comes), but its answer changes nothing. */
     token_call *tc = lb_map_get(&cr->refreshing, tenant);
@@ -1355,6 +1358,11 @@ void lb_cred_attach(lb_cred *cr, lb_jobs *jobs, lb_provision *provision, lb_cata
     cr->jobs = jobs;
     cr->provision = provision;
     cr->catalog = catalog;
+}
+
+void lb_cred_attach_backfill(lb_cred *cr, lb_backfill *backfill)
+{
+    cr->backfill = backfill;
 }
 
 /* The timer is embedded: its memory goes with cr in lb_cred_free, after

@@ -49,6 +49,7 @@ typedef struct lb_cred lb_cred;
 typedef struct lb_provision lb_provision;
 typedef struct lb_catalog lb_catalog;
 typedef struct lb_reconcile lb_reconcile;
+typedef struct lb_backfill lb_backfill;
 
 /* Borrowed strings: they must outlive the module. */
 typedef struct {
@@ -77,6 +78,9 @@ int lb_cred_new(uv_loop_t *loop, lb_store *store, lb_conns *conns, const lb_tena
  * (unit tests): then nothing is asked of it. */
 void lb_cred_attach(lb_cred *cr, lb_jobs *jobs, lb_provision *provision, lb_catalog *catalog,
                     lb_reconcile *reconcile);
+/* Backfills (engine/backfill.h): a disconnect ends the tenant's. May be
+ * NULL. */
+void lb_cred_attach_backfill(lb_cred *cr, lb_backfill *backfill);
 /* The narrow interface through which jobs, provisioning and the catalog
  * ask for credentials (lb_jobs_env, with cr as its data). */
 void lb_cred_env(lb_cred *cr, lb_jobs_env *env);
