@@ -560,6 +560,53 @@ describe("connect page and console", { timeout: 120000 }, () => {
     await page.close();
   });
 
+  test("a backfill applies a workflow to the candidates waiting in its stage, with a progress bar and cancel", async () => {
+    const p = S.page;
+    // Waiting in Phone screen besides opp-ada and opp-bob: two of the workflow's posting,
+    // one archived, one of another posting.
+    for (const o of [{ id: "opp-cy", posting: "po-js" }, { id: "opp-dee", posting: "po-js" },
+                     { id: "opp-eve", posting: "po-js", archived: true }, { id: "opp-fay", posting: "po-go" }]) {
+      const r = await sim("POST", "/_sim/opportunities", Object.assign({ name: o.id, email: o.id + "@example.com",
+                                                                       stage: "st-phone" }, o));
+      assert.equal(r.status, 201, r.text);
+    }
+    const card = p.locator("li.wf", { hasText: "Tag phone screens" });
+    await card.getByRole("button", { name: "Backfill Tag phone screens" }).click();
+    const box = card.locator(".backfill");
+    await box.locator(".badge", { hasText: "Backfill done" }).waitFor();
+    await box.locator(".bf-counts", { hasText: "4 listed, 4 queued, 0 skipped" }).waitFor();
+    assert.equal(await box.locator("progress.bf-progress").evaluate((n) => n.value), 1);
+    assert.equal(await box.locator(".bf-queued").evaluate((n) => n.style.width), "100%");
+    assert.equal(await box.getByRole("button", { name: "Cancel backfill" }).count(), 0);
+    await shot("19-backfill-done");
+    const deadline = Date.now() + WAIT;
+    let tags = [];
+    while (Date.now() < deadline) {
+      const s = await sim("GET", "/_sim/state?opportunity=opp-cy");
+      tags = (s.json.opportunities[0] || {}).tags || [];
+      if (tags.includes("js")) break;
+      await sleep(100);
+    }
+    assert.ok(tags.includes("assessment:sent"), JSON.stringify(tags));
+    const eve = await sim("GET", "/_sim/state?opportunity=opp-eve");
+    assert.deepEqual(eve.json.opportunities[0].tags || [], []);
+
+    // Lever's list hangs: the bar runs, and Cancel stops the backfill.
+    let r = await sim("POST", "/_sim/faults", { path_prefix: "/v1/opportunities", method: "GET",
+                                                delay_ms: 3000, count: 1 });
+    assert.equal(r.status, 201, r.text);
+    await card.getByRole("button", { name: "Backfill Tag phone screens" }).click();
+    await box.locator(".badge", { hasText: "Backfill running" }).waitFor();
+    assert.equal(await box.locator("progress.bf-progress").evaluate((n) => n.hasAttribute("value")), false);
+    await shot("20-backfill-running");
+    await box.getByRole("button", { name: "Cancel backfill" }).click();
+    await box.locator(".badge", { hasText: "Backfill cancelled" }).waitFor();
+    await box.locator(".bf-counts", { hasText: "0 listed, 0 queued, 0 skipped" }).waitFor();
+    await shot("21-backfill-cancelled");
+    r = await sim("DELETE", "/_sim/faults");
+    assert.equal(r.status, 204, r.text);
+  });
+
   test("no page error, CSP violation or request to another host", () => {
     assert.deepEqual(S.problems, []);
   });

@@ -15,7 +15,8 @@
   var st = {
     conn: null, connKey: "", stages: [], postings: [], catalogLoaded: false, catalogAt: 0,
     workflows: [], editing: null, expired: false, eventsKey: "", jobsKey: "",
-    showConnect: false, timer: null, actionSeq: 0
+    showConnect: false, timer: null, actionSeq: 0,
+    backfills: {}, bfTimer: null /* workflow id -> its last backfill, while the page is open */
   };
 
   function call(method, path, body) {
@@ -400,11 +401,102 @@
           el("button", {text: w.enabled ? "Disable" : "Enable", class: "secondary",
             attrs: {type: "button", "aria-label": (w.enabled ? "Disable " : "Enable ") + w.name},
             on: {click: function () { toggle(w); }}}),
+          w.trigger && w.trigger.event === "stage_changed" ?
+            el("button", {text: "Backfill", class: "secondary",
+              attrs: {type: "button", "aria-label": "Backfill " + w.name,
+                      title: "Apply it to the candidates already in the stage"},
+              on: {click: function () { startBackfill(w); }}}) : null,
           el("button", {text: "Delete", class: "danger", attrs: {type: "button", "aria-label": "Delete " + w.name},
             on: {click: function () { removeWorkflow(w); }}})),
-        dryRunBox(w)));
+        dryRunBox(w),
+        el("div", {class: "backfill", attrs: {"data-wf": w.id, "aria-live": "polite"}})));
     });
     box.appendChild(ul);
+    Object.keys(st.backfills).forEach(renderBackfill);
+  }
+
+  /* ---- backfills: progress polled from GET /backfills/{id} ------------------------ */
+
+  var BF_POLL_MS = 1000;
+  var BF_TEXT = {running: "Backfill running", done: "Backfill done", failed: "Backfill failed",
+                 cancelled: "Backfill cancelled"};
+
+  function startBackfill(w) {
+    call("POST", "/workflows/" + encodeURIComponent(w.id) + "/backfill").then(function (res) {
+      if (res.status === 202) {
+        var cur = st.backfills[w.id];
+        if (!cur || cur.id !== res.body.id)
+          st.backfills[w.id] = {id: res.body.id, workflow_id: w.id, status: "running",
+                                listed: 0, queued: 0, skipped: 0};
+        renderBackfill(w.id);
+        pollBackfills();
+      } else if (res.status !== 401) {
+        setStatus(LB.message(res));
+      }
+    });
+  }
+
+  function cancelBackfill(b) {
+    call("DELETE", "/backfills/" + encodeURIComponent(b.id)).then(function (res) {
+      if (res.status === 200) {
+        st.backfills[b.workflow_id] = res.body;
+        renderBackfill(b.workflow_id);
+      } else if (res.status !== 401) {
+        setStatus(LB.message(res));
+      }
+    });
+  }
+
+  function pollBackfills() {
+    var running = Object.keys(st.backfills).filter(function (k) {
+      return st.backfills[k].status === "running";
+    });
+    if (!running.length || st.expired) {
+      st.bfTimer = null;
+      return;
+    }
+    Promise.all(running.map(function (k) {
+      return call("GET", "/backfills/" + encodeURIComponent(st.backfills[k].id)).then(function (res) {
+        if (res.status === 200 && st.backfills[k] && st.backfills[k].id === res.body.id) {
+          st.backfills[k] = res.body;
+          renderBackfill(k);
+        }
+      });
+    })).then(function () {
+      if (st.bfTimer) clearTimeout(st.bfTimer);
+      st.bfTimer = setTimeout(pollBackfills, BF_POLL_MS);
+    });
+  }
+
+  /* The progress of the workflow's backfill in its card: a bar (indeterminate
+   * while Lever's list is read, full once done), the share of queued and
+   * skipped among the candidates listed, the counts and a cancel button. */
+  function renderBackfill(wfId) {
+    var b = st.backfills[wfId];
+    var box = document.querySelector('.backfill[data-wf="' + wfId + '"]');
+    if (!b || !box) return;
+    LB.clear(box);
+    var running = b.status === "running";
+    var bar = el("progress", {class: "bf-progress", attrs: {max: "1", "aria-label": "Backfill progress"}});
+    if (!running) bar.value = 1;
+    var split = el("div", {class: "bf-split", attrs: {"aria-hidden": "true"}});
+    var q = el("span", {class: "bf-queued"}), sk = el("span", {class: "bf-skipped"});
+    var total = b.listed > 0 ? b.listed : 1;
+    q.style.width = (100 * b.queued / total) + "%";
+    sk.style.width = (100 * b.skipped / total) + "%";
+    split.appendChild(q);
+    split.appendChild(sk);
+    box.appendChild(el("p", {class: "bf-line"},
+      LB.badge(BF_TEXT[b.status] || b.status, b.status === "done" ? "ok" :
+               b.status === "failed" ? "bad" : "muted"),
+      el("span", {class: "bf-counts",
+                  text: " " + b.listed + " listed, " + b.queued + " queued, " + b.skipped + " skipped"}),
+      b.last_error ? el("span", {class: "muted", text: " \u2013 " + b.last_error}) : null));
+    box.appendChild(bar);
+    box.appendChild(split);
+    if (running)
+      box.appendChild(el("button", {text: "Cancel backfill", class: "secondary",
+        attrs: {type: "button"}, on: {click: function () { cancelBackfill(b); }}}));
   }
 
   function bodyOf(w) {
