@@ -702,12 +702,48 @@ void lb_backfill_cancel(lb_backfill *b, const char *tenant, const char *id)
     stop(t, 0);
 }
 
+/* The end of a backfill stopped by a disconnect, written after whatever
+ * of it is in flight. Owned by itself; freed in its callback. */
+typedef struct {
+    lb_store_op op;
+    lb_backfill *b;
+} forget_op;
+
+static void forgotten_cb(lb_store_op *op)
+{
+    forget_op *f = op->data;
+    lb_backfill *b = f->b;
+    if (op->status != 0)
+        lb_warn("backfill", "tenant=%s backfill=%s: its end could not be stored (%s)",
+                op->backfill_finish.tenant_id, op->backfill_finish.id, lb_strerror(op->status));
+    lb_free(f);
+    b->busy--;
+    maybe_closed(b);
+}
+
 void lb_backfill_forget(lb_backfill *b, const char *tenant)
 {
     bf **v;
     size_t n = collect(b, tenant, &v);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        /* The row ends too (a tenant deleted has none left: no change), so
+         * a new backfill may start once Lever is connected again. */
+        forget_op *f = LB_NEW(forget_op);
+        f->b = b;
+        f->op.kind = LB_STORE_BACKFILL_FINISH;
+        f->op.cb = forgotten_cb;
+        f->op.data = f;
+        snprintf(f->op.backfill_finish.tenant_id, sizeof(f->op.backfill_finish.tenant_id), "%s",
+                 v[i]->tenant);
+        snprintf(f->op.backfill_finish.id, sizeof(f->op.backfill_finish.id), "%s", v[i]->id);
+        f->op.backfill_finish.status = "failed";
+        f->op.backfill_finish.last_error = "Lever was disconnected";
         stop(v[i], 1);
+        if (lb_store_submit(b->store, &f->op) == 0)
+            b->busy++;
+        else
+            lb_free(f);
+    }
     lb_free(v);
 }
 

@@ -71,9 +71,9 @@ int lb_backfill_start(lb_backfill *b, const lb_workflow *w, lb_backfill_started_
  * (LB_STORE_BACKFILL_FINISH, "cancelled"), which the store orders after
  * that page. */
 void lb_backfill_cancel(lb_backfill *b, const char *tenant, const char *id);
-/* The tenant was disconnected or deleted: its backfills stop here (their
- * rows stay running and resume at the next start; a disconnected tenant's
- * then fail). */
+/* The tenant was disconnected or deleted: its backfills stop (a page in
+ * flight completes first) and their rows end "failed", "Lever was
+ * disconnected". */
 void lb_backfill_forget(lb_backfill *b, const char *tenant);
 /* Stops listing, cancels calls queued, waits for what is in flight, frees
  * everything, then calls cb. */

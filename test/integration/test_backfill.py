@@ -223,6 +223,21 @@ def test_cancel(make_server, lever, platform):
     assert (b2["status"], b2["listed"], b2["queued"]) == ("done", 150, 150), b2
 
 
+def test_disconnect_ends_backfill(make_server, lever, platform):
+    seed(lever, [opp("W%03d" % i) for i in range(150)])
+    s = make_server(env=env_for(lever, platform))
+    connect(s)
+    wf = add_workflow(s, SEND_WF)
+    lever.fault(path_prefix="/v1/opportunities", method="GET", delay_ms=800, count=1)
+    bid = start(s, wf)
+    assert call(s, "DELETE", "/v1/tenants/acme/lever").status == 202
+    b = ended(s, bid)
+    assert (b["status"], b["last_error"]) == ("failed", "Lever was disconnected"), b
+    time.sleep(1.0)  # the hung list has come back by now, and was dropped
+    assert get(s, bid)["listed"] == 0
+    assert platform.invitations()["data"] == []
+
+
 def test_resumes_after_sigkill(make_server, lever, platform):
     seed(lever, [opp("W%03d" % i) for i in range(150)])
     s = make_server(env=env_for(lever, platform))
