@@ -31,7 +31,7 @@ static void respond_started(lb_http_req *req, const char *id)
 
 static void respond_unavailable(lb_http_req *req)
 {
-    lb_http_respond_error(req, 503, "unavailable", "The store is unavailable; try again.", NULL);
+    lb_api_store_unavailable(req);
 }
 
 static void respond_backfill(lb_http_req *req, const lb_backfill_rec *r)
@@ -145,10 +145,7 @@ static void backfill_get(lb_http_req *req, void *data)
     if (t == NULL) return;
     bf_ctx *c = ctx_new(req, t, lb_http_req_param(req, "id"));
     if (c == NULL) return;
-    if (lb_store_submit(api->store, &c->get) != 0) {
-        lb_free(c);
-        respond_unavailable(req);
-    }
+    lb_api_submit(api, req, &c->get, lb_free, c);
 }
 
 static void backfill_delete(lb_http_req *req, void *data)
@@ -170,11 +167,7 @@ static void backfill_delete(lb_http_req *req, void *data)
     memcpy(c->finish.backfill_finish.id, c->get.backfill_get.id,
            sizeof(c->finish.backfill_finish.id));
     c->finish.backfill_finish.status = "cancelled";
-    if (lb_store_submit(api->store, &c->finish) != 0) {
-        lb_free(c);
-        respond_unavailable(req);
-        return;
-    }
+    if (lb_api_submit(api, req, &c->finish, lb_free, c) != 0) return;
     c->get_pending = 1;
     if (lb_store_submit(api->store, &c->get) != 0) {
         c->get_pending = 0; /* `finished` frees c */
