@@ -78,6 +78,7 @@ typedef struct {
     int burst;
     int late;
     int64_t late_after_ms;
+    int late_after_done; /* > 0: add the late tenant once this many jobs succeeded */
     int64_t retry_base_ms, retry_cap_ms, max_age_ms, timeout_ms;
     int max_inflight, max_running, max_running_tenant;
     int keep_db;
@@ -99,6 +100,8 @@ static void usage(FILE *f)
           "  --burst B                per-tenant burst (default 20)\n"
           "  --late-tenant            one more tenant (\"" LATE_ID "\") with one job, added\n"
           "                           --late-after after the start (default 200ms)\n"
+          "  --late-after-done N      ... or once N jobs have succeeded (its row is stored\n"
+          "                           at the start): a backlog whatever the machine's speed\n"
           "  --retry-base D, --retry-cap D, --max-age D   job backoff (default 1s, 10m, 72h)\n"
           "  --max-inflight N         HTTP calls at once (default 256)\n"
           "  --max-running N          jobs running at once (default 4 x max-inflight)\n"
@@ -194,6 +197,8 @@ static int parse_options(int argc, char **argv, options *o)
             rc = (*v == '\0' || *end != '\0' || !(o->rate >= 0) || o->rate > 1e6) ? -1 : 0;
         } else if (strcmp(a, "--late-after") == 0)
             rc = lb_duration_parse(v, &o->late_after_ms);
+        else if (strcmp(a, "--late-after-done") == 0)
+            rc = parse_int(v, 1, 100000000, &o->late_after_done);
         else if (strcmp(a, "--retry-base") == 0)
             rc = lb_duration_parse(v, &o->retry_base_ms);
         else if (strcmp(a, "--retry-cap") == 0)
@@ -267,6 +272,7 @@ typedef struct {
     uint64_t resp_ok, resp_429, resp_5xx, resp_other, resp_transport;
     /* the late tenant */
     int late_added;
+    int late_row_ready; /* --late-after-done: its row is stored */
     uint64_t late_insert_ns, late_added_ns;
     int64_t late_added_epoch_ms;
     uint64_t late_backlog_jobs, late_backlog_calls;
@@ -455,16 +461,10 @@ static void job_rec(lb_job_rec *r, const char *tenant, int k)
 
 static void begin_close(void);
 
-static void late_inserted(lb_store_op *op)
+/* Hands the late tenant's job (its row stored) to the engine, noting the
+ * backlog it meets. */
+static void late_add(void)
 {
-    if (D.closing) /* the run ended (timeout) while the insert was pending */
-        return;
-    if (op->status != 0) {
-        fprintf(stderr, "engine-drive: late job insert: %s\n", lb_strerror(op->status));
-        D.timed_out = 1;
-        begin_close();
-        return;
-    }
     lb_jobs_stats js;
     lb_outbound_stats os;
     lb_jobs_stats_get(D.jobs, &js);
@@ -475,6 +475,22 @@ static void late_inserted(lb_store_op *op)
     D.late_added_epoch_ms = lb_time_now_ms();
     D.late_added = 1;
     lb_jobs_add(D.jobs, &D.late_rec, 1);
+}
+
+static void late_inserted(lb_store_op *op)
+{
+    if (D.closing) /* the run ended (timeout) while the insert was pending */
+        return;
+    if (op->status != 0) {
+        fprintf(stderr, "engine-drive: late job insert: %s\n", lb_strerror(op->status));
+        D.timed_out = 1;
+        begin_close();
+        return;
+    }
+    if (D.o.late_after_done > 0)
+        D.late_row_ready = 1; /* check_cb adds it once enough jobs succeeded */
+    else
+        late_add();
 }
 
 static void late_timer_cb(uv_timer_t *t)
@@ -501,9 +517,12 @@ static void deadline_cb(uv_timer_t *t)
 static void check_cb(uv_check_t *c)
 {
     (void)c;
-    if (D.closing || (D.o.late && !D.late_added)) return;
+    if (D.closing) return;
     lb_jobs_stats js;
     lb_jobs_stats_get(D.jobs, &js);
+    if (D.late_row_ready && !D.late_added && js.succeeded >= (uint64_t)D.o.late_after_done)
+        late_add();
+    if (D.o.late && !D.late_added) return;
     if (js.succeeded + js.failed + js.skipped + js.cancelled >= D.expected) begin_close();
 }
 
@@ -874,7 +893,9 @@ int main(int argc, char **argv)
     uv_update_time(&D.loop);
     D.t0_ns = uv_hrtime();
     D.start_epoch_ms = lb_time_now_ms();
-    if (D.o.late) uv_timer_start(&D.late_timer, late_timer_cb, (uint64_t)D.o.late_after_ms, 0);
+    if (D.o.late)
+        uv_timer_start(&D.late_timer, late_timer_cb,
+                       D.o.late_after_done > 0 ? 0 : (uint64_t)D.o.late_after_ms, 0);
     if (D.o.by_tenant) {
         for (int i = 0; i < D.o.tenants; i++)
             lb_jobs_add(D.jobs, &recs[(size_t)i * (size_t)D.o.jobs], (size_t)D.o.jobs);
