@@ -11,7 +11,6 @@
 #include "engine/opplist.h"
 #include "json/json.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -347,29 +346,6 @@ static void listed(lb_opp_list *l, int status, const char *error, lb_lever_opp_p
     set_busy(t, 1);
 }
 
-/* Appends name=value, the value percent-encoded. 0 or LB_ETOOBIG. */
-static int query_add(char *q, size_t size, const char *name, const char *value)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(q);
-    int w = snprintf(q + n, size - n, "&%s=", name);
-    if (w < 0 || (size_t)w >= size - n) return LB_ETOOBIG;
-    n += (size_t)w;
-    for (const unsigned char *c = (const unsigned char *)value; *c; c++) {
-        int safe = isalnum(*c) || *c == '-' || *c == '.' || *c == '_' || *c == '~';
-        if (n + (safe ? 1 : 3) >= size) return LB_ETOOBIG;
-        if (safe) {
-            q[n++] = (char)*c;
-        } else {
-            q[n++] = '%';
-            q[n++] = hex[*c >> 4];
-            q[n++] = hex[*c & 15];
-        }
-    }
-    q[n] = '\0';
-    return 0;
-}
-
 /* The assessments of the workflow's send_assessment actions: an
  * opportunity invited to all of them already counts as skipped. */
 static void assess_load(bf *t, const lb_workflow *w)
@@ -476,11 +452,11 @@ static void page_next(bf *t)
     assess_load(t, w);
     char q[QUERY_MAX];
     snprintf(q, sizeof(q), "limit=%d&archived=false", LB_BACKFILL_PAGE);
-    int rc = query_add(q, sizeof(q), "stage_id", w->to_stage);
+    int rc = lb_lever_query_add(q, sizeof(q), "stage_id", w->to_stage);
     if (w->postings != NULL && YAJL_IS_ARRAY(w->postings))
         for (size_t i = 0; i < w->postings->u.array.len && rc == 0; i++) {
             const char *p = YAJL_GET_STRING(w->postings->u.array.values[i]);
-            if (p != NULL) rc = query_add(q, sizeof(q), "posting_id", p);
+            if (p != NULL) rc = lb_lever_query_add(q, sizeof(q), "posting_id", p);
         }
     if (rc != 0) {
         t->step = B_LIST;

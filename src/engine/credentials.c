@@ -250,27 +250,12 @@ static void redirect_uri(const lb_cred *cr, char *out, size_t size)
     snprintf(out, size, "%s/oauth/lever/callback", cr->cfg.public_url);
 }
 
-static void url_escape(lb_strbuf *b, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.' || c == '~') {
-            lb_strbuf_add(b, s, 1);
-        } else {
-            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
-            lb_strbuf_add(b, e, 3);
-        }
-    }
-}
-
 static void form_add(lb_strbuf *b, const char *k, const char *v)
 {
     if (b->len > 0) lb_strbuf_cat(b, "&");
     lb_strbuf_cat(b, k);
     lb_strbuf_cat(b, "=");
-    url_escape(b, v);
+    lb_lever_url_escape(b, v);
 }
 
 typedef struct token_call token_call;
@@ -1024,17 +1009,17 @@ char *lb_cred_oauth_authorize_url(lb_cred *cr, const char *tenant, int64_t link_
     lb_strbuf_init(&b, 8192);
     lb_strbuf_cat(&b, cr->cfg.lever_auth_url);
     lb_strbuf_cat(&b, "/authorize?client_id=");
-    url_escape(&b, cr->cfg.client_id);
+    lb_lever_url_escape(&b, cr->cfg.client_id);
     lb_strbuf_cat(&b, "&redirect_uri=");
-    url_escape(&b, redirect);
+    lb_lever_url_escape(&b, redirect);
     lb_strbuf_cat(&b, "&response_type=code&state=");
-    url_escape(&b, state);
+    lb_lever_url_escape(&b, state);
     lb_strbuf_cat(&b, "&audience=");
     char audience[1024];
     snprintf(audience, sizeof(audience), "%s/", cr->cfg.lever_api_url);
-    url_escape(&b, audience);
+    lb_lever_url_escape(&b, audience);
     lb_strbuf_cat(&b, "&scope=");
-    url_escape(&b, SCOPES);
+    lb_lever_url_escape(&b, SCOPES);
     return lb_strbuf_steal(&b, NULL);
 }
 

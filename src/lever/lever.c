@@ -52,7 +52,7 @@ void lb_lever_describe(const lb_http_response *res, char *buf, size_t size)
 
 /* ---- requests ------------------------------------------------------------ */
 
-static void escape(lb_strbuf *b, const char *s)
+void lb_lever_url_escape(lb_strbuf *b, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (; *s; s++) {
@@ -78,7 +78,7 @@ void lb_lever_req_init(lb_lever_req *r, const lb_lever_auth *auth, const char *m
     va_start(ap, path_fmt);
     for (const char *p = path_fmt; *p; p++) {
         if (p[0] == '%' && p[1] == 's') {
-            escape(&b, va_arg(ap, const char *));
+            lb_lever_url_escape(&b, va_arg(ap, const char *));
             p++;
         } else {
             lb_strbuf_add(&b, p, 1);
@@ -336,19 +336,26 @@ void lb_lever_opp_page_free(lb_lever_opp_page *p)
     memset(p, 0, sizeof(*p));
 }
 
-int lb_lever_offset_query(char *q, size_t size, const char *next)
+/* Appends "name=value" to q (size bytes), after '&' unless q is empty, the
+ * value percent-encoded; keep_pct leaves a %XX already there as it is. On
+ * LB_ETOOBIG q is left as it was. */
+static int query_append(char *q, size_t size, const char *name, const char *value, int keep_pct)
 {
     static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(q);
-    const char *pre = n > 0 ? "&offset=" : "offset=";
-    size_t plen = strlen(pre);
-    if (n + plen >= size) return LB_ETOOBIG;
-    memcpy(q + n, pre, plen + 1);
-    n += plen;
-    for (const unsigned char *c = (const unsigned char *)next; *c; c++) {
+    size_t n0 = strlen(q), n = n0;
+    int w = snprintf(q + n, size - n, "%s%s=", n > 0 ? "&" : "", name);
+    if (w < 0 || (size_t)w >= size - n) {
+        q[n0] = '\0';
+        return LB_ETOOBIG;
+    }
+    n += (size_t)w;
+    for (const unsigned char *c = (const unsigned char *)value; *c; c++) {
         int safe = isalnum(*c) || *c == '-' || *c == '.' || *c == '_' || *c == '~' ||
-                   (*c == '%' && isxdigit(c[1]) && isxdigit(c[2]));
-        if (n + (safe ? 1 : 3) >= size) return LB_ETOOBIG;
+                   (keep_pct && *c == '%' && isxdigit(c[1]) && isxdigit(c[2]));
+        if (n + (safe ? 1 : 3) >= size) {
+            q[n0] = '\0';
+            return LB_ETOOBIG;
+        }
         if (safe) {
             q[n++] = (char)*c;
         } else {
@@ -359,6 +366,16 @@ int lb_lever_offset_query(char *q, size_t size, const char *next)
     }
     q[n] = '\0';
     return 0;
+}
+
+int lb_lever_query_add(char *q, size_t size, const char *name, const char *value)
+{
+    return query_append(q, size, name, value, 0);
+}
+
+int lb_lever_offset_query(char *q, size_t size, const char *next)
+{
+    return query_append(q, size, "offset", next, 1);
 }
 
 int lb_lever_parse_page(const char *body, size_t len, lb_lever_page *p)

@@ -8,6 +8,7 @@
 #ifndef LB_LEVER_LEVER_H
 #define LB_LEVER_LEVER_H
 
+#include "core/strbuf.h"
 #include "http/client.h"
 
 #include <stddef.h>
@@ -118,6 +119,11 @@ void lb_lever_opp_page_free(lb_lever_opp_page *p);
  * already safe in a query (Lever's own `next` passes unchanged). 0, or
  * LB_ETOOBIG when it does not fit. */
 int lb_lever_offset_query(char *q, size_t size, const char *next);
+/* Appends "name=value" to q (size bytes; '&' first unless q is empty), the
+ * value percent-encoded. 0, or LB_ETOOBIG when it does not fit. */
+int lb_lever_query_add(char *q, size_t size, const char *name, const char *value);
+/* Appends s to b percent-encoded: all but RFC 3986's unreserved characters. */
+void lb_lever_url_escape(lb_strbuf *b, const char *s);
 
 /* One page of a list: {"data":[...],"next":"...","hasNext":true}. Items are
  * kept as {id, text, url, event} strings, enough for stages, postings and

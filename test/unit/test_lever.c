@@ -223,6 +223,14 @@ static void opp_pages(void **state)
     assert_string_equal(q2, "offset=a%20b%26c");
     char q3[12] = "limit=100";
     assert_int_equal(lb_lever_offset_query(q3, sizeof(q3), "xyz"), LB_ETOOBIG);
+    assert_string_equal(q3, "limit=100"); /* left as it was */
+    /* filters: every value percent-encoded, a '%' too */
+    char q4[64] = "limit=100";
+    assert_int_equal(lb_lever_query_add(q4, sizeof(q4), "stage_id", "a%5B/b"), 0);
+    assert_string_equal(q4, "limit=100&stage_id=a%255B%2Fb");
+    char q5[24] = "limit=100";
+    assert_int_equal(lb_lever_query_add(q5, sizeof(q5), "posting_id", "%%%%"), LB_ETOOBIG);
+    assert_string_equal(q5, "limit=100");
 }
 
 int main(void)
