@@ -43,8 +43,11 @@
 #define MOD "store"
 /* Most ops in one batch (one transaction); the rest wait for the next. */
 #define BATCH_MAX 4096
-/* Most parameters of one statement. */
-#define MAXP 16
+/* Most parameters of one statement (Q_EVENT_INSERT_MANY has 26). */
+#define MAXP 26
+/* Most event inserts coalesced into one Q_EVENT_INSERT_MANY; a longer run
+ * of them is sent as several, in order. */
+#define GROUP_MAX 256
 /* The store thread's idle wait, and the write probe's period while writes
  * fail. */
 #define IDLE_WAIT_MS 1000
@@ -118,6 +121,7 @@ enum {
     Q_BF_ONE,
     Q_BF_LIST,
     Q_BF_RUNNING,
+    Q_EVENT_INSERT_MANY,
     Q_COUNT
 };
 
@@ -253,6 +257,63 @@ static const char *const q_sql[Q_COUNT] = {
         " SELECT i.id, CASE WHEN i.id IS NULL THEN COALESCE((SELECT event_id FROM k LIMIT 1),"
         " (SELECT id FROM events WHERE tenant_id = $2::text AND source = $3::text"
         " AND dedupe_key = $5::text)) END FROM (SELECT (SELECT id FROM ins) AS id) i",
+    /* Q_EVENT_INSERT and the events' Q_JOB_INSERT_EVENT for a run of
+     * event-insert ops of one batch (coalescable()), in one statement:
+     * arrays with one element per op ($1..$10, Q_EVENT_INSERT's
+     * parameters; $25, $26 the stage and its window, NULL for none) and
+     * per job ($11..$23, a job's parameters; $24 the id of its op's
+     * event). The stage rule is Q_EVENT_INSERT_STAGE's for source
+     * "lever" (the other sources' stage ops are not coalesced): a
+     * "reconcile" event of the change, read in the statement's snapshot,
+     * which holds every event of the batch's earlier ops (a run breaks
+     * before a stage op that follows another source's). Rows are inserted in the ops' order, so of
+     * two ops with one key the first is inserted and the second is its duplicate; each op's jobs
+     * only when its event was inserted; each hook's last delivery time raised to its newest
+     * inserted event. One row per op, in order: inserted, and for a duplicate the earlier event's
+     * id, read in the statement's snapshot (NULL when that event is one of this statement's:
+     * parse_event_row finds it among the earlier ops). */
+    [Q_EVENT_INSERT_MANY] =
+        "WITH d AS (SELECT u.id COLLATE \"C\" AS id, u.tenant_id COLLATE \"C\" AS tenant_id,"
+        " u.source, u.type, u.dedupe_key COLLATE \"C\" AS dedupe_key, u.status, u.opportunity_id,"
+        " u.payload, u.received_at, u.hook_id COLLATE \"C\" AS hook_id, u.stage, u.w, u.n"
+        " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        " $7::text[], $8::text[], $9::bigint[], $10::text[], $25::text[], $26::bigint[])"
+        " WITH ORDINALITY AS u(id, tenant_id, source, type, dedupe_key, status, opportunity_id,"
+        " payload, received_at, hook_id, stage, w, n)),"
+        " st AS (SELECT d.n, (SELECT r.id FROM events r WHERE r.tenant_id = d.tenant_id"
+        " AND r.received_at >= d.received_at - d.w AND r.source = 'reconcile'"
+        " AND r.opportunity_id = d.opportunity_id"
+        " AND r.payload->'data'->>'toStageId' = d.stage"
+        " AND CASE WHEN r.source = 'reconcile' THEN (r.payload->>'triggeredAt')::bigint"
+        " BETWEEN d.received_at - d.w AND d.received_at + d.w ELSE true END LIMIT 1) AS id"
+        " FROM d WHERE d.stage IS NOT NULL),"
+        " ins AS (INSERT INTO events(id, tenant_id, source, type, dedupe_key, status,"
+        " opportunity_id, payload, received_at)"
+        " SELECT d.id, d.tenant_id, d.source, d.type, d.dedupe_key, d.status, d.opportunity_id,"
+        " d.payload::json, d.received_at FROM d WHERE NOT EXISTS (SELECT 1 FROM event_keys k"
+        " WHERE k.tenant_id = d.tenant_id AND k.source = d.source"
+        " AND k.dedupe_key = d.dedupe_key)"
+        " AND NOT EXISTS (SELECT 1 FROM st WHERE st.n = d.n AND st.id IS NOT NULL) ORDER BY d.n"
+        " ON CONFLICT (tenant_id, source, dedupe_key) DO NOTHING RETURNING id),"
+        " h AS (UPDATE hooks SET last_delivery_at = m.at FROM (SELECT d.hook_id,"
+        " max(d.received_at) AS at FROM d WHERE d.hook_id IS NOT NULL"
+        " AND d.id IN (SELECT id FROM ins) GROUP BY d.hook_id) m"
+        " WHERE hooks.id = m.hook_id AND COALESCE(hooks.last_delivery_at, 0) < m.at),"
+        " jb AS (INSERT INTO jobs(" JOB_COLS ")"
+        " SELECT j.id, j.tenant_id, j.event_id, j.workflow_id, j.action::json, j.opportunity_id,"
+        " j.seq, j.status, j.attempts, j.next_run_at, j.last_error, j.steps::jsonb, j.created_at,"
+        " j.created_at FROM unnest($11::text[], $12::text[], $13::text[], $14::text[],"
+        " $15::text[], $16::text[], $17::int[], $18::text[], $19::int[], $20::bigint[],"
+        " $21::text[], $22::text[], $23::bigint[], $24::text[]) WITH ORDINALITY"
+        " AS j(id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status,"
+        " attempts, next_run_at, last_error, steps, created_at, owner, n)"
+        " WHERE j.owner COLLATE \"C\" IN (SELECT id FROM ins) ORDER BY j.n)"
+        " SELECT d.id IN (SELECT id FROM ins), CASE WHEN d.id NOT IN (SELECT id FROM ins)"
+        " THEN COALESCE((SELECT k.event_id FROM event_keys k WHERE k.tenant_id = d.tenant_id"
+        " AND k.source = d.source AND k.dedupe_key = d.dedupe_key),"
+        " (SELECT st.id FROM st WHERE st.n = d.n), (SELECT e.id FROM events e WHERE e.tenant_id = "
+        "d.tenant_id AND e.source = d.source"
+        " AND e.dedupe_key = d.dedupe_key)) END FROM d ORDER BY d.n",
     [Q_RECONCILED_COUNTS] = "SELECT tenant_id, received_at / 3600000, count(*) FROM events"
                             " WHERE source = 'reconcile' AND received_at >= $1::bigint"
                             " GROUP BY 1, 2 ORDER BY 1, 2",
@@ -409,6 +470,7 @@ typedef struct {
     int q;           /* Q_*, or -1: the unnamed statement `sql` */
     const char *sql; /* BEGIN, COMMIT */
     int op;          /* index of its op in the batch; -1: BEGIN, COMMIT */
+    size_t gend;     /* a coalesced statement: ops [op, gend); else 0 */
     int n;
     const char *v[MAXP]; /* NULL: SQL NULL (unless isnum) */
     int len[MAXP];
@@ -448,7 +510,12 @@ typedef struct {
     size_t *first;     /* index of its first call */
     size_t *nc;        /* its number of calls */
     char *skip;        /* failed alone: not sent again */
+    char *solo;        /* not coalesced (its coalesced statement failed) */
+    size_t *grp;       /* the call of its coalesced statement, or SIZE_MAX */
+    int *grow;         /* and its row there */
     size_t capops;
+    char **bufs; /* the batch's array parameters (lb_malloc'd), freed with its calls */
+    size_t nbufs, capbufs;
     /* Tests only (fault.h), for the batch being run: the op to fail alone
      * (SIZE_MAX: none), and whether its transaction must fail. */
     size_t fault_op;
@@ -511,6 +578,7 @@ static pcall *call_add(pg_store *s, int q, int op)
     c->q = q;
     c->sql = NULL;
     c->op = op;
+    c->gend = 0;
     c->n = 0;
     c->res = NULL;
     return c;
@@ -1009,6 +1077,173 @@ static int parse_event_insert(pg_store *s, lb_store_op *op, PGresult **r)
          * duplicate. */
         op->event_insert.duplicate = 1;
         val_id(r[0], 0, 1, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+    }
+    return 0;
+}
+
+/* ---- coalesced event inserts --------------------------------------------- */
+
+/* An array parameter in PostgreSQL's text form: {"a",NULL,"b\"c"}. */
+typedef struct {
+    char *p;
+    size_t n, cap;
+} abuf;
+
+static void ab_put(abuf *b, const char *v, size_t n)
+{
+    if (b->n + n + 2 > b->cap) {
+        while (b->n + n + 2 > b->cap)
+            b->cap = b->cap ? b->cap * 2 : 256;
+        b->p = lb_realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, v, n);
+    b->n += n;
+}
+
+static void ab_sep(abuf *b)
+{
+    ab_put(b, b->n == 0 ? "{" : ",", 1);
+}
+
+static void ab_text(abuf *b, const char *v)
+{
+    ab_sep(b);
+    if (v == NULL) {
+        ab_put(b, "NULL", 4);
+        return;
+    }
+    ab_put(b, "\"", 1);
+    for (const char *q = v; *q != '\0';) {
+        size_t k = strcspn(q, "\"\\");
+        ab_put(b, q, k);
+        q += k;
+        if (*q == '\0') break;
+        ab_put(b, "\\", 1);
+        ab_put(b, q++, 1);
+    }
+    ab_put(b, "\"", 1);
+}
+
+static void ab_i64(abuf *b, int64_t v)
+{
+    char num[24];
+    int k = snprintf(num, sizeof(num), "%" PRId64, v);
+    ab_sep(b);
+    ab_put(b, num, (size_t)k);
+}
+
+/* Ends the array and hands it to the call, which the batch frees with its
+ * calls (calls_clear). */
+static void ab_param(pg_store *s, pcall *c, abuf *b)
+{
+    if (b->n == 0) ab_put(b, "{", 1);
+    ab_put(b, "}", 2); /* and the NUL */
+    s->bufs = grow(s->bufs, s->nbufs, &s->capbufs, sizeof(char *), 16);
+    s->bufs[s->nbufs++] = b->p;
+    p_text(c, b->p);
+}
+
+/* The stage op's stage (build_event_insert's rule), or NULL. */
+static const char *op_stage(const lb_store_op *op)
+{
+    return op->event_insert.event->opportunity_id ? op->event_insert.stage_id : NULL;
+}
+
+static int is_lever(const lb_store_op *op)
+{
+    return strcmp(op->event_insert.event->source, "lever") == 0;
+}
+
+/* An op whose event insert can share a Q_EVENT_INSERT_MANY: an event
+ * insert without a stage rule or of source "lever", no platform events,
+ * not the op a test fails, not set apart after its coalesced statement
+ * failed. */
+static int coalescable(const pg_store *s, size_t i)
+{
+    const lb_store_op *op = s->ops[i];
+    if (op->kind != LB_STORE_EVENT_INSERT || op->nnotify > 0 || s->solo[i] || i == s->fault_op)
+        return 0;
+    return op_stage(op) == NULL || is_lever(op);
+}
+
+/* One Q_EVENT_INSERT_MANY for the ops [from, to) that are not skipped (all
+ * coalescable), as build_event_insert would send them one by one. */
+static void build_event_group(pg_store *s, size_t from, size_t to)
+{
+    abuf a[26];
+    memset(a, 0, sizeof(a));
+    int64_t now = lb_time_now_ms();
+    pcall *c = call_add(s, Q_EVENT_INSERT_MANY, (int)from);
+    c->gend = to;
+    int row = 0;
+    for (size_t i = from; i < to; i++) {
+        if (s->skip[i]) continue;
+        lb_store_op *op = s->ops[i];
+        const lb_event_rec *e = op->event_insert.event;
+        s->grp[i] = s->ncalls - 1;
+        s->grow[i] = row++;
+        ab_text(&a[0], e->id);
+        ab_text(&a[1], e->tenant_id);
+        ab_text(&a[2], e->source);
+        ab_text(&a[3], e->type);
+        ab_text(&a[4], e->dedupe_key);
+        ab_text(&a[5], e->status);
+        ab_text(&a[6], e->opportunity_id);
+        ab_text(&a[7], e->payload);
+        ab_i64(&a[8], e->received_at > 0 ? e->received_at : now);
+        ab_text(&a[9], op->event_insert.hook_id);
+        ab_text(&a[24], op_stage(op));
+        ab_i64(&a[25], op->event_insert.stage_window_ms);
+        for (size_t k = 0; k < op->event_insert.njobs; k++) {
+            const lb_job_rec *j = &op->event_insert.jobs[k];
+            ab_text(&a[10], j->id);
+            ab_text(&a[11], j->tenant_id);
+            ab_text(&a[12], j->event_id);
+            ab_text(&a[13], j->workflow_id);
+            ab_text(&a[14], j->action);
+            ab_text(&a[15], j->opportunity_id);
+            ab_i64(&a[16], j->seq);
+            ab_text(&a[17], lb_job_status_name(j->status));
+            ab_i64(&a[18], j->attempts);
+            ab_i64(&a[19], j->next_run_at);
+            ab_text(&a[20], j->last_error);
+            ab_text(&a[21], j->steps);
+            ab_i64(&a[22], j->created_at > 0 ? j->created_at : now);
+            ab_text(&a[23], e->id);
+        }
+    }
+    for (int k = 0; k < 26; k++) /* $1..$26 */
+        ab_param(s, c, &a[k]);
+}
+
+/* Op i's row of its Q_EVENT_INSERT_MANY; the ops before it are parsed. */
+static int parse_event_row(pg_store *s, size_t i)
+{
+    lb_store_op *op = s->ops[i];
+    const PGresult *r = s->calls[s->grp[i]].res;
+    int row = s->grow[i];
+    if (PQntuples(r) <= row) return LB_EIO;
+    op->event_insert.duplicate = 0;
+    op->event_insert.existing_id[0] = '\0';
+    if (val_bool(r, row, 0)) return 0;
+    op->event_insert.duplicate = 1;
+    val_id(r, row, 1, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+    if (op->event_insert.existing_id[0] != '\0') return 0;
+    /* Not in the snapshot: an event of this statement (an earlier op of
+     * the same key), or one another replica committed meanwhile (then,
+     * as parse_event_insert, a duplicate of an unknown id). */
+    const lb_event_rec *e = op->event_insert.event;
+    for (size_t k = s->calls[s->grp[i]].op; k < i; k++) {
+        const lb_store_op *o = s->ops[k];
+        const lb_event_rec *x = o->event_insert.event;
+        if (s->skip[k] || s->grp[k] != s->grp[i] || o->status != 0 || o->event_insert.duplicate)
+            continue;
+        if (strcmp(x->tenant_id, e->tenant_id) == 0 && strcmp(x->source, e->source) == 0 &&
+            strcmp(x->dedupe_key, e->dedupe_key) == 0) {
+            snprintf(op->event_insert.existing_id, sizeof(op->event_insert.existing_id), "%s",
+                     x->id);
+            break;
+        }
     }
     return 0;
 }
@@ -1834,6 +2069,9 @@ static void calls_clear(pg_store *s)
     for (size_t k = 0; k < s->nscratch; k++)
         lb_free(s->scratch[k]);
     s->nscratch = 0;
+    for (size_t k = 0; k < s->nbufs; k++)
+        lb_free(s->bufs[k]);
+    s->nbufs = 0;
 }
 
 static int send_call(PGconn *c, pcall *p)
@@ -1849,8 +2087,9 @@ static int send_call(PGconn *c, pcall *p)
 
 /* Outcomes of one attempt. */
 #define ATTEMPT_COMMITTED 0
-#define ATTEMPT_OP_FAILED 1 /* *failed names the op; its status is set */
-#define ATTEMPT_FAILED 2    /* the transaction failed; *code says how */
+#define ATTEMPT_OP_FAILED 1    /* *failed names the op; its status is set */
+#define ATTEMPT_FAILED 2       /* the transaction failed; *code says how */
+#define ATTEMPT_GROUP_FAILED 3 /* a coalesced statement failed: its ops are set solo */
 
 /* Sends ops[0..n) that are not skipped as one transaction in one pipeline
  * and reads every result. On commit each op's outputs are parsed. */
@@ -1863,6 +2102,28 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
     b->sql = read_only ? "BEGIN READ ONLY" : "BEGIN";
     for (size_t i = 0; i < n; i++) {
         s->first[i] = s->ncalls;
+        s->grp[i] = SIZE_MAX;
+        if (!read_only && !s->skip[i] && coalescable(s, i)) {
+            /* A run of event inserts: one statement for up to GROUP_MAX. */
+            size_t end = i, count = 0;
+            int other = 0; /* an op of another source than "lever" is in the run */
+            for (; end < n && count < GROUP_MAX; end++) {
+                if (s->skip[end]) continue;
+                if (!coalescable(s, end)) break;
+                if (other && op_stage(s->ops[end]) != NULL) break;
+                other |= !is_lever(s->ops[end]);
+                count++;
+            }
+            if (count >= 2) {
+                build_event_group(s, i, end);
+                for (size_t k = i; k < end; k++) {
+                    s->first[k] = s->ncalls;
+                    s->nc[k] = 0;
+                }
+                i = end - 1;
+                continue;
+            }
+        }
         if (!s->skip[i]) {
             lb_store_op *op = s->ops[i];
             kinds[op->kind].build(s, op, (int)i);
@@ -1913,6 +2174,10 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
     if (bad == SIZE_MAX) {
         for (size_t i = 0; i < n; i++) {
             if (s->skip[i]) continue;
+            if (s->grp[i] != SIZE_MAX) {
+                s->ops[i]->status = parse_event_row(s, i);
+                continue;
+            }
             PGresult *res[MAXP * 4];
             PGresult **rp = s->nc[i] <= sizeof(res) / sizeof(res[0]) ? res : NULL;
             if (rp == NULL) rp = lb_malloc(s->nc[i] * sizeof(*rp));
@@ -1931,18 +2196,27 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
     int mapped = map_state(state);
     char m[512];
     flat(PQresultErrorMessage(p->res), m, sizeof(m));
-    if (level_op) {
+    if (level_op && p->gend > 0) {
+        /* One of its ops is at fault: they run one by one, so that only
+         * that one fails. */
+        lb_debug(MOD, "coalesced event inserts failed (%s): %s; again one by one",
+                 state ? state : "?", m);
+    } else if (level_op) {
         int lvl = mapped == LB_EIO ? LB_LOG_ERROR : LB_LOG_DEBUG;
         lb_log(lvl, MOD, "op %d failed alone (%s): %s", s->ops[p->op]->kind, state ? state : "?",
                m);
     } else {
         lb_error(MOD, "transaction of %zu operations failed (%s): %s", n, state ? state : "?", m);
     }
-    size_t opi = (size_t)p->op;
+    size_t opi = (size_t)p->op, gend = p->gend;
     calls_clear(s);
     if (PQtransactionStatus(c) != PQTRANS_IDLE && !exec_ok(c, "ROLLBACK")) {
         connection_lost(s, "a rollback");
         return ATTEMPT_FAILED;
+    }
+    if (level_op && gend > 0) {
+        memset(s->solo + opi, 1, gend - opi);
+        return ATTEMPT_GROUP_FAILED;
     }
     if (level_op) {
         *failed = opi;
@@ -1961,6 +2235,9 @@ static void ops_room(pg_store *s, size_t n)
     s->first = lb_realloc(s->first, n * sizeof(*s->first));
     s->nc = lb_realloc(s->nc, n * sizeof(*s->nc));
     s->skip = lb_realloc(s->skip, n);
+    s->solo = lb_realloc(s->solo, n);
+    s->grp = lb_realloc(s->grp, n * sizeof(*s->grp));
+    s->grow = lb_realloc(s->grow, n * sizeof(*s->grow));
 }
 
 /* Runs ops[0..n) (already in s->ops) until it commits, each op that fails
@@ -1968,11 +2245,15 @@ static void ops_room(pg_store *s, size_t n)
 static int run_ops(pg_store *s, size_t n, int read_only, int *code)
 {
     memset(s->skip, 0, n);
+    memset(s->solo, 0, n);
     for (size_t i = 0; i < n; i++)
         s->ops[i]->status = 0;
-    for (size_t tries = 0; tries <= n; tries++) {
+    /* Each op fails alone at most once, and each coalesced statement
+     * fails at most once before its ops go one by one. */
+    for (size_t tries = 0; tries <= 2 * n; tries++) {
         size_t failed = 0;
         int rc = attempt(s, n, read_only, &failed, code);
+        if (rc == ATTEMPT_GROUP_FAILED) continue;
         if (rc != ATTEMPT_OP_FAILED) return rc;
         s->skip[failed] = 1;
         /* Outputs of the aborted attempt were never parsed. */
@@ -2114,6 +2395,10 @@ static void pg_destroy(lb_store *base)
     lb_free(s->first);
     lb_free(s->nc);
     lb_free(s->skip);
+    lb_free(s->solo);
+    lb_free(s->grp);
+    lb_free(s->grow);
+    lb_free(s->bufs);
     lb_store__release(&s->base);
     lb_free(s->news_err);
     if (s->conninfo != NULL) {

@@ -4,6 +4,7 @@
  * a rolled-back op; results deduplicated by their unique index. */
 #include "store_helpers.h"
 
+#include "store/fault.h"
 #include "store/recent.h"
 
 /* ---- event_insert ------------------------------------------------------------ */
@@ -270,6 +271,150 @@ static void stage_event(ereq *e, const char *source, const char *key, const char
     e->r.op.event_insert.stage_id = stage;
     e->r.op.event_insert.changed_at = changed_at;
     e->r.op.event_insert.stage_window_ms = 5 * 60 * 1000;
+}
+
+/* ---- several deliveries in one batch ------------------------------------------ */
+
+/* Submits e[0..n) and completes them in one batch. */
+static void submit_batch(fixture *f, ereq **e, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(lb_store_submit(f->store, &e[i]->r.op), 0);
+    run_loop(f);
+}
+
+static void assert_new(const ereq *e)
+{
+    assert_int_equal(e->r.op.status, 0);
+    assert_int_equal(e->r.op.event_insert.duplicate, 0);
+}
+
+static void assert_dup_of(const ereq *e, const ereq *first)
+{
+    assert_int_equal(e->r.op.status, 0);
+    assert_int_equal(e->r.op.event_insert.duplicate, 1);
+    assert_string_equal(e->r.op.event_insert.existing_id, first->ev.id);
+}
+
+/* What the PostgreSQL backend sends as one statement (pg.c,
+ * Q_EVENT_INSERT_MANY) answers each op as if it ran alone, in order: new
+ * deliveries inserted with their jobs; the same key twice in the batch, the
+ * second a duplicate of the first (and its jobs not inserted); copies of
+ * stored events duplicates of those; another tenant's or source's key new;
+ * a Lever stage change already seen by a pass a duplicate of the pass's
+ * event; the hook's time that of its newest inserted delivery. */
+static void test_batch_of_deliveries(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    tenants(f);
+    raw_exec(f, "INSERT INTO hooks(id, tenant_id, status, last_delivery_at)"
+                " VALUES ('h1', 't1', 'active', 5)");
+    int64_t now = lb_time_now_ms();
+    char rec_s2[160], lever_s2[128];
+    snprintf(rec_s2, sizeof(rec_s2), "{\"data\":{\"toStageId\":\"s2\"},\"triggeredAt\":%lld}",
+             (long long)(now - 60000));
+    snprintf(lever_s2, sizeof(lever_s2), "{\"data\":{\"toStageId\":\"s2\"}}");
+    ereq stored, pass;
+    ereq_init(&stored, "t1", "lever", "h1:stored", now - 1000);
+    assert_int_equal(insert_one(f, &stored), 0);
+    stage_event(&pass, "reconcile", "o2:s2:1", "o2", rec_s2, now - 500, "s2", now - 60000);
+    assert_int_equal(insert_one(f, &pass), 0);
+    assert_new(&pass);
+
+    ereq a, b, c, d, e, g, h, x;
+    ereq_init(&a, "t1", "lever", "h1:a", now + 1);
+    ereq_jobs(&a, 1);
+    a.r.op.event_insert.hook_id = "h1";
+    ereq_init(&b, "t1", "lever", "h1:a", now + 2); /* a's key: its job stays out */
+    ereq_jobs(&b, 1);
+    b.r.op.event_insert.hook_id = "h1";
+    ereq_init(&c, "t1", "lever", "h1:stored", now);
+    ereq_init(&d, "t2", "lever", "h1:a", now);                      /* another tenant */
+    ereq_init(&e, "t1", "platform", "h1:a", now);                   /* another source */
+    stage_event(&g, "lever", "h1:g", "o1", lever_s2, now, "s2", 0); /* another opportunity */
+    stage_event(&h, "lever", "h1:h", "o2", lever_s2, now, "s2", 0); /* the pass saw it */
+    ereq_init(&x, "t1", "lever", "h1:stored", now);
+    ereq *all[] = {&a, &b, &c, &d, &e, &g, &h, &x};
+    submit_batch(f, all, sizeof(all) / sizeof(all[0]));
+    assert_new(&a);
+    assert_dup_of(&b, &a);
+    assert_dup_of(&c, &stored);
+    assert_new(&d);
+    assert_new(&e);
+    assert_new(&g);
+    assert_dup_of(&h, &pass);
+    assert_dup_of(&x, &stored);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 6);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs"), 1);
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM jobs WHERE event_id = '%s'", a.ev.id);
+    assert_int_equal(raw_int(f, sql), 1);
+    assert_int_equal(raw_int(f, "SELECT last_delivery_at FROM hooks WHERE id = 'h1'"), now + 1);
+}
+
+/* One op of such a batch failing (two jobs with one id) fails alone, with
+ * the status it has alone; the others are answered as if it had not been
+ * submitted: its key is new to a later op of the batch. */
+static void test_batch_of_deliveries_one_fails(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    tenants(f);
+    int64_t now = lb_time_now_ms();
+    ereq alone;
+    ereq_init(&alone, "t1", "lever", "h1:alone", now);
+    ereq_jobs(&alone, 2);
+    int alone_status = insert_one(f, &alone);
+    assert_int_not_equal(alone_status, 0);
+
+    ereq a, bad, c, d, e;
+    ereq_init(&a, "t1", "lever", "h1:fa", now);
+    ereq_init(&bad, "t1", "lever", "h1:fb", now);
+    ereq_jobs(&bad, 2);
+    ereq_init(&c, "t1", "lever", "h1:fa", now);
+    ereq_init(&d, "t1", "lever", "h1:fb", now);
+    ereq_jobs(&d, 1);
+    ereq_init(&e, "t2", "lever", "h1:fe", now);
+    ereq *all[] = {&a, &bad, &c, &d, &e};
+    submit_batch(f, all, sizeof(all) / sizeof(all[0]));
+    assert_new(&a);
+    assert_int_equal(bad.r.op.status, alone_status);
+    assert_dup_of(&c, &a);
+    assert_new(&d);
+    assert_new(&e);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 3);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs"), 1);
+    assert_db_intact(f);
+}
+
+/* The fault hook's op N among such a batch fails, exactly that one. */
+static void test_batch_of_deliveries_fault_op(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    tenants(f);
+    lb_store__fault_clear();
+    int64_t now = lb_time_now_ms();
+    ereq a, b, c, d;
+    ereq_init(&a, "t1", "lever", "h1:qa", now);
+    ereq_init(&b, "t1", "lever", "h1:qb", now);
+    ereq_jobs(&b, 1);
+    ereq_init(&c, "t1", "lever", "h1:qa", now);
+    ereq_init(&d, "t1", "lever", "h1:qb", now);
+    lb_store__fault_arm(0, 2);
+    ereq *all[] = {&a, &b, &c, &d};
+    submit_batch(f, all, sizeof(all) / sizeof(all[0]));
+    lb_store__fault_clear();
+    assert_new(&a);
+    assert_int_equal(b.r.op.status, LB_EIO);
+    assert_dup_of(&c, &a);
+    assert_new(&d);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 2);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs"), 0);
 }
 
 static void test_stage_change_one_event(void **state)
@@ -799,6 +944,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_results_unique_by_index, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_stage_change_one_event, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_backfill_pages, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_of_deliveries, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_of_deliveries_one_fails, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_of_deliveries_fault_op, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions_past_candidates, fx_setup,
                                         fx_teardown),
