@@ -303,7 +303,7 @@ static const char *const q_sql[Q_COUNT] = {
         " SELECT j.id, j.tenant_id, j.event_id, j.workflow_id, j.action::json, j.opportunity_id,"
         " j.seq, j.status, j.attempts, j.next_run_at, j.last_error, j.steps::jsonb, j.created_at,"
         " j.created_at FROM unnest($11::text[], $12::text[], $13::text[], $14::text[],"
-        " $15::text[], $16::text[], $17::int[], $18::text[], $19::int[], $20::bigint[],"
+        " $15::text[], $16::text[], $17::bigint[], $18::text[], $19::bigint[], $20::bigint[],"
         " $21::text[], $22::text[], $23::bigint[], $24::text[]) WITH ORDINALITY"
         " AS j(id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status,"
         " attempts, next_run_at, last_error, steps, created_at, owner, n)"
@@ -1083,16 +1083,25 @@ static int parse_event_insert(pg_store *s, lb_store_op *op, PGresult **r)
 
 /* ---- coalesced event inserts --------------------------------------------- */
 
-/* An array parameter in PostgreSQL's text form: {"a",NULL,"b\"c"}. */
+/* An array parameter in PostgreSQL's binary form (array_recv): a header
+ * (dimensions, null flag, element type, length, lower bound), then each
+ * element as a length (-1: NULL) and its bytes, integers in network order.
+ * No text to escape and parse. */
+#define OID_INT8 20
+#define OID_TEXT 25
+#define AB_HEAD 20
+
 typedef struct {
     char *p;
     size_t n, cap;
+    uint32_t count, oid;
+    int nulls;
 } abuf;
 
-static void ab_put(abuf *b, const char *v, size_t n)
+static void ab_put(abuf *b, const void *v, size_t n)
 {
-    if (b->n + n + 2 > b->cap) {
-        while (b->n + n + 2 > b->cap)
+    if (b->n + n > b->cap) {
+        while (b->n + n > b->cap)
             b->cap = b->cap ? b->cap * 2 : 256;
         b->p = lb_realloc(b->p, b->cap);
     }
@@ -1100,47 +1109,71 @@ static void ab_put(abuf *b, const char *v, size_t n)
     b->n += n;
 }
 
-static void ab_sep(abuf *b)
+static void be32(char *out, uint32_t v)
 {
-    ab_put(b, b->n == 0 ? "{" : ",", 1);
+    for (int k = 0; k < 4; k++)
+        out[k] = (char)(v >> (24 - 8 * k));
+}
+
+static void ab_init(abuf *b, uint32_t oid)
+{
+    memset(b, 0, sizeof(*b));
+    b->oid = oid;
+    char head[AB_HEAD] = {0};
+    ab_put(b, head, sizeof(head)); /* filled by ab_param */
+}
+
+static void ab_len(abuf *b, int32_t len)
+{
+    char l[4];
+    be32(l, (uint32_t)len);
+    ab_put(b, l, 4);
+    b->count++;
 }
 
 static void ab_text(abuf *b, const char *v)
 {
-    ab_sep(b);
     if (v == NULL) {
-        ab_put(b, "NULL", 4);
+        ab_len(b, -1);
+        b->nulls = 1;
         return;
     }
-    ab_put(b, "\"", 1);
-    for (const char *q = v; *q != '\0';) {
-        size_t k = strcspn(q, "\"\\");
-        ab_put(b, q, k);
-        q += k;
-        if (*q == '\0') break;
-        ab_put(b, "\\", 1);
-        ab_put(b, q++, 1);
-    }
-    ab_put(b, "\"", 1);
+    size_t n = strlen(v);
+    ab_len(b, (int32_t)n);
+    ab_put(b, v, n);
 }
 
 static void ab_i64(abuf *b, int64_t v)
 {
-    char num[24];
-    int k = snprintf(num, sizeof(num), "%" PRId64, v);
-    ab_sep(b);
-    ab_put(b, num, (size_t)k);
+    char x[8];
+    be32(x, (uint32_t)((uint64_t)v >> 32));
+    be32(x + 4, (uint32_t)v);
+    ab_len(b, 8);
+    ab_put(b, x, 8);
 }
 
-/* Ends the array and hands it to the call, which the batch frees with its
- * calls (calls_clear). */
+/* Writes the header and hands the array to the call, which the batch frees
+ * with its calls (calls_clear). */
 static void ab_param(pg_store *s, pcall *c, abuf *b)
 {
-    if (b->n == 0) ab_put(b, "{", 1);
-    ab_put(b, "}", 2); /* and the NUL */
     s->bufs = grow(s->bufs, s->nbufs, &s->capbufs, sizeof(char *), 16);
     s->bufs[s->nbufs++] = b->p;
-    p_text(c, b->p);
+    char *h = b->p;
+    size_t skip = 0;
+    if (b->count == 0) { /* no dimensions: ndim 0, no dimension fields */
+        skip = 8;
+        h += skip;
+        be32(h, 0);
+        be32(h + 4, 0);
+        be32(h + 8, b->oid);
+    } else {
+        be32(h, 1);
+        be32(h + 4, b->nulls ? 1 : 0);
+        be32(h + 8, b->oid);
+        be32(h + 12, b->count);
+        be32(h + 16, 1);
+    }
+    p_bytea(c, (const uint8_t *)h, b->n - skip);
 }
 
 /* The stage op's stage (build_event_insert's rule), or NULL. */
@@ -1170,8 +1203,11 @@ static int coalescable(const pg_store *s, size_t i)
  * coalescable), as build_event_insert would send them one by one. */
 static void build_event_group(pg_store *s, size_t from, size_t to)
 {
+    /* $1..$26: bigint for $9, $17, $19, $20, $23, $26, else text. */
     abuf a[26];
-    memset(a, 0, sizeof(a));
+    for (int k = 0; k < 26; k++)
+        ab_init(&a[k], k == 8 || k == 16 || k == 18 || k == 19 || k == 22 || k == 25 ? OID_INT8
+                                                                                     : OID_TEXT);
     int64_t now = lb_time_now_ms();
     pcall *c = call_add(s, Q_EVENT_INSERT_MANY, (int)from);
     c->gend = to;
