@@ -390,6 +390,54 @@ static void test_batch_of_deliveries_one_fails(void **state)
     assert_db_intact(f);
 }
 
+/* Distinct keys in a batch (pg.c sends them without ON CONFLICT first): a
+ * copy of a stored event among them is still its duplicate, the others
+ * new, in that batch and in the next; an op failing among them fails
+ * alone. */
+static void test_batch_of_distinct_deliveries(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    tenants(f);
+    int64_t now = lb_time_now_ms();
+    ereq stored;
+    ereq_init(&stored, "t1", "lever", "h1:ds", now);
+    assert_int_equal(insert_one(f, &stored), 0);
+    ereq a, b, c;
+    ereq_init(&a, "t1", "lever", "h1:d1", now);
+    ereq_jobs(&a, 1);
+    ereq_init(&b, "t1", "lever", "h1:ds", now);
+    ereq_jobs(&b, 1);
+    ereq_init(&c, "t2", "lever", "h1:d3", now);
+    ereq *first[] = {&a, &b, &c};
+    submit_batch(f, first, 3);
+    assert_new(&a);
+    assert_dup_of(&b, &stored);
+    assert_new(&c);
+    ereq d, e, g, bad;
+    ereq_init(&d, "t1", "lever", "h1:d4", now);
+    ereq_init(&bad, "t1", "lever", "h1:d5", now);
+    ereq_jobs(&bad, 2);
+    ereq_init(&e, "t1", "lever", "h1:d1", now);
+    ereq_init(&g, "t2", "lever", "h1:d6", now);
+    ereq *second[] = {&d, &bad, &e, &g};
+    submit_batch(f, second, 4);
+    assert_new(&d);
+    assert_int_not_equal(bad.r.op.status, 0);
+    assert_dup_of(&e, &a);
+    assert_new(&g);
+    ereq x, y;
+    ereq_init(&x, "t1", "lever", "h1:d7", now);
+    ereq_init(&y, "t1", "lever", "h1:d8", now);
+    ereq *third[] = {&x, &y};
+    submit_batch(f, third, 2);
+    assert_new(&x);
+    assert_new(&y);
+    fx_close(f);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 7);
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM jobs"), 1);
+}
+
 /* The fault hook's op N among such a batch fails, exactly that one. */
 static void test_batch_of_deliveries_fault_op(void **state)
 {
@@ -946,6 +994,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backfill_pages, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_batch_of_deliveries, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_batch_of_deliveries_one_fails, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_of_distinct_deliveries, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_batch_of_deliveries_fault_op, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lever_hash_collisions_past_candidates, fx_setup,
