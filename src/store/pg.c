@@ -2286,7 +2286,8 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
     }
     size_t opi = (size_t)p->op, gend = p->gend;
     /* A stored key refused the FAST form: again with ON CONFLICT. */
-    char level = p->q == Q_EVENT_INSERT_MANY_FAST && mapped == LB_ECONFLICT ? 1 : 2;
+    char level =
+        p->q == Q_EVENT_INSERT_MANY_FAST && state != NULL && strcmp(state, "23505") == 0 ? 1 : 2;
     calls_clear(s);
     if (PQtransactionStatus(c) != PQTRANS_IDLE && !exec_ok(c, "ROLLBACK")) {
         connection_lost(s, "a rollback");
