@@ -531,8 +531,6 @@ typedef struct {
     size_t *grp;       /* the call of its coalesced statement, or SIZE_MAX */
     int *grow;         /* and its row there */
     size_t capops;
-    char **bufs; /* the batch's array parameters (lb_malloc'd), freed with its calls */
-    size_t nbufs, capbufs;
     /* Tests only (fault.h), for the batch being run: the op to fail alone
      * (SIZE_MAX: none), and whether its transaction must fail. */
     size_t fault_op;
@@ -1174,8 +1172,8 @@ static void ab_i64(abuf *b, int64_t v)
  * with its calls (calls_clear). */
 static void ab_param(pg_store *s, pcall *c, abuf *b)
 {
-    s->bufs = grow(s->bufs, s->nbufs, &s->capbufs, sizeof(char *), 16);
-    s->bufs[s->nbufs++] = b->p;
+    s->scratch = grow(s->scratch, s->nscratch, &s->capscratch, sizeof(char *), 8);
+    s->scratch[s->nscratch++] = b->p;
     char *h = b->p;
     size_t skip = 0;
     if (b->count == 0) { /* no dimensions: ndim 0, no dimension fields */
@@ -2145,9 +2143,6 @@ static void calls_clear(pg_store *s)
     for (size_t k = 0; k < s->nscratch; k++)
         lb_free(s->scratch[k]);
     s->nscratch = 0;
-    for (size_t k = 0; k < s->nbufs; k++)
-        lb_free(s->bufs[k]);
-    s->nbufs = 0;
 }
 
 static int send_call(PGconn *c, pcall *p)
@@ -2478,7 +2473,6 @@ static void pg_destroy(lb_store *base)
     lb_free(s->solo);
     lb_free(s->grp);
     lb_free(s->grow);
-    lb_free(s->bufs);
     lb_store__release(&s->base);
     lb_free(s->news_err);
     if (s->conninfo != NULL) {
