@@ -57,6 +57,22 @@ static void failure_tag_run(lb_job *job)
     yajl_gen_free(g);
 }
 
+/* The opportunity of a "find an opportunity" answer: 0 with o filled (the
+ * caller frees it), or -1 once the job was handed back (Lever failed: its
+ * error policy; an answer that does not parse: retried). */
+static int opportunity_read(lb_job *job, const lb_http_response *res, lb_lever_opportunity *o)
+{
+    if (lb_lever_classify(res) != LB_LEVER_OK) {
+        lb_job_lever_failed(job, res);
+        return -1;
+    }
+    if (lb_lever_parse_opportunity(res->body, res->body_len, o) != 0) {
+        lb_job_retry(job, "Lever's opportunity could not be read");
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- move_stage: PUT /opportunities/:id/stage {"stage":id} ---------------- */
 
 /* Just before the PUT the opportunity is read: a move to the stage it is
@@ -77,15 +93,8 @@ static int move_by_result(lb_job *job)
 
 static void move_read(lb_job *job, const lb_http_response *res)
 {
-    if (lb_lever_classify(res) != LB_LEVER_OK) {
-        lb_job_lever_failed(job, res);
-        return;
-    }
     lb_lever_opportunity o;
-    if (lb_lever_parse_opportunity(res->body, res->body_len, &o) != 0) {
-        lb_job_retry(job, "Lever's opportunity could not be read");
-        return;
-    }
+    if (opportunity_read(job, res, &o) != 0) return;
     yajl_val action = lb_job_action(job);
     lb_guard_opp g = {o.stage_id, o.archived, (const char *const *)o.postings, o.npostings};
     lb_guard_move_outcome out =
@@ -168,15 +177,8 @@ static void move_stage_run(lb_job *job)
 
 static void stage_checked(lb_job *job, const lb_http_response *res)
 {
-    if (lb_lever_classify(res) != LB_LEVER_OK) {
-        lb_job_lever_failed(job, res);
-        return;
-    }
     lb_lever_opportunity o;
-    if (lb_lever_parse_opportunity(res->body, res->body_len, &o) != 0) {
-        lb_job_retry(job, "Lever's opportunity could not be read");
-        return;
-    }
+    if (opportunity_read(job, res, &o) != 0) return;
     yajl_val action = lb_job_action(job);
     lb_guard_opp g = {o.stage_id, o.archived, (const char *const *)o.postings, o.npostings};
     const char *why = lb_guard_trigger(&g, lb_json_get_str(action, "to_stage"),
@@ -199,15 +201,8 @@ static void check_stage_run(lb_job *job)
 
 static void postings_done(lb_job *job, const lb_http_response *res)
 {
-    if (lb_lever_classify(res) != LB_LEVER_OK) {
-        lb_job_lever_failed(job, res);
-        return;
-    }
     lb_lever_opportunity o;
-    if (lb_lever_parse_opportunity(res->body, res->body_len, &o) != 0) {
-        lb_job_retry(job, "Lever's opportunity could not be read");
-        return;
-    }
+    if (opportunity_read(job, res, &o) != 0) return;
     yajl_val want = lb_json_get(lb_job_action(job), "postings");
     int match = 0;
     for (size_t i = 0; want && YAJL_IS_ARRAY(want) && i < want->u.array.len && !match; i++) {
