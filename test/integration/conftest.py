@@ -51,7 +51,7 @@ BACKEND = "postgres" if PG_URL else "sqlite"
 sqlite_only = pytest.mark.skipif(bool(PG_URL), reason="about SQLite's database file")
 # Several replicas share one PostgreSQL; one SQLite file serves one process,
 # so the SQLite run does not collect their tests.
-collect_ignore = [] if PG_URL else ["test_cluster.py"]
+collect_ignore_glob = [] if PG_URL else ["test_cluster*.py"]
 
 
 def _psql(url, sql, rows=False):
