@@ -255,24 +255,6 @@ static void wait_for_store(app *a)
     if (rc < 0) die(2, err);
 }
 
-static void sync_done_cb(lb_store_op *op)
-{
-    *(int *)op->data = 1;
-}
-
-/* Start-up only, before anything is served: runs one store operation. */
-static int store_run(app *a, lb_store_op *op)
-{
-    int done = 0;
-    op->cb = sync_done_cb;
-    op->data = &done;
-    int rc = lb_store_submit(a->store, op);
-    if (rc != 0) return rc;
-    while (!done)
-        uv_run(&a->loop, UV_RUN_ONCE);
-    return op->status;
-}
-
 /* A sealed marker in the store proves the master key is the one the stored
  * secrets were sealed with; a wrong key stops start-up before it can write
  * anything. */
@@ -281,7 +263,7 @@ static void check_master_key(app *a)
     static const char context[] = "meta:master_key_check";
     static const char marker[] = "leverbridge master key check";
     lb_store_op op = {.kind = LB_STORE_META_GET, .meta_get.key = "master_key_check"};
-    int rc = store_run(a, &op);
+    int rc = lb_store_run(a->store, &op);
     if (rc == 0) {
         uint8_t plain[128];
         long n = op.meta_get.len <= sizeof(plain)
@@ -298,7 +280,7 @@ static void check_master_key(app *a)
     size_t len = lb_seal(&a->key, context, marker, sizeof(marker) - 1, sealed);
     lb_store_op put = {.kind = LB_STORE_META_PUT,
                        .meta_put = {.key = "master_key_check", .value = sealed, .len = len}};
-    if (store_run(a, &put) != 0) die(2, "LEVERBRIDGE_DB: cannot write to the store");
+    if (lb_store_run(a->store, &put) != 0) die(2, "LEVERBRIDGE_DB: cannot write to the store");
 }
 
 static void load_secrets(app *a)
@@ -453,7 +435,7 @@ static void load_state(app *a)
 {
     lb_store_op op = {.kind = LB_STORE_TENANT_LOAD_ALL};
     lb_tenants_init(&a->tenants);
-    int rc = store_run(a, &op);
+    int rc = lb_store_run(a->store, &op);
     if (rc != 0) {
         char err[256];
         snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load tenants: %s", lb_strerror(rc));
@@ -465,7 +447,7 @@ static void load_state(app *a)
 
     lb_store_op cop = {.kind = LB_STORE_CONN_LOAD_ALL};
     lb_conns_init(&a->conns, &a->key);
-    rc = store_run(a, &cop);
+    rc = lb_store_run(a->store, &cop);
     if (rc != 0) {
         char err[256];
         snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load connections: %s", lb_strerror(rc));
@@ -481,7 +463,7 @@ static void load_state(app *a)
     lb_free(cop.conn_load_all.hooks);
     lb_store_op wop = {.kind = LB_STORE_WORKFLOW_LOAD_ALL};
     lb_workflows_init(&a->workflows);
-    rc = store_run(a, &wop);
+    rc = lb_store_run(a->store, &wop);
     if (rc != 0) {
         char err[256];
         snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load workflows: %s", lb_strerror(rc));
@@ -496,7 +478,7 @@ static void load_state(app *a)
     if (lb_stats_new(&a->loop, a->store, 0, &a->stats) != 0)
         die(1, "cannot start the hourly counts");
     a->api.stats = a->stats;
-    rc = store_run(a, &sop);
+    rc = lb_store_run(a->store, &sop);
     if (rc != 0) {
         char err[256];
         snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load hourly counts: %s",
@@ -510,7 +492,7 @@ static void load_state(app *a)
     lb_store_op mop = {.kind = LB_STORE_RECONCILED_COUNTS,
                        .reconciled_counts.since =
                            (now / LB_HOUR_MS - LB_MISSED_HOURS + 1) * LB_HOUR_MS};
-    rc = store_run(a, &mop);
+    rc = lb_store_run(a->store, &mop);
     if (rc != 0) {
         char err[256];
         snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load reconciliation counts: %s",

@@ -563,29 +563,14 @@ int lb_backfill_new(uv_loop_t *loop, lb_store *store, lb_outbound *ob, lb_conns 
     return 0;
 }
 
-typedef struct {
-    lb_store_op op;
-    int done;
-} load_ctx;
-
-static void load_cb(lb_store_op *op)
-{
-    ((load_ctx *)op->data)->done = 1;
-}
-
 int lb_backfill_load(lb_backfill *b)
 {
-    load_ctx ctx = {.op = {.kind = LB_STORE_BACKFILL_LIST, .cb = load_cb}};
-    ctx.op.data = &ctx;
-    ctx.op.backfill_list.running = 1;
-    int rc = lb_store_submit(b->store, &ctx.op);
+    lb_store_op op = {.kind = LB_STORE_BACKFILL_LIST, .backfill_list.running = 1};
+    int rc = lb_store_run(b->store, &op);
     if (rc != 0) return rc;
-    while (!ctx.done)
-        uv_run(b->loop, UV_RUN_ONCE);
-    if (ctx.op.status != 0) return ctx.op.status;
     size_t n = 0;
-    for (size_t i = 0; i < ctx.op.backfill_list.count; i++) {
-        const lb_backfill_rec *r = &ctx.op.backfill_list.recs[i];
+    for (size_t i = 0; i < op.backfill_list.count; i++) {
+        const lb_backfill_rec *r = &op.backfill_list.recs[i];
         if (lb_map_get(&b->by_id, r->id) != NULL || b->by_id.count >= LB_BACKFILL_MAX) continue;
         bf *t = bf_new(b, r->id, r->tenant_id, r->workflow_id);
         t->offset = r->offset ? lb_strdup(r->offset) : NULL;
@@ -595,7 +580,7 @@ int lb_backfill_load(lb_backfill *b)
         enqueue(t);
         n++;
     }
-    lb_backfill_recs_free(ctx.op.backfill_list.recs, ctx.op.backfill_list.count);
+    lb_backfill_recs_free(op.backfill_list.recs, op.backfill_list.count);
     if (n > 0) lb_info("backfill", "resuming %zu running backfill(s)", n);
     start_waiting(b);
     return 0;

@@ -968,40 +968,21 @@ int lb_job_notify(lb_job *job, const char *type, const char *data, lb_job_rec *r
     return notify_make(job->js, job->rec.tenant_id, type, data, id, rec);
 }
 
-typedef struct {
-    lb_store_op op;
-    int done;
-} load_ctx;
-
-static void load_cb(lb_store_op *op)
-{
-    ((load_ctx *)op->data)->done = 1;
-}
-
 int lb_jobs_load(lb_jobs *js)
 {
-    load_ctx ctx = {.op = {.kind = LB_STORE_JOB_LOAD_ACTIVE, .cb = load_cb}};
-    ctx.op.data = &ctx;
-    int rc = lb_store_submit(js->store, &ctx.op);
+    lb_store_op op = {.kind = LB_STORE_JOB_LOAD_ACTIVE};
+    int rc = lb_store_run(js->store, &op);
     if (rc != 0) return rc;
-    while (!ctx.done)
-        uv_run(js->loop, UV_RUN_ONCE);
-    if (ctx.op.status != 0) return ctx.op.status;
-    lb_jobs_add(js, ctx.op.job_load_active.recs, ctx.op.job_load_active.count);
-    lb_info("jobs", "resumed %zu unfinished job(s)", ctx.op.job_load_active.count);
-    lb_job_recs_free(ctx.op.job_load_active.recs, ctx.op.job_load_active.count);
+    lb_jobs_add(js, op.job_load_active.recs, op.job_load_active.count);
+    lb_info("jobs", "resumed %zu unfinished job(s)", op.job_load_active.count);
+    lb_job_recs_free(op.job_load_active.recs, op.job_load_active.count);
 
-    load_ctx fc = {.op = {.kind = LB_STORE_JOB_FAILED_COUNTS, .cb = load_cb}};
-    fc.op.data = &fc;
-    if ((rc = lb_store_submit(js->store, &fc.op)) != 0) return rc;
-    while (!fc.done)
-        uv_run(js->loop, UV_RUN_ONCE);
-    if (fc.op.status != 0) return fc.op.status;
-    for (size_t i = 0; i < fc.op.job_failed_counts.n; i++)
-        tenant_get(js, fc.op.job_failed_counts.tenants[i])->failed =
-            fc.op.job_failed_counts.counts[i];
-    lb_free(fc.op.job_failed_counts.tenants);
-    lb_free(fc.op.job_failed_counts.counts);
+    lb_store_op fc = {.kind = LB_STORE_JOB_FAILED_COUNTS};
+    if ((rc = lb_store_run(js->store, &fc)) != 0) return rc;
+    for (size_t i = 0; i < fc.job_failed_counts.n; i++)
+        tenant_get(js, fc.job_failed_counts.tenants[i])->failed = fc.job_failed_counts.counts[i];
+    lb_free(fc.job_failed_counts.tenants);
+    lb_free(fc.job_failed_counts.counts);
     return 0;
 }
 

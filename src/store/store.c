@@ -1097,6 +1097,23 @@ int lb_store_submit(lb_store *s, lb_store_op *op)
     return 0;
 }
 
+static void run_done_cb(lb_store_op *op)
+{
+    *(int *)op->data = 1;
+}
+
+int lb_store_run(lb_store *s, lb_store_op *op)
+{
+    int done = 0;
+    op->cb = run_done_cb;
+    op->data = &done;
+    int rc = lb_store_submit(s, op);
+    if (rc != 0) return rc;
+    while (!done)
+        uv_run(s->loop, UV_RUN_ONCE);
+    return op->status;
+}
+
 void lb_store__health(lb_store *s, int error)
 {
     if (error != 0 && s->write_error == 0)

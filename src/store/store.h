@@ -737,6 +737,12 @@ int lb_store_copy(const char *from, const char *to, lb_store_copy_stats *out, ch
  * LB_ETOOBIG (LB_STORE_QUEUE_MAX operations in flight). Loop thread only. */
 int lb_store_submit(lb_store *s, lb_store_op *op);
 
+/* Start-up only, before anything is served: submits op (its cb and data are
+ * set here) and runs the store's loop until it completes. Returns the
+ * submit's refusal or op->status; op's outputs are the caller's as after a
+ * callback. */
+int lb_store_run(lb_store *s, lb_store_op *op);
+
 /* Stops accepting operations, completes every operation already submitted
  * (their callbacks run first), stops the backend, closes its handles, frees
  * the store and then calls cb(data) on the loop. Call once. */
