@@ -34,8 +34,6 @@ usage: cluster.py LEVERBRIDGE LEVER_SIM PLATFORM_SIM [--replicas 1,3] [--tenants
 """
 
 import argparse
-import hashlib
-import hmac
 import http.client
 import json
 import math
@@ -45,14 +43,14 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-ADMIN = "bench-admin-token-0123456789abcdef"
+from benchlib import ADMIN, admin, free_port, lever_signature, pct, req, start_sim
+
 MASTER_KEY = "cd" * 32
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,35 +101,6 @@ end
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def req(port, method, path, body=None, headers=None, timeout=30):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    h = dict(headers or {})
-    raw = None
-    if body is not None:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        h.setdefault("Content-Type", "application/json")
-    c.request(method, path, raw, h)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, (json.loads(data) if data else None)
-
-
-def admin(port, method, path, body=None):
-    return req(port, method, path, body, {"Authorization": "Bearer " + ADMIN})
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
-
-
 def wait(fn, timeout, what):
     end = time.time() + timeout
     while True:
@@ -148,7 +117,7 @@ def delivery(key, opp, to):
     triggeredAt with the hook's signature token)."""
     token = secrets.token_hex(24)
     now = int(time.time() * 1000)
-    sig = hmac.new(key.encode(), (token + str(now)).encode(), hashlib.sha256).hexdigest()
+    sig = lever_signature(key, token, now)
     return json.dumps({"event": "candidateStageChange", "triggeredAt": now, "token": token,
                        "signature": sig, "data": {"opportunityId": opp, "toStageId": to,
                                                   "fromStageId": "S1"}},
@@ -169,8 +138,9 @@ class Run:
         return p
 
     def sim(self, binary, *args):
-        p = self.spawn([binary, "--listen", "127.0.0.1:0"] + list(args))
-        return json.loads(p.stdout.readline())["port"]
+        p, port = start_sim(binary, *args)
+        self.procs.append(p)
+        return port
 
     def replica(self, i):
         port = free_port()

@@ -16,57 +16,18 @@ usage: e2e.py LEVERBRIDGE LEVER_SIM PLATFORM_SIM [--tenants N] [--per-tenant-rat
 """
 
 import argparse
-import hashlib
-import hmac
 import http.client
 import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-ADMIN = "bench-admin-token-0123456789abcdef"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_sim(binary, *args):
-    p = subprocess.Popen([binary, "--listen", "127.0.0.1:0"] + list(args),
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    port = json.loads(p.stdout.readline())["port"]
-    return p, port
-
-
-def req(port, method, path, body=None, headers=None, timeout=30):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    h = dict(headers or {})
-    raw = None
-    if body is not None:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        h.setdefault("Content-Type", "application/json")
-    c.request(method, path, raw, h)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, (json.loads(data) if data else None)
-
-
-def admin(port, method, path, body=None):
-    return req(port, method, path, body, {"Authorization": "Bearer " + ADMIN})
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+from benchlib import ADMIN, admin, free_port, lever_signature, pct, req, start_sim
 
 
 def main():
@@ -167,8 +128,7 @@ def main():
                 path, key = hooks[t]
                 token = "%04d%06d" % (t, i) + "x" * 38
                 now = int(time.time() * 1000)
-                sig = hmac.new(key.encode(), (token + str(now)).encode(),
-                               hashlib.sha256).hexdigest()
+                sig = lever_signature(key, token, now)
                 opp = "o%d-%d" % (t, i)
                 body = json.dumps({"event": "candidateStageChange", "triggeredAt": now,
                                    "token": token, "signature": sig,

@@ -19,48 +19,15 @@ usage: reconcile.py LEVERBRIDGE LEVER_SIM [--opps 10000] [--changed 1000]
 
 import argparse
 import http.client
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
-ADMIN = "bench-admin-token-0123456789abcdef"
+from benchlib import ADMIN, admin, free_port, hwm_kib, req, start_sim
+
 RATE, BURST = 10, 20
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def req(port, method, path, body=None, headers=None, timeout=120):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    h = dict(headers or {})
-    raw = None
-    if body is not None:
-        raw = json.dumps(body).encode()
-        h["Content-Type"] = "application/json"
-    c.request(method, path, raw, h)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, (json.loads(data) if data else None)
-
-
-def admin(port, method, path, body=None):
-    return req(port, method, path, body, {"Authorization": "Bearer " + ADMIN})
-
-
-def hwm_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def main():
@@ -71,10 +38,7 @@ def main():
     ap.add_argument("--changed", type=int, default=1000)
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="lb-bench-reconcile-")
-    sim = subprocess.Popen([a.lever_sim, "--listen", "127.0.0.1:0", "--rate", str(RATE),
-                            "--burst", str(BURST)],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    sport = json.loads(sim.stdout.readline())["port"]
+    sim, sport = start_sim(a.lever_sim, "--rate", str(RATE), "--burst", str(BURST))
     opps = [{"id": "o%05d" % i, "name": "C %d" % i, "email": "c%d@example.com" % i,
              "stage": "S1", "posting": "P1"} for i in range(a.opps)]
     st, _ = req(sport, "POST", "/_sim/seed", {

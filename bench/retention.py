@@ -22,56 +22,20 @@ usage: retention.py LEVERBRIDGE LEVER_SIM [--seconds 420] [--rate 100]
 """
 
 import argparse
-import hashlib
-import hmac
 import http.client
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-ADMIN = "bench-admin-token-0123456789abcdef"
+from benchlib import ADMIN, admin, free_port, lever_signature, pct, req, start_sim
+
 SENDERS = 4  # per server, each on its own keep-alive connection
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def req(port, method, path, body=None, headers=None, timeout=30):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    h = dict(headers or {})
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        h["Content-Type"] = "application/json"
-    c.request(method, path, data, h)
-    r = c.getresponse()
-    raw = r.read()
-    c.close()
-    try:
-        return r.status, json.loads(raw) if raw else None
-    except ValueError:
-        return r.status, raw.decode()
-
-
-def admin(port, method, path, body=None):
-    return req(port, method, path, body, {"Authorization": "Bearer " + ADMIN})
-
-
-def pct(xs, p):
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p / 100.0 * len(xs)))]
 
 
 class Server:
@@ -147,7 +111,7 @@ class Server:
             token = "%s%02d%09d" % (self.name[0], k, i) + "t" * 36
             i += 1
             now = int(time.time() * 1000)
-            sig = hmac.new(self.key, (token + str(now)).encode(), hashlib.sha256).hexdigest()
+            sig = lever_signature(self.key, token, now)
             body = json.dumps({"event": "candidateStageChange", "triggeredAt": now,
                                "token": token, "signature": sig,
                                "data": {"opportunityId": "o1", "toStageId": "S2",
@@ -184,9 +148,7 @@ def main():
     a = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="lb-retention.", dir=os.environ.get("BENCH_DIR"))
-    sim = subprocess.Popen([a.lever_sim, "--listen", "127.0.0.1:0", "--rate", "0"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    lport = json.loads(sim.stdout.readline())["port"]
+    sim, lport = start_sim(a.lever_sim, "--rate", "0")
     servers = []
     try:
         for acct in ("pruned", "kept"):
