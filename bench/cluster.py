@@ -338,6 +338,12 @@ http {
             except subprocess.TimeoutExpired:
                 p.kill()
         if self.pg_dir:
+            # what the database said (deadlocks, lock waits), before pg.sh removes it
+            try:
+                with open(self.pg_dir + "/server.log") as f:
+                    self.pg_log = f.read()
+            except OSError:
+                self.pg_log = ""
             subprocess.call(["sh", ROOT + "/test/pg/pg.sh", "stop", self.pg_dir],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -160,7 +160,11 @@ enum {
  * inserted in the ops' order, so of two ops with one key the first is
  * inserted and the second is its duplicate; each op's jobs only when its
  * event was inserted; each hook's last delivery time raised to its newest
- * inserted event. One row per op, in order: inserted, and for a duplicate
+ * inserted event, unless another transaction holds the hook's row (SKIP
+ * LOCKED: another replica's delivery to that hook, committing now with a
+ * time as recent; waiting for it queued the replicas' batches behind one
+ * another, and two that locked two hooks in opposite orders deadlocked).
+ * One row per op, in order: inserted, and for a duplicate
  * the earlier event's id, read in the statement's snapshot (NULL when that
  * event is one of this statement's: parse_event_row finds it among the
  * earlier ops).
@@ -194,10 +198,12 @@ enum {
     " AND NOT EXISTS (SELECT 1 FROM st WHERE st.n = d.n AND st.id IS NOT NULL) ORDER BY d.n"
 #define EVENT_MANY_B                                                                               \
     " RETURNING id),"                                                                              \
-    " h AS (UPDATE hooks SET last_delivery_at = m.at FROM (SELECT d.hook_id,"                      \
-    " max(d.received_at) AS at FROM d WHERE d.hook_id IS NOT NULL"                                 \
-    " AND d.id IN (SELECT id FROM ins) GROUP BY d.hook_id) m"                                      \
-    " WHERE hooks.id = m.hook_id AND COALESCE(hooks.last_delivery_at, 0) < m.at),"                 \
+    " m AS (SELECT d.hook_id, max(d.received_at) AS at FROM d WHERE d.hook_id IS NOT NULL"         \
+    " AND d.id IN (SELECT id FROM ins) GROUP BY d.hook_id),"                                       \
+    " hl AS (SELECT x.id FROM hooks x WHERE x.id IN (SELECT hook_id FROM m)"                       \
+    " FOR UPDATE SKIP LOCKED),"                                                                    \
+    " h AS (UPDATE hooks SET last_delivery_at = m.at FROM m WHERE hooks.id = m.hook_id"            \
+    " AND hooks.id IN (SELECT id FROM hl) AND COALESCE(hooks.last_delivery_at, 0) < m.at),"        \
     " jb AS (INSERT INTO jobs(" JOB_COLS ")"                                                       \
     " SELECT j.id, j.tenant_id, j.event_id, j.workflow_id, j.action::json, j.opportunity_id,"      \
     " j.seq, j.status, j.attempts, j.next_run_at, j.last_error, j.steps::jsonb, j.created_at,"     \
@@ -287,7 +293,8 @@ static const char *const q_sql[Q_COUNT] = {
     /* One statement: the key of a pruned result first, then the insert,
      * which the unique index turns into nothing for a duplicate (also one
      * committed meanwhile by another replica: ON CONFLICT waits for it),
-     * the hook's last delivery time when it inserted ($10, NULL for none),
+     * the hook's last delivery time when it inserted ($10, NULL for none;
+     * not when another transaction holds the hook's row: EVENT_MANY_B),
      * and for a duplicate only the earlier event's id, read in the
      * statement's snapshot (the CASE evaluates it only then). */
     [Q_EVENT_INSERT] =
@@ -299,7 +306,8 @@ static const char *const q_sql[Q_COUNT] = {
         " $9::bigint WHERE NOT EXISTS (SELECT 1 FROM k)"
         " ON CONFLICT (tenant_id, source, dedupe_key) DO NOTHING RETURNING id),"
         " h AS (UPDATE hooks SET last_delivery_at = $9::bigint WHERE id = $10::text"
-        " AND COALESCE(last_delivery_at, 0) < $9::bigint AND EXISTS (SELECT 1 FROM ins))"
+        " AND COALESCE(last_delivery_at, 0) < $9::bigint AND EXISTS (SELECT 1 FROM ins)"
+        " AND id IN (SELECT x.id FROM hooks x WHERE x.id = $10::text FOR UPDATE SKIP LOCKED))"
         " SELECT i.id, CASE WHEN i.id IS NULL THEN COALESCE((SELECT event_id FROM k),"
         " (SELECT id FROM events WHERE tenant_id = $2::text AND source = $3::text"
         " AND dedupe_key = $5::text)) END FROM (SELECT (SELECT id FROM ins) AS id) i",
@@ -324,7 +332,8 @@ static const char *const q_sql[Q_COUNT] = {
         " $9::bigint WHERE NOT EXISTS (SELECT 1 FROM k)"
         " ON CONFLICT (tenant_id, source, dedupe_key) DO NOTHING RETURNING id),"
         " h AS (UPDATE hooks SET last_delivery_at = $9::bigint WHERE id = $10::text"
-        " AND COALESCE(last_delivery_at, 0) < $9::bigint AND EXISTS (SELECT 1 FROM ins))"
+        " AND COALESCE(last_delivery_at, 0) < $9::bigint AND EXISTS (SELECT 1 FROM ins)"
+        " AND id IN (SELECT x.id FROM hooks x WHERE x.id = $10::text FOR UPDATE SKIP LOCKED))"
         " SELECT i.id, CASE WHEN i.id IS NULL THEN COALESCE((SELECT event_id FROM k LIMIT 1),"
         " (SELECT id FROM events WHERE tenant_id = $2::text AND source = $3::text"
         " AND dedupe_key = $5::text)) END FROM (SELECT (SELECT id FROM ins) AS id) i",
