@@ -23,7 +23,8 @@ Two figures per run:
 - ingest: wrk through the load balancer, distinct signed deliveries to a
   stage no workflow watches (an event committed, no job), as many as the
   replicas take in INGEST_SECONDS: req/s and p50/p99. Every answer must be
-  200; a socket error or another status fails the run.
+  200; a socket error or another status fails the run, and so does a
+  "deadlock detected" in the database's log.
 
 Everything shares this machine's cores (no pinning: R replicas, PostgreSQL,
 nginx, wrk and the simulators), so the comparison is of the cluster's
@@ -129,7 +130,7 @@ class Run:
 
     def __init__(self, a, replicas, tmp):
         self.a, self.r, self.tmp = a, replicas, tmp
-        self.procs, self.lb_ports, self.pg_dir = [], [], None
+        self.procs, self.lb_ports, self.pg_dir, self.pg_log = [], [], None, ""
 
     def spawn(self, argv, env=None, log=None):
         p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
@@ -373,17 +374,18 @@ def main():
         finally:
             run.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-        good = (lat["invited"] == lat["acked"] == lat["total"] and lat["429"] == 0
+        deadlocks = run.pg_log.count("deadlock detected")
+        good = (deadlocks == 0 and lat["invited"] == lat["acked"] == lat["total"] and lat["429"] == 0
                 and lat["invitations"] == lat["acked"] and ing["errors"] == 0
                 and ing["status_errors"] == 0 and ing["wraps"] == 0)
         ok = ok and good
         results.append((r, run.spread, lat, ing, good))
         print("%d replica(s): leases %s; %d deliveries, %d answered 200, %d invited "
               "(%d invitations), %d other answers, Lever 429s %d; ingest %d requests, "
-              "%d socket errors, %d statuses >= 400, %d wraps%s"
+              "%d socket errors, %d statuses >= 400, %d wraps; deadlocks in the database's log %d%s"
               % (r, run.spread, lat["total"], lat["acked"], lat["invited"],
                  lat["invitations"], lat["other"], lat["429"], ing["requests"],
-                 ing["errors"], ing["status_errors"], ing["wraps"],
+                 ing["errors"], ing["status_errors"], ing["wraps"], deadlocks,
                  "" if good else "  <- FAILED"), flush=True)
     print()
     print("| replicas | ingest req/s | ingest p50 ms | ingest p99 ms "
