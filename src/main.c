@@ -475,7 +475,8 @@ static void load_state(app *a)
     int64_t now = lb_time_now_ms();
     lb_store_op sop = {.kind = LB_STORE_STATS_LOAD,
                        .stats_load.since = now / LB_HOUR_MS - LB_STATS_HOURS};
-    if (lb_stats_new(&a->loop, a->store, 0, &a->stats) != 0)
+    int shared = strcmp(lb_store_backend(a->store), "postgres") == 0; /* replicas */
+    if (lb_stats_new(&a->loop, a->store, 0, shared, &a->stats) != 0)
         die(1, "cannot start the hourly counts");
     a->api.stats = a->stats;
     rc = lb_store_run(a->store, &sop);

@@ -4,6 +4,7 @@
  * tenant does not change the past. */
 #include "state/stats.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -16,9 +17,10 @@
 
 typedef struct {
     char tenant[LB_TENANT_ID_MAX + 1];
-    int64_t hour[LB_STATS_HOURS]; /* 0: never used */
-    uint32_t count[LB_STATS_HOURS][LB_STATS_KINDS];
-    uint32_t dirty; /* bit i: slot i changed since the last write */
+    int64_t hour[LB_STATS_HOURS];                     /* 0: never used */
+    uint32_t count[LB_STATS_HOURS][LB_STATS_KINDS];   /* what is shown */
+    uint32_t pending[LB_STATS_HOURS][LB_STATS_KINDS]; /* counted here, not written yet */
+    uint32_t dirty;                                   /* bit i: slot i has pending counts */
 } ring;
 
 struct lb_stats {
@@ -26,7 +28,9 @@ struct lb_stats {
     lb_store *store;
     int64_t flush_ms;
     lb_map rings; /* tenant (TOTAL, "" for no tenant) -> ring */
+    int shared;   /* other replicas add to the same rows: read them back */
     lb_store_op op;
+    lb_store_op load;   /* shared: the current hours read back after a write */
     lb_stats_rec *recs; /* the op's rows, LB_STORE_STATS_MAX */
     int busy, closing;
     void (*close_cb)(void *data);
@@ -51,6 +55,8 @@ static size_t slot(ring *r, int64_t hour)
     if (r->hour[i] != hour) {
         r->hour[i] = hour;
         memset(r->count[i], 0, sizeof(r->count[i]));
+        memset(r->pending[i], 0, sizeof(r->pending[i]));
+        r->dirty &= ~(1u << i);
     }
     return i;
 }
@@ -60,6 +66,7 @@ static void bump(lb_stats *st, const char *tenant, lb_stat what, int64_t hour)
     ring *r = ring_get(st, tenant, 1);
     size_t i = slot(r, hour);
     if (r->count[i][what] < UINT32_MAX) r->count[i][what]++;
+    if (r->pending[i][what] < UINT32_MAX) r->pending[i][what]++;
     r->dirty |= 1u << i;
 }
 
@@ -123,31 +130,84 @@ static void closed_cb(uv_handle_t *h)
     if (cb != NULL) cb(data);
 }
 
-/* The first n rows were not written: mark their hours again, so the next
- * write carries them. */
-static void remark(lb_stats *st, size_t n)
+/* The write of the first n rows went through: what they carried is no
+ * longer pending (what was counted meanwhile still is). */
+static void written_off(lb_stats *st, size_t n)
 {
     for (size_t k = 0; k < n; k++) {
         const lb_stats_rec *rec = &st->recs[k];
         ring *r = ring_get(st, rec->tenant_id, 0);
         size_t i = (size_t)(rec->hour % LB_STATS_HOURS);
-        if (r != NULL && r->hour[i] == rec->hour) r->dirty |= 1u << i;
+        if (r == NULL || r->hour[i] != rec->hour) continue;
+        int left = 0;
+        for (int w = 0; w < LB_STATS_KINDS; w++) {
+            uint32_t sent = rec->count[w];
+            r->pending[i][w] = r->pending[i][w] > sent ? r->pending[i][w] - sent : 0;
+            left |= r->pending[i][w] != 0;
+        }
+        if (!left) r->dirty &= ~(1u << i);
     }
+}
+
+/* Shared: the stored counts of the hours since `since` (every replica's),
+ * plus what this one counted and has not written, become what is shown. */
+static void loaded(lb_store_op *op)
+{
+    lb_stats *st = op->data;
+    st->busy = 0;
+    if (op->status == 0) {
+        int64_t since = op->stats_load.since;
+        size_t pos = 0;
+        ring *r;
+        while ((r = lb_map_next(&st->rings, &pos)) != NULL)
+            for (size_t i = 0; i < LB_STATS_HOURS; i++)
+                if (r->hour[i] >= since) memcpy(r->count[i], r->pending[i], sizeof(r->count[i]));
+        for (size_t k = 0; k < op->stats_load.count; k++) {
+            const lb_stats_rec *rec = &op->stats_load.recs[k];
+            if (rec->hour < since) continue;
+            r = ring_get(st, rec->tenant_id, 1);
+            size_t i = slot(r, rec->hour);
+            for (int w = 0; w < LB_STATS_KINDS; w++) {
+                uint64_t v = (uint64_t)rec->count[w] + r->pending[i][w];
+                r->count[i][w] = v < UINT32_MAX ? (uint32_t)v : UINT32_MAX;
+            }
+        }
+    } else {
+        lb_debug(MOD, "hourly counts not read back: %s", lb_strerror(op->status));
+    }
+    lb_free(op->stats_load.recs);
+    if (st->closing) uv_close((uv_handle_t *)&st->timer, closed_cb);
 }
 
 static void written(lb_store_op *op)
 {
     lb_stats *st = op->data;
     st->busy = 0;
-    if (op->status != 0) {
-        remark(st, op->stats_put.count);
+    if (op->status == 0)
+        written_off(st, op->stats_put.count);
+    else
         lb_debug(MOD, "hourly counts not written: %s", lb_strerror(op->status));
+    if (!st->closing && st->shared) {
+        /* The hour now and the one before: the only ones still counted. */
+        st->load = (lb_store_op){.kind = LB_STORE_STATS_LOAD, .cb = loaded, .data = st};
+        st->load.stats_load.since = lb_time_now_ms() / LB_HOUR_MS - 1;
+        if (lb_store_submit(st->store, &st->load) == 0) {
+            st->busy = 1;
+            return;
+        }
     }
     if (st->closing) uv_close((uv_handle_t *)&st->timer, closed_cb);
 }
 
-/* One op with the changed hours (at most LB_STORE_STATS_MAX; the rest wait
- * for the next tick). */
+static int rec_cmp(const void *pa, const void *pb)
+{
+    const lb_stats_rec *a = pa, *b = pb;
+    int c = strcmp(a->tenant_id, b->tenant_id);
+    return c != 0 ? c : (a->hour > b->hour) - (a->hour < b->hour);
+}
+
+/* One op adding the pending counts (at most LB_STORE_STATS_MAX hours; the
+ * rest wait for the next tick), in the store's order. */
 static void flush(lb_stats *st)
 {
     if (st->busy || st->store == NULL) return;
@@ -156,22 +216,20 @@ static void flush(lb_stats *st)
     while (n < LB_STORE_STATS_MAX && (r = lb_map_next(&st->rings, &pos)) != NULL) {
         for (size_t i = 0; i < LB_STATS_HOURS && n < LB_STORE_STATS_MAX; i++) {
             if (!(r->dirty & (1u << i))) continue;
-            r->dirty &= ~(1u << i);
             lb_stats_rec *rec = &st->recs[n++];
             memset(rec, 0, sizeof(*rec));
             snprintf(rec->tenant_id, sizeof(rec->tenant_id), "%s", r->tenant);
             rec->hour = r->hour[i];
-            memcpy(rec->count, r->count[i], sizeof(rec->count));
+            memcpy(rec->count, r->pending[i], sizeof(rec->count));
         }
     }
+    qsort(st->recs, n, sizeof(*st->recs), rec_cmp);
     st->op = (lb_store_op){.kind = LB_STORE_STATS_PUT, .cb = written, .data = st};
     st->op.stats_put.recs = st->recs;
     st->op.stats_put.count = n;
     st->op.stats_put.forget_before = lb_time_now_ms() / LB_HOUR_MS - 2 * LB_STATS_HOURS;
-    if (lb_store_submit(st->store, &st->op) == 0)
-        st->busy = 1;
-    else
-        remark(st, n); /* a full queue or a closing store: next time */
+    if (lb_store_submit(st->store, &st->op) == 0) st->busy = 1;
+    /* else a full queue or a closing store: still pending, next time */
 }
 
 static void on_timer(uv_timer_t *t)
@@ -179,11 +237,12 @@ static void on_timer(uv_timer_t *t)
     flush(t->data);
 }
 
-int lb_stats_new(uv_loop_t *loop, lb_store *store, int64_t flush_ms, lb_stats **out)
+int lb_stats_new(uv_loop_t *loop, lb_store *store, int64_t flush_ms, int shared, lb_stats **out)
 {
     *out = NULL;
     lb_stats *st = LB_NEW(lb_stats);
     st->store = store;
+    st->shared = shared;
     st->flush_ms = flush_ms > 0 ? flush_ms : 60 * 1000;
     lb_map_init(&st->rings);
     st->recs = lb_calloc(LB_STORE_STATS_MAX, sizeof(*st->recs));

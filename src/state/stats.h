@@ -2,10 +2,15 @@
  * deliveries accepted, duplicate and refused, and the jobs succeeded and
  * failed, for the last LB_STATS_HOURS hours.
  *
- * Counted in memory (a ring of hours per tenant, about 700 bytes each) and
- * written to the store once a minute (LB_STORE_STATS_PUT: the changed hours
- * only), loaded at start (lb_stats_load), so a restart loses at most the
- * last minute. Loop thread only. Owner: main. */
+ * Counted in memory (a ring of hours per tenant, about 1.2 KB each) and
+ * added to the store's rows once a minute (LB_STORE_STATS_PUT: what was
+ * counted since the last write, so several replicas add to one row),
+ * loaded at start (lb_stats_load), so a restart loses at most the last
+ * minute. Shared (PostgreSQL: other replicas count too), each write is
+ * followed by a read of the current and previous hour's rows, which with
+ * what is counted here and not yet written become what is shown: the
+ * cluster's counts, at most a minute behind. Loop thread only. Owner:
+ * main. */
 #ifndef LB_STATE_STATS_H
 #define LB_STATE_STATS_H
 
@@ -34,8 +39,9 @@ typedef struct {
     uint32_t count[LB_STATS_HOURS][LB_STATS_KINDS];
 } lb_stats_series;
 
-/* store may be NULL (nothing written). Returns 0 and *out, or a negative code. */
-int lb_stats_new(uv_loop_t *loop, lb_store *store, int64_t flush_ms, lb_stats **out);
+/* store may be NULL (nothing written); shared: other processes add to the
+ * same rows. Returns 0 and *out, or a negative code. */
+int lb_stats_new(uv_loop_t *loop, lb_store *store, int64_t flush_ms, int shared, lb_stats **out);
 /* Rows from LB_STORE_STATS_LOAD, before anything is counted. */
 void lb_stats_load(lb_stats *st, const lb_stats_rec *recs, size_t n, int64_t now_ms);
 /* tenant NULL or "": counted in the total only. */

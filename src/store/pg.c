@@ -437,9 +437,12 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_STATS_PUT] = "INSERT INTO stats_hourly(tenant_id, hour, accepted, duplicate, refused,"
                     " succeeded, failed) VALUES ($1::text, $2::bigint, $3::bigint, $4::bigint,"
                     " $5::bigint, $6::bigint, $7::bigint)"
-                    " ON CONFLICT (tenant_id, hour) DO UPDATE SET accepted = EXCLUDED.accepted,"
-                    " duplicate = EXCLUDED.duplicate, refused = EXCLUDED.refused,"
-                    " succeeded = EXCLUDED.succeeded, failed = EXCLUDED.failed",
+                    " ON CONFLICT (tenant_id, hour) DO UPDATE SET"
+                    " accepted = stats_hourly.accepted + EXCLUDED.accepted,"
+                    " duplicate = stats_hourly.duplicate + EXCLUDED.duplicate,"
+                    " refused = stats_hourly.refused + EXCLUDED.refused,"
+                    " succeeded = stats_hourly.succeeded + EXCLUDED.succeeded,"
+                    " failed = stats_hourly.failed + EXCLUDED.failed",
     [Q_STATS_FORGET] = "DELETE FROM stats_hourly WHERE hour < $1::bigint",
     [Q_STATS_LOAD] = "SELECT tenant_id, hour, accepted, duplicate, refused, succeeded, failed"
                      " FROM stats_hourly WHERE hour >= $1::bigint ORDER BY tenant_id, hour",

@@ -154,8 +154,9 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
 #undef PRUNE_EVENTS_OF
     [ST_STATS_PUT] = "INSERT INTO stats_hourly(tenant_id, hour, accepted, duplicate, refused,"
                      " succeeded, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                     " ON CONFLICT(tenant_id, hour) DO UPDATE SET accepted = ?3,"
-                     " duplicate = ?4, refused = ?5, succeeded = ?6, failed = ?7",
+                     " ON CONFLICT(tenant_id, hour) DO UPDATE SET accepted = accepted + ?3,"
+                     " duplicate = duplicate + ?4, refused = refused + ?5,"
+                     " succeeded = succeeded + ?6, failed = failed + ?7",
     [ST_STATS_FORGET] = "DELETE FROM stats_hourly WHERE hour < ?1",
     [ST_STATS_LOAD] = "SELECT tenant_id, hour, accepted, duplicate, refused, succeeded, failed"
                       " FROM stats_hourly WHERE hour >= ?1 ORDER BY tenant_id, hour",

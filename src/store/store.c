@@ -380,6 +380,11 @@ static int check_stats_put(const lb_store_op *op)
     if (op->stats_put.count > LB_STORE_STATS_MAX ||
         (op->stats_put.count > 0 && op->stats_put.recs == NULL))
         return LB_EINVAL;
+    for (size_t i = 1; i < op->stats_put.count; i++) {
+        const lb_stats_rec *a = &op->stats_put.recs[i - 1], *b = &op->stats_put.recs[i];
+        int c = strcmp(a->tenant_id, b->tenant_id);
+        if (c > 0 || (c == 0 && a->hour >= b->hour)) return LB_EINVAL;
+    }
     return 0;
 }
 

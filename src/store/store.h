@@ -568,8 +568,12 @@ struct lb_store_op {
             unsigned limit;
             size_t jobs, events;
         } prune;
-        /* Writes each row's counts (replacing the hour's earlier ones), then
-         * deletes the rows of hours before `forget_before`. */
+        /* Adds each row's counts to the hour's stored ones (every replica
+         * adds what it counted since its last write), then deletes the rows
+         * of hours before `forget_before`. Rows in strictly ascending
+         * (tenant_id by strcmp, hour) order, else LB_EINVAL: replicas lock
+         * the rows they add to in one order, so two writes cannot
+         * deadlock. */
         struct {
             const lb_stats_rec *recs;
             size_t count; /* 0..LB_STORE_STATS_MAX */

@@ -7,7 +7,12 @@
 
 #include <cmocka.h>
 
+#include "core/time.h"
 #include "state/stats.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #define H LB_HOUR_MS
 
@@ -15,7 +20,7 @@ static lb_stats *open_stats(uv_loop_t *loop)
 {
     lb_stats *st = NULL;
     assert_int_equal(uv_loop_init(loop), 0);
-    assert_int_equal(lb_stats_new(loop, NULL, 0, &st), 0);
+    assert_int_equal(lb_stats_new(loop, NULL, 0, 0, &st), 0);
     return st;
 }
 
@@ -110,11 +115,88 @@ static void test_load_keeps_the_window(void **state)
     close_stats(&loop, st);
 }
 
+static void stop_cb(uv_timer_t *t)
+{
+    uv_stop(t->loop);
+}
+
+/* The counts of the current and previous hour (an hour may end mid-test). */
+static uint32_t recent(const lb_stats *st, const char *tenant, lb_stat what)
+{
+    lb_stats_series se;
+    lb_stats_get(st, tenant, lb_time_now_ms(), &se);
+    return se.count[LB_STATS_HOURS - 1][what] + se.count[LB_STATS_HOURS - 2][what];
+}
+
+/* Two replicas on one database: each adds what it counted to the rows,
+ * and each shows the sum once it has written and read back. (Each used to
+ * write its own counts over the row: the last writer's won, and each
+ * showed only its own.) */
+static void test_replicas_add_up(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/lbstats-XXXXXX", url[64], err[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(url, sizeof(url), "sqlite:%s/s.db", dir);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    lb_store *store = NULL;
+    assert_int_equal(lb_store_open(&loop, url, NULL, &store, err, sizeof(err)), 0);
+    lb_stats *a = NULL, *b = NULL;
+    assert_int_equal(lb_stats_new(&loop, store, 20, 1, &a), 0);
+    assert_int_equal(lb_stats_new(&loop, store, 20, 1, &b), 0);
+    int64_t now = lb_time_now_ms();
+    for (int i = 0; i < 3; i++)
+        lb_stats_add(a, "t1", LB_STAT_ACCEPTED, now);
+    lb_stats_add(b, "t1", LB_STAT_ACCEPTED, now);
+    lb_stats_add(b, "t1", LB_STAT_ACCEPTED, now);
+    lb_stats_add(b, "t2", LB_STAT_FAILED, now);
+
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, stop_cb, 300, 0); /* several writes and reads of each */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (int k = 0; k < 2; k++) {
+        const lb_stats *s = k ? b : a;
+        assert_int_equal(recent(s, "t1", LB_STAT_ACCEPTED), 5);
+        assert_int_equal(recent(s, "t2", LB_STAT_FAILED), 1);
+        assert_int_equal(recent(s, NULL, LB_STAT_ACCEPTED), 5);
+        assert_int_equal(recent(s, NULL, LB_STAT_FAILED), 1);
+    }
+    /* Counted after the last write: shown at once, added at the next. */
+    lb_stats_add(a, "t1", LB_STAT_ACCEPTED, lb_time_now_ms());
+    assert_int_equal(recent(a, "t1", LB_STAT_ACCEPTED), 6);
+    uv_timer_start(&t, stop_cb, 300, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(recent(b, "t1", LB_STAT_ACCEPTED), 6);
+    assert_int_equal(recent(a, "t1", LB_STAT_ACCEPTED), 6);
+
+    uv_close((uv_handle_t *)&t, NULL);
+    int n = 0;
+    lb_stats_close(a, closed, &n);
+    lb_stats_close(b, closed, &n);
+    lb_store_close(store, closed, &n);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    char path[96];
+    snprintf(path, sizeof(path), "%s/s.db", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/s.db-wal", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/s.db-shm", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/s.db.lock", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hours_and_totals),
         cmocka_unit_test(test_load_keeps_the_window),
+        cmocka_unit_test(test_replicas_add_up),
     };
     return cmocka_run_group_tests_name("state_stats", tests, NULL, NULL);
 }
