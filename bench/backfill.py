@@ -20,13 +20,11 @@ usage: backfill.py LEVERBRIDGE LEVER_SIM [--opps 2000] [--waiting 1000] [--archi
 
 import argparse
 import http.client
-import os
-import subprocess
 import sys
 import tempfile
 import time
 
-from benchlib import ADMIN, admin, free_port, hwm_kib, req, start_sim
+from benchlib import admin, hwm_kib, req, start_leverbridge, start_sim
 
 RATE, BURST = 10, 20
 
@@ -53,20 +51,10 @@ def main():
         "postings": [{"id": "P1", "text": "JS"}], "opportunities": opps,
         "keys": [{"key": "good"}]})
     assert st == 201, st
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERBRIDGE_")}
-    env.update(LEVERBRIDGE_LISTEN="127.0.0.1:%d" % port, LEVERBRIDGE_DATA_DIR=tmp + "/data",
-               LEVERBRIDGE_ADMIN_TOKEN=ADMIN, LEVERBRIDGE_LOG_LEVEL="warn",
-               LEVERBRIDGE_LEVER_API_URL="http://127.0.0.1:%d/v1" % sport,
-               LEVERBRIDGE_RECONCILE_INTERVAL="0")
-    lb = subprocess.Popen([a.leverbridge], env=env, stderr=open(tmp + "/lb.log", "w"))
+    lb, port = start_leverbridge(a.leverbridge, tmp,
+                                 LEVER_API_URL="http://127.0.0.1:%d/v1" % sport,
+                                 RECONCILE_INTERVAL="0")
     try:
-        for _ in range(200):
-            try:
-                if req(port, "GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
         assert admin(port, "PUT", "/v1/tenants/acme", {"name": "Acme", "api_addon": True})[0] == 201
         st, c = admin(port, "PUT", "/v1/tenants/acme/lever", {"api_key": "good"})
         assert st == 200, (st, c)

@@ -6,8 +6,10 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import socket
 import subprocess
+import time
 
 ADMIN = "bench-admin-token-0123456789abcdef"
 
@@ -72,3 +74,25 @@ def lever_signature(key, token, triggered_at):
     if isinstance(key, str):
         key = key.encode()
     return hmac.new(key, (token + str(triggered_at)).encode(), hashlib.sha256).hexdigest()
+
+
+def start_leverbridge(binary, tmp, **settings):
+    """leverbridge on a free loopback port with DATA_DIR tmp/data, the bench's
+    admin token, log level warn and `settings` (LEVERBRIDGE_ names without
+    the prefix: LEVER_API_URL="..."), nothing of the caller's LEVERBRIDGE_
+    environment; its log in tmp/lb.log. Returns (process, port) once
+    /healthz answers."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERBRIDGE_")}
+    env.update(LEVERBRIDGE_LISTEN="127.0.0.1:%d" % port, LEVERBRIDGE_DATA_DIR=tmp + "/data",
+               LEVERBRIDGE_ADMIN_TOKEN=ADMIN, LEVERBRIDGE_LOG_LEVEL="warn")
+    env.update({"LEVERBRIDGE_" + k: str(v) for k, v in settings.items()})
+    p = subprocess.Popen([binary], env=env, stderr=open(tmp + "/lb.log", "wb"))
+    for _ in range(400):
+        try:
+            if req(port, "GET", "/healthz", timeout=1)[0] == 200:
+                return p, port
+        except OSError:
+            time.sleep(0.05)
+    p.kill()
+    raise SystemExit("leverbridge did not answer /healthz (log: %s/lb.log)" % tmp)

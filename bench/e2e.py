@@ -18,7 +18,6 @@ usage: e2e.py LEVERBRIDGE LEVER_SIM PLATFORM_SIM [--tenants N] [--per-tenant-rat
 import argparse
 import http.client
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -27,7 +26,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import ADMIN, admin, free_port, lever_signature, pct, req, start_sim
+from benchlib import admin, lever_signature, pct, req, start_leverbridge, start_sim
 
 
 def main():
@@ -60,25 +59,11 @@ def main():
                                   for i in range(per)],
                 "keys": [{"key": "key%d" % t, "account": acct}]})
             assert st == 201, st
-        lbport = free_port()
-        env = dict(os.environ, LEVERBRIDGE_LISTEN="127.0.0.1:%d" % lbport,
-                   LEVERBRIDGE_DATA_DIR=tmp + "/data", LEVERBRIDGE_ADMIN_TOKEN=ADMIN,
-                   LEVERBRIDGE_LEVER_API_URL="http://127.0.0.1:%d/v1" % lport,
-                   LEVERBRIDGE_PLATFORM_URL="http://127.0.0.1:%d" % pport,
-                   LEVERBRIDGE_PLATFORM_TOKEN="plat-token", LEVERBRIDGE_LOG_LEVEL="warn")
-        env = {k: v for k, v in env.items()
-               if not k.startswith("LEVERBRIDGE_") or k in (
-                   "LEVERBRIDGE_LISTEN", "LEVERBRIDGE_DATA_DIR", "LEVERBRIDGE_ADMIN_TOKEN",
-                   "LEVERBRIDGE_LEVER_API_URL", "LEVERBRIDGE_PLATFORM_URL",
-                   "LEVERBRIDGE_PLATFORM_TOKEN", "LEVERBRIDGE_LOG_LEVEL")}
-        lb = subprocess.Popen([a.leverbridge], env=env, stderr=open(tmp + "/lb.log", "wb"))
+        lb, lbport = start_leverbridge(a.leverbridge, tmp,
+                                       LEVER_API_URL="http://127.0.0.1:%d/v1" % lport,
+                                       PLATFORM_URL="http://127.0.0.1:%d" % pport,
+                                       PLATFORM_TOKEN="plat-token")
         procs.append(lb)
-        for _ in range(200):
-            try:
-                if req(lbport, "GET", "/healthz", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
         hooks = {}
         for t in range(n):
             tid = "t%d" % t
