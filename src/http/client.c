@@ -30,6 +30,8 @@ struct lb_http_call {
     lb_strbuf body;
     char *retry_after;
     char *location;
+    int keep_headers;
+    lb_strbuf kept; /* keep_headers: the answer's header lines */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -38,6 +40,7 @@ struct lb_http_client {
     CURLM *multi;
     uv_timer_t timer;
     lb_http_client_config cfg;
+    char *user_agent;
     lb_http_call *calls;
     size_t inflight;
     sock_ctx *socks; /* polls not yet closing */
@@ -189,7 +192,19 @@ static size_t header_fn(char *ptr, size_t size, size_t n, void *userdata)
         lb_free(call->retry_after);
         lb_free(call->location);
         call->retry_after = call->location = NULL;
-    } else if ((v = header_value(ptr, len, "retry-after")) != NULL) {
+        lb_strbuf_reset(&call->kept);
+        return len;
+    }
+    if (call->keep_headers && len > 2 && memchr(ptr, ':', len) != NULL &&
+        call->kept.len + len <= LB_HTTP_KEPT_HEADERS_MAX) {
+        /* one line, its line end made CRLF */
+        size_t keep = len;
+        while (keep > 0 && (ptr[keep - 1] == '\r' || ptr[keep - 1] == '\n'))
+            keep--;
+        lb_strbuf_add(&call->kept, ptr, keep);
+        lb_strbuf_cat(&call->kept, "\r\n");
+    }
+    if ((v = header_value(ptr, len, "retry-after")) != NULL) {
         lb_free(call->retry_after);
         call->retry_after = v;
     } else if ((v = header_value(ptr, len, "location")) != NULL) {
@@ -218,6 +233,7 @@ static void call_destroy(lb_http_call *call)
     lb_strbuf_free(&call->body);
     lb_free(call->retry_after);
     lb_free(call->location);
+    lb_strbuf_free(&call->kept);
     lb_free(call);
 }
 
@@ -269,6 +285,11 @@ static void check_multi_info(lb_http_client *c)
         res.body_len = call->body.len;
         res.retry_after = call->retry_after;
         res.location = call->location;
+        char *ct = NULL;
+        if (rc == CURLE_OK) curl_easy_getinfo(call->easy, CURLINFO_CONTENT_TYPE, &ct);
+        res.content_type = ct;
+        res.headers = call->kept.len ? call->kept.data : "";
+        res.headers_len = call->kept.len;
         /* Detached before the callback, which may start calls or even close
          * the client. */
         call_unlink(call);
@@ -290,6 +311,8 @@ int lb_http_client_start(lb_http_client *c, const lb_http_request *req, lb_http_
     call->cb = cb;
     call->data = data;
     lb_strbuf_init(&call->body, c->cfg.max_response);
+    lb_strbuf_init(&call->kept, LB_HTTP_KEPT_HEADERS_MAX + 2);
+    call->keep_headers = req->keep_headers;
     CURL *e = call->easy = curl_easy_init();
     if (e == NULL) {
         lb_free(call);
@@ -307,7 +330,7 @@ int lb_http_client_start(lb_http_client *c, const lb_http_request *req, lb_http_
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms ? req->timeout_ms : c->cfg.timeout_ms);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "leverbridge/" LB_VERSION);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, c->user_agent);
     if (req->userpwd != NULL) {
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
         curl_easy_setopt(e, CURLOPT_USERPWD, req->userpwd);
@@ -365,8 +388,12 @@ int lb_http_client_new(uv_loop_t *loop, const lb_http_client_config *cfg, lb_htt
     if (c->cfg.connect_timeout_ms <= 0) c->cfg.connect_timeout_ms = 5000;
     if (c->cfg.timeout_ms <= 0) c->cfg.timeout_ms = 30000;
     if (c->cfg.max_response == 0) c->cfg.max_response = 1024 * 1024;
+    c->user_agent =
+        lb_strdup(cfg->user_agent != NULL ? cfg->user_agent : "leverbridge/" LB_VERSION);
+    c->cfg.user_agent = c->user_agent;
     c->multi = curl_multi_init();
     if (c->multi == NULL) {
+        lb_free(c->user_agent);
         lb_free(c);
         return LB_EIO;
     }
@@ -393,6 +420,7 @@ static void maybe_freed(lb_http_client *c)
     if (!c->closing || !c->timer_closed || c->open_polls > 0) return;
     void (*cb)(void *) = c->close_cb;
     void *data = c->close_data;
+    lb_free(c->user_agent);
     lb_free(c);
     if (cb != NULL) cb(data);
 }

@@ -23,7 +23,11 @@ typedef struct {
     long connect_timeout_ms; /* default 5 s */
     long timeout_ms;         /* whole call; default 30 s */
     size_t max_response;     /* default 1 MiB */
+    const char *user_agent;  /* copied; NULL: "leverbridge/<version>" */
 } lb_http_client_config;
+
+/* The most header bytes kept of one answer when a call asks for them. */
+#define LB_HTTP_KEPT_HEADERS_MAX (16 * 1024)
 
 typedef struct {
     const char *method; /* "GET", "POST", "PUT", "DELETE" */
@@ -33,6 +37,7 @@ typedef struct {
     size_t body_len;
     const char *userpwd; /* Basic auth "user:password", or NULL */
     long timeout_ms;     /* 0: the client's default */
+    int keep_headers;    /* 1: the response's `headers` has the answer's header lines */
 } lb_http_request;
 
 typedef struct {
@@ -47,9 +52,15 @@ typedef struct {
                                which retrying will not mend */
     const char *body;       /* NUL-terminated, "" when empty */
     size_t body_len;
-    const char *retry_after; /* the Retry-After header value, or NULL */
-    const char *location;    /* the Location header value, or NULL */
-    double seconds;          /* total time */
+    const char *retry_after;  /* the Retry-After header value, or NULL */
+    const char *location;     /* the Location header value, or NULL */
+    const char *content_type; /* the Content-Type header value, or NULL */
+    /* keep_headers: the final answer's header lines as "Name: value\r\n",
+     * up to LB_HTTP_KEPT_HEADERS_MAX bytes (lines past it are dropped);
+     * "" otherwise. */
+    const char *headers;
+    size_t headers_len;
+    double seconds; /* total time */
 } lb_http_response;
 
 /* Runs once per call on the loop thread. The response lives until it returns. */

@@ -54,6 +54,17 @@ static void big(lb_http_req *req, void *data)
     lb_http_respond_static(req, 200, "text/plain", NULL, blob, sizeof(blob));
 }
 
+/* Answers the request's User-Agent, with a header to keep. */
+static void agent(lb_http_req *req, void *data)
+{
+    (void)data;
+    size_t len = 0;
+    const char *ua = lb_http_req_header(req, "user-agent", &len);
+    char *copy = lb_memdup(ua ? ua : "", ua ? len : 0);
+    lb_http_respond(req, 200, "text/plain; charset=utf-8", "Cache-Control: no-store\r\n", copy,
+                    ua ? len : 0, lb_free, copy);
+}
+
 static void release_cb(uv_timer_t *t)
 {
     fixture *f = t->data;
@@ -78,6 +89,7 @@ static int setup(void **state)
     lb_router_add(f->router, "GET", "/busy", busy, f);
     lb_router_add(f->router, "GET", "/big", big, f);
     lb_router_add(f->router, "GET", "/slow", slow, f);
+    lb_router_add(f->router, "GET", "/agent", agent, f);
     int port = lbt_server_start(&f->loop, f->router, 100, &f->srv);
     snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%d", port);
     lb_http_client_config cc = {.max_inflight = 4, .timeout_ms = 2000, .max_response = 1024};
@@ -277,6 +289,52 @@ static void retry_after_parsing(void **state)
     assert_int_equal(lb_http_retry_after_ms("", 0, &ms), LB_EPARSE);
 }
 
+typedef struct {
+    int done;
+    char body[128];
+    char ctype[64];
+    char headers[512];
+} kept;
+
+static void kept_cb(const lb_http_response *res, void *data)
+{
+    kept *k = data;
+    k->done++;
+    snprintf(k->body, sizeof(k->body), "%.*s", (int)res->body_len, res->body);
+    snprintf(k->ctype, sizeof(k->ctype), "%s", res->content_type ? res->content_type : "");
+    snprintf(k->headers, sizeof(k->headers), "%.*s", (int)res->headers_len, res->headers);
+}
+
+/* The configured User-Agent goes out; keep_headers gives the answer's
+ * header lines (CRLF-ended), and every answer its Content-Type. */
+static void agent_and_kept_headers(void **state)
+{
+    fixture *f = *state;
+    lb_http_client *c;
+    lb_http_client_config cc = {.max_inflight = 2, .user_agent = "lb-test (node n-1)"};
+    assert_int_equal(lb_http_client_new(&f->loop, &cc, &c), 0);
+    char url[128];
+    snprintf(url, sizeof(url), "%s/agent", f->base);
+    kept k[2] = {0};
+    lb_http_request r = {.method = "GET", .url = url, .keep_headers = 1};
+    assert_int_equal(lb_http_client_start(c, &r, kept_cb, &k[0], NULL), 0);
+    r.keep_headers = 0;
+    assert_int_equal(lb_http_client_start(c, &r, kept_cb, &k[1], NULL), 0);
+    while (k[0].done + k[1].done < 2)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_string_equal(k[0].body, "lb-test (node n-1)");
+    assert_string_equal(k[0].ctype, "text/plain; charset=utf-8");
+    assert_non_null(strstr(k[0].headers, "Cache-Control: no-store\r\n"));
+    assert_non_null(strstr(k[0].headers, "Content-Length: 18\r\n"));
+    assert_null(strstr(k[0].headers, "HTTP/1.1"));
+    assert_string_equal(k[1].headers, "");
+    assert_string_equal(k[1].ctype, "text/plain; charset=utf-8");
+    int closed = 0;
+    lb_http_client_close(c, lbt_count_cb, &closed);
+    while (!closed)
+        uv_run(&f->loop, UV_RUN_ONCE);
+}
+
 int main(void)
 {
     lb_http_client_global_init();
@@ -289,6 +347,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(close_with_calls_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(agent_and_kept_headers, setup, teardown),
         cmocka_unit_test(retry_after_parsing),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
