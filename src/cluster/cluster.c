@@ -32,6 +32,18 @@ typedef struct {
 
 typedef enum { IDLE, READING, WRITING } phase;
 
+/* A request waiting for its tenant's lease (lb_cluster_acquire). Owned by
+ * the list it is on; freed once its callback ran. */
+typedef struct waiter {
+    char tenant[LB_TENANT_ID_MAX + 1];
+    void (*cb)(void *data, int held);
+    void *data;
+    struct waiter *next;
+} waiter;
+
+/* Most requests waiting for a lease at once (past it: LB_ETOOBIG). */
+#define WAITERS_MAX 256
+
 struct lb_cluster {
     uv_loop_t *loop;
     lb_store *store;
@@ -68,6 +80,10 @@ struct lb_cluster {
     size_t nnode_recs;
     lb_cluster_node self;
 
+    waiter *waiting;  /* for the next cycle's decision */
+    waiter *deciding; /* in the cycle in flight: woken when it ends */
+    size_t nwaiters;
+
     int draining;  /* SIGTERM: no takes, no new work */
     int releasing; /* waiting for the cycle in flight, then releasing */
     int released;
@@ -81,6 +97,7 @@ struct lb_cluster {
 };
 
 static void cycle_done(lb_cluster *c);
+static void wake(lb_cluster *c, waiter **list);
 static void maybe_closed(lb_cluster *c);
 static void release_all(lb_cluster *c);
 
@@ -348,6 +365,19 @@ static void decide(lb_cluster *c)
             keep--;
         }
     }
+    /* Requests waiting for a lease nobody holds (lb_cluster_acquire): taken
+     * now, over the cap if need be; a later cycle releases extras that
+     * other nodes have room for. They are woken when this cycle ends. */
+    for (waiter *w = c->deciding; w != NULL && !c->draining; w = w->next) {
+        const lb_lease_rec *v = view_find(c, w->tenant);
+        if (v == NULL || (!v->expired && strcmp(v->node, c->node) != 0)) continue;
+        if (lb_map_get(&c->held, v->tenant_id) != NULL) continue;
+        if (lb_tenants_get(c->tenants, v->tenant_id) == NULL) continue;
+        int dup = 0;
+        for (size_t i = 0; i < n && !dup; i++)
+            dup = strcmp(items[i].tenant_id, v->tenant_id) == 0;
+        if (!dup) add_item(items, &n, v->tenant_id, LB_LEASE_TAKE, v->epoch);
+    }
     if (!c->draining && keep < cap && t > 0) {
         /* Take expired or free leases of tenants this node knows, from a
          * random place so that nodes starting together pick apart. */
@@ -357,6 +387,10 @@ static void decide(lb_cluster *c)
             int own = strcmp(v->node, c->node) == 0;
             if ((!v->expired && !own) || lb_map_get(&c->held, v->tenant_id) != NULL) continue;
             if (lb_tenants_get(c->tenants, v->tenant_id) == NULL) continue;
+            int dup = 0; /* taken above for a waiting request */
+            for (size_t i = 0; i < n && !dup; i++)
+                dup = strcmp(items[i].tenant_id, v->tenant_id) == 0;
+            if (dup) continue;
             add_item(items, &n, v->tenant_id, LB_LEASE_TAKE, v->epoch);
             want--;
         }
@@ -496,9 +530,13 @@ static void tick_cb(uv_timer_t *t)
     c->read.cb = read_cb;
     c->read.data = c;
     if (lb_store_submit(c->store, &c->beat) == 0) c->inflight++;
+    /* The requests waiting for a lease are decided on with this read. */
+    c->deciding = c->waiting;
+    c->waiting = NULL;
     int rc = lb_store_submit(c->store, &c->read);
     if (rc != 0) {
         lb_warn(MOD, "cannot read the leases: %s", lb_strerror(rc));
+        wake(c, &c->deciding);
         return;
     }
     c->inflight++;
@@ -518,6 +556,7 @@ void lb_cluster_kick(lb_cluster *c)
 static void cycle_done(lb_cluster *c)
 {
     c->phase = IDLE;
+    wake(c, &c->deciding);
     if (c->kicked && !c->closing && !c->releasing) {
         c->kicked = 0;
         tick_cb(&c->tick);
@@ -525,6 +564,40 @@ static void cycle_done(lb_cluster *c)
     }
     if (c->releasing && !c->released) release_all(c);
     maybe_closed(c);
+}
+
+/* ---- a lease for a request ---------------------------------------------- */
+
+/* Calls back every waiter of list (which the callbacks may not touch: they
+ * may add waiters to c->waiting only). */
+static void wake(lb_cluster *c, waiter **list)
+{
+    waiter *w = *list;
+    *list = NULL;
+    while (w != NULL) {
+        waiter *next = w->next;
+        c->nwaiters--;
+        w->cb(w->data, lb_cluster_holds(c, w->tenant));
+        lb_free(w);
+        w = next;
+    }
+}
+
+int lb_cluster_acquire(lb_cluster *c, const char *tenant, void (*cb)(void *data, int held),
+                       void *data)
+{
+    if (!c->enabled || c->draining || c->closing || c->releasing) return LB_ECLOSED;
+    if (strlen(tenant) > LB_TENANT_ID_MAX) return LB_EINVAL;
+    if (c->nwaiters >= WAITERS_MAX) return LB_ETOOBIG;
+    waiter *w = LB_NEW(waiter);
+    snprintf(w->tenant, sizeof(w->tenant), "%s", tenant);
+    w->cb = cb;
+    w->data = data;
+    w->next = c->waiting;
+    c->waiting = w;
+    c->nwaiters++;
+    lb_cluster_kick(c);
+    return 0;
 }
 
 /* ---- draining and closing ------------------------------------------------ */
@@ -617,6 +690,7 @@ void lb_cluster_drain(lb_cluster *c, void (*cb)(void *data), void *data)
     c->draining = 1;
     c->drain_cb = cb;
     c->drain_data = data;
+    wake(c, &c->waiting); /* no takes any more; those deciding wake at the cycle's end */
     if (!c->enabled) {
         c->released = 1;
         uv_timer_start(&c->poll, poll_cb, 0, 0); /* cb from the loop, not from here */
@@ -665,6 +739,8 @@ void lb_cluster_close(lb_cluster *c, void (*cb)(void *data), void *data)
     c->close_cb = cb;
     c->close_data = data;
     c->drain_cb = NULL; /* the drain's caller gave up waiting */
+    wake(c, &c->waiting);
+    if (c->phase == IDLE) wake(c, &c->deciding);
     uv_timer_stop(&c->tick);
     uv_timer_stop(&c->poll);
     if (!c->enabled) c->released = 1;

@@ -57,6 +57,15 @@ void lb_cluster_start(lb_cluster *c, lb_jobs *jobs, lb_provision *provision,
 void lb_cluster_kick(lb_cluster *c);
 /* 1 when this node may work for tenant now. */
 int lb_cluster_holds(const lb_cluster *c, const char *tenant);
+/* A request needs the tenant's lease and no live node holds it: the next
+ * cycle (started now, or as soon as the one in flight ends) takes it if it
+ * is still free, over this node's share if need be, with the gained
+ * tenant's work started as for any take; then cb(data, held) runs, held 1
+ * when this node holds it now. 0; or LB_ECLOSED (disabled, draining,
+ * closing), LB_ETOOBIG (too many waiting) or LB_EINVAL, and cb never runs.
+ * Draining or closing wakes every waiter (held 0). */
+int lb_cluster_acquire(lb_cluster *c, const char *tenant, void (*cb)(void *data, int held),
+                       void *data);
 
 /* SIGTERM: takes nothing more and starts no new work, waits for the jobs
  * running now to end, then releases every lease (its expiry set to now, so
