@@ -12,6 +12,7 @@
  * every handle, exit 0. */
 #include "api/api.h"
 #include "cluster/cluster.h"
+#include "cluster/forward.h"
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -73,6 +74,8 @@ typedef struct {
     lb_stats *stats;
     lb_cluster *cluster; /* tenant leases; disabled on SQLite */
     int engine_open;     /* engine parts not yet closed */
+    /* To the lease holders: closed before the cluster, freed after the loop. */
+    lb_cluster_fwd *forward;
     lb_router *router;
     lb_router *boot; /* the operations routes, while the state is not loaded */
     int serving;     /* the state and the routes are in place: router serves */
@@ -168,6 +171,7 @@ static void finish_stop(app *a)
     if (a->finishing) return;
     a->finishing = 1;
     uv_timer_stop(&a->drain_timer);
+    lb_cluster_fwd_close(a->forward); /* its requests answered before the server closes */
     lb_cluster_close(a->cluster, cluster_closed_cb, a);
 }
 
@@ -333,7 +337,10 @@ static void raise_fd_limit(app *a)
 /* The outbound side: one HTTP client, the per-tenant queue, the jobs. */
 static void start_engine(app *a)
 {
-    lb_http_client_config cc = {.max_inflight = a->cfg.max_inflight};
+    /* The node in the User-Agent: who made a call, seen from the peer. */
+    char ua[64 + LB_CONFIG_NODE_ID_MAX];
+    snprintf(ua, sizeof(ua), "leverbridge/%s (node %s)", LB_VERSION, a->cfg.node_id);
+    lb_http_client_config cc = {.max_inflight = a->cfg.max_inflight, .user_agent = ua};
     lb_jobs_config jc = {.retry_base_ms = a->cfg.retry_base_ms,
                          .retry_cap_ms = a->cfg.retry_cap_ms,
                          .max_age_ms = a->cfg.job_max_age_ms,
@@ -373,6 +380,12 @@ static void start_engine(app *a)
     a->api.http = a->client;
     a->api.cred = a->cred;
     a->api.catalog = a->catalog;
+    lb_cluster_fwd_config fc = {.cluster = a->cluster,
+                                .http = a->client,
+                                .admin_token = a->admin_token,
+                                .timeout_ms = a->cfg.forward_timeout_ms};
+    if (lb_cluster_fwd_new(&fc, &a->forward) != 0) die(1, "cannot start forwarding");
+    a->api.forward = a->forward;
     lb_provision_config pc = {.public_url = a->cfg.public_url,
                               .deadline_ms = a->cfg.webhook_deadline_ms,
                               .retry_base_ms = a->cfg.provision_retry_base_ms,
@@ -644,6 +657,7 @@ int main(int argc, char **argv)
     lb_missed_free(&a.missed);
     lb_catalog_free(a.catalog);
     lb_cred_free(a.cred);
+    lb_cluster_fwd_free(a.forward);
     lb_metrics_reset();
     lb_http_client_global_cleanup();
     lb_free(a.admin_token);

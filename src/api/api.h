@@ -33,6 +33,7 @@ typedef struct lb_missed lb_missed;
 typedef struct lb_cred lb_cred;
 typedef struct lb_catalog lb_catalog;
 typedef struct lb_cluster lb_cluster;
+typedef struct lb_cluster_fwd lb_cluster_fwd;
 
 /* List paging (api.md "Lists"). */
 #define LB_API_LIMIT_DEFAULT 50
@@ -55,8 +56,9 @@ typedef struct lb_api {
     lb_http_client *http;
     lb_stats *stats; /* the console's hourly counts */
     lb_reconcile *reconcile;
-    lb_missed *missed;   /* changes found only by reconciliation */
-    lb_cluster *cluster; /* leases (src/cluster/); NULL once closed */
+    lb_missed *missed;       /* changes found only by reconciliation */
+    lb_cluster *cluster;     /* leases (src/cluster/); NULL once closed */
+    lb_cluster_fwd *forward; /* to the lease holder (cluster/forward.h); NULL: serve here */
     lb_backfill *backfill;
     const lb_master_key *key;
     lb_links links; /* connect links' key, derived from key by lb_api_register */
@@ -87,6 +89,11 @@ void lb_api_oauth_register(lb_api *api, lb_router *r);
 /* The kinds of the engine's catalog, by the names the routes use. */
 enum { LB_API_STAGES = LB_CATALOG_STAGES, LB_API_POSTINGS = LB_CATALOG_POSTINGS };
 void lb_api_cluster_register(lb_api *api, lb_router *r);
+/* First thing of a handler that calls Lever for tenant (after the auth
+ * and tenant checks): 0 to serve here; 1 when the request went to the
+ * tenant's lease holder, or waits for the lease and then runs self again
+ * (cluster/forward.h), and is answered. (cluster.c) */
+int lb_api_forwarded(lb_api *api, lb_http_req *req, const char *tenant, lb_http_handler self);
 /* The tenant body's "lease" key and value (null: none known). */
 void lb_api_lease_json(lb_api *api, yajl_gen g, const char *tenant);
 

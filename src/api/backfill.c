@@ -67,7 +67,7 @@ static void backfill_post(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL) return;
+    if (t == NULL || lb_api_forwarded(api, req, t->id, backfill_post)) return;
     const lb_workflow *w = lb_workflows_get(api->workflows, t->id, lb_http_req_param(req, "id"));
     if (w == NULL) {
         lb_http_respond_error(req, 404, "not_found", "No such workflow.", NULL);

@@ -22,10 +22,10 @@ static void answer(void *data, int status, const char *code, const char *msg, co
     }
 }
 
-static void list(lb_http_req *req, lb_api *api, int kind)
+static void list(lb_http_req *req, lb_api *api, int kind, lb_http_handler self)
 {
     const lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL) return;
+    if (t == NULL || lb_api_forwarded(api, req, t->id, self)) return;
     int rc = lb_catalog_get(api->catalog, t->id, kind, 0, answer, req);
     if (rc == LB_ENOTFOUND)
         lb_http_respond_error(req, 409, "not_connected", "Connect Lever first.", NULL);
@@ -35,12 +35,12 @@ static void list(lb_http_req *req, lb_api *api, int kind)
 
 static void stages(lb_http_req *req, void *data)
 {
-    list(req, data, LB_CATALOG_STAGES);
+    list(req, data, LB_CATALOG_STAGES, stages);
 }
 
 static void postings(lb_http_req *req, void *data)
 {
-    list(req, data, LB_CATALOG_POSTINGS);
+    list(req, data, LB_CATALOG_POSTINGS, postings);
 }
 
 void lb_api_catalog_register(lb_api *api, lb_router *r)

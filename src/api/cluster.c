@@ -3,8 +3,15 @@
 #include "api/api.h"
 
 #include "cluster/cluster.h"
+#include "cluster/forward.h"
 #include "http/response.h"
 #include "json/json.h"
+
+int lb_api_forwarded(lb_api *api, lb_http_req *req, const char *tenant, lb_http_handler self)
+{
+    if (api->forward == NULL) return 0;
+    return lb_cluster_fwd_route(api->forward, req, tenant, self, api);
+}
 
 void lb_api_lease_json(lb_api *api, yajl_gen g, const char *tenant)
 {

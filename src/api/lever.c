@@ -162,7 +162,7 @@ static void lever_put(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL) return;
+    if (t == NULL || lb_api_forwarded(api, req, t->id, lever_put)) return;
     yajl_val body = lb_api_json_body(req);
     if (body == NULL) return;
     for (size_t i = 0; i < body->u.object.len; i++) {
@@ -218,7 +218,8 @@ static void lever_delete(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL) return;
+    /* forwarded: the holder deletes the Lever webhook */
+    if (t == NULL || lb_api_forwarded(api, req, t->id, lever_delete)) return;
     if (lb_cred_disconnect(api->cred, t->id, disconnected, req) != 0) lb_api_store_unavailable(req);
 }
 
@@ -243,7 +244,7 @@ static void provision_post(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL) return;
+    if (t == NULL || lb_api_forwarded(api, req, t->id, provision_post)) return;
     int rc = lb_cred_reprovision(api->cred, t->id, reprovisioned, req);
     if (rc == LB_ENOTFOUND)
         lb_http_respond_error(req, 409, "not_connected",

@@ -11,7 +11,7 @@ static void reconcile_post(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL) return;
+    if (t == NULL || lb_api_forwarded(api, req, t->id, reconcile_post)) return;
     if (api->reconcile == NULL || lb_reconcile_now(api->reconcile, t->id) != 0) {
         lb_http_respond_error(req, 409, "not_connected",
                               "Connect Lever first: reconciliation reads the tenant's Lever.",

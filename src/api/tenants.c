@@ -297,7 +297,8 @@ static void tenant_delete(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, LB_API_ADMIN_ONLY);
-    if (t == NULL) return;
+    /* forwarded: the holder deletes the Lever webhook */
+    if (t == NULL || lb_api_forwarded(api, req, t->id, tenant_delete)) return;
     tenant_ctx *ctx = LB_NEW(tenant_ctx);
     memcpy(ctx->op.tenant_delete.id, t->id, sizeof(t->id));
     ctx->api = api;

@@ -73,6 +73,8 @@ static const opt opts[] = {
      "where the other replicas reach this one (default http://LISTEN; PostgreSQL only)"},
     {"LEASE_TTL", T_DUR, O(lease_ttl_ms), "15s", 1000, 600000,
      "how long a tenant lease lasts without renewal, 1s..10m (PostgreSQL only)"},
+    {"FORWARD_TIMEOUT", T_DUR, O(forward_timeout_ms), "30s", 100, 600000,
+     "how long a request forwarded to a tenant's lease holder may take (PostgreSQL only)"},
     {"LOG_LEVEL", T_LEVEL, O(log_level), "info", 0, 0, "debug, info, warn, error"},
     {"HEADER_TIMEOUT", T_DUR, O(header_timeout_ms), "10s", 1, 1e9,
      "time to send a request's headers"},

@@ -42,6 +42,8 @@ typedef struct {
     char *node_id;        /* default <hostname>-<pid> */
     char *advertise_url;  /* default http://LISTEN */
     int64_t lease_ttl_ms; /* 1s..10m */
+    /* A request forwarded to a tenant's lease holder: its whole time. */
+    int64_t forward_timeout_ms;
     /* Server limits beyond api.md's table (documented in docs/configuration.md). */
     int64_t header_timeout_ms;
     int64_t body_timeout_ms;

@@ -24,16 +24,18 @@ def live_leases(server):
     return out
 
 
-def start_cluster(make_server, lever, ttl="2s"):
+def start_cluster(make_server, lever, ttl="2s", extra_env=None):
     """Replica a alone makes the tenants (each connected, its hook active,
     one workflow), then b and c start: they load them from the database
-    (state sync between replicas is not built yet: cluster.md)."""
+    (state sync between replicas is not built yet: cluster.md). extra_env:
+    more settings for all three."""
     first = make_server(start=False, env={})
     db = pg_url_for(first.data_dir)
     env = {"LEVERBRIDGE_DB": db, "LEVERBRIDGE_MASTER_KEY": MASTER_KEY,
            "LEVERBRIDGE_LEASE_TTL": ttl,
            "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
            "LEVERBRIDGE_RETRY_BASE": "50ms", "LEVERBRIDGE_RETRY_CAP": "200ms"}
+    env.update(extra_env or {})
     first.extra_env = dict(env, LEVERBRIDGE_NODE_ID="node-a")
     a = first.start()
     hooks = {}

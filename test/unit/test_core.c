@@ -258,6 +258,15 @@ static void config_defaults_and_errors(void **state)
     assert_string_equal(cfg.node_id, "pod-7");
     assert_int_equal(cfg.lease_ttl_ms, 2000);
     assert_string_equal(cfg.advertise_url, "http://10.0.0.7:8080");
+    assert_int_equal(cfg.forward_timeout_ms, 30000);
+    lb_config_free(&cfg);
+    char *env8[] = {"LEVERBRIDGE_FORWARD_TIMEOUT=1500ms", NULL};
+    assert_int_equal(lb_config_load(&cfg, 1, argv0, env8, err, sizeof(err)), 0);
+    assert_int_equal(cfg.forward_timeout_ms, 1500);
+    lb_config_free(&cfg);
+    char *env9[] = {"LEVERBRIDGE_FORWARD_TIMEOUT=0", NULL};
+    assert_true(lb_config_load(&cfg, 1, argv0, env9, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "LEVERBRIDGE_FORWARD_TIMEOUT"));
     lb_config_free(&cfg);
 
     char *env1[] = {"LEVERBRIDGE_LISTEN=0.0.0.0:9000", "LEVERBRIDGE_RETRY_BASE=250ms", NULL};

@@ -1,0 +1,182 @@
+"""One Lever limit per tenant across the cluster (api.md "Several replicas
+(PostgreSQL)"; docs/internals/cluster.md "Forwarding"): an admin request
+that calls Lever, sent to a replica that does not hold the tenant's lease,
+is forwarded to the holder, which makes the calls; one hop at most; a
+holder that does not answer in time gets a 503, and a holder that is gone
+has its released lease taken by the replica the request reached.
+
+Who made a Lever call: each replica's User-Agent names its node, and
+lever-sim logs it.
+
+PostgreSQL only (ctest integration.postgres), as test_cluster.py."""
+
+import re
+import signal
+import time
+
+import pytest
+
+from clusterutil import live_leases, seeded_lever, start_cluster, wait_spread
+from conftest import call, wait_for
+
+FORWARDED_BY = "X-Leverbridge-Forwarded-By"
+
+
+@pytest.fixture
+def lever():
+    with seeded_lever() as sim:
+        yield sim
+
+
+def node_of(entry):
+    m = re.search(r"\(node ([^)]+)\)", entry.get("user_agent") or "")
+    return m.group(1) if m else None
+
+
+def callers(lever, since, path_prefix):
+    """The nodes that made the Lever calls under path_prefix since seq."""
+    log = lever.requests_log(since=since, path_prefix=path_prefix)["data"]
+    return [node_of(e) for e in log]
+
+
+def forwarded(server):
+    """{result: count} of leverbridge_forwarded_requests_total."""
+    out = {}
+    for line in server.get("/metrics").body.decode().splitlines():
+        m = re.match(r'leverbridge_forwarded_requests_total\{result="(\w+)"\} (\S+)$', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def holder_and_other(replicas, a):
+    """A tenant, its holder and a replica that does not hold it. Not a
+    tenant of node-a: node-a made the workflows, which filled its cache of
+    the tenants' stages (engine/catalog.h), so it would not call Lever for
+    them."""
+    ls = live_leases(a)
+    for node, tenants in sorted(ls.items()):
+        if node == "node-a":
+            continue
+        other = sorted(n for n in replicas if n != node)[0]
+        return tenants[0], replicas[node], node, replicas[other], other
+    raise AssertionError("no leases off node-a: %r" % ls)
+
+
+def test_admin_requests_are_forwarded_to_the_holder_which_calls_lever(make_server, lever):
+    replicas, _ = start_cluster(make_server, lever)
+    a = replicas["node-a"]
+    wait_spread(a, sorted(replicas), within=16)
+    t, h, hname, o, oname = holder_and_other(replicas, a)
+    i = t[1:]
+    assert forwarded(o) == {"ok": 0, "error": 0, "timeout": 0}
+
+    # stages and postings: the holder's answer, the holder's calls
+    seq = lever.requests_log()["last_seq"]
+    for what in ("stages", "postings"):
+        r = call(o, "GET", "/v1/tenants/%s/lever/%s" % (t, what))
+        assert r.status == 200, r
+        assert r.header("cache-control") == "no-store"
+        direct = call(h, "GET", "/v1/tenants/%s/lever/%s" % (t, what))
+        assert r.json() == direct.json()
+        by = callers(lever, seq, "/v1/" + what)
+        assert by and set(by) == {hname}, (what, by)
+    assert r.json()["data"] is not None
+    assert [s["id"] for s in call(o, "GET", "/v1/tenants/%s/lever/stages" % t).json()["data"]] \
+        == ["S1", "S2"]
+
+    # dry run: the holder reads the opportunity
+    wf = call(o, "GET", "/v1/tenants/%s/workflows" % t).json()["data"][0]["id"]
+    seq = lever.requests_log()["last_seq"]
+    r = call(o, "POST", "/v1/tenants/%s/workflows/%s/dry-run" % (t, wf), {"opportunity_id": "O" + i})
+    assert r.status == 200, r
+    by = callers(lever, seq, "/v1/opportunities/O" + i)
+    assert by and set(by) == {hname}, by
+    # an error answer of the holder is relayed as it is
+    r = call(o, "POST", "/v1/tenants/%s/workflows/%s/dry-run" % (t, wf), {"opportunity": "x"})
+    assert r.status == 400 and r.json()["error"]["field"] == "opportunity", r
+
+    # the connect probe: every permission probed by the holder
+    seq = lever.requests_log()["last_seq"]
+    r = call(o, "PUT", "/v1/tenants/%s/lever" % t, {"api_key": "good"})
+    assert r.status == 200 and r.json()["status"] == "connected", r
+    by = callers(lever, seq, "/v1/")
+    assert len(by) >= 10 and set(by) == {hname}, by
+
+    # reconcile: started on the holder
+    assert call(o, "POST", "/v1/tenants/%s/lever/reconcile" % t).status == 202
+    assert forwarded(o) == {"ok": 7, "error": 0, "timeout": 0}
+    assert forwarded(h)["ok"] == 0
+
+    # one hop at most: a request that says it was forwarded is served where it lands
+    seq = lever.requests_log()["last_seq"]
+    r = call(o, "GET", "/v1/tenants/%s/lever/postings" % t, headers={FORWARDED_BY: "node-x"})
+    assert r.status == 200, r
+    assert set(callers(lever, seq, "/v1/postings")) == {oname}
+    assert forwarded(o)["ok"] == 7
+
+    # the holder itself serves its own tenant
+    seq = lever.requests_log()["last_seq"]
+    assert call(h, "GET", "/v1/tenants/%s/lever/stages" % t).status == 200
+    assert forwarded(h)["ok"] == 0
+
+
+def test_a_stalled_holder_times_out_then_the_tenant_is_served_by_its_successor(make_server,
+                                                                               lever):
+    replicas, _ = start_cluster(make_server, lever,
+                                extra_env={"LEVERBRIDGE_FORWARD_TIMEOUT": "1s"})
+    a = replicas["node-a"]
+    wait_spread(a, sorted(replicas), within=16)
+    t, h, hname, o, oname = holder_and_other(replicas, a)
+    h.signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        r = call(o, "GET", "/v1/tenants/%s/lever/postings" % t)
+        took = time.monotonic() - start
+        assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
+        assert 0.9 <= took < 4, took
+        assert forwarded(o)["timeout"] == 1
+
+        # once the lease expired, another replica takes it and serves
+        wait_for(lambda: t in {x for n, ts in live_leases(a).items() if n != hname for x in ts},
+                 timeout=8, what="the stalled holder's tenant taken over")
+        new = [n for n, ts in live_leases(a).items() if t in ts][0]
+
+        def served():
+            seq = lever.requests_log()["last_seq"]
+            r = call(o, "GET", "/v1/tenants/%s/lever/postings" % t)
+            return (r, seq) if r.status == 200 else None
+        r, seq = wait_for(served, timeout=4, what="the tenant served again")
+        assert set(callers(lever, seq, "/v1/postings")) == {new}
+    finally:
+        h.signal(signal.SIGCONT)
+
+
+def test_a_released_lease_is_taken_by_the_replica_the_request_reached(make_server, lever):
+    """The holder stops with SIGTERM (its leases released, its node row
+    gone) while the other replicas' last read still names it: the forward
+    finds nobody listening, and the replica takes the free lease and
+    serves. A long TTL keeps the replicas' own cycles (every TTL / 3) out
+    of the way."""
+    replicas, _ = start_cluster(make_server, lever, ttl="30s")
+    a = replicas["node-a"]
+    wait_spread(a, sorted(replicas), within=90)
+    t, h, hname, o, oname = holder_and_other(replicas, a)
+
+    def own_beat():
+        return call(o, "GET", "/v1/cluster").json()["nodes"][0]["last_seen_at"]
+    # right after o's cycle, so that the next is about 10 s away
+    beat = own_beat()
+    wait_for(lambda: own_beat() != beat, timeout=12, what="a cycle of " + oname)
+    h.signal(signal.SIGTERM)
+    assert h.wait(8) == 0
+    lease = call(o, "GET", "/v1/tenants/" + t).json()["lease"]
+    assert lease["node"] == hname, lease  # o's view: still the old holder
+
+    seq = lever.requests_log()["last_seq"]
+    r = call(o, "GET", "/v1/tenants/%s/lever/postings" % t)
+    assert r.status == 200, r
+    assert set(callers(lever, seq, "/v1/postings")) == {oname}
+    assert forwarded(o) == {"ok": 0, "error": 1, "timeout": 0}
+    assert t in live_leases(a).get(oname, [])
+    assert call(o, "GET", "/v1/tenants/" + t).json()["lease"]["node"] == oname
