@@ -362,7 +362,8 @@ static void start_engine(app *a)
                           .public_url = a->cfg.public_url,
                           .webhook_deadline_ms = a->cfg.webhook_deadline_ms,
                           .lever_rate = a->cfg.lever_rate,
-                          .lever_burst = a->cfg.lever_burst};
+                          .lever_burst = a->cfg.lever_burst,
+                          .gate = lb_cluster_gate(a->cluster)};
     lb_jobs_env env;
     if (lb_http_client_new(&a->loop, &cc, &a->client) != 0 ||
         lb_outbound_new(&a->loop, a->client, &a->outbound) != 0 ||

@@ -479,7 +479,10 @@ static void retry_cb(uv_timer_t *t)
         if (c->refresh_retry_at <= 0) continue;
         if (c->refresh_retry_at <= now) {
             lb_conns_set_refresh_retry(cr->conns, c->tenant_id, 0);
-            refresh_start(cr, c);
+            /* The lease moved on since the refresh failed: the holder
+             * refreshes when it needs the token (two replicas refreshing
+             * would spend each other's rotating refresh token). */
+            if (lb_gate_holds(cr->cfg.gate, c->tenant_id)) refresh_start(cr, c);
         } else if (next == 0 || c->refresh_retry_at < next) {
             next = c->refresh_retry_at;
         }

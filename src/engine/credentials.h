@@ -34,6 +34,7 @@
 #define LB_ENGINE_CREDENTIALS_H
 
 #include "crypto/crypto.h"
+#include "engine/gate.h"
 #include "engine/jobs.h"
 #include "engine/outbound.h"
 #include "http/client.h"
@@ -63,6 +64,9 @@ typedef struct {
     int lever_burst;
     int64_t refresh_retry_ms; /* after a refresh that failed in transit;
                                  0: LB_CRED_REFRESH_RETRY_MS */
+    /* The tenants whose failed refreshes this replica retries (NULL: all):
+     * the lease holder's, as every other Lever call of the tenant. */
+    const lb_gate *gate;
 } lb_cred_config;
 
 #define LB_CRED_REFRESH_RETRY_MS (30 * 1000)

@@ -40,7 +40,16 @@ typedef struct {
     int token_calls;
     lb_http_req *held; /* the call waiting for an answer */
     char form[1024];   /* its body */
+    /* the lease gate: 1 while this replica holds every tenant */
+    lb_gate gate;
+    int holds;
 } fixture;
+
+static int gate_holds(void *data, const char *tenant)
+{
+    (void)tenant;
+    return ((fixture *)data)->holds;
+}
 
 /* ---- fake token endpoint ------------------------------------------------- */
 
@@ -214,7 +223,10 @@ static int setup(void **state)
                           .webhook_deadline_ms = 60000,
                           .lever_rate = 10,
                           .lever_burst = 10,
-                          .refresh_retry_ms = 50};
+                          .refresh_retry_ms = 50,
+                          .gate = &f->gate};
+    f->holds = 1;
+    f->gate = (lb_gate){.holds = gate_holds, .data = f};
     assert_int_equal(
         lb_cred_new(&f->loop, f->store, &f->conns, NULL, f->ob, f->client, &f->key, &cfg, &f->cred),
         0);
@@ -314,6 +326,26 @@ static void test_refresh_retried_after_503(void **state)
 static void test_refresh_retried_after_408(void **state)
 {
     retried_after(*state, 408); /* Lever's transient, as for every call */
+}
+
+/* A refresh that failed in transit is not retried by a replica that lost
+ * the tenant's lease meanwhile: the holder refreshes (two replicas
+ * refreshing would spend each other's rotating refresh token). */
+static void test_refresh_retry_only_by_the_holder(void **state)
+{
+    fixture *f = *state;
+    connect_conn(f, "acme", LB_AUTH_OAUTH, 60 * 1000);
+    lb_lever_auth auth = {0};
+    assert_int_equal(lb_cred_auth(f->cred, "acme", &auth), 0);
+    run_until_held(f);
+    answer(f, 503, "{}");
+    run_while_refreshing(f);
+    assert_true(conn(f)->refresh_retry_at > 0);
+    f->holds = 0; /* the lease moved on */
+    run_for(f, 200);
+    assert_int_equal(f->token_calls, 1);
+    assert_false(lb_cred_refreshing(f->cred, "acme"));
+    assert_int_equal(conn(f)->refresh_retry_at, 0);
 }
 
 static void test_refresh_refused(void **state)
@@ -470,6 +502,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refresh_single_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh_retried_after_503, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh_retried_after_408, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_retry_only_by_the_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_401_api_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_401_oauth_refreshes_once, setup, teardown),
