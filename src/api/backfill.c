@@ -152,7 +152,8 @@ static void backfill_delete(lb_http_req *req, void *data)
 {
     lb_api *api = data;
     lb_tenant *t = lb_api_tenant_for(api, req, 0);
-    if (t == NULL) return;
+    /* forwarded: the holder is the one listing its pages */
+    if (t == NULL || lb_api_forwarded(api, req, t->id, backfill_delete)) return;
     const char *id = lb_http_req_param(req, "id");
     bf_ctx *c = ctx_new(req, t, id);
     if (c == NULL) return;
