@@ -484,6 +484,28 @@ describe("connect page and console", { timeout: 120000 }, () => {
     await page.close();
   });
 
+  test("the console lists the replicas and the one holding each tenant", async () => {
+    const cl = await http(S.server.base, "GET", "/v1/cluster", undefined, ADMIN);
+    assert.equal(cl.status, 200, cl.text);
+    const node = cl.json.node;
+    const page = await S.context.newPage();
+    await page.goto(S.server.base + "/console");
+    if (await page.locator("#signin").isVisible()) {
+      await page.fill("#admin-token", ADMIN);
+      await page.press("#admin-token", "Enter");
+    }
+    const row = page.locator("#nodes tbody tr", { hasText: node });
+    await row.waitFor();
+    assert.equal(await page.locator("#nodes tbody tr").count(), 1);
+    await row.locator("td", { hasText: "(this one)" }).waitFor();
+    assert.equal(await row.locator("td[data-label=Leases]").innerText(), String(cl.json.nodes[0].leases));
+    await page.locator("#nodes-sum", { hasText: "One server (SQLite)" }).waitFor();
+    const acme = page.locator("#tenants tbody tr", { hasText: "Acme" });
+    assert.equal(await acme.locator(".holder").innerText(), node);
+    await shot("13b-console-replicas", page);
+    await page.close();
+  });
+
   test("the console charts the last 24 hours, in total and per tenant", async () => {
     // One more delivery and its copy, so the hour has accepted and duplicate.
     const d = { event: "candidateStageChange", token: "chart".padEnd(48, "c"), count: 2, same: true,

@@ -1,6 +1,7 @@
 /* The operator's console: /console. Asks for the admin token once per
  * browser session (sessionStorage), then lists every tenant with its Lever
- * connection, webhook, backlog and failed jobs; failed jobs can be retried
+ * connection, webhook, backlog, failed jobs and the replica holding its
+ * lease, and the replicas (GET /v1/cluster); failed jobs can be retried
  * and connect links made from here. */
 "use strict";
 
@@ -86,8 +87,31 @@
     return page(null);
   }
 
+  /* The replicas seen alive, as the one answering saw them last. */
+  function drawNodes() {
+    return call("GET", "/v1/cluster").then(function (res) {
+      var box = LB.clear($("nodes")), sum = $("nodes-sum");
+      if (res.status !== 200) {
+        sum.textContent = "";
+        if (res.status !== 401) box.appendChild(el("p", {class: "alert error", text: LB.message(res)}));
+        return;
+      }
+      var c = res.body, nodes = c.nodes || [];
+      sum.textContent = c.backend === "postgres"
+        ? nodes.length + (nodes.length === 1 ? " replica" : " replicas") + " on PostgreSQL; this page is served by " + c.node + "."
+        : "One server (SQLite): it holds every tenant.";
+      box.appendChild(LB.table("Replicas", ["Replica", "Address", "Last seen", "Leases"],
+        nodes.map(function (n) {
+          var id = el("span", null, el("code", {text: n.id}));
+          if (n.id === c.node) id.appendChild(el("span", {class: "muted small", text: " (this one)"}));
+          return [id, n.advertise_url || "", LB.timeEl(n.last_seen_at), String(n.leases)];
+        })));
+    });
+  }
+
   function load() {
     drawTrend($("trend"), "/v1/stats");
+    drawNodes();
     return fetchAll().then(function (r) {
       var err = LB.clear($("dash-error"));
       if (!r.data) {
@@ -117,7 +141,7 @@
       box.appendChild(el("p", {class: "muted", text: "No tenants yet. Create one with PUT /v1/tenants/{id}."}));
       return;
     }
-    box.appendChild(LB.table("Tenants", ["Tenant", "Add-on", "Lever", "Webhook", "Backlog", "Failed", ""],
+    box.appendChild(LB.table("Tenants", ["Tenant", "Add-on", "Lever", "Webhook", "Backlog", "Failed", "Replica", ""],
       list.map(function (t) {
         var c = t.lever || {}, w = c.webhook || {status: "none"}, b = c.backlog || {};
         var lever = el("span", null, LB.connBadge(c.status));
@@ -150,9 +174,11 @@
           el("button", {text: "Connect link", class: "secondary", attrs: {type: "button",
             "aria-label": "Make a connect link for " + t.name},
             on: {click: function () { makeLink(t); }}}));
+        var holder = t.lease ? el("code", {class: "small holder", text: t.lease.node})
+                             : el("span", {class: "muted small holder", text: "none yet"});
         return [name, t.api_addon ? "yes" : "no", lever, hook,
                 (b.queued || 0) + " queued, " + (b.retrying || 0) + " retrying",
-                nfailed ? LB.badge(String(nfailed), "bad") : "0", actions];
+                nfailed ? LB.badge(String(nfailed), "bad") : "0", holder, actions];
       })));
   }
 
