@@ -190,6 +190,13 @@ static void callback(lb_http_req *req, void *data)
         page(req, 400, "Not connected", msg);
         return;
     }
+    /* The code exchange is a Lever call of the tenant: its lease holder
+     * makes it, and stores and provisions the connection at once. */
+    char tenant[LB_TENANT_ID_MAX + 1];
+    const char *st = lb_api_query(req, "state", state, sizeof(state));
+    if (lb_cred_oauth_state_tenant(api->cred, st, tenant, sizeof(tenant)) == 0 &&
+        lb_api_forwarded(api, req, tenant, callback))
+        return;
     callback_ctx *cc = LB_NEW(callback_ctx);
     cc->api = api;
     cc->req = req;

@@ -77,12 +77,20 @@ static void unavailable(lb_http_req *req, const char *msg)
 }
 
 /* The holder's headers worth relaying: those the routes' answers carry
- * (caching, retry hints, auth challenges), not the framing ones, which
- * this server writes itself. */
+ * (caching, retry hints, auth challenges, the pages' security headers),
+ * not the framing ones, which this server writes itself. */
 static int relayed(const char *line, size_t len)
 {
-    static const char *const names[] = {"cache-control", "retry-after", "www-authenticate",
-                                        "location",      "etag",        "allow"};
+    static const char *const names[] = {"cache-control",
+                                        "retry-after",
+                                        "www-authenticate",
+                                        "location",
+                                        "etag",
+                                        "allow", /* the pages': */
+                                        "content-security-policy",
+                                        "x-content-type-options",
+                                        "referrer-policy",
+                                        "x-frame-options"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         size_t n = strlen(names[i]);
         if (len > n && line[n] == ':' && strncasecmp(line, names[i], n) == 0) return 1;

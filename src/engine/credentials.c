@@ -975,6 +975,13 @@ static const char *check_state(const lb_cred *cr, const char *state, char *tenan
     return NULL;
 }
 
+int lb_cred_oauth_state_tenant(const lb_cred *cr, const char *state, char *tenant, size_t size)
+{
+    char nonce[64];
+    if (state == NULL) return LB_EINVAL;
+    return check_state(cr, state, tenant, size, nonce, sizeof(nonce)) == NULL ? 0 : LB_EINVAL;
+}
+
 /* A state's nonce seen by the callback, until the state would have expired. */
 typedef struct {
     int64_t expires;

@@ -169,6 +169,11 @@ typedef struct {
 } lb_cred_oauth_result;
 
 typedef void (*lb_cred_oauth_cb)(void *data, const lb_cred_oauth_result *r);
+/* The tenant a callback's state was issued for: 0 with tenant copied when
+ * the state is one this server issued and has not expired (whether it was
+ * used is not looked at), else LB_EINVAL. For routing the callback to the
+ * tenant's lease holder before it is finished there. */
+int lb_cred_oauth_state_tenant(const lb_cred *cr, const char *state, char *tenant, size_t size);
 /* The callback's code and state (either NULL when absent): checks the state
  * (MAC, expiry, single use, also across restarts through the store),
  * exchanges the code and stores the connection with a pending hook. cb runs

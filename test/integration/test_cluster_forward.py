@@ -13,11 +13,12 @@ PostgreSQL only (ctest integration.postgres), as test_cluster.py."""
 import re
 import signal
 import time
+import urllib.parse
 
 import pytest
 
-from clusterutil import live_leases, seeded_lever, start_cluster, wait_spread
-from conftest import call, wait_for
+from clusterutil import MASTER_KEY, live_leases, seeded_lever, start_cluster, wait_spread
+from conftest import call, pg_url_for, wait_for
 
 FORWARDED_BY = "X-Leverbridge-Forwarded-By"
 
@@ -180,3 +181,51 @@ def test_a_released_lease_is_taken_by_the_replica_the_request_reached(make_serve
     assert forwarded(o) == {"ok": 0, "error": 1, "timeout": 0}
     assert t in live_leases(a).get(oname, [])
     assert call(o, "GET", "/v1/tenants/" + t).json()["lease"]["node"] == oname
+
+
+def test_the_oauth_callback_is_finished_by_the_holder(make_server, lever):
+    """The code exchange is a Lever call of the tenant: a callback reaching
+    a replica that does not hold the tenant is finished by the holder,
+    which stores the connection and provisions the hook at once; the page
+    comes back as the holder made it. Both replicas have one PUBLIC_URL, as
+    behind a load balancer, so the redirect URI is the same on both."""
+    a = make_server(start=False, env={})
+    env = {"LEVERBRIDGE_DB": pg_url_for(a.data_dir), "LEVERBRIDGE_MASTER_KEY": MASTER_KEY,
+           "LEVERBRIDGE_LEASE_TTL": "2s",
+           "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
+           "LEVERBRIDGE_LEVER_AUTH_URL": "http://127.0.0.1:%d" % lever.port,
+           "LEVERBRIDGE_LEVER_CLIENT_ID": "cid", "LEVERBRIDGE_LEVER_CLIENT_SECRET": "csecret",
+           "LEVERBRIDGE_PROVISION_RETRY_BASE": "50ms", "LEVERBRIDGE_PROVISION_RETRY_CAP": "200ms"}
+    a.extra_env = dict(env, LEVERBRIDGE_NODE_ID="node-a")
+    a.start()
+    public = "http://127.0.0.1:%d" % a.port
+    lever.ctl("POST", "/_sim/oauth", {
+        "client_id": "cid", "client_secret": "csecret", "check_audience": False,
+        "redirect_uris": [public + "/oauth/lever/callback"]}, expect=200)
+    assert call(a, "PUT", "/v1/tenants/acme", {"name": "Acme", "api_addon": True}).status == 201
+    wait_for(lambda: live_leases(a).get("node-a") == ["acme"], timeout=8, what="node-a holds acme")
+    b = make_server(env=dict(env, LEVERBRIDGE_NODE_ID="node-b", LEVERBRIDGE_PUBLIC_URL=public))
+    wait_for(lambda: len(call(b, "GET", "/v1/cluster").json()["nodes"]) == 2, timeout=8,
+             what="node-b sees node-a")
+
+    r = call(b, "POST", "/v1/tenants/acme/lever/oauth")
+    assert r.status == 200, r
+    u = urllib.parse.urlparse(r.json()["authorize_url"])
+    res = lever.request("GET", u.path + "?" + u.query)
+    assert res.status == 302, res
+    loc = urllib.parse.urlparse(res.headers["location"])
+    seq = lever.requests_log()["last_seq"]
+    page = b.get(loc.path + "?" + loc.query)  # the load balancer chose node-b
+    assert page.status == 200 and b"Lever connected" in page.body, page
+    assert page.header("content-type").startswith("text/html")
+    assert "default-src 'none'" in page.header("content-security-policy")
+    assert callers(lever, seq, "/oauth/token") == ["node-a"]
+    assert forwarded(b)["ok"] == 1
+    c = call(a, "GET", "/v1/tenants/acme/lever").json()
+    assert c["status"] == "connected" and c["auth"] == "oauth"
+    wait_for(lambda: call(a, "GET", "/v1/tenants/acme/lever").json()["webhook"]["status"]
+             == "active", timeout=8, what="the hook provisioned by the holder")
+    assert set(callers(lever, seq, "/v1/")) == {"node-a"}
+    # the state was used there: the same callback again is refused, by the holder
+    again = b.get(loc.path + "?" + loc.query)
+    assert again.status == 400 and b"already used" in again.body, again
