@@ -94,6 +94,10 @@ void lb_api_cluster_register(lb_api *api, lb_router *r);
  * tenant's lease holder, or waits for the lease and then runs self again
  * (cluster/forward.h), and is answered. (cluster.c) */
 int lb_api_forwarded(lb_api *api, lb_http_req *req, const char *tenant, lb_http_handler self);
+/* The same for a route that answers its 503s itself (a page): fail(req,
+ * msg). (cluster.c) */
+int lb_api_forwarded_as(lb_api *api, lb_http_req *req, const char *tenant, lb_http_handler self,
+                        void (*fail)(lb_http_req *req, const char *msg));
 /* The tenant body's "lease" key and value (null: none known). */
 void lb_api_lease_json(lb_api *api, yajl_gen g, const char *tenant);
 

@@ -7,10 +7,16 @@
 #include "http/response.h"
 #include "json/json.h"
 
-int lb_api_forwarded(lb_api *api, lb_http_req *req, const char *tenant, lb_http_handler self)
+int lb_api_forwarded_as(lb_api *api, lb_http_req *req, const char *tenant, lb_http_handler self,
+                        void (*fail)(lb_http_req *req, const char *msg))
 {
     if (api->forward == NULL) return 0;
-    return lb_cluster_fwd_route(api->forward, req, tenant, self, api);
+    return lb_cluster_fwd_route(api->forward, req, tenant, self, api, fail);
+}
+
+int lb_api_forwarded(lb_api *api, lb_http_req *req, const char *tenant, lb_http_handler self)
+{
+    return lb_api_forwarded_as(api, req, tenant, self, NULL);
 }
 
 void lb_api_lease_json(lb_api *api, yajl_gen g, const char *tenant)

@@ -174,6 +174,12 @@ static void finished(void *data, const lb_cred_oauth_result *r)
     lb_free(cc);
 }
 
+/* A 503 of the forwarding (the tenant's holder did not answer): a page. */
+static void unavailable_page(lb_http_req *req, const char *msg)
+{
+    page(req, 503, "Not connected", msg);
+}
+
 static void callback(lb_http_req *req, void *data)
 {
     lb_api *api = data;
@@ -195,7 +201,7 @@ static void callback(lb_http_req *req, void *data)
     char tenant[LB_TENANT_ID_MAX + 1];
     const char *st = lb_api_query(req, "state", state, sizeof(state));
     if (lb_cred_oauth_state_tenant(api->cred, st, tenant, sizeof(tenant)) == 0 &&
-        lb_api_forwarded(api, req, tenant, callback))
+        lb_api_forwarded_as(api, req, tenant, callback, unavailable_page))
         return;
     callback_ctx *cc = LB_NEW(callback_ctx);
     cc->api = api;

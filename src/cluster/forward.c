@@ -26,6 +26,7 @@ typedef struct fwd_req {
     lb_http_req *req;
     lb_http_handler again;
     void *data;
+    lb_cluster_fwd_fail fail;
     char tenant[LB_TENANT_ID_MAX + 1];
     char holder[LB_NODE_ID_MAX + 1];
     lb_http_call *call; /* NULL while waiting for the lease */
@@ -56,13 +57,14 @@ static void unlink_req(fwd_req *fr)
 }
 
 static fwd_req *req_new(lb_cluster_fwd *f, lb_http_req *req, const char *tenant,
-                        lb_http_handler again, void *data)
+                        lb_http_handler again, void *data, lb_cluster_fwd_fail fail)
 {
     fwd_req *fr = LB_NEW(fwd_req);
     fr->f = f;
     fr->req = req;
     fr->again = again;
     fr->data = data;
+    fr->fail = fail;
     snprintf(fr->tenant, sizeof(fr->tenant), "%s", tenant);
     fr->next = f->reqs;
     if (f->reqs) f->reqs->prev = fr;
@@ -71,9 +73,13 @@ static fwd_req *req_new(lb_cluster_fwd *f, lb_http_req *req, const char *tenant,
     return fr;
 }
 
-static void unavailable(lb_http_req *req, const char *msg)
+/* 503: the route's own answer (fail), or the JSON error. */
+static void unavailable(lb_http_req *req, lb_cluster_fwd_fail fail, const char *msg)
 {
-    lb_http_respond_error(req, 503, "unavailable", msg, NULL);
+    if (fail != NULL)
+        fail(req, msg);
+    else
+        lb_http_respond_error(req, 503, "unavailable", msg, NULL);
 }
 
 /* The holder's headers worth relaying: those the routes' answers carry
@@ -117,12 +123,14 @@ static void forwarded_cb(const lb_http_response *res, void *data)
             take_lease(fr);
             return;
         }
+        lb_cluster_fwd_fail fail = fr->fail;
         unlink_req(fr);
         lb_free(fr);
-        unavailable(req, timeout ? "The replica holding this tenant's lease did not answer in "
-                                   "time; try again."
-                                 : "The replica holding this tenant's lease could not be "
-                                   "reached; try again.");
+        unavailable(req, fail,
+                    timeout ? "The replica holding this tenant's lease did not answer in "
+                              "time; try again."
+                            : "The replica holding this tenant's lease could not be "
+                              "reached; try again.");
         return;
     }
     lb_metric_add(f->m_ok, 1);
@@ -187,10 +195,12 @@ static void forward(fwd_req *fr, const char *url_base)
         lb_metric_add(f->m_error, 1);
         lb_warn(MOD, "tenant=%s: cannot forward to %s: %s", fr->tenant, fr->holder,
                 lb_strerror(rc));
+        lb_cluster_fwd_fail fail = fr->fail;
         unlink_req(fr);
         lb_free(fr);
-        unavailable(req, "The request could not be forwarded to the replica holding this "
-                         "tenant's lease; try again.");
+        unavailable(req, fail,
+                    "The request could not be forwarded to the replica holding this "
+                    "tenant's lease; try again.");
     }
     sodium_memzero(auth, sizeof(auth)); /* curl copied it */
 }
@@ -204,8 +214,9 @@ static void lease_cb(void *data, int held)
     lb_http_req *req = fr->req;
     unlink_req(fr);
     if (f->closed) {
+        lb_cluster_fwd_fail fail = fr->fail;
         lb_free(fr);
-        unavailable(req, "The server is shutting down; try again.");
+        unavailable(req, fail, "The server is shutting down; try again.");
         return;
     }
     lb_debug(MOD, "tenant=%s: lease %s for a request", fr->tenant, held ? "taken" : "not taken");
@@ -222,10 +233,12 @@ static void take_lease(fwd_req *fr)
     int rc = lb_cluster_acquire(f->cfg.cluster, fr->tenant, lease_cb, fr);
     if (rc == 0) return;
     lb_http_req *req = fr->req;
+    lb_cluster_fwd_fail fail = fr->fail;
     unlink_req(fr);
     lb_free(fr);
-    unavailable(req, rc == LB_ECLOSED ? "The server is shutting down; try again."
-                                      : "No replica holds this tenant's lease now; try again.");
+    unavailable(req, fail,
+                rc == LB_ECLOSED ? "The server is shutting down; try again."
+                                 : "No replica holds this tenant's lease now; try again.");
 }
 
 /* The live node other than this one that holds tenant's unexpired lease,
@@ -244,11 +257,11 @@ static const lb_cluster_node *live_holder(lb_cluster *c, const char *tenant)
 }
 
 int lb_cluster_fwd_route(lb_cluster_fwd *f, lb_http_req *req, const char *tenant,
-                         lb_http_handler again, void *data)
+                         lb_http_handler again, void *data, lb_cluster_fwd_fail fail)
 {
     int took = req->ctx == &took_once;
     if (f->closed) {
-        unavailable(req, "The server is shutting down; try again.");
+        unavailable(req, fail, "The server is shutting down; try again.");
         return 1;
     }
     lb_cluster *c = f->cfg.cluster;
@@ -256,15 +269,15 @@ int lb_cluster_fwd_route(lb_cluster_fwd *f, lb_http_req *req, const char *tenant
     size_t len;
     if (lb_http_req_header(req, LB_CLUSTER_FORWARDED_BY, &len) != NULL) return 0; /* one hop */
     if (f->nreqs >= LB_CLUSTER_FWD_MAX) {
-        unavailable(req, "Too many requests wait for other replicas; try again.");
+        unavailable(req, fail, "Too many requests wait for other replicas; try again.");
         return 1;
     }
     const lb_cluster_node *holder = live_holder(c, tenant);
     if (holder == NULL && took) {
-        unavailable(req, "No replica holds this tenant's lease now; try again.");
+        unavailable(req, fail, "No replica holds this tenant's lease now; try again.");
         return 1;
     }
-    fwd_req *fr = req_new(f, req, tenant, again, data);
+    fwd_req *fr = req_new(f, req, tenant, again, data, fail);
     if (holder == NULL) {
         take_lease(fr);
         return 1;
@@ -305,9 +318,10 @@ void lb_cluster_fwd_close(lb_cluster_fwd *f)
         if (fr->call != NULL) { /* the waiting ones are woken by the cluster's close */
             lb_http_call_cancel(fr->call);
             lb_http_req *req = fr->req;
+            lb_cluster_fwd_fail fail = fr->fail;
             unlink_req(fr);
             lb_free(fr);
-            unavailable(req, "The server is shutting down; try again.");
+            unavailable(req, fail, "The server is shutting down; try again.");
         }
         fr = next;
     }

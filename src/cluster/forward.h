@@ -42,11 +42,14 @@ typedef struct {
 } lb_cluster_fwd_config;
 
 int lb_cluster_fwd_new(const lb_cluster_fwd_config *cfg, lb_cluster_fwd **out);
+/* How a route answers a 503 of its own (an HTML page), msg saying why. */
+typedef void (*lb_cluster_fwd_fail)(lb_http_req *req, const char *msg);
 /* 0: serve req here now. 1: req is taken care of: it will be answered, or
  * again(req, data) called once this node holds the lease (the handler
- * itself: it asks again and is told 0). */
+ * itself: it asks again and is told 0). This module's 503s go through fail
+ * (NULL: the JSON error `unavailable`). */
 int lb_cluster_fwd_route(lb_cluster_fwd *f, lb_http_req *req, const char *tenant,
-                         lb_http_handler again, void *data);
+                         lb_http_handler again, void *data, lb_cluster_fwd_fail fail);
 /* Answers every forward in flight 503 and cancels its call; later routes
  * are served here or answered 503. Before the cluster and the server close. */
 void lb_cluster_fwd_close(lb_cluster_fwd *f);

@@ -195,7 +195,8 @@ def test_the_oauth_callback_is_finished_by_the_holder(make_server, lever):
            "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
            "LEVERBRIDGE_LEVER_AUTH_URL": "http://127.0.0.1:%d" % lever.port,
            "LEVERBRIDGE_LEVER_CLIENT_ID": "cid", "LEVERBRIDGE_LEVER_CLIENT_SECRET": "csecret",
-           "LEVERBRIDGE_PROVISION_RETRY_BASE": "50ms", "LEVERBRIDGE_PROVISION_RETRY_CAP": "200ms"}
+           "LEVERBRIDGE_PROVISION_RETRY_BASE": "50ms", "LEVERBRIDGE_PROVISION_RETRY_CAP": "200ms",
+           "LEVERBRIDGE_FORWARD_TIMEOUT": "1s"}
     a.extra_env = dict(env, LEVERBRIDGE_NODE_ID="node-a")
     a.start()
     public = "http://127.0.0.1:%d" % a.port
@@ -208,12 +209,14 @@ def test_the_oauth_callback_is_finished_by_the_holder(make_server, lever):
     wait_for(lambda: len(call(b, "GET", "/v1/cluster").json()["nodes"]) == 2, timeout=8,
              what="node-b sees node-a")
 
-    r = call(b, "POST", "/v1/tenants/acme/lever/oauth")
-    assert r.status == 200, r
-    u = urllib.parse.urlparse(r.json()["authorize_url"])
-    res = lever.request("GET", u.path + "?" + u.query)
-    assert res.status == 302, res
-    loc = urllib.parse.urlparse(res.headers["location"])
+    def authorized():
+        r = call(b, "POST", "/v1/tenants/acme/lever/oauth")
+        assert r.status == 200, r
+        u = urllib.parse.urlparse(r.json()["authorize_url"])
+        res = lever.request("GET", u.path + "?" + u.query)
+        assert res.status == 302, res
+        return urllib.parse.urlparse(res.headers["location"])
+    loc = authorized()
     seq = lever.requests_log()["last_seq"]
     page = b.get(loc.path + "?" + loc.query)  # the load balancer chose node-b
     assert page.status == 200 and b"Lever connected" in page.body, page
@@ -229,3 +232,16 @@ def test_the_oauth_callback_is_finished_by_the_holder(make_server, lever):
     # the state was used there: the same callback again is refused, by the holder
     again = b.get(loc.path + "?" + loc.query)
     assert again.status == 400 and b"already used" in again.body, again
+
+    # the holder stalls: the callback's 503 is a page too, and no code is spent
+    loc = authorized()
+    seq = lever.requests_log()["last_seq"]
+    a.signal(signal.SIGSTOP)
+    try:
+        page = b.get(loc.path + "?" + loc.query)
+    finally:
+        a.signal(signal.SIGCONT)
+    assert page.status == 503 and page.header("content-type").startswith("text/html"), page
+    assert b"did not answer in time" in page.body
+    assert callers(lever, seq, "/oauth/token") == []
+    assert forwarded(b)["timeout"] == 1
