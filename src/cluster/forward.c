@@ -27,6 +27,7 @@ typedef struct fwd_req {
     lb_http_handler again;
     void *data;
     lb_cluster_fwd_fail fail;
+    int took; /* the lease was asked for once already */
     char tenant[LB_TENANT_ID_MAX + 1];
     char holder[LB_NODE_ID_MAX + 1];
     lb_http_call *call; /* NULL while waiting for the lease */
@@ -117,9 +118,10 @@ static void forwarded_cb(const lb_http_response *res, void *data)
         lb_metric_add(timeout ? f->m_timeout : f->m_error, 1);
         lb_warn(MOD, "tenant=%s: forward to %s failed: %s", fr->tenant, fr->holder,
                 res->error_text ? res->error_text : "no answer");
-        if (res->error == CURLE_COULDNT_CONNECT && !f->closed) {
+        if (res->error == CURLE_COULDNT_CONNECT && !f->closed && !fr->took) {
             /* Nobody listens there: the holder is gone (stopped, or its
-             * address is stale). Take the lease if it is free now. */
+             * address is stale). Take the lease if it is free now; once
+             * only (the next read may still show the dead holder). */
             take_lease(fr);
             return;
         }
@@ -278,6 +280,7 @@ int lb_cluster_fwd_route(lb_cluster_fwd *f, lb_http_req *req, const char *tenant
         return 1;
     }
     fwd_req *fr = req_new(f, req, tenant, again, data, fail);
+    fr->took = took;
     if (holder == NULL) {
         take_lease(fr);
         return 1;

@@ -182,6 +182,21 @@ def test_a_released_lease_is_taken_by_the_replica_the_request_reached(make_serve
     assert t in live_leases(a).get(oname, [])
     assert call(o, "GET", "/v1/tenants/" + t).json()["lease"]["node"] == oname
 
+    # SIGKILL of the third replica: its leases are not released, so the
+    # take fails; the request is refused at once (one take asked for, not
+    # a loop until the lease expires), and the lease stays where it was
+    xname = [n for n in replicas if n not in (hname, oname)][0]
+    x = replicas[xname]
+    u = live_leases(a)[xname][0]
+    x.signal(signal.SIGKILL)
+    x.wait(5)
+    start = time.monotonic()
+    r = call(o, "GET", "/v1/tenants/%s/lever/postings" % u)
+    assert r.status == 503 and r.json()["error"]["code"] == "unavailable", r
+    assert time.monotonic() - start < 3
+    assert forwarded(o) == {"ok": 0, "error": 3, "timeout": 0}
+    assert u in live_leases(a)[xname]
+
 
 def test_the_oauth_callback_is_finished_by_the_holder(make_server, lever):
     """The code exchange is a Lever call of the tenant: a callback reaching
