@@ -60,6 +60,13 @@ typedef struct lb_store_vtable {
     /* Frees the backend's memory (the struct that embeds lb_store), which
      * calls lb_store__release. Called once both handles have closed. */
     void (*destroy)(lb_store *s);
+    /* Optional (NULL: nothing to report). Loop thread. listen starts
+     * reporting changes (lb_store_listen); a handle it opens counts in
+     * h.handles_open and is closed with lb_store__handle_closed_cb.
+     * listen_stop (from lb_store_close, only after a listen that returned
+     * 0) makes it close that handle. */
+    int (*listen)(lb_store *s, lb_store_listen_cb cb, void *data);
+    void (*listen_stop)(lb_store *s);
 } lb_store_vtable;
 
 /* The hand-off between the loop thread and the store thread (store.c).
@@ -105,6 +112,7 @@ struct lb_store {
     int waiting;
     char wait_err[256];
     int closing;
+    int listening; /* lb_store_listen succeeded */
     void (*close_cb)(void *data);
     void *close_data;
     lb_store_handoff h;
@@ -123,6 +131,9 @@ int lb_store__start(lb_store *s, char *err, size_t errlen);
 /* Frees what lb_store__init made. From the backend's destroy (and its open's
  * failure paths). */
 void lb_store__release(lb_store *s);
+/* The close callback of every handle the store counts in h.handles_open
+ * (its data is the lb_store): the last one destroys the backend. */
+void lb_store__handle_closed_cb(uv_handle_t *handle);
 /* Monotonic seconds, for batch timings. Any thread. */
 double lb_store__mono_seconds(void);
 /* Makes an error message one line (libpq's have newlines). Any thread. */

@@ -34,7 +34,12 @@
 #include "store/pg_migrate.h"
 
 #include <libpq-fe.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,8 +132,14 @@ enum {
     Q_BF_RUNNING,
     Q_EVENT_INSERT_MANY,
     Q_EVENT_INSERT_MANY_FAST,
+    Q_NOTIFY,
     Q_COUNT
 };
+
+/* State sync (docs/internals/cluster.md): the channels of the notifications
+ * sent in the transaction of a change, each naming a tenant. */
+#define CHANNEL_STATE "leverbridge_state"
+#define CHANNEL_JOBS "leverbridge_jobs"
 
 #define JOB_COLS                                                                                   \
     "id, tenant_id, event_id, workflow_id, action, opportunity_id, seq, status, attempts,"         \
@@ -231,8 +242,9 @@ static const char *const q_sql[Q_COUNT] = {
         " updated_at = EXCLUDED.updated_at, failure_tag = EXCLUDED.failure_tag"
         " RETURNING created_at, updated_at, xmax = 0",
     [Q_TENANT_DELETE] = "DELETE FROM tenants WHERE id = $1::text",
-    [Q_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at, updated_at,"
-                     " failure_tag FROM tenants ORDER BY id",
+    [Q_TENANT_ALL] =
+        "SELECT id, name, api_addon, lever_rate, lever_burst, created_at, updated_at,"
+        " failure_tag FROM tenants WHERE $1::text IS NULL OR id = $1::text ORDER BY id",
     [Q_META_GET] = "SELECT value FROM meta WHERE key = $1::text",
     [Q_META_PUT] =
         "INSERT INTO meta(key, value, updated_at) VALUES ($1::text, $2::bytea, $3::bigint)"
@@ -273,10 +285,11 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_HOOK_DELETE_TENANT] = "DELETE FROM hooks WHERE tenant_id = $1::text",
     [Q_CONN_ALL] = "SELECT tenant_id, status, auth, secret, token_expires_at, permissions_missing,"
                    " permissions_checked_at, connected_at, updated_at FROM connections"
-                   " ORDER BY tenant_id",
+                   " WHERE $1::text IS NULL OR tenant_id = $1::text ORDER BY tenant_id",
     [Q_HOOK_ALL] = "SELECT id, tenant_id, lever_webhook_id, signature_token, status, attempts,"
                    " next_attempt_at, deadline_at, last_error, active_since, last_delivery_at,"
-                   " checked_at FROM hooks ORDER BY tenant_id",
+                   " checked_at FROM hooks WHERE $1::text IS NULL OR tenant_id = $1::text"
+                   " ORDER BY tenant_id",
     [Q_HOOK_DELETE_OTHERS] = "DELETE FROM hooks WHERE tenant_id = $1::text AND id <> $2::text",
     [Q_HOOK_PUT] =
         "INSERT INTO hooks(id, tenant_id, lever_webhook_id, signature_token, status, attempts,"
@@ -340,6 +353,9 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_EVENT_INSERT_MANY] =
         EVENT_MANY_A " ON CONFLICT (tenant_id, source, dedupe_key) DO NOTHING" EVENT_MANY_B,
     [Q_EVENT_INSERT_MANY_FAST] = EVENT_MANY_A EVENT_MANY_B,
+    /* One notification per tenant ($2: distinct ids); delivered at COMMIT,
+     * and only if it commits. */
+    [Q_NOTIFY] = "SELECT count(pg_notify($1::text, t)) FROM unnest($2::text[]) t",
     [Q_RECONCILED_COUNTS] = "SELECT tenant_id, received_at / 3600000, count(*) FROM events"
                             " WHERE source = 'reconcile' AND received_at >= $1::bigint"
                             " GROUP BY 1, 2 ORDER BY 1, 2",
@@ -384,8 +400,9 @@ static const char *const q_sql[Q_COUNT] = {
                  " WHERE workflows.tenant_id = EXCLUDED.tenant_id"
                  " RETURNING created_at, updated_at, xmax = 0",
     [Q_WF_DELETE] = "DELETE FROM workflows WHERE id = $1::text AND tenant_id = $2::text",
-    [Q_WF_ALL] = "SELECT id, tenant_id, body, enabled, created_at, updated_at FROM workflows"
-                 " ORDER BY tenant_id, created_at, id",
+    [Q_WF_ALL] =
+        "SELECT id, tenant_id, body, enabled, created_at, updated_at FROM workflows"
+        " WHERE $1::text IS NULL OR tenant_id = $1::text ORDER BY tenant_id, created_at, id",
     [Q_EVENT_LIST] = "SELECT " EVENT_COLS " FROM events e WHERE e.tenant_id = $1::text"
                      " ORDER BY e.received_at DESC, e.id DESC LIMIT $2::bigint",
     [Q_EVENT_LIST_BEFORE] =
@@ -550,7 +567,46 @@ typedef struct {
     char **scratch; /* parameters built for the batch's calls, freed with them */
     size_t nscratch, capscratch;
     int64_t fast_after; /* monotonic ms: no Q_EVENT_INSERT_MANY_FAST before */
+    const char **tids;  /* a batch's tenants to notify, reused */
+    size_t captids;
+
+    /* The store connection's server process: the listener ignores the
+     * notifications it sent (this process applied those changes). Written
+     * by the store thread, read by the listener's. */
+    atomic_int own_pid;
+    struct pg_listener *listener; /* NULL until lb_store_listen */
 } pg_store;
+
+/* State sync's listener (lb_store_listen): a connection of its own, on a
+ * thread of its own, that LISTENs on both channels and hands what it hears
+ * to the loop. Owner: its pg_store; freed by pg_destroy after its handle
+ * closed and its thread was joined. */
+#define LISTEN_POLL_MS 30000
+typedef struct {
+    int what;
+    char tenant[LB_TENANT_ID_MAX + 1];
+} pg_note;
+
+typedef struct pg_listener {
+    pg_store *s;
+    lb_store_listen_cb cb; /* loop thread */
+    void *cb_data;
+    uv_async_t async; /* listener thread -> loop: notes, or stopped */
+    uv_thread_t thread;
+    int wake[2]; /* a pipe: the loop wakes the thread's poll to stop it */
+    int joined;  /* loop thread */
+    /* Guarded by mu. */
+    uv_mutex_t mu;
+    pg_note *notes; /* LB_STORE_NOTES_MAX */
+    size_t nnotes;
+    int all;  /* something may have been missed: report LB_STORE_CHANGED_ANY */
+    int stop; /* loop -> thread */
+    int stopped;
+    /* The listener thread only. */
+    PGconn *conn;
+    int64_t backoff_ms;
+    int lost_logged;
+} pg_listener;
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -806,7 +862,7 @@ static int parse_deleted(pg_store *s, lb_store_op *op, PGresult **r)
 
 static void build_tenant_load_all(pg_store *s, lb_store_op *op, int i)
 {
-    call_add(s, Q_TENANT_ALL, i);
+    p_text(call_add(s, Q_TENANT_ALL, i), op->tenant_load_all.tenant_id);
 }
 
 static int parse_tenant_load_all(pg_store *s, lb_store_op *op, PGresult **r)
@@ -995,8 +1051,8 @@ static void build_conn_delete(pg_store *s, lb_store_op *op, int i)
 
 static void build_conn_load_all(pg_store *s, lb_store_op *op, int i)
 {
-    call_add(s, Q_CONN_ALL, i);
-    call_add(s, Q_HOOK_ALL, i);
+    p_text(call_add(s, Q_CONN_ALL, i), op->conn_load_all.tenant_id);
+    p_text(call_add(s, Q_HOOK_ALL, i), op->conn_load_all.tenant_id);
 }
 
 static int parse_conn_load_all(pg_store *s, lb_store_op *op, PGresult **r)
@@ -1365,7 +1421,7 @@ static void build_workflow_delete(pg_store *s, lb_store_op *op, int i)
 
 static void build_workflow_load_all(pg_store *s, lb_store_op *op, int i)
 {
-    call_add(s, Q_WF_ALL, i);
+    p_text(call_add(s, Q_WF_ALL, i), op->workflow_load_all.tenant_id);
 }
 
 static int parse_workflow_load_all(pg_store *s, lb_store_op *op, PGresult **r)
@@ -2122,6 +2178,7 @@ static int ensure_conn(pg_store *s)
     }
     if (s->lost_logged) lb_info(MOD, "connected to PostgreSQL again");
     s->conn = c;
+    atomic_store(&s->own_pid, PQbackendPID(c));
     s->generic_plans = 0; /* pg_connect set force_custom_plan */
     s->plans_check_at = 0;
     s->backoff_ms = 0;
@@ -2166,6 +2223,91 @@ static int send_call(PGconn *c, pcall *p)
     char name[16];
     snprintf(name, sizeof(name), "lb%d", p->q);
     return PQsendQueryPrepared(c, name, p->n, vals, p->len, p->fmt, 0);
+}
+
+/* ---- notifications of changes (state sync) ------------------------------ */
+
+/* The tenant whose in-memory state (its row, connection, hook, workflows)
+ * op changes, or NULL. */
+static const char *state_tenant(const lb_store_op *op, size_t k)
+{
+    if (k > 0) return NULL;
+    switch (op->kind) {
+    case LB_STORE_TENANT_UPSERT:
+        return op->tenant_upsert.rec.id;
+    case LB_STORE_TENANT_DELETE:
+        return op->tenant_delete.id;
+    case LB_STORE_CONN_PUT:
+        return op->conn_put.rec->tenant_id;
+    case LB_STORE_CONN_DELETE:
+        return op->conn_delete.tenant_id;
+    case LB_STORE_HOOK_PUT:
+        return op->hook_put.rec->tenant_id;
+    case LB_STORE_WORKFLOW_PUT:
+        return op->workflow_put.rec->tenant_id;
+    case LB_STORE_WORKFLOW_DELETE:
+        return op->workflow_delete.tenant_id;
+    default:
+        return NULL;
+    }
+}
+
+/* The k-th tenant for which op makes jobs runnable (inserted, or a failed
+ * one queued again by an unfenced write: an API retry), or NULL past the
+ * last. The holder's own fenced progress writes say nothing. */
+static const char *jobs_tenant(const lb_store_op *op, size_t k)
+{
+    if (k < op->nnotify) return op->notify[k].tenant_id;
+    k -= op->nnotify;
+    switch (op->kind) {
+    case LB_STORE_JOB_INSERT:
+        return k < op->job_insert.count ? op->job_insert.recs[k].tenant_id : NULL;
+    case LB_STORE_EVENT_INSERT:
+        return k == 0 && op->event_insert.njobs > 0 ? op->event_insert.event->tenant_id : NULL;
+    case LB_STORE_JOB_UPDATE:
+        if (k > 0 || op->job_update.lease_node != NULL) return NULL;
+        return op->job_update.rec->status == LB_JOB_QUEUED || op->job_update.tag_job != NULL
+                   ? op->job_update.rec->tenant_id
+                   : NULL;
+    case LB_STORE_BACKFILL_PAGE:
+        for (size_t e = 0; k == 0 && e < op->backfill_page.nevents; e++)
+            if (op->backfill_page.events[e].event_insert.njobs > 0)
+                return op->backfill_page.tenant_id;
+        return NULL;
+    default:
+        return NULL;
+    }
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* One Q_NOTIFY on channel for the distinct tenants that `of` names in the
+ * ops [0, n) that run; none: nothing sent. A statement of the
+ * transaction's own (op -1): it cannot fail one op alone. */
+static void notify_add(pg_store *s, size_t n, const char *channel,
+                       const char *(*of)(const lb_store_op *, size_t))
+{
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s->skip[i]) continue;
+        const char *t;
+        for (size_t k = 0; (t = of(s->ops[i], k)) != NULL; k++) {
+            if (count > 0 && strcmp(s->tids[count - 1], t) == 0) continue; /* a run */
+            s->tids = grow(s->tids, count, &s->captids, sizeof(*s->tids), 64);
+            s->tids[count++] = t;
+        }
+    }
+    if (count == 0) return;
+    qsort(s->tids, count, sizeof(*s->tids), cmp_str);
+    size_t u = 1;
+    for (size_t k = 1; k < count; k++)
+        if (strcmp(s->tids[k], s->tids[u - 1]) != 0) s->tids[u++] = s->tids[k];
+    pcall *c = call_add(s, Q_NOTIFY, -1);
+    p_text(c, channel);
+    p_text(c, text_array(s, s->tids, u, sizeof(*s->tids)));
 }
 
 /* Outcomes of one attempt. */
@@ -2219,6 +2361,10 @@ static int attempt(pg_store *s, size_t n, int read_only, size_t *failed, int *co
             if (i == s->fault_op) call_add(s, -1, (int)i)->sql = "SELECT 1/0";
         }
         s->nc[i] = s->ncalls - s->first[i];
+    }
+    if (!read_only) {
+        notify_add(s, n, CHANNEL_STATE, state_tenant);
+        notify_add(s, n, CHANNEL_JOBS, jobs_tenant);
     }
     /* Fault injection: an error of the transaction's, before COMMIT. */
     if (s->fault_commit && !read_only) call_add(s, -1, -1)->sql = "SELECT 1/0";
@@ -2466,6 +2612,196 @@ static void pg_idle(lb_store *base, lb_store_batch *p)
     p->wrote = 1;
 }
 
+/* ---- the listener (state sync; its own thread) ---------------------------- */
+
+/* Listener thread: a note for the loop (mu held by the caller). Past the
+ * bound the queue is dropped for one "reload everything". */
+static void note_put(pg_listener *l, int what, const char *tenant)
+{
+    if (l->all) return;
+    if (l->nnotes == LB_STORE_NOTES_MAX) {
+        l->all = 1;
+        l->nnotes = 0;
+        return;
+    }
+    pg_note *n = &l->notes[l->nnotes++];
+    n->what = what;
+    snprintf(n->tenant, sizeof(n->tenant), "%s", tenant);
+}
+
+/* Listener thread: waits up to ms for the connection's socket (fd >= 0)
+ * or the wake pipe. 1 when the socket is readable. */
+static int listener_wait(pg_listener *l, int fd, int ms)
+{
+    struct pollfd p[2] = {{.fd = l->wake[0], .events = POLLIN}, {.fd = fd, .events = POLLIN}};
+    int rc = poll(p, fd >= 0 ? 2 : 1, ms);
+    if (rc <= 0) return 0;
+    if (p[0].revents) {
+        char buf[16];
+        while (read(l->wake[0], buf, sizeof(buf)) > 0) {
+        }
+    }
+    return fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+}
+
+static int listener_stopping(pg_listener *l)
+{
+    uv_mutex_lock(&l->mu);
+    int stop = l->stop;
+    uv_mutex_unlock(&l->mu);
+    return stop;
+}
+
+/* Listener thread: connects and LISTENs; on success the loop is told to
+ * reload everything (what happened before, or while it was away, was not
+ * heard). 1 when connected. */
+static int listener_connect(pg_listener *l)
+{
+    char err[512];
+    PGconn *c = pg_connect(l->s->conninfo, err, sizeof(err));
+    if (c != NULL && !exec_ok(c, "LISTEN " CHANNEL_STATE "; LISTEN " CHANNEL_JOBS)) {
+        snprintf(err, sizeof(err), "PostgreSQL: LISTEN: %s", PQerrorMessage(c));
+        lb_store__one_line(err);
+        PQfinish(c);
+        c = NULL;
+    }
+    if (c == NULL) {
+        l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_MIN_MS;
+        if (l->backoff_ms > BACKOFF_MAX_MS) l->backoff_ms = BACKOFF_MAX_MS;
+        if (!l->lost_logged) lb_warn(MOD, "state sync: %s; retrying", err);
+        l->lost_logged = 1;
+        return 0;
+    }
+    if (l->lost_logged) lb_info(MOD, "state sync: listening again");
+    l->lost_logged = 0;
+    l->backoff_ms = 0;
+    l->conn = c;
+    uv_mutex_lock(&l->mu);
+    l->all = 1;
+    l->nnotes = 0;
+    uv_mutex_unlock(&l->mu);
+    uv_async_send(&l->async);
+    return 1;
+}
+
+static void listener_main(void *arg)
+{
+    pg_listener *l = arg;
+    while (!listener_stopping(l)) {
+        if (l->conn == NULL && !listener_connect(l)) {
+            listener_wait(l, -1, (int)l->backoff_ms);
+            continue;
+        }
+        int fd = PQsocket(l->conn);
+        if (!listener_wait(l, fd, LISTEN_POLL_MS)) continue;
+        if (PQconsumeInput(l->conn) != 1 || PQstatus(l->conn) != CONNECTION_OK) {
+            char m[512];
+            lb_warn(MOD, "state sync: lost the listening connection: %s",
+                    flat(PQerrorMessage(l->conn), m, sizeof(m)));
+            PQfinish(l->conn);
+            l->conn = NULL;
+            l->lost_logged = 1;
+            l->backoff_ms = BACKOFF_MIN_MS;
+            listener_wait(l, -1, BACKOFF_MIN_MS);
+            continue;
+        }
+        int own = atomic_load(&l->s->own_pid), heard = 0;
+        PGnotify *n;
+        uv_mutex_lock(&l->mu);
+        while ((n = PQnotifies(l->conn)) != NULL) {
+            if (n->be_pid != own && n->extra != NULL && *n->extra != '\0' &&
+                strlen(n->extra) <= LB_TENANT_ID_MAX) {
+                note_put(l,
+                         strcmp(n->relname, CHANNEL_JOBS) == 0 ? LB_STORE_CHANGED_JOBS
+                                                               : LB_STORE_CHANGED_STATE,
+                         n->extra);
+                heard = 1;
+            }
+            PQfreemem(n);
+        }
+        uv_mutex_unlock(&l->mu);
+        if (heard) uv_async_send(&l->async);
+    }
+    if (l->conn != NULL) PQfinish(l->conn);
+    l->conn = NULL;
+    uv_mutex_lock(&l->mu);
+    l->stopped = 1;
+    uv_mutex_unlock(&l->mu);
+    uv_async_send(&l->async);
+}
+
+/* Loop thread: what the listener heard, in order; then, once it stopped,
+ * its handle closes. */
+static void listener_async_cb(uv_async_t *a)
+{
+    pg_listener *l = ((pg_store *)a->data)->listener;
+    static pg_note batch[LB_STORE_NOTES_MAX];
+    uv_mutex_lock(&l->mu);
+    size_t n = l->nnotes;
+    int all = l->all, stopped = l->stopped;
+    memcpy(batch, l->notes, n * sizeof(*batch));
+    l->nnotes = 0;
+    l->all = 0;
+    uv_mutex_unlock(&l->mu);
+    if (stopped) {
+        if (!l->joined) {
+            uv_thread_join(&l->thread);
+            l->joined = 1;
+            uv_close((uv_handle_t *)&l->async, lb_store__handle_closed_cb);
+        }
+        return;
+    }
+    if (all) l->cb(l->cb_data, LB_STORE_CHANGED_ANY, NULL);
+    for (size_t i = 0; i < n && !all; i++)
+        l->cb(l->cb_data, batch[i].what, batch[i].tenant);
+}
+
+static int pg_listen(lb_store *base, lb_store_listen_cb cb, void *data)
+{
+    pg_store *s = (pg_store *)base;
+    pg_listener *l = LB_NEW(pg_listener);
+    l->s = s;
+    l->cb = cb;
+    l->cb_data = data;
+    l->notes = lb_calloc(LB_STORE_NOTES_MAX, sizeof(*l->notes));
+    if (pipe(l->wake) != 0) {
+        lb_free(l->notes);
+        lb_free(l);
+        return -errno;
+    }
+    fcntl(l->wake[0], F_SETFL, O_NONBLOCK);
+    fcntl(l->wake[1], F_SETFL, O_NONBLOCK);
+    uv_mutex_init(&l->mu);
+    uv_async_init(base->loop, &l->async, listener_async_cb);
+    l->async.data = s;
+    uv_unref((uv_handle_t *)&l->async); /* it never keeps the loop alive by itself */
+    s->listener = l;
+    base->h.handles_open++;
+    uv_thread_options_t opt = {.flags = UV_THREAD_HAS_STACK_SIZE, .stack_size = 256 * 1024};
+    if (uv_thread_create_ex(&l->thread, &opt, listener_main, l) != 0) {
+        /* No thread: the handle closes now, as a stopped listener's. */
+        l->stopped = 1;
+        l->joined = 1;
+        uv_close((uv_handle_t *)&l->async, lb_store__handle_closed_cb);
+        return 0;
+    }
+    return 0;
+}
+
+/* Loop thread (lb_store_close): the thread ends at its next wake-up; its
+ * handle holds the loop until it has closed. */
+static void pg_listen_stop(lb_store *base)
+{
+    pg_listener *l = ((pg_store *)base)->listener;
+    if (l == NULL || l->joined) return;
+    uv_ref((uv_handle_t *)&l->async);
+    uv_mutex_lock(&l->mu);
+    l->stop = 1;
+    uv_mutex_unlock(&l->mu);
+    ssize_t w = write(l->wake[1], "x", 1);
+    (void)w;
+}
+
 static void pg_thread_end(lb_store *base)
 {
     disconnect((pg_store *)base);
@@ -2485,6 +2821,15 @@ static void pg_destroy(lb_store *base)
     lb_free(s->solo);
     lb_free(s->grp);
     lb_free(s->grow);
+    lb_free(s->tids);
+    if (s->listener != NULL) {
+        pg_listener *l = s->listener;
+        close(l->wake[0]);
+        close(l->wake[1]);
+        uv_mutex_destroy(&l->mu);
+        lb_free(l->notes);
+        lb_free(l);
+    }
     lb_store__release(&s->base);
     lb_free(s->news_err);
     if (s->conninfo != NULL) {
@@ -2503,6 +2848,8 @@ static const lb_store_vtable pg_vtable = {
     .idle = pg_idle,
     .thread_end = pg_thread_end,
     .destroy = pg_destroy,
+    .listen = pg_listen,
+    .listen_stop = pg_listen_stop,
 };
 
 /* ---- open (calling thread) ---------------------------------------------- */
@@ -2580,6 +2927,7 @@ int lb_store_pg_open(uv_loop_t *loop, const char *conninfo, const lb_store_optio
     }
     s->fault_op = SIZE_MAX;
     s->conn = c;
+    atomic_init(&s->own_pid, c != NULL ? PQbackendPID(c) : 0);
     s->conninfo = lb_strdup(conninfo);
     s->dedupe_ms = opt->lever_dedupe_ms;
     if (c == NULL) {

@@ -21,8 +21,9 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
     [ST_TENANT_UPDATE] = "UPDATE tenants SET name = ?2, api_addon = ?3, lever_rate = ?4,"
                          " lever_burst = ?5, updated_at = ?6, failure_tag = ?7 WHERE id = ?1",
     [ST_TENANT_DELETE] = "DELETE FROM tenants WHERE id = ?1",
-    [ST_TENANT_ALL] = "SELECT id, name, api_addon, lever_rate, lever_burst, created_at,"
-                      " updated_at, failure_tag FROM tenants ORDER BY id",
+    [ST_TENANT_ALL] =
+        "SELECT id, name, api_addon, lever_rate, lever_burst, created_at,"
+        " updated_at, failure_tag FROM tenants WHERE ?1 IS NULL OR id = ?1 ORDER BY id",
     [ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [ST_META_PUT] = "INSERT INTO meta(key, value, updated_at) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT(key) DO UPDATE SET value = ?2, updated_at = ?3",
@@ -52,10 +53,10 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
     [ST_HOOK_DELETE_TENANT] = "DELETE FROM hooks WHERE tenant_id = ?1",
     [ST_CONN_ALL] = "SELECT tenant_id, status, auth, secret, token_expires_at,"
                     " permissions_missing, permissions_checked_at, connected_at, updated_at"
-                    " FROM connections",
+                    " FROM connections WHERE ?1 IS NULL OR tenant_id = ?1",
     [ST_HOOK_ALL] = "SELECT id, tenant_id, lever_webhook_id, signature_token, status, attempts,"
                     " next_attempt_at, deadline_at, last_error, active_since, last_delivery_at,"
-                    " checked_at FROM hooks",
+                    " checked_at FROM hooks WHERE ?1 IS NULL OR tenant_id = ?1",
     [ST_HOOK_DELETE_OTHERS] = "DELETE FROM hooks WHERE tenant_id = ?1 AND id <> ?2",
     [ST_HOOK_PUT] = "INSERT INTO hooks(id, tenant_id, lever_webhook_id, signature_token, status,"
                     " attempts, next_attempt_at, deadline_at, last_error, active_since,"
@@ -91,7 +92,7 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
                      " WHERE id = ?1 AND tenant_id = ?2",
     [ST_WF_DELETE] = "DELETE FROM workflows WHERE id = ?1 AND tenant_id = ?2",
     [ST_WF_ALL] = "SELECT id, tenant_id, body, enabled, created_at, updated_at FROM workflows"
-                  " ORDER BY tenant_id, created_at, id",
+                  " WHERE ?1 IS NULL OR tenant_id = ?1 ORDER BY tenant_id, created_at, id",
     [ST_EVENT_LIST] = "SELECT id, tenant_id, source, type, status, opportunity_id, received_at"
                       " FROM events WHERE tenant_id = ?1"
                       " ORDER BY received_at DESC, id DESC LIMIT ?2",
@@ -296,6 +297,7 @@ static int run_tenant_load_all(sq_store *s, lb_store_op *op)
 {
     sqlite3_stmt *q = stmt(s, ST_TENANT_ALL);
     if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->tenant_load_all.tenant_id);
     lb_tenant_rec *recs = NULL;
     size_t count = 0, cap = 0;
     int rc, status = 0;
@@ -550,6 +552,7 @@ static int run_conn_load_all(sq_store *s, lb_store_op *op)
 {
     sqlite3_stmt *q = stmt(s, ST_CONN_ALL);
     if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->conn_load_all.tenant_id);
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -571,6 +574,7 @@ static int run_conn_load_all(sq_store *s, lb_store_op *op)
     if (rc != SQLITE_DONE) return op_failed(s, rc, "connection load");
     q = stmt(s, ST_HOOK_ALL);
     if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->conn_load_all.tenant_id);
     cap = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         op->conn_load_all.hooks =
@@ -878,6 +882,7 @@ static int run_workflow_load_all(sq_store *s, lb_store_op *op)
 {
     sqlite3_stmt *q = stmt(s, ST_WF_ALL);
     if (q == NULL) return LB_EIO;
+    bind_text(q, 1, op->workflow_load_all.tenant_id);
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {

@@ -71,6 +71,25 @@ static void clear_tenant_load_all(lb_store_op *op)
     op->tenant_load_all.count = 0;
 }
 
+/* The loads' optional tenant filter. */
+static int check_tenant_load_all(const lb_store_op *op)
+{
+    const char *t = op->tenant_load_all.tenant_id;
+    return t == NULL ? 0 : check_id(t);
+}
+
+static int check_conn_load_all(const lb_store_op *op)
+{
+    const char *t = op->conn_load_all.tenant_id;
+    return t == NULL ? 0 : check_id(t);
+}
+
+static int check_workflow_load_all(const lb_store_op *op)
+{
+    const char *t = op->workflow_load_all.tenant_id;
+    return t == NULL ? 0 : check_id(t);
+}
+
 static void discard_tenant_load_all(lb_store_op *op)
 {
     lb_tenant_recs_free(op->tenant_load_all.recs, op->tenant_load_all.count);
@@ -170,7 +189,9 @@ static int check_conn_delete(const lb_store_op *op)
 
 static void clear_conn_load_all(lb_store_op *op)
 {
+    const char *tenant = op->conn_load_all.tenant_id; /* an input */
     memset(&op->conn_load_all, 0, sizeof(op->conn_load_all));
+    op->conn_load_all.tenant_id = tenant;
 }
 
 static void discard_conn_load_all(lb_store_op *op)
@@ -611,7 +632,8 @@ static int check_notify(const lb_store_op *op)
 static const kind_rules rules[LB_STORE_OP_KIND_END] = {
     [LB_STORE_TENANT_UPSERT] = {check_tenant_upsert, clear_tenant_upsert, clear_tenant_upsert},
     [LB_STORE_TENANT_DELETE] = {check_tenant_delete, NULL, NULL},
-    [LB_STORE_TENANT_LOAD_ALL] = {NULL, clear_tenant_load_all, discard_tenant_load_all, 1},
+    [LB_STORE_TENANT_LOAD_ALL] = {check_tenant_load_all, clear_tenant_load_all,
+                                  discard_tenant_load_all, 1},
     [LB_STORE_META_GET] = {check_meta_get, clear_meta_get, discard_meta_get, 1},
     [LB_STORE_META_PUT] = {check_meta_put, NULL, NULL},
     [LB_STORE_JOB_INSERT] = {check_job_insert, NULL, NULL},
@@ -620,12 +642,13 @@ static const kind_rules rules[LB_STORE_OP_KIND_END] = {
                                   discard_job_load_active, 1},
     [LB_STORE_CONN_PUT] = {check_conn_put, NULL, NULL},
     [LB_STORE_CONN_DELETE] = {check_conn_delete, NULL, NULL},
-    [LB_STORE_CONN_LOAD_ALL] = {NULL, clear_conn_load_all, discard_conn_load_all, 1},
+    [LB_STORE_CONN_LOAD_ALL] = {check_conn_load_all, clear_conn_load_all, discard_conn_load_all, 1},
     [LB_STORE_HOOK_PUT] = {check_hook_put, NULL, NULL},
     [LB_STORE_EVENT_INSERT] = {check_event_insert, clear_event_insert, clear_event_insert},
     [LB_STORE_WORKFLOW_PUT] = {check_workflow_put, NULL, NULL},
     [LB_STORE_WORKFLOW_DELETE] = {check_workflow_delete, NULL, NULL},
-    [LB_STORE_WORKFLOW_LOAD_ALL] = {NULL, clear_workflow_load_all, discard_workflow_load_all, 1},
+    [LB_STORE_WORKFLOW_LOAD_ALL] = {check_workflow_load_all, clear_workflow_load_all,
+                                    discard_workflow_load_all, 1},
     [LB_STORE_EVENT_LIST] = {check_event_list, clear_event_list, discard_event_list, 1},
     [LB_STORE_EVENT_GET] = {check_event_get, clear_event_get, discard_event_get, 1},
     [LB_STORE_JOB_LIST] = {check_job_list, clear_job_list, discard_job_list, 1},
@@ -996,7 +1019,7 @@ static void flush_cb(uv_idle_t *idle)
 }
 
 /* Both handles closed: the backend is destroyed, then the close callback. */
-static void handle_closed_cb(uv_handle_t *handle)
+void lb_store__handle_closed_cb(uv_handle_t *handle)
 {
     lb_store *s = handle->data;
     if (--s->h.handles_open > 0) return;
@@ -1040,8 +1063,8 @@ static void async_cb(uv_async_t *async)
     if (stopped && !h->joined) {
         uv_thread_join(&h->thread);
         h->joined = 1;
-        uv_close((uv_handle_t *)&h->flush, handle_closed_cb);
-        uv_close((uv_handle_t *)&h->async, handle_closed_cb);
+        uv_close((uv_handle_t *)&h->flush, lb_store__handle_closed_cb);
+        uv_close((uv_handle_t *)&h->async, lb_store__handle_closed_cb);
     }
 }
 
@@ -1176,6 +1199,7 @@ void lb_store_close(lb_store *s, void (*cb)(void *data), void *data)
     s->closing = 1;
     s->close_cb = cb;
     s->close_data = data;
+    if (s->listening) s->vt->listen_stop(s);
     lb_store_handoff *h = &s->h;
     flush_local(s);
     uv_idle_stop(&h->flush);
@@ -1221,6 +1245,15 @@ void lb_store_set_on_commit(lb_store *s, lb_store_commit_cb cb, void *data)
 {
     s->on_commit = cb;
     s->on_commit_data = data;
+}
+
+int lb_store_listen(lb_store *s, lb_store_listen_cb cb, void *data)
+{
+    if (cb == NULL || s->listening || s->closing) return LB_EINVAL;
+    if (s->vt->listen == NULL) return 0; /* one process: nothing to hear */
+    int rc = s->vt->listen(s, cb, data);
+    if (rc == 0) s->listening = 1;
+    return rc;
 }
 
 const char *lb_store_backend(const lb_store *s)

@@ -361,10 +361,12 @@ struct lb_store_op {
             char id[LB_TENANT_ID_MAX + 1];
         } tenant_delete;
         /* out: every tenant, ordered by id, in an lb_malloc'd array: release
-         * with lb_tenant_recs_free(recs, count). */
+         * with lb_tenant_recs_free(recs, count). in (optional): tenant_id,
+         * only that tenant (0 or 1 row; NULL: every tenant). */
         struct {
             lb_tenant_rec *recs;
             size_t count;
+            const char *tenant_id;
         } tenant_load_all;
         /* A process-wide value by key (at most LB_STORE_META_KEY_MAX bytes).
          * out: value, an lb_malloc'd copy (lb_free it), and len; status
@@ -429,12 +431,14 @@ struct lb_store_op {
             char tenant_id[LB_TENANT_ID_MAX + 1];
         } conn_delete;
         /* out: every connection and every hook, lb_malloc'd arrays; free each
-         * record with its free function and the arrays with lb_free. */
+         * record with its free function and the arrays with lb_free. in
+         * (optional): tenant_id, only that tenant's (NULL: every tenant's). */
         struct {
             lb_conn_rec *conns;
             size_t nconns;
             lb_hook_rec *hooks;
             size_t nhooks;
+            const char *tenant_id;
         } conn_load_all;
         /* Inserts or replaces hook rec->id, first deleting any other hook row
          * of the same tenant (one hook per tenant). */
@@ -487,10 +491,12 @@ struct lb_store_op {
             char tenant_id[LB_TENANT_ID_MAX + 1];
             char id[LB_WORKFLOW_ID_MAX + 1];
         } workflow_delete;
-        /* out: every workflow, lb_malloc'd; lb_workflow_recs_free. */
+        /* out: every workflow, lb_malloc'd; lb_workflow_recs_free. in
+         * (optional): tenant_id, only that tenant's (NULL: every tenant's). */
         struct {
             lb_workflow_rec *recs;
             size_t count;
+            const char *tenant_id;
         } workflow_load_all;
         /* The tenant's events, newest first, strictly before the cursor
          * (before_at, before_id) when before_at > 0; at most limit (<=
@@ -795,6 +801,30 @@ void lb_store_stats_get(const lb_store *s, lb_store_stats *out);
  * leverbridge_store_commit_seconds. NULL turns it off. */
 typedef void (*lb_store_commit_cb)(double seconds, size_t ops, void *data);
 void lb_store_set_on_commit(lb_store *s, lb_store_commit_cb cb, void *data);
+
+/* Several replicas (docs/internals/cluster.md "State sync"): what other
+ * processes on the same database committed. The PostgreSQL backend sends,
+ * in the transaction of each change, a notification naming the tenant:
+ *   LB_STORE_CHANGED_STATE  the tenant's row, connection, hook or
+ *                           workflows changed (or were deleted);
+ *   LB_STORE_CHANGED_JOBS   jobs of the tenant were inserted or made
+ *                           runnable again (an event's, a retry, a
+ *                           platform event);
+ *   LB_STORE_CHANGED_ANY    tenant NULL: notifications may have been
+ *                           missed (the listener connected, reconnected,
+ *                           or its queue overflowed): reload everything.
+ * This process's own changes are not reported (it applied them). */
+enum { LB_STORE_CHANGED_STATE = 1, LB_STORE_CHANGED_JOBS, LB_STORE_CHANGED_ANY };
+typedef void (*lb_store_listen_cb)(void *data, int what, const char *tenant);
+
+/* Starts reporting changes to cb on the loop thread until lb_store_close.
+ * PostgreSQL: a second connection, on a thread of its own, LISTENs and
+ * reconnects with the store's backoff; at most LB_STORE_NOTES_MAX reports
+ * wait for the loop (past it: one LB_STORE_CHANGED_ANY). SQLite (one
+ * process): nothing is ever reported. 0, or LB_EINVAL (called twice, or
+ * no cb). Loop thread. */
+#define LB_STORE_NOTES_MAX 4096
+int lb_store_listen(lb_store *s, lb_store_listen_cb cb, void *data);
 
 /* The backend's name ("sqlite", "postgres"), for logs. */
 const char *lb_store_backend(const lb_store *s);
