@@ -1236,7 +1236,19 @@ static void unhook_done(lb_ob_call *call, const lb_http_response *res)
     lb_free(u);
 }
 
+static void forget(lb_cred *cr, const char *tenant, int delete_hook);
+
 void lb_cred_forget(lb_cred *cr, const char *tenant)
+{
+    forget(cr, tenant, 1);
+}
+
+void lb_cred_drop(lb_cred *cr, const char *tenant)
+{
+    forget(cr, tenant, 0);
+}
+
+static void forget(lb_cred *cr, const char *tenant, int delete_hook)
 {
     const lb_conn *c = lb_conns_get(cr->conns, tenant);
     if (c == NULL) return;
@@ -1253,7 +1265,7 @@ void lb_cred_forget(lb_cred *cr, const char *tenant)
         auth.api_key = c->api_key;
     else
         auth.access_token = c->access_token;
-    if (c->hook != NULL && c->hook->lever_webhook_id != NULL &&
+    if (delete_hook && c->hook != NULL && c->hook->lever_webhook_id != NULL &&
         (auth.api_key != NULL || auth.access_token != NULL)) {
         unhook *u = LB_NEW(unhook);
         lb_lever_req_init(&u->req, &auth, "DELETE", NULL, "/webhooks/%s",

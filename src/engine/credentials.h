@@ -200,5 +200,8 @@ int lb_cred_disconnect(lb_cred *cr, const char *tenant, lb_cred_done_cb cb, void
  * its jobs, provisioning and catalog fetches, ignores a refresh in flight,
  * asks Lever (best effort, through the rate limit) to delete its webhook. */
 void lb_cred_forget(lb_cred *cr, const char *tenant);
+/* lb_cred_forget without the call to Lever: another replica removed the
+ * connection (or the tenant) and deleted the webhook itself. */
+void lb_cred_drop(lb_cred *cr, const char *tenant);
 
 #endif
