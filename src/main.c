@@ -13,6 +13,7 @@
 #include "api/api.h"
 #include "cluster/cluster.h"
 #include "cluster/forward.h"
+#include "cluster/sync.h"
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -73,6 +74,7 @@ typedef struct {
     lb_pruner *pruner;   /* NULL with RETENTION=0 */
     lb_stats *stats;
     lb_cluster *cluster; /* tenant leases; disabled on SQLite */
+    lb_sync *sync;       /* the state kept in step with the store */
     int engine_open;     /* engine parts not yet closed */
     /* To the lease holders: closed before the cluster, freed after the loop. */
     lb_cluster_fwd *forward;
@@ -166,13 +168,21 @@ static void cluster_closed_cb(void *data)
     if (a->server != NULL) lb_http_server_close(a->server, server_closed_cb, a);
 }
 
+/* No more reloads of the state: then the leases go. */
+static void sync_closed_cb(void *data)
+{
+    app *a = data;
+    a->sync = NULL;
+    lb_cluster_close(a->cluster, cluster_closed_cb, a);
+}
+
 static void finish_stop(app *a)
 {
     if (a->finishing) return;
     a->finishing = 1;
     uv_timer_stop(&a->drain_timer);
     lb_cluster_fwd_close(a->forward); /* its requests answered before the server closes */
-    lb_cluster_close(a->cluster, cluster_closed_cb, a);
+    lb_sync_close(a->sync, sync_closed_cb, a);
 }
 
 static void drained_cb(void *data)
@@ -428,6 +438,13 @@ static void start_engine(app *a)
         lb_pruner_start(&a->loop, a->store, a->cfg.retention_ms, &a->pruner) != 0)
         die(1, "cannot start the retention pruner");
     lb_cluster_start(a->cluster, a->jobs, a->provision, a->reconcile);
+    lb_sync_parts sp = {.cluster = a->cluster,
+                        .jobs = a->jobs,
+                        .cred = a->cred,
+                        .provision = a->provision,
+                        .stats = a->stats,
+                        .missed = &a->missed};
+    lb_sync_start(a->sync, &sp);
 }
 
 /* Tenant leases: shared with other replicas on PostgreSQL; on SQLite this
@@ -444,48 +461,19 @@ static void start_cluster(app *a)
     a->api.cluster = a->cluster;
 }
 
-/* Loads the in-memory state before anything is served. */
+/* Loads the in-memory state before anything is served: tenants,
+ * connections, hooks and workflows through the state sync (which keeps
+ * them in step with the store from then on), then the counts. */
 static void load_state(app *a)
 {
-    lb_store_op op = {.kind = LB_STORE_TENANT_LOAD_ALL};
+    char why[512];
     lb_tenants_init(&a->tenants);
-    int rc = lb_store_run(a->store, &op);
-    if (rc != 0) {
-        char err[256];
-        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load tenants: %s", lb_strerror(rc));
-        die(2, err);
-    }
-    for (size_t i = 0; i < op.tenant_load_all.count; i++)
-        lb_tenants_apply(&a->tenants, &op.tenant_load_all.recs[i]);
-    lb_tenant_recs_free(op.tenant_load_all.recs, op.tenant_load_all.count);
-
-    lb_store_op cop = {.kind = LB_STORE_CONN_LOAD_ALL};
     lb_conns_init(&a->conns, &a->key);
-    rc = lb_store_run(a->store, &cop);
-    if (rc != 0) {
-        char err[256];
-        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load connections: %s", lb_strerror(rc));
-        die(2, err);
-    }
-    lb_conns_load(&a->conns, cop.conn_load_all.conns, cop.conn_load_all.nconns,
-                  cop.conn_load_all.hooks, cop.conn_load_all.nhooks);
-    for (size_t i = 0; i < cop.conn_load_all.nconns; i++)
-        lb_conn_rec_free(&cop.conn_load_all.conns[i]);
-    for (size_t i = 0; i < cop.conn_load_all.nhooks; i++)
-        lb_hook_rec_free(&cop.conn_load_all.hooks[i]);
-    lb_free(cop.conn_load_all.conns);
-    lb_free(cop.conn_load_all.hooks);
-    lb_store_op wop = {.kind = LB_STORE_WORKFLOW_LOAD_ALL};
     lb_workflows_init(&a->workflows);
-    rc = lb_store_run(a->store, &wop);
-    if (rc != 0) {
-        char err[256];
-        snprintf(err, sizeof(err), "LEVERBRIDGE_DB: cannot load workflows: %s", lb_strerror(rc));
-        die(2, err);
-    }
-    for (size_t i = 0; i < wop.workflow_load_all.count; i++)
-        lb_workflows_apply(&a->workflows, &wop.workflow_load_all.recs[i]);
-    lb_workflow_recs_free(wop.workflow_load_all.recs, wop.workflow_load_all.count);
+    lb_sync_config yc = {.tenants = &a->tenants, .conns = &a->conns, .workflows = &a->workflows};
+    if (lb_sync_new(&a->loop, a->store, &yc, &a->sync) != 0) die(1, "cannot start the state sync");
+    if (lb_sync_load(a->sync, why, sizeof(why)) != 0) die(2, why);
+    int rc;
     int64_t now = lb_time_now_ms();
     lb_store_op sop = {.kind = LB_STORE_STATS_LOAD,
                        .stats_load.since = now / LB_HOUR_MS - LB_STATS_HOURS};
