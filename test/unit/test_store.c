@@ -241,6 +241,86 @@ static void test_delete_cascades(void **state)
     assert_db_intact(f);
 }
 
+/* The loads' tenant filter (state sync reloads one tenant): only that
+ * tenant's rows; none for a tenant without rows; every tenant's without it. */
+static void test_load_one_tenant(void **state)
+{
+    fixture *f = *state;
+    fx_open(f);
+    assert_int_equal(upsert(f, "t1", "One", 1), 0);
+    assert_int_equal(upsert(f, "t2", "Two", 2), 0);
+    fx_close(f);
+    static const char *const tenants[] = {"t1", "t2"};
+    for (int i = 0; i < 2; i++) {
+        char sql[1024];
+        const char *t = tenants[i];
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO connections(tenant_id, status, auth, secret, updated_at)"
+                 "  VALUES ('%s', 'connected', 'api_key', %s, 1);"
+                 "INSERT INTO hooks(id, tenant_id, status) VALUES ('h-%s', '%s', 'pending');"
+                 "INSERT INTO workflows(id, tenant_id, body, created_at, updated_at)"
+                 "  VALUES ('wf_%s_a', '%s', '{}', 1, 1);"
+                 "INSERT INTO workflows(id, tenant_id, body, created_at, updated_at)"
+                 "  VALUES ('wf_%s_b', '%s', '{}', 2, 2);",
+                 t, fx_is_pg(f) ? "'\\x0102'" : "x'0102'", t, t, t, t, t, t);
+        raw_exec(f, sql);
+    }
+    fx_open(f);
+    static const char *const filters[] = {"t2", "none", NULL};
+    static const size_t want[] = {1, 0, 2};
+    for (size_t k = 0; k < LB_COUNTOF(filters); k++) {
+        const char *only = filters[k];
+        treq t, c, w;
+        treq_load_all(&t);
+        t.op.tenant_load_all.tenant_id = only;
+        c = t;
+        c.op.kind = LB_STORE_CONN_LOAD_ALL;
+        memset(&c.op.conn_load_all, 0, sizeof(c.op.conn_load_all));
+        c.op.conn_load_all.tenant_id = only;
+        w = t;
+        w.op.kind = LB_STORE_WORKFLOW_LOAD_ALL;
+        memset(&w.op.workflow_load_all, 0, sizeof(w.op.workflow_load_all));
+        w.op.workflow_load_all.tenant_id = only;
+        c.op.data = &c;
+        w.op.data = &w;
+        assert_int_equal(lb_store_submit(f->store, &t.op), 0);
+        assert_int_equal(lb_store_submit(f->store, &c.op), 0);
+        assert_int_equal(lb_store_submit(f->store, &w.op), 0);
+        run_loop(f);
+        assert_int_equal(t.op.status, 0);
+        assert_int_equal(c.op.status, 0);
+        assert_int_equal(w.op.status, 0);
+        assert_int_equal(t.op.tenant_load_all.count, want[k]);
+        assert_int_equal(c.op.conn_load_all.nconns, want[k]);
+        assert_int_equal(c.op.conn_load_all.nhooks, want[k]);
+        assert_int_equal(w.op.workflow_load_all.count, 2 * want[k]);
+        for (size_t i = 0; only != NULL && i < want[k]; i++) {
+            assert_string_equal(t.op.tenant_load_all.recs[i].id, only);
+            assert_string_equal(t.op.tenant_load_all.recs[i].name, "Two");
+            assert_string_equal(c.op.conn_load_all.conns[i].tenant_id, only);
+            assert_string_equal(c.op.conn_load_all.hooks[i].tenant_id, only);
+            assert_int_equal(c.op.conn_load_all.conns[i].secret_len, 2);
+        }
+        for (size_t i = 0; only != NULL && i < w.op.workflow_load_all.count; i++)
+            assert_string_equal(w.op.workflow_load_all.recs[i].tenant_id, only);
+        lb_tenant_recs_free(t.op.tenant_load_all.recs, t.op.tenant_load_all.count);
+        for (size_t i = 0; i < c.op.conn_load_all.nconns; i++)
+            lb_conn_rec_free(&c.op.conn_load_all.conns[i]);
+        for (size_t i = 0; i < c.op.conn_load_all.nhooks; i++)
+            lb_hook_rec_free(&c.op.conn_load_all.hooks[i]);
+        lb_free(c.op.conn_load_all.conns);
+        lb_free(c.op.conn_load_all.hooks);
+        lb_workflow_recs_free(w.op.workflow_load_all.recs, w.op.workflow_load_all.count);
+    }
+    /* A filter that is no tenant id is refused. */
+    treq bad;
+    treq_load_all(&bad);
+    bad.op.tenant_load_all.tenant_id = "";
+    assert_int_equal(lb_store_submit(f->store, &bad.op), LB_EINVAL);
+    fx_close(f);
+    assert_db_intact(f);
+}
+
 /* ---- group commit ---- */
 
 typedef struct {
@@ -1019,6 +1099,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upsert_create_then_update, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_load_all, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_delete_cascades, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_load_one_tenant, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_failing_op_does_not_fail_batch, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lost_transaction_fails_batch, fx_setup, fx_teardown),

@@ -2,8 +2,9 @@
  * unit.test_store_pg.postgres; every test skips on SQLite): migrations once
  * under the advisory lock, two stores on one database deduplicating a
  * delivery as replicas would, losing the connection and getting it back
- * without reopening, reads that do not share a failed batch's fate, and a
- * database that cannot be reached at open waited for. */
+ * without reopening, reads that do not share a failed batch's fate, a
+ * database that cannot be reached at open waited for, and the changes
+ * another store commits reported (lb_store_listen). */
 #include "store_helpers.h"
 
 #include "store/pg_migrate.h"
@@ -455,6 +456,112 @@ static void test_waits_for_the_database(void **state)
         LB_EINVAL);
 }
 
+/* ---- lb_store_listen (state sync) ---------------------------------------- */
+
+typedef struct {
+    int any; /* LB_STORE_CHANGED_ANY reports */
+    char state[8][LB_TENANT_ID_MAX + 1];
+    char jobs[8][LB_TENANT_ID_MAX + 1];
+    int nstate, njobs;
+} heard_log;
+
+static void heard_cb(void *data, int what, const char *tenant)
+{
+    heard_log *h = data;
+    if (what == LB_STORE_CHANGED_ANY) {
+        assert_null(tenant);
+        h->any++;
+    } else if (what == LB_STORE_CHANGED_STATE && h->nstate < 8) {
+        snprintf(h->state[h->nstate++], LB_TENANT_ID_MAX + 1, "%s", tenant);
+    } else if (what == LB_STORE_CHANGED_JOBS && h->njobs < 8) {
+        snprintf(h->jobs[h->njobs++], LB_TENANT_ID_MAX + 1, "%s", tenant);
+    }
+}
+
+static int heard(char (*list)[LB_TENANT_ID_MAX + 1], int n, const char *tenant)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(list[i], tenant) == 0) return 1;
+    return 0;
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Runs the loop for ms (the listener's reports come through it). */
+static void run_for(fixture *f, int64_t ms)
+{
+    uv_timer_t t;
+    uv_timer_init(&f->loop, &t);
+    uv_timer_start(&t, tick_cb, 20, 20);
+    int64_t deadline = now_ms() + ms;
+    while (now_ms() < deadline)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    run_loop(f);
+}
+
+/* What another store on the database commits is reported by tenant, on
+ * its channel, and only once committed; the listener's own store's
+ * changes are not; connecting is reported as "reload everything". */
+static void test_listen(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_open(f);
+    heard_log h;
+    memset(&h, 0, sizeof(h));
+    assert_int_equal(lb_store_listen(f->store, heard_cb, &h), 0);
+    assert_int_equal(lb_store_listen(f->store, heard_cb, &h), LB_EINVAL);
+    for (int64_t end = now_ms() + 5000; h.any == 0 && now_ms() < end;)
+        run_for(f, 50);
+    assert_int_equal(h.any, 1);
+
+    /* Tenant ids of this run's own (other runs share the channels). */
+    char mine[LB_TENANT_ID_MAX + 1], theirs[LB_TENANT_ID_MAX + 1], gone[LB_TENANT_ID_MAX + 1];
+    snprintf(mine, sizeof(mine), "m-%.40s", f->schema);
+    snprintf(theirs, sizeof(theirs), "o-%.40s", f->schema);
+    snprintf(gone, sizeof(gone), "g-%.40s", f->schema);
+    lb_store *other = NULL;
+    open_second(f, &other);
+    treq a, b, c;
+    treq_upsert(&a, mine, "Mine", 1);
+    treq_upsert(&b, theirs, "Theirs", 1);
+    treq_upsert(&c, gone, "Gone", 1);
+    assert_int_equal(lb_store_submit(f->store, &a.op), 0);
+    assert_int_equal(lb_store_submit(other, &b.op), 0);
+    assert_int_equal(lb_store_submit(other, &c.op), 0);
+    run_loop(f);
+    assert_int_equal(a.op.status + b.op.status + c.op.status, 0);
+    /* Jobs made by the other store; and a batch that fails writes nothing
+     * and says nothing. */
+    lb_job_rec job = {.status = LB_JOB_QUEUED, .action = "{\"type\":\"x\"}"};
+    snprintf(job.id, sizeof(job.id), "job_listen_1");
+    snprintf(job.tenant_id, sizeof(job.tenant_id), "%s", theirs);
+    treq j;
+    memset(&j, 0, sizeof(j));
+    j.op.kind = LB_STORE_JOB_INSERT;
+    j.op.job_insert.recs = &job;
+    j.op.job_insert.count = 1;
+    j.op.cb = treq_cb;
+    j.op.data = &j;
+    assert_int_equal(lb_store_submit(other, &j.op), 0);
+    run_loop(f);
+    assert_int_equal(j.op.status, 0);
+    for (int64_t end = now_ms() + 3000;
+         (!heard(h.state, h.nstate, theirs) || !heard(h.jobs, h.njobs, theirs)) && now_ms() < end;)
+        run_for(f, 20);
+    assert_true(heard(h.state, h.nstate, theirs));
+    assert_true(heard(h.state, h.nstate, gone));
+    assert_true(heard(h.jobs, h.njobs, theirs));
+    assert_false(heard(h.state, h.nstate, mine));
+    assert_false(heard(h.jobs, h.njobs, gone));
+    close_other(f, other);
+    fx_close(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_busy_hook_row_not_waited_for, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_several_fail_alone, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_waits_for_the_database, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_listen, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests_name("store_pg", tests, NULL, NULL);
 }
