@@ -111,7 +111,7 @@ static void tenant_remove(lb_sync *y, const char *id)
     if (p->stats != NULL) lb_stats_forget(p->stats, id);
     if (p->missed != NULL) lb_missed_forget(p->missed, id);
     lb_tenants_remove(y->cfg.tenants, id);
-    lb_info(MOD, "tenant=%s: deleted on another replica", id);
+    lb_info(MOD, "tenant=%s: no longer in the store (deleted through another replica)", id);
 }
 
 /* The tenant's connection and hook rows (each may be NULL). */
