@@ -26,9 +26,10 @@ def live_leases(server):
 
 def start_cluster(make_server, lever, ttl="2s", extra_env=None):
     """Replica a alone makes the tenants (each connected, its hook active,
-    one workflow), then b and c start: they load them from the database
-    (state sync between replicas is not built yet: cluster.md). extra_env:
-    more settings for all three."""
+    one workflow, all its own work), then b and c start: they load them
+    from the database. (Started together, the others would learn them by
+    the state sync just as well: test_cluster_sync.py.) extra_env: more
+    settings for all three."""
     first = make_server(start=False, env={})
     db = pg_url_for(first.data_dir)
     env = {"LEVERBRIDGE_DB": db, "LEVERBRIDGE_MASTER_KEY": MASTER_KEY,
