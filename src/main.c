@@ -470,7 +470,10 @@ static void load_state(app *a)
     lb_tenants_init(&a->tenants);
     lb_conns_init(&a->conns, &a->key);
     lb_workflows_init(&a->workflows);
-    lb_sync_config yc = {.tenants = &a->tenants, .conns = &a->conns, .workflows = &a->workflows};
+    lb_sync_config yc = {.tenants = &a->tenants,
+                         .conns = &a->conns,
+                         .workflows = &a->workflows,
+                         .shared = strcmp(lb_store_backend(a->store), "postgres") == 0};
     if (lb_sync_new(&a->loop, a->store, &yc, &a->sync) != 0) die(1, "cannot start the state sync");
     if (lb_sync_load(a->sync, why, sizeof(why)) != 0) die(2, why);
     int rc;

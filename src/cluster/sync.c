@@ -486,6 +486,7 @@ void lb_sync_start(lb_sync *y, const lb_sync_parts *parts)
 {
     y->parts = *parts;
     y->started = 1;
+    if (!y->cfg.shared) return;
     uv_timer_start(&y->full, full_cb, (uint64_t)y->cfg.reload_ms, (uint64_t)y->cfg.reload_ms);
     uv_unref((uv_handle_t *)&y->full);
     int rc = lb_store_listen(y->store, heard_cb, y);

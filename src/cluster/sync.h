@@ -18,8 +18,8 @@
  * a wait (they keep ids and look up again), so a change here is as safe
  * as one made through this node's API.
  *
- * On SQLite (one process) only the start-up load and the periodic reload
- * run; the store never reports anything.
+ * On SQLite (one process, `shared` 0) only the start-up load runs: the
+ * store never reports anything and nothing else writes it.
  *
  * Owner: main; loop thread only. */
 #ifndef LB_CLUSTER_SYNC_H
@@ -55,6 +55,8 @@ typedef struct {
     lb_conns *conns;
     lb_workflows *workflows;
     int64_t reload_ms; /* 0: LB_SYNC_RELOAD_MS (or the test's variable) */
+    int shared;        /* other processes write the store (PostgreSQL): reload
+                          periodically; 0 (SQLite): the start-up load only */
 } lb_sync_config;
 
 /* The parts told of what changed; any may be NULL. */
