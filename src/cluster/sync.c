@@ -47,7 +47,6 @@ struct lb_sync {
     lb_store *store;
     lb_sync_config cfg;
     lb_sync_parts parts;
-    int started;
 
     lb_map want; /* tenant -> want_entry: reported, reload not sent yet */
     int want_all;
@@ -485,7 +484,6 @@ int lb_sync_load(lb_sync *y, char *err, size_t errlen)
 void lb_sync_start(lb_sync *y, const lb_sync_parts *parts)
 {
     y->parts = *parts;
-    y->started = 1;
     if (!y->cfg.shared) return;
     uv_timer_start(&y->full, full_cb, (uint64_t)y->cfg.reload_ms, (uint64_t)y->cfg.reload_ms);
     uv_unref((uv_handle_t *)&y->full);
