@@ -253,8 +253,11 @@ void lb_store__fault_clear(void)
     uv_mutex_unlock(&st_mu);
 }
 
-/* The control file, when there is one: read, removed, obeyed. Loop thread,
- * under st_mu. */
+/* The control file, when there is one and its last line is complete (ends
+ * in a newline): read, removed, obeyed. One still being written is left
+ * for a later submit: a submit of the server's own (a lease cycle's jobs
+ * reload) once read a file the test had created and not yet filled, and
+ * obeyed nothing. Loop thread, under st_mu. */
 static void read_control(void)
 {
     if (st_path[0] == '\0' || access(st_path, F_OK) != 0) return;
@@ -264,6 +267,7 @@ static void read_control(void)
         size_t n = fread(buf, 1, sizeof(buf) - 1, f);
         buf[n] = '\0';
         fclose(f);
+        if (n == 0 || buf[n - 1] != '\n') return;
     }
     unlink(st_path);
     /* words: "commit" [K], "op" N */

@@ -34,7 +34,8 @@
  *
  * Armed by a unit test with lb_store__fault_arm, or by a test of a running
  * server through the control file named by LB_FAULT_STORE=<path>: when the
- * file exists at a submit, it is read and removed, and its words arm the
+ * file exists at a submit and ends in a newline (one still being written
+ * is left for a later submit), it is read and removed, and its words arm the
  * faults from that submit on: "commit" (the next commit), "commit K" (the
  * next K), "op N". The ops of several replicas' upkeep (NODE_BEAT,
  * CLUSTER_READ, LEASE_WRITE) are not counted. Built only with

@@ -41,7 +41,10 @@ def server(make_server, lever, tmp_path):
 
 
 def fail_next_commit(s):
-    s.ctl.write_text("commit\n")
+    # whole or not at all: the server reads the file at any submit of its own
+    tmp = s.ctl.with_name(s.ctl.name + ".tmp")
+    tmp.write_text("commit\n")
+    tmp.replace(s.ctl)
 
 
 def assert_unavailable(r, s):
