@@ -309,7 +309,8 @@ static const char *const q_sql[Q_COUNT] = {
      * the hook's last delivery time when it inserted ($10, NULL for none;
      * not when another transaction holds the hook's row: EVENT_MANY_B),
      * and for a duplicate only the earlier event's id, read in the
-     * statement's snapshot (the CASE evaluates it only then). */
+     * statement's snapshot (the CASE evaluates it only then; NULL for the
+     * one another replica committed meanwhile: late_duplicates). */
     [Q_EVENT_INSERT] =
         "WITH k AS (SELECT event_id FROM event_keys WHERE tenant_id = $2::text"
         " AND source = $3::text AND dedupe_key = $5::text),"
@@ -1158,7 +1159,7 @@ static int parse_event_insert(pg_store *s, lb_store_op *op, PGresult **r)
     if (is_null(r[0], 0, 0)) {
         /* The earlier event's id may be unknown here (one committed by
          * another replica after this statement's snapshot): still a
-         * duplicate. */
+         * duplicate, whose id late_duplicates reads after the commit. */
         op->event_insert.duplicate = 1;
         val_id(r[0], 0, 1, op->event_insert.existing_id, LB_EVENT_ID_MAX);
     }
@@ -1374,7 +1375,7 @@ static int parse_event_row(pg_store *s, size_t i)
     if (op->event_insert.existing_id[0] != '\0') return 0;
     /* Not in the snapshot: an event of this statement (an earlier op of
      * the same key), or one another replica committed meanwhile (then,
-     * as parse_event_insert, a duplicate of an unknown id). */
+     * as parse_event_insert, a duplicate whose id late_duplicates reads). */
     const lb_event_rec *e = op->event_insert.event;
     for (size_t k = s->calls[s->grp[i]].op; k < i; k++) {
         const lb_store_op *o = s->ops[k];
@@ -2517,6 +2518,45 @@ static void rerun_reads(pg_store *s, lb_store_batch *b)
     }
 }
 
+/* A duplicate whose earlier event another replica committed after this
+ * batch's statement took its snapshot: ON CONFLICT waited for that commit,
+ * but the statement could not read the row, so its id came back NULL (the
+ * same delivery to two replicas at once). A statement after the commit
+ * reads it; without an answer the op fails (503: Lever's retry finds it),
+ * as the contract's duplicate names its event. */
+static void late_duplicates(pg_store *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        lb_store_op *op = s->ops[i];
+        if (s->skip[i] || op->kind != LB_STORE_EVENT_INSERT || op->status != 0 ||
+            !op->event_insert.duplicate || op->event_insert.existing_id[0] != '\0')
+            continue;
+        const lb_event_rec *e = op->event_insert.event;
+        const char *v[3] = {e->tenant_id, e->source, e->dedupe_key};
+        PGresult *r = PQexecParams(
+            s->conn,
+            "SELECT COALESCE((SELECT event_id FROM event_keys WHERE tenant_id = $1::text"
+            " AND source = $2::text AND dedupe_key = $3::text), (SELECT id FROM events"
+            " WHERE tenant_id = $1::text AND source = $2::text AND dedupe_key = $3::text))",
+            3, NULL, v, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            val_id(r, 0, 0, op->event_insert.existing_id, LB_EVENT_ID_MAX);
+        PQclear(r);
+        if (op->event_insert.existing_id[0] == '\0') {
+            lb_warn(MOD, "a duplicate event's first copy could not be read");
+            op->status = LB_EIO;
+        }
+        if (PQstatus(s->conn) != CONNECTION_OK) {
+            connection_lost(s, "a duplicate's lookup");
+            for (size_t k = i + 1; k < n; k++)
+                if (s->ops[k]->kind == LB_STORE_EVENT_INSERT && s->ops[k]->event_insert.duplicate &&
+                    s->ops[k]->event_insert.existing_id[0] == '\0')
+                    s->ops[k]->status = LB_EIO;
+            return;
+        }
+    }
+}
+
 static void pg_run(lb_store *base, lb_store_batch *b)
 {
     pg_store *s = (pg_store *)base;
@@ -2547,6 +2587,7 @@ static void pg_run(lb_store *base, lb_store_batch *b)
     s->fault_commit = 0;
     if (rc == ATTEMPT_COMMITTED) {
         b->committed = 1;
+        late_duplicates(s, n);
     } else {
         b->error = code;
         /* Outputs of ops parsed before a failed COMMIT cannot exist (parsing

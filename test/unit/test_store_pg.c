@@ -116,6 +116,86 @@ static void test_two_stores_one_event(void **state)
     close_other(f, other);
 }
 
+/* Another replica's copy of a delivery, in a transaction left open until
+ * this store's insert of the same delivery waits for its row lock. */
+typedef struct {
+    fixture *f;
+    PGconn *c;
+    int committed;
+} late_commit;
+
+static void late_commit_cb(uv_timer_t *t)
+{
+    late_commit *l = t->data;
+    PGresult *r = PQexec(l->c, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type ="
+                               " 'Lock' AND application_name = current_setting('application_name')"
+                               " AND pid <> pg_backend_pid()");
+    int waiting = PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) > 0;
+    PQclear(r);
+    if (!waiting) return; /* the store's statement has not reached the lock yet */
+    r = PQexec(l->c, "COMMIT");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    l->committed = 1;
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+/* The same delivery to two replicas at once: the other's insert commits
+ * after this store's statement took its snapshot, while ON CONFLICT waits
+ * for it. The duplicate still names the other's event (the contract's
+ * {"status":"duplicate","event":"ev_..."}): one op alone, then two
+ * coalesced ones twice (the fast form refused by the index, then the ON
+ * CONFLICT form that follows it for a while). */
+static void test_duplicate_of_a_concurrent_commit(void **state)
+{
+    fixture *f = *state;
+    if (!fx_is_pg(f)) skip();
+    fx_tag(f);
+    fx_open(f);
+    assert_int_equal(upsert(f, "t1", "T1", 1), 0);
+    for (int round = 0; round < 3; round++) {
+        char key[32], other_id[32], sql[512];
+        snprintf(key, sizeof(key), "h1:late%d", round);
+        snprintf(other_id, sizeof(other_id), "ev_other%d", round);
+        late_commit l = {.f = f, .c = PQconnectdb(f->url)};
+        assert_int_equal(PQstatus(l.c), CONNECTION_OK);
+        snprintf(sql, sizeof(sql),
+                 "BEGIN; INSERT INTO events(id, tenant_id, source, type, dedupe_key, status,"
+                 " received_at) VALUES ('%s', 't1', 'lever', 'candidateStageChange', '%s',"
+                 " 'accepted', %lld)",
+                 other_id, key, (long long)lb_time_now_ms());
+        PGresult *r = PQexec(l.c, sql);
+        assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+        PQclear(r);
+        ereq mine, more;
+        char mine_id[32], more_id[32], more_key[32];
+        snprintf(mine_id, sizeof(mine_id), "ev_mine%d", round);
+        snprintf(more_id, sizeof(more_id), "ev_more%d", round);
+        snprintf(more_key, sizeof(more_key), "h1:more%d", round);
+        ereq_init(&mine, mine_id, key);
+        ereq_init(&more, more_id, more_key);
+        uv_timer_t t;
+        uv_timer_init(&f->loop, &t);
+        t.data = &l;
+        uv_timer_start(&t, late_commit_cb, 10, 10);
+        assert_int_equal(lb_store_submit(f->store, &mine.r.op), 0);
+        if (round > 0) assert_int_equal(lb_store_submit(f->store, &more.r.op), 0);
+        run_loop(f);
+        assert_int_equal(l.committed, 1);
+        PQfinish(l.c);
+        assert_int_equal(mine.r.op.status, 0);
+        assert_int_equal(mine.r.op.event_insert.duplicate, 1);
+        assert_string_equal(mine.r.op.event_insert.existing_id, other_id);
+        if (round > 0) {
+            assert_int_equal(more.r.op.status, 0);
+            assert_int_equal(more.r.op.event_insert.duplicate, 0);
+        }
+    }
+    assert_int_equal(raw_int(f, "SELECT count(*) FROM events"), 5);
+    fx_close(f);
+}
+
 static int64_t now_ms(void)
 {
     return lb_time_now_ms();
@@ -567,6 +647,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrates_once, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_two_stores_one_event, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_of_a_concurrent_commit, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_reconnects, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_read_survives_failed_commit, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_generic_plans, fx_setup, fx_teardown),
