@@ -24,14 +24,21 @@ def live_leases(server):
     return out
 
 
-def start_cluster(make_server, lever, ttl="2s", extra_env=None):
+TAG_WF = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"},
+          "actions": [{"type": "add_tags", "tags": ["seen"]}]}
+
+
+def start_cluster(make_server, lever, ttl="2s", workflow=TAG_WF, key_of=None, tenant=None,
+                  extra_env=None, db=None):
     """Replica a alone makes the tenants (each connected, its hook active,
     one workflow, all its own work), then b and c start: they load them
     from the database. (Started together, the others would learn them by
-    the state sync just as well: test_cluster_sync.py.) extra_env: more
-    settings for all three."""
+    the state sync just as well: test_cluster_sync.py.)
+    key_of(tenant): its Lever key (default "good" for all); tenant: more
+    members of each tenant's body; extra_env: more settings of every
+    replica; db: another store URL than the suite's PostgreSQL."""
     first = make_server(start=False, env={})
-    db = pg_url_for(first.data_dir)
+    db = db or pg_url_for(first.data_dir)
     env = {"LEVERBRIDGE_DB": db, "LEVERBRIDGE_MASTER_KEY": MASTER_KEY,
            "LEVERBRIDGE_LEASE_TTL": ttl,
            "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
@@ -42,11 +49,11 @@ def start_cluster(make_server, lever, ttl="2s", extra_env=None):
     hooks = {}
     for i in range(TENANTS):
         t = "t%d" % i
-        assert call(a, "PUT", "/v1/tenants/" + t, {"name": t, "api_addon": True}).status == 201
-        assert call(a, "PUT", "/v1/tenants/%s/lever" % t, {"api_key": "good"}).status == 200
-        wf = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"},
-              "actions": [{"type": "add_tags", "tags": ["seen"]}]}
-        assert call(a, "POST", "/v1/tenants/%s/workflows" % t, wf).status == 201
+        body = dict(tenant or {}, name=t, api_addon=True)
+        assert call(a, "PUT", "/v1/tenants/" + t, body).status == 201
+        key = key_of(t) if key_of else "good"
+        assert call(a, "PUT", "/v1/tenants/%s/lever" % t, {"api_key": key}).status == 200
+        assert call(a, "POST", "/v1/tenants/%s/workflows" % t, workflow).status == 201
     for i in range(TENANTS):
         t = "t%d" % i
         c = wait_for(lambda: (lambda c: c if c["webhook"]["status"] == "active" else None)(
