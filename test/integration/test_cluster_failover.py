@@ -19,7 +19,6 @@ PostgreSQL only (conftest.py collects test_cluster*.py only there)."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -89,7 +88,8 @@ class Stream:
     An unanswered delivery or a 5xx is sent again, same body, to the next
     replica (Lever retries a failed delivery), for up to `retry_for` s.
     Each item's record: tenant, opp, token, answers [(replica, status)],
-    status and event of the last answer, ok_at (time.time() of the 2xx)."""
+    [(replica, status or None, sent, answered)] (time.monotonic()), status
+    and event of the last answer, ok_at (time.time() of the 2xx)."""
 
     def __init__(self, replicas, hooks, items, rate=30.0, workers=3, retry_for=20.0, tag="d"):
         self.replicas = replicas
@@ -131,9 +131,10 @@ class Stream:
             while True:
                 name = names[turn % len(names)]
                 turn += 1
+                sent = time.monotonic()
                 r = post(self.replicas[name], path, body)
                 st = r.status if r is not None else None
-                rec["answers"].append((name, st))
+                rec["answers"].append((name, st, sent, time.monotonic()))
                 if st is not None and st < 500:
                     rec["status"] = st
                     if st == 200:
@@ -316,26 +317,34 @@ def test_a_stalled_holder_with_calls_in_flight(make_server, lever, platform):
     mine = ls[victim]
     per = 8
     items = items_for(mine, per)
-    # The victim's first calls (the opportunity reads) are held 3 s, then
-    # answered; the successor's go through.
-    lever.fault(path_prefix="/v1/opportunities/", method="GET", delay_ms=3000, count=len(items))
-    recs = Stream({"node-a": a}, hooks, items, rate=200, workers=4).start().join()
+    # The victim's first calls (the opportunity reads) are held 1 s by
+    # lever-sim, then answered while it sleeps: calls in flight when it
+    # stops, whose answers wait in its sockets. The deliveries go to the
+    # victim itself, so its jobs start at once, not at its next reload.
+    # Answered before the earliest takeover (its lease ends at least 2/3
+    # TTL, 1.33 s, after the stop): lever-sim counts a held call against the
+    # key when it answers, and the stalled replica's calls that Lever
+    # already took are the window the margin keeps small (cluster.md), not
+    # what this test is about.
+    lever.fault(path_prefix="/v1/opportunities/", method="GET", delay_ms=1000, count=len(items))
+    recs = Stream({victim: replicas[victim]}, hooks, items, rate=400, workers=4).start().join()
     delivered_ok(recs)
 
     def held():  # lever-sim counts a fault's hits as the requests arrive
         return sum(f["hits"] for f in lever.ctl("GET", "/_sim/faults", expect=200)["data"])
     wait_for(lambda: held() >= len(items), timeout=4 * TTL_S,
              what="the holder's calls held by lever-sim")
+    seq_stop = lever.requests_log()["last_seq"]
     replicas[victim].signal(signal.SIGSTOP)
     stopped = time.monotonic()
+    t_stop = time.time()
     try:
         wait_for(lambda: all(holder_of(a).get(t) not in (None, victim) for t in mine),
                  timeout=4 * TTL_S, what="the stalled replica's tenants taken over")
         wait_jobs_done(lambda: db_rows(a, "SELECT status, count(*) FROM jobs GROUP BY status"),
                        len(items), timeout=30)
-        # asleep for more than two TTLs, and until the held answers are out
-        # (3 s after they came: they wait in its sockets)
-        left = max(2 * TTL_S + 0.5, 3.5) - (time.monotonic() - stopped)
+        # asleep for more than two TTLs
+        left = 2 * TTL_S + 0.5 - (time.monotonic() - stopped)
         if left > 0:
             time.sleep(left)
         woke_seq = lever.requests_log()["last_seq"]
@@ -358,8 +367,139 @@ def test_a_stalled_holder_with_calls_in_flight(make_server, lever, platform):
     check_invited_once(platform, recs)
     keys = {key_of(t) for t in mine}
     stats = lever.stats()["keys"]
-    assert all(stats[k]["violations"] == 0 for k in keys), {k: stats[k] for k in keys}
+    limited = [(e["key"], e["method"], e["path"], round(e["ts"] / 1000.0 - t_stop, 3))
+               for e in lever.requests_log()["data"] if e["status"] == 429 and e["key"] in keys]
+    assert all(stats[k]["violations"] == 0 for k in keys), (limited, seq_stop)
     c = job_counts(db_rows(a, "SELECT status, count(*) FROM jobs GROUP BY status"))
     assert c == {"succeeded": len(items)}, c
-    print("sigstop: %s stopped %.1f s with %d calls held; %d jobs finished by its successors"
-          % (victim, slept, len(items), len(items)))
+    refused = replicas[victim].stderr().count("write refused, the lease moved on")
+    print("sigstop: %s stopped %.1f s with %d calls held; %d jobs finished by its successors;"
+          " %d writes of the woken replica refused" % (victim, slept, len(items), len(items),
+                                                       refused))
+
+
+# ---- 4. a rolling restart ----------------------------------------------------------
+
+
+def first_calls(lever, recs, since):
+    """{(tenant, opportunity): time.time() of the first Lever call of the
+    delivery's job} (its key and its opportunity's path)."""
+    want = {(key_of(r["tenant"]), "/v1/opportunities/" + r["opp"]): (r["tenant"], r["opp"])
+            for r in recs}
+    out = {}
+    for e in lever.requests_log(since=since, path_prefix="/v1/opportunities/")["data"]:
+        k = want.get((e["key"], e["path"]))
+        if k is not None and k not in out:
+            out[k] = e["ts"] / 1000.0
+    return out
+
+
+def test_rolling_restart_under_a_steady_stream(make_server, lever, platform):
+    """Each replica in turn: SIGTERM, exit 0, started again with its NODE_ID,
+    back among the holders before the next one goes. The client sends a
+    delivery again to another replica when the one it tried is down."""
+    replicas, hooks = cluster(make_server, lever, platform)
+    a = replicas["node-a"]
+    names = sorted(replicas)
+    wait_spread(a, names, within=8 * TTL_S)
+    seq = lever.requests_log()["last_seq"]
+    stream = Stream(replicas, hooks, items_for(sorted(hooks), 20), rate=15, retry_for=10).start()
+    gone = {}
+    for name in names:
+        at = stream.sent
+        wait_for(lambda: stream.sent >= at + 15, timeout=20, what="deliveries before " + name)
+        s = replicas[name]
+        s.signal(signal.SIGTERM)
+        assert s.wait(15) == 0, s.stderr()[-2000:]
+        gone[name] = time.monotonic()
+        s.start()
+        wait_for(lambda: live_leases(a).get(name), timeout=4 * TTL_S,
+                 what="%s holding leases again" % name)
+    recs = stream.join()
+    delivered_ok(recs)
+    assert not [r for r in recs if any(x[1] is not None and x[1] >= 500 for x in r["answers"])], \
+        "a replica answered 5xx"
+    wait_jobs_done(lambda: db_rows(a, "SELECT status, count(*) FROM jobs GROUP BY status"),
+                   len(recs), timeout=30)
+    check_invited_once(platform, recs)
+    calls = first_calls(lever, recs, seq)
+    waits = sorted(max(0.0, calls[(r["tenant"], r["opp"])] - r["ok_at"]) for r in recs)
+    retried = len([r for r in recs if len(r["answers"]) > 1])
+    print("rolling restart: %d deliveries (%d sent again to another replica), from the 2xx to "
+          "the job's first Lever call p50 %.3f s, max %.3f s"
+          % (len(recs), retried, waits[len(waits) // 2], waits[-1]))
+    assert waits[-1] <= 5.0, waits[-5:]
+
+
+# ---- 5. PostgreSQL stopped and started under load --------------------------------------
+
+
+def pg(cmd, d):
+    p = subprocess.run(["sh", PG_SH, cmd, d], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    return p.stdout.decode().strip()
+
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL of the test's own (test_pg_outage.py's): stopping the
+    suite's would fail other tests."""
+    top = tempfile.mkdtemp(prefix="lbpg-")
+    os.chmod(top, 0o755)  # pg.sh makes c/ 0700, the server user's
+    d = os.path.join(top, "c")
+    url = pg("start", d)
+    yield d, url
+    pg("stop", d)
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_postgres_stopped_and_started_under_load(make_server, lever, platform, own_pg):
+    d, url = own_pg
+    replicas, hooks = cluster(make_server, lever, platform, db=url)
+    names = sorted(replicas)
+
+    def leases():
+        rows = _psql(url, "SELECT node, count(*) FROM leases WHERE expires_at >"
+                          " (extract(epoch FROM now()) * 1000)::bigint GROUP BY node", rows=True)
+        return {n: int(c) for n, c in rows}
+    wait_for(lambda: set(leases()) == set(names) and sum(leases().values()) == TENANTS,
+             timeout=8 * TTL_S, what="leases on the three replicas")
+
+    def readyz(status):
+        return all(s.get("/readyz").status == status for s in replicas.values())
+
+    stream = Stream(replicas, hooks, items_for(sorted(hooks), 20), rate=20, retry_for=30).start()
+    wait_for(lambda: stream.sent >= 40, timeout=20, what="40 deliveries answered")
+    pg("kill", d)  # immediate: a crash, backends gone, no checkpoint
+    killed = time.monotonic()
+    wait_for(lambda: readyz(503), timeout=5, what="every replica unready")
+
+    def answered_while_down():
+        return sum(1 for r in stream.recs for x in list(r["answers"])
+                   if x[2] > killed + 0.2)
+    wait_for(lambda: answered_while_down() >= 20, timeout=10,
+             what="deliveries tried while the database is down")
+    up_started = time.monotonic()
+    pg("start", d)
+    up = time.monotonic()
+    wait_for(lambda: readyz(200), timeout=10, what="every replica ready again")
+    ready_after = time.monotonic() - up
+    recs = stream.join()
+
+    answers = [x for r in recs for x in r["answers"]]
+    assert {x[1] for x in answers} <= {200, 503}, {x[1] for x in answers}
+    down = [x for x in answers if x[2] > killed + 0.2 and x[3] < up_started]
+    assert down and all(x[1] == 503 for x in down), [x for x in down if x[1] != 503][:5]
+    delivered_ok(recs)  # the client's retries after the database came back
+    # every 2xx is committed (fsync on: it outlives the crash)
+    stored = {row[0] for row in _psql(url, "SELECT id FROM events", rows=True)}
+    lost = [r for r in recs if r["event"] not in stored]
+    assert not lost, lost[:3]
+    assert all(s.proc.poll() is None for s in replicas.values())  # the same processes
+
+    def jobs():
+        return _psql(url, "SELECT status, count(*) FROM jobs GROUP BY status", rows=True)
+    wait_jobs_done(jobs, len(recs), timeout=40)
+    check_invited_once(platform, recs)
+    print("postgres outage: %d deliveries, %d answers (%d 503 while down); ready %.2f s after"
+          " the database" % (len(recs), len(answers), len(down), ready_after))
