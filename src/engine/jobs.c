@@ -325,6 +325,21 @@ typedef struct {
     lb_job_store_cb done;
 } jstore;
 
+/* The lease fields of a kind's own write that the store fences (the
+ * invitation ledger's), or NULL for a kind of op it does not fence. */
+static const char **fence_of(lb_store_op *op, int64_t **epoch)
+{
+    if (op->kind == LB_STORE_INVITATION_CLAIM) {
+        *epoch = &op->invitation_claim.lease_epoch;
+        return &op->invitation_claim.lease_node;
+    }
+    if (op->kind == LB_STORE_INVITATION_UPDATE) {
+        *epoch = &op->invitation_update.lease_epoch;
+        return &op->invitation_update.lease_node;
+    }
+    return NULL;
+}
+
 static void kind_store_done(lb_store_op *op)
 {
     jstore *w = op->data;
@@ -332,19 +347,35 @@ static void kind_store_done(lb_store_op *op)
     lb_jobs *js = j->js;
     lb_job_store_cb done = w->done;
     lb_free(w);
+    int64_t *epoch;
+    const char **node = fence_of(op, &epoch);
+    /* Fenced out, as write_done: another replica holds the tenant now. */
+    int fenced = op->status == LB_ECONFLICT && node != NULL && *node != NULL;
+    char tenant[LB_TENANT_ID_MAX + 1];
+    snprintf(tenant, sizeof(tenant), "%s", j->rec.tenant_id);
+    if (fenced)
+        lb_warn("jobs", "tenant=%s job=%s: write refused, the lease moved on (epoch %lld)", tenant,
+                j->rec.id, (long long)*epoch);
     /* Events the write carried are committed: the engine takes them before
      * the kind frees their records. */
     if (op->status == 0 && op->nnotify > 0) lb_jobs_add(js, op->notify, op->nnotify);
     /* Still counted while done runs: ending the job there cannot free it. */
-    done(j, op, j->state == J_RUNNING && !js->closing);
+    done(j, op, j->state == J_RUNNING && !js->closing && !fenced);
     js->writes--;
     j->writes--;
     if (j->state == J_DONE && j->writes == 0) job_free(j);
+    if (fenced && !js->closing) lb_jobs_tenant_lost(js, tenant);
     maybe_closed(js);
 }
 
 int lb_job_store(lb_job *job, lb_store_op *op, lb_job_store_cb done)
 {
+    int64_t *epoch;
+    const char **node = fence_of(op, &epoch);
+    if (node != NULL && job->epoch > 0) { /* refused once the lease moved on */
+        *node = job->js->cfg.gate->node;
+        *epoch = job->epoch;
+    }
     jstore *w = LB_NEW(jstore);
     w->job = job;
     w->done = done;

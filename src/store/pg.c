@@ -113,6 +113,8 @@ enum {
     Q_RECONCILED_COUNTS,
     Q_JOB_ACTIVE_SOME,
     Q_JOB_UPDATE_FENCED,
+    Q_INV_INSERT_FENCED,
+    Q_INV_UPDATE_FENCED,
     Q_NODE_BEAT,
     Q_NODE_FORGET,
     Q_NODE_LEAVE,
@@ -474,6 +476,27 @@ static const char *const q_sql[Q_COUNT] = {
         " SELECT CASE WHEN EXISTS (SELECT 1 FROM u) THEN 1"
         " WHEN EXISTS (SELECT 1 FROM jobs WHERE id = $1::text) THEN lb_lease_moved_on()"
         " ELSE 0 END",
+    /* The invitation ledger's writes of a job, fenced as Q_JOB_UPDATE_FENCED
+     * (the lease check and the write in one statement: one snapshot): $6
+     * node, $7 epoch (claim) or $8, $9 (update). Claim: 1 (inserted or
+     * there); update: the rows written; a lease moved on: SQLSTATE P0L01. */
+    [Q_INV_INSERT_FENCED] =
+        "WITH f AS (SELECT EXISTS (SELECT 1 FROM leases WHERE tenant_id = $1::text"
+        " AND node = $6::text AND epoch = $7::bigint) AS ok),"
+        " i AS (INSERT INTO invitations(tenant_id, opportunity_id, assessment, job_id, created_at)"
+        " SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint WHERE (SELECT ok FROM f)"
+        " ON CONFLICT DO NOTHING RETURNING 1)"
+        " SELECT CASE WHEN (SELECT ok FROM f) THEN 1 ELSE lb_lease_moved_on() END",
+    [Q_INV_UPDATE_FENCED] =
+        "WITH f AS (SELECT EXISTS (SELECT 1 FROM leases WHERE tenant_id = $1::text"
+        " AND node = $8::text AND epoch = $9::bigint) AS ok),"
+        " u AS (UPDATE invitations SET invitation_id = COALESCE($4::text, invitation_id),"
+        " url = COALESCE($5::text, url), note_id = COALESCE($6::text, note_id),"
+        " stage_id = COALESCE($7::text, stage_id)"
+        " WHERE tenant_id = $1::text AND opportunity_id = $2::text"
+        " AND assessment = $3::text AND (SELECT ok FROM f) RETURNING 1)"
+        " SELECT CASE WHEN (SELECT ok FROM f) THEN (SELECT count(*) FROM u)"
+        " ELSE lb_lease_moved_on() END",
     [Q_JOB_ACTIVE_SOME] =
         "SELECT " JOB_COLS " FROM jobs WHERE status IN ('queued', 'running', 'retrying')"
         " AND updated_at >= $2::bigint AND ($1::text IS NULL OR tenant_id IN"
@@ -1563,10 +1586,15 @@ static int inv_read(const PGresult *r, const char *tenant, lb_invitation_rec *ou
 static void build_invitation_claim(pg_store *s, lb_store_op *op, int i)
 {
     const lb_invitation_rec *v = op->invitation_claim.rec;
-    pcall *c = call_add(s, Q_INV_INSERT, i);
+    int fenced = op->invitation_claim.lease_node != NULL;
+    pcall *c = call_add(s, fenced ? Q_INV_INSERT_FENCED : Q_INV_INSERT, i);
     inv_get_params(c, v->tenant_id, v->opportunity_id, v->assessment);
     p_text(c, v->job_id);
     p_i64(c, lb_time_now_ms());
+    if (fenced) {
+        p_text(c, op->invitation_claim.lease_node);
+        p_i64(c, op->invitation_claim.lease_epoch);
+    }
     inv_get_params(call_add(s, Q_INV_GET, i), v->tenant_id, v->opportunity_id, v->assessment);
 }
 
@@ -1583,12 +1611,23 @@ static int parse_invitation_claim(pg_store *s, lb_store_op *op, PGresult **r)
 static void build_invitation_update(pg_store *s, lb_store_op *op, int i)
 {
     const lb_invitation_rec *v = op->invitation_update.rec;
-    pcall *c = call_add(s, Q_INV_UPDATE, i);
+    int fenced = op->invitation_update.lease_node != NULL;
+    pcall *c = call_add(s, fenced ? Q_INV_UPDATE_FENCED : Q_INV_UPDATE, i);
     inv_get_params(c, v->tenant_id, v->opportunity_id, v->assessment);
     p_text(c, v->invitation_id);
     p_text(c, v->url);
     p_text(c, v->note_id);
     p_text(c, v->stage_id);
+    if (fenced) {
+        p_text(c, op->invitation_update.lease_node);
+        p_i64(c, op->invitation_update.lease_epoch);
+    }
+}
+
+static int parse_invitation_update(pg_store *s, lb_store_op *op, PGresult **r)
+{
+    if (op->invitation_update.lease_node == NULL) return parse_updated(s, op, r);
+    return PQntuples(r[0]) == 1 && val_int(r[0], 0, 0) > 0 ? 0 : LB_ENOTFOUND;
 }
 
 static void build_invitation_get(pg_store *s, lb_store_op *op, int i)
@@ -1958,7 +1997,7 @@ static const kind_impl kinds[LB_STORE_OP_KIND_END] = {
     [LB_STORE_JOB_LIST] = {build_job_list, parse_job_list},
     [LB_STORE_JOB_GET] = {build_job_get, parse_job_get},
     [LB_STORE_INVITATION_CLAIM] = {build_invitation_claim, parse_invitation_claim},
-    [LB_STORE_INVITATION_UPDATE] = {build_invitation_update, parse_updated},
+    [LB_STORE_INVITATION_UPDATE] = {build_invitation_update, parse_invitation_update},
     [LB_STORE_INVITATION_GET] = {build_invitation_get, parse_invitation_get},
     [LB_STORE_JOB_FAILED_COUNTS] = {build_job_failed_counts, parse_job_failed_counts},
     [LB_STORE_PRUNE] = {build_prune, parse_prune},

@@ -182,6 +182,7 @@ const char *const lb_sq_stmt_sql[ST_COUNT] = {
                              " AND EXISTS (SELECT 1 FROM temp.leases l WHERE"
                              " l.tenant_id = jobs.tenant_id AND l.node = ?8 AND l.epoch = ?9)",
     [ST_JOB_EXISTS] = "SELECT 1 FROM jobs WHERE id = ?1",
+    [ST_LEASE_HELD] = "SELECT 1 FROM temp.leases WHERE tenant_id = ?1 AND node = ?2 AND epoch = ?3",
     [ST_JOB_ACTIVE_SOME] =
         "SELECT id, tenant_id, event_id, workflow_id, action, opportunity_id, seq,"
         " status, attempts, next_run_at, last_error, steps, created_at, updated_at"
@@ -1061,11 +1062,32 @@ static int inv_read(sq_store *s, const char *tenant, const char *opp, const char
     return rc == SQLITE_ROW ? 0 : op_failed(s, rc, "invitation get");
 }
 
+/* A fenced write's check (store.h job_update): 0 while the tenant's lease
+ * names node with epoch (or node is NULL: unfenced), else LB_ECONFLICT. One
+ * connection runs every op in turn, so nothing changes the lease between
+ * the check and the write. */
+static int lease_held(sq_store *s, const char *tenant, const char *node, int64_t epoch)
+{
+    if (node == NULL) return 0;
+    sqlite3_stmt *q = stmt(s, ST_LEASE_HELD);
+    if (q == NULL) return LB_EIO;
+    bind_text(q, 1, tenant);
+    bind_text(q, 2, node);
+    sqlite3_bind_int64(q, 3, epoch);
+    int rc = sqlite3_step(q);
+    done_with(q);
+    if (rc == SQLITE_ROW) return 0;
+    return rc == SQLITE_DONE ? LB_ECONFLICT : op_failed(s, rc, "lease check");
+}
+
 static int run_invitation_claim(sq_store *s, lb_store_op *op)
 {
     const lb_invitation_rec *r = op->invitation_claim.rec;
     lb_invitation_rec *ex = &op->invitation_claim.existing;
-    int st = inv_read(s, r->tenant_id, r->opportunity_id, r->assessment, ex);
+    int st = lease_held(s, r->tenant_id, op->invitation_claim.lease_node,
+                        op->invitation_claim.lease_epoch);
+    if (st != 0) return st;
+    st = inv_read(s, r->tenant_id, r->opportunity_id, r->assessment, ex);
     if (st == 0) {
         op->invitation_claim.owned = ex->job_id != NULL && strcmp(ex->job_id, r->job_id) == 0;
         return 0;
@@ -1088,6 +1110,9 @@ static int run_invitation_claim(sq_store *s, lb_store_op *op)
 static int run_invitation_update(sq_store *s, lb_store_op *op)
 {
     const lb_invitation_rec *r = op->invitation_update.rec;
+    int st = lease_held(s, r->tenant_id, op->invitation_update.lease_node,
+                        op->invitation_update.lease_epoch);
+    if (st != 0) return st;
     sqlite3_stmt *q = stmt(s, ST_INV_UPDATE);
     if (q == NULL) return LB_EIO;
     bind_text(q, 1, r->tenant_id);

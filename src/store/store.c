@@ -332,9 +332,17 @@ static int check_invitation(const lb_invitation_rec *r)
     return check_id(r->tenant_id);
 }
 
+/* A fenced write's lease: none, or a node id and an epoch of 1 or more. */
+static int check_fence(const char *node, int64_t epoch)
+{
+    return node == NULL || (check_lease_node(node) == 0 && epoch >= 1) ? 0 : LB_EINVAL;
+}
+
 static int check_invitation_claim(const lb_store_op *op)
 {
     const lb_invitation_rec *r = op->invitation_claim.rec;
+    if (check_fence(op->invitation_claim.lease_node, op->invitation_claim.lease_epoch) != 0)
+        return LB_EINVAL;
     return check_invitation(r) == 0 && r->job_id != NULL ? 0 : LB_EINVAL;
 }
 
@@ -352,6 +360,8 @@ static void discard_invitation_claim(lb_store_op *op)
 
 static int check_invitation_update(const lb_store_op *op)
 {
+    if (check_fence(op->invitation_update.lease_node, op->invitation_update.lease_epoch) != 0)
+        return LB_EINVAL;
     return check_invitation(op->invitation_update.rec);
 }
 

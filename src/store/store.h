@@ -536,16 +536,24 @@ struct lb_store_op {
         } job_get;
         /* Claims (tenant, opportunity, assessment) for rec->job_id: inserted
          * when free. out: owned (1 when the claim is this job's, new or
-         * earlier) and existing (the stored row; lb_invitation_rec_free). */
+         * earlier) and existing (the stored row; lb_invitation_rec_free).
+         * Fenced as job_update: with lease_node set, only while the
+         * tenant's lease names lease_node with lease_epoch, else
+         * LB_ECONFLICT and nothing written. */
         struct {
             const lb_invitation_rec *rec;
             int owned;
             lb_invitation_rec existing;
+            const char *lease_node;
+            int64_t lease_epoch;
         } invitation_claim;
         /* Sets invitation_id, url, note_id and stage_id (NULL keeps the
-         * stored value). */
+         * stored value). Fenced as invitation_claim (the platform events
+         * it carries are then not written either). */
         struct {
             const lb_invitation_rec *rec;
+            const char *lease_node;
+            int64_t lease_epoch;
         } invitation_update;
         /* out: for each tenant with failed jobs, its id and their number;
          * lb_malloc'd arrays (lb_free both). */

@@ -1061,6 +1061,79 @@ static void test_leases(void **state)
     snprintf(r.op.job_get.id, sizeof(r.op.job_get.id), "job_ev");
     assert_int_equal(run_op(f, &r), LB_ENOTFOUND); /* the refused write's event */
 
+    /* fenced invitation ledger writes, the same rule: a claim or an update
+     * of a node whose lease moved on writes nothing, not even its events */
+    lb_invitation_rec inv;
+    memset(&inv, 0, sizeof(inv));
+    snprintf(inv.tenant_id, sizeof(inv.tenant_id), "c");
+    inv.opportunity_id = "O1";
+    inv.assessment = "js";
+    inv.job_id = "job_2";
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_INVITATION_CLAIM;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.invitation_claim.rec = &inv;
+    r.op.invitation_claim.lease_node = "n1";
+    r.op.invitation_claim.lease_epoch = 0; /* a fence needs an epoch */
+    assert_int_equal(lb_store_submit(f->store, &r.op), LB_EINVAL);
+    r.op.invitation_claim.lease_epoch = 1;
+    assert_int_equal(run_op(f, &r), LB_ECONFLICT);
+    treq g;
+    memset(&g, 0, sizeof(g));
+    g.op.kind = LB_STORE_INVITATION_GET;
+    g.op.cb = treq_cb;
+    g.op.data = &g;
+    snprintf(g.op.invitation_get.tenant_id, sizeof(g.op.invitation_get.tenant_id), "c");
+    g.op.invitation_get.opportunity_id = "O1";
+    g.op.invitation_get.assessment = "js";
+    assert_int_equal(run_op(f, &g), LB_ENOTFOUND); /* the refused claim wrote nothing */
+    r.calls = 0;
+    r.op.invitation_claim.lease_node = "n2";
+    assert_int_equal(run_op(f, &r), 0);
+    assert_int_equal(r.op.invitation_claim.owned, 1);
+    lb_invitation_rec_free(&r.op.invitation_claim.existing);
+    inv.invitation_id = "inv_1";
+    inv.url = "https://p.example/inv_1";
+    memset(&r, 0, sizeof(r));
+    r.op.kind = LB_STORE_INVITATION_UPDATE;
+    r.op.cb = treq_cb;
+    r.op.data = &r;
+    r.op.invitation_update.rec = &inv;
+    r.op.invitation_update.lease_node = "n2";
+    r.op.invitation_update.lease_epoch = 2;
+    r.op.notify = &ev;
+    r.op.nnotify = 1;
+    assert_int_equal(run_op(f, &r), LB_ECONFLICT);
+    g.calls = 0;
+    assert_int_equal(run_op(f, &g), 0);
+    assert_null(g.op.invitation_get.rec.invitation_id);
+    lb_invitation_rec_free(&g.op.invitation_get.rec);
+    memset(&g.op.invitation_get.rec, 0, sizeof(g.op.invitation_get.rec));
+    treq jg;
+    memset(&jg, 0, sizeof(jg));
+    jg.op.kind = LB_STORE_JOB_GET;
+    jg.op.cb = treq_cb;
+    jg.op.data = &jg;
+    snprintf(jg.op.job_get.tenant_id, sizeof(jg.op.job_get.tenant_id), "c");
+    snprintf(jg.op.job_get.id, sizeof(jg.op.job_get.id), "job_ev");
+    assert_int_equal(run_op(f, &jg), LB_ENOTFOUND); /* nor its invitation.sent */
+    r.calls = 0;
+    r.op.invitation_update.lease_epoch = 1;
+    assert_int_equal(run_op(f, &r), 0);
+    jg.calls = 0;
+    assert_int_equal(run_op(f, &jg), 0); /* written with it */
+    lb_job_rec_free(&jg.op.job_get.rec);
+    g.calls = 0;
+    assert_int_equal(run_op(f, &g), 0);
+    assert_string_equal(g.op.invitation_get.rec.invitation_id, "inv_1");
+    lb_invitation_rec_free(&g.op.invitation_get.rec);
+    r.calls = 0;
+    r.op.notify = NULL;
+    r.op.nnotify = 0;
+    inv.opportunity_id = "O2"; /* no such row: held lease, nothing to update */
+    assert_int_equal(run_op(f, &r), LB_ENOTFOUND);
+
     /* a node that leaves is gone at once */
     memset(&r, 0, sizeof(r));
     r.op.kind = LB_STORE_NODE_BEAT;
