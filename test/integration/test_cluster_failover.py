@@ -411,14 +411,17 @@ def test_rolling_restart_under_a_steady_stream(make_server, lever, platform):
         s = replicas[name]
         s.signal(signal.SIGTERM)
         assert s.wait(15) == 0, s.stderr()[-2000:]
-        gone[name] = time.monotonic()
         s.start()
+        gone[name] = time.monotonic()
         wait_for(lambda: live_leases(a).get(name), timeout=4 * TTL_S,
                  what="%s holding leases again" % name)
     recs = stream.join()
     delivered_ok(recs)
     assert not [r for r in recs if any(x[1] is not None and x[1] >= 500 for x in r["answers"])], \
         "a replica answered 5xx"
+    for name, back in gone.items():  # each restarted replica took deliveries again
+        assert any(x[0] == name and x[1] == 200 and x[2] > back
+                   for r in recs for x in r["answers"]), name
     wait_jobs_done(lambda: db_rows(a, "SELECT status, count(*) FROM jobs GROUP BY status"),
                    len(recs), timeout=30)
     check_invited_once(platform, recs)
