@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from clusterutil import TENANTS, TTL_S, live_leases, start_cluster, wait_spread
+from clusterutil import TENANTS, TTL_S, lease_rows, live_leases, start_cluster, wait_spread
 from conftest import JSON, Closed, Conn, _psql, call, db_rows, lever_delivery, wait_for
 from simutil import LeverSim, PlatformSim
 
@@ -348,6 +348,7 @@ def test_a_stalled_holder_with_calls_in_flight(make_server, lever, platform):
         if left > 0:
             time.sleep(left)
         woke_seq = lever.requests_log()["last_seq"]
+        epochs = {t: e for t, (n, e) in lease_rows(a).items() if t in mine}
         slept = time.monotonic() - stopped
         invited = {i["invitation_id"]: i["requests"] for i in platform.invitations()["data"]}
     finally:
@@ -363,6 +364,16 @@ def test_a_stalled_holder_with_calls_in_flight(make_server, lever, platform):
     after = [e for e in lever.requests_log(since=woke_seq, path_prefix="/v1/opportunities/")["data"]
              if e["path"] in opps or e["path"].rsplit("/", 1)[0] in opps]
     assert not after, ("the woken replica called Lever again", after[:3])
+    # Nor for those tenants at all (its User-Agent names it), unless the
+    # cluster, rebalancing, gave one back to it under a new epoch.
+    now = lease_rows(a)
+    back = {t for t in mine if now.get(t, ("", 0))[0] == victim}
+    assert all(now[t][1] > epochs[t] for t in back), (now, epochs)
+    quiet = {key_of(t) for t in mine if t not in back}
+    ua = "(node %s)" % victim
+    theirs = [e for e in lever.requests_log(since=woke_seq)["data"]
+              if ua in (e.get("user_agent") or "") and e["key"] in quiet]
+    assert not theirs, ("the woken replica called Lever for a tenant it lost", theirs[:3])
     assert {i["invitation_id"]: i["requests"] for i in platform.invitations()["data"]} == invited
     check_invited_once(platform, recs)
     keys = {key_of(t) for t in mine}
@@ -374,8 +385,8 @@ def test_a_stalled_holder_with_calls_in_flight(make_server, lever, platform):
     assert c == {"succeeded": len(items)}, c
     refused = replicas[victim].stderr().count("write refused, the lease moved on")
     print("sigstop: %s stopped %.1f s with %d calls held; %d jobs finished by its successors;"
-          " %d writes of the woken replica refused" % (victim, slept, len(items), len(items),
-                                                       refused))
+          " %d writes of the woken replica refused; %d tenants given back to it"
+          % (victim, slept, len(items), len(items), refused, len(back)))
 
 
 # ---- 4. a rolling restart ----------------------------------------------------------
