@@ -4,6 +4,8 @@
  * only then is the 200 sent. */
 #include "api/api.h"
 
+#include "cluster/cluster.h"
+
 #include "core/alloc.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -191,12 +193,17 @@ static void lever_hook(lb_http_req *req, void *data)
     /* One allocation: the strings the event points to follow the struct. */
     size_t typelen = strnlen(dl.event, 64);
     /* A change that a reconciliation pass may have made an event of
-     * already (store.h, event_insert.stage_id): only checked while the
-     * tenant's passes made one recently, so ingest pays nothing otherwise. */
+     * already (store.h, event_insert.stage_id): on one process, only
+     * checked while the tenant's passes made one recently, so ingest pays
+     * nothing otherwise. With several replicas always: the passes run on
+     * the tenant's lease holder, and this replica's ring does not hear of
+     * them (its "started less than a window ago" hid that in the tests). */
     const char *to_stage = lb_json_get_str(dl.data, "toStageId");
-    int check_stage = to_stage != NULL && dl.opportunity_id != NULL && api->missed != NULL &&
-                      strcmp(dl.event, "candidateStageChange") == 0 &&
-                      lb_missed_recent(api->missed, hook->tenant_id, now, LB_RECONCILE_WINDOW_MS);
+    int shared = api->cluster != NULL && lb_cluster_enabled(api->cluster);
+    int check_stage =
+        to_stage != NULL && dl.opportunity_id != NULL && api->missed != NULL &&
+        strcmp(dl.event, "candidateStageChange") == 0 &&
+        (shared || lb_missed_recent(api->missed, hook->tenant_id, now, LB_RECONCILE_WINDOW_MS));
     size_t room = strlen(hook->id) + 1 + strlen(dl.token) + 1 + req->body_len + 1 +
                   (dl.opportunity_id ? strlen(dl.opportunity_id) + 1 : 0) + typelen + 1 +
                   (check_stage ? strlen(to_stage) + 1 : 0);

@@ -25,15 +25,18 @@
 #define RETRY_MS 1000
 
 /* One reload: a tenant's rows or everyone's, three reads submitted
- * together (one batch). Owner: the sync, on its `reloads` list until the
- * last read's callback. */
+ * together (one batch), and in full a fourth: the counts of changes that
+ * reconciliation found (webhook.missed; the passes run on each tenant's
+ * holder, so the other replicas learn of them here). Owner: the sync, on its `reloads` list until
+ * the last read's callback. */
 typedef struct reload {
     lb_sync *y;
     char tenant[LB_TENANT_ID_MAX + 1]; /* "" for all */
     int full;
     int pending; /* reads not answered yet */
     int failed;  /* a read's status, or 0 */
-    lb_store_op ops[3];
+    lb_store_op ops[4];
+    int nops;
     struct reload *prev, *next;
 } reload;
 
@@ -258,6 +261,7 @@ static void reload_free(reload *rl)
     lb_free(o[1].conn_load_all.conns);
     lb_free(o[1].conn_load_all.hooks);
     lb_workflow_recs_free(o[2].workflow_load_all.recs, o[2].workflow_load_all.count);
+    lb_free(o[3].reconciled_counts.recs);
     lb_free(rl);
 }
 
@@ -277,6 +281,9 @@ static void reload_apply(reload *rl)
                          .nworkflows = o[2].workflow_load_all.count};
     lb_sync *y = rl->y;
     lb_sync_apply(y, rl->full ? NULL : rl->tenant, &rows);
+    if (rl->nops == 4 && y->parts.missed != NULL)
+        lb_missed_set(y->parts.missed, o[3].reconciled_counts.recs, o[3].reconciled_counts.count,
+                      lb_time_now_ms());
     y->count[rl->full]++;
     if (y->m_reloads[rl->full] != NULL) lb_metric_add(y->m_reloads[rl->full], 1);
     lb_debug(MOD, "reloaded %s", rl->full ? "every tenant" : rl->tenant);
@@ -324,7 +331,14 @@ static int reload_send(lb_sync *y, const char *tenant)
     rl->ops[1].conn_load_all.tenant_id = filter;
     rl->ops[2].kind = LB_STORE_WORKFLOW_LOAD_ALL;
     rl->ops[2].workflow_load_all.tenant_id = filter;
-    for (int i = 0; i < 3; i++) {
+    rl->nops = 3;
+    if (rl->full && y->parts.missed != NULL) {
+        rl->ops[3].kind = LB_STORE_RECONCILED_COUNTS;
+        rl->ops[3].reconciled_counts.since =
+            (lb_time_now_ms() / LB_HOUR_MS - LB_MISSED_HOURS + 1) * LB_HOUR_MS;
+        rl->nops = 4;
+    }
+    for (int i = 0; i < rl->nops; i++) {
         rl->ops[i].cb = reload_cb;
         rl->ops[i].data = rl;
         int rc = lb_store_submit(y->store, &rl->ops[i]);

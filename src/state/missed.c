@@ -55,6 +55,17 @@ void lb_missed_load(lb_missed *m, const lb_hour_count_rec *recs, size_t n, int64
             add(m, recs[i].tenant_id, recs[i].hour, recs[i].count);
 }
 
+void lb_missed_set(lb_missed *m, const lb_hour_count_rec *recs, size_t n, int64_t now_ms)
+{
+    size_t pos = 0;
+    ring *r;
+    while ((r = lb_map_next(&m->by_tenant, &pos)) != NULL) {
+        memset(r->hour, 0, sizeof(r->hour));
+        memset(r->count, 0, sizeof(r->count));
+    }
+    lb_missed_load(m, recs, n, now_ms);
+}
+
 void lb_missed_add(lb_missed *m, const char *tenant, int64_t now_ms)
 {
     add(m, tenant, now_ms / LB_HOUR_MS, 1);

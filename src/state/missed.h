@@ -24,6 +24,11 @@ void lb_missed_init(lb_missed *m, int64_t now_ms);
 void lb_missed_free(lb_missed *m);
 /* Rows of LB_STORE_RECONCILED_COUNTS since now - LB_MISSED_HOURS. */
 void lb_missed_load(lb_missed *m, const lb_hour_count_rec *recs, size_t n, int64_t now_ms);
+/* Every count replaced by the rows of LB_STORE_RECONCILED_COUNTS since now
+ * - LB_MISSED_HOURS: with several replicas, the passes of the tenant's
+ * holder, which this replica does not count itself. Keeps what
+ * lb_missed_recent knows of this process's own passes. */
+void lb_missed_set(lb_missed *m, const lb_hour_count_rec *recs, size_t n, int64_t now_ms);
 /* One more change found only by reconciliation, now. */
 void lb_missed_add(lb_missed *m, const char *tenant, int64_t now_ms);
 /* The tenant's changes of the last LB_MISSED_HOURS hours. */

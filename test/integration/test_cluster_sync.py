@@ -244,3 +244,38 @@ def test_listener_survives_a_postgres_restart(make_server, lever, own_pg):
     assert call(a, "PUT", "/v1/tenants/after", {"name": "After"}).status == 201
     within(lambda: call(b, "GET", "/v1/tenants/after").status == 200, IN_FORCE_S,
            "a tenant made after the restart, on B")
+
+
+def test_reconciled_changes_reach_every_replica(make_server, lever):
+    """A reconciliation pass runs on the tenant's holder; the other replicas
+    learn its count (webhook.missed) by the full reload, and a late
+    delivery of the same change to one of them is a duplicate."""
+    rs = replicas(make_server, lever, extra={"LB_TEST_STATE_RELOAD_MS": "500",
+                                             "LEVERBRIDGE_RECONCILE_INTERVAL": "1h"},
+                  names=("a", "b"))
+    a = rs["node-a"]
+    assert call(a, "PUT", "/v1/tenants/rec", {"name": "Rec", "api_addon": True}).status == 201
+    assert call(a, "PUT", "/v1/tenants/rec/lever", {"api_key": "good"}).status == 200
+    assert call(a, "POST", "/v1/tenants/rec/workflows", TAG_WF).status == 201
+    wait_for(lambda: (hook_of(a, "rec") or (None, None))[1] == "active", what="webhook active")
+    node = holder(a, "rec")
+    other = rs["node-b" if node == "node-a" else "node-a"]
+    lever.ctl("POST", "/_sim/config", {"deliveries_enabled": False}, expect=200)
+    time.sleep(0.01)  # the change comes after connected_at
+    r = lever.call("PUT", "/v1/opportunities/O3/stage", {"stage": "S2"}, key="good")
+    assert r.status == 200, r
+    assert call(other, "POST", "/v1/tenants/rec/lever/reconcile").status == 202
+
+    def reconciled():
+        evs = call(other, "GET", "/v1/tenants/rec/events").json()["data"]
+        return [e for e in evs if e["source"] == "reconcile"]
+    ev = wait_for(reconciled, what="the pass's event")[0]
+    for s in rs.values():
+        within(lambda: call(s, "GET", "/v1/tenants/rec/lever").json()["webhook"]["missed"] == 1,
+               3.0, "webhook.missed on " + s.extra_env.get("LEVERBRIDGE_NODE_ID", "?"))
+    path = hook_of(other, "rec")[0]
+    token = [h for h in lever.state()["webhooks"] if h["url"].endswith(path)][0]["signatureToken"]
+    r = other.get(path, headers={"Content-Type": "application/json"}, method="POST",
+                  body=lever_delivery(token, "late-O3", opp="O3"))
+    assert r.status == 200, r
+    assert r.json()["status"] == "duplicate" and r.json()["event"] == ev["id"], r.json()
