@@ -533,6 +533,8 @@ static void maybe_closed(lb_sync *y)
 
 void lb_sync_close(lb_sync *y, void (*cb)(void *data), void *data)
 {
+    /* The store outlives the sync, and its listener may still hear. */
+    if (y->store != NULL) lb_store_unlisten(y->store);
     y->closing = 1;
     y->close_cb = cb;
     y->close_data = data;

@@ -112,7 +112,9 @@ struct lb_store {
     int waiting;
     char wait_err[256];
     int closing;
-    int listening; /* lb_store_listen succeeded */
+    int listening;                /* lb_store_listen succeeded */
+    lb_store_listen_cb listen_cb; /* NULL once lb_store_unlisten ran */
+    void *listen_data;
     void (*close_cb)(void *data);
     void *close_data;
     lb_store_handoff h;

@@ -1257,13 +1257,33 @@ void lb_store_set_on_commit(lb_store *s, lb_store_commit_cb cb, void *data)
     s->on_commit_data = data;
 }
 
+/* The backend reports here, so that lb_store_unlisten can stop the
+ * reports before the listener's data goes while the backend's listening
+ * lasts until lb_store_close. */
+static void heard(void *data, int what, const char *tenant)
+{
+    lb_store *s = data;
+    if (s->listen_cb != NULL) s->listen_cb(s->listen_data, what, tenant);
+}
+
 int lb_store_listen(lb_store *s, lb_store_listen_cb cb, void *data)
 {
     if (cb == NULL || s->listening || s->closing) return LB_EINVAL;
     if (s->vt->listen == NULL) return 0; /* one process: nothing to hear */
-    int rc = s->vt->listen(s, cb, data);
-    if (rc == 0) s->listening = 1;
+    s->listen_cb = cb;
+    s->listen_data = data;
+    int rc = s->vt->listen(s, heard, s);
+    if (rc == 0)
+        s->listening = 1;
+    else
+        s->listen_cb = NULL;
     return rc;
+}
+
+void lb_store_unlisten(lb_store *s)
+{
+    s->listen_cb = NULL;
+    s->listen_data = NULL;
 }
 
 const char *lb_store_backend(const lb_store *s)

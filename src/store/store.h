@@ -833,6 +833,9 @@ typedef void (*lb_store_listen_cb)(void *data, int what, const char *tenant);
  * no cb). Loop thread. */
 #define LB_STORE_NOTES_MAX 4096
 int lb_store_listen(lb_store *s, lb_store_listen_cb cb, void *data);
+/* No more reports to the cb given to lb_store_listen (call before its data
+ * is freed; the listening itself ends with lb_store_close). Loop thread. */
+void lb_store_unlisten(lb_store *s);
 
 /* The backend's name ("sqlite", "postgres"), for logs. */
 const char *lb_store_backend(const lb_store *s);

@@ -638,6 +638,20 @@ static void test_listen(void **state)
     assert_true(heard(h.jobs, h.njobs, theirs));
     assert_false(heard(h.state, h.nstate, mine));
     assert_false(heard(h.jobs, h.njobs, gone));
+
+    /* Unlistened (the sync closing before the store): what is heard
+     * afterwards reaches no one, while the listening goes on. */
+    lb_store_unlisten(f->store);
+    size_t nstate = h.nstate;
+    char late[LB_TENANT_ID_MAX + 1];
+    snprintf(late, sizeof(late), "l-%.40s", f->schema);
+    treq d;
+    treq_upsert(&d, late, "Late", 1);
+    assert_int_equal(lb_store_submit(other, &d.op), 0);
+    run_loop(f);
+    assert_int_equal(d.op.status, 0);
+    run_for(f, 500);
+    assert_int_equal(h.nstate, nstate);
     close_other(f, other);
     fx_close(f);
 }
