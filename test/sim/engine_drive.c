@@ -78,7 +78,8 @@ typedef struct {
     int burst;
     int late;
     int64_t late_after_ms;
-    int late_after_done; /* > 0: add the late tenant once this many jobs succeeded */
+    int late_after_done;   /* > 0: add the late tenant once this many jobs succeeded */
+    int late_after_queued; /* > 0: ... and this many calls wait in the outbound queue */
     int64_t retry_base_ms, retry_cap_ms, max_age_ms, timeout_ms;
     int max_inflight, max_running, max_running_tenant;
     int keep_db;
@@ -102,6 +103,8 @@ static void usage(FILE *f)
           "                           --late-after after the start (default 200ms)\n"
           "  --late-after-done N      ... or once N jobs have succeeded (its row is stored\n"
           "                           at the start): a backlog whatever the machine's speed\n"
+          "  --late-after-queued N    ... and N calls wait in the outbound queue (a slow\n"
+          "                           machine may start the backlog's jobs late)\n"
           "  --retry-base D, --retry-cap D, --max-age D   job backoff (default 1s, 10m, 72h)\n"
           "  --max-inflight N         HTTP calls at once (default 256)\n"
           "  --max-running N          jobs running at once (default 4 x max-inflight)\n"
@@ -199,6 +202,8 @@ static int parse_options(int argc, char **argv, options *o)
             rc = lb_duration_parse(v, &o->late_after_ms);
         else if (strcmp(a, "--late-after-done") == 0)
             rc = parse_int(v, 1, 100000000, &o->late_after_done);
+        else if (strcmp(a, "--late-after-queued") == 0)
+            rc = parse_int(v, 1, 100000000, &o->late_after_queued);
         else if (strcmp(a, "--retry-base") == 0)
             rc = lb_duration_parse(v, &o->retry_base_ms);
         else if (strcmp(a, "--retry-cap") == 0)
@@ -520,8 +525,11 @@ static void check_cb(uv_check_t *c)
     if (D.closing) return;
     lb_jobs_stats js;
     lb_jobs_stats_get(D.jobs, &js);
-    if (D.late_row_ready && !D.late_added && js.succeeded >= (uint64_t)D.o.late_after_done)
-        late_add();
+    if (D.late_row_ready && !D.late_added && js.succeeded >= (uint64_t)D.o.late_after_done) {
+        lb_outbound_stats os;
+        lb_outbound_stats_get(D.ob, &os);
+        if (os.queued >= (uint64_t)D.o.late_after_queued) late_add();
+    }
     if (D.o.late && !D.late_added) return;
     if (js.succeeded + js.failed + js.skipped + js.cancelled >= D.expected) begin_close();
 }
