@@ -188,10 +188,12 @@ def test_backlog_does_not_delay_another_tenant(deep):
     sim = start_sim()
     try:
         keys(sim, "big-", 1, late=True)
-        # deep: once 1,000 calls wait too, however late a slow machine
-        # starts the backlog's jobs (under ASan it once had none queued yet
-        # after 200 had succeeded)
-        extra = ["--max-running-tenant", 10000, "--max-running", 20000,
+        # deep: every job started, four calls at a time, so the rest wait in
+        # the outbound queue; the late job comes once 1,000 calls wait there
+        # too, however slowly the machine starts the backlog's jobs (with
+        # 256 at a time, ASan's CI run once had none queued after 200 had
+        # succeeded, and then never 1,000)
+        extra = ["--max-running-tenant", 10000, "--max-running", 20000, "--max-inflight", 4,
                  "--late-after-queued", 1000] if deep else []
         out = drive(sim, "--key-prefix", "big-", "--tenants", 1, "--jobs", 10000,
                     "--rate", 0, "--late-tenant", "--late-after-done", 200, *extra)
