@@ -26,6 +26,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import sqlite3
@@ -61,6 +62,31 @@ def _psql(url, sql, rows=False):
         raise AssertionError("psql %r: %s" % (sql, p.stderr.decode()))
     out = p.stdout.decode()
     return [tuple(line.split("\x1f")) for line in out.splitlines() if line] if rows else None
+
+
+PG_SH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pg", "pg.sh")
+
+
+def pg(cmd, d):
+    """test/pg/pg.sh CMD D: its output; a failure fails the test."""
+    p = subprocess.run(["sh", PG_SH, cmd, d], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    return p.stdout.decode().strip()
+
+
+@pytest.fixture
+def own_pg():
+    """A PostgreSQL of the test's own, (its dir, its URL): a test that stops
+    or kills its database cannot use the suite's, which the other tests
+    share. Not under pytest's tmp_path (0700, root's): the server runs as
+    lbtest."""
+    top = tempfile.mkdtemp(prefix="lbpg-")
+    os.chmod(top, 0o755)  # pg.sh makes c/ 0700, the server user's
+    d = os.path.join(top, "c")
+    url = pg("start", d)
+    yield d, url
+    pg("stop", d)
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def pg_url_for(data_dir):

@@ -16,18 +16,14 @@ has a workflow that sends an assessment, so an invitation made twice shows.
 
 PostgreSQL only (conftest.py collects test_cluster*.py only there)."""
 
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
 from clusterutil import TENANTS, TTL_S, lease_rows, live_leases, start_cluster, wait_spread
-from conftest import JSON, Closed, Conn, _psql, call, db_rows, lever_delivery, wait_for
+from conftest import JSON, Closed, Conn, _psql, call, db_rows, lever_delivery, pg, wait_for
 from simutil import LeverSim, PlatformSim
 
 PLATFORM_TOKEN = "plat-secret"
@@ -35,7 +31,6 @@ OPPS = 400  # opportunities in lever-sim; each delivery of a test names its own
 SEND_WF = {"name": "assess at phone screen", "enabled": True,
            "trigger": {"event": "stage_changed", "to_stage": "S2"},
            "actions": [{"type": "send_assessment", "assessment": "js"}]}
-PG_SH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pg", "pg.sh")
 
 
 def key_of(tenant):
@@ -446,25 +441,6 @@ def test_rolling_restart_under_a_steady_stream(make_server, lever, platform):
 
 
 # ---- 5. PostgreSQL stopped and started under load --------------------------------------
-
-
-def pg(cmd, d):
-    p = subprocess.run(["sh", PG_SH, cmd, d], capture_output=True, timeout=60)
-    assert p.returncode == 0, p.stderr.decode()
-    return p.stdout.decode().strip()
-
-
-@pytest.fixture
-def own_pg():
-    """A PostgreSQL of the test's own (test_pg_outage.py's): stopping the
-    suite's would fail other tests."""
-    top = tempfile.mkdtemp(prefix="lbpg-")
-    os.chmod(top, 0o755)  # pg.sh makes c/ 0700, the server user's
-    d = os.path.join(top, "c")
-    url = pg("start", d)
-    yield d, url
-    pg("stop", d)
-    shutil.rmtree(top, ignore_errors=True)
 
 
 def test_postgres_stopped_and_started_under_load(make_server, lever, platform, own_pg):

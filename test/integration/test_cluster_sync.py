@@ -9,21 +9,16 @@ PostgreSQL restart.
 
 PostgreSQL only (conftest.py: collect_ignore_glob)."""
 
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 import time
 
 import pytest
 
 from clusterutil import MASTER_KEY, lease_rows
-from conftest import call, db_exec, lever_delivery, pg_url_for, wait_for
+from conftest import call, db_exec, lever_delivery, pg, pg_url_for, wait_for
 from simutil import LeverSim
 
 IN_FORCE_S = 2.0
-PG_SH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pg", "pg.sh")
 TAG_WF = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"},
           "actions": [{"type": "add_tags", "tags": ["seen"]}]}
 
@@ -200,23 +195,6 @@ def test_full_reload_catches_a_change_without_notification(make_server, lever):
     for s in (a, b):
         within(lambda: call(s, "GET", "/v1/tenants/sql-made").status == 404, 3.0,
                "the silent delete, by the full reload")
-
-
-def pg(cmd, d):
-    p = subprocess.run(["sh", PG_SH, cmd, d], capture_output=True, timeout=60)
-    assert p.returncode == 0, p.stderr.decode()
-    return p.stdout.decode().strip()
-
-
-@pytest.fixture
-def own_pg():
-    top = tempfile.mkdtemp(prefix="lbpg-")
-    os.chmod(top, 0o755)  # pg.sh makes c/ 0700, the server user's
-    d = os.path.join(top, "c")
-    url = pg("start", d)
-    yield d, url
-    pg("stop", d)
-    shutil.rmtree(top, ignore_errors=True)
 
 
 def full_reloads(server):

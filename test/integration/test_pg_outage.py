@@ -10,10 +10,7 @@ test's temp dir), so the suite's shared cluster is never stopped under other
 tests. PostgreSQL runs only (integration.postgres)."""
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -29,6 +26,7 @@ from conftest import (
     clean_env,
     connect_lever,
     lever_delivery,
+    pg,
     wait_for,
 )
 from simutil import LeverSim
@@ -36,13 +34,6 @@ from simutil import LeverSim
 pytestmark = pytest.mark.skipif(not PG_URL, reason="PostgreSQL backend only")
 
 AUTH = {"Authorization": "Bearer " + ADMIN_TOKEN}
-PG_SH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pg", "pg.sh")
-
-
-def pg(cmd, d):
-    p = subprocess.run(["sh", PG_SH, cmd, d], capture_output=True, timeout=60)
-    assert p.returncode == 0, p.stderr.decode()
-    return p.stdout.decode().strip()
 
 
 def status_of(server, method, path, body=None, timeout=10.0):
@@ -57,18 +48,6 @@ def status_of(server, method, path, body=None, timeout=10.0):
             return c.read_response(timeout=timeout).status
     except OSError:
         return None
-
-
-@pytest.fixture
-def own_pg():
-    # Not under pytest's tmp_path (0700, root's): the server runs as lbtest.
-    top = tempfile.mkdtemp(prefix="lbpg-")
-    os.chmod(top, 0o755)  # pg.sh makes c/ 0700, the server user's
-    d = os.path.join(top, "c")
-    url = pg("start", d)
-    yield d, url
-    pg("stop", d)
-    shutil.rmtree(top, ignore_errors=True)
 
 
 def test_database_stopped_under_load(make_server, own_pg):
