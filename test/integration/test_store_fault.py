@@ -35,7 +35,11 @@ def server(make_server, lever, tmp_path):
     s = make_server(env={"LB_FAULT_STORE": str(ctl),
                          "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
                          "LEVERBRIDGE_PROVISION_RETRY_BASE": "50ms",
-                         "LEVERBRIDGE_PROVISION_RETRY_CAP": "200ms"})
+                         "LEVERBRIDGE_PROVISION_RETRY_CAP": "200ms",
+                         # PostgreSQL: the lease cycle's own writes (a
+                         # heartbeat every TTL/3) would make the store
+                         # writable again in between; one cycle in 200 s
+                         "LEVERBRIDGE_LEASE_TTL": "600s"})
     s.ctl = ctl
     return s
 
@@ -164,6 +168,9 @@ def test_result_post(server):
 def test_readiness_follows_the_failed_commit(server):
     s = server
     assert call(s, "PUT", "/v1/tenants/acme", {"name": "Acme"}).status == 201
+    # the new tenant's lease taken (PostgreSQL: a cycle of writes at once),
+    # so no write of the server's own commits between the failure and /readyz
+    wait_for(lambda: call(s, "GET", "/v1/tenants/acme").json().get("lease"), what="the lease")
     assert s.get("/readyz").status == 200
     fail_next_commit(s)
     assert_unavailable(call(s, "PUT", "/v1/tenants/acme", {"name": "B"}), s)
