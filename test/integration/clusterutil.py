@@ -28,6 +28,16 @@ TAG_WF = {"name": "tag", "trigger": {"event": "stage_changed", "to_stage": "S2"}
           "actions": [{"type": "add_tags", "tags": ["seen"]}]}
 
 
+def replica_env(lever, db, ttl, extra=None):
+    """The settings every replica of a test cluster shares (NODE_ID apart)."""
+    env = {"LEVERBRIDGE_DB": db, "LEVERBRIDGE_MASTER_KEY": MASTER_KEY,
+           "LEVERBRIDGE_LEASE_TTL": ttl,
+           "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
+           "LEVERBRIDGE_RETRY_BASE": "50ms", "LEVERBRIDGE_RETRY_CAP": "200ms"}
+    env.update(extra or {})
+    return env
+
+
 def start_cluster(make_server, lever, ttl="2s", workflow=TAG_WF, key_of=None, tenant=None,
                   extra_env=None, db=None):
     """Replica a alone makes the tenants (each connected, its hook active,
@@ -39,11 +49,7 @@ def start_cluster(make_server, lever, ttl="2s", workflow=TAG_WF, key_of=None, te
     replica; db: another store URL than the suite's PostgreSQL."""
     first = make_server(start=False, env={})
     db = db or pg_url_for(first.data_dir)
-    env = {"LEVERBRIDGE_DB": db, "LEVERBRIDGE_MASTER_KEY": MASTER_KEY,
-           "LEVERBRIDGE_LEASE_TTL": ttl,
-           "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
-           "LEVERBRIDGE_RETRY_BASE": "50ms", "LEVERBRIDGE_RETRY_CAP": "200ms"}
-    env.update(extra_env or {})
+    env = replica_env(lever, db, ttl, extra_env)
     first.extra_env = dict(env, LEVERBRIDGE_NODE_ID="node-a")
     a = first.start()
     hooks = {}

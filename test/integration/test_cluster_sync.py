@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from clusterutil import MASTER_KEY, lease_rows
+from clusterutil import lease_rows, replica_env
 from conftest import call, db_exec, lever_delivery, pg, pg_url_for, wait_for
 from simutil import LeverSim
 
@@ -37,11 +37,7 @@ def replicas(make_server, lever, ttl="15s", db=None, extra=None, names=("a", "b"
     """Replicas started empty on one database, in order."""
     first = make_server(start=False, env={})
     db = db or pg_url_for(first.data_dir)
-    env = {"LEVERBRIDGE_DB": db, "LEVERBRIDGE_MASTER_KEY": MASTER_KEY,
-           "LEVERBRIDGE_LEASE_TTL": ttl,
-           "LEVERBRIDGE_LEVER_API_URL": "http://127.0.0.1:%d/v1" % lever.port,
-           "LEVERBRIDGE_RETRY_BASE": "50ms", "LEVERBRIDGE_RETRY_CAP": "200ms"}
-    env.update(extra or {})
+    env = replica_env(lever, db, ttl, extra)
     first.extra_env = dict(env, LEVERBRIDGE_NODE_ID="node-" + names[0])
     out = {"node-" + names[0]: first.start()}
     for n in names[1:]:
